@@ -1,0 +1,65 @@
+/*
+ * guarded.hpp
+ *	  The one place where C++ exceptions stop: every exported core function
+ *	  runs its body through run_guarded, which turns any exception into a
+ *	  HannoyStatus and a message for the shim to ereport.
+ */
+#ifndef HANNOY_GUARDED_HPP
+#define HANNOY_GUARDED_HPP
+
+#include "hannoy/core_guard.hpp"
+
+#include <cstdio>
+#include <exception>
+#include <new>
+
+#include "hannoy/hannoy.h"
+#include "hannoy/storage.hpp"
+
+namespace hannoy {
+
+/* Fills 'err' (which may be null) with a status and message. */
+inline HannoyStatus set_error(HannoyError *err, HannoyStatus status, const char *message)
+{
+	if (err != nullptr)
+	{
+		err->status = status;
+		std::snprintf(err->message, sizeof(err->message), "%s", message);
+	}
+	return status;
+}
+
+/* Runs 'body', catching everything; HANNOY_OK when it returned normally. */
+template <class F> HannoyStatus run_guarded(HannoyError *err, F &&body) noexcept
+{
+	try
+	{
+		body();
+		if (err != nullptr)
+		{
+			err->status = HANNOY_OK;
+			err->message[0] = '\0';
+		}
+		return HANNOY_OK;
+	}
+	catch (const Error &e)
+	{
+		return set_error(err, e.status(), e.what());
+	}
+	catch (const std::bad_alloc &)
+	{
+		return set_error(err, HANNOY_ERR_NOMEM, "out of memory in the hannoy core");
+	}
+	catch (const std::exception &e)
+	{
+		return set_error(err, HANNOY_ERR_INTERNAL, e.what());
+	}
+	catch (...)
+	{
+		return set_error(err, HANNOY_ERR_INTERNAL, "unknown exception in the hannoy core");
+	}
+}
+
+} // namespace hannoy
+
+#endif /* HANNOY_GUARDED_HPP */

@@ -1,0 +1,251 @@
+/*
+ * storage.hpp
+ *	  The sidecar on LMDB: RAII environment and transactions, the named
+ *	  databases, and big-endian key encodings.
+ */
+#ifndef HANNOY_STORAGE_HPP
+#define HANNOY_STORAGE_HPP
+
+#include "hannoy/core_guard.hpp"
+
+#include <lmdb.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "hannoy/distance.hpp"
+#include "hannoy/hannoy.h"
+
+namespace hannoy {
+
+/* An error the C ABI turns into a status code and a message. */
+class Error : public std::runtime_error
+{
+  public:
+	Error(HannoyStatus status, const std::string &message)
+		: std::runtime_error(message), status_(status)
+	{
+	}
+	HannoyStatus status() const
+	{
+		return status_;
+	}
+
+  private:
+	HannoyStatus status_;
+};
+
+/* Throws an Error describing LMDB return code 'rc' during 'what'. */
+[[noreturn]] void throw_lmdb(int rc, const char *what);
+
+/* Unindexed row kinds (value of the unindexed database). */
+constexpr uint8_t UNINDEXED_NULL = 1; /* NULL vector: NULL distance */
+constexpr uint8_t UNINDEXED_NAN = 2;  /* zero vector under cosine: NaN distance */
+
+/* Highest layer a node may get; far above what 2^32 items need. */
+constexpr int MAX_LEVEL = 15;
+
+/* Mutable graph state, one record in the meta database. */
+struct GraphState
+{
+	uint64_t items = 0;		/* live graph nodes */
+	uint64_t unindexed = 0; /* unindexed rows */
+	uint64_t deleted = 0;	/* tombstones */
+	uint64_t next_id = 0;	/* first id never used */
+	int32_t max_level = -1; /* level of the entry point, -1 when empty */
+	uint32_t entry_point = 0;
+};
+
+/* Big-endian key of an item id. */
+struct IdKey
+{
+	unsigned char bytes[4];
+	explicit IdKey(uint32_t id);
+	MDB_val val()
+	{
+		return MDB_val{sizeof(bytes), bytes};
+	}
+};
+
+/* Big-endian key of (item id, layer) in the links database. */
+struct LinkKey
+{
+	unsigned char bytes[5];
+	LinkKey(uint32_t id, int layer);
+	MDB_val val()
+	{
+		return MDB_val{sizeof(bytes), bytes};
+	}
+};
+
+/* Big-endian 6-byte key of a heap TID. */
+struct TidKey
+{
+	unsigned char bytes[6];
+	explicit TidKey(HannoyTid tid);
+	MDB_val val()
+	{
+		return MDB_val{sizeof(bytes), bytes};
+	}
+};
+
+uint32_t decode_id(const MDB_val &v);
+HannoyTid decode_tid(const MDB_val &v);
+
+/* A transaction that aborts unless committed. */
+class Txn
+{
+  public:
+	Txn(MDB_env *env, bool read_only);
+	~Txn();
+	Txn(const Txn &) = delete;
+	Txn &operator=(const Txn &) = delete;
+	void commit();
+	void abort();
+	MDB_txn *get() const
+	{
+		return txn_;
+	}
+
+  private:
+	MDB_txn *txn_ = nullptr;
+};
+
+/* A cursor closed with its scope (read cursors must close before their txn ends). */
+class Cursor
+{
+  public:
+	Cursor(MDB_txn *txn, MDB_dbi dbi);
+	~Cursor();
+	Cursor(const Cursor &) = delete;
+	Cursor &operator=(const Cursor &) = delete;
+	/* Positions with 'op'; false at the end or when not found. */
+	bool get(MDB_val &key, MDB_val &data, MDB_cursor_op op);
+	MDB_cursor *get() const
+	{
+		return cur_;
+	}
+
+  private:
+	MDB_cursor *cur_ = nullptr;
+};
+
+/* An open environment: the object behind the C ABI's HannoyEnv. */
+class Store
+{
+  public:
+	Store(const std::string &path, const HannoyEnvConfig &config, bool create,
+		  const HannoyMeta *meta);
+	~Store();
+	Store(const Store &) = delete;
+	Store &operator=(const Store &) = delete;
+
+	MDB_env *env() const
+	{
+		return env_;
+	}
+	const HannoyMeta &meta() const
+	{
+		return meta_;
+	}
+	DistanceFn distance() const
+	{
+		return distance_;
+	}
+	size_t vector_bytes() const
+	{
+		return vector_bytes_;
+	}
+	uint32_t max_links(int layer) const
+	{
+		return layer == 0 ? meta_.m0 : meta_.m;
+	}
+	bool durable() const
+	{
+		return config_.durable;
+	}
+	const std::string &path() const
+	{
+		return path_;
+	}
+
+	/* Re-reads the meta record (dims may have been set by another backend). */
+	void reload_meta(MDB_txn *txn);
+	void write_meta(MDB_txn *txn, const HannoyMeta &meta);
+	GraphState read_state(MDB_txn *txn) const;
+	void write_state(MDB_txn *txn, const GraphState &state) const;
+
+	/* The stored vector of an item, or nullptr; valid until 'txn' ends. */
+	const void *vector(MDB_txn *txn, uint32_t id) const;
+	/* Neighbours of (id, layer) into 'out'; empty when the node has no such layer. */
+	void links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &out) const;
+	void put_links(MDB_txn *txn, uint32_t id, int layer, const std::vector<uint32_t> &ids,
+				   unsigned flags = 0) const;
+	/* TID of an item; false for tombstones and unknown ids. */
+	bool tid_of(MDB_txn *txn, uint32_t id, HannoyTid *tid) const;
+
+	void sync(bool force);
+
+	MDB_dbi dbi_meta, dbi_vectors, dbi_links, dbi_tids, dbi_items, dbi_unindexed, dbi_deleted;
+
+  private:
+	void open_databases(bool create);
+	void set_meta(const HannoyMeta &meta);
+
+	MDB_env *env_ = nullptr;
+	std::string path_;
+	HannoyEnvConfig config_;
+	HannoyMeta meta_{};
+	DistanceFn distance_ = nullptr;
+	size_t vector_bytes_ = 0;
+};
+
+/* Puts key/value, throwing on failure. */
+void put(MDB_txn *txn, MDB_dbi dbi, MDB_val key, MDB_val data, unsigned flags = 0);
+/* Deletes key; false when absent. */
+bool del(MDB_txn *txn, MDB_dbi dbi, MDB_val key);
+/* Gets key; false when absent. */
+bool get(MDB_txn *txn, MDB_dbi dbi, MDB_val key, MDB_val &data);
+
+/* The graph as stored in LMDB, seen through one transaction (see graph.hpp). */
+class StoredGraph
+{
+  public:
+	StoredGraph(const Store &store, MDB_txn *txn)
+		: store_(store), txn_(txn), distance_(store.distance()), dims_(store.meta().dims)
+	{
+	}
+	/* Distance from a stored vector to the query; +inf for a missing item. */
+	double distance(const void *query, uint32_t id) const
+	{
+		const void *v = store_.vector(txn_, id);
+		return v == nullptr ? HUGE_VAL : distance_(v, query, dims_);
+	}
+	double distance_between(uint32_t a, uint32_t b) const
+	{
+		const void *va = store_.vector(txn_, a);
+		const void *vb = store_.vector(txn_, b);
+		return (va == nullptr || vb == nullptr) ? HUGE_VAL : distance_(va, vb, dims_);
+	}
+	void neighbors(uint32_t id, int layer, std::vector<uint32_t> &out) const
+	{
+		store_.links(txn_, id, layer, out);
+	}
+
+  private:
+	const Store &store_;
+	MDB_txn *txn_;
+	DistanceFn distance_;
+	uint32_t dims_;
+};
+
+/* The level of a new node: -ln(U) / ln(m) with U drawn from (seed, salt). */
+int draw_level(uint64_t seed, uint64_t salt, uint32_t m);
+
+} // namespace hannoy
+
+#endif /* HANNOY_STORAGE_HPP */

@@ -1,0 +1,291 @@
+/*
+ * hannoybuild.c
+ *	  ambuild and ambuildempty: the heap scan streams vectors into a fresh
+ *	  sidecar, then the core links the graph in slices of at most
+ *	  HANNOY_SLICE_MS, with interrupt checks and progress reports between
+ *	  slices (DESIGN section 5).
+ */
+#include "hannoy/shim_guard.h"
+
+#include "postgres.h"
+
+#include "access/tableam.h"
+#include "access/xlog.h"
+#include "access/xloginsert.h"
+#include "catalog/index.h"
+#include "commands/progress.h"
+#include "common/pg_prng.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/bufmgr.h"
+#include "storage/fd.h"
+#include "storage/smgr.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "hannoy/am.h"
+
+typedef struct HannoyBuildState
+{
+	Relation	index;
+	HannoyMetric metric;
+	HannoyEnv  *env;
+	HannoyBuilder *builder;
+	HannoyMetaPageData meta;
+	double		heap_tuples;
+	double		index_tuples;
+	MemoryContext tmpctx;
+} HannoyBuildState;
+
+/* Raises the core's error for a build, after freeing the builder. */
+static void
+build_fail(HannoyBuildState *state, HannoyStatus st, HannoyError *err)
+{
+	if (state->builder)
+		hannoy_build_free(state->builder);
+	state->builder = NULL;
+	HannoyReportError(st, err, state->index);
+}
+
+/*
+ * build_callback converts one heap row and hands it to the core, which
+ * buffers rows and writes them to LMDB in batches.
+ */
+static void
+build_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
+			   bool tupleIsAlive, void *arg)
+{
+	HannoyBuildState *state = (HannoyBuildState *) arg;
+	MemoryContext old = MemoryContextSwitchTo(state->tmpctx);
+	HannoyError err;
+	HannoyStatus st;
+	const void *vec = NULL;
+	uint8		kind = 1;
+
+	state->heap_tuples++;
+	if (!isnull[0])
+	{
+		uint32		dims;
+		bool		is_zero;
+
+		vec = HannoyDatumToVector(values[0], state->metric, state->meta.dims, &dims, &is_zero);
+		if (is_zero)
+		{
+			vec = NULL;
+			kind = 2;
+		}
+		else if (state->meta.dims == 0)
+		{
+			state->meta.dims = dims;
+			st = hannoy_env_set_dims(state->env, dims, &err);
+			if (st != HANNOY_OK)
+				build_fail(state, st, &err);
+		}
+	}
+	st = hannoy_build_add(state->builder, HannoyTidFromItemPointer(tid), vec, kind, &err);
+	if (st != HANNOY_OK)
+		build_fail(state, st, &err);
+	state->index_tuples++;
+	if ((uint64) state->index_tuples % 1024 == 0)
+		pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_DONE,
+									 (int64) state->index_tuples);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(state->tmpctx);
+}
+
+/* Creates a fresh sidecar for the index's relation file with a new identity. */
+static void
+create_sidecar(Relation index, HannoyMetaPageData *meta)
+{
+	RelFileNodeBackend rnode;
+	char	   *root = HannoySidecarRoot();
+	char	   *path;
+	HannoyEnvConfig config = HannoyDefaultEnvConfig();
+	HannoyMeta smeta;
+	HannoyEnv  *env;
+	HannoyError err;
+	HannoyStatus st;
+	int			m,
+				efc;
+
+	rnode.node = index->rd_node;
+	rnode.backend = index->rd_backend;
+	if (MakePGDirectory(root) != 0 && errno != EEXIST)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not create directory \"%s\": %m", root)));
+	path = HannoySidecarPath(rnode);
+
+	/* this backend may hold a handle on an earlier sidecar of the same file */
+	HannoyForgetEnv(rnode);
+	HannoyDropQueue(rnode);
+
+	HannoyGetOptions(index, &m, &efc);
+	memset(meta, 0, sizeof(*meta));
+	meta->magic = HANNOY_MAGIC;
+	meta->version = HANNOY_PAGE_VERSION;
+	meta->metric = HannoyIndexMetric(index);
+	meta->dims = 0;
+	meta->m = m;
+	meta->ef_construction = efc;
+	do
+	{
+		meta->generation = pg_prng_uint64(&pg_global_prng_state);
+	} while (meta->generation == 0);
+
+	memset(&smeta, 0, sizeof(smeta));
+	smeta.format_version = HANNOY_FORMAT_VERSION;
+	smeta.metric = meta->metric;
+	smeta.m = m;
+	smeta.m0 = 2 * m;
+	smeta.ef_construction = efc;
+	smeta.generation = meta->generation;
+	smeta.system_id = GetSystemIdentifier();
+	smeta.timeline = GetWALInsertionTimeLine();
+	smeta.index_oid = RelationGetRelid(index);
+	smeta.seed = meta->generation;
+
+	HannoyRegisterCreatedSidecar(rnode);
+	st = hannoy_env_create(path, &config, &smeta, &env, &err);
+	if (st != HANNOY_OK)
+		HannoyReportError(st, &err, index);
+	hannoy_env_close(env);
+	pfree(path);
+	pfree(root);
+}
+
+/*
+ * open_new_sidecar creates the sidecar and opens it through the backend's
+ * cache, so the build uses the same handle later scans will.
+ */
+static HannoyEnv *
+open_new_sidecar(Relation index, HannoyMetaPageData *meta, bool new_metapage)
+{
+	HannoyMetaPageData check;
+
+	create_sidecar(index, meta);
+	HannoyWriteMetaPage(index, MAIN_FORKNUM, meta, new_metapage);
+	return HannoyOpenEnv(index, &check, false, NULL);
+}
+
+/*
+ * hannoybuild builds a new index: metapage and sidecar first, then the heap
+ * scan, then the graph in interruptible slices.
+ */
+IndexBuildResult *
+hannoybuild(Relation heap, Relation index, IndexInfo *indexInfo)
+{
+	IndexBuildResult *result;
+	HannoyBuildState state;
+	HannoyError err;
+	HannoyStatus st;
+	HannoyBuildProgress progress;
+	bool		done = false;
+
+	if (RelationGetNumberOfBlocks(index) != 0)
+		elog(ERROR, "index \"%s\" already contains data", RelationGetRelationName(index));
+
+	memset(&state, 0, sizeof(state));
+	state.index = index;
+	state.metric = HannoyIndexMetric(index);
+	state.tmpctx = AllocSetContextCreate(CurrentMemoryContext, "hannoy build row",
+										 ALLOCSET_DEFAULT_SIZES);
+	state.env = open_new_sidecar(index, &state.meta, true);
+
+	st = hannoy_build_begin(state.env, (uint32) hannoy_build_threads, &state.builder, &err);
+	if (st != HANNOY_OK)
+		HannoyReportError(st, &err, index);
+
+	pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE, PROGRESS_HANNOY_PHASE_LOAD);
+	PG_TRY();
+	{
+		table_index_build_scan(heap, index, indexInfo, true, true, build_callback, &state,
+							   NULL);
+
+		while (!done)
+		{
+			CHECK_FOR_INTERRUPTS();
+			st = hannoy_build_step(state.builder, HANNOY_SLICE_MS, &progress, &done, &err);
+			if (st != HANNOY_OK)
+				build_fail(&state, st, &err);
+			if (progress.phase == HANNOY_BUILD_GRAPH)
+			{
+				pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE,
+											 PROGRESS_HANNOY_PHASE_GRAPH);
+				pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_TOTAL,
+											 (int64) progress.total);
+				pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_DONE,
+											 (int64) progress.done);
+			}
+			else if (progress.phase == HANNOY_BUILD_WRITING)
+			{
+				pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE,
+											 PROGRESS_HANNOY_PHASE_WRITE);
+				pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_DONE,
+											 (int64) progress.done);
+			}
+		}
+	}
+	PG_CATCH();
+	{
+		/* joins no threads: the core joins them before each step returns */
+		if (state.builder)
+			hannoy_build_free(state.builder);
+		state.builder = NULL;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	hannoy_build_free(state.builder);
+	state.builder = NULL;
+
+	/* the dimension count is known now: record it in the metapage */
+	HannoyWriteMetaPage(index, MAIN_FORKNUM, &state.meta, false);
+	MemoryContextDelete(state.tmpctx);
+
+	result = (IndexBuildResult *) palloc(sizeof(IndexBuildResult));
+	result->heap_tuples = state.heap_tuples;
+	result->index_tuples = state.index_tuples;
+	return result;
+}
+
+/*
+ * hannoybuildempty writes the init fork of an unlogged index: a metapage
+ * that says the index has no sidecar yet, WAL-logged and synced.  After a
+ * crash the main fork is reset to it and the first insert creates a fresh
+ * sidecar.
+ */
+void
+hannoybuildempty(Relation index)
+{
+	HannoyMetaPageData meta;
+	int			m,
+				efc;
+
+	HannoyGetOptions(index, &m, &efc);
+	memset(&meta, 0, sizeof(meta));
+	meta.magic = HANNOY_MAGIC;
+	meta.version = HANNOY_PAGE_VERSION;
+	meta.metric = HannoyIndexMetric(index);
+	meta.m = m;
+	meta.ef_construction = efc;
+	meta.flags = HANNOY_META_INIT_FORK;
+	HannoyWriteMetaPage(index, INIT_FORKNUM, &meta, true);
+	/* generic WAL does not log the init fork of an unlogged relation: do it */
+	log_newpage_range(index, INIT_FORKNUM, 0, 1, true);
+	smgrimmedsync(RelationGetSmgr(index), INIT_FORKNUM);
+}
+
+/*
+ * HannoyRecreateSidecar gives an index whose metapage has no sidecar (an
+ * unlogged index after a crash) a fresh, empty one.  Caller holds the
+ * metapage's page lock, which serialises metapage updates.
+ */
+HannoyEnv *
+HannoyRecreateSidecar(Relation index, HannoyMetaPageData *meta)
+{
+	HannoyMetaPageData fresh;
+	HannoyEnv  *env = open_new_sidecar(index, &fresh, false);
+
+	*meta = fresh;
+	return env;
+}

@@ -1,0 +1,312 @@
+/*
+ * hannoyinsert.c
+ *	  aminsert: rows are checked at once and queued per backend and index,
+ *	  then applied to the sidecar together (DESIGN section 6) before commit
+ *	  or prepare, before a scan of that index in this backend, before a
+ *	  parallel plan starts, and when the queue grows past a bound.  Applying
+ *	  a queue flushes WAL first (I1) and syncs the sidecar once.
+ */
+#include "hannoy/shim_guard.h"
+
+#include "postgres.h"
+
+#include "access/relation.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/builtins.h"
+
+#include "hannoy/am.h"
+
+typedef struct HannoyQueuedRow
+{
+	HannoyTid	tid;
+	uint8		kind;			/* unindexed kind when vector is NULL */
+	void	   *vector;
+} HannoyQueuedRow;
+
+typedef struct HannoyInsertQueue
+{
+	Oid			indexoid;
+	RelFileNodeBackend rnode;
+	HannoyQueuedRow *rows;
+	int			nrows;
+	int			capacity;
+} HannoyInsertQueue;
+
+/* Queues of the current transaction, allocated in TopTransactionContext. */
+static List *insert_queues = NIL;
+
+/* Finds (or creates) the queue of an index. */
+static HannoyInsertQueue *
+queue_for(Relation index, bool create)
+{
+	ListCell   *lc;
+	HannoyInsertQueue *q;
+	MemoryContext old;
+
+	foreach(lc, insert_queues)
+	{
+		q = lfirst(lc);
+		if (RelFileNodeEquals(q->rnode.node, index->rd_node) &&
+			q->rnode.backend == index->rd_backend)
+			return q;
+	}
+	if (!create)
+		return NULL;
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	q = palloc0(sizeof(HannoyInsertQueue));
+	q->indexoid = RelationGetRelid(index);
+	q->rnode.node = index->rd_node;
+	q->rnode.backend = index->rd_backend;
+	q->capacity = 64;
+	q->rows = palloc(sizeof(HannoyQueuedRow) * q->capacity);
+	insert_queues = lappend(insert_queues, q);
+	MemoryContextSwitchTo(old);
+	return q;
+}
+
+/*
+ * set_index_dims records the dimension count of an index built empty, at
+ * the first insert, under the metapage's page lock; returns the count the
+ * index has afterwards.
+ */
+static uint32
+set_index_dims(Relation index, uint32 dims)
+{
+	HannoyMetaPageData meta;
+
+	LockPage(index, HANNOY_METAPAGE_BLKNO, ExclusiveLock);
+	if (!HannoyReadMetaPage(index, &meta))
+		elog(ERROR, "hannoy index \"%s\" has no valid metapage", RelationGetRelationName(index));
+	if (meta.dims == 0)
+	{
+		meta.dims = dims;
+		HannoyWriteMetaPage(index, MAIN_FORKNUM, &meta, false);
+	}
+	UnlockPage(index, HANNOY_METAPAGE_BLKNO, ExclusiveLock);
+	return meta.dims;
+}
+
+/*
+ * open_for_insert returns the sidecar to apply rows to: it creates a fresh
+ * one for an unlogged index reset after a crash, and returns NULL with a
+ * WARNING for an unusable index (I6: writes never block on it).
+ */
+static HannoyEnv *
+open_for_insert(Relation index, HannoyMetaPageData *meta)
+{
+	const char *why = NULL;
+	HannoyEnv  *env = HannoyOpenEnv(index, meta, true, &why);
+
+	if (env != NULL)
+		return env;
+	if (meta->magic == HANNOY_MAGIC && (meta->flags & HANNOY_META_INIT_FORK) &&
+		!RecoveryInProgress())
+	{
+		LockPage(index, HANNOY_METAPAGE_BLKNO, ExclusiveLock);
+		env = HannoyOpenEnv(index, meta, true, &why);
+		if (env == NULL && (meta->flags & HANNOY_META_INIT_FORK))
+			env = HannoyRecreateSidecar(index, meta);
+		UnlockPage(index, HANNOY_METAPAGE_BLKNO, ExclusiveLock);
+		if (env != NULL)
+			return env;
+	}
+	ereport(WARNING,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("hannoy index \"%s\" cannot be used (%s): new rows are not added to it",
+					RelationGetRelationName(index), why ? why : "unknown reason"),
+			 errhint("REINDEX INDEX %s;", quote_identifier(RelationGetRelationName(index)))));
+	return NULL;
+}
+
+/* Applies one queue to its index's sidecar. */
+static void
+apply_queue(Relation index, HannoyInsertQueue *q)
+{
+	HannoyMetaPageData meta;
+	HannoyMeta smeta;
+	HannoyEnv  *env;
+	HannoyError err;
+	HannoyStatus st;
+
+	if (q->nrows == 0)
+		return;
+	env = open_for_insert(index, &meta);
+	if (env == NULL)
+	{
+		q->nrows = 0;
+		return;
+	}
+	if (meta.dims != 0)
+	{
+		st = hannoy_env_meta(env, &smeta, &err);
+		if (st == HANNOY_OK && smeta.dims != meta.dims)
+			st = hannoy_env_set_dims(env, meta.dims, &err);
+		if (st != HANNOY_OK)
+			HannoyReportError(st, &err, index);
+	}
+
+	/* I1: the heap rows' WAL is on disk before the sidecar maps their TIDs */
+	if (RelationNeedsWAL(index))
+		XLogFlush(GetXLogInsertRecPtr());
+
+	for (int i = 0; i < q->nrows; i++)
+	{
+		HannoyQueuedRow *row = &q->rows[i];
+
+		if ((i & 63) == 63)
+			CHECK_FOR_INTERRUPTS();
+		st = hannoy_insert(env, row->tid, row->vector, row->kind, &err);
+		if (st != HANNOY_OK)
+			HannoyReportError(st, &err, index);
+	}
+	st = hannoy_env_sync(env, &err);
+	if (st != HANNOY_OK)
+		HannoyReportError(st, &err, index);
+	for (int i = 0; i < q->nrows; i++)
+		if (q->rows[i].vector)
+			pfree(q->rows[i].vector);
+	q->nrows = 0;
+}
+
+/*
+ * hannoyinsert checks the new row now, so bad input fails the statement
+ * that brought it, and queues it.
+ */
+bool
+hannoyinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid, Relation heap,
+			 IndexUniqueCheck checkUnique, bool indexUnchanged, IndexInfo *indexInfo)
+{
+	HannoyMetaPageData meta;
+	HannoyInsertQueue *q;
+	HannoyQueuedRow row;
+	MemoryContext old;
+
+	if (!HannoyReadMetaPage(index, &meta))
+		ereport(ERROR,
+				(errcode(ERRCODE_INDEX_CORRUPTED),
+				 errmsg("hannoy index \"%s\" has no valid metapage",
+						RelationGetRelationName(index)),
+				 errhint("REINDEX INDEX %s;",
+						 quote_identifier(RelationGetRelationName(index)))));
+
+	row.tid = HannoyTidFromItemPointer(heap_tid);
+	row.vector = NULL;
+	row.kind = 1;
+	if (!isnull[0])
+	{
+		uint32		dims;
+		bool		is_zero;
+		void	   *vec;
+
+		vec = HannoyDatumToVector(values[0], (HannoyMetric) meta.metric, meta.dims, &dims,
+								  &is_zero);
+		if (is_zero)
+			row.kind = 2;
+		else
+		{
+			if (meta.dims == 0)
+			{
+				uint32		have = set_index_dims(index, dims);
+
+				if (have != dims)
+					ereport(ERROR,
+							(errcode(ERRCODE_DATA_EXCEPTION),
+							 errmsg("expected %u dimensions, not %u", have, dims)));
+			}
+			row.vector = MemoryContextAlloc(TopTransactionContext,
+											hannoy_vector_bytes((HannoyMetric) meta.metric,
+																dims));
+			memcpy(row.vector, vec, hannoy_vector_bytes((HannoyMetric) meta.metric, dims));
+		}
+	}
+
+	q = queue_for(index, true);
+	if (q->nrows == q->capacity)
+	{
+		old = MemoryContextSwitchTo(TopTransactionContext);
+		q->capacity *= 2;
+		q->rows = repalloc(q->rows, sizeof(HannoyQueuedRow) * q->capacity);
+		MemoryContextSwitchTo(old);
+	}
+	q->rows[q->nrows++] = row;
+	if (q->nrows >= HANNOY_QUEUE_MAX_ROWS)
+		apply_queue(index, q);
+	return false;
+}
+
+/*
+ * HannoyFlushQueue applies this backend's queued rows of one index (before
+ * it is scanned).
+ */
+void
+HannoyFlushQueue(Relation index)
+{
+	HannoyInsertQueue *q = queue_for(index, false);
+
+	if (q != NULL)
+		apply_queue(index, q);
+}
+
+/*
+ * HannoyFlushAllQueues applies every queue of the transaction (at pre-commit,
+ * pre-prepare and before parallel plans).  Queues of indexes dropped or
+ * rebuilt since are skipped.
+ */
+void
+HannoyFlushAllQueues(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, insert_queues)
+	{
+		HannoyInsertQueue *q = lfirst(lc);
+		Relation	index;
+
+		if (q->nrows == 0)
+			continue;
+		index = try_relation_open(q->indexoid, NoLock);
+		if (index == NULL)
+		{
+			q->nrows = 0;
+			continue;
+		}
+		if (RelFileNodeEquals(index->rd_node, q->rnode.node) &&
+			index->rd_backend == q->rnode.backend)
+			apply_queue(index, q);
+		else
+			q->nrows = 0;
+		relation_close(index, NoLock);
+	}
+}
+
+/*
+ * HannoyDropQueue forgets queued rows of a relation file being rebuilt.
+ */
+void
+HannoyDropQueue(RelFileNodeBackend rnode)
+{
+	ListCell   *lc;
+
+	foreach(lc, insert_queues)
+	{
+		HannoyInsertQueue *q = lfirst(lc);
+
+		if (RelFileNodeBackendEquals(q->rnode, rnode))
+			q->nrows = 0;
+	}
+}
+
+/*
+ * HannoyQueueAtXactEnd forgets the queues; their memory goes with
+ * TopTransactionContext.
+ */
+void
+HannoyQueueAtXactEnd(void)
+{
+	insert_queues = NIL;
+}

@@ -1,0 +1,130 @@
+/*
+ * hannoyvacuum.c
+ *	  ambulkdelete and amvacuumcleanup (DESIGN section 8).  The shim walks
+ *	  the indexed rows in batches, asks VACUUM's callback about each one with
+ *	  no core frame on the stack, and hands the dead ones back to the core,
+ *	  which removes them in one short, synced write transaction per batch
+ *	  (I2, I3).  Removed graph nodes stay as tombstones that searches walk
+ *	  through but never return.
+ */
+#include "hannoy/shim_guard.h"
+
+#include "postgres.h"
+
+#include "commands/vacuum.h"
+#include "miscadmin.h"
+#include "storage/bufmgr.h"
+#include "utils/rel.h"
+#include "utils/builtins.h"
+
+#include "hannoy/am.h"
+
+#define HANNOY_VACUUM_BATCH 1024
+
+/* Opens the sidecar for VACUUM, or warns and returns NULL (I6). */
+static HannoyEnv *
+open_for_vacuum(Relation index)
+{
+	HannoyMetaPageData meta;
+	const char *why = NULL;
+	HannoyEnv  *env = HannoyOpenEnv(index, &meta, true, &why);
+
+	if (env == NULL && !(meta.magic == HANNOY_MAGIC && (meta.flags & HANNOY_META_INIT_FORK)))
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("hannoy index \"%s\" cannot be used (%s): skipping it",
+						RelationGetRelationName(index), why ? why : "unknown reason"),
+				 errhint("REINDEX INDEX %s;", quote_identifier(RelationGetRelationName(index)))));
+	return env;
+}
+
+/*
+ * hannoybulkdelete removes the rows VACUUM's callback reports dead.
+ */
+IndexBulkDeleteResult *
+hannoybulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *volatile stats,
+				 IndexBulkDeleteCallback callback, void *callback_state)
+{
+	Relation	index = info->index;
+	HannoyEnv  *env;
+	HannoyEntryPosition pos;
+	HannoyEntry *entries;
+	HannoyEntry *dead;
+	HannoyError err;
+	HannoyStatus st;
+
+	if (stats == NULL)
+		stats = (IndexBulkDeleteResult *) palloc0(sizeof(IndexBulkDeleteResult));
+	env = open_for_vacuum(index);
+	if (env == NULL)
+		return stats;
+	HannoyEnvPin(env);
+	PG_TRY();
+	{
+		memset(&pos, 0, sizeof(pos));
+		entries = palloc(sizeof(HannoyEntry) * HANNOY_VACUUM_BATCH);
+		dead = palloc(sizeof(HannoyEntry) * HANNOY_VACUUM_BATCH);
+		stats->num_index_tuples = 0;
+		for (;;)
+		{
+			uint32		n;
+			uint32		ndead = 0;
+
+			vacuum_delay_point();
+			st = hannoy_entries_next(env, &pos, entries, HANNOY_VACUUM_BATCH, &n, &err);
+			if (st != HANNOY_OK)
+				HannoyReportError(st, &err, index);
+			if (n == 0)
+				break;
+			for (uint32 i = 0; i < n; i++)
+			{
+				ItemPointerData tid;
+
+				HannoyTidToItemPointer(entries[i].tid, &tid);
+				if (callback(&tid, callback_state))
+					dead[ndead++] = entries[i];
+				else
+					stats->num_index_tuples++;
+			}
+			if (ndead > 0)
+			{
+				st = hannoy_delete_entries(env, dead, ndead, &err);
+				if (st != HANNOY_OK)
+					HannoyReportError(st, &err, index);
+				stats->tuples_removed += ndead;
+			}
+		}
+	}
+	PG_FINALLY();
+	{
+		HannoyEnvUnpin(env);
+	}
+	PG_END_TRY();
+	stats->num_pages = RelationGetNumberOfBlocks(index);
+	return stats;
+}
+
+/*
+ * hannoyvacuumcleanup reports the index's row count.
+ */
+IndexBulkDeleteResult *
+hannoyvacuumcleanup(IndexVacuumInfo *info, IndexBulkDeleteResult *stats)
+{
+	HannoyEnv  *env;
+	HannoyStats s;
+	HannoyError err;
+	HannoyMetaPageData meta;
+	const char *why;
+
+	if (info->analyze_only)
+		return stats;
+	if (stats == NULL)
+	{
+		stats = (IndexBulkDeleteResult *) palloc0(sizeof(IndexBulkDeleteResult));
+		env = HannoyOpenEnv(info->index, &meta, true, &why);
+		if (env != NULL && hannoy_env_stats(env, &s, &err) == HANNOY_OK)
+			stats->num_index_tuples = (double) (s.items + s.unindexed);
+	}
+	stats->num_pages = RelationGetNumberOfBlocks(info->index);
+	return stats;
+}

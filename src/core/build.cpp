@@ -1,0 +1,458 @@
+/*
+ * build.cpp
+ *	  Index build: heap rows are streamed into LMDB in bounded batches, then
+ *	  the HNSW graph is linked in memory by worker threads (insertion grouped
+ *	  by level, top first) in time-bounded slices, then the links are written
+ *	  to LMDB as Roaring bitmaps.
+ */
+#include "hannoy/core_guard.hpp"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <exception>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hannoy/graph.hpp"
+#include "hannoy/guarded.hpp"
+#include "hannoy/hannoy.h"
+#include "hannoy/storage.hpp"
+
+namespace {
+
+/* Rows buffered before one LMDB write transaction stores them. */
+constexpr size_t LOAD_BATCH_BYTES = 16u << 20;
+/* Links written per write transaction slice check. */
+constexpr uint32_t WRITE_CHECK_EVERY = 256;
+
+using Clock = std::chrono::steady_clock;
+
+/* A tiny spinlock guarding one node's neighbour lists during the build. */
+class NodeLock
+{
+  public:
+	void lock()
+	{
+		while (flag_.exchange(true, std::memory_order_acquire))
+			std::this_thread::yield();
+	}
+	void unlock()
+	{
+		flag_.store(false, std::memory_order_release);
+	}
+
+  private:
+	std::atomic<bool> flag_{false};
+};
+
+} // namespace
+
+/* The in-memory graph under construction; the accessor of graph.hpp. */
+struct BuildGraph
+{
+	std::vector<const void *> vectors;				   /* into the LMDB map */
+	std::vector<uint8_t> levels;					   /* per node */
+	std::vector<std::vector<std::vector<uint32_t>>> links; /* [node][layer] */
+	std::unique_ptr<NodeLock[]> locks;
+	hannoy::DistanceFn dist = nullptr;
+	uint32_t dims = 0;
+
+	double distance(const void *query, uint32_t id) const
+	{
+		return dist(vectors[id], query, dims);
+	}
+	double distance_between(uint32_t a, uint32_t b) const
+	{
+		return dist(vectors[a], vectors[b], dims);
+	}
+	void neighbors(uint32_t id, int layer, std::vector<uint32_t> &out)
+	{
+		locks[id].lock();
+		if (static_cast<size_t>(layer) < links[id].size())
+			out.assign(links[id][layer].begin(), links[id][layer].end());
+		else
+			out.clear();
+		locks[id].unlock();
+	}
+};
+
+/* Per-thread scratch space, reused across insertions. */
+struct BuildWorker
+{
+	hannoy::VisitedSet visited;
+	std::vector<hannoy::Candidate> found, entries, pruning;
+	std::vector<uint32_t> scratch, selected;
+};
+
+struct HannoyBuilder
+{
+	hannoy::Store *store = nullptr;
+	uint32_t threads = 1;
+	HannoyBuildPhase phase = HANNOY_BUILD_LOADING;
+
+	/* loading */
+	std::string batch_vectors;
+	std::vector<HannoyTid> batch_tids;
+	std::vector<std::pair<HannoyTid, uint8_t>> batch_unindexed;
+	uint32_t next_id = 0;
+	uint64_t unindexed = 0;
+
+	/* linking */
+	std::unique_ptr<hannoy::Txn> read_txn;
+	BuildGraph graph;
+	std::vector<uint32_t> order;
+	std::atomic<size_t> next_order{0};
+	std::atomic<size_t> linked{0};
+	uint32_t entry_point = 0;
+	int max_level = -1;
+	std::vector<BuildWorker> workers;
+
+	/* writing */
+	uint32_t write_pos = 0;
+};
+
+namespace {
+
+/* Writes the buffered rows in one LMDB write transaction. */
+void flush_batch(HannoyBuilder *b)
+{
+	if (b->batch_tids.empty() && b->batch_unindexed.empty())
+		return;
+	hannoy::Store &s = *b->store;
+	size_t vbytes = s.vector_bytes();
+	hannoy::Txn txn(s.env(), false);
+	uint32_t first = b->next_id - static_cast<uint32_t>(b->batch_tids.size());
+	for (size_t i = 0; i < b->batch_tids.size(); i++)
+	{
+		uint32_t id = first + static_cast<uint32_t>(i);
+		hannoy::IdKey key(id);
+		hannoy::put(txn.get(), s.dbi_vectors, key.val(),
+					MDB_val{vbytes, &b->batch_vectors[i * vbytes]}, MDB_APPEND);
+		hannoy::TidKey tkey(b->batch_tids[i]);
+		hannoy::put(txn.get(), s.dbi_tids, key.val(), tkey.val(), MDB_APPEND);
+		hannoy::put(txn.get(), s.dbi_items, tkey.val(), key.val());
+	}
+	for (const auto &u : b->batch_unindexed)
+	{
+		hannoy::TidKey tkey(u.first);
+		uint8_t kind = u.second;
+		hannoy::put(txn.get(), s.dbi_unindexed, tkey.val(), MDB_val{1, &kind});
+	}
+	txn.commit();
+	b->batch_vectors.clear();
+	b->batch_tids.clear();
+	b->batch_unindexed.clear();
+}
+
+/* Links one node into the in-memory graph (Alg. 1 of the HNSW paper). */
+void link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
+{
+	BuildGraph &g = b->graph;
+	const HannoyMeta &meta = b->store->meta();
+	const void *q = g.vectors[id];
+	int level = g.levels[id];
+	hannoy::Candidate ep{g.distance(q, b->entry_point), b->entry_point};
+	if (level < b->max_level)
+		ep = hannoy::greedy_descend(g, q, ep, b->max_level, level, w.scratch);
+	w.entries.assign(1, ep);
+	for (int layer = std::min(level, b->max_level); layer >= 0; layer--)
+	{
+		w.visited.reset(g.vectors.size());
+		hannoy::search_layer(g, q, w.entries, meta.ef_construction, layer, w.visited, w.found,
+							 w.scratch);
+		size_t max_links = b->store->max_links(layer);
+		hannoy::select_neighbors(g, w.found, max_links, w.selected);
+
+		g.locks[id].lock();
+		g.links[id][layer] = w.selected;
+		g.locks[id].unlock();
+
+		for (uint32_t n : w.selected)
+		{
+			g.locks[n].lock();
+			std::vector<uint32_t> &list = g.links[n][layer];
+			if (std::find(list.begin(), list.end(), id) == list.end())
+			{
+				if (list.size() < max_links)
+					list.push_back(id);
+				else
+				{
+					/* Only the overflowing neighbour's own list is pruned. */
+					w.pruning.clear();
+					w.pruning.push_back(hannoy::Candidate{g.distance_between(n, id), id});
+					for (uint32_t x : list)
+						w.pruning.push_back(hannoy::Candidate{g.distance_between(n, x), x});
+					std::sort(w.pruning.begin(), w.pruning.end());
+					hannoy::select_neighbors(g, w.pruning, max_links, w.scratch);
+					list = w.scratch;
+				}
+			}
+			g.locks[n].unlock();
+		}
+		w.entries.swap(w.found);
+	}
+}
+
+/* Prepares the linking phase: maps every stored vector and orders nodes by level. */
+void start_linking(HannoyBuilder *b)
+{
+	hannoy::Store &s = *b->store;
+	size_t n = b->next_id;
+	BuildGraph &g = b->graph;
+	b->read_txn = std::make_unique<hannoy::Txn>(s.env(), true);
+	g.dist = s.distance();
+	g.dims = s.meta().dims;
+	g.vectors.resize(n, nullptr);
+	g.levels.resize(n, 0);
+	g.links.resize(n);
+	g.locks.reset(new NodeLock[n]);
+	{
+		hannoy::Cursor cur(b->read_txn->get(), s.dbi_vectors);
+		MDB_val key, data;
+		bool ok = cur.get(key, data, MDB_FIRST);
+		while (ok)
+		{
+			uint32_t id = hannoy::decode_id(key);
+			if (id >= n || data.mv_size != s.vector_bytes())
+				throw hannoy::Error(HANNOY_ERR_CORRUPT, "unexpected vector record during build");
+			g.vectors[id] = data.mv_data;
+			ok = cur.get(key, data, MDB_NEXT);
+		}
+	}
+	for (size_t id = 0; id < n; id++)
+	{
+		if (g.vectors[id] == nullptr)
+			throw hannoy::Error(HANNOY_ERR_CORRUPT, "vector missing during build");
+		int level = hannoy::draw_level(s.meta().seed, id, s.meta().m);
+		g.levels[id] = static_cast<uint8_t>(level);
+		g.links[id].resize(level + 1);
+		g.links[id][0].reserve(s.max_links(0));
+	}
+	b->order.resize(n);
+	for (size_t i = 0; i < n; i++)
+		b->order[i] = static_cast<uint32_t>(i);
+	std::stable_sort(b->order.begin(), b->order.end(),
+					 [&](uint32_t x, uint32_t y) { return g.levels[x] > g.levels[y]; });
+	if (n > 0)
+	{
+		b->entry_point = b->order[0];
+		b->max_level = g.levels[b->entry_point];
+		b->next_order = 1;
+		b->linked = 1;
+	}
+	size_t nthreads = std::max<uint32_t>(1, b->threads);
+	nthreads = std::min(nthreads, std::max<size_t>(1, n / 256));
+	b->workers.resize(nthreads);
+	for (auto &w : b->workers)
+		w.visited.reset(n);
+	b->phase = HANNOY_BUILD_GRAPH;
+}
+
+/* Links nodes with all workers until the deadline or the end of the order. */
+void link_slice(HannoyBuilder *b, Clock::time_point deadline)
+{
+	size_t n = b->order.size();
+	auto work = [b, deadline, n](BuildWorker *w) {
+		for (;;)
+		{
+			if (Clock::now() >= deadline)
+				return;
+			size_t i = b->next_order.fetch_add(1);
+			if (i >= n)
+				return;
+			link_node(b, *w, b->order[i]);
+			b->linked.fetch_add(1, std::memory_order_relaxed);
+		}
+	};
+	if (b->workers.size() == 1)
+	{
+		work(&b->workers[0]);
+	}
+	else
+	{
+		/* Threads never take PostgreSQL's signals: block all before spawning. */
+		sigset_t all, old;
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old);
+		std::vector<std::thread> pool;
+		std::exception_ptr failure;
+		std::mutex failure_lock;
+		try
+		{
+			for (size_t t = 1; t < b->workers.size(); t++)
+				pool.emplace_back([&, t] {
+					try
+					{
+						work(&b->workers[t]);
+					}
+					catch (...)
+					{
+						std::lock_guard<std::mutex> guard(failure_lock);
+						if (!failure)
+							failure = std::current_exception();
+						b->next_order = n;
+					}
+				});
+		}
+		catch (...)
+		{
+			b->next_order = n;
+			for (auto &th : pool)
+				th.join();
+			pthread_sigmask(SIG_SETMASK, &old, nullptr);
+			throw;
+		}
+		pthread_sigmask(SIG_SETMASK, &old, nullptr);
+		try
+		{
+			work(&b->workers[0]);
+		}
+		catch (...)
+		{
+			b->next_order = n;
+			for (auto &th : pool)
+				th.join();
+			throw;
+		}
+		for (auto &th : pool)
+			th.join();
+		if (failure)
+			std::rethrow_exception(failure);
+	}
+	/* fetch_add past the end by every worker: clamp for progress */
+	if (b->next_order.load() > n)
+		b->next_order = n;
+	if (b->linked.load() >= n)
+		b->phase = HANNOY_BUILD_WRITING;
+}
+
+/* Writes links of the next nodes in one write transaction, until the deadline. */
+void write_slice(HannoyBuilder *b, Clock::time_point deadline)
+{
+	hannoy::Store &s = *b->store;
+	BuildGraph &g = b->graph;
+	uint32_t n = b->next_id;
+	if (b->write_pos < n)
+	{
+		hannoy::Txn txn(s.env(), false);
+		while (b->write_pos < n)
+		{
+			uint32_t id = b->write_pos++;
+			for (size_t layer = 0; layer < g.links[id].size(); layer++)
+			{
+				s.put_links(txn.get(), id, static_cast<int>(layer), g.links[id][layer],
+							MDB_APPEND);
+				std::vector<uint32_t>().swap(g.links[id][layer]);
+			}
+			if (b->write_pos % WRITE_CHECK_EVERY == 0 && Clock::now() >= deadline)
+				break;
+		}
+		txn.commit();
+	}
+	if (b->write_pos < n)
+		return;
+
+	b->read_txn.reset();
+	hannoy::Txn txn(s.env(), false);
+	hannoy::GraphState state = s.read_state(txn.get());
+	state.items = n;
+	state.unindexed = b->unindexed;
+	state.next_id = n;
+	state.max_level = n > 0 ? b->max_level : -1;
+	state.entry_point = n > 0 ? b->entry_point : 0;
+	s.write_state(txn.get(), state);
+	txn.commit();
+	s.sync(true);
+	b->phase = HANNOY_BUILD_DONE;
+}
+
+} // namespace
+
+extern "C" HannoyStatus hannoy_build_begin(HannoyEnv *env, uint32_t threads,
+										   HannoyBuilder **builder, HannoyError *err)
+{
+	*builder = nullptr;
+	return hannoy::run_guarded(err, [&] {
+		auto b = std::make_unique<HannoyBuilder>();
+		b->store = reinterpret_cast<hannoy::Store *>(env);
+		b->threads = threads == 0 ? 1 : threads;
+		*builder = b.release();
+	});
+}
+
+extern "C" HannoyStatus hannoy_build_add(HannoyBuilder *b, HannoyTid tid, const void *vector,
+										 uint8_t unindexed_kind, HannoyError *err)
+{
+	return hannoy::run_guarded(err, [&] {
+		if (b->phase != HANNOY_BUILD_LOADING)
+			throw hannoy::Error(HANNOY_ERR_INVALID, "rows can only be added while loading");
+		if (vector == nullptr)
+		{
+			b->batch_unindexed.emplace_back(tid, unindexed_kind);
+			b->unindexed++;
+		}
+		else
+		{
+			size_t vbytes = b->store->vector_bytes();
+			if (b->store->meta().dims == 0)
+				throw hannoy::Error(HANNOY_ERR_INVALID, "dimensions must be set before adding");
+			if (b->next_id == HANNOY_MAX_ITEMS)
+				throw hannoy::Error(HANNOY_ERR_LIMIT, "an index holds at most 4294967295 vectors");
+			b->batch_vectors.append(static_cast<const char *>(vector), vbytes);
+			b->batch_tids.push_back(tid);
+			b->next_id++;
+		}
+		if (b->batch_vectors.size() >= LOAD_BATCH_BYTES || b->batch_unindexed.size() >= 65536)
+			flush_batch(b);
+	});
+}
+
+extern "C" HannoyStatus hannoy_build_step(HannoyBuilder *b, uint32_t budget_ms,
+										  HannoyBuildProgress *progress, bool *done,
+										  HannoyError *err)
+{
+	*done = false;
+	return hannoy::run_guarded(err, [&] {
+		auto deadline = Clock::now() + std::chrono::milliseconds(budget_ms);
+		if (b->phase == HANNOY_BUILD_LOADING)
+		{
+			flush_batch(b);
+			start_linking(b);
+			if (b->next_id == 0)
+				b->phase = HANNOY_BUILD_WRITING;
+		}
+		else if (b->phase == HANNOY_BUILD_GRAPH)
+			link_slice(b, deadline);
+		else if (b->phase == HANNOY_BUILD_WRITING)
+			write_slice(b, deadline);
+		progress->phase = b->phase;
+		if (b->phase == HANNOY_BUILD_GRAPH)
+		{
+			progress->done = b->linked.load();
+			progress->total = b->next_id;
+		}
+		else if (b->phase == HANNOY_BUILD_WRITING)
+		{
+			progress->done = b->write_pos;
+			progress->total = b->next_id;
+		}
+		else
+		{
+			progress->done = progress->total = b->next_id;
+		}
+		*done = b->phase == HANNOY_BUILD_DONE;
+	});
+}
+
+extern "C" void hannoy_build_free(HannoyBuilder *b)
+{
+	delete b;
+}

@@ -1,0 +1,378 @@
+/*
+ * scan.cpp
+ *	  Ordered index scans that never stop early (DESIGN I8).
+ *
+ *	  A scan descends from the entry point to layer 0 and runs a best-first
+ *	  search in rounds.  Round one is exactly HNSW's beam search with width
+ *	  ef; its results are returned nearest first.  Every node ever discovered
+ *	  stays either in the frontier (not yet expanded) or in 'pending' (not
+ *	  yet returned), so a later round resumes where the last one stopped,
+ *	  with a doubled window.  When the graph reachable from the entry point
+ *	  is exhausted, the scan seeds a new search from the next item it never
+ *	  reached, and finally returns the rows that have no graph node.
+ */
+#include "hannoy/core_guard.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <vector>
+
+#include "hannoy/graph.hpp"
+#include "hannoy/guarded.hpp"
+#include "hannoy/hannoy.h"
+#include "hannoy/storage.hpp"
+
+namespace {
+
+/* Largest window a resumed round grows to. */
+constexpr size_t MAX_WINDOW = 1u << 16;
+
+/* A plain bitset over item ids. */
+class Bitset
+{
+  public:
+	void reset(size_t n)
+	{
+		words_.assign((n + 63) / 64, 0);
+	}
+	/* Sets bit 'i'; false when it was set already (or is out of range). */
+	bool insert(uint32_t i)
+	{
+		size_t w = i / 64;
+		if (w >= words_.size())
+			return false;
+		uint64_t mask = uint64_t(1) << (i % 64);
+		if (words_[w] & mask)
+			return false;
+		words_[w] |= mask;
+		return true;
+	}
+
+  private:
+	std::vector<uint64_t> words_;
+};
+
+enum class Phase
+{
+	Graph,		   /* rounds of best-first search */
+	Linear,		   /* seeding from items the search never reached */
+	UnindexedNan,  /* unindexed rows with a NaN distance */
+	UnindexedNull, /* unindexed rows with a NULL distance */
+	AllItems,	   /* NULL query: every graph row */
+	AllUnindexed,  /* NULL query: every unindexed row */
+	Done
+};
+
+} // namespace
+
+struct HannoyScan
+{
+	hannoy::Store *store = nullptr;
+	MDB_txn *txn = nullptr; /* kept between rescans (reset/renew) */
+	bool txn_active = false;
+	std::unique_ptr<hannoy::Cursor> cursor;
+	bool cursor_started = false;
+
+	std::vector<unsigned char> query;
+	bool all_rows = false;
+	uint8_t null_kind = 0;
+	size_t window = 0;
+	Phase phase = Phase::Done;
+	uint64_t next_id = 0;
+	uint32_t linear_next = 0;
+
+	Bitset visited;
+	hannoy::MinHeap frontier;
+	hannoy::MinHeap pending;
+	std::vector<hannoy::Candidate> batch;
+	size_t batch_pos = 0;
+	std::vector<uint32_t> scratch;
+
+	~HannoyScan()
+	{
+		cursor.reset();
+		if (txn != nullptr)
+			mdb_txn_abort(txn);
+	}
+};
+
+namespace {
+
+/* Distance from a stored item to the query; +inf if the item has no vector. */
+double item_distance(HannoyScan *scan, uint32_t id)
+{
+	const void *v = scan->store->vector(scan->txn, id);
+	if (v == nullptr)
+		return HUGE_VAL;
+	return scan->store->distance()(v, scan->query.data(), scan->store->meta().dims);
+}
+
+/* Marks a newly discovered node: it is both to be expanded and to be returned. */
+void discover(HannoyScan *scan, hannoy::Candidate c)
+{
+	scan->frontier.push(c);
+	scan->pending.push(c);
+}
+
+/* Runs one round: fills a window from pending, expands the frontier, sorts the window. */
+void run_round(HannoyScan *scan)
+{
+	hannoy::MaxHeap top;
+	size_t window = scan->window;
+	while (!scan->pending.empty() && top.size() < window)
+	{
+		top.push(scan->pending.top());
+		scan->pending.pop();
+	}
+	hannoy::StoredGraph g(*scan->store, scan->txn);
+	while (!scan->frontier.empty())
+	{
+		hannoy::Candidate c = scan->frontier.top();
+		if (top.size() >= window && top.top() < c)
+			break;
+		scan->frontier.pop();
+		g.neighbors(c.id, 0, scan->scratch);
+		for (uint32_t n : scan->scratch)
+		{
+			if (!scan->visited.insert(n))
+				continue;
+			hannoy::Candidate cand{item_distance(scan, n), n};
+			scan->frontier.push(cand);
+			if (top.size() < window)
+				top.push(cand);
+			else if (cand < top.top())
+			{
+				scan->pending.push(top.top());
+				top.pop();
+				top.push(cand);
+			}
+			else
+				scan->pending.push(cand);
+		}
+	}
+	scan->batch.resize(top.size());
+	for (size_t i = top.size(); i-- > 0;)
+	{
+		scan->batch[i] = top.top();
+		top.pop();
+	}
+	scan->batch_pos = 0;
+	scan->window = std::min(window * 2, MAX_WINDOW);
+}
+
+/* Seeds the search from the next item never reached; false when none is left. */
+bool seed_unreached(HannoyScan *scan)
+{
+	while (scan->linear_next < scan->next_id)
+	{
+		uint32_t id = scan->linear_next++;
+		if (!scan->visited.insert(id))
+			continue;
+		if (scan->store->vector(scan->txn, id) == nullptr)
+			continue;
+		discover(scan, hannoy::Candidate{item_distance(scan, id), id});
+		return true;
+	}
+	return false;
+}
+
+/* Steps the scan's cursor over 'dbi'; false at the end. */
+bool cursor_step(HannoyScan *scan, MDB_dbi dbi, MDB_val &key, MDB_val &data)
+{
+	if (!scan->cursor_started)
+	{
+		scan->cursor = std::make_unique<hannoy::Cursor>(scan->txn, dbi);
+		scan->cursor_started = true;
+		return scan->cursor->get(key, data, MDB_FIRST);
+	}
+	return scan->cursor->get(key, data, MDB_NEXT);
+}
+
+/* Moves to 'next' phase, dropping the cursor of the previous one. */
+void enter(HannoyScan *scan, Phase next)
+{
+	scan->cursor.reset();
+	scan->cursor_started = false;
+	scan->phase = next;
+}
+
+/* Produces the next row; see hannoy_scan_next. */
+bool next_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
+{
+	hannoy::Store &s = *scan->store;
+	MDB_val key, data;
+	*isnull = false;
+	for (;;)
+	{
+		switch (scan->phase)
+		{
+			case Phase::Graph:
+				if (scan->batch_pos < scan->batch.size())
+				{
+					hannoy::Candidate c = scan->batch[scan->batch_pos++];
+					if (s.tid_of(scan->txn, c.id, tid))
+					{
+						*distance = c.dist;
+						return true;
+					}
+					continue; /* a tombstone: walked through, never returned */
+				}
+				if (scan->frontier.empty() && scan->pending.empty())
+				{
+					scan->phase = Phase::Linear;
+					continue;
+				}
+				run_round(scan);
+				continue;
+			case Phase::Linear:
+				if (seed_unreached(scan))
+					scan->phase = Phase::Graph;
+				else
+					enter(scan, Phase::UnindexedNan);
+				continue;
+			case Phase::UnindexedNan:
+			case Phase::UnindexedNull:
+			{
+				uint8_t want =
+					scan->phase == Phase::UnindexedNan ? hannoy::UNINDEXED_NAN : hannoy::UNINDEXED_NULL;
+				while (cursor_step(scan, s.dbi_unindexed, key, data))
+				{
+					uint8_t kind = *static_cast<const uint8_t *>(data.mv_data);
+					if (kind != want)
+						continue;
+					*tid = hannoy::decode_tid(key);
+					*distance = std::nan("");
+					*isnull = want == hannoy::UNINDEXED_NULL;
+					return true;
+				}
+				enter(scan, scan->phase == Phase::UnindexedNan ? Phase::UnindexedNull : Phase::Done);
+				continue;
+			}
+			case Phase::AllItems:
+				if (cursor_step(scan, s.dbi_items, key, data))
+				{
+					*tid = hannoy::decode_tid(key);
+					*distance = std::nan("");
+					*isnull = scan->null_kind != hannoy::UNINDEXED_NAN;
+					return true;
+				}
+				enter(scan, Phase::AllUnindexed);
+				continue;
+			case Phase::AllUnindexed:
+				if (cursor_step(scan, s.dbi_unindexed, key, data))
+				{
+					uint8_t kind = *static_cast<const uint8_t *>(data.mv_data);
+					*tid = hannoy::decode_tid(key);
+					*distance = std::nan("");
+					*isnull = scan->null_kind != hannoy::UNINDEXED_NAN ||
+							  kind == hannoy::UNINDEXED_NULL;
+					return true;
+				}
+				enter(scan, Phase::Done);
+				continue;
+			case Phase::Done:
+				return false;
+		}
+	}
+}
+
+/* Ends the read transaction but keeps its handle for the next rescan. */
+void end_txn(HannoyScan *scan)
+{
+	scan->cursor.reset();
+	scan->cursor_started = false;
+	if (scan->txn != nullptr && scan->txn_active)
+		mdb_txn_reset(scan->txn);
+	scan->txn_active = false;
+}
+
+/* Starts the scan: a fresh snapshot, then the descent to layer 0. */
+void start_scan(HannoyScan *scan, const void *query, uint32_t ef, uint8_t null_kind)
+{
+	hannoy::Store &s = *scan->store;
+	end_txn(scan);
+	int rc;
+	if (scan->txn == nullptr)
+	{
+		rc = mdb_txn_begin(s.env(), nullptr, MDB_RDONLY, &scan->txn);
+		if (rc == MDB_MAP_RESIZED && mdb_env_set_mapsize(s.env(), 0) == 0)
+			rc = mdb_txn_begin(s.env(), nullptr, MDB_RDONLY, &scan->txn);
+		if (rc != 0)
+		{
+			scan->txn = nullptr;
+			hannoy::throw_lmdb(rc, "beginning a read transaction");
+		}
+	}
+	else if ((rc = mdb_txn_renew(scan->txn)) != 0)
+		hannoy::throw_lmdb(rc, "renewing a read transaction");
+	scan->txn_active = true;
+	if (s.meta().dims == 0)
+		s.reload_meta(scan->txn);
+
+	hannoy::GraphState state = s.read_state(scan->txn);
+	scan->next_id = state.next_id;
+	scan->visited.reset(state.next_id);
+	scan->frontier = hannoy::MinHeap();
+	scan->pending = hannoy::MinHeap();
+	scan->batch.clear();
+	scan->batch_pos = 0;
+	scan->linear_next = 0;
+	scan->window = std::max<uint32_t>(ef, 1);
+	scan->null_kind = null_kind;
+	scan->all_rows = query == nullptr;
+	if (query == nullptr)
+	{
+		scan->phase = Phase::AllItems;
+		return;
+	}
+	scan->query.assign(static_cast<const unsigned char *>(query),
+					   static_cast<const unsigned char *>(query) + s.vector_bytes());
+	scan->phase = Phase::Graph;
+	if (state.max_level < 0)
+		return;
+	hannoy::StoredGraph g(s, scan->txn);
+	hannoy::Candidate ep{item_distance(scan, state.entry_point), state.entry_point};
+	ep = hannoy::greedy_descend(g, scan->query.data(), ep, state.max_level, 0, scan->scratch);
+	scan->visited.insert(ep.id);
+	discover(scan, ep);
+}
+
+} // namespace
+
+extern "C" HannoyStatus hannoy_scan_create(HannoyEnv *env, HannoyScan **scan, HannoyError *err)
+{
+	*scan = nullptr;
+	return hannoy::run_guarded(err, [&] {
+		auto s = std::make_unique<HannoyScan>();
+		s->store = reinterpret_cast<hannoy::Store *>(env);
+		*scan = s.release();
+	});
+}
+
+extern "C" HannoyStatus hannoy_scan_start(HannoyScan *scan, const void *query, uint32_t ef,
+										  uint8_t null_kind, HannoyError *err)
+{
+	return hannoy::run_guarded(err, [&] { start_scan(scan, query, ef, null_kind); });
+}
+
+extern "C" HannoyStatus hannoy_scan_next(HannoyScan *scan, HannoyTid *tid, double *distance,
+										 bool *isnull, bool *found, HannoyError *err)
+{
+	*found = false;
+	return hannoy::run_guarded(err, [&] {
+		if (!scan->txn_active)
+			throw hannoy::Error(HANNOY_ERR_INVALID, "scan was not started");
+		*found = next_row(scan, tid, distance, isnull);
+	});
+}
+
+extern "C" void hannoy_scan_end(HannoyScan *scan)
+{
+	end_txn(scan);
+}
+
+extern "C" void hannoy_scan_free(HannoyScan *scan)
+{
+	delete scan;
+}
