@@ -20,17 +20,19 @@
 #include <queue>
 #include <vector>
 
-namespace hannoy {
+namespace hannoy
+{
 
 /* A node and its distance to some base point. */
 struct Candidate
 {
-	double dist;
+	double   dist;
 	uint32_t id;
 };
 
 /* Orders candidates nearest first; ties by id so results are repeatable. */
-inline bool operator<(const Candidate &a, const Candidate &b)
+inline bool
+operator<(const Candidate &a, const Candidate &b)
 {
 	return a.dist < b.dist || (a.dist == b.dist && a.id < b.id);
 }
@@ -38,7 +40,8 @@ inline bool operator<(const Candidate &a, const Candidate &b)
 /* Comparator for a min-heap of candidates (std heaps are max-heaps). */
 struct FartherFirst
 {
-	bool operator()(const Candidate &a, const Candidate &b) const
+	bool
+	operator()(const Candidate &a, const Candidate &b) const
 	{
 		return b < a;
 	}
@@ -47,7 +50,8 @@ struct FartherFirst
 /* Comparator for a max-heap of candidates. */
 struct NearerFirst
 {
-	bool operator()(const Candidate &a, const Candidate &b) const
+	bool
+	operator()(const Candidate &a, const Candidate &b) const
 	{
 		return a < b;
 	}
@@ -63,11 +67,10 @@ using MaxHeap = std::priority_queue<Candidate, std::vector<Candidate>, NearerFir
 class VisitedSet
 {
   public:
-	explicit VisitedSet(size_t n = 0) : stamps_(n, 0)
-	{
-	}
+	explicit VisitedSet(size_t n = 0) : stamps_(n, 0) {}
 	/* Starts a new search over ids below 'n'. */
-	void reset(size_t n)
+	void
+	reset(size_t n)
 	{
 		if (stamps_.size() < n)
 			stamps_.resize(n, 0);
@@ -78,7 +81,8 @@ class VisitedSet
 		}
 	}
 	/* Marks 'id'; returns false when it was already marked in this search. */
-	bool insert(uint32_t id)
+	bool
+	insert(uint32_t id)
 	{
 		if (id >= stamps_.size())
 			stamps_.resize(static_cast<size_t>(id) + 1, 0);
@@ -87,20 +91,22 @@ class VisitedSet
 		stamps_[id] = current_;
 		return true;
 	}
-	bool contains(uint32_t id) const
+	bool
+	contains(uint32_t id) const
 	{
 		return id < stamps_.size() && stamps_[id] == current_;
 	}
 
   private:
 	std::vector<uint16_t> stamps_;
-	uint16_t current_ = 0;
+	uint16_t              current_ = 0;
 };
 
 /* Walks greedily from 'ep' down to 'to_layer' (exclusive lower bound: stops at it). */
 template <class G>
-Candidate greedy_descend(G &g, const void *query, Candidate ep, int from_layer, int to_layer,
-						 std::vector<uint32_t> &scratch)
+Candidate
+greedy_descend(G &g, const void *query, Candidate ep, int from_layer, int to_layer,
+               std::vector<uint32_t> &scratch)
 {
 	for (int layer = from_layer; layer > to_layer; layer--)
 	{
@@ -128,9 +134,9 @@ Candidate greedy_descend(G &g, const void *query, Candidate ep, int from_layer, 
  * from 'entries', nearest first, in 'result'.
  */
 template <class G>
-void search_layer(G &g, const void *query, const std::vector<Candidate> &entries, size_t ef,
-				  int layer, VisitedSet &visited, std::vector<Candidate> &result,
-				  std::vector<uint32_t> &scratch)
+void
+search_layer(G &g, const void *query, const std::vector<Candidate> &entries, size_t ef, int layer,
+             VisitedSet &visited, std::vector<Candidate> &result, std::vector<uint32_t> &scratch)
 {
 	MinHeap frontier;
 	MaxHeap best;
@@ -179,8 +185,9 @@ void search_layer(G &g, const void *query, const std::vector<Candidate> &entries
  * far, which spreads links across directions.
  */
 template <class G>
-void select_neighbors(G &g, const std::vector<Candidate> &candidates, size_t m,
-					  std::vector<uint32_t> &out)
+void
+select_neighbors(G &g, const std::vector<Candidate> &candidates, size_t m,
+                 std::vector<uint32_t> &out)
 {
 	out.clear();
 	if (candidates.size() <= m)

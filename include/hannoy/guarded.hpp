@@ -16,10 +16,12 @@
 #include "hannoy/hannoy.h"
 #include "hannoy/storage.hpp"
 
-namespace hannoy {
+namespace hannoy
+{
 
 /* Fills 'err' (which may be null) with a status and message. */
-inline HannoyStatus set_error(HannoyError *err, HannoyStatus status, const char *message)
+inline HannoyStatus
+set_error(HannoyError *err, HannoyStatus status, const char *message)
 {
 	if (err != nullptr)
 	{
@@ -30,7 +32,9 @@ inline HannoyStatus set_error(HannoyError *err, HannoyStatus status, const char 
 }
 
 /* Runs 'body', catching everything; HANNOY_OK when it returned normally. */
-template <class F> HannoyStatus run_guarded(HannoyError *err, F &&body) noexcept
+template <class F>
+HannoyStatus
+run_guarded(HannoyError *err, F &&body) noexcept
 {
 	try
 	{

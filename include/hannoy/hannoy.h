@@ -21,275 +21,275 @@ extern "C"
 #endif
 
 /* Limits shared by the shim and the core. */
-#define HANNOY_MAX_DIMS 16000
-#define HANNOY_MAX_BITS (HANNOY_MAX_DIMS * 64)
-#define HANNOY_MAX_ITEMS UINT32_MAX
+#define HANNOY_MAX_DIMS       16000
+#define HANNOY_MAX_BITS       (HANNOY_MAX_DIMS * 64)
+#define HANNOY_MAX_ITEMS      UINT32_MAX
 #define HANNOY_FORMAT_VERSION 1
 
-typedef enum HannoyStatus
-{
-	HANNOY_OK = 0,
-	HANNOY_ERR_INTERNAL,		/* a bug or an unexpected exception */
-	HANNOY_ERR_NOMEM,			/* out of memory */
-	HANNOY_ERR_STORAGE,			/* LMDB or file system failure */
-	HANNOY_ERR_MAP_FULL,		/* the LMDB map size is exhausted */
-	HANNOY_ERR_CORRUPT,			/* the sidecar does not hold what it must */
-	HANNOY_ERR_NOT_FOUND,		/* no environment at that path */
-	HANNOY_ERR_INVALID,			/* bad argument (dimensions, metric...) */
-	HANNOY_ERR_LIMIT			/* more than HANNOY_MAX_ITEMS items */
-} HannoyStatus;
+	typedef enum HannoyStatus
+	{
+		HANNOY_OK = 0,
+		HANNOY_ERR_INTERNAL,  /* a bug or an unexpected exception */
+		HANNOY_ERR_NOMEM,     /* out of memory */
+		HANNOY_ERR_STORAGE,   /* LMDB or file system failure */
+		HANNOY_ERR_MAP_FULL,  /* the LMDB map size is exhausted */
+		HANNOY_ERR_CORRUPT,   /* the sidecar does not hold what it must */
+		HANNOY_ERR_NOT_FOUND, /* no environment at that path */
+		HANNOY_ERR_INVALID,   /* bad argument (dimensions, metric...) */
+		HANNOY_ERR_LIMIT      /* more than HANNOY_MAX_ITEMS items */
+	} HannoyStatus;
 
-typedef struct HannoyError
-{
-	HannoyStatus status;
-	char		message[512];
-} HannoyError;
+	typedef struct HannoyError
+	{
+		HannoyStatus status;
+		char         message[512];
+	} HannoyError;
 
-/* Distance metrics.  The numbers are stored on disk: never renumber. */
-typedef enum HannoyMetric
-{
-	HANNOY_METRIC_L2 = 1,		/* euclidean distance on float4 */
-	HANNOY_METRIC_COSINE = 2,	/* 1 - cosine similarity on float4 */
-	HANNOY_METRIC_IP = 3,		/* negative inner product on float4 */
-	HANNOY_METRIC_L1 = 4,		/* manhattan distance on float4 */
-	HANNOY_METRIC_HAMMING = 5	/* hamming distance on bit strings */
-} HannoyMetric;
+	/* Distance metrics.  The numbers are stored on disk: never renumber. */
+	typedef enum HannoyMetric
+	{
+		HANNOY_METRIC_L2 = 1,     /* euclidean distance on float4 */
+		HANNOY_METRIC_COSINE = 2, /* 1 - cosine similarity on float4 */
+		HANNOY_METRIC_IP = 3,     /* negative inner product on float4 */
+		HANNOY_METRIC_L1 = 4,     /* manhattan distance on float4 */
+		HANNOY_METRIC_HAMMING = 5 /* hamming distance on bit strings */
+	} HannoyMetric;
 
-/*
- * A heap TID packed as (block << 16) | offset.  Only 48 bits are used.
- */
-typedef uint64_t HannoyTid;
+	/*
+	 * A heap TID packed as (block << 16) | offset.  Only 48 bits are used.
+	 */
+	typedef uint64_t HannoyTid;
 
-/* ---------------------------------------------------------------------
- * Distances.  One implementation per metric, used by the SQL operators and
- * by the index, so both report bit-identical values.  Float vectors may be
- * unaligned (LMDB values are only 2-byte aligned).  Never fail.
- * ---------------------------------------------------------------------
- */
-extern double hannoy_l2_distance(const float *a, const float *b, uint32_t dims);
-extern double hannoy_cosine_distance(const float *a, const float *b, uint32_t dims);
-extern double hannoy_negative_inner_product(const float *a, const float *b, uint32_t dims);
-extern double hannoy_l1_distance(const float *a, const float *b, uint32_t dims);
-extern double hannoy_hamming_distance(const uint8_t *a, const uint8_t *b, uint32_t nbits);
+	/* ---------------------------------------------------------------------
+	 * Distances.  One implementation per metric, used by the SQL operators and
+	 * by the index, so both report bit-identical values.  Float vectors may be
+	 * unaligned (LMDB values are only 2-byte aligned).  Never fail.
+	 * ---------------------------------------------------------------------
+	 */
+	extern double hannoy_l2_distance(const float *a, const float *b, uint32_t dims);
+	extern double hannoy_cosine_distance(const float *a, const float *b, uint32_t dims);
+	extern double hannoy_negative_inner_product(const float *a, const float *b, uint32_t dims);
+	extern double hannoy_l1_distance(const float *a, const float *b, uint32_t dims);
+	extern double hannoy_hamming_distance(const uint8_t *a, const uint8_t *b, uint32_t nbits);
 
-/* Name of the SIMD kernel set chosen at run time ("avx2", "scalar"...). */
-extern const char *hannoy_simd_name(void);
+	/* Name of the SIMD kernel set chosen at run time ("avx2", "scalar"...). */
+	extern const char *hannoy_simd_name(void);
 
-/* Bytes one vector of a metric takes: dims floats, or ceil(bits / 8). */
-extern size_t hannoy_vector_bytes(HannoyMetric metric, uint32_t dims);
+	/* Bytes one vector of a metric takes: dims floats, or ceil(bits / 8). */
+	extern size_t hannoy_vector_bytes(HannoyMetric metric, uint32_t dims);
 
-/* ---------------------------------------------------------------------
- * Environments: one LMDB environment per index relation file.
- * ---------------------------------------------------------------------
- */
-typedef struct HannoyEnv HannoyEnv;
+	/* ---------------------------------------------------------------------
+	 * Environments: one LMDB environment per index relation file.
+	 * ---------------------------------------------------------------------
+	 */
+	typedef struct HannoyEnv HannoyEnv;
 
-/* Identity and shape of an index, stored in the sidecar's meta database. */
-typedef struct HannoyMeta
-{
-	uint32_t	format_version;
-	uint32_t	metric;			/* HannoyMetric */
-	uint32_t	dims;			/* 0 until the first vector is seen */
-	uint32_t	m;				/* links per node above layer 0 */
-	uint32_t	m0;				/* links per node at layer 0 */
-	uint32_t	ef_construction;
-	uint64_t	generation;		/* must equal the metapage's */
-	uint64_t	system_id;		/* pg_control system identifier of the writer */
-	uint32_t	timeline;		/* timeline of the last writer */
-	uint32_t	index_oid;		/* OID of the owning index */
-	uint64_t	seed;			/* seed of the level generator */
-} HannoyMeta;
+	/* Identity and shape of an index, stored in the sidecar's meta database. */
+	typedef struct HannoyMeta
+	{
+		uint32_t format_version;
+		uint32_t metric; /* HannoyMetric */
+		uint32_t dims;   /* 0 until the first vector is seen */
+		uint32_t m;      /* links per node above layer 0 */
+		uint32_t m0;     /* links per node at layer 0 */
+		uint32_t ef_construction;
+		uint64_t generation; /* must equal the metapage's */
+		uint64_t system_id;  /* pg_control system identifier of the writer */
+		uint32_t timeline;   /* timeline of the last writer */
+		uint32_t index_oid;  /* OID of the owning index */
+		uint64_t seed;       /* seed of the level generator */
+	} HannoyMeta;
 
-/* Counters kept by the sidecar. */
-typedef struct HannoyStats
-{
-	uint64_t	items;			/* live graph nodes */
-	uint64_t	unindexed;		/* rows without an indexable vector */
-	uint64_t	deleted;		/* tombstoned nodes kept for navigation */
-	uint64_t	next_id;		/* first item id never used */
-	int32_t		max_level;		/* -1 when the graph is empty */
-	uint32_t	entry_point;
-	uint64_t	file_bytes;		/* size of data.mdb */
-	uint64_t	used_pages;		/* pages LMDB uses (last page number + 1) */
-} HannoyStats;
+	/* Counters kept by the sidecar. */
+	typedef struct HannoyStats
+	{
+		uint64_t items;     /* live graph nodes */
+		uint64_t unindexed; /* rows without an indexable vector */
+		uint64_t deleted;   /* tombstoned nodes kept for navigation */
+		uint64_t next_id;   /* first item id never used */
+		int32_t  max_level; /* -1 when the graph is empty */
+		uint32_t entry_point;
+		uint64_t file_bytes; /* size of data.mdb */
+		uint64_t used_pages; /* pages LMDB uses (last page number + 1) */
+	} HannoyStats;
 
-/* How an environment is opened. */
-typedef struct HannoyEnvConfig
-{
-	uint32_t	max_readers;	/* LMDB reader slots (all backends together) */
-	uint64_t	map_size;		/* bytes of address space reserved */
-	uint32_t	file_mode;		/* mode of files the core creates, e.g. 0600 */
-	uint32_t	dir_mode;		/* mode of directories the core creates */
-	bool		durable;		/* false when fsync = off: never sync */
-} HannoyEnvConfig;
+	/* How an environment is opened. */
+	typedef struct HannoyEnvConfig
+	{
+		uint32_t max_readers; /* LMDB reader slots (all backends together) */
+		uint64_t map_size;    /* bytes of address space reserved */
+		uint32_t file_mode;   /* mode of files the core creates, e.g. 0600 */
+		uint32_t dir_mode;    /* mode of directories the core creates */
+		bool     durable;     /* false when fsync = off: never sync */
+	} HannoyEnvConfig;
 
-/*
- * Creates a fresh environment in directory 'path', replacing any earlier one
- * there, and writes 'meta'.  The parent directory must exist.
- */
-extern HannoyStatus hannoy_env_create(const char *path, const HannoyEnvConfig *config,
-									  const HannoyMeta *meta, HannoyEnv **env,
-									  HannoyError *err);
+	/*
+	 * Creates a fresh environment in directory 'path', replacing any earlier one
+	 * there, and writes 'meta'.  The parent directory must exist.
+	 */
+	extern HannoyStatus hannoy_env_create(const char *path, const HannoyEnvConfig *config,
+	                                      const HannoyMeta *meta, HannoyEnv **env,
+	                                      HannoyError *err);
 
-/*
- * Opens an existing environment.  Never creates one: a missing environment
- * is HANNOY_ERR_NOT_FOUND.  Clears reader slots of dead processes.
- */
-extern HannoyStatus hannoy_env_open(const char *path, const HannoyEnvConfig *config,
-									HannoyEnv **env, HannoyError *err);
+	/*
+	 * Opens an existing environment.  Never creates one: a missing environment
+	 * is HANNOY_ERR_NOT_FOUND.  Clears reader slots of dead processes.
+	 */
+	extern HannoyStatus hannoy_env_open(const char *path, const HannoyEnvConfig *config,
+	                                    HannoyEnv **env, HannoyError *err);
 
-/* Closes an environment; all its scans must be freed first. */
-extern void hannoy_env_close(HannoyEnv *env);
+	/* Closes an environment; all its scans must be freed first. */
+	extern void hannoy_env_close(HannoyEnv *env);
 
-/* Removes the environment's files and its directory (missing is fine). */
-extern HannoyStatus hannoy_env_remove(const char *path, HannoyError *err);
+	/* Removes the environment's files and its directory (missing is fine). */
+	extern HannoyStatus hannoy_env_remove(const char *path, HannoyError *err);
 
-/* True when 'path' holds an environment. */
-extern bool hannoy_env_exists(const char *path);
+	/* True when 'path' holds an environment. */
+	extern bool hannoy_env_exists(const char *path);
 
-/* Reads the meta record as last committed. */
-extern HannoyStatus hannoy_env_meta(HannoyEnv *env, HannoyMeta *meta, HannoyError *err);
+	/* Reads the meta record as last committed. */
+	extern HannoyStatus hannoy_env_meta(HannoyEnv *env, HannoyMeta *meta, HannoyError *err);
 
-/* Reads the counters as last committed. */
-extern HannoyStatus hannoy_env_stats(HannoyEnv *env, HannoyStats *stats, HannoyError *err);
+	/* Reads the counters as last committed. */
+	extern HannoyStatus hannoy_env_stats(HannoyEnv *env, HannoyStats *stats, HannoyError *err);
 
-/* Flushes committed transactions to disk (no-op when not durable). */
-extern HannoyStatus hannoy_env_sync(HannoyEnv *env, HannoyError *err);
+	/* Flushes committed transactions to disk (no-op when not durable). */
+	extern HannoyStatus hannoy_env_sync(HannoyEnv *env, HannoyError *err);
 
-/*
- * Sets the dimension count of an index created empty (dims == 0).  Fails
- * with HANNOY_ERR_INVALID if it is already set to another value.
- */
-extern HannoyStatus hannoy_env_set_dims(HannoyEnv *env, uint32_t dims, HannoyError *err);
+	/*
+	 * Sets the dimension count of an index created empty (dims == 0).  Fails
+	 * with HANNOY_ERR_INVALID if it is already set to another value.
+	 */
+	extern HannoyStatus hannoy_env_set_dims(HannoyEnv *env, uint32_t dims, HannoyError *err);
 
-/* ---------------------------------------------------------------------
- * Build: vectors are streamed into LMDB, then the graph is built by worker
- * threads in time-bounded slices so the caller can check for interrupts
- * between slices.
- * ---------------------------------------------------------------------
- */
-typedef struct HannoyBuilder HannoyBuilder;
+	/* ---------------------------------------------------------------------
+	 * Build: vectors are streamed into LMDB, then the graph is built by worker
+	 * threads in time-bounded slices so the caller can check for interrupts
+	 * between slices.
+	 * ---------------------------------------------------------------------
+	 */
+	typedef struct HannoyBuilder HannoyBuilder;
 
-typedef enum HannoyBuildPhase
-{
-	HANNOY_BUILD_LOADING = 1,	/* hannoy_build_add is being called */
-	HANNOY_BUILD_GRAPH = 2,		/* linking nodes */
-	HANNOY_BUILD_WRITING = 3,	/* writing links to LMDB */
-	HANNOY_BUILD_DONE = 4
-} HannoyBuildPhase;
+	typedef enum HannoyBuildPhase
+	{
+		HANNOY_BUILD_LOADING = 1, /* hannoy_build_add is being called */
+		HANNOY_BUILD_GRAPH = 2,   /* linking nodes */
+		HANNOY_BUILD_WRITING = 3, /* writing links to LMDB */
+		HANNOY_BUILD_DONE = 4
+	} HannoyBuildPhase;
 
-typedef struct HannoyBuildProgress
-{
-	HannoyBuildPhase phase;
-	uint64_t	done;			/* units of the current phase done */
-	uint64_t	total;			/* units of the current phase in all */
-} HannoyBuildProgress;
+	typedef struct HannoyBuildProgress
+	{
+		HannoyBuildPhase phase;
+		uint64_t         done;  /* units of the current phase done */
+		uint64_t         total; /* units of the current phase in all */
+	} HannoyBuildProgress;
 
-extern HannoyStatus hannoy_build_begin(HannoyEnv *env, uint32_t threads,
-									   HannoyBuilder **builder, HannoyError *err);
+	extern HannoyStatus hannoy_build_begin(HannoyEnv *env, uint32_t threads,
+	                                       HannoyBuilder **builder, HannoyError *err);
 
-/*
- * Adds one heap row.  'vector' NULL means the row has no indexable vector
- * (NULL, or a zero vector under cosine: 'unindexed_kind' 1 = NULL, 2 = NaN
- * distance); it is returned last by scans.  Vectors are written to LMDB in
- * batches.
- */
-extern HannoyStatus hannoy_build_add(HannoyBuilder *builder, HannoyTid tid, const void *vector,
-									 uint8_t unindexed_kind, HannoyError *err);
+	/*
+	 * Adds one heap row.  'vector' NULL means the row has no indexable vector
+	 * (NULL, or a zero vector under cosine: 'unindexed_kind' 1 = NULL, 2 = NaN
+	 * distance); it is returned last by scans.  Vectors are written to LMDB in
+	 * batches.
+	 */
+	extern HannoyStatus hannoy_build_add(HannoyBuilder *builder, HannoyTid tid, const void *vector,
+	                                     uint8_t unindexed_kind, HannoyError *err);
 
-/*
- * Runs the build for about 'budget_ms' milliseconds.  Sets *done when the
- * whole graph is built, written and committed.
- */
-extern HannoyStatus hannoy_build_step(HannoyBuilder *builder, uint32_t budget_ms,
-									  HannoyBuildProgress *progress, bool *done,
-									  HannoyError *err);
+	/*
+	 * Runs the build for about 'budget_ms' milliseconds.  Sets *done when the
+	 * whole graph is built, written and committed.
+	 */
+	extern HannoyStatus hannoy_build_step(HannoyBuilder *builder, uint32_t budget_ms,
+	                                      HannoyBuildProgress *progress, bool *done,
+	                                      HannoyError *err);
 
-/* Frees a builder; an unfinished build leaves a partial environment. */
-extern void hannoy_build_free(HannoyBuilder *builder);
+	/* Frees a builder; an unfinished build leaves a partial environment. */
+	extern void hannoy_build_free(HannoyBuilder *builder);
 
-/* ---------------------------------------------------------------------
- * Insert after the build.
- * ---------------------------------------------------------------------
- */
+	/* ---------------------------------------------------------------------
+	 * Insert after the build.
+	 * ---------------------------------------------------------------------
+	 */
 
-/*
- * Inserts one row: 'vector' NULL records an unindexed row (see
- * hannoy_build_add).  The neighbour search runs in a read transaction; only
- * the linking takes LMDB's writer lock.
- */
-extern HannoyStatus hannoy_insert(HannoyEnv *env, HannoyTid tid, const void *vector,
-								  uint8_t unindexed_kind, HannoyError *err);
+	/*
+	 * Inserts one row: 'vector' NULL records an unindexed row (see
+	 * hannoy_build_add).  The neighbour search runs in a read transaction; only
+	 * the linking takes LMDB's writer lock.
+	 */
+	extern HannoyStatus hannoy_insert(HannoyEnv *env, HannoyTid tid, const void *vector,
+	                                  uint8_t unindexed_kind, HannoyError *err);
 
-/* ---------------------------------------------------------------------
- * Scans.
- * ---------------------------------------------------------------------
- */
-typedef struct HannoyScan HannoyScan;
+	/* ---------------------------------------------------------------------
+	 * Scans.
+	 * ---------------------------------------------------------------------
+	 */
+	typedef struct HannoyScan HannoyScan;
 
-extern HannoyStatus hannoy_scan_create(HannoyEnv *env, HannoyScan **scan, HannoyError *err);
+	extern HannoyStatus hannoy_scan_create(HannoyEnv *env, HannoyScan **scan, HannoyError *err);
 
-/*
- * Starts (or restarts) a scan in a new read transaction.  'query' NULL means
- * every distance is NULL (or NaN when 'null_kind' is 2): all rows are
- * returned, in no particular order, with that distance.
- */
-extern HannoyStatus hannoy_scan_start(HannoyScan *scan, const void *query, uint32_t ef,
-									  uint8_t null_kind, HannoyError *err);
+	/*
+	 * Starts (or restarts) a scan in a new read transaction.  'query' NULL means
+	 * every distance is NULL (or NaN when 'null_kind' is 2): all rows are
+	 * returned, in no particular order, with that distance.
+	 */
+	extern HannoyStatus hannoy_scan_start(HannoyScan *scan, const void *query, uint32_t ef,
+	                                      uint8_t null_kind, HannoyError *err);
 
-/*
- * Returns the next row.  *found false means the scan is exhausted.  Rows
- * come nearest first for the first ef; after that the search resumes from
- * its frontier, then visits never-reached items, then unindexed rows
- * (*isnull true for NULL vectors, NaN distance for zero vectors).
- */
-extern HannoyStatus hannoy_scan_next(HannoyScan *scan, HannoyTid *tid, double *distance,
-									 bool *isnull, bool *found, HannoyError *err);
+	/*
+	 * Returns the next row.  *found false means the scan is exhausted.  Rows
+	 * come nearest first for the first ef; after that the search resumes from
+	 * its frontier, then visits never-reached items, then unindexed rows
+	 * (*isnull true for NULL vectors, NaN distance for zero vectors).
+	 */
+	extern HannoyStatus hannoy_scan_next(HannoyScan *scan, HannoyTid *tid, double *distance,
+	                                     bool *isnull, bool *found, HannoyError *err);
 
-/* Ends the scan's read transaction, if any. */
-extern void hannoy_scan_end(HannoyScan *scan);
+	/* Ends the scan's read transaction, if any. */
+	extern void hannoy_scan_end(HannoyScan *scan);
 
-/* Frees the scan and ends its read transaction. */
-extern void hannoy_scan_free(HannoyScan *scan);
+	/* Frees the scan and ends its read transaction. */
+	extern void hannoy_scan_free(HannoyScan *scan);
 
-/* ---------------------------------------------------------------------
- * VACUUM: the caller walks the TIDs in batches, asks PostgreSQL which are
- * dead, and hands those back.
- * ---------------------------------------------------------------------
- */
+	/* ---------------------------------------------------------------------
+	 * VACUUM: the caller walks the TIDs in batches, asks PostgreSQL which are
+	 * dead, and hands those back.
+	 * ---------------------------------------------------------------------
+	 */
 
-/* One indexed row as seen by VACUUM. */
-typedef struct HannoyEntry
-{
-	HannoyTid	tid;
-	uint32_t	id;				/* item id, or UINT32_MAX for unindexed rows */
-} HannoyEntry;
+	/* One indexed row as seen by VACUUM. */
+	typedef struct HannoyEntry
+	{
+		HannoyTid tid;
+		uint32_t  id; /* item id, or UINT32_MAX for unindexed rows */
+	} HannoyEntry;
 
-/* Where a walk over the indexed rows stands; zero-initialise to start. */
-typedef struct HannoyEntryPosition
-{
-	uint32_t	source;			/* 0: graph rows, 1: unindexed rows, 2: done */
-	bool		started;		/* 'after' is valid */
-	HannoyTid	after;			/* last TID returned from 'source' */
-} HannoyEntryPosition;
+	/* Where a walk over the indexed rows stands; zero-initialise to start. */
+	typedef struct HannoyEntryPosition
+	{
+		uint32_t  source;  /* 0: graph rows, 1: unindexed rows, 2: done */
+		bool      started; /* 'after' is valid */
+		HannoyTid after;   /* last TID returned from 'source' */
+	} HannoyEntryPosition;
 
-/*
- * Fills up to 'capacity' entries after 'pos' and advances it, graph rows
- * first, then unindexed rows, each in TID order.  *count 0 means the end.
- */
-extern HannoyStatus hannoy_entries_next(HannoyEnv *env, HannoyEntryPosition *pos,
-										HannoyEntry *entries, uint32_t capacity,
-										uint32_t *count, HannoyError *err);
+	/*
+	 * Fills up to 'capacity' entries after 'pos' and advances it, graph rows
+	 * first, then unindexed rows, each in TID order.  *count 0 means the end.
+	 */
+	extern HannoyStatus hannoy_entries_next(HannoyEnv *env, HannoyEntryPosition *pos,
+	                                        HannoyEntry *entries, uint32_t capacity,
+	                                        uint32_t *count, HannoyError *err);
 
-/*
- * Removes rows.  Graph nodes become tombstones: their TID is gone so scans
- * never return them, but searches still walk through them.
- */
-extern HannoyStatus hannoy_delete_entries(HannoyEnv *env, const HannoyEntry *entries,
-										  uint32_t count, HannoyError *err);
+	/*
+	 * Removes rows.  Graph nodes become tombstones: their TID is gone so scans
+	 * never return them, but searches still walk through them.
+	 */
+	extern HannoyStatus hannoy_delete_entries(HannoyEnv *env, const HannoyEntry *entries,
+	                                          uint32_t count, HannoyError *err);
 
 #ifdef __cplusplus
 }
 #endif
 
-#endif							/* HANNOY_HANNOY_H */
+#endif /* HANNOY_HANNOY_H */

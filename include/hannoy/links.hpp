@@ -15,7 +15,8 @@
 #include <string>
 #include <vector>
 
-namespace hannoy {
+namespace hannoy
+{
 
 /* Appends the portable Roaring serialisation of 'ids' (any order, no duplicates) to 'out'. */
 void encode_links(const uint32_t *ids, size_t count, std::string &out);

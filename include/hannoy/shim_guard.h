@@ -10,4 +10,4 @@
 #error "hannoy shim files are C: C++ belongs in src/core behind include/hannoy/hannoy.h"
 #endif
 
-#endif							/* HANNOY_SHIM_GUARD_H */
+#endif /* HANNOY_SHIM_GUARD_H */

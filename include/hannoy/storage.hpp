@@ -20,17 +20,19 @@
 #include "hannoy/distance.hpp"
 #include "hannoy/hannoy.h"
 
-namespace hannoy {
+namespace hannoy
+{
 
 /* An error the C ABI turns into a status code and a message. */
 class Error : public std::runtime_error
 {
   public:
 	Error(HannoyStatus status, const std::string &message)
-		: std::runtime_error(message), status_(status)
+	    : std::runtime_error(message), status_(status)
 	{
 	}
-	HannoyStatus status() const
+	HannoyStatus
+	status() const
 	{
 		return status_;
 	}
@@ -52,11 +54,11 @@ constexpr int MAX_LEVEL = 15;
 /* Mutable graph state, one record in the meta database. */
 struct GraphState
 {
-	uint64_t items = 0;		/* live graph nodes */
-	uint64_t unindexed = 0; /* unindexed rows */
-	uint64_t deleted = 0;	/* tombstones */
-	uint64_t next_id = 0;	/* first id never used */
-	int32_t max_level = -1; /* level of the entry point, -1 when empty */
+	uint64_t items = 0;      /* live graph nodes */
+	uint64_t unindexed = 0;  /* unindexed rows */
+	uint64_t deleted = 0;    /* tombstones */
+	uint64_t next_id = 0;    /* first id never used */
+	int32_t  max_level = -1; /* level of the entry point, -1 when empty */
 	uint32_t entry_point = 0;
 };
 
@@ -65,7 +67,8 @@ struct IdKey
 {
 	unsigned char bytes[4];
 	explicit IdKey(uint32_t id);
-	MDB_val val()
+	MDB_val
+	val()
 	{
 		return MDB_val{sizeof(bytes), bytes};
 	}
@@ -76,7 +79,8 @@ struct LinkKey
 {
 	unsigned char bytes[5];
 	LinkKey(uint32_t id, int layer);
-	MDB_val val()
+	MDB_val
+	val()
 	{
 		return MDB_val{sizeof(bytes), bytes};
 	}
@@ -87,13 +91,14 @@ struct TidKey
 {
 	unsigned char bytes[6];
 	explicit TidKey(HannoyTid tid);
-	MDB_val val()
+	MDB_val
+	val()
 	{
 		return MDB_val{sizeof(bytes), bytes};
 	}
 };
 
-uint32_t decode_id(const MDB_val &v);
+uint32_t  decode_id(const MDB_val &v);
 HannoyTid decode_tid(const MDB_val &v);
 
 /* A transaction that aborts unless committed. */
@@ -106,7 +111,8 @@ class Txn
 	Txn &operator=(const Txn &) = delete;
 	void commit();
 	void abort();
-	MDB_txn *get() const
+	MDB_txn *
+	get() const
 	{
 		return txn_;
 	}
@@ -125,7 +131,8 @@ class Cursor
 	Cursor &operator=(const Cursor &) = delete;
 	/* Positions with 'op'; false at the end or when not found. */
 	bool get(MDB_val &key, MDB_val &data, MDB_cursor_op op);
-	MDB_cursor *get() const
+	MDB_cursor *
+	get() const
 	{
 		return cur_;
 	}
@@ -139,52 +146,59 @@ class Store
 {
   public:
 	Store(const std::string &path, const HannoyEnvConfig &config, bool create,
-		  const HannoyMeta *meta);
+	      const HannoyMeta *meta);
 	~Store();
 	Store(const Store &) = delete;
 	Store &operator=(const Store &) = delete;
 
-	MDB_env *env() const
+	MDB_env *
+	env() const
 	{
 		return env_;
 	}
-	const HannoyMeta &meta() const
+	const HannoyMeta &
+	meta() const
 	{
 		return meta_;
 	}
-	DistanceFn distance() const
+	DistanceFn
+	distance() const
 	{
 		return distance_;
 	}
-	size_t vector_bytes() const
+	size_t
+	vector_bytes() const
 	{
 		return vector_bytes_;
 	}
-	uint32_t max_links(int layer) const
+	uint32_t
+	max_links(int layer) const
 	{
 		return layer == 0 ? meta_.m0 : meta_.m;
 	}
-	bool durable() const
+	bool
+	durable() const
 	{
 		return config_.durable;
 	}
-	const std::string &path() const
+	const std::string &
+	path() const
 	{
 		return path_;
 	}
 
 	/* Re-reads the meta record (dims may have been set by another backend). */
-	void reload_meta(MDB_txn *txn);
-	void write_meta(MDB_txn *txn, const HannoyMeta &meta);
+	void       reload_meta(MDB_txn *txn);
+	void       write_meta(MDB_txn *txn, const HannoyMeta &meta);
 	GraphState read_state(MDB_txn *txn) const;
-	void write_state(MDB_txn *txn, const GraphState &state) const;
+	void       write_state(MDB_txn *txn, const GraphState &state) const;
 
 	/* The stored vector of an item, or nullptr; valid until 'txn' ends. */
 	const void *vector(MDB_txn *txn, uint32_t id) const;
 	/* Neighbours of (id, layer) into 'out'; empty when the node has no such layer. */
 	void links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &out) const;
 	void put_links(MDB_txn *txn, uint32_t id, int layer, const std::vector<uint32_t> &ids,
-				   unsigned flags = 0) const;
+	               unsigned flags = 0) const;
 	/* TID of an item; false for tombstones and unknown ids. */
 	bool tid_of(MDB_txn *txn, uint32_t id, HannoyTid *tid) const;
 
@@ -196,12 +210,12 @@ class Store
 	void open_databases(bool create);
 	void set_meta(const HannoyMeta &meta);
 
-	MDB_env *env_ = nullptr;
-	std::string path_;
+	MDB_env        *env_ = nullptr;
+	std::string     path_;
 	HannoyEnvConfig config_;
-	HannoyMeta meta_{};
-	DistanceFn distance_ = nullptr;
-	size_t vector_bytes_ = 0;
+	HannoyMeta      meta_{};
+	DistanceFn      distance_ = nullptr;
+	size_t          vector_bytes_ = 0;
 };
 
 /* Puts key/value, throwing on failure. */
@@ -216,31 +230,34 @@ class StoredGraph
 {
   public:
 	StoredGraph(const Store &store, MDB_txn *txn)
-		: store_(store), txn_(txn), distance_(store.distance()), dims_(store.meta().dims)
+	    : store_(store), txn_(txn), distance_(store.distance()), dims_(store.meta().dims)
 	{
 	}
 	/* Distance from a stored vector to the query; +inf for a missing item. */
-	double distance(const void *query, uint32_t id) const
+	double
+	distance(const void *query, uint32_t id) const
 	{
 		const void *v = store_.vector(txn_, id);
 		return v == nullptr ? HUGE_VAL : distance_(v, query, dims_);
 	}
-	double distance_between(uint32_t a, uint32_t b) const
+	double
+	distance_between(uint32_t a, uint32_t b) const
 	{
 		const void *va = store_.vector(txn_, a);
 		const void *vb = store_.vector(txn_, b);
 		return (va == nullptr || vb == nullptr) ? HUGE_VAL : distance_(va, vb, dims_);
 	}
-	void neighbors(uint32_t id, int layer, std::vector<uint32_t> &out) const
+	void
+	neighbors(uint32_t id, int layer, std::vector<uint32_t> &out) const
 	{
 		store_.links(txn_, id, layer, out);
 	}
 
   private:
 	const Store &store_;
-	MDB_txn *txn_;
-	DistanceFn distance_;
-	uint32_t dims_;
+	MDB_txn     *txn_;
+	DistanceFn   distance_;
+	uint32_t     dims_;
 };
 
 /* The level of a new node: -ln(U) / ln(m) with U drawn from (seed, salt). */

@@ -33,11 +33,11 @@
 
 PG_MODULE_MAGIC;
 
-int			hannoy_ef_search = HANNOY_DEFAULT_EF_SEARCH;
-int			hannoy_build_threads = 1;
-bool		hannoy_preloaded = false;
+int  hannoy_ef_search = HANNOY_DEFAULT_EF_SEARCH;
+int  hannoy_build_threads = 1;
+bool hannoy_preloaded = false;
 
-static relopt_kind hannoy_relopt_kind;
+static relopt_kind             hannoy_relopt_kind;
 static ExecutorStart_hook_type prev_executor_start = NULL;
 
 /*
@@ -63,32 +63,32 @@ hannoy_executor_start(QueryDesc *queryDesc, int eflags)
 void
 _PG_init(void)
 {
-	long		cores = sysconf(_SC_NPROCESSORS_ONLN);
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
 	hannoy_preloaded = process_shared_preload_libraries_in_progress;
 	hannoy_build_threads = (int) Min(Max(cores, 1), HANNOY_MAX_BUILD_THREADS);
 
 	hannoy_relopt_kind = add_reloption_kind();
 	add_int_reloption(hannoy_relopt_kind, "m",
-					  "Links per node above layer 0 (2 at layer 0) (2 to 100)",
-					  HANNOY_DEFAULT_M, HANNOY_MIN_M, HANNOY_MAX_M, AccessExclusiveLock);
+	                  "Links per node above layer 0 (2 at layer 0) (2 to 100)", HANNOY_DEFAULT_M,
+	                  HANNOY_MIN_M, HANNOY_MAX_M, AccessExclusiveLock);
 	add_int_reloption(hannoy_relopt_kind, "ef_construction",
-					  "Candidate list size during build (4 to 1000, at least 2 * m; "
-					  "default max(64, 2 * m))",
-					  0, HANNOY_MIN_EF_CONSTRUCTION, HANNOY_MAX_EF_CONSTRUCTION,
-					  AccessExclusiveLock);
+	                  "Candidate list size during build (4 to 1000, at least 2 * m; "
+	                  "default max(64, 2 * m))",
+	                  0, HANNOY_MIN_EF_CONSTRUCTION, HANNOY_MAX_EF_CONSTRUCTION,
+	                  AccessExclusiveLock);
 
 	DefineCustomIntVariable("hannoy.ef_search",
-							"Sets the size of the candidate list for hannoy index scans "
-							"(1 to 1000).",
-							"Larger values raise recall and cost time.",
-							&hannoy_ef_search, HANNOY_DEFAULT_EF_SEARCH, HANNOY_MIN_EF_SEARCH,
-							HANNOY_MAX_EF_SEARCH, PGC_USERSET, 0, NULL, NULL, NULL);
+	                        "Sets the size of the candidate list for hannoy index scans "
+	                        "(1 to 1000).",
+	                        "Larger values raise recall and cost time.", &hannoy_ef_search,
+	                        HANNOY_DEFAULT_EF_SEARCH, HANNOY_MIN_EF_SEARCH, HANNOY_MAX_EF_SEARCH,
+	                        PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("hannoy.build_threads",
-							"Sets the number of threads that build a hannoy index "
-							"(1 to 64; default: the number of cores).",
-							NULL, &hannoy_build_threads, hannoy_build_threads, 1,
-							HANNOY_MAX_BUILD_THREADS, PGC_USERSET, 0, NULL, NULL, NULL);
+	                        "Sets the number of threads that build a hannoy index "
+	                        "(1 to 64; default: the number of cores).",
+	                        NULL, &hannoy_build_threads, hannoy_build_threads, 1,
+	                        HANNOY_MAX_BUILD_THREADS, PGC_USERSET, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("hannoy");
 
 	RegisterXactCallback(HannoyXactCallback, NULL);
@@ -104,20 +104,18 @@ static bytea *
 hannoyoptions(Datum reloptions, bool validate)
 {
 	static const relopt_parse_elt tab[] = {
-		{"m", RELOPT_TYPE_INT, offsetof(HannoyRelOptions, m)},
-		{"ef_construction", RELOPT_TYPE_INT, offsetof(HannoyRelOptions, ef_construction)},
+	    {"m", RELOPT_TYPE_INT, offsetof(HannoyRelOptions, m)},
+	    {"ef_construction", RELOPT_TYPE_INT, offsetof(HannoyRelOptions, ef_construction)},
 	};
 	HannoyRelOptions *opts;
 
 	opts = (HannoyRelOptions *) build_reloptions(reloptions, validate, hannoy_relopt_kind,
-												 sizeof(HannoyRelOptions), tab, lengthof(tab));
-	if (validate && opts && opts->ef_construction != 0 &&
-		opts->ef_construction < 2 * opts->m)
+	                                             sizeof(HannoyRelOptions), tab, lengthof(tab));
+	if (validate && opts && opts->ef_construction != 0 && opts->ef_construction < 2 * opts->m)
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("ef_construction must be at least 2 * m"),
-				 errdetail("ef_construction is %d and m is %d.", opts->ef_construction,
-						   opts->m)));
+		        (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+		         errmsg("ef_construction must be at least 2 * m"),
+		         errdetail("ef_construction is %d and m is %d.", opts->ef_construction, opts->m)));
 	return (bytea *) opts;
 }
 
@@ -128,16 +126,15 @@ hannoyoptions(Datum reloptions, bool validate)
  * each further row costs little.
  */
 static void
-hannoycostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
-				   Cost *indexStartupCost, Cost *indexTotalCost,
-				   Selectivity *indexSelectivity, double *indexCorrelation,
-				   double *indexPages)
+hannoycostestimate(PlannerInfo *root, IndexPath *path, double loop_count, Cost *indexStartupCost,
+                   Cost *indexTotalCost, Selectivity *indexSelectivity, double *indexCorrelation,
+                   double *indexPages)
 {
 	GenericCosts costs;
-	Relation	index;
-	bool		usable;
-	double		tuples;
-	double		search;
+	Relation     index;
+	bool         usable;
+	double       tuples;
+	double       search;
 
 	if (path->indexorderbys == NIL)
 	{
@@ -170,7 +167,7 @@ hannoycostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 	search = (double) hannoy_ef_search * Max(log(tuples), 1.0) * 4 * cpu_operator_cost;
 	*indexStartupCost = search + costs.indexStartupCost;
 	*indexTotalCost = *indexStartupCost + tuples * (cpu_index_tuple_cost + cpu_operator_cost) +
-		costs.indexTotalCost;
+	                  costs.indexTotalCost;
 	*indexSelectivity = costs.indexSelectivity;
 	*indexCorrelation = 0;
 	*indexPages = costs.numIndexPages;
@@ -183,21 +180,20 @@ hannoycostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 static bool
 hannoyvalidate(Oid opclassoid)
 {
-	HeapTuple	tup;
+	HeapTuple       tup;
 	Form_pg_opclass form;
-	bool		ok = true;
+	bool            ok = true;
 
 	tup = SearchSysCache1(CLAOID, ObjectIdGetDatum(opclassoid));
 	if (!HeapTupleIsValid(tup))
 		elog(ERROR, "cache lookup failed for operator class %u", opclassoid);
 	form = (Form_pg_opclass) GETSTRUCT(tup);
 	if (!OidIsValid(get_opfamily_proc(form->opcfamily, form->opcintype, form->opcintype,
-									  HANNOY_DISTANCE_PROC)))
+	                                  HANNOY_DISTANCE_PROC)))
 	{
-		ereport(INFO,
-				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
-				 errmsg("hannoy operator class \"%s\" has no distance support function",
-						NameStr(form->opcname))));
+		ereport(INFO, (errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+		               errmsg("hannoy operator class \"%s\" has no distance support function",
+		                      NameStr(form->opcname))));
 		ok = false;
 	}
 	ReleaseSysCache(tup);
@@ -292,12 +288,11 @@ Datum
 hannoy_check_preloaded(PG_FUNCTION_ARGS)
 {
 	if (!hannoy_preloaded)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("hannoy must be loaded via shared_preload_libraries"),
-				 errhint("Add hannoy to shared_preload_libraries in postgresql.conf "
-						 "(ALTER SYSTEM SET shared_preload_libraries = 'hannoy') "
-						 "and restart the server.")));
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+		                errmsg("hannoy must be loaded via shared_preload_libraries"),
+		                errhint("Add hannoy to shared_preload_libraries in postgresql.conf "
+		                        "(ALTER SYSTEM SET shared_preload_libraries = 'hannoy') "
+		                        "and restart the server.")));
 	PG_RETURN_VOID();
 }
 

@@ -27,14 +27,14 @@
 
 typedef struct HannoyBuildState
 {
-	Relation	index;
-	HannoyMetric metric;
-	HannoyEnv  *env;
-	HannoyBuilder *builder;
+	Relation           index;
+	HannoyMetric       metric;
+	HannoyEnv         *env;
+	HannoyBuilder     *builder;
 	HannoyMetaPageData meta;
-	double		heap_tuples;
-	double		index_tuples;
-	MemoryContext tmpctx;
+	double             heap_tuples;
+	double             index_tuples;
+	MemoryContext      tmpctx;
 } HannoyBuildState;
 
 /* Raises the core's error for a build, after freeing the builder. */
@@ -52,21 +52,21 @@ build_fail(HannoyBuildState *state, HannoyStatus st, HannoyError *err)
  * buffers rows and writes them to LMDB in batches.
  */
 static void
-build_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
-			   bool tupleIsAlive, void *arg)
+build_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull, bool tupleIsAlive,
+               void *arg)
 {
 	HannoyBuildState *state = (HannoyBuildState *) arg;
-	MemoryContext old = MemoryContextSwitchTo(state->tmpctx);
-	HannoyError err;
-	HannoyStatus st;
-	const void *vec = NULL;
-	uint8		kind = 1;
+	MemoryContext     old = MemoryContextSwitchTo(state->tmpctx);
+	HannoyError       err;
+	HannoyStatus      st;
+	const void       *vec = NULL;
+	uint8             kind = 1;
 
 	state->heap_tuples++;
 	if (!isnull[0])
 	{
-		uint32		dims;
-		bool		is_zero;
+		uint32 dims;
+		bool   is_zero;
 
 		vec = HannoyDatumToVector(values[0], state->metric, state->meta.dims, &dims, &is_zero);
 		if (is_zero)
@@ -87,8 +87,7 @@ build_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 		build_fail(state, st, &err);
 	state->index_tuples++;
 	if ((uint64) state->index_tuples % 1024 == 0)
-		pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_DONE,
-									 (int64) state->index_tuples);
+		pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_DONE, (int64) state->index_tuples);
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(state->tmpctx);
 }
@@ -98,22 +97,20 @@ static void
 create_sidecar(Relation index, HannoyMetaPageData *meta)
 {
 	RelFileNodeBackend rnode;
-	char	   *root = HannoySidecarRoot();
-	char	   *path;
-	HannoyEnvConfig config = HannoyDefaultEnvConfig();
-	HannoyMeta smeta;
-	HannoyEnv  *env;
-	HannoyError err;
-	HannoyStatus st;
-	int			m,
-				efc;
+	char              *root = HannoySidecarRoot();
+	char              *path;
+	HannoyEnvConfig    config = HannoyDefaultEnvConfig();
+	HannoyMeta         smeta;
+	HannoyEnv         *env;
+	HannoyError        err;
+	HannoyStatus       st;
+	int                m, efc;
 
 	rnode.node = index->rd_node;
 	rnode.backend = index->rd_backend;
 	if (MakePGDirectory(root) != 0 && errno != EEXIST)
 		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not create directory \"%s\": %m", root)));
+		        (errcode_for_file_access(), errmsg("could not create directory \"%s\": %m", root)));
 	path = HannoySidecarPath(rnode);
 
 	/* this backend may hold a handle on an earlier sidecar of the same file */
@@ -175,12 +172,12 @@ open_new_sidecar(Relation index, HannoyMetaPageData *meta, bool new_metapage)
 IndexBuildResult *
 hannoybuild(Relation heap, Relation index, IndexInfo *indexInfo)
 {
-	IndexBuildResult *result;
-	HannoyBuildState state;
-	HannoyError err;
-	HannoyStatus st;
+	IndexBuildResult   *result;
+	HannoyBuildState    state;
+	HannoyError         err;
+	HannoyStatus        st;
 	HannoyBuildProgress progress;
-	bool		done = false;
+	bool                done = false;
 
 	if (RelationGetNumberOfBlocks(index) != 0)
 		elog(ERROR, "index \"%s\" already contains data", RelationGetRelationName(index));
@@ -188,8 +185,8 @@ hannoybuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	memset(&state, 0, sizeof(state));
 	state.index = index;
 	state.metric = HannoyIndexMetric(index);
-	state.tmpctx = AllocSetContextCreate(CurrentMemoryContext, "hannoy build row",
-										 ALLOCSET_DEFAULT_SIZES);
+	state.tmpctx =
+	    AllocSetContextCreate(CurrentMemoryContext, "hannoy build row", ALLOCSET_DEFAULT_SIZES);
 	state.env = open_new_sidecar(index, &state.meta, true);
 
 	st = hannoy_build_begin(state.env, (uint32) hannoy_build_threads, &state.builder, &err);
@@ -199,8 +196,7 @@ hannoybuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE, PROGRESS_HANNOY_PHASE_LOAD);
 	PG_TRY();
 	{
-		table_index_build_scan(heap, index, indexInfo, true, true, build_callback, &state,
-							   NULL);
+		table_index_build_scan(heap, index, indexInfo, true, true, build_callback, &state, NULL);
 
 		while (!done)
 		{
@@ -211,18 +207,16 @@ hannoybuild(Relation heap, Relation index, IndexInfo *indexInfo)
 			if (progress.phase == HANNOY_BUILD_GRAPH)
 			{
 				pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE,
-											 PROGRESS_HANNOY_PHASE_GRAPH);
+				                             PROGRESS_HANNOY_PHASE_GRAPH);
 				pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_TOTAL,
-											 (int64) progress.total);
-				pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_DONE,
-											 (int64) progress.done);
+				                             (int64) progress.total);
+				pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_DONE, (int64) progress.done);
 			}
 			else if (progress.phase == HANNOY_BUILD_WRITING)
 			{
 				pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE,
-											 PROGRESS_HANNOY_PHASE_WRITE);
-				pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_DONE,
-											 (int64) progress.done);
+				                             PROGRESS_HANNOY_PHASE_WRITE);
+				pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_DONE, (int64) progress.done);
 			}
 		}
 	}
@@ -258,8 +252,7 @@ void
 hannoybuildempty(Relation index)
 {
 	HannoyMetaPageData meta;
-	int			m,
-				efc;
+	int                m, efc;
 
 	HannoyGetOptions(index, &m, &efc);
 	memset(&meta, 0, sizeof(meta));
@@ -284,7 +277,7 @@ HannoyEnv *
 HannoyRecreateSidecar(Relation index, HannoyMetaPageData *meta)
 {
 	HannoyMetaPageData fresh;
-	HannoyEnv  *env = open_new_sidecar(index, &fresh, false);
+	HannoyEnv         *env = open_new_sidecar(index, &fresh, false);
 
 	*meta = fresh;
 	return env;

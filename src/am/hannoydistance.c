@@ -22,9 +22,8 @@ check_pair(ArrayType *a, ArrayType *b)
 	HannoyCheckVectorArray(b, "vector");
 	if (ARR_DIMS(a)[0] != ARR_DIMS(b)[0])
 		ereport(ERROR,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("different vector dimensions %d and %d", ARR_DIMS(a)[0],
-						ARR_DIMS(b)[0])));
+		        (errcode(ERRCODE_DATA_EXCEPTION),
+		         errmsg("different vector dimensions %d and %d", ARR_DIMS(a)[0], ARR_DIMS(b)[0])));
 	return (uint32) ARR_DIMS(a)[0];
 }
 
@@ -34,9 +33,9 @@ PG_FUNCTION_INFO_V1(hannoy_real_l2_distance);
 Datum
 hannoy_real_l2_distance(PG_FUNCTION_ARGS)
 {
-	ArrayType  *a = PG_GETARG_ARRAYTYPE_P(0);
-	ArrayType  *b = PG_GETARG_ARRAYTYPE_P(1);
-	uint32		n = check_pair(a, b);
+	ArrayType *a = PG_GETARG_ARRAYTYPE_P(0);
+	ArrayType *b = PG_GETARG_ARRAYTYPE_P(1);
+	uint32     n = check_pair(a, b);
 
 	PG_RETURN_FLOAT8(hannoy_l2_distance((float *) ARR_DATA_PTR(a), (float *) ARR_DATA_PTR(b), n));
 }
@@ -47,12 +46,12 @@ PG_FUNCTION_INFO_V1(hannoy_real_cosine_distance);
 Datum
 hannoy_real_cosine_distance(PG_FUNCTION_ARGS)
 {
-	ArrayType  *a = PG_GETARG_ARRAYTYPE_P(0);
-	ArrayType  *b = PG_GETARG_ARRAYTYPE_P(1);
-	uint32		n = check_pair(a, b);
+	ArrayType *a = PG_GETARG_ARRAYTYPE_P(0);
+	ArrayType *b = PG_GETARG_ARRAYTYPE_P(1);
+	uint32     n = check_pair(a, b);
 
-	PG_RETURN_FLOAT8(hannoy_cosine_distance((float *) ARR_DATA_PTR(a), (float *) ARR_DATA_PTR(b),
-											n));
+	PG_RETURN_FLOAT8(
+	    hannoy_cosine_distance((float *) ARR_DATA_PTR(a), (float *) ARR_DATA_PTR(b), n));
 }
 
 PG_FUNCTION_INFO_V1(hannoy_real_negative_inner_product);
@@ -61,12 +60,12 @@ PG_FUNCTION_INFO_V1(hannoy_real_negative_inner_product);
 Datum
 hannoy_real_negative_inner_product(PG_FUNCTION_ARGS)
 {
-	ArrayType  *a = PG_GETARG_ARRAYTYPE_P(0);
-	ArrayType  *b = PG_GETARG_ARRAYTYPE_P(1);
-	uint32		n = check_pair(a, b);
+	ArrayType *a = PG_GETARG_ARRAYTYPE_P(0);
+	ArrayType *b = PG_GETARG_ARRAYTYPE_P(1);
+	uint32     n = check_pair(a, b);
 
-	PG_RETURN_FLOAT8(hannoy_negative_inner_product((float *) ARR_DATA_PTR(a),
-												   (float *) ARR_DATA_PTR(b), n));
+	PG_RETURN_FLOAT8(
+	    hannoy_negative_inner_product((float *) ARR_DATA_PTR(a), (float *) ARR_DATA_PTR(b), n));
 }
 
 PG_FUNCTION_INFO_V1(hannoy_real_l1_distance);
@@ -75,9 +74,9 @@ PG_FUNCTION_INFO_V1(hannoy_real_l1_distance);
 Datum
 hannoy_real_l1_distance(PG_FUNCTION_ARGS)
 {
-	ArrayType  *a = PG_GETARG_ARRAYTYPE_P(0);
-	ArrayType  *b = PG_GETARG_ARRAYTYPE_P(1);
-	uint32		n = check_pair(a, b);
+	ArrayType *a = PG_GETARG_ARRAYTYPE_P(0);
+	ArrayType *b = PG_GETARG_ARRAYTYPE_P(1);
+	uint32     n = check_pair(a, b);
 
 	PG_RETURN_FLOAT8(hannoy_l1_distance((float *) ARR_DATA_PTR(a), (float *) ARR_DATA_PTR(b), n));
 }
@@ -88,17 +87,16 @@ PG_FUNCTION_INFO_V1(hannoy_bit_hamming_distance);
 Datum
 hannoy_bit_hamming_distance(PG_FUNCTION_ARGS)
 {
-	VarBit	   *a = PG_GETARG_VARBIT_P(0);
-	VarBit	   *b = PG_GETARG_VARBIT_P(1);
+	VarBit *a = PG_GETARG_VARBIT_P(0);
+	VarBit *b = PG_GETARG_VARBIT_P(1);
 
 	if (VARBITLEN(a) != VARBITLEN(b))
 		ereport(ERROR,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("different bit string lengths %d and %d", VARBITLEN(a), VARBITLEN(b))));
+		        (errcode(ERRCODE_DATA_EXCEPTION),
+		         errmsg("different bit string lengths %d and %d", VARBITLEN(a), VARBITLEN(b))));
 	if (VARBITLEN(a) > HANNOY_MAX_BITS)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("bit string has %d bits, more than the maximum of %d", VARBITLEN(a),
-						HANNOY_MAX_BITS)));
+		ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+		                errmsg("bit string has %d bits, more than the maximum of %d", VARBITLEN(a),
+		                       HANNOY_MAX_BITS)));
 	PG_RETURN_FLOAT8(hannoy_hamming_distance(VARBITS(a), VARBITS(b), (uint32) VARBITLEN(a)));
 }

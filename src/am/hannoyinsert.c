@@ -23,18 +23,18 @@
 
 typedef struct HannoyQueuedRow
 {
-	HannoyTid	tid;
-	uint8		kind;			/* unindexed kind when vector is NULL */
-	void	   *vector;
+	HannoyTid tid;
+	uint8     kind; /* unindexed kind when vector is NULL */
+	void     *vector;
 } HannoyQueuedRow;
 
 typedef struct HannoyInsertQueue
 {
-	Oid			indexoid;
+	Oid                indexoid;
 	RelFileNodeBackend rnode;
-	HannoyQueuedRow *rows;
-	int			nrows;
-	int			capacity;
+	HannoyQueuedRow   *rows;
+	int                nrows;
+	int                capacity;
 } HannoyInsertQueue;
 
 /* Queues of the current transaction, allocated in TopTransactionContext. */
@@ -44,15 +44,15 @@ static List *insert_queues = NIL;
 static HannoyInsertQueue *
 queue_for(Relation index, bool create)
 {
-	ListCell   *lc;
+	ListCell          *lc;
 	HannoyInsertQueue *q;
-	MemoryContext old;
+	MemoryContext      old;
 
-	foreach(lc, insert_queues)
+	foreach (lc, insert_queues)
 	{
 		q = lfirst(lc);
 		if (RelFileNodeEquals(q->rnode.node, index->rd_node) &&
-			q->rnode.backend == index->rd_backend)
+		    q->rnode.backend == index->rd_backend)
 			return q;
 	}
 	if (!create)
@@ -105,7 +105,7 @@ open_for_insert(Relation index, HannoyMetaPageData *meta)
 	if (env != NULL)
 		return env;
 	if (meta->magic == HANNOY_MAGIC && (meta->flags & HANNOY_META_INIT_FORK) &&
-		!RecoveryInProgress())
+	    !RecoveryInProgress())
 	{
 		LockPage(index, HANNOY_METAPAGE_BLKNO, ExclusiveLock);
 		env = HannoyOpenEnv(index, meta, true, &why);
@@ -116,10 +116,10 @@ open_for_insert(Relation index, HannoyMetaPageData *meta)
 			return env;
 	}
 	ereport(WARNING,
-			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-			 errmsg("hannoy index \"%s\" cannot be used (%s): new rows are not added to it",
-					RelationGetRelationName(index), why ? why : "unknown reason"),
-			 errhint("REINDEX INDEX %s;", quote_identifier(RelationGetRelationName(index)))));
+	        (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+	         errmsg("hannoy index \"%s\" cannot be used (%s): new rows are not added to it",
+	                RelationGetRelationName(index), why ? why : "unknown reason"),
+	         errhint("REINDEX INDEX %s;", quote_identifier(RelationGetRelationName(index)))));
 	return NULL;
 }
 
@@ -128,10 +128,10 @@ static void
 apply_queue(Relation index, HannoyInsertQueue *q)
 {
 	HannoyMetaPageData meta;
-	HannoyMeta smeta;
-	HannoyEnv  *env;
-	HannoyError err;
-	HannoyStatus st;
+	HannoyMeta         smeta;
+	HannoyEnv         *env;
+	HannoyError        err;
+	HannoyStatus       st;
 
 	if (q->nrows == 0)
 		return;
@@ -179,48 +179,45 @@ apply_queue(Relation index, HannoyInsertQueue *q)
  */
 bool
 hannoyinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid, Relation heap,
-			 IndexUniqueCheck checkUnique, bool indexUnchanged, IndexInfo *indexInfo)
+             IndexUniqueCheck checkUnique, bool indexUnchanged, IndexInfo *indexInfo)
 {
 	HannoyMetaPageData meta;
 	HannoyInsertQueue *q;
-	HannoyQueuedRow row;
-	MemoryContext old;
+	HannoyQueuedRow    row;
+	MemoryContext      old;
 
 	if (!HannoyReadMetaPage(index, &meta))
-		ereport(ERROR,
-				(errcode(ERRCODE_INDEX_CORRUPTED),
-				 errmsg("hannoy index \"%s\" has no valid metapage",
-						RelationGetRelationName(index)),
-				 errhint("REINDEX INDEX %s;",
-						 quote_identifier(RelationGetRelationName(index)))));
+		ereport(
+		    ERROR,
+		    (errcode(ERRCODE_INDEX_CORRUPTED),
+		     errmsg("hannoy index \"%s\" has no valid metapage", RelationGetRelationName(index)),
+		     errhint("REINDEX INDEX %s;", quote_identifier(RelationGetRelationName(index)))));
 
 	row.tid = HannoyTidFromItemPointer(heap_tid);
 	row.vector = NULL;
 	row.kind = 1;
 	if (!isnull[0])
 	{
-		uint32		dims;
-		bool		is_zero;
-		void	   *vec;
+		uint32 dims;
+		bool   is_zero;
+		void  *vec;
 
-		vec = HannoyDatumToVector(values[0], (HannoyMetric) meta.metric, meta.dims, &dims,
-								  &is_zero);
+		vec =
+		    HannoyDatumToVector(values[0], (HannoyMetric) meta.metric, meta.dims, &dims, &is_zero);
 		if (is_zero)
 			row.kind = 2;
 		else
 		{
 			if (meta.dims == 0)
 			{
-				uint32		have = set_index_dims(index, dims);
+				uint32 have = set_index_dims(index, dims);
 
 				if (have != dims)
-					ereport(ERROR,
-							(errcode(ERRCODE_DATA_EXCEPTION),
-							 errmsg("expected %u dimensions, not %u", have, dims)));
+					ereport(ERROR, (errcode(ERRCODE_DATA_EXCEPTION),
+					                errmsg("expected %u dimensions, not %u", have, dims)));
 			}
 			row.vector = MemoryContextAlloc(TopTransactionContext,
-											hannoy_vector_bytes((HannoyMetric) meta.metric,
-																dims));
+			                                hannoy_vector_bytes((HannoyMetric) meta.metric, dims));
 			memcpy(row.vector, vec, hannoy_vector_bytes((HannoyMetric) meta.metric, dims));
 		}
 	}
@@ -260,12 +257,12 @@ HannoyFlushQueue(Relation index)
 void
 HannoyFlushAllQueues(void)
 {
-	ListCell   *lc;
+	ListCell *lc;
 
-	foreach(lc, insert_queues)
+	foreach (lc, insert_queues)
 	{
 		HannoyInsertQueue *q = lfirst(lc);
-		Relation	index;
+		Relation           index;
 
 		if (q->nrows == 0)
 			continue;
@@ -276,7 +273,7 @@ HannoyFlushAllQueues(void)
 			continue;
 		}
 		if (RelFileNodeEquals(index->rd_node, q->rnode.node) &&
-			index->rd_backend == q->rnode.backend)
+		    index->rd_backend == q->rnode.backend)
 			apply_queue(index, q);
 		else
 			q->nrows = 0;
@@ -290,9 +287,9 @@ HannoyFlushAllQueues(void)
 void
 HannoyDropQueue(RelFileNodeBackend rnode)
 {
-	ListCell   *lc;
+	ListCell *lc;
 
-	foreach(lc, insert_queues)
+	foreach (lc, insert_queues)
 	{
 		HannoyInsertQueue *q = lfirst(lc);
 

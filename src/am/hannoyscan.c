@@ -20,10 +20,10 @@
 
 typedef struct HannoyScanOpaqueData
 {
-	HannoyEnv  *env;			/* pinned while core != NULL */
-	HannoyScan *core;
-	HannoyMetaPageData meta;
-	bool		empty;			/* index without a sidecar yet: no rows */
+	HannoyEnv            *env; /* pinned while core != NULL */
+	HannoyScan           *core;
+	HannoyMetaPageData    meta;
+	bool                  empty; /* index without a sidecar yet: no rows */
 	MemoryContextCallback cleanup;
 } HannoyScanOpaqueData;
 
@@ -51,7 +51,7 @@ release_scan(void *arg)
 IndexScanDesc
 hannoybeginscan(Relation index, int nkeys, int norderbys)
 {
-	IndexScanDesc scan = RelationGetIndexScan(index, nkeys, norderbys);
+	IndexScanDesc    scan = RelationGetIndexScan(index, nkeys, norderbys);
 	HannoyScanOpaque so = palloc0(sizeof(HannoyScanOpaqueData));
 
 	so->cleanup.func = release_scan;
@@ -74,16 +74,15 @@ void
 hannoyrescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int norderbys)
 {
 	HannoyScanOpaque so = (HannoyScanOpaque) scan->opaque;
-	Relation	index = scan->indexRelation;
-	HannoyError err;
-	HannoyStatus st;
-	const void *query = NULL;
-	uint8		null_kind = 1;
+	Relation         index = scan->indexRelation;
+	HannoyError      err;
+	HannoyStatus     st;
+	const void      *query = NULL;
+	uint8            null_kind = 1;
 
 	if (norderbys < 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("hannoy index scans need an ORDER BY on a distance operator")));
+		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+		                errmsg("hannoy index scans need an ORDER BY on a distance operator")));
 
 	/* this backend's own queued rows must be visible to its scans */
 	HannoyFlushQueue(index);
@@ -96,15 +95,15 @@ hannoyrescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int 
 		if (env == NULL)
 		{
 			if (so->meta.magic == HANNOY_MAGIC && (so->meta.flags & HANNOY_META_INIT_FORK) &&
-				!RecoveryInProgress())
+			    !RecoveryInProgress())
 				so->empty = true;
 			else
 				ereport(ERROR,
-						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-						 errmsg("hannoy index \"%s\" cannot be used: %s",
-								RelationGetRelationName(index), why ? why : "unknown reason"),
-						 errhint("REINDEX INDEX %s;",
-								 quote_identifier(RelationGetRelationName(index)))));
+				        (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				         errmsg("hannoy index \"%s\" cannot be used: %s",
+				                RelationGetRelationName(index), why ? why : "unknown reason"),
+				         errhint("REINDEX INDEX %s;",
+				                 quote_identifier(RelationGetRelationName(index)))));
 		}
 		else
 		{
@@ -128,12 +127,12 @@ hannoyrescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int 
 
 	if (!(orderbys[0].sk_flags & SK_ISNULL))
 	{
-		uint32		dims;
-		bool		is_zero;
+		uint32      dims;
+		bool        is_zero;
 		const void *vec;
 
 		vec = HannoyDatumToVector(orderbys[0].sk_argument, (HannoyMetric) so->meta.metric,
-								  so->meta.dims, &dims, &is_zero);
+		                          so->meta.dims, &dims, &is_zero);
 		/* with no vector indexed yet (dims 0) the graph is empty: any query will do */
 		if (is_zero)
 			null_kind = 2;
@@ -152,12 +151,12 @@ bool
 hannoygettuple(IndexScanDesc scan, ScanDirection dir)
 {
 	HannoyScanOpaque so = (HannoyScanOpaque) scan->opaque;
-	HannoyTid	tid;
-	double		distance;
-	bool		isnull;
-	bool		found;
-	HannoyError err;
-	HannoyStatus st;
+	HannoyTid        tid;
+	double           distance;
+	bool             isnull;
+	bool             found;
+	HannoyError      err;
+	HannoyStatus     st;
 
 	if (so->empty || so->core == NULL)
 		return false;

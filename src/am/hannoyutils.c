@@ -40,24 +40,24 @@
 typedef struct HannoyEnvCacheEntry
 {
 	RelFileNodeBackend rnode;
-	HannoyEnv  *env;
-	uint64		generation;
-	int			pins;			/* open scans using it */
-	uint64		last_used;
+	HannoyEnv         *env;
+	uint64             generation;
+	int                pins; /* open scans using it */
+	uint64             last_used;
 } HannoyEnvCacheEntry;
 
 static HannoyEnvCacheEntry env_cache[HANNOY_ENV_CACHE_SIZE];
-static int	env_cache_used = 0;
-static uint64 env_cache_clock = 0;
+static int                 env_cache_used = 0;
+static uint64              env_cache_clock = 0;
 
 /* Sidecars created by the current transaction, removed if it aborts. */
 typedef struct HannoyCreatedSidecar
 {
 	RelFileNodeBackend rnode;
-	SubTransactionId subid;
+	SubTransactionId   subid;
 } HannoyCreatedSidecar;
 
-static List *created_sidecars = NIL;	/* in TopMemoryContext */
+static List *created_sidecars = NIL; /* in TopMemoryContext */
 
 /*
  * HannoyReportError turns a core status into an ereport(ERROR) with a
@@ -66,9 +66,9 @@ static List *created_sidecars = NIL;	/* in TopMemoryContext */
 void
 HannoyReportError(HannoyStatus status, const HannoyError *err, Relation index)
 {
-	int			code;
+	int         code;
 	const char *hint = NULL;
-	char		message[sizeof(err->message)];
+	char        message[sizeof(err->message)];
 
 	strlcpy(message, err->message, sizeof(message));
 	switch (status)
@@ -99,14 +99,10 @@ HannoyReportError(HannoyStatus status, const HannoyError *err, Relation index)
 			break;
 	}
 	if (index != NULL)
-		ereport(ERROR,
-				(errcode(code),
-				 errmsg("hannoy index \"%s\": %s", RelationGetRelationName(index), message),
-				 hint ? errhint("%s", hint) : 0));
-	ereport(ERROR,
-			(errcode(code),
-			 errmsg("hannoy: %s", message),
-			 hint ? errhint("%s", hint) : 0));
+		ereport(ERROR, (errcode(code),
+		                errmsg("hannoy index \"%s\": %s", RelationGetRelationName(index), message),
+		                hint ? errhint("%s", hint) : 0));
+	ereport(ERROR, (errcode(code), errmsg("hannoy: %s", message), hint ? errhint("%s", hint) : 0));
 }
 
 /*
@@ -116,18 +112,18 @@ HannoyReportError(HannoyStatus status, const HannoyError *err, Relation index)
 HannoyMetric
 HannoyIndexMetric(Relation index)
 {
-	Oid			opfamily = index->rd_opfamily[0];
-	Oid			type = index->rd_opcintype[0];
+	Oid opfamily = index->rd_opfamily[0];
+	Oid type = index->rd_opcintype[0];
 	static const struct
 	{
-		int			strategy;
+		int          strategy;
 		HannoyMetric metric;
-	}			map[] = {
-		{HANNOY_STRATEGY_L2, HANNOY_METRIC_L2},
-		{HANNOY_STRATEGY_COSINE, HANNOY_METRIC_COSINE},
-		{HANNOY_STRATEGY_IP, HANNOY_METRIC_IP},
-		{HANNOY_STRATEGY_L1, HANNOY_METRIC_L1},
-		{HANNOY_STRATEGY_HAMMING, HANNOY_METRIC_HAMMING},
+	} map[] = {
+	    {HANNOY_STRATEGY_L2, HANNOY_METRIC_L2},
+	    {HANNOY_STRATEGY_COSINE, HANNOY_METRIC_COSINE},
+	    {HANNOY_STRATEGY_IP, HANNOY_METRIC_IP},
+	    {HANNOY_STRATEGY_L1, HANNOY_METRIC_L1},
+	    {HANNOY_STRATEGY_HAMMING, HANNOY_METRIC_HAMMING},
 	};
 
 	for (int i = 0; i < lengthof(map); i++)
@@ -135,10 +131,9 @@ HannoyIndexMetric(Relation index)
 		if (OidIsValid(get_opfamily_member(opfamily, type, type, map[i].strategy)))
 			return map[i].metric;
 	}
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
-			 errmsg("operator family of index \"%s\" has no hannoy ordering operator",
-					RelationGetRelationName(index))));
+	ereport(ERROR, (errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+	                errmsg("operator family of index \"%s\" has no hannoy ordering operator",
+	                       RelationGetRelationName(index))));
 	pg_unreachable();
 }
 
@@ -177,9 +172,9 @@ HannoySidecarPath(RelFileNodeBackend rnode)
 {
 	if (rnode.backend == InvalidBackendId)
 		return psprintf("%s/hannoy/%u_%u_%u", DataDir, rnode.node.spcNode, rnode.node.dbNode,
-						rnode.node.relNode);
+		                rnode.node.relNode);
 	return psprintf("%s/hannoy/t%d_%u_%u_%u", DataDir, rnode.backend, rnode.node.spcNode,
-					rnode.node.dbNode, rnode.node.relNode);
+	                rnode.node.dbNode, rnode.node.relNode);
 }
 
 /*
@@ -206,9 +201,9 @@ HannoyDefaultEnvConfig(void)
 bool
 HannoyReadMetaPage(Relation index, HannoyMetaPageData *meta)
 {
-	Buffer		buf;
-	Page		page;
-	bool		ok;
+	Buffer buf;
+	Page   page;
+	bool   ok;
 
 	if (RelationGetNumberOfBlocks(index) == 0)
 		return false;
@@ -226,11 +221,10 @@ HannoyReadMetaPage(Relation index, HannoyMetaPageData *meta)
  * generic WAL (skipped by generic WAL itself for unlogged relations).
  */
 void
-HannoyWriteMetaPage(Relation index, ForkNumber fork, const HannoyMetaPageData *meta,
-					bool new_page)
+HannoyWriteMetaPage(Relation index, ForkNumber fork, const HannoyMetaPageData *meta, bool new_page)
 {
-	Buffer		buf;
-	Page		page;
+	Buffer            buf;
+	Page              page;
 	GenericXLogState *state;
 
 	if (new_page)
@@ -245,8 +239,8 @@ HannoyWriteMetaPage(Relation index, ForkNumber fork, const HannoyMetaPageData *m
 	page = GenericXLogRegisterBuffer(state, buf, GENERIC_XLOG_FULL_IMAGE);
 	PageInit(page, BLCKSZ, 0);
 	memcpy(PageGetContents(page), meta, sizeof(HannoyMetaPageData));
-	((PageHeader) page)->pd_lower = (char *) PageGetContents(page) +
-		sizeof(HannoyMetaPageData) - (char *) page;
+	((PageHeader) page)->pd_lower =
+	    (char *) PageGetContents(page) + sizeof(HannoyMetaPageData) - (char *) page;
 	GenericXLogFinish(state);
 	UnlockReleaseBuffer(buf);
 }
@@ -318,12 +312,12 @@ HannoyEnvUnpin(HannoyEnv *env)
 HannoyEnv *
 HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const char **why)
 {
-	RelFileNodeBackend rnode;
+	RelFileNodeBackend   rnode;
 	HannoyEnvCacheEntry *entry = NULL;
-	HannoyMeta smeta;
-	HannoyError err;
-	HannoyStatus st;
-	const char *reason = NULL;
+	HannoyMeta           smeta;
+	HannoyError          err;
+	HannoyStatus         st;
+	const char          *reason = NULL;
 
 	if (!HannoyReadMetaPage(index, meta))
 		reason = "its metapage is missing or invalid";
@@ -352,37 +346,34 @@ HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const c
 		}
 		if (entry == NULL)
 		{
-			char	   *path = HannoySidecarPath(rnode);
+			char           *path = HannoySidecarPath(rnode);
 			HannoyEnvConfig config = HannoyDefaultEnvConfig();
-			HannoyEnv  *env;
+			HannoyEnv      *env;
 
 			if (env_cache_used == HANNOY_ENV_CACHE_SIZE)
 			{
-				int			victim = -1;
+				int victim = -1;
 
 				for (int i = 0; i < env_cache_used; i++)
 					if (env_cache[i].pins == 0 &&
-						(victim < 0 || env_cache[i].last_used < env_cache[victim].last_used))
+					    (victim < 0 || env_cache[i].last_used < env_cache[victim].last_used))
 						victim = i;
 				if (victim < 0)
 					ereport(ERROR,
-							(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-							 errmsg("too many hannoy indexes in use by one query"),
-							 errdetail("At most %d can be open at once.",
-									   HANNOY_ENV_CACHE_SIZE)));
+					        (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					         errmsg("too many hannoy indexes in use by one query"),
+					         errdetail("At most %d can be open at once.", HANNOY_ENV_CACHE_SIZE)));
 				env_cache_drop(victim);
 			}
 			if (!AcquireExternalFD())
-				ereport(ERROR,
-						(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-						 errmsg("out of file descriptors for hannoy sidecars")));
+				ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				                errmsg("out of file descriptors for hannoy sidecars")));
 			if (!AcquireExternalFD() || !AcquireExternalFD())
 			{
 				ReleaseExternalFD();
 				ReleaseExternalFD();
-				ereport(ERROR,
-						(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-						 errmsg("out of file descriptors for hannoy sidecars")));
+				ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				                errmsg("out of file descriptors for hannoy sidecars")));
 			}
 			st = hannoy_env_open(path, &config, &env, &err);
 			if (st != HANNOY_OK)
@@ -393,7 +384,7 @@ HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const c
 				if (st != HANNOY_ERR_NOT_FOUND && !missing_ok)
 					HannoyReportError(st, &err, index);
 				reason = st == HANNOY_ERR_NOT_FOUND ? "its sidecar is missing"
-					: "its sidecar cannot be opened";
+				                                    : "its sidecar cannot be opened";
 			}
 			else
 			{
@@ -436,12 +427,11 @@ HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const c
 		*why = reason;
 	if (missing_ok)
 		return NULL;
-	ereport(ERROR,
-			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-			 errmsg("hannoy index \"%s\" cannot be used: %s",
-					RelationGetRelationName(index), reason),
-			 errhint("REINDEX INDEX %s;",
-					 quote_identifier(RelationGetRelationName(index)))));
+	ereport(
+	    ERROR,
+	    (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+	     errmsg("hannoy index \"%s\" cannot be used: %s", RelationGetRelationName(index), reason),
+	     errhint("REINDEX INDEX %s;", quote_identifier(RelationGetRelationName(index)))));
 	pg_unreachable();
 }
 
@@ -454,14 +444,14 @@ bool
 HannoyIndexUsable(Relation index, const char **why)
 {
 	HannoyMetaPageData meta;
-	const char *reason = NULL;
+	const char        *reason = NULL;
 
 	if (HannoyOpenEnv(index, &meta, true, &reason) != NULL)
 		return true;
 	if (why)
 		*why = reason;
 	return meta.magic == HANNOY_MAGIC && (meta.flags & HANNOY_META_INIT_FORK) &&
-		!RecoveryInProgress();
+	       !RecoveryInProgress();
 }
 
 /*
@@ -472,43 +462,35 @@ HannoyIndexUsable(Relation index, const char **why)
 void
 HannoyCheckVectorArray(ArrayType *array, const char *what)
 {
-	int			n;
-	float4	   *v;
+	int     n;
+	float4 *v;
 
 	if (ARR_ELEMTYPE(array) != FLOAT4OID)
 		ereport(ERROR,
-				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("%s must be a real[] array", what)));
+		        (errcode(ERRCODE_DATATYPE_MISMATCH), errmsg("%s must be a real[] array", what)));
 	if (ARR_NDIM(array) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("%s must not be empty", what)));
+		ereport(ERROR, (errcode(ERRCODE_DATA_EXCEPTION), errmsg("%s must not be empty", what)));
 	if (ARR_NDIM(array) != 1)
 		ereport(ERROR,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("%s must be one-dimensional, not %d-dimensional", what,
-						ARR_NDIM(array))));
+		        (errcode(ERRCODE_DATA_EXCEPTION),
+		         errmsg("%s must be one-dimensional, not %d-dimensional", what, ARR_NDIM(array))));
 	if (ARR_HASNULL(array) && array_contains_nulls(array))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not contain NULL elements", what)));
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+		                errmsg("%s must not contain NULL elements", what)));
 	n = ARR_DIMS(array)[0];
 	if (n > HANNOY_MAX_DIMS)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("%s has %d dimensions, more than the maximum of %d", what, n,
-						HANNOY_MAX_DIMS)));
+		ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+		                errmsg("%s has %d dimensions, more than the maximum of %d", what, n,
+		                       HANNOY_MAX_DIMS)));
 	v = (float4 *) ARR_DATA_PTR(array);
 	for (int i = 0; i < n; i++)
 	{
 		if (isnan(v[i]))
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_EXCEPTION),
-					 errmsg("%s must not contain NaN (element %d)", what, i + 1)));
+			ereport(ERROR, (errcode(ERRCODE_DATA_EXCEPTION),
+			                errmsg("%s must not contain NaN (element %d)", what, i + 1)));
 		if (isinf(v[i]))
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_EXCEPTION),
-					 errmsg("%s must not contain infinity (element %d)", what, i + 1)));
+			ereport(ERROR, (errcode(ERRCODE_DATA_EXCEPTION),
+			                errmsg("%s must not contain infinity (element %d)", what, i + 1)));
 	}
 }
 
@@ -519,46 +501,42 @@ HannoyCheckVectorArray(ArrayType *array, const char *what)
  */
 void *
 HannoyDatumToVector(Datum value, HannoyMetric metric, uint32 expected_dims, uint32 *dims,
-					bool *is_zero)
+                    bool *is_zero)
 {
 	*is_zero = false;
 	if (metric == HANNOY_METRIC_HAMMING)
 	{
-		VarBit	   *bits = DatumGetVarBitP(value);
-		int			len = VARBITLEN(bits);
+		VarBit *bits = DatumGetVarBitP(value);
+		int     len = VARBITLEN(bits);
 
 		if (len == 0)
 			ereport(ERROR,
-					(errcode(ERRCODE_DATA_EXCEPTION),
-					 errmsg("bit string must not be empty")));
+			        (errcode(ERRCODE_DATA_EXCEPTION), errmsg("bit string must not be empty")));
 		if (len > HANNOY_MAX_BITS)
-			ereport(ERROR,
-					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("bit string has %d bits, more than the maximum of %d", len,
-							HANNOY_MAX_BITS)));
+			ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			                errmsg("bit string has %d bits, more than the maximum of %d", len,
+			                       HANNOY_MAX_BITS)));
 		if (expected_dims != 0 && (uint32) len != expected_dims)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_EXCEPTION),
-					 errmsg("expected %u bits, not %d", expected_dims, len)));
+			ereport(ERROR, (errcode(ERRCODE_DATA_EXCEPTION),
+			                errmsg("expected %u bits, not %d", expected_dims, len)));
 		*dims = (uint32) len;
 		return VARBITS(bits);
 	}
 	else
 	{
-		ArrayType  *array = DatumGetArrayTypeP(value);
-		float4	   *v;
-		int			n;
+		ArrayType *array = DatumGetArrayTypeP(value);
+		float4    *v;
+		int        n;
 
 		HannoyCheckVectorArray(array, "vector");
 		n = ARR_DIMS(array)[0];
 		if (expected_dims != 0 && (uint32) n != expected_dims)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_EXCEPTION),
-					 errmsg("expected %u dimensions, not %d", expected_dims, n)));
+			ereport(ERROR, (errcode(ERRCODE_DATA_EXCEPTION),
+			                errmsg("expected %u dimensions, not %d", expected_dims, n)));
 		v = (float4 *) ARR_DATA_PTR(array);
 		if (metric == HANNOY_METRIC_COSINE)
 		{
-			bool		zero = true;
+			bool zero = true;
 
 			for (int i = 0; i < n && zero; i++)
 				zero = v[i] == 0.0f;
@@ -576,7 +554,7 @@ HannoyDatumToVector(Datum value, HannoyMetric metric, uint32 expected_dims, uint
 void
 HannoyRegisterCreatedSidecar(RelFileNodeBackend rnode)
 {
-	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	MemoryContext         old = MemoryContextSwitchTo(TopMemoryContext);
 	HannoyCreatedSidecar *c = palloc(sizeof(HannoyCreatedSidecar));
 
 	c->rnode = rnode;
@@ -589,7 +567,7 @@ HannoyRegisterCreatedSidecar(RelFileNodeBackend rnode)
 static void
 remove_sidecar_quietly(RelFileNodeBackend rnode)
 {
-	char	   *path = HannoySidecarPath(rnode);
+	char       *path = HannoySidecarPath(rnode);
 	HannoyError err;
 
 	/*
@@ -609,9 +587,8 @@ remove_sidecar_quietly(RelFileNodeBackend rnode)
 		}
 	}
 	if (hannoy_env_remove(path, &err) != HANNOY_OK)
-		ereport(WARNING,
-				(errcode(ERRCODE_IO_ERROR),
-				 errmsg("could not remove hannoy sidecar \"%s\": %s", path, err.message)));
+		ereport(WARNING, (errcode(ERRCODE_IO_ERROR),
+		                  errmsg("could not remove hannoy sidecar \"%s\": %s", path, err.message)));
 	pfree(path);
 }
 
@@ -622,7 +599,7 @@ remove_sidecar_quietly(RelFileNodeBackend rnode)
 void
 HannoyXactCallback(XactEvent event, void *arg)
 {
-	ListCell   *lc;
+	ListCell *lc;
 
 	switch (event)
 	{
@@ -633,7 +610,7 @@ HannoyXactCallback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			foreach(lc, created_sidecars)
+			foreach (lc, created_sidecars)
 				remove_sidecar_quietly(((HannoyCreatedSidecar *) lfirst(lc))->rnode);
 			list_free_deep(created_sidecars);
 			created_sidecars = NIL;
@@ -654,14 +631,14 @@ HannoyXactCallback(XactEvent event, void *arg)
  * that aborts, and hands those of a committing one to its parent.
  */
 void
-HannoySubXactCallback(SubXactEvent event, SubTransactionId mySubid,
-					  SubTransactionId parentSubid, void *arg)
+HannoySubXactCallback(SubXactEvent event, SubTransactionId mySubid, SubTransactionId parentSubid,
+                      void *arg)
 {
-	ListCell   *lc;
+	ListCell *lc;
 
 	if (event == SUBXACT_EVENT_ABORT_SUB)
 	{
-		foreach(lc, created_sidecars)
+		foreach (lc, created_sidecars)
 		{
 			HannoyCreatedSidecar *c = lfirst(lc);
 
@@ -675,7 +652,7 @@ HannoySubXactCallback(SubXactEvent event, SubTransactionId mySubid,
 	}
 	else if (event == SUBXACT_EVENT_COMMIT_SUB)
 	{
-		foreach(lc, created_sidecars)
+		foreach (lc, created_sidecars)
 		{
 			HannoyCreatedSidecar *c = lfirst(lc);
 

@@ -26,15 +26,15 @@ static HannoyEnv *
 open_for_vacuum(Relation index)
 {
 	HannoyMetaPageData meta;
-	const char *why = NULL;
-	HannoyEnv  *env = HannoyOpenEnv(index, &meta, true, &why);
+	const char        *why = NULL;
+	HannoyEnv         *env = HannoyOpenEnv(index, &meta, true, &why);
 
 	if (env == NULL && !(meta.magic == HANNOY_MAGIC && (meta.flags & HANNOY_META_INIT_FORK)))
 		ereport(WARNING,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("hannoy index \"%s\" cannot be used (%s): skipping it",
-						RelationGetRelationName(index), why ? why : "unknown reason"),
-				 errhint("REINDEX INDEX %s;", quote_identifier(RelationGetRelationName(index)))));
+		        (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+		         errmsg("hannoy index \"%s\" cannot be used (%s): skipping it",
+		                RelationGetRelationName(index), why ? why : "unknown reason"),
+		         errhint("REINDEX INDEX %s;", quote_identifier(RelationGetRelationName(index)))));
 	return env;
 }
 
@@ -42,16 +42,16 @@ open_for_vacuum(Relation index)
  * hannoybulkdelete removes the rows VACUUM's callback reports dead.
  */
 IndexBulkDeleteResult *
-hannoybulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *volatile stats,
-				 IndexBulkDeleteCallback callback, void *callback_state)
+hannoybulkdelete(IndexVacuumInfo        *info, IndexBulkDeleteResult *volatile stats,
+                 IndexBulkDeleteCallback callback, void *callback_state)
 {
-	Relation	index = info->index;
-	HannoyEnv  *env;
+	Relation            index = info->index;
+	HannoyEnv          *env;
 	HannoyEntryPosition pos;
-	HannoyEntry *entries;
-	HannoyEntry *dead;
-	HannoyError err;
-	HannoyStatus st;
+	HannoyEntry        *entries;
+	HannoyEntry        *dead;
+	HannoyError         err;
+	HannoyStatus        st;
 
 	if (stats == NULL)
 		stats = (IndexBulkDeleteResult *) palloc0(sizeof(IndexBulkDeleteResult));
@@ -67,8 +67,8 @@ hannoybulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *volatile stats,
 		stats->num_index_tuples = 0;
 		for (;;)
 		{
-			uint32		n;
-			uint32		ndead = 0;
+			uint32 n;
+			uint32 ndead = 0;
 
 			vacuum_delay_point();
 			st = hannoy_entries_next(env, &pos, entries, HANNOY_VACUUM_BATCH, &n, &err);
@@ -110,11 +110,11 @@ hannoybulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *volatile stats,
 IndexBulkDeleteResult *
 hannoyvacuumcleanup(IndexVacuumInfo *info, IndexBulkDeleteResult *stats)
 {
-	HannoyEnv  *env;
-	HannoyStats s;
-	HannoyError err;
+	HannoyEnv         *env;
+	HannoyStats        s;
+	HannoyError        err;
 	HannoyMetaPageData meta;
-	const char *why;
+	const char        *why;
 
 	if (info->analyze_only)
 		return stats;

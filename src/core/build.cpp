@@ -26,7 +26,8 @@
 #include "hannoy/hannoy.h"
 #include "hannoy/storage.hpp"
 
-namespace {
+namespace
+{
 
 /* Rows buffered before one LMDB write transaction stores them. */
 constexpr size_t LOAD_BATCH_BYTES = 16u << 20;
@@ -39,12 +40,14 @@ using Clock = std::chrono::steady_clock;
 class NodeLock
 {
   public:
-	void lock()
+	void
+	lock()
 	{
 		while (flag_.exchange(true, std::memory_order_acquire))
 			std::this_thread::yield();
 	}
-	void unlock()
+	void
+	unlock()
 	{
 		flag_.store(false, std::memory_order_release);
 	}
@@ -58,22 +61,25 @@ class NodeLock
 /* The in-memory graph under construction; the accessor of graph.hpp. */
 struct BuildGraph
 {
-	std::vector<const void *> vectors;				   /* into the LMDB map */
-	std::vector<uint8_t> levels;					   /* per node */
-	std::vector<std::vector<std::vector<uint32_t>>> links; /* [node][layer] */
-	std::unique_ptr<NodeLock[]> locks;
-	hannoy::DistanceFn dist = nullptr;
-	uint32_t dims = 0;
+	std::vector<const void *>                       vectors; /* into the LMDB map */
+	std::vector<uint8_t>                            levels;  /* per node */
+	std::vector<std::vector<std::vector<uint32_t>>> links;   /* [node][layer] */
+	std::unique_ptr<NodeLock[]>                     locks;
+	hannoy::DistanceFn                              dist = nullptr;
+	uint32_t                                        dims = 0;
 
-	double distance(const void *query, uint32_t id) const
+	double
+	distance(const void *query, uint32_t id) const
 	{
 		return dist(vectors[id], query, dims);
 	}
-	double distance_between(uint32_t a, uint32_t b) const
+	double
+	distance_between(uint32_t a, uint32_t b) const
 	{
 		return dist(vectors[a], vectors[b], dims);
 	}
-	void neighbors(uint32_t id, int layer, std::vector<uint32_t> &out)
+	void
+	neighbors(uint32_t id, int layer, std::vector<uint32_t> &out)
 	{
 		locks[id].lock();
 		if (static_cast<size_t>(layer) < links[id].size())
@@ -87,55 +93,57 @@ struct BuildGraph
 /* Per-thread scratch space, reused across insertions. */
 struct BuildWorker
 {
-	hannoy::VisitedSet visited;
+	hannoy::VisitedSet             visited;
 	std::vector<hannoy::Candidate> found, entries, pruning;
-	std::vector<uint32_t> scratch, selected;
+	std::vector<uint32_t>          scratch, selected;
 };
 
 struct HannoyBuilder
 {
-	hannoy::Store *store = nullptr;
-	uint32_t threads = 1;
+	hannoy::Store   *store = nullptr;
+	uint32_t         threads = 1;
 	HannoyBuildPhase phase = HANNOY_BUILD_LOADING;
 
 	/* loading */
-	std::string batch_vectors;
-	std::vector<HannoyTid> batch_tids;
+	std::string                                batch_vectors;
+	std::vector<HannoyTid>                     batch_tids;
 	std::vector<std::pair<HannoyTid, uint8_t>> batch_unindexed;
-	uint32_t next_id = 0;
-	uint64_t unindexed = 0;
+	uint32_t                                   next_id = 0;
+	uint64_t                                   unindexed = 0;
 
 	/* linking */
 	std::unique_ptr<hannoy::Txn> read_txn;
-	BuildGraph graph;
-	std::vector<uint32_t> order;
-	std::atomic<size_t> next_order{0};
-	std::atomic<size_t> linked{0};
-	uint32_t entry_point = 0;
-	int max_level = -1;
-	std::vector<BuildWorker> workers;
+	BuildGraph                   graph;
+	std::vector<uint32_t>        order;
+	std::atomic<size_t>          next_order{0};
+	std::atomic<size_t>          linked{0};
+	uint32_t                     entry_point = 0;
+	int                          max_level = -1;
+	std::vector<BuildWorker>     workers;
 
 	/* writing */
 	uint32_t write_pos = 0;
 };
 
-namespace {
+namespace
+{
 
 /* Writes the buffered rows in one LMDB write transaction. */
-void flush_batch(HannoyBuilder *b)
+void
+flush_batch(HannoyBuilder *b)
 {
 	if (b->batch_tids.empty() && b->batch_unindexed.empty())
 		return;
 	hannoy::Store &s = *b->store;
-	size_t vbytes = s.vector_bytes();
-	hannoy::Txn txn(s.env(), false);
-	uint32_t first = b->next_id - static_cast<uint32_t>(b->batch_tids.size());
+	size_t         vbytes = s.vector_bytes();
+	hannoy::Txn    txn(s.env(), false);
+	uint32_t       first = b->next_id - static_cast<uint32_t>(b->batch_tids.size());
 	for (size_t i = 0; i < b->batch_tids.size(); i++)
 	{
-		uint32_t id = first + static_cast<uint32_t>(i);
+		uint32_t      id = first + static_cast<uint32_t>(i);
 		hannoy::IdKey key(id);
 		hannoy::put(txn.get(), s.dbi_vectors, key.val(),
-					MDB_val{vbytes, &b->batch_vectors[i * vbytes]}, MDB_APPEND);
+		            MDB_val{vbytes, &b->batch_vectors[i * vbytes]}, MDB_APPEND);
 		hannoy::TidKey tkey(b->batch_tids[i]);
 		hannoy::put(txn.get(), s.dbi_tids, key.val(), tkey.val(), MDB_APPEND);
 		hannoy::put(txn.get(), s.dbi_items, tkey.val(), key.val());
@@ -143,7 +151,7 @@ void flush_batch(HannoyBuilder *b)
 	for (const auto &u : b->batch_unindexed)
 	{
 		hannoy::TidKey tkey(u.first);
-		uint8_t kind = u.second;
+		uint8_t        kind = u.second;
 		hannoy::put(txn.get(), s.dbi_unindexed, tkey.val(), MDB_val{1, &kind});
 	}
 	txn.commit();
@@ -153,12 +161,13 @@ void flush_batch(HannoyBuilder *b)
 }
 
 /* Links one node into the in-memory graph (Alg. 1 of the HNSW paper). */
-void link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
+void
+link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 {
-	BuildGraph &g = b->graph;
+	BuildGraph       &g = b->graph;
 	const HannoyMeta &meta = b->store->meta();
-	const void *q = g.vectors[id];
-	int level = g.levels[id];
+	const void       *q = g.vectors[id];
+	int               level = g.levels[id];
 	hannoy::Candidate ep{g.distance(q, b->entry_point), b->entry_point};
 	if (level < b->max_level)
 		ep = hannoy::greedy_descend(g, q, ep, b->max_level, level, w.scratch);
@@ -167,7 +176,14 @@ void link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 	{
 		w.visited.reset(g.vectors.size());
 		hannoy::search_layer(g, q, w.entries, meta.ef_construction, layer, w.visited, w.found,
-							 w.scratch);
+		                     w.scratch);
+		/* a concurrent insertion may already have linked this node: never link to itself */
+		w.found.erase(std::remove_if(w.found.begin(), w.found.end(),
+		                             [id](const hannoy::Candidate &c)
+		                             {
+			                             return c.id == id;
+		                             }),
+		              w.found.end());
 		size_t max_links = b->store->max_links(layer);
 		hannoy::select_neighbors(g, w.found, max_links, w.selected);
 
@@ -202,11 +218,12 @@ void link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 }
 
 /* Prepares the linking phase: maps every stored vector and orders nodes by level. */
-void start_linking(HannoyBuilder *b)
+void
+start_linking(HannoyBuilder *b)
 {
 	hannoy::Store &s = *b->store;
-	size_t n = b->next_id;
-	BuildGraph &g = b->graph;
+	size_t         n = b->next_id;
+	BuildGraph    &g = b->graph;
 	b->read_txn = std::make_unique<hannoy::Txn>(s.env(), true);
 	g.dist = s.distance();
 	g.dims = s.meta().dims;
@@ -216,8 +233,8 @@ void start_linking(HannoyBuilder *b)
 	g.locks.reset(new NodeLock[n]);
 	{
 		hannoy::Cursor cur(b->read_txn->get(), s.dbi_vectors);
-		MDB_val key, data;
-		bool ok = cur.get(key, data, MDB_FIRST);
+		MDB_val        key, data;
+		bool           ok = cur.get(key, data, MDB_FIRST);
 		while (ok)
 		{
 			uint32_t id = hannoy::decode_id(key);
@@ -240,7 +257,10 @@ void start_linking(HannoyBuilder *b)
 	for (size_t i = 0; i < n; i++)
 		b->order[i] = static_cast<uint32_t>(i);
 	std::stable_sort(b->order.begin(), b->order.end(),
-					 [&](uint32_t x, uint32_t y) { return g.levels[x] > g.levels[y]; });
+	                 [&](uint32_t x, uint32_t y)
+	                 {
+		                 return g.levels[x] > g.levels[y];
+	                 });
 	if (n > 0)
 	{
 		b->entry_point = b->order[0];
@@ -257,10 +277,12 @@ void start_linking(HannoyBuilder *b)
 }
 
 /* Links nodes with all workers until the deadline or the end of the order. */
-void link_slice(HannoyBuilder *b, Clock::time_point deadline)
+void
+link_slice(HannoyBuilder *b, Clock::time_point deadline)
 {
 	size_t n = b->order.size();
-	auto work = [b, deadline, n](BuildWorker *w) {
+	auto   work = [b, deadline, n](BuildWorker *w)
+	{
 		for (;;)
 		{
 			if (Clock::now() >= deadline)
@@ -283,24 +305,26 @@ void link_slice(HannoyBuilder *b, Clock::time_point deadline)
 		sigfillset(&all);
 		pthread_sigmask(SIG_BLOCK, &all, &old);
 		std::vector<std::thread> pool;
-		std::exception_ptr failure;
-		std::mutex failure_lock;
+		std::exception_ptr       failure;
+		std::mutex               failure_lock;
 		try
 		{
 			for (size_t t = 1; t < b->workers.size(); t++)
-				pool.emplace_back([&, t] {
-					try
-					{
-						work(&b->workers[t]);
-					}
-					catch (...)
-					{
-						std::lock_guard<std::mutex> guard(failure_lock);
-						if (!failure)
-							failure = std::current_exception();
-						b->next_order = n;
-					}
-				});
+				pool.emplace_back(
+				    [&, t]
+				    {
+					    try
+					    {
+						    work(&b->workers[t]);
+					    }
+					    catch (...)
+					    {
+						    std::lock_guard<std::mutex> guard(failure_lock);
+						    if (!failure)
+							    failure = std::current_exception();
+						    b->next_order = n;
+					    }
+				    });
 		}
 		catch (...)
 		{
@@ -335,11 +359,12 @@ void link_slice(HannoyBuilder *b, Clock::time_point deadline)
 }
 
 /* Writes links of the next nodes in one write transaction, until the deadline. */
-void write_slice(HannoyBuilder *b, Clock::time_point deadline)
+void
+write_slice(HannoyBuilder *b, Clock::time_point deadline)
 {
 	hannoy::Store &s = *b->store;
-	BuildGraph &g = b->graph;
-	uint32_t n = b->next_id;
+	BuildGraph    &g = b->graph;
+	uint32_t       n = b->next_id;
 	if (b->write_pos < n)
 	{
 		hannoy::Txn txn(s.env(), false);
@@ -348,8 +373,7 @@ void write_slice(HannoyBuilder *b, Clock::time_point deadline)
 			uint32_t id = b->write_pos++;
 			for (size_t layer = 0; layer < g.links[id].size(); layer++)
 			{
-				s.put_links(txn.get(), id, static_cast<int>(layer), g.links[id][layer],
-							MDB_APPEND);
+				s.put_links(txn.get(), id, static_cast<int>(layer), g.links[id][layer], MDB_APPEND);
 				std::vector<uint32_t>().swap(g.links[id][layer]);
 			}
 			if (b->write_pos % WRITE_CHECK_EVERY == 0 && Clock::now() >= deadline)
@@ -361,7 +385,7 @@ void write_slice(HannoyBuilder *b, Clock::time_point deadline)
 		return;
 
 	b->read_txn.reset();
-	hannoy::Txn txn(s.env(), false);
+	hannoy::Txn        txn(s.env(), false);
 	hannoy::GraphState state = s.read_state(txn.get());
 	state.items = n;
 	state.unindexed = b->unindexed;
@@ -376,83 +400,94 @@ void write_slice(HannoyBuilder *b, Clock::time_point deadline)
 
 } // namespace
 
-extern "C" HannoyStatus hannoy_build_begin(HannoyEnv *env, uint32_t threads,
-										   HannoyBuilder **builder, HannoyError *err)
+extern "C" HannoyStatus
+hannoy_build_begin(HannoyEnv *env, uint32_t threads, HannoyBuilder **builder, HannoyError *err)
 {
 	*builder = nullptr;
-	return hannoy::run_guarded(err, [&] {
-		auto b = std::make_unique<HannoyBuilder>();
-		b->store = reinterpret_cast<hannoy::Store *>(env);
-		b->threads = threads == 0 ? 1 : threads;
-		*builder = b.release();
-	});
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           auto b = std::make_unique<HannoyBuilder>();
+		                           b->store = reinterpret_cast<hannoy::Store *>(env);
+		                           b->threads = threads == 0 ? 1 : threads;
+		                           *builder = b.release();
+	                           });
 }
 
-extern "C" HannoyStatus hannoy_build_add(HannoyBuilder *b, HannoyTid tid, const void *vector,
-										 uint8_t unindexed_kind, HannoyError *err)
+extern "C" HannoyStatus
+hannoy_build_add(HannoyBuilder *b, HannoyTid tid, const void *vector, uint8_t unindexed_kind,
+                 HannoyError *err)
 {
-	return hannoy::run_guarded(err, [&] {
-		if (b->phase != HANNOY_BUILD_LOADING)
-			throw hannoy::Error(HANNOY_ERR_INVALID, "rows can only be added while loading");
-		if (vector == nullptr)
-		{
-			b->batch_unindexed.emplace_back(tid, unindexed_kind);
-			b->unindexed++;
-		}
-		else
-		{
-			size_t vbytes = b->store->vector_bytes();
-			if (b->store->meta().dims == 0)
-				throw hannoy::Error(HANNOY_ERR_INVALID, "dimensions must be set before adding");
-			if (b->next_id == HANNOY_MAX_ITEMS)
-				throw hannoy::Error(HANNOY_ERR_LIMIT, "an index holds at most 4294967295 vectors");
-			b->batch_vectors.append(static_cast<const char *>(vector), vbytes);
-			b->batch_tids.push_back(tid);
-			b->next_id++;
-		}
-		if (b->batch_vectors.size() >= LOAD_BATCH_BYTES || b->batch_unindexed.size() >= 65536)
-			flush_batch(b);
-	});
+	return hannoy::run_guarded(
+	    err,
+	    [&]
+	    {
+		    if (b->phase != HANNOY_BUILD_LOADING)
+			    throw hannoy::Error(HANNOY_ERR_INVALID, "rows can only be added while loading");
+		    if (vector == nullptr)
+		    {
+			    b->batch_unindexed.emplace_back(tid, unindexed_kind);
+			    b->unindexed++;
+		    }
+		    else
+		    {
+			    size_t vbytes = b->store->vector_bytes();
+			    if (b->store->meta().dims == 0)
+				    throw hannoy::Error(HANNOY_ERR_INVALID, "dimensions must be set before adding");
+			    if (b->next_id == HANNOY_MAX_ITEMS)
+				    throw hannoy::Error(HANNOY_ERR_LIMIT,
+				                        "an index holds at most 4294967295 vectors");
+			    b->batch_vectors.append(static_cast<const char *>(vector), vbytes);
+			    b->batch_tids.push_back(tid);
+			    b->next_id++;
+		    }
+		    if (b->batch_vectors.size() >= LOAD_BATCH_BYTES || b->batch_unindexed.size() >= 65536)
+			    flush_batch(b);
+	    });
 }
 
-extern "C" HannoyStatus hannoy_build_step(HannoyBuilder *b, uint32_t budget_ms,
-										  HannoyBuildProgress *progress, bool *done,
-										  HannoyError *err)
+extern "C" HannoyStatus
+hannoy_build_step(HannoyBuilder *b, uint32_t budget_ms, HannoyBuildProgress *progress, bool *done,
+                  HannoyError *err)
 {
 	*done = false;
-	return hannoy::run_guarded(err, [&] {
-		auto deadline = Clock::now() + std::chrono::milliseconds(budget_ms);
-		if (b->phase == HANNOY_BUILD_LOADING)
-		{
-			flush_batch(b);
-			start_linking(b);
-			if (b->next_id == 0)
-				b->phase = HANNOY_BUILD_WRITING;
-		}
-		else if (b->phase == HANNOY_BUILD_GRAPH)
-			link_slice(b, deadline);
-		else if (b->phase == HANNOY_BUILD_WRITING)
-			write_slice(b, deadline);
-		progress->phase = b->phase;
-		if (b->phase == HANNOY_BUILD_GRAPH)
-		{
-			progress->done = b->linked.load();
-			progress->total = b->next_id;
-		}
-		else if (b->phase == HANNOY_BUILD_WRITING)
-		{
-			progress->done = b->write_pos;
-			progress->total = b->next_id;
-		}
-		else
-		{
-			progress->done = progress->total = b->next_id;
-		}
-		*done = b->phase == HANNOY_BUILD_DONE;
-	});
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           auto deadline =
+		                               Clock::now() + std::chrono::milliseconds(budget_ms);
+		                           if (b->phase == HANNOY_BUILD_LOADING)
+		                           {
+			                           flush_batch(b);
+			                           start_linking(b);
+			                           if (b->next_id == 0)
+				                           b->phase = HANNOY_BUILD_WRITING;
+		                           }
+		                           else if (b->phase == HANNOY_BUILD_GRAPH)
+			                           link_slice(b, deadline);
+		                           else if (b->phase == HANNOY_BUILD_WRITING)
+			                           write_slice(b, deadline);
+		                           progress->phase = b->phase;
+		                           if (b->phase == HANNOY_BUILD_GRAPH)
+		                           {
+			                           progress->done = b->linked.load();
+			                           progress->total = b->next_id;
+		                           }
+		                           else if (b->phase == HANNOY_BUILD_WRITING)
+		                           {
+			                           progress->done = b->write_pos;
+			                           progress->total = b->next_id;
+		                           }
+		                           else
+		                           {
+			                           progress->done = progress->total = b->next_id;
+		                           }
+		                           *done = b->phase == HANNOY_BUILD_DONE;
+	                           });
 }
 
-extern "C" void hannoy_build_free(HannoyBuilder *b)
+extern "C" void
+hannoy_build_free(HannoyBuilder *b)
 {
 	delete b;
 }

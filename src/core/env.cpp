@@ -17,201 +17,240 @@
 #include "hannoy/hannoy.h"
 #include "hannoy/storage.hpp"
 
-namespace {
+namespace
+{
 
 /* Casts the opaque C handle to the core object. */
-hannoy::Store &store_of(HannoyEnv *env)
+hannoy::Store &
+store_of(HannoyEnv *env)
 {
 	return *reinterpret_cast<hannoy::Store *>(env);
 }
 
 /* Removes one file; a missing file is fine. */
-void remove_file(const std::string &path)
+void
+remove_file(const std::string &path)
 {
 	if (unlink(path.c_str()) != 0 && errno != ENOENT)
 		throw hannoy::Error(HANNOY_ERR_STORAGE,
-							"could not remove file \"" + path + "\": " + std::strerror(errno));
+		                    "could not remove file \"" + path + "\": " + std::strerror(errno));
 }
 
 /* Removes an environment's two files and its directory. */
-void remove_env(const std::string &path)
+void
+remove_env(const std::string &path)
 {
 	remove_file(path + "/data.mdb");
 	remove_file(path + "/lock.mdb");
 	if (rmdir(path.c_str()) != 0 && errno != ENOENT)
 		throw hannoy::Error(HANNOY_ERR_STORAGE,
-							"could not remove directory \"" + path + "\": " + std::strerror(errno));
+		                    "could not remove directory \"" + path + "\": " + std::strerror(errno));
 }
 
 } // namespace
 
-extern "C" HannoyStatus hannoy_env_create(const char *path, const HannoyEnvConfig *config,
-										  const HannoyMeta *meta, HannoyEnv **env,
-										  HannoyError *err)
+extern "C" HannoyStatus
+hannoy_env_create(const char *path, const HannoyEnvConfig *config, const HannoyMeta *meta,
+                  HannoyEnv **env, HannoyError *err)
 {
 	*env = nullptr;
-	return hannoy::run_guarded(err, [&] {
-		if (meta->dims > HANNOY_MAX_DIMS &&
-			!(meta->metric == HANNOY_METRIC_HAMMING && meta->dims <= HANNOY_MAX_BITS))
-			throw hannoy::Error(HANNOY_ERR_INVALID, "too many dimensions");
-		if (meta->m < 2 || meta->m0 < meta->m || meta->ef_construction < 1)
-			throw hannoy::Error(HANNOY_ERR_INVALID, "invalid graph parameters");
-		remove_env(path);
-		auto s = std::make_unique<hannoy::Store>(path, *config, true, meta);
-		*env = reinterpret_cast<HannoyEnv *>(s.release());
-	});
+	return hannoy::run_guarded(
+	    err,
+	    [&]
+	    {
+		    if (meta->dims > HANNOY_MAX_DIMS &&
+		        !(meta->metric == HANNOY_METRIC_HAMMING && meta->dims <= HANNOY_MAX_BITS))
+			    throw hannoy::Error(HANNOY_ERR_INVALID, "too many dimensions");
+		    if (meta->m < 2 || meta->m0 < meta->m || meta->ef_construction < 1)
+			    throw hannoy::Error(HANNOY_ERR_INVALID, "invalid graph parameters");
+		    remove_env(path);
+		    auto s = std::make_unique<hannoy::Store>(path, *config, true, meta);
+		    *env = reinterpret_cast<HannoyEnv *>(s.release());
+	    });
 }
 
-extern "C" HannoyStatus hannoy_env_open(const char *path, const HannoyEnvConfig *config,
-										HannoyEnv **env, HannoyError *err)
+extern "C" HannoyStatus
+hannoy_env_open(const char *path, const HannoyEnvConfig *config, HannoyEnv **env, HannoyError *err)
 {
 	*env = nullptr;
-	return hannoy::run_guarded(err, [&] {
-		auto s = std::make_unique<hannoy::Store>(path, *config, false, nullptr);
-		*env = reinterpret_cast<HannoyEnv *>(s.release());
-	});
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           auto s = std::make_unique<hannoy::Store>(path, *config, false,
+		                                                                    nullptr);
+		                           *env = reinterpret_cast<HannoyEnv *>(s.release());
+	                           });
 }
 
-extern "C" void hannoy_env_close(HannoyEnv *env)
+extern "C" void
+hannoy_env_close(HannoyEnv *env)
 {
 	delete reinterpret_cast<hannoy::Store *>(env);
 }
 
-extern "C" HannoyStatus hannoy_env_remove(const char *path, HannoyError *err)
+extern "C" HannoyStatus
+hannoy_env_remove(const char *path, HannoyError *err)
 {
-	return hannoy::run_guarded(err, [&] { remove_env(path); });
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           remove_env(path);
+	                           });
 }
 
-extern "C" bool hannoy_env_exists(const char *path)
+extern "C" bool
+hannoy_env_exists(const char *path)
 {
 	struct stat st;
 	return stat((std::string(path) + "/data.mdb").c_str(), &st) == 0;
 }
 
-extern "C" HannoyStatus hannoy_env_meta(HannoyEnv *env, HannoyMeta *meta, HannoyError *err)
+extern "C" HannoyStatus
+hannoy_env_meta(HannoyEnv *env, HannoyMeta *meta, HannoyError *err)
 {
-	return hannoy::run_guarded(err, [&] {
-		hannoy::Store &s = store_of(env);
-		hannoy::Txn txn(s.env(), true);
-		s.reload_meta(txn.get());
-		*meta = s.meta();
-	});
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           hannoy::Store &s = store_of(env);
+		                           hannoy::Txn    txn(s.env(), true);
+		                           s.reload_meta(txn.get());
+		                           *meta = s.meta();
+	                           });
 }
 
-extern "C" HannoyStatus hannoy_env_stats(HannoyEnv *env, HannoyStats *stats, HannoyError *err)
+extern "C" HannoyStatus
+hannoy_env_stats(HannoyEnv *env, HannoyStats *stats, HannoyError *err)
 {
-	return hannoy::run_guarded(err, [&] {
-		hannoy::Store &s = store_of(env);
-		hannoy::Txn txn(s.env(), true);
-		hannoy::GraphState st = s.read_state(txn.get());
-		stats->items = st.items;
-		stats->unindexed = st.unindexed;
-		stats->deleted = st.deleted;
-		stats->next_id = st.next_id;
-		stats->max_level = st.max_level;
-		stats->entry_point = st.entry_point;
-		MDB_envinfo info;
-		mdb_env_info(s.env(), &info);
-		MDB_stat mst;
-		mdb_env_stat(s.env(), &mst);
-		stats->used_pages = static_cast<uint64_t>(info.me_last_pgno) + 1;
-		struct stat fst;
-		stats->file_bytes = stat((s.path() + "/data.mdb").c_str(), &fst) == 0
-								? static_cast<uint64_t>(fst.st_size)
-								: stats->used_pages * mst.ms_psize;
-	});
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           hannoy::Store     &s = store_of(env);
+		                           hannoy::Txn        txn(s.env(), true);
+		                           hannoy::GraphState st = s.read_state(txn.get());
+		                           stats->items = st.items;
+		                           stats->unindexed = st.unindexed;
+		                           stats->deleted = st.deleted;
+		                           stats->next_id = st.next_id;
+		                           stats->max_level = st.max_level;
+		                           stats->entry_point = st.entry_point;
+		                           MDB_envinfo info;
+		                           mdb_env_info(s.env(), &info);
+		                           MDB_stat mst;
+		                           mdb_env_stat(s.env(), &mst);
+		                           stats->used_pages = static_cast<uint64_t>(info.me_last_pgno) + 1;
+		                           struct stat fst;
+		                           stats->file_bytes =
+		                               stat((s.path() + "/data.mdb").c_str(), &fst) == 0
+		                                   ? static_cast<uint64_t>(fst.st_size)
+		                                   : stats->used_pages * mst.ms_psize;
+	                           });
 }
 
-extern "C" HannoyStatus hannoy_env_sync(HannoyEnv *env, HannoyError *err)
+extern "C" HannoyStatus
+hannoy_env_sync(HannoyEnv *env, HannoyError *err)
 {
-	return hannoy::run_guarded(err, [&] { store_of(env).sync(true); });
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           store_of(env).sync(true);
+	                           });
 }
 
-extern "C" HannoyStatus hannoy_env_set_dims(HannoyEnv *env, uint32_t dims, HannoyError *err)
+extern "C" HannoyStatus
+hannoy_env_set_dims(HannoyEnv *env, uint32_t dims, HannoyError *err)
 {
-	return hannoy::run_guarded(err, [&] {
-		hannoy::Store &s = store_of(env);
-		hannoy::Txn txn(s.env(), false);
-		s.reload_meta(txn.get());
-		HannoyMeta meta = s.meta();
-		if (meta.dims == dims)
-			return;
-		if (meta.dims != 0)
-			throw hannoy::Error(HANNOY_ERR_INVALID, "index already has " +
-														std::to_string(meta.dims) +
-														" dimensions, not " + std::to_string(dims));
-		meta.dims = dims;
-		s.write_meta(txn.get(), meta);
-		txn.commit();
-	});
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           hannoy::Store &s = store_of(env);
+		                           hannoy::Txn    txn(s.env(), false);
+		                           s.reload_meta(txn.get());
+		                           HannoyMeta meta = s.meta();
+		                           if (meta.dims == dims)
+			                           return;
+		                           if (meta.dims != 0)
+			                           throw hannoy::Error(
+			                               HANNOY_ERR_INVALID,
+			                               "index already has " + std::to_string(meta.dims) +
+			                                   " dimensions, not " + std::to_string(dims));
+		                           meta.dims = dims;
+		                           s.write_meta(txn.get(), meta);
+		                           txn.commit();
+	                           });
 }
 
-extern "C" HannoyStatus hannoy_entries_next(HannoyEnv *env, HannoyEntryPosition *pos,
-											HannoyEntry *entries, uint32_t capacity,
-											uint32_t *count, HannoyError *err)
+extern "C" HannoyStatus
+hannoy_entries_next(HannoyEnv *env, HannoyEntryPosition *pos, HannoyEntry *entries,
+                    uint32_t capacity, uint32_t *count, HannoyError *err)
 {
 	*count = 0;
-	return hannoy::run_guarded(err, [&] {
-		hannoy::Store &s = store_of(env);
-		hannoy::Txn txn(s.env(), true);
-		uint32_t n = 0;
-		while (pos->source < 2 && n < capacity)
-		{
-			hannoy::Cursor cur(txn.get(), pos->source == 0 ? s.dbi_items : s.dbi_unindexed);
-			hannoy::TidKey start(pos->started ? pos->after : 0);
-			MDB_val key = start.val(), data;
-			bool ok = cur.get(key, data, MDB_SET_RANGE);
-			if (ok && pos->started && hannoy::decode_tid(key) == pos->after)
-				ok = cur.get(key, data, MDB_NEXT);
-			while (ok && n < capacity)
-			{
-				entries[n].tid = hannoy::decode_tid(key);
-				entries[n].id = pos->source == 0 ? hannoy::decode_id(data) : UINT32_MAX;
-				pos->after = entries[n].tid;
-				pos->started = true;
-				n++;
-				ok = cur.get(key, data, MDB_NEXT);
-			}
-			if (!ok)
-			{
-				pos->source++;
-				pos->started = false;
-				pos->after = 0;
-			}
-		}
-		*count = n;
-	});
+	return hannoy::run_guarded(
+	    err,
+	    [&]
+	    {
+		    hannoy::Store &s = store_of(env);
+		    hannoy::Txn    txn(s.env(), true);
+		    uint32_t       n = 0;
+		    while (pos->source < 2 && n < capacity)
+		    {
+			    hannoy::Cursor cur(txn.get(), pos->source == 0 ? s.dbi_items : s.dbi_unindexed);
+			    hannoy::TidKey start(pos->started ? pos->after : 0);
+			    MDB_val        key = start.val(), data;
+			    bool           ok = cur.get(key, data, MDB_SET_RANGE);
+			    if (ok && pos->started && hannoy::decode_tid(key) == pos->after)
+				    ok = cur.get(key, data, MDB_NEXT);
+			    while (ok && n < capacity)
+			    {
+				    entries[n].tid = hannoy::decode_tid(key);
+				    entries[n].id = pos->source == 0 ? hannoy::decode_id(data) : UINT32_MAX;
+				    pos->after = entries[n].tid;
+				    pos->started = true;
+				    n++;
+				    ok = cur.get(key, data, MDB_NEXT);
+			    }
+			    if (!ok)
+			    {
+				    pos->source++;
+				    pos->started = false;
+				    pos->after = 0;
+			    }
+		    }
+		    *count = n;
+	    });
 }
 
-extern "C" HannoyStatus hannoy_delete_entries(HannoyEnv *env, const HannoyEntry *entries,
-											  uint32_t count, HannoyError *err)
+extern "C" HannoyStatus
+hannoy_delete_entries(HannoyEnv *env, const HannoyEntry *entries, uint32_t count, HannoyError *err)
 {
-	return hannoy::run_guarded(err, [&] {
-		hannoy::Store &s = store_of(env);
-		hannoy::Txn txn(s.env(), false);
-		hannoy::GraphState state = s.read_state(txn.get());
-		for (uint32_t i = 0; i < count; i++)
-		{
-			hannoy::TidKey tkey(entries[i].tid);
-			if (entries[i].id == UINT32_MAX)
-			{
-				if (hannoy::del(txn.get(), s.dbi_unindexed, tkey.val()))
-					state.unindexed--;
-				continue;
-			}
-			MDB_val data;
-			if (!hannoy::get(txn.get(), s.dbi_items, tkey.val(), data) ||
-				hannoy::decode_id(data) != entries[i].id)
-				continue;
-			hannoy::IdKey key(entries[i].id);
-			hannoy::del(txn.get(), s.dbi_items, tkey.val());
-			hannoy::del(txn.get(), s.dbi_tids, key.val());
-			hannoy::put(txn.get(), s.dbi_deleted, key.val(), MDB_val{0, nullptr});
-			state.items--;
-			state.deleted++;
-		}
-		s.write_state(txn.get(), state);
-		txn.commit();
-		s.sync(true);
-	});
+	return hannoy::run_guarded(
+	    err,
+	    [&]
+	    {
+		    hannoy::Store     &s = store_of(env);
+		    hannoy::Txn        txn(s.env(), false);
+		    hannoy::GraphState state = s.read_state(txn.get());
+		    for (uint32_t i = 0; i < count; i++)
+		    {
+			    hannoy::TidKey tkey(entries[i].tid);
+			    if (entries[i].id == UINT32_MAX)
+			    {
+				    if (hannoy::del(txn.get(), s.dbi_unindexed, tkey.val()))
+					    state.unindexed--;
+				    continue;
+			    }
+			    MDB_val data;
+			    if (!hannoy::get(txn.get(), s.dbi_items, tkey.val(), data) ||
+			        hannoy::decode_id(data) != entries[i].id)
+				    continue;
+			    hannoy::IdKey key(entries[i].id);
+			    hannoy::del(txn.get(), s.dbi_items, tkey.val());
+			    hannoy::del(txn.get(), s.dbi_tids, key.val());
+			    hannoy::put(txn.get(), s.dbi_deleted, key.val(), MDB_val{0, nullptr});
+			    state.items--;
+			    state.deleted++;
+		    }
+		    s.write_state(txn.get(), state);
+		    txn.commit();
+		    s.sync(true);
+	    });
 }

@@ -14,18 +14,20 @@
 #include "hannoy/hannoy.h"
 #include "hannoy/storage.hpp"
 
-namespace {
+namespace
+{
 
 /* Neighbours chosen for the new node at each of its layers, nearest first. */
 struct Plan
 {
-	int level = 0;
-	std::vector<std::vector<uint32_t>> neighbors; /* [layer] */
-	bool searched_nonempty = false;				  /* the graph had an entry point */
+	int                                level = 0;
+	std::vector<std::vector<uint32_t>> neighbors;                 /* [layer] */
+	bool                               searched_nonempty = false; /* the graph had an entry point */
 };
 
 /* Finds the new node's neighbours at each layer up to 'level' (Alg. 1, search part). */
-void plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan &plan)
+void
+plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan &plan)
 {
 	hannoy::GraphState state = s.read_state(txn);
 	plan.level = level;
@@ -33,25 +35,26 @@ void plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, 
 	plan.searched_nonempty = state.max_level >= 0;
 	if (state.max_level < 0)
 		return;
-	hannoy::StoredGraph g(s, txn);
+	hannoy::StoredGraph   g(s, txn);
 	std::vector<uint32_t> scratch;
-	hannoy::Candidate ep{g.distance(q, state.entry_point), state.entry_point};
+	hannoy::Candidate     ep{g.distance(q, state.entry_point), state.entry_point};
 	if (level < state.max_level)
 		ep = hannoy::greedy_descend(g, q, ep, state.max_level, level, scratch);
 	std::vector<hannoy::Candidate> entries{ep}, found;
-	hannoy::VisitedSet visited;
+	hannoy::VisitedSet             visited;
 	for (int layer = std::min(level, state.max_level); layer >= 0; layer--)
 	{
 		visited.reset(state.next_id);
 		hannoy::search_layer(g, q, entries, s.meta().ef_construction, layer, visited, found,
-							 scratch);
+		                     scratch);
 		hannoy::select_neighbors(g, found, s.max_links(layer), plan.neighbors[layer]);
 		entries.swap(found);
 	}
 }
 
 /* Adds 'id' to the neighbour list of 'n' at 'layer', pruning only that list on overflow. */
-void add_backlink(const hannoy::Store &s, MDB_txn *txn, uint32_t n, uint32_t id, int layer)
+void
+add_backlink(const hannoy::Store &s, MDB_txn *txn, uint32_t n, uint32_t id, int layer)
 {
 	std::vector<uint32_t> list;
 	s.links(txn, n, layer, list);
@@ -61,7 +64,7 @@ void add_backlink(const hannoy::Store &s, MDB_txn *txn, uint32_t n, uint32_t id,
 	size_t max_links = s.max_links(layer);
 	if (list.size() > max_links)
 	{
-		hannoy::StoredGraph g(s, txn);
+		hannoy::StoredGraph            g(s, txn);
 		std::vector<hannoy::Candidate> cands;
 		cands.reserve(list.size());
 		for (uint32_t x : list)
@@ -73,13 +76,14 @@ void add_backlink(const hannoy::Store &s, MDB_txn *txn, uint32_t n, uint32_t id,
 }
 
 /* Removes the graph or unindexed entry a reused TID still points to. */
-void forget_tid(hannoy::Store &s, MDB_txn *txn, HannoyTid tid, hannoy::GraphState &state)
+void
+forget_tid(hannoy::Store &s, MDB_txn *txn, HannoyTid tid, hannoy::GraphState &state)
 {
 	hannoy::TidKey tkey(tid);
-	MDB_val data;
+	MDB_val        data;
 	if (hannoy::get(txn, s.dbi_items, tkey.val(), data))
 	{
-		uint32_t old = hannoy::decode_id(data);
+		uint32_t      old = hannoy::decode_id(data);
 		hannoy::IdKey okey(old);
 		hannoy::del(txn, s.dbi_tids, okey.val());
 		hannoy::del(txn, s.dbi_items, tkey.val());
@@ -92,11 +96,12 @@ void forget_tid(hannoy::Store &s, MDB_txn *txn, HannoyTid tid, hannoy::GraphStat
 }
 
 /* Inserts one row; see hannoy_insert. */
-void insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t unindexed_kind)
+void
+insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t unindexed_kind)
 {
 	if (vector == nullptr)
 	{
-		hannoy::Txn txn(s.env(), false);
+		hannoy::Txn        txn(s.env(), false);
 		hannoy::GraphState state = s.read_state(txn.get());
 		forget_tid(s, txn.get(), tid, state);
 		hannoy::TidKey tkey(tid);
@@ -107,14 +112,14 @@ void insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t uni
 		return;
 	}
 
-	int level = hannoy::draw_level(s.meta().seed, tid, s.meta().m);
+	int  level = hannoy::draw_level(s.meta().seed, tid, s.meta().m);
 	Plan plan;
 	{
 		hannoy::Txn read(s.env(), true);
 		plan_links(s, read.get(), vector, level, plan);
 	}
 
-	hannoy::Txn txn(s.env(), false);
+	hannoy::Txn        txn(s.env(), false);
 	hannoy::GraphState state = s.read_state(txn.get());
 	if (!plan.searched_nonempty && state.max_level >= 0)
 	{
@@ -124,11 +129,11 @@ void insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t uni
 	forget_tid(s, txn.get(), tid, state);
 	if (state.next_id >= HANNOY_MAX_ITEMS)
 		throw hannoy::Error(HANNOY_ERR_LIMIT, "an index holds at most 4294967295 vectors");
-	uint32_t id = static_cast<uint32_t>(state.next_id++);
-	hannoy::IdKey key(id);
+	uint32_t       id = static_cast<uint32_t>(state.next_id++);
+	hannoy::IdKey  key(id);
 	hannoy::TidKey tkey(tid);
 	hannoy::put(txn.get(), s.dbi_vectors, key.val(),
-				MDB_val{s.vector_bytes(), const_cast<void *>(vector)}, MDB_APPEND);
+	            MDB_val{s.vector_bytes(), const_cast<void *>(vector)}, MDB_APPEND);
 	hannoy::put(txn.get(), s.dbi_tids, key.val(), tkey.val(), MDB_APPEND);
 	hannoy::put(txn.get(), s.dbi_items, tkey.val(), key.val());
 
@@ -151,13 +156,17 @@ void insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t uni
 
 } // namespace
 
-extern "C" HannoyStatus hannoy_insert(HannoyEnv *env, HannoyTid tid, const void *vector,
-									  uint8_t unindexed_kind, HannoyError *err)
+extern "C" HannoyStatus
+hannoy_insert(HannoyEnv *env, HannoyTid tid, const void *vector, uint8_t unindexed_kind,
+              HannoyError *err)
 {
-	return hannoy::run_guarded(err, [&] {
-		hannoy::Store &s = *reinterpret_cast<hannoy::Store *>(env);
-		if (vector != nullptr && s.meta().dims == 0)
-			throw hannoy::Error(HANNOY_ERR_INVALID, "dimensions must be set before inserting");
-		insert_row(s, tid, vector, unindexed_kind);
-	});
+	return hannoy::run_guarded(
+	    err,
+	    [&]
+	    {
+		    hannoy::Store &s = *reinterpret_cast<hannoy::Store *>(env);
+		    if (vector != nullptr && s.meta().dims == 0)
+			    throw hannoy::Error(HANNOY_ERR_INVALID, "dimensions must be set before inserting");
+		    insert_row(s, tid, vector, unindexed_kind);
+	    });
 }

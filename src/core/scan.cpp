@@ -23,7 +23,8 @@
 #include "hannoy/hannoy.h"
 #include "hannoy/storage.hpp"
 
-namespace {
+namespace
+{
 
 /* Largest window a resumed round grows to. */
 constexpr size_t MAX_WINDOW = 1u << 16;
@@ -32,12 +33,14 @@ constexpr size_t MAX_WINDOW = 1u << 16;
 class Bitset
 {
   public:
-	void reset(size_t n)
+	void
+	reset(size_t n)
 	{
 		words_.assign((n + 63) / 64, 0);
 	}
 	/* Sets bit 'i'; false when it was set already (or is out of range). */
-	bool insert(uint32_t i)
+	bool
+	insert(uint32_t i)
 	{
 		size_t w = i / 64;
 		if (w >= words_.size())
@@ -55,11 +58,11 @@ class Bitset
 
 enum class Phase
 {
-	Graph,		   /* rounds of best-first search */
-	Linear,		   /* seeding from items the search never reached */
+	Graph,         /* rounds of best-first search */
+	Linear,        /* seeding from items the search never reached */
 	UnindexedNan,  /* unindexed rows with a NaN distance */
 	UnindexedNull, /* unindexed rows with a NULL distance */
-	AllItems,	   /* NULL query: every graph row */
+	AllItems,      /* NULL query: every graph row */
 	AllUnindexed,  /* NULL query: every unindexed row */
 	Done
 };
@@ -68,26 +71,26 @@ enum class Phase
 
 struct HannoyScan
 {
-	hannoy::Store *store = nullptr;
-	MDB_txn *txn = nullptr; /* kept between rescans (reset/renew) */
-	bool txn_active = false;
+	hannoy::Store                  *store = nullptr;
+	MDB_txn                        *txn = nullptr; /* kept between rescans (reset/renew) */
+	bool                            txn_active = false;
 	std::unique_ptr<hannoy::Cursor> cursor;
-	bool cursor_started = false;
+	bool                            cursor_started = false;
 
 	std::vector<unsigned char> query;
-	bool all_rows = false;
-	uint8_t null_kind = 0;
-	size_t window = 0;
-	Phase phase = Phase::Done;
-	uint64_t next_id = 0;
-	uint32_t linear_next = 0;
+	bool                       all_rows = false;
+	uint8_t                    null_kind = 0;
+	size_t                     window = 0;
+	Phase                      phase = Phase::Done;
+	uint64_t                   next_id = 0;
+	uint32_t                   linear_next = 0;
 
-	Bitset visited;
-	hannoy::MinHeap frontier;
-	hannoy::MinHeap pending;
+	Bitset                         visited;
+	hannoy::MinHeap                frontier;
+	hannoy::MinHeap                pending;
 	std::vector<hannoy::Candidate> batch;
-	size_t batch_pos = 0;
-	std::vector<uint32_t> scratch;
+	size_t                         batch_pos = 0;
+	std::vector<uint32_t>          scratch;
 
 	~HannoyScan()
 	{
@@ -97,10 +100,12 @@ struct HannoyScan
 	}
 };
 
-namespace {
+namespace
+{
 
 /* Distance from a stored item to the query; +inf if the item has no vector. */
-double item_distance(HannoyScan *scan, uint32_t id)
+double
+item_distance(HannoyScan *scan, uint32_t id)
 {
 	const void *v = scan->store->vector(scan->txn, id);
 	if (v == nullptr)
@@ -109,17 +114,19 @@ double item_distance(HannoyScan *scan, uint32_t id)
 }
 
 /* Marks a newly discovered node: it is both to be expanded and to be returned. */
-void discover(HannoyScan *scan, hannoy::Candidate c)
+void
+discover(HannoyScan *scan, hannoy::Candidate c)
 {
 	scan->frontier.push(c);
 	scan->pending.push(c);
 }
 
 /* Runs one round: fills a window from pending, expands the frontier, sorts the window. */
-void run_round(HannoyScan *scan)
+void
+run_round(HannoyScan *scan)
 {
 	hannoy::MaxHeap top;
-	size_t window = scan->window;
+	size_t          window = scan->window;
 	while (!scan->pending.empty() && top.size() < window)
 	{
 		top.push(scan->pending.top());
@@ -162,7 +169,8 @@ void run_round(HannoyScan *scan)
 }
 
 /* Seeds the search from the next item never reached; false when none is left. */
-bool seed_unreached(HannoyScan *scan)
+bool
+seed_unreached(HannoyScan *scan)
 {
 	while (scan->linear_next < scan->next_id)
 	{
@@ -178,7 +186,8 @@ bool seed_unreached(HannoyScan *scan)
 }
 
 /* Steps the scan's cursor over 'dbi'; false at the end. */
-bool cursor_step(HannoyScan *scan, MDB_dbi dbi, MDB_val &key, MDB_val &data)
+bool
+cursor_step(HannoyScan *scan, MDB_dbi dbi, MDB_val &key, MDB_val &data)
 {
 	if (!scan->cursor_started)
 	{
@@ -190,7 +199,8 @@ bool cursor_step(HannoyScan *scan, MDB_dbi dbi, MDB_val &key, MDB_val &data)
 }
 
 /* Moves to 'next' phase, dropping the cursor of the previous one. */
-void enter(HannoyScan *scan, Phase next)
+void
+enter(HannoyScan *scan, Phase next)
 {
 	scan->cursor.reset();
 	scan->cursor_started = false;
@@ -198,10 +208,11 @@ void enter(HannoyScan *scan, Phase next)
 }
 
 /* Produces the next row; see hannoy_scan_next. */
-bool next_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
+bool
+next_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
 {
 	hannoy::Store &s = *scan->store;
-	MDB_val key, data;
+	MDB_val        key, data;
 	*isnull = false;
 	for (;;)
 	{
@@ -234,8 +245,8 @@ bool next_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
 			case Phase::UnindexedNan:
 			case Phase::UnindexedNull:
 			{
-				uint8_t want =
-					scan->phase == Phase::UnindexedNan ? hannoy::UNINDEXED_NAN : hannoy::UNINDEXED_NULL;
+				uint8_t want = scan->phase == Phase::UnindexedNan ? hannoy::UNINDEXED_NAN
+				                                                  : hannoy::UNINDEXED_NULL;
 				while (cursor_step(scan, s.dbi_unindexed, key, data))
 				{
 					uint8_t kind = *static_cast<const uint8_t *>(data.mv_data);
@@ -246,7 +257,8 @@ bool next_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
 					*isnull = want == hannoy::UNINDEXED_NULL;
 					return true;
 				}
-				enter(scan, scan->phase == Phase::UnindexedNan ? Phase::UnindexedNull : Phase::Done);
+				enter(scan,
+				      scan->phase == Phase::UnindexedNan ? Phase::UnindexedNull : Phase::Done);
 				continue;
 			}
 			case Phase::AllItems:
@@ -265,8 +277,8 @@ bool next_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
 					uint8_t kind = *static_cast<const uint8_t *>(data.mv_data);
 					*tid = hannoy::decode_tid(key);
 					*distance = std::nan("");
-					*isnull = scan->null_kind != hannoy::UNINDEXED_NAN ||
-							  kind == hannoy::UNINDEXED_NULL;
+					*isnull =
+					    scan->null_kind != hannoy::UNINDEXED_NAN || kind == hannoy::UNINDEXED_NULL;
 					return true;
 				}
 				enter(scan, Phase::Done);
@@ -278,7 +290,8 @@ bool next_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
 }
 
 /* Ends the read transaction but keeps its handle for the next rescan. */
-void end_txn(HannoyScan *scan)
+void
+end_txn(HannoyScan *scan)
 {
 	scan->cursor.reset();
 	scan->cursor_started = false;
@@ -288,7 +301,8 @@ void end_txn(HannoyScan *scan)
 }
 
 /* Starts the scan: a fresh snapshot, then the descent to layer 0. */
-void start_scan(HannoyScan *scan, const void *query, uint32_t ef, uint8_t null_kind)
+void
+start_scan(HannoyScan *scan, const void *query, uint32_t ef, uint8_t null_kind)
 {
 	hannoy::Store &s = *scan->store;
 	end_txn(scan);
@@ -327,12 +341,12 @@ void start_scan(HannoyScan *scan, const void *query, uint32_t ef, uint8_t null_k
 		return;
 	}
 	scan->query.assign(static_cast<const unsigned char *>(query),
-					   static_cast<const unsigned char *>(query) + s.vector_bytes());
+	                   static_cast<const unsigned char *>(query) + s.vector_bytes());
 	scan->phase = Phase::Graph;
 	if (state.max_level < 0)
 		return;
 	hannoy::StoredGraph g(s, scan->txn);
-	hannoy::Candidate ep{item_distance(scan, state.entry_point), state.entry_point};
+	hannoy::Candidate   ep{item_distance(scan, state.entry_point), state.entry_point};
 	ep = hannoy::greedy_descend(g, scan->query.data(), ep, state.max_level, 0, scan->scratch);
 	scan->visited.insert(ep.id);
 	discover(scan, ep);
@@ -340,39 +354,53 @@ void start_scan(HannoyScan *scan, const void *query, uint32_t ef, uint8_t null_k
 
 } // namespace
 
-extern "C" HannoyStatus hannoy_scan_create(HannoyEnv *env, HannoyScan **scan, HannoyError *err)
+extern "C" HannoyStatus
+hannoy_scan_create(HannoyEnv *env, HannoyScan **scan, HannoyError *err)
 {
 	*scan = nullptr;
-	return hannoy::run_guarded(err, [&] {
-		auto s = std::make_unique<HannoyScan>();
-		s->store = reinterpret_cast<hannoy::Store *>(env);
-		*scan = s.release();
-	});
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           auto s = std::make_unique<HannoyScan>();
+		                           s->store = reinterpret_cast<hannoy::Store *>(env);
+		                           *scan = s.release();
+	                           });
 }
 
-extern "C" HannoyStatus hannoy_scan_start(HannoyScan *scan, const void *query, uint32_t ef,
-										  uint8_t null_kind, HannoyError *err)
+extern "C" HannoyStatus
+hannoy_scan_start(HannoyScan *scan, const void *query, uint32_t ef, uint8_t null_kind,
+                  HannoyError *err)
 {
-	return hannoy::run_guarded(err, [&] { start_scan(scan, query, ef, null_kind); });
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           start_scan(scan, query, ef, null_kind);
+	                           });
 }
 
-extern "C" HannoyStatus hannoy_scan_next(HannoyScan *scan, HannoyTid *tid, double *distance,
-										 bool *isnull, bool *found, HannoyError *err)
+extern "C" HannoyStatus
+hannoy_scan_next(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull, bool *found,
+                 HannoyError *err)
 {
 	*found = false;
-	return hannoy::run_guarded(err, [&] {
-		if (!scan->txn_active)
-			throw hannoy::Error(HANNOY_ERR_INVALID, "scan was not started");
-		*found = next_row(scan, tid, distance, isnull);
-	});
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           if (!scan->txn_active)
+			                           throw hannoy::Error(HANNOY_ERR_INVALID,
+			                                               "scan was not started");
+		                           *found = next_row(scan, tid, distance, isnull);
+	                           });
 }
 
-extern "C" void hannoy_scan_end(HannoyScan *scan)
+extern "C" void
+hannoy_scan_end(HannoyScan *scan)
 {
 	end_txn(scan);
 }
 
-extern "C" void hannoy_scan_free(HannoyScan *scan)
+extern "C" void
+hannoy_scan_free(HannoyScan *scan)
 {
 	delete scan;
 }

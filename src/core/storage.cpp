@@ -15,15 +15,18 @@
 
 #include "hannoy/links.hpp"
 
-namespace hannoy {
+namespace hannoy
+{
 
-namespace {
+namespace
+{
 
 const char META_KEY[] = "meta";
 const char STATE_KEY[] = "state";
 
 /* Stores a u32 big-endian. */
-void store_be32(unsigned char *p, uint32_t v)
+void
+store_be32(unsigned char *p, uint32_t v)
 {
 	p[0] = static_cast<unsigned char>(v >> 24);
 	p[1] = static_cast<unsigned char>(v >> 16);
@@ -44,12 +47,13 @@ struct MetaRecord
 struct StateRecord
 {
 	uint64_t items, unindexed, deleted, next_id;
-	int32_t max_level;
+	int32_t  max_level;
 	uint32_t entry_point;
 };
 
 /* The splitmix64 finaliser: a good 64-bit mix for seeding. */
-uint64_t mix64(uint64_t x)
+uint64_t
+mix64(uint64_t x)
 {
 	x += 0x9e3779b97f4a7c15ULL;
 	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -59,13 +63,14 @@ uint64_t mix64(uint64_t x)
 
 } // namespace
 
-void throw_lmdb(int rc, const char *what)
+void
+throw_lmdb(int rc, const char *what)
 {
 	HannoyStatus status = HANNOY_ERR_STORAGE;
 	if (rc == MDB_MAP_FULL)
 		status = HANNOY_ERR_MAP_FULL;
 	else if (rc == MDB_CORRUPTED || rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH ||
-			 rc == MDB_PAGE_NOTFOUND)
+	         rc == MDB_PAGE_NOTFOUND)
 		status = HANNOY_ERR_CORRUPT;
 	else if (rc == ENOMEM)
 		status = HANNOY_ERR_NOMEM;
@@ -89,16 +94,18 @@ TidKey::TidKey(HannoyTid tid)
 		bytes[i] = static_cast<unsigned char>(tid >> (8 * (5 - i)));
 }
 
-uint32_t decode_id(const MDB_val &v)
+uint32_t
+decode_id(const MDB_val &v)
 {
 	const unsigned char *p = static_cast<const unsigned char *>(v.mv_data);
 	return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3];
 }
 
-HannoyTid decode_tid(const MDB_val &v)
+HannoyTid
+decode_tid(const MDB_val &v)
 {
 	const unsigned char *p = static_cast<const unsigned char *>(v.mv_data);
-	HannoyTid tid = 0;
+	HannoyTid            tid = 0;
 	for (int i = 0; i < 6; i++)
 		tid = (tid << 8) | p[i];
 	return tid;
@@ -119,7 +126,7 @@ Txn::Txn(MDB_env *env, bool read_only)
 		}
 		if (rc != 0)
 			throw_lmdb(rc, read_only ? "beginning a read transaction"
-									 : "beginning a write transaction");
+			                         : "beginning a write transaction");
 		break;
 	}
 }
@@ -129,7 +136,8 @@ Txn::~Txn()
 	abort();
 }
 
-void Txn::commit()
+void
+Txn::commit()
 {
 	MDB_txn *t = txn_;
 	txn_ = nullptr;
@@ -138,7 +146,8 @@ void Txn::commit()
 		throw_lmdb(rc, "committing");
 }
 
-void Txn::abort()
+void
+Txn::abort()
 {
 	if (txn_ != nullptr)
 		mdb_txn_abort(txn_);
@@ -158,7 +167,8 @@ Cursor::~Cursor()
 		mdb_cursor_close(cur_);
 }
 
-bool Cursor::get(MDB_val &key, MDB_val &data, MDB_cursor_op op)
+bool
+Cursor::get(MDB_val &key, MDB_val &data, MDB_cursor_op op)
 {
 	int rc = mdb_cursor_get(cur_, &key, &data, op);
 	if (rc == MDB_NOTFOUND)
@@ -168,14 +178,16 @@ bool Cursor::get(MDB_val &key, MDB_val &data, MDB_cursor_op op)
 	return true;
 }
 
-void put(MDB_txn *txn, MDB_dbi dbi, MDB_val key, MDB_val data, unsigned flags)
+void
+put(MDB_txn *txn, MDB_dbi dbi, MDB_val key, MDB_val data, unsigned flags)
 {
 	int rc = mdb_put(txn, dbi, &key, &data, flags);
 	if (rc != 0)
 		throw_lmdb(rc, "writing");
 }
 
-bool del(MDB_txn *txn, MDB_dbi dbi, MDB_val key)
+bool
+del(MDB_txn *txn, MDB_dbi dbi, MDB_val key)
 {
 	int rc = mdb_del(txn, dbi, &key, nullptr);
 	if (rc == MDB_NOTFOUND)
@@ -185,7 +197,8 @@ bool del(MDB_txn *txn, MDB_dbi dbi, MDB_val key)
 	return true;
 }
 
-bool get(MDB_txn *txn, MDB_dbi dbi, MDB_val key, MDB_val &data)
+bool
+get(MDB_txn *txn, MDB_dbi dbi, MDB_val key, MDB_val &data)
 {
 	int rc = mdb_get(txn, dbi, &key, &data);
 	if (rc == MDB_NOTFOUND)
@@ -195,25 +208,26 @@ bool get(MDB_txn *txn, MDB_dbi dbi, MDB_val key, MDB_val &data)
 	return true;
 }
 
-int draw_level(uint64_t seed, uint64_t salt, uint32_t m)
+int
+draw_level(uint64_t seed, uint64_t salt, uint32_t m)
 {
 	uint64_t r = mix64(seed ^ mix64(salt));
 	/* 53 random bits -> U in (0, 1] */
 	double u = (static_cast<double>(r >> 11) + 1.0) * (1.0 / 9007199254740992.0);
 	double level = -std::log(u) / std::log(static_cast<double>(m < 2 ? 2 : m));
-	int l = static_cast<int>(level);
+	int    l = static_cast<int>(level);
 	return l > MAX_LEVEL ? MAX_LEVEL : l;
 }
 
 Store::Store(const std::string &path, const HannoyEnvConfig &config, bool create,
-			 const HannoyMeta *meta)
-	: path_(path), config_(config)
+             const HannoyMeta *meta)
+    : path_(path), config_(config)
 {
 	if (create)
 	{
 		if (mkdir(path.c_str(), config.dir_mode) != 0 && errno != EEXIST)
 			throw Error(HANNOY_ERR_STORAGE,
-						"could not create directory \"" + path + "\": " + strerror(errno));
+			            "could not create directory \"" + path + "\": " + strerror(errno));
 	}
 	else
 	{
@@ -229,8 +243,7 @@ Store::Store(const std::string &path, const HannoyEnvConfig &config, bool create
 	{
 		if ((rc = mdb_env_set_maxdbs(env_, 16)) != 0)
 			throw_lmdb(rc, "setting maxdbs");
-		if ((rc = mdb_env_set_maxreaders(env_, config.max_readers ? config.max_readers : 126)) !=
-			0)
+		if ((rc = mdb_env_set_maxreaders(env_, config.max_readers ? config.max_readers : 126)) != 0)
 			throw_lmdb(rc, "setting maxreaders");
 		if ((rc = mdb_env_set_mapsize(env_, config.map_size)) != 0)
 			throw_lmdb(rc, "setting the map size");
@@ -241,7 +254,7 @@ Store::Store(const std::string &path, const HannoyEnvConfig &config, bool create
 		 * SIGBUS.
 		 */
 		rc = mdb_env_open(env_, path.c_str(), MDB_NOTLS | MDB_NOSYNC | MDB_NORDAHEAD,
-						  static_cast<mdb_mode_t>(config.file_mode));
+		                  static_cast<mdb_mode_t>(config.file_mode));
 		if (rc != 0)
 			throw_lmdb(rc, ("opening \"" + path + "\"").c_str());
 		int dead = 0;
@@ -274,30 +287,32 @@ Store::~Store()
 		mdb_env_close(env_);
 }
 
-void Store::open_databases(bool create)
+void
+Store::open_databases(bool create)
 {
-	Txn txn(env_, !create);
+	Txn      txn(env_, !create);
 	unsigned flags = create ? MDB_CREATE : 0;
 	struct
 	{
 		const char *name;
-		MDB_dbi *dbi;
-	} dbs[] = {{"meta", &dbi_meta},			  {"vectors", &dbi_vectors}, {"links", &dbi_links},
-			   {"tids", &dbi_tids},			  {"items", &dbi_items},	 {"unindexed", &dbi_unindexed},
-			   {"deleted", &dbi_deleted}};
+		MDB_dbi    *dbi;
+	} dbs[] = {{"meta", &dbi_meta},      {"vectors", &dbi_vectors}, {"links", &dbi_links},
+	           {"tids", &dbi_tids},      {"items", &dbi_items},     {"unindexed", &dbi_unindexed},
+	           {"deleted", &dbi_deleted}};
 	for (auto &db : dbs)
 	{
 		int rc = mdb_dbi_open(txn.get(), db.name, flags, db.dbi);
 		if (rc == MDB_NOTFOUND)
 			throw Error(HANNOY_ERR_CORRUPT,
-						std::string("sidecar has no \"") + db.name + "\" database");
+			            std::string("sidecar has no \"") + db.name + "\" database");
 		if (rc != 0)
 			throw_lmdb(rc, "opening a database");
 	}
 	txn.commit();
 }
 
-void Store::set_meta(const HannoyMeta &meta)
+void
+Store::set_meta(const HannoyMeta &meta)
 {
 	if (meta.metric < HANNOY_METRIC_L2 || meta.metric > HANNOY_METRIC_HAMMING)
 		throw Error(HANNOY_ERR_CORRUPT, "unknown metric " + std::to_string(meta.metric));
@@ -306,20 +321,21 @@ void Store::set_meta(const HannoyMeta &meta)
 	vector_bytes_ = hannoy_vector_bytes(static_cast<HannoyMetric>(meta.metric), meta.dims);
 }
 
-void Store::reload_meta(MDB_txn *txn)
+void
+Store::reload_meta(MDB_txn *txn)
 {
 	MDB_val data;
 	if (!hannoy::get(txn, dbi_meta, MDB_val{sizeof(META_KEY) - 1, const_cast<char *>(META_KEY)},
-					 data) ||
-		data.mv_size != sizeof(MetaRecord))
+	                 data) ||
+	    data.mv_size != sizeof(MetaRecord))
 		throw Error(HANNOY_ERR_CORRUPT, "sidecar meta record is missing or malformed");
 	MetaRecord r;
 	std::memcpy(&r, data.mv_data, sizeof(r));
 	if (r.format_version != HANNOY_FORMAT_VERSION)
-		throw Error(HANNOY_ERR_CORRUPT,
-					"sidecar format version " + std::to_string(r.format_version) +
-						" is not supported (expected " + std::to_string(HANNOY_FORMAT_VERSION) +
-						")");
+		throw Error(HANNOY_ERR_CORRUPT, "sidecar format version " +
+		                                    std::to_string(r.format_version) +
+		                                    " is not supported (expected " +
+		                                    std::to_string(HANNOY_FORMAT_VERSION) + ")");
 	HannoyMeta m{};
 	m.format_version = r.format_version;
 	m.metric = r.metric;
@@ -335,7 +351,8 @@ void Store::reload_meta(MDB_txn *txn)
 	set_meta(m);
 }
 
-void Store::write_meta(MDB_txn *txn, const HannoyMeta &meta)
+void
+Store::write_meta(MDB_txn *txn, const HannoyMeta &meta)
 {
 	MetaRecord r{};
 	r.format_version = HANNOY_FORMAT_VERSION;
@@ -350,18 +367,19 @@ void Store::write_meta(MDB_txn *txn, const HannoyMeta &meta)
 	r.index_oid = meta.index_oid;
 	r.seed = meta.seed;
 	put(txn, dbi_meta, MDB_val{sizeof(META_KEY) - 1, const_cast<char *>(META_KEY)},
-		MDB_val{sizeof(r), &r});
+	    MDB_val{sizeof(r), &r});
 	HannoyMeta copy = meta;
 	copy.format_version = HANNOY_FORMAT_VERSION;
 	set_meta(copy);
 }
 
-GraphState Store::read_state(MDB_txn *txn) const
+GraphState
+Store::read_state(MDB_txn *txn) const
 {
 	MDB_val data;
 	if (!hannoy::get(txn, dbi_meta, MDB_val{sizeof(STATE_KEY) - 1, const_cast<char *>(STATE_KEY)},
-					 data) ||
-		data.mv_size != sizeof(StateRecord))
+	                 data) ||
+	    data.mv_size != sizeof(StateRecord))
 		throw Error(HANNOY_ERR_CORRUPT, "sidecar state record is missing or malformed");
 	StateRecord r;
 	std::memcpy(&r, data.mv_data, sizeof(r));
@@ -375,7 +393,8 @@ GraphState Store::read_state(MDB_txn *txn) const
 	return s;
 }
 
-void Store::write_state(MDB_txn *txn, const GraphState &s) const
+void
+Store::write_state(MDB_txn *txn, const GraphState &s) const
 {
 	StateRecord r{};
 	r.items = s.items;
@@ -385,23 +404,25 @@ void Store::write_state(MDB_txn *txn, const GraphState &s) const
 	r.max_level = s.max_level;
 	r.entry_point = s.entry_point;
 	put(txn, dbi_meta, MDB_val{sizeof(STATE_KEY) - 1, const_cast<char *>(STATE_KEY)},
-		MDB_val{sizeof(r), &r});
+	    MDB_val{sizeof(r), &r});
 }
 
-const void *Store::vector(MDB_txn *txn, uint32_t id) const
+const void *
+Store::vector(MDB_txn *txn, uint32_t id) const
 {
-	IdKey key(id);
+	IdKey   key(id);
 	MDB_val data;
 	if (!hannoy::get(txn, dbi_vectors, key.val(), data))
 		return nullptr;
 	if (data.mv_size != vector_bytes_)
 		throw Error(HANNOY_ERR_CORRUPT, "stored vector " + std::to_string(id) + " has " +
-											std::to_string(data.mv_size) + " bytes, expected " +
-											std::to_string(vector_bytes_));
+		                                    std::to_string(data.mv_size) + " bytes, expected " +
+		                                    std::to_string(vector_bytes_));
 	return data.mv_data;
 }
 
-void Store::links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &out) const
+void
+Store::links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &out) const
 {
 	LinkKey key(id, layer);
 	MDB_val data;
@@ -412,12 +433,12 @@ void Store::links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &o
 	}
 	if (!decode_links(data.mv_data, data.mv_size, out))
 		throw Error(HANNOY_ERR_CORRUPT, "neighbour list of item " + std::to_string(id) +
-											" at layer " + std::to_string(layer) +
-											" is malformed");
+		                                    " at layer " + std::to_string(layer) + " is malformed");
 }
 
-void Store::put_links(MDB_txn *txn, uint32_t id, int layer, const std::vector<uint32_t> &ids,
-					  unsigned flags) const
+void
+Store::put_links(MDB_txn *txn, uint32_t id, int layer, const std::vector<uint32_t> &ids,
+                 unsigned flags) const
 {
 	std::string buf;
 	encode_links(ids.data(), ids.size(), buf);
@@ -425,9 +446,10 @@ void Store::put_links(MDB_txn *txn, uint32_t id, int layer, const std::vector<ui
 	put(txn, dbi_links, key.val(), MDB_val{buf.size(), buf.data()}, flags);
 }
 
-bool Store::tid_of(MDB_txn *txn, uint32_t id, HannoyTid *tid) const
+bool
+Store::tid_of(MDB_txn *txn, uint32_t id, HannoyTid *tid) const
 {
-	IdKey key(id);
+	IdKey   key(id);
 	MDB_val data;
 	if (!hannoy::get(txn, dbi_tids, key.val(), data))
 		return false;
@@ -435,7 +457,8 @@ bool Store::tid_of(MDB_txn *txn, uint32_t id, HannoyTid *tid) const
 	return true;
 }
 
-void Store::sync(bool force)
+void
+Store::sync(bool force)
 {
 	if (!config_.durable)
 		return;

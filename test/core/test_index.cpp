@@ -1,0 +1,450 @@
+/*
+ * test_index.cpp
+ *	  The core as a whole through its C ABI, without PostgreSQL: build,
+ *	  graph invariants (degree bounds, reachability), recall against brute
+ *	  force, inserts after the build, scans that never stop early (I8),
+ *	  VACUUM tombstones and storage round trips.
+ */
+#include <gtest/gtest.h>
+
+#include <lmdb.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <deque>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "hannoy/hannoy.h"
+#include "hannoy/storage.hpp"
+
+namespace
+{
+
+/* A temporary directory holding one environment, removed at the end. */
+class TempEnvDir
+{
+  public:
+	TempEnvDir()
+	{
+		char  tmpl[] = "/tmp/hannoy-core-test-XXXXXX";
+		char *dir = mkdtemp(tmpl);
+		if (dir == nullptr)
+			std::abort();
+		root_ = dir;
+		path_ = root_ + "/env";
+	}
+	~TempEnvDir()
+	{
+		HannoyError err;
+		hannoy_env_remove(path_.c_str(), &err);
+		rmdir(root_.c_str());
+	}
+	const char *
+	path() const
+	{
+		return path_.c_str();
+	}
+
+  private:
+	std::string root_, path_;
+};
+
+/* Test configuration: small map, never synced. */
+HannoyEnvConfig
+test_config()
+{
+	HannoyEnvConfig c{};
+	c.max_readers = 126;
+	c.map_size = uint64_t(1) << 32;
+	c.file_mode = 0600;
+	c.dir_mode = 0700;
+	c.durable = false;
+	return c;
+}
+
+/* Meta for a fresh index. */
+HannoyMeta
+test_meta(HannoyMetric metric, uint32_t dims, uint32_t m = 16, uint32_t efc = 100)
+{
+	HannoyMeta meta{};
+	meta.format_version = HANNOY_FORMAT_VERSION;
+	meta.metric = metric;
+	meta.dims = dims;
+	meta.m = m;
+	meta.m0 = 2 * m;
+	meta.ef_construction = efc;
+	meta.generation = 42;
+	meta.system_id = 7;
+	meta.timeline = 1;
+	meta.index_oid = 12345;
+	meta.seed = 99;
+	return meta;
+}
+
+/* Clustered random vectors: harder than uniform noise, like real embeddings. */
+std::vector<float>
+clustered(size_t n, uint32_t dims, uint32_t seed)
+{
+	std::mt19937                          rng(seed);
+	std::normal_distribution<float>       noise(0.0f, 0.15f);
+	std::uniform_real_distribution<float> centre(-1.0f, 1.0f);
+	std::vector<float>                    centres(20 * dims);
+	for (auto &c : centres)
+		c = centre(rng);
+	std::vector<float> out(n * dims);
+	for (size_t i = 0; i < n; i++)
+	{
+		size_t c = rng() % 20;
+		for (uint32_t d = 0; d < dims; d++)
+			out[i * dims + d] = centres[c * dims + d] + noise(rng);
+	}
+	return out;
+}
+
+/* Builds an index over 'vectors' (row i gets TID i + 1), in slices like the shim does. */
+HannoyEnv *
+build(const char *path, const HannoyMeta &meta, const std::vector<float> &vectors, uint32_t threads,
+      size_t null_rows = 0)
+{
+	HannoyEnvConfig config = test_config();
+	HannoyEnv      *env = nullptr;
+	HannoyError     err;
+	EXPECT_EQ(hannoy_env_create(path, &config, &meta, &env, &err), HANNOY_OK) << err.message;
+	HannoyBuilder *b = nullptr;
+	EXPECT_EQ(hannoy_build_begin(env, threads, &b, &err), HANNOY_OK) << err.message;
+	size_t n = vectors.size() / meta.dims;
+	for (size_t i = 0; i < n; i++)
+		EXPECT_EQ(hannoy_build_add(b, i + 1, &vectors[i * meta.dims], 0, &err), HANNOY_OK);
+	for (size_t i = 0; i < null_rows; i++)
+		EXPECT_EQ(hannoy_build_add(b, 1000000 + i, nullptr, 1, &err), HANNOY_OK);
+	bool                done = false;
+	HannoyBuildProgress progress;
+	int                 steps = 0;
+	while (!done)
+	{
+		EXPECT_EQ(hannoy_build_step(b, 20, &progress, &done, &err), HANNOY_OK) << err.message;
+		steps++;
+	}
+	EXPECT_GT(steps, 1);
+	hannoy_build_free(b);
+	return env;
+}
+
+/* The first k TIDs an ordered scan returns. */
+std::vector<HannoyTid>
+scan_top(HannoyEnv *env, const float *q, uint32_t ef, size_t k)
+{
+	HannoyScan *scan = nullptr;
+	HannoyError err;
+	EXPECT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
+	EXPECT_EQ(hannoy_scan_start(scan, q, ef, 0, &err), HANNOY_OK) << err.message;
+	std::vector<HannoyTid> out;
+	while (out.size() < k)
+	{
+		HannoyTid tid;
+		double    d;
+		bool      isnull, found;
+		EXPECT_EQ(hannoy_scan_next(scan, &tid, &d, &isnull, &found, &err), HANNOY_OK);
+		if (!found)
+			break;
+		out.push_back(tid);
+	}
+	hannoy_scan_free(scan);
+	return out;
+}
+
+/* Recall@k of the index against brute force over 'queries'. */
+double
+recall_at(HannoyEnv *env, const std::vector<float> &base, const std::vector<float> &queries,
+          uint32_t dims, uint32_t ef, size_t k)
+{
+	size_t n = base.size() / dims, nq = queries.size() / dims;
+	size_t hits = 0;
+	for (size_t qi = 0; qi < nq; qi++)
+	{
+		const float                              *q = &queries[qi * dims];
+		std::vector<std::pair<double, HannoyTid>> exact(n);
+		for (size_t i = 0; i < n; i++)
+			exact[i] = {hannoy_l2_distance(&base[i * dims], q, dims), i + 1};
+		std::partial_sort(exact.begin(), exact.begin() + k, exact.end());
+		double kth = exact[k - 1].first;
+		for (HannoyTid tid : scan_top(env, q, ef, k))
+			if (hannoy_l2_distance(&base[(tid - 1) * dims], q, dims) <= kth)
+				hits++;
+	}
+	return double(hits) / double(nq * k);
+}
+
+/* Reads the graph directly: every node's links per layer. */
+struct GraphDump
+{
+	hannoy::GraphState                              state;
+	std::vector<std::vector<std::vector<uint32_t>>> links; /* [id][layer] */
+};
+
+GraphDump
+dump(const char *path)
+{
+	HannoyEnvConfig config = test_config();
+	hannoy::Store   store(path, config, false, nullptr);
+	hannoy::Txn     txn(store.env(), true);
+	GraphDump       g;
+	g.state = store.read_state(txn.get());
+	g.links.resize(g.state.next_id);
+	for (uint32_t id = 0; id < g.state.next_id; id++)
+	{
+		for (int layer = 0; layer <= hannoy::MAX_LEVEL; layer++)
+		{
+			hannoy::LinkKey key(id, layer);
+			MDB_val         data;
+			if (!hannoy::get(txn.get(), store.dbi_links, key.val(), data))
+				break;
+			std::vector<uint32_t> l;
+			store.links(txn.get(), id, layer, l);
+			g.links[id].push_back(l);
+		}
+	}
+	return g;
+}
+
+} // namespace
+
+TEST(Index, BuildRecallDegreeAndReachability)
+{
+	const uint32_t dims = 24;
+	TempEnvDir     dir;
+	/* queries held out from the same distribution, as ann-benchmarks does */
+	auto               all = clustered(5100, dims, 1);
+	std::vector<float> base(all.begin(), all.begin() + 5000 * dims);
+	std::vector<float> queries(all.begin() + 5000 * dims, all.end());
+	HannoyMeta         meta = test_meta(HANNOY_METRIC_L2, dims, 16, 200);
+	HannoyEnv         *env = build(dir.path(), meta, base, 2);
+
+	double recall = recall_at(env, base, queries, dims, 200, 10);
+	std::printf("recall@10 at ef=200 on 5000 clustered 24-d vectors: %.4f\n", recall);
+	EXPECT_GE(recall, 0.99);
+	hannoy_env_close(env);
+
+	GraphDump g = dump(dir.path());
+	ASSERT_EQ(g.state.items, 5000u);
+	ASSERT_GE(g.state.max_level, 1);
+	/* degree bounds: m above layer 0, m0 = 2m at layer 0; no self links, no duplicates */
+	for (uint32_t id = 0; id < g.links.size(); id++)
+	{
+		for (size_t layer = 0; layer < g.links[id].size(); layer++)
+		{
+			const auto &l = g.links[id][layer];
+			EXPECT_LE(l.size(), layer == 0 ? 2 * meta.m : meta.m);
+			EXPECT_EQ(std::set<uint32_t>(l.begin(), l.end()).size(), l.size());
+			EXPECT_EQ(std::count(l.begin(), l.end(), id), 0);
+			for (uint32_t n : l)
+			{
+				ASSERT_LT(n, g.links.size());
+				/* a neighbour at layer L has layer L itself */
+				EXPECT_GT(g.links[n].size(), layer);
+			}
+		}
+	}
+	/* reachability at layer 0 from the entry point */
+	std::vector<bool>    seen(g.links.size(), false);
+	std::deque<uint32_t> todo{g.state.entry_point};
+	seen[g.state.entry_point] = true;
+	size_t reached = 1;
+	while (!todo.empty())
+	{
+		uint32_t id = todo.front();
+		todo.pop_front();
+		for (uint32_t n : g.links[id][0])
+			if (!seen[n])
+			{
+				seen[n] = true;
+				reached++;
+				todo.push_back(n);
+			}
+	}
+	EXPECT_EQ(reached, g.links.size());
+	EXPECT_EQ(int(g.links[g.state.entry_point].size()) - 1, g.state.max_level);
+}
+
+TEST(Index, SingleThreadBuildIsRepeatable)
+{
+	const uint32_t dims = 8;
+	auto           base = clustered(1500, dims, 3);
+	TempEnvDir     a, b;
+	HannoyMeta     meta = test_meta(HANNOY_METRIC_L2, dims, 8, 40);
+	hannoy_env_close(build(a.path(), meta, base, 1));
+	hannoy_env_close(build(b.path(), meta, base, 1));
+	GraphDump ga = dump(a.path()), gb = dump(b.path());
+	EXPECT_EQ(ga.links, gb.links);
+	EXPECT_EQ(ga.state.entry_point, gb.state.entry_point);
+}
+
+TEST(Index, ScanNeverStopsEarly)
+{
+	const uint32_t dims = 16;
+	TempEnvDir     dir;
+	auto           base = clustered(3000, dims, 4);
+	HannoyMeta     meta = test_meta(HANNOY_METRIC_L2, dims, 6, 12);
+	HannoyEnv     *env = build(dir.path(), meta, base, 2, 7);
+	/* ef = 1: everything beyond the first row comes from resumed rounds */
+	HannoyScan *scan = nullptr;
+	HannoyError err;
+	ASSERT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
+	for (int rescan = 0; rescan < 2; rescan++)
+	{
+		ASSERT_EQ(hannoy_scan_start(scan, &base[0], 1, 0, &err), HANNOY_OK);
+		std::set<HannoyTid> tids;
+		size_t              nulls = 0, rows = 0;
+		bool                null_seen = false, order_ok = true;
+		for (;;)
+		{
+			HannoyTid tid;
+			double    d;
+			bool      isnull, found;
+			ASSERT_EQ(hannoy_scan_next(scan, &tid, &d, &isnull, &found, &err), HANNOY_OK);
+			if (!found)
+				break;
+			rows++;
+			tids.insert(tid);
+			if (isnull)
+			{
+				nulls++;
+				null_seen = true;
+			}
+			else
+			{
+				order_ok = order_ok && !null_seen; /* NULL rows come last */
+				EXPECT_EQ(d, hannoy_l2_distance(&base[(tid - 1) * dims], &base[0], dims));
+			}
+		}
+		EXPECT_EQ(rows, 3007u);
+		EXPECT_EQ(tids.size(), 3007u);
+		EXPECT_EQ(nulls, 7u);
+		EXPECT_TRUE(order_ok);
+	}
+	hannoy_scan_free(scan);
+	hannoy_env_close(env);
+}
+
+TEST(Index, NullQueryReturnsEveryRow)
+{
+	const uint32_t dims = 4;
+	TempEnvDir     dir;
+	auto           base = clustered(500, dims, 5);
+	HannoyEnv     *env = build(dir.path(), test_meta(HANNOY_METRIC_L2, dims), base, 1, 3);
+	HannoyScan    *scan = nullptr;
+	HannoyError    err;
+	ASSERT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
+	ASSERT_EQ(hannoy_scan_start(scan, nullptr, 10, 1, &err), HANNOY_OK);
+	size_t rows = 0;
+	for (;;)
+	{
+		HannoyTid tid;
+		double    d;
+		bool      isnull, found;
+		ASSERT_EQ(hannoy_scan_next(scan, &tid, &d, &isnull, &found, &err), HANNOY_OK);
+		if (!found)
+			break;
+		EXPECT_TRUE(isnull);
+		rows++;
+	}
+	EXPECT_EQ(rows, 503u);
+	hannoy_scan_free(scan);
+	hannoy_env_close(env);
+}
+
+TEST(Index, InsertAfterBuildAndIntoEmptyIndex)
+{
+	const uint32_t dims = 12;
+	auto           base = clustered(2000, dims, 6);
+	for (size_t built : {size_t(0), size_t(1000)})
+	{
+		TempEnvDir         dir;
+		std::vector<float> first(base.begin(), base.begin() + built * dims);
+		HannoyEnv  *env = build(dir.path(), test_meta(HANNOY_METRIC_L2, dims, 8, 40), first, 2);
+		HannoyError err;
+		for (size_t i = built; i < 2000; i++)
+			ASSERT_EQ(hannoy_insert(env, i + 1, &base[i * dims], 0, &err), HANNOY_OK)
+			    << err.message;
+		/* every row's own vector finds it first */
+		size_t found_self = 0;
+		for (size_t i = 0; i < 2000; i += 7)
+		{
+			auto top = scan_top(env, &base[i * dims], 40, 1);
+			found_self += !top.empty() && top[0] == i + 1;
+		}
+		EXPECT_EQ(found_self, (2000 + 6) / 7u) << "built " << built;
+		HannoyStats stats;
+		ASSERT_EQ(hannoy_env_stats(env, &stats, &err), HANNOY_OK);
+		EXPECT_EQ(stats.items, 2000u);
+		hannoy_env_close(env);
+	}
+}
+
+TEST(Index, DeletedRowsAreNeverReturned)
+{
+	const uint32_t dims = 8;
+	TempEnvDir     dir;
+	auto           base = clustered(1000, dims, 7);
+	HannoyEnv     *env = build(dir.path(), test_meta(HANNOY_METRIC_L2, dims, 8, 40), base, 1, 10);
+	HannoyError    err;
+	/* walk all entries in small batches, delete every other one */
+	HannoyEntryPosition      pos{};
+	HannoyEntry              batch[64];
+	uint32_t                 n;
+	std::vector<HannoyEntry> dead;
+	size_t                   walked = 0;
+	do
+	{
+		ASSERT_EQ(hannoy_entries_next(env, &pos, batch, 64, &n, &err), HANNOY_OK);
+		for (uint32_t i = 0; i < n; i++)
+		{
+			walked++;
+			if (batch[i].tid % 2 == 0)
+				dead.push_back(batch[i]);
+		}
+	} while (n > 0);
+	EXPECT_EQ(walked, 1010u);
+	ASSERT_EQ(hannoy_delete_entries(env, dead.data(), uint32_t(dead.size()), &err), HANNOY_OK);
+	auto all = scan_top(env, &base[0], 10, 100000);
+	EXPECT_EQ(all.size(), 1010u - dead.size());
+	for (HannoyTid tid : all)
+		EXPECT_EQ(tid % 2, 1u);
+	hannoy_env_close(env);
+}
+
+TEST(Index, EnvironmentRoundTripAndIdentity)
+{
+	TempEnvDir      dir;
+	HannoyEnvConfig config = test_config();
+	HannoyMeta      meta = test_meta(HANNOY_METRIC_COSINE, 0);
+	HannoyEnv      *env = nullptr;
+	HannoyError     err;
+	EXPECT_FALSE(hannoy_env_exists(dir.path()));
+	EXPECT_EQ(hannoy_env_open(dir.path(), &config, &env, &err), HANNOY_ERR_NOT_FOUND);
+	ASSERT_EQ(hannoy_env_create(dir.path(), &config, &meta, &env, &err), HANNOY_OK);
+	EXPECT_TRUE(hannoy_env_exists(dir.path()));
+	ASSERT_EQ(hannoy_env_set_dims(env, 3, &err), HANNOY_OK);
+	EXPECT_EQ(hannoy_env_set_dims(env, 4, &err), HANNOY_ERR_INVALID);
+	hannoy_env_close(env);
+	/* opening again (as another backend would) sees the same identity */
+	ASSERT_EQ(hannoy_env_open(dir.path(), &config, &env, &err), HANNOY_OK);
+	HannoyMeta got;
+	ASSERT_EQ(hannoy_env_meta(env, &got, &err), HANNOY_OK);
+	EXPECT_EQ(got.dims, 3u);
+	EXPECT_EQ(got.metric, uint32_t(HANNOY_METRIC_COSINE));
+	EXPECT_EQ(got.generation, 42u);
+	EXPECT_EQ(got.system_id, 7u);
+	EXPECT_EQ(got.index_oid, 12345u);
+	hannoy_env_close(env);
+	/* a bad metric is refused, not stored */
+	HannoyMeta bad = test_meta(static_cast<HannoyMetric>(9), 3);
+	EXPECT_NE(hannoy_env_create(dir.path(), &config, &bad, &env, &err), HANNOY_OK);
+	ASSERT_EQ(hannoy_env_remove(dir.path(), &err), HANNOY_OK);
+	EXPECT_FALSE(hannoy_env_exists(dir.path()));
+}
