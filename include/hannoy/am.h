@@ -113,8 +113,8 @@ extern void       HannoyForgetEnv(RelFileNodeBackend rnode);
 extern void       HannoyEnvPin(HannoyEnv *env);
 extern void       HannoyEnvUnpin(HannoyEnv *env);
 extern bool       HannoyIndexUsable(Relation index, const char **why);
-extern void      *HannoyDatumToVector(Datum value, HannoyMetric metric, uint32 expected_dims,
-                                      uint32 *dims, bool *is_zero);
+extern void      *HannoyDatumToVector(Relation index, Datum value, HannoyMetric metric,
+                                      uint32 expected_dims, bool query, uint32 *dims, bool *is_zero);
 extern void       HannoyCheckVectorArray(ArrayType *array, const char *what);
 extern void       HannoyRegisterCreatedSidecar(RelFileNodeBackend rnode);
 extern void       HannoyXactCallback(XactEvent event, void *arg);

@@ -68,18 +68,20 @@ build_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull, boo
 		uint32 dims;
 		bool   is_zero;
 
-		vec = HannoyDatumToVector(values[0], state->metric, state->meta.dims, &dims, &is_zero);
-		if (is_zero)
-		{
-			vec = NULL;
-			kind = 2;
-		}
-		else if (state->meta.dims == 0)
+		vec = HannoyDatumToVector(state->index, values[0], state->metric, state->meta.dims, false,
+		                          &dims, &is_zero);
+		/* the first vector fixes the length, a zero vector under cosine too */
+		if (state->meta.dims == 0)
 		{
 			state->meta.dims = dims;
 			st = hannoy_env_set_dims(state->env, dims, &err);
 			if (st != HANNOY_OK)
 				build_fail(state, st, &err);
+		}
+		if (is_zero)
+		{
+			vec = NULL;
+			kind = 2;
 		}
 	}
 	st = hannoy_build_add(state->builder, HannoyTidFromItemPointer(tid), vec, kind, &err);

@@ -202,23 +202,26 @@ hannoyinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid, 
 		bool   is_zero;
 		void  *vec;
 
-		vec =
-		    HannoyDatumToVector(values[0], (HannoyMetric) meta.metric, meta.dims, &dims, &is_zero);
+		vec = HannoyDatumToVector(index, values[0], (HannoyMetric) meta.metric, meta.dims, false,
+		                          &dims, &is_zero);
+		/* the first vector fixes the length, a zero vector under cosine too */
+		if (meta.dims == 0)
+		{
+			uint32 have = set_index_dims(index, dims);
+
+			/* another backend set it first: check against its value */
+			if (have != dims)
+				HannoyDatumToVector(index, values[0], (HannoyMetric) meta.metric, have, false,
+				                    &dims, &is_zero);
+		}
 		if (is_zero)
 			row.kind = 2;
 		else
 		{
-			if (meta.dims == 0)
-			{
-				uint32 have = set_index_dims(index, dims);
+			size_t bytes = hannoy_vector_bytes((HannoyMetric) meta.metric, dims);
 
-				if (have != dims)
-					ereport(ERROR, (errcode(ERRCODE_DATA_EXCEPTION),
-					                errmsg("expected %u dimensions, not %u", have, dims)));
-			}
-			row.vector = MemoryContextAlloc(TopTransactionContext,
-			                                hannoy_vector_bytes((HannoyMetric) meta.metric, dims));
-			memcpy(row.vector, vec, hannoy_vector_bytes((HannoyMetric) meta.metric, dims));
+			row.vector = MemoryContextAlloc(TopTransactionContext, bytes);
+			memcpy(row.vector, vec, bytes);
 		}
 	}
 

@@ -131,8 +131,8 @@ hannoyrescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int 
 		bool        is_zero;
 		const void *vec;
 
-		vec = HannoyDatumToVector(orderbys[0].sk_argument, (HannoyMetric) so->meta.metric,
-		                          so->meta.dims, &dims, &is_zero);
+		vec = HannoyDatumToVector(index, orderbys[0].sk_argument, (HannoyMetric) so->meta.metric,
+		                          so->meta.dims, true, &dims, &is_zero);
 		/* with no vector indexed yet (dims 0) the graph is empty: any query will do */
 		if (is_zero)
 			null_kind = 2;

@@ -471,9 +471,9 @@ HannoyCheckVectorArray(ArrayType *array, const char *what)
 	if (ARR_NDIM(array) == 0)
 		ereport(ERROR, (errcode(ERRCODE_DATA_EXCEPTION), errmsg("%s must not be empty", what)));
 	if (ARR_NDIM(array) != 1)
-		ereport(ERROR,
-		        (errcode(ERRCODE_DATA_EXCEPTION),
-		         errmsg("%s must be one-dimensional, not %d-dimensional", what, ARR_NDIM(array))));
+		ereport(ERROR, (errcode(ERRCODE_DATA_EXCEPTION),
+		                errmsg("%s must be a one-dimensional array", what),
+		                errdetail("The array has %d subscripts.", ARR_NDIM(array))));
 	if (ARR_HASNULL(array) && array_contains_nulls(array))
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 		                errmsg("%s must not contain NULL elements", what)));
@@ -495,13 +495,15 @@ HannoyCheckVectorArray(ArrayType *array, const char *what)
 }
 
 /*
- * HannoyDatumToVector checks an indexed value or query and returns a pointer
- * to its raw vector (float4 elements or bit bytes), valid as long as the
- * detoasted value.  'expected_dims' 0 accepts any dimension count.
+ * HannoyDatumToVector checks an indexed value (query false) or an ORDER BY
+ * argument (query true) of 'index' and returns a pointer to its raw vector
+ * (float4 elements or bit bytes), valid as long as the detoasted value.
+ * 'expected_dims' 0 accepts any length.  A wrong length is reported the way
+ * the operator reports it for queries, and against the index for rows.
  */
 void *
-HannoyDatumToVector(Datum value, HannoyMetric metric, uint32 expected_dims, uint32 *dims,
-                    bool *is_zero)
+HannoyDatumToVector(Relation index, Datum value, HannoyMetric metric, uint32 expected_dims,
+                    bool query, uint32 *dims, bool *is_zero)
 {
 	*is_zero = false;
 	if (metric == HANNOY_METRIC_HAMMING)
@@ -517,8 +519,16 @@ HannoyDatumToVector(Datum value, HannoyMetric metric, uint32 expected_dims, uint
 			                errmsg("bit string has %d bits, more than the maximum of %d", len,
 			                       HANNOY_MAX_BITS)));
 		if (expected_dims != 0 && (uint32) len != expected_dims)
+		{
+			if (query)
+				ereport(ERROR,
+				        (errcode(ERRCODE_DATA_EXCEPTION),
+				         errmsg("different bit string lengths %u and %d", expected_dims, len)));
 			ereport(ERROR, (errcode(ERRCODE_DATA_EXCEPTION),
-			                errmsg("expected %u bits, not %d", expected_dims, len)));
+			                errmsg("expected %u bits, not %d", expected_dims, len),
+			                errdetail("Index \"%s\" holds bit strings of %u bits.",
+			                          RelationGetRelationName(index), expected_dims)));
+		}
 		*dims = (uint32) len;
 		return VARBITS(bits);
 	}
@@ -531,8 +541,15 @@ HannoyDatumToVector(Datum value, HannoyMetric metric, uint32 expected_dims, uint
 		HannoyCheckVectorArray(array, "vector");
 		n = ARR_DIMS(array)[0];
 		if (expected_dims != 0 && (uint32) n != expected_dims)
+		{
+			if (query)
+				ereport(ERROR, (errcode(ERRCODE_DATA_EXCEPTION),
+				                errmsg("different vector dimensions %u and %d", expected_dims, n)));
 			ereport(ERROR, (errcode(ERRCODE_DATA_EXCEPTION),
-			                errmsg("expected %u dimensions, not %d", expected_dims, n)));
+			                errmsg("expected %u dimensions, not %d", expected_dims, n),
+			                errdetail("Index \"%s\" holds vectors of %u dimensions.",
+			                          RelationGetRelationName(index), expected_dims)));
+		}
 		v = (float4 *) ARR_DATA_PTR(array);
 		if (metric == HANNOY_METRIC_COSINE)
 		{

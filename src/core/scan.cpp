@@ -62,8 +62,7 @@ enum class Phase
 	Linear,        /* seeding from items the search never reached */
 	UnindexedNan,  /* unindexed rows with a NaN distance */
 	UnindexedNull, /* unindexed rows with a NULL distance */
-	AllItems,      /* NULL query: every graph row */
-	AllUnindexed,  /* NULL query: every unindexed row */
+	AllItems,      /* NULL query: every graph row, then the unindexed phases */
 	Done
 };
 
@@ -245,6 +244,7 @@ next_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
 			case Phase::UnindexedNan:
 			case Phase::UnindexedNull:
 			{
+				/* NaN distances sort before NULL ones: one pass for each kind */
 				uint8_t want = scan->phase == Phase::UnindexedNan ? hannoy::UNINDEXED_NAN
 				                                                  : hannoy::UNINDEXED_NULL;
 				while (cursor_step(scan, s.dbi_unindexed, key, data))
@@ -254,7 +254,9 @@ next_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
 						continue;
 					*tid = hannoy::decode_tid(key);
 					*distance = std::nan("");
-					*isnull = want == hannoy::UNINDEXED_NULL;
+					/* a NULL query makes every distance NULL */
+					*isnull = want == hannoy::UNINDEXED_NULL ||
+					          (scan->all_rows && scan->null_kind != hannoy::UNINDEXED_NAN);
 					return true;
 				}
 				enter(scan,
@@ -269,19 +271,7 @@ next_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
 					*isnull = scan->null_kind != hannoy::UNINDEXED_NAN;
 					return true;
 				}
-				enter(scan, Phase::AllUnindexed);
-				continue;
-			case Phase::AllUnindexed:
-				if (cursor_step(scan, s.dbi_unindexed, key, data))
-				{
-					uint8_t kind = *static_cast<const uint8_t *>(data.mv_data);
-					*tid = hannoy::decode_tid(key);
-					*distance = std::nan("");
-					*isnull =
-					    scan->null_kind != hannoy::UNINDEXED_NAN || kind == hannoy::UNINDEXED_NULL;
-					return true;
-				}
-				enter(scan, Phase::Done);
+				enter(scan, Phase::UnindexedNan);
 				continue;
 			case Phase::Done:
 				return false;
