@@ -2,6 +2,7 @@
 # Runs hannoy's whole test suite: builds and installs the extension
 # (scripts/setup.sh), then three layers, and counts each test case:
 #
+#   style    clang-format --dry-run -Werror over every C/C++ source: one check
 #   unit     the core's GoogleTest suite (make unittest / ctest): ctest tests
 #   regress  pg_regress on test/sql/*.sql against expected/*.out: SQL files
 #   tap      prove on test/t/*.pl (PostgreSQL::Test::Cluster): test files
@@ -15,7 +16,7 @@
 # as postgres there.
 #
 # Environment:
-#   HANNOY_TEST_LAYERS     layers to run (default "unit regress tap")
+#   HANNOY_TEST_LAYERS     layers to run (default "style unit regress tap")
 #   HANNOY_REGRESS_TESTS   subset of regression tests ("00_smoke 10_build")
 #   HANNOY_TAP_TESTS       subset of TAP files ("000_smoke.pl t/010_wal.pl")
 #   HANNOY_SKIP_SETUP=1    do not run scripts/setup.sh (already built)
@@ -315,6 +316,16 @@ show_tap_failure() {
 }
 
 # Builds and installs the extension; a failure counts as one failed test.
+# Checks that every C and C++ source is formatted as .clang-format says.
+run_style() {
+	say "style: make format-check"
+	if make -s -C "$ROOT" format-check; then
+		record style 1 0 check
+	else
+		record style 0 1 check
+	fi
+}
+
 run_setup() {
 	if [[ ${HANNOY_SKIP_SETUP:-0} == 1 ]]; then
 		say "setup: skipped (HANNOY_SKIP_SETUP=1)"
@@ -329,12 +340,12 @@ run_setup() {
 
 main() {
 	local layers layer setup_ok=1
-	read -r -a layers <<<"${HANNOY_TEST_LAYERS:-unit regress tap}"
+	read -r -a layers <<<"${HANNOY_TEST_LAYERS:-style unit regress tap}"
 	for layer in "${layers[@]}"; do
 		case $layer in
-		unit | regress | tap) ;;
+		style | unit | regress | tap) ;;
 		*)
-			echo "test.sh: unknown layer '$layer' (expected unit, regress, tap)" >&2
+			echo "test.sh: unknown layer '$layer' (expected style, unit, regress, tap)" >&2
 			exit 2
 			;;
 		esac
@@ -356,7 +367,7 @@ main() {
 		TOTAL_FAILED=$((TOTAL_FAILED + 1))
 	}
 	for layer in "${layers[@]}"; do
-		if ((setup_ok == 0)) && [[ $layer != unit ]]; then
+		if ((setup_ok == 0)) && [[ $layer != unit && $layer != style ]]; then
 			say "$layer: skipped, the extension did not build"
 			continue
 		fi

@@ -36,7 +36,8 @@ namespace
 {
 
 /* Reads float number 'i' of a possibly unaligned array without undefined behaviour. */
-inline float load_float(const unsigned char *p, size_t i)
+inline float
+load_float(const unsigned char *p, size_t i)
 {
 	float v;
 	std::memcpy(&v, p + i * sizeof(float), sizeof(float));
@@ -44,7 +45,8 @@ inline float load_float(const unsigned char *p, size_t i)
 }
 
 /* Reads a possibly unaligned 64-bit word, so bit strings need no alignment. */
-inline uint64_t load_word(const unsigned char *p)
+inline uint64_t
+load_word(const unsigned char *p)
 {
 	uint64_t v;
 	std::memcpy(&v, p, sizeof(v));
@@ -52,7 +54,8 @@ inline uint64_t load_word(const unsigned char *p)
 }
 
 /* Views a vector as bytes: kernels never dereference a possibly misaligned float pointer. */
-inline const unsigned char *as_bytes(const void *p)
+inline const unsigned char *
+as_bytes(const void *p)
 {
 	return static_cast<const unsigned char *>(p);
 }
@@ -63,8 +66,8 @@ inline const unsigned char *as_bytes(const void *p)
  * round identically.
  */
 template <typename Op>
-inline void scalar_run(const unsigned char *a, const unsigned char *b, size_t n,
-                       typename Op::Lane (&lane)[4])
+inline void
+scalar_run(const unsigned char *a, const unsigned char *b, size_t n, typename Op::Lane (&lane)[4])
 {
 	size_t i = 0;
 
@@ -80,7 +83,8 @@ inline void scalar_run(const unsigned char *a, const unsigned char *b, size_t n,
 }
 
 /* Sums four scalar lanes in the order every scalar kernel uses. */
-inline float scalar_reduce(float s0, float s1, float s2, float s3)
+inline float
+scalar_reduce(float s0, float s1, float s2, float s3)
 {
 	return (s0 + s1) + (s2 + s3);
 }
@@ -93,7 +97,8 @@ struct ScalarDotOp
 		float s;
 	};
 
-	static void step(Lane &l, float x, float y)
+	static void
+	step(Lane &l, float x, float y)
 	{
 		l.s += x * y;
 	}
@@ -107,7 +112,8 @@ struct ScalarL2Op
 		float s;
 	};
 
-	static void step(Lane &l, float x, float y)
+	static void
+	step(Lane &l, float x, float y)
 	{
 		const float d = x - y;
 
@@ -123,7 +129,8 @@ struct ScalarL1Op
 		float s;
 	};
 
-	static void step(Lane &l, float x, float y)
+	static void
+	step(Lane &l, float x, float y)
 	{
 		l.s += std::fabs(x - y);
 	}
@@ -137,7 +144,8 @@ struct ScalarDot3Op
 		float ab, aa, bb;
 	};
 
-	static void step(Lane &l, float x, float y)
+	static void
+	step(Lane &l, float x, float y)
 	{
 		l.ab += x * y;
 		l.aa += x * x;
@@ -147,7 +155,8 @@ struct ScalarDot3Op
 
 /* Runs a one-quantity scalar operation over two arrays and sums its lanes. */
 template <typename Op>
-inline float scalar_sum(const unsigned char *a, const unsigned char *b, size_t n)
+inline float
+scalar_sum(const unsigned char *a, const unsigned char *b, size_t n)
 {
 	typename Op::Lane lane[4] = {};
 
@@ -156,10 +165,11 @@ inline float scalar_sum(const unsigned char *a, const unsigned char *b, size_t n
 }
 
 /* Counts the set bits of a ^ b a word at a time, for CPUs without POPCNT. */
-uint64_t scalar_popcount_bytes(const unsigned char *a, const unsigned char *b, size_t nbytes)
+uint64_t
+scalar_popcount_bytes(const unsigned char *a, const unsigned char *b, size_t nbytes)
 {
 	uint64_t count = 0;
-	size_t i = 0;
+	size_t   i = 0;
 
 	for (; i + 8 <= nbytes; i += 8)
 		count += static_cast<uint64_t>(__builtin_popcountll(load_word(a + i) ^ load_word(b + i)));
@@ -173,23 +183,26 @@ struct ScalarKernels
 {
 	static constexpr const char *name = "scalar";
 
-	static float l2_squared(const unsigned char *a, const unsigned char *b, size_t n)
+	static float
+	l2_squared(const unsigned char *a, const unsigned char *b, size_t n)
 	{
 		return scalar_sum<ScalarL2Op>(a, b, n);
 	}
 
-	static float dot(const unsigned char *a, const unsigned char *b, size_t n)
+	static float
+	dot(const unsigned char *a, const unsigned char *b, size_t n)
 	{
 		return scalar_sum<ScalarDotOp>(a, b, n);
 	}
 
-	static float l1(const unsigned char *a, const unsigned char *b, size_t n)
+	static float
+	l1(const unsigned char *a, const unsigned char *b, size_t n)
 	{
 		return scalar_sum<ScalarL1Op>(a, b, n);
 	}
 
-	static void dot3(const unsigned char *a, const unsigned char *b, size_t n, float *ab, float *aa,
-	                 float *bb)
+	static void
+	dot3(const unsigned char *a, const unsigned char *b, size_t n, float *ab, float *aa, float *bb)
 	{
 		ScalarDot3Op::Lane lane[4] = {};
 
@@ -199,7 +212,8 @@ struct ScalarKernels
 		*bb = scalar_reduce(lane[0].bb, lane[1].bb, lane[2].bb, lane[3].bb);
 	}
 
-	static uint64_t popcount_xor(const unsigned char *a, const unsigned char *b, size_t nbytes)
+	static uint64_t
+	popcount_xor(const unsigned char *a, const unsigned char *b, size_t nbytes)
 	{
 		return scalar_popcount_bytes(a, b, nbytes);
 	}
@@ -211,11 +225,11 @@ struct ScalarKernels
  * Counts the set bits of a ^ b with the POPCNT instruction; four
  * accumulators hide its latency and a zero-padded word takes the tail.
  */
-HANNOY_TARGET_POPCNT uint64_t popcnt_popcount_bytes(const unsigned char *a, const unsigned char *b,
-                                                    size_t nbytes)
+HANNOY_TARGET_POPCNT uint64_t
+popcnt_popcount_bytes(const unsigned char *a, const unsigned char *b, size_t nbytes)
 {
 	uint64_t c0 = 0, c1 = 0, c2 = 0, c3 = 0;
-	size_t i = 0;
+	size_t   i = 0;
 
 	for (; i + 32 <= nbytes; i += 32)
 	{
@@ -246,14 +260,16 @@ struct PopcntKernels : ScalarKernels
 {
 	static constexpr const char *name = "popcnt";
 
-	static uint64_t popcount_xor(const unsigned char *a, const unsigned char *b, size_t nbytes)
+	static uint64_t
+	popcount_xor(const unsigned char *a, const unsigned char *b, size_t nbytes)
 	{
 		return popcnt_popcount_bytes(a, b, nbytes);
 	}
 };
 
 /* Loads eight floats from float offset 'i' of an unaligned array. */
-HANNOY_TARGET_AVX2 HANNOY_INLINE __m256 avx2_load(const unsigned char *p, size_t i)
+HANNOY_TARGET_AVX2 HANNOY_INLINE __m256
+avx2_load(const unsigned char *p, size_t i)
 {
 	return _mm256_loadu_ps(reinterpret_cast<const float *>(p + i * sizeof(float)));
 }
@@ -268,8 +284,8 @@ alignas(32) const int32_t avx2_tail_masks[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
  * elements read as zero and their memory is never touched).
  */
 template <typename Op>
-HANNOY_TARGET_AVX2 HANNOY_INLINE void avx2_run(const unsigned char *a, const unsigned char *b,
-                                               size_t n, typename Op::Lane (&lane)[4])
+HANNOY_TARGET_AVX2 HANNOY_INLINE void
+avx2_run(const unsigned char *a, const unsigned char *b, size_t n, typename Op::Lane (&lane)[4])
 {
 	size_t i = 0;
 
@@ -296,10 +312,11 @@ HANNOY_TARGET_AVX2 HANNOY_INLINE void avx2_run(const unsigned char *a, const uns
 }
 
 /* Sums four AVX2 lanes and their elements in one fixed order. */
-HANNOY_TARGET_AVX2 HANNOY_INLINE float avx2_reduce(__m256 s0, __m256 s1, __m256 s2, __m256 s3)
+HANNOY_TARGET_AVX2 HANNOY_INLINE float
+avx2_reduce(__m256 s0, __m256 s1, __m256 s2, __m256 s3)
 {
 	const __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
-	__m128 v = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+	__m128       v = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
 
 	v = _mm_add_ps(v, _mm_movehl_ps(v, v));
 	v = _mm_add_ss(v, _mm_movehdup_ps(v));
@@ -314,7 +331,8 @@ struct Avx2DotOp
 		__m256 s;
 	};
 
-	HANNOY_TARGET_AVX2 HANNOY_INLINE static void step(Lane &l, __m256 x, __m256 y)
+	HANNOY_TARGET_AVX2 HANNOY_INLINE static void
+	step(Lane &l, __m256 x, __m256 y)
 	{
 		l.s = _mm256_fmadd_ps(x, y, l.s);
 	}
@@ -328,7 +346,8 @@ struct Avx2L2Op
 		__m256 s;
 	};
 
-	HANNOY_TARGET_AVX2 HANNOY_INLINE static void step(Lane &l, __m256 x, __m256 y)
+	HANNOY_TARGET_AVX2 HANNOY_INLINE static void
+	step(Lane &l, __m256 x, __m256 y)
 	{
 		const __m256 d = _mm256_sub_ps(x, y);
 
@@ -344,7 +363,8 @@ struct Avx2L1Op
 		__m256 s;
 	};
 
-	HANNOY_TARGET_AVX2 HANNOY_INLINE static void step(Lane &l, __m256 x, __m256 y)
+	HANNOY_TARGET_AVX2 HANNOY_INLINE static void
+	step(Lane &l, __m256 x, __m256 y)
 	{
 		const __m256 d = _mm256_sub_ps(x, y);
 
@@ -360,7 +380,8 @@ struct Avx2Dot3Op
 		__m256 ab, aa, bb;
 	};
 
-	HANNOY_TARGET_AVX2 HANNOY_INLINE static void step(Lane &l, __m256 x, __m256 y)
+	HANNOY_TARGET_AVX2 HANNOY_INLINE static void
+	step(Lane &l, __m256 x, __m256 y)
 	{
 		l.ab = _mm256_fmadd_ps(x, y, l.ab);
 		l.aa = _mm256_fmadd_ps(x, x, l.aa);
@@ -370,8 +391,8 @@ struct Avx2Dot3Op
 
 /* Runs a one-quantity AVX2 operation over two arrays and sums its lanes. */
 template <typename Op>
-HANNOY_TARGET_AVX2 HANNOY_INLINE float avx2_sum(const unsigned char *a, const unsigned char *b,
-                                                size_t n)
+HANNOY_TARGET_AVX2 HANNOY_INLINE float
+avx2_sum(const unsigned char *a, const unsigned char *b, size_t n)
 {
 	typename Op::Lane lane[4] = {};
 
@@ -380,26 +401,29 @@ HANNOY_TARGET_AVX2 HANNOY_INLINE float avx2_sum(const unsigned char *a, const un
 }
 
 /* AVX2 squared euclidean distance. */
-HANNOY_TARGET_AVX2 float avx2_l2_squared(const unsigned char *a, const unsigned char *b, size_t n)
+HANNOY_TARGET_AVX2 float
+avx2_l2_squared(const unsigned char *a, const unsigned char *b, size_t n)
 {
 	return avx2_sum<Avx2L2Op>(a, b, n);
 }
 
 /* AVX2 dot product. */
-HANNOY_TARGET_AVX2 float avx2_dot(const unsigned char *a, const unsigned char *b, size_t n)
+HANNOY_TARGET_AVX2 float
+avx2_dot(const unsigned char *a, const unsigned char *b, size_t n)
 {
 	return avx2_sum<Avx2DotOp>(a, b, n);
 }
 
 /* AVX2 manhattan distance. */
-HANNOY_TARGET_AVX2 float avx2_l1(const unsigned char *a, const unsigned char *b, size_t n)
+HANNOY_TARGET_AVX2 float
+avx2_l1(const unsigned char *a, const unsigned char *b, size_t n)
 {
 	return avx2_sum<Avx2L1Op>(a, b, n);
 }
 
 /* AVX2 a.b, a.a and b.b in one pass over memory, for the cosine distance. */
-HANNOY_TARGET_AVX2 void avx2_dot3(const unsigned char *a, const unsigned char *b, size_t n,
-                                  float *ab, float *aa, float *bb)
+HANNOY_TARGET_AVX2 void
+avx2_dot3(const unsigned char *a, const unsigned char *b, size_t n, float *ab, float *aa, float *bb)
 {
 	Avx2Dot3Op::Lane lane[4] = {};
 
@@ -410,7 +434,8 @@ HANNOY_TARGET_AVX2 void avx2_dot3(const unsigned char *a, const unsigned char *b
 }
 
 /* Per-byte bit counts of 32 bytes through a nibble lookup with PSHUFB. */
-HANNOY_TARGET_AVX2 HANNOY_INLINE __m256i avx2_popcount_bytes(__m256i v)
+HANNOY_TARGET_AVX2 HANNOY_INLINE __m256i
+avx2_popcount_bytes(__m256i v)
 {
 	const __m256i lookup = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1,
 	                                        2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
@@ -422,8 +447,8 @@ HANNOY_TARGET_AVX2 HANNOY_INLINE __m256i avx2_popcount_bytes(__m256i v)
 }
 
 /* Loads 32 bytes of a ^ b from byte offset 'i'. */
-HANNOY_TARGET_AVX2 HANNOY_INLINE __m256i avx2_xor_at(const unsigned char *a, const unsigned char *b,
-                                                     size_t i)
+HANNOY_TARGET_AVX2 HANNOY_INLINE __m256i
+avx2_xor_at(const unsigned char *a, const unsigned char *b, size_t i)
 {
 	return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(a + i)),
 	                        _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b + i)));
@@ -434,11 +459,11 @@ HANNOY_TARGET_AVX2 HANNOY_INLINE __m256i avx2_xor_at(const unsigned char *a, con
  * lookup (per-byte counts stay <= 32 before PSADBW widens them), the rest
  * with POPCNT.
  */
-HANNOY_TARGET_AVX2 uint64_t avx2_popcount_xor(const unsigned char *a, const unsigned char *b,
-                                              size_t nbytes)
+HANNOY_TARGET_AVX2 uint64_t
+avx2_popcount_xor(const unsigned char *a, const unsigned char *b, size_t nbytes)
 {
 	__m256i total = _mm256_setzero_si256();
-	size_t i = 0;
+	size_t  i = 0;
 
 	for (; i + 128 <= nbytes; i += 128)
 	{
@@ -462,35 +487,40 @@ struct Avx2Kernels
 {
 	static constexpr const char *name = "avx2";
 
-	static float l2_squared(const unsigned char *a, const unsigned char *b, size_t n)
+	static float
+	l2_squared(const unsigned char *a, const unsigned char *b, size_t n)
 	{
 		return avx2_l2_squared(a, b, n);
 	}
 
-	static float dot(const unsigned char *a, const unsigned char *b, size_t n)
+	static float
+	dot(const unsigned char *a, const unsigned char *b, size_t n)
 	{
 		return avx2_dot(a, b, n);
 	}
 
-	static float l1(const unsigned char *a, const unsigned char *b, size_t n)
+	static float
+	l1(const unsigned char *a, const unsigned char *b, size_t n)
 	{
 		return avx2_l1(a, b, n);
 	}
 
-	static void dot3(const unsigned char *a, const unsigned char *b, size_t n, float *ab, float *aa,
-	                 float *bb)
+	static void
+	dot3(const unsigned char *a, const unsigned char *b, size_t n, float *ab, float *aa, float *bb)
 	{
 		avx2_dot3(a, b, n, ab, aa, bb);
 	}
 
-	static uint64_t popcount_xor(const unsigned char *a, const unsigned char *b, size_t nbytes)
+	static uint64_t
+	popcount_xor(const unsigned char *a, const unsigned char *b, size_t nbytes)
 	{
 		return avx2_popcount_xor(a, b, nbytes);
 	}
 };
 
 /* Loads sixteen floats from float offset 'i' of an unaligned array. */
-HANNOY_TARGET_AVX512 HANNOY_INLINE __m512 avx512_load(const unsigned char *p, size_t i)
+HANNOY_TARGET_AVX512 HANNOY_INLINE __m512
+avx512_load(const unsigned char *p, size_t i)
 {
 	return _mm512_loadu_ps(reinterpret_cast<const float *>(p + i * sizeof(float)));
 }
@@ -501,8 +531,8 @@ HANNOY_TARGET_AVX512 HANNOY_INLINE __m512 avx512_load(const unsigned char *p, si
  * elements read as zero and their memory is never touched).
  */
 template <typename Op>
-HANNOY_TARGET_AVX512 HANNOY_INLINE void avx512_run(const unsigned char *a, const unsigned char *b,
-                                                   size_t n, typename Op::Lane (&lane)[4])
+HANNOY_TARGET_AVX512 HANNOY_INLINE void
+avx512_run(const unsigned char *a, const unsigned char *b, size_t n, typename Op::Lane (&lane)[4])
 {
 	size_t i = 0;
 
@@ -518,7 +548,7 @@ HANNOY_TARGET_AVX512 HANNOY_INLINE void avx512_run(const unsigned char *a, const
 	if (i < n)
 	{
 		const __mmask16 mask = static_cast<__mmask16>((1u << (n - i)) - 1u);
-		const __m512 x =
+		const __m512    x =
 		    _mm512_maskz_loadu_ps(mask, reinterpret_cast<const float *>(a + i * sizeof(float)));
 		const __m512 y =
 		    _mm512_maskz_loadu_ps(mask, reinterpret_cast<const float *>(b + i * sizeof(float)));
@@ -528,14 +558,15 @@ HANNOY_TARGET_AVX512 HANNOY_INLINE void avx512_run(const unsigned char *a, const
 }
 
 /* Sums four AVX-512 lanes and their elements in one fixed order. */
-HANNOY_TARGET_AVX512 HANNOY_INLINE float avx512_reduce(__m512 s0, __m512 s1, __m512 s2, __m512 s3)
+HANNOY_TARGET_AVX512 HANNOY_INLINE float
+avx512_reduce(__m512 s0, __m512 s1, __m512 s2, __m512 s3)
 {
 	const __m512 s = _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3));
 	/* Vector shuffles rather than the extract intrinsics, which GCC 12 warns about. */
 	const __m256 lo = __builtin_shufflevector(s, s, 0, 1, 2, 3, 4, 5, 6, 7);
 	const __m256 hi = __builtin_shufflevector(s, s, 8, 9, 10, 11, 12, 13, 14, 15);
 	const __m256 h = _mm256_add_ps(lo, hi);
-	__m128 v = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+	__m128       v = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 
 	v = _mm_add_ps(v, _mm_movehl_ps(v, v));
 	v = _mm_add_ss(v, _mm_movehdup_ps(v));
@@ -550,7 +581,8 @@ struct Avx512DotOp
 		__m512 s;
 	};
 
-	HANNOY_TARGET_AVX512 HANNOY_INLINE static void step(Lane &l, __m512 x, __m512 y)
+	HANNOY_TARGET_AVX512 HANNOY_INLINE static void
+	step(Lane &l, __m512 x, __m512 y)
 	{
 		l.s = _mm512_fmadd_ps(x, y, l.s);
 	}
@@ -564,7 +596,8 @@ struct Avx512L2Op
 		__m512 s;
 	};
 
-	HANNOY_TARGET_AVX512 HANNOY_INLINE static void step(Lane &l, __m512 x, __m512 y)
+	HANNOY_TARGET_AVX512 HANNOY_INLINE static void
+	step(Lane &l, __m512 x, __m512 y)
 	{
 		const __m512 d = _mm512_sub_ps(x, y);
 
@@ -580,7 +613,8 @@ struct Avx512L1Op
 		__m512 s;
 	};
 
-	HANNOY_TARGET_AVX512 HANNOY_INLINE static void step(Lane &l, __m512 x, __m512 y)
+	HANNOY_TARGET_AVX512 HANNOY_INLINE static void
+	step(Lane &l, __m512 x, __m512 y)
 	{
 		l.s = _mm512_add_ps(l.s, _mm512_abs_ps(_mm512_sub_ps(x, y)));
 	}
@@ -594,7 +628,8 @@ struct Avx512Dot3Op
 		__m512 ab, aa, bb;
 	};
 
-	HANNOY_TARGET_AVX512 HANNOY_INLINE static void step(Lane &l, __m512 x, __m512 y)
+	HANNOY_TARGET_AVX512 HANNOY_INLINE static void
+	step(Lane &l, __m512 x, __m512 y)
 	{
 		l.ab = _mm512_fmadd_ps(x, y, l.ab);
 		l.aa = _mm512_fmadd_ps(x, x, l.aa);
@@ -604,8 +639,8 @@ struct Avx512Dot3Op
 
 /* Runs a one-quantity AVX-512 operation over two arrays and sums its lanes. */
 template <typename Op>
-HANNOY_TARGET_AVX512 HANNOY_INLINE float avx512_sum(const unsigned char *a, const unsigned char *b,
-                                                    size_t n)
+HANNOY_TARGET_AVX512 HANNOY_INLINE float
+avx512_sum(const unsigned char *a, const unsigned char *b, size_t n)
 {
 	typename Op::Lane lane[4] = {};
 
@@ -614,27 +649,30 @@ HANNOY_TARGET_AVX512 HANNOY_INLINE float avx512_sum(const unsigned char *a, cons
 }
 
 /* AVX-512 squared euclidean distance. */
-HANNOY_TARGET_AVX512 float avx512_l2_squared(const unsigned char *a, const unsigned char *b,
-                                             size_t n)
+HANNOY_TARGET_AVX512 float
+avx512_l2_squared(const unsigned char *a, const unsigned char *b, size_t n)
 {
 	return avx512_sum<Avx512L2Op>(a, b, n);
 }
 
 /* AVX-512 dot product. */
-HANNOY_TARGET_AVX512 float avx512_dot(const unsigned char *a, const unsigned char *b, size_t n)
+HANNOY_TARGET_AVX512 float
+avx512_dot(const unsigned char *a, const unsigned char *b, size_t n)
 {
 	return avx512_sum<Avx512DotOp>(a, b, n);
 }
 
 /* AVX-512 manhattan distance. */
-HANNOY_TARGET_AVX512 float avx512_l1(const unsigned char *a, const unsigned char *b, size_t n)
+HANNOY_TARGET_AVX512 float
+avx512_l1(const unsigned char *a, const unsigned char *b, size_t n)
 {
 	return avx512_sum<Avx512L1Op>(a, b, n);
 }
 
 /* AVX-512 a.b, a.a and b.b in one pass over memory, for the cosine distance. */
-HANNOY_TARGET_AVX512 void avx512_dot3(const unsigned char *a, const unsigned char *b, size_t n,
-                                      float *ab, float *aa, float *bb)
+HANNOY_TARGET_AVX512 void
+avx512_dot3(const unsigned char *a, const unsigned char *b, size_t n, float *ab, float *aa,
+            float *bb)
 {
 	Avx512Dot3Op::Lane lane[4] = {};
 
@@ -649,23 +687,26 @@ struct Avx512Kernels : Avx2Kernels
 {
 	static constexpr const char *name = "avx512";
 
-	static float l2_squared(const unsigned char *a, const unsigned char *b, size_t n)
+	static float
+	l2_squared(const unsigned char *a, const unsigned char *b, size_t n)
 	{
 		return avx512_l2_squared(a, b, n);
 	}
 
-	static float dot(const unsigned char *a, const unsigned char *b, size_t n)
+	static float
+	dot(const unsigned char *a, const unsigned char *b, size_t n)
 	{
 		return avx512_dot(a, b, n);
 	}
 
-	static float l1(const unsigned char *a, const unsigned char *b, size_t n)
+	static float
+	l1(const unsigned char *a, const unsigned char *b, size_t n)
 	{
 		return avx512_l1(a, b, n);
 	}
 
-	static void dot3(const unsigned char *a, const unsigned char *b, size_t n, float *ab, float *aa,
-	                 float *bb)
+	static void
+	dot3(const unsigned char *a, const unsigned char *b, size_t n, float *ab, float *aa, float *bb)
 	{
 		avx512_dot3(a, b, n, ab, aa, bb);
 	}
@@ -679,7 +720,8 @@ struct Avx512Kernels : Avx2Kernels
  * no direction: NaN.  Rounding may push the similarity just past +-1, so it
  * is clamped (NaN passes through).
  */
-inline double cosine_from_dots(float ab, float aa, float bb)
+inline double
+cosine_from_dots(float ab, float aa, float bb)
 {
 	if (aa == 0.0f || bb == 0.0f)
 		return std::numeric_limits<double>::quiet_NaN();
@@ -695,13 +737,17 @@ inline double cosine_from_dots(float ab, float aa, float bb)
 }
 
 /* Euclidean distance of a kernel set: the square root of its float sum. */
-template <typename K> double l2_distance(const void *a, const void *b, uint32_t dims)
+template <typename K>
+double
+l2_distance(const void *a, const void *b, uint32_t dims)
 {
 	return std::sqrt(static_cast<double>(K::l2_squared(as_bytes(a), as_bytes(b), dims)));
 }
 
 /* Cosine distance of a kernel set, from its fused pass over both vectors. */
-template <typename K> double cosine_distance(const void *a, const void *b, uint32_t dims)
+template <typename K>
+double
+cosine_distance(const void *a, const void *b, uint32_t dims)
 {
 	float ab;
 	float aa;
@@ -712,20 +758,26 @@ template <typename K> double cosine_distance(const void *a, const void *b, uint3
 }
 
 /* Negative inner product of a kernel set, so that smaller means nearer. */
-template <typename K> double negative_inner_product(const void *a, const void *b, uint32_t dims)
+template <typename K>
+double
+negative_inner_product(const void *a, const void *b, uint32_t dims)
 {
 	/* 0 - x rather than -x: orthogonal vectors give 0, not -0 */
 	return 0.0 - static_cast<double>(K::dot(as_bytes(a), as_bytes(b), dims));
 }
 
 /* Manhattan distance of a kernel set. */
-template <typename K> double l1_distance(const void *a, const void *b, uint32_t dims)
+template <typename K>
+double
+l1_distance(const void *a, const void *b, uint32_t dims)
 {
 	return static_cast<double>(K::l1(as_bytes(a), as_bytes(b), dims));
 }
 
 /* Hamming distance of a kernel set over 'nbits' bits (pad bits are zero). */
-template <typename K> double hamming_distance(const void *a, const void *b, uint32_t nbits)
+template <typename K>
+double
+hamming_distance(const void *a, const void *b, uint32_t nbits)
 {
 	const size_t nbytes = (static_cast<size_t>(nbits) + 7) / 8;
 
@@ -748,7 +800,9 @@ struct KernelSet
 };
 
 /* Builds the table of a kernel set from its static functions. */
-template <typename K> constexpr KernelSet make_kernel_set()
+template <typename K>
+constexpr KernelSet
+make_kernel_set()
 {
 	return KernelSet{K::name,
 	                 &K::l2_squared,
@@ -775,7 +829,8 @@ constexpr KernelSet avx512_kernel_set = make_kernel_set<Avx512Kernels>();
  * lesser set ("avx2", "popcnt", "scalar"), to test or rule out a kernel;
  * a set the CPU lacks is ignored.
  */
-const KernelSet *choose_kernel_set()
+const KernelSet *
+choose_kernel_set()
 {
 	const KernelSet *best = &scalar_kernel_set;
 #if HANNOY_HAVE_X86_KERNELS
@@ -816,7 +871,8 @@ const KernelSet *choose_kernel_set()
  * The kernel set of this process, chosen on first use (thread-safely) and
  * never changed, so every distance in a process is computed the same way.
  */
-const KernelSet &kernels()
+const KernelSet &
+kernels()
 {
 	static const KernelSet *const chosen = choose_kernel_set();
 
@@ -826,7 +882,8 @@ const KernelSet &kernels()
 } // namespace
 
 /* The distance function of a metric, or nullptr for an unknown metric. */
-DistanceFn distance_function(HannoyMetric metric)
+DistanceFn
+distance_function(HannoyMetric metric)
 {
 	const KernelSet &k = kernels();
 
@@ -847,49 +904,57 @@ DistanceFn distance_function(HannoyMetric metric)
 }
 
 /* Sum of squared differences with the process's kernel set. */
-float kernel_l2_squared(const float *a, const float *b, uint32_t n)
+float
+kernel_l2_squared(const float *a, const float *b, uint32_t n)
 {
 	return kernels().l2_squared(as_bytes(a), as_bytes(b), n);
 }
 
 /* Dot product with the process's kernel set; kernel_dot(a, a) is the squared norm cosine uses. */
-float kernel_dot(const float *a, const float *b, uint32_t n)
+float
+kernel_dot(const float *a, const float *b, uint32_t n)
 {
 	return kernels().dot(as_bytes(a), as_bytes(b), n);
 }
 
 /* Sum of absolute differences with the process's kernel set. */
-float kernel_l1(const float *a, const float *b, uint32_t n)
+float
+kernel_l1(const float *a, const float *b, uint32_t n)
 {
 	return kernels().l1(as_bytes(a), as_bytes(b), n);
 }
 
 /* Number of differing bits of two byte strings with the process's kernel set. */
-uint64_t kernel_popcount_xor(const uint8_t *a, const uint8_t *b, size_t nbytes)
+uint64_t
+kernel_popcount_xor(const uint8_t *a, const uint8_t *b, size_t nbytes)
 {
 	return kernels().popcount_xor(a, b, nbytes);
 }
 
 /* Scalar sum of squared differences, the reference for the SIMD kernels. */
-float scalar_l2_squared(const float *a, const float *b, uint32_t n)
+float
+scalar_l2_squared(const float *a, const float *b, uint32_t n)
 {
 	return ScalarKernels::l2_squared(as_bytes(a), as_bytes(b), n);
 }
 
 /* Scalar dot product, the reference for the SIMD kernels. */
-float scalar_dot(const float *a, const float *b, uint32_t n)
+float
+scalar_dot(const float *a, const float *b, uint32_t n)
 {
 	return ScalarKernels::dot(as_bytes(a), as_bytes(b), n);
 }
 
 /* Scalar sum of absolute differences, the reference for the SIMD kernels. */
-float scalar_l1(const float *a, const float *b, uint32_t n)
+float
+scalar_l1(const float *a, const float *b, uint32_t n)
 {
 	return ScalarKernels::l1(as_bytes(a), as_bytes(b), n);
 }
 
 /* Scalar count of differing bits, the reference for the SIMD kernels. */
-uint64_t scalar_popcount_xor(const uint8_t *a, const uint8_t *b, size_t nbytes)
+uint64_t
+scalar_popcount_xor(const uint8_t *a, const uint8_t *b, size_t nbytes)
 {
 	return scalar_popcount_bytes(a, b, nbytes);
 }
@@ -897,43 +962,50 @@ uint64_t scalar_popcount_xor(const uint8_t *a, const uint8_t *b, size_t nbytes)
 } // namespace hannoy
 
 /* Euclidean distance of two float vectors (SQL operator <-> and the index). */
-double hannoy_l2_distance(const float *a, const float *b, uint32_t dims)
+double
+hannoy_l2_distance(const float *a, const float *b, uint32_t dims)
 {
 	return hannoy::kernels().l2_distance(a, b, dims);
 }
 
 /* 1 - cosine similarity of two float vectors; NaN when either is zero. */
-double hannoy_cosine_distance(const float *a, const float *b, uint32_t dims)
+double
+hannoy_cosine_distance(const float *a, const float *b, uint32_t dims)
 {
 	return hannoy::kernels().cosine_distance(a, b, dims);
 }
 
 /* Negative inner product of two float vectors, so that nearer is smaller. */
-double hannoy_negative_inner_product(const float *a, const float *b, uint32_t dims)
+double
+hannoy_negative_inner_product(const float *a, const float *b, uint32_t dims)
 {
 	return hannoy::kernels().negative_inner_product(a, b, dims);
 }
 
 /* Manhattan distance of two float vectors. */
-double hannoy_l1_distance(const float *a, const float *b, uint32_t dims)
+double
+hannoy_l1_distance(const float *a, const float *b, uint32_t dims)
 {
 	return hannoy::kernels().l1_distance(a, b, dims);
 }
 
 /* Hamming distance of two bit strings of 'nbits' bits whose pad bits are zero. */
-double hannoy_hamming_distance(const uint8_t *a, const uint8_t *b, uint32_t nbits)
+double
+hannoy_hamming_distance(const uint8_t *a, const uint8_t *b, uint32_t nbits)
 {
 	return hannoy::kernels().hamming_distance(a, b, nbits);
 }
 
 /* Name of the kernel set this process uses, for diagnostics. */
-const char *hannoy_simd_name(void)
+const char *
+hannoy_simd_name(void)
 {
 	return hannoy::kernels().name;
 }
 
 /* Bytes one stored vector takes: 4 per float dimension, 1 per 8 bits; 0 for an unknown metric. */
-size_t hannoy_vector_bytes(HannoyMetric metric, uint32_t dims)
+size_t
+hannoy_vector_bytes(HannoyMetric metric, uint32_t dims)
 {
 	switch (metric)
 	{

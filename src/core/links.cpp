@@ -55,7 +55,8 @@ constexpr size_t bitset_bytes = 8192;
 /* Frees a CRoaring bitmap when its owner goes out of scope. */
 struct BitmapDeleter
 {
-	void operator()(roaring_bitmap_t *bitmap) const
+	void
+	operator()(roaring_bitmap_t *bitmap) const
 	{
 		roaring_bitmap_free(bitmap);
 	}
@@ -64,7 +65,8 @@ struct BitmapDeleter
 using BitmapPtr = std::unique_ptr<roaring_bitmap_t, BitmapDeleter>;
 
 /* Reads an unaligned little-endian uint16; the caller has checked the bounds. */
-inline uint16_t read_u16(const unsigned char *p)
+inline uint16_t
+read_u16(const unsigned char *p)
 {
 	uint16_t v;
 
@@ -76,7 +78,8 @@ inline uint16_t read_u16(const unsigned char *p)
 }
 
 /* Reads an unaligned little-endian uint32; the caller has checked the bounds. */
-inline uint32_t read_u32(const unsigned char *p)
+inline uint32_t
+read_u32(const unsigned char *p)
 {
 	uint32_t v;
 
@@ -88,7 +91,8 @@ inline uint32_t read_u32(const unsigned char *p)
 }
 
 /* Reads an unaligned little-endian uint64; the caller has checked the bounds. */
-inline uint64_t read_u64(const unsigned char *p)
+inline uint64_t
+read_u64(const unsigned char *p)
 {
 	uint64_t v;
 
@@ -103,8 +107,9 @@ inline uint64_t read_u64(const unsigned char *p)
  * Appends an array container's values (strictly ascending, as the format
  * demands) and advances *pos past it.
  */
-bool decode_array(const unsigned char *p, size_t size, size_t *pos, uint32_t base,
-                  uint32_t cardinality, std::vector<uint32_t> &out)
+bool
+decode_array(const unsigned char *p, size_t size, size_t *pos, uint32_t base, uint32_t cardinality,
+             std::vector<uint32_t> &out)
 {
 	const size_t bytes = static_cast<size_t>(cardinality) * sizeof(uint16_t);
 
@@ -112,11 +117,11 @@ bool decode_array(const unsigned char *p, size_t size, size_t *pos, uint32_t bas
 		return false;
 
 	const unsigned char *values = p + *pos;
-	const size_t first = out.size();
+	const size_t         first = out.size();
 
 	out.resize(first + cardinality);
 	uint32_t *dst = out.data() + first;
-	uint32_t previous = 0;
+	uint32_t  previous = 0;
 
 	for (uint32_t i = 0; i < cardinality; i++)
 	{
@@ -135,18 +140,19 @@ bool decode_array(const unsigned char *p, size_t size, size_t *pos, uint32_t bas
  * Appends a bitset container's set bits, which must number exactly
  * 'cardinality', and advances *pos past it.
  */
-bool decode_bitset(const unsigned char *p, size_t size, size_t *pos, uint32_t base,
-                   uint32_t cardinality, std::vector<uint32_t> &out)
+bool
+decode_bitset(const unsigned char *p, size_t size, size_t *pos, uint32_t base, uint32_t cardinality,
+              std::vector<uint32_t> &out)
 {
 	if (size - *pos < bitset_bytes)
 		return false;
 
 	const unsigned char *words = p + *pos;
-	const size_t first = out.size();
+	const size_t         first = out.size();
 
 	out.resize(first + cardinality);
 	uint32_t *dst = out.data() + first;
-	uint32_t filled = 0;
+	uint32_t  filled = 0;
 
 	for (uint32_t w = 0; w < bitset_bytes / sizeof(uint64_t); w++)
 	{
@@ -174,21 +180,22 @@ bool decode_bitset(const unsigned char *p, size_t size, size_t *pos, uint32_t ba
  * range, and cover exactly 'cardinality' values; they are checked before
  * anything is appended.
  */
-bool decode_runs(const unsigned char *p, size_t size, size_t *pos, uint32_t base,
-                 uint32_t cardinality, std::vector<uint32_t> &out)
+bool
+decode_runs(const unsigned char *p, size_t size, size_t *pos, uint32_t base, uint32_t cardinality,
+            std::vector<uint32_t> &out)
 {
 	if (size - *pos < sizeof(uint16_t))
 		return false;
 
 	const uint32_t nruns = read_u16(p + *pos);
-	const size_t bytes = sizeof(uint16_t) + 4 * static_cast<size_t>(nruns);
+	const size_t   bytes = sizeof(uint16_t) + 4 * static_cast<size_t>(nruns);
 
 	if (size - *pos < bytes)
 		return false;
 
 	const unsigned char *runs = p + *pos + sizeof(uint16_t);
-	uint32_t total = 0;
-	uint32_t next_free = 0; /* lowest value the next run may start at */
+	uint32_t             total = 0;
+	uint32_t             next_free = 0; /* lowest value the next run may start at */
 
 	for (uint32_t r = 0; r < nruns; r++)
 	{
@@ -227,11 +234,12 @@ bool decode_runs(const unsigned char *p, size_t size, size_t *pos, uint32_t base
  * cardinality that disagrees with its container, offsets that do not point
  * at the containers, trailing bytes) is rejected.
  */
-bool decode_portable(const unsigned char *p, size_t size, std::vector<uint32_t> &out)
+bool
+decode_portable(const unsigned char *p, size_t size, std::vector<uint32_t> &out)
 {
-	size_t pos = 0;
+	size_t   pos = 0;
 	uint32_t ncontainers;
-	bool has_runs;
+	bool     has_runs;
 
 	if (size < sizeof(uint32_t))
 		return false;
@@ -295,7 +303,7 @@ bool decode_portable(const unsigned char *p, size_t size, std::vector<uint32_t> 
 		const uint32_t key = read_u16(headers + 4 * static_cast<size_t>(k));
 		const uint32_t cardinality = read_u16(headers + 4 * static_cast<size_t>(k) + 2) + 1u;
 		const uint32_t base = key << 16;
-		bool ok;
+		bool           ok;
 
 		if (k > 0 && key <= previous_key)
 			return false;
@@ -322,7 +330,8 @@ bool decode_portable(const unsigned char *p, size_t size, std::vector<uint32_t> 
  * never requested (no run_optimize): neighbour lists are sparse, and array
  * containers are what the decoder reads fastest.
  */
-void encode_links(const uint32_t *ids, size_t count, std::string &out)
+void
+encode_links(const uint32_t *ids, size_t count, std::string &out)
 {
 	BitmapPtr bitmap(count > 0 ? roaring_bitmap_of_ptr(count, ids) : roaring_bitmap_create());
 
@@ -344,7 +353,8 @@ void encode_links(const uint32_t *ids, size_t count, std::string &out)
 }
 
 /* Decodes a portable Roaring bitmap into ascending ids; 'out' is left empty if it is malformed. */
-bool decode_links(const void *data, size_t size, std::vector<uint32_t> &out)
+bool
+decode_links(const void *data, size_t size, std::vector<uint32_t> &out)
 {
 	out.clear();
 	if (!decode_portable(static_cast<const unsigned char *>(data), size, out))

@@ -28,10 +28,11 @@ const HannoyMetric float_metrics[] = {HANNOY_METRIC_L2, HANNOY_METRIC_COSINE, HA
                                       HANNOY_METRIC_L1};
 
 /* Random floats in [-1, 1] from a fixed seed. */
-std::vector<float> random_vector(std::mt19937 &rng, uint32_t n)
+std::vector<float>
+random_vector(std::mt19937 &rng, uint32_t n)
 {
 	std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
-	std::vector<float> v(n);
+	std::vector<float>                    v(n);
 
 	for (float &x : v)
 		x = uniform(rng);
@@ -39,7 +40,8 @@ std::vector<float> random_vector(std::mt19937 &rng, uint32_t n)
 }
 
 /* Random bit string of 'nbits' bits with zero pad bits, as PostgreSQL stores it. */
-std::vector<uint8_t> random_bits(std::mt19937 &rng, uint32_t nbits)
+std::vector<uint8_t>
+random_bits(std::mt19937 &rng, uint32_t nbits)
 {
 	std::vector<uint8_t> v((nbits + 7) / 8);
 
@@ -60,14 +62,16 @@ struct UnalignedCopy
 		std::memcpy(storage.data() + 2, v.data(), v.size() * sizeof(float));
 	}
 
-	const float *get() const
+	const float *
+	get() const
 	{
 		return reinterpret_cast<const float *>(storage.data() + 2);
 	}
 };
 
 /* Double-precision reference of the sum of squared differences. */
-double reference_l2_squared(const std::vector<float> &a, const std::vector<float> &b)
+double
+reference_l2_squared(const std::vector<float> &a, const std::vector<float> &b)
 {
 	double s = 0.0;
 
@@ -81,7 +85,8 @@ double reference_l2_squared(const std::vector<float> &a, const std::vector<float
 }
 
 /* Double-precision reference of the dot product. */
-double reference_dot(const std::vector<float> &a, const std::vector<float> &b)
+double
+reference_dot(const std::vector<float> &a, const std::vector<float> &b)
 {
 	double s = 0.0;
 
@@ -91,7 +96,8 @@ double reference_dot(const std::vector<float> &a, const std::vector<float> &b)
 }
 
 /* Sum of |a[i] * b[i]|: the scale of the rounding error of a float dot product. */
-double dot_magnitude(const std::vector<float> &a, const std::vector<float> &b)
+double
+dot_magnitude(const std::vector<float> &a, const std::vector<float> &b)
 {
 	double s = 0.0;
 
@@ -101,7 +107,8 @@ double dot_magnitude(const std::vector<float> &a, const std::vector<float> &b)
 }
 
 /* Double-precision reference of the sum of absolute differences. */
-double reference_l1(const std::vector<float> &a, const std::vector<float> &b)
+double
+reference_l1(const std::vector<float> &a, const std::vector<float> &b)
 {
 	double s = 0.0;
 
@@ -111,14 +118,15 @@ double reference_l1(const std::vector<float> &a, const std::vector<float> &b)
 }
 
 /* Double-precision reference of 1 - cosine similarity. */
-double reference_cosine(const std::vector<float> &a, const std::vector<float> &b)
+double
+reference_cosine(const std::vector<float> &a, const std::vector<float> &b)
 {
 	return 1.0 - reference_dot(a, b) / std::sqrt(reference_dot(a, a) * reference_dot(b, b));
 }
 
 /* Bit-by-bit reference of the hamming distance (bits are numbered from the high bit). */
-uint64_t reference_hamming(const std::vector<uint8_t> &a, const std::vector<uint8_t> &b,
-                           uint32_t nbits)
+uint64_t
+reference_hamming(const std::vector<uint8_t> &a, const std::vector<uint8_t> &b, uint32_t nbits)
 {
 	uint64_t count = 0;
 
@@ -133,19 +141,22 @@ uint64_t reference_hamming(const std::vector<uint8_t> &a, const std::vector<uint
 }
 
 /* True when two doubles have the same bits (NaN equals NaN). */
-bool same_bits(double x, double y)
+bool
+same_bits(double x, double y)
 {
 	return std::memcmp(&x, &y, sizeof(double)) == 0;
 }
 
 /* True when two floats have the same bits. */
-bool same_bits(float x, float y)
+bool
+same_bits(float x, float y)
 {
 	return std::memcmp(&x, &y, sizeof(float)) == 0;
 }
 
 /* The C ABI distance of a float metric. */
-double abi_distance(HannoyMetric metric, const float *a, const float *b, uint32_t dims)
+double
+abi_distance(HannoyMetric metric, const float *a, const float *b, uint32_t dims)
 {
 	switch (metric)
 	{
@@ -189,7 +200,7 @@ TEST(DistanceKernels, FloatMetricsMatchReference)
 		SCOPED_TRACE("dims " + std::to_string(n));
 		const std::vector<float> a = random_vector(rng, n);
 		const std::vector<float> b = random_vector(rng, n);
-		const double tolerance = 1e-4;
+		const double             tolerance = 1e-4;
 
 		const double l2 = std::sqrt(reference_l2_squared(a, b));
 		EXPECT_NEAR(hannoy_l2_distance(a.data(), b.data(), n), l2, tolerance * l2);
@@ -216,10 +227,10 @@ TEST(DistanceKernels, EveryTailLength)
 		SCOPED_TRACE("dims " + std::to_string(n));
 		const std::vector<float> a = random_vector(rng, n);
 		const std::vector<float> b = random_vector(rng, n);
-		const double l2 = reference_l2_squared(a, b);
-		const double dot = reference_dot(a, b);
-		const double l1 = reference_l1(a, b);
-		const double scale = dot_magnitude(a, b);
+		const double             l2 = reference_l2_squared(a, b);
+		const double             dot = reference_dot(a, b);
+		const double             l1 = reference_l1(a, b);
+		const double             scale = dot_magnitude(a, b);
 
 		EXPECT_NEAR(hannoy::kernel_l2_squared(a.data(), b.data(), n), l2, 1e-5 * l2 + 1e-30);
 		EXPECT_NEAR(hannoy::kernel_dot(a.data(), b.data(), n), dot, 1e-5 * scale + 1e-30);
@@ -240,9 +251,9 @@ TEST(DistanceKernels, ScalarAndDispatchedAgree)
 		SCOPED_TRACE("dims " + std::to_string(n));
 		const std::vector<float> a = random_vector(rng, n);
 		const std::vector<float> b = random_vector(rng, n);
-		const double scale = dot_magnitude(a, b);
-		const float l2 = hannoy::scalar_l2_squared(a.data(), b.data(), n);
-		const float l1 = hannoy::scalar_l1(a.data(), b.data(), n);
+		const double             scale = dot_magnitude(a, b);
+		const float              l2 = hannoy::scalar_l2_squared(a.data(), b.data(), n);
+		const float              l1 = hannoy::scalar_l1(a.data(), b.data(), n);
 
 		EXPECT_NEAR(hannoy::kernel_l2_squared(a.data(), b.data(), n), l2, 1e-4 * l2);
 		EXPECT_NEAR(hannoy::kernel_l1(a.data(), b.data(), n), l1, 1e-4 * l1);
@@ -261,8 +272,8 @@ TEST(DistanceKernels, UnalignedInputsGiveIdenticalResults)
 		SCOPED_TRACE("dims " + std::to_string(n));
 		const std::vector<float> a = random_vector(rng, n);
 		const std::vector<float> b = random_vector(rng, n);
-		const UnalignedCopy ua(a);
-		const UnalignedCopy ub(b);
+		const UnalignedCopy      ua(a);
+		const UnalignedCopy      ub(b);
 
 		ASSERT_NE(reinterpret_cast<uintptr_t>(ua.get()) % alignof(float), 0u);
 		for (HannoyMetric metric : float_metrics)
@@ -290,7 +301,7 @@ TEST(DistanceKernels, DistanceFunctionMatchesAbi)
 		SCOPED_TRACE("dims " + std::to_string(n));
 		const std::vector<float> a = random_vector(rng, n);
 		const std::vector<float> b = random_vector(rng, n);
-		const UnalignedCopy ua(a);
+		const UnalignedCopy      ua(a);
 
 		for (HannoyMetric metric : float_metrics)
 		{
@@ -307,7 +318,7 @@ TEST(DistanceKernels, DistanceFunctionMatchesAbi)
 
 		const std::vector<uint8_t> x = random_bits(rng, n);
 		const std::vector<uint8_t> y = random_bits(rng, n);
-		const hannoy::DistanceFn hamming = hannoy::distance_function(HANNOY_METRIC_HAMMING);
+		const hannoy::DistanceFn   hamming = hannoy::distance_function(HANNOY_METRIC_HAMMING);
 
 		ASSERT_NE(hamming, nullptr);
 		EXPECT_TRUE(same_bits(hamming(x.data(), y.data(), n),
@@ -330,10 +341,10 @@ TEST(DistanceKernels, CosineMatchesCachedNorms)
 		SCOPED_TRACE("dims " + std::to_string(n));
 		const std::vector<float> a = random_vector(rng, n);
 		const std::vector<float> b = random_vector(rng, n);
-		const double ab = hannoy::kernel_dot(a.data(), b.data(), n);
-		const double aa = hannoy::kernel_dot(a.data(), a.data(), n);
-		const double bb = hannoy::kernel_dot(b.data(), b.data(), n);
-		double similarity = ab / std::sqrt(aa * bb);
+		const double             ab = hannoy::kernel_dot(a.data(), b.data(), n);
+		const double             aa = hannoy::kernel_dot(a.data(), a.data(), n);
+		const double             bb = hannoy::kernel_dot(b.data(), b.data(), n);
+		double                   similarity = ab / std::sqrt(aa * bb);
 
 		similarity = std::fmin(1.0, std::fmax(-1.0, similarity));
 		EXPECT_TRUE(same_bits(hannoy_cosine_distance(a.data(), b.data(), n), 1.0 - similarity));
@@ -350,7 +361,7 @@ TEST(DistanceKernels, CosineSpecialCases)
 		SCOPED_TRACE("dims " + std::to_string(n));
 		const std::vector<float> a = random_vector(rng, n);
 		const std::vector<float> zero(n, 0.0f);
-		std::vector<float> negated(a);
+		std::vector<float>       negated(a);
 
 		for (float &x : negated)
 			x = -x;
@@ -398,7 +409,7 @@ TEST(DistanceKernels, HandComputedValues)
 /* Hamming equals a bit-by-bit count for every length from 1 to 130 bits and a few larger ones. */
 TEST(DistanceKernels, HammingMatchesBitByBit)
 {
-	std::mt19937 rng(19);
+	std::mt19937          rng(19);
 	std::vector<uint32_t> lengths;
 
 	for (uint32_t n = 1; n <= 130; n++)
@@ -411,8 +422,8 @@ TEST(DistanceKernels, HammingMatchesBitByBit)
 		SCOPED_TRACE("bits " + std::to_string(nbits));
 		const std::vector<uint8_t> a = random_bits(rng, nbits);
 		const std::vector<uint8_t> b = random_bits(rng, nbits);
-		const uint64_t expected = reference_hamming(a, b, nbits);
-		std::vector<uint8_t> shifted(a.size() + 3);
+		const uint64_t             expected = reference_hamming(a, b, nbits);
+		std::vector<uint8_t>       shifted(a.size() + 3);
 
 		std::memcpy(shifted.data() + 3, a.data(), a.size());
 		EXPECT_EQ(hannoy_hamming_distance(a.data(), b.data(), nbits),
@@ -440,8 +451,8 @@ TEST(DistanceKernels, NoReadPastTheEnd)
 	ASSERT_EQ(mprotect(base + page, page, PROT_NONE), 0);
 	ASSERT_EQ(mprotect(base + 3 * page, page, PROT_NONE), 0);
 
-	char *end_a = base + page;
-	char *end_b = base + 3 * page;
+	char        *end_a = base + page;
+	char        *end_b = base + 3 * page;
 	std::mt19937 rng(23);
 
 	for (uint32_t n = 0; n <= 200; n++)
@@ -473,11 +484,11 @@ TEST(DistanceKernels, NoReadPastTheEnd)
 
 	for (uint32_t nbits = 0; nbits <= 2100; nbits += 7)
 	{
-		const size_t nbytes = (nbits + 7) / 8;
+		const size_t               nbytes = (nbits + 7) / 8;
 		const std::vector<uint8_t> a = random_bits(rng, nbits);
 		const std::vector<uint8_t> b = random_bits(rng, nbits);
-		uint8_t *pa = reinterpret_cast<uint8_t *>(end_a) - nbytes;
-		uint8_t *pb = reinterpret_cast<uint8_t *>(end_b) - nbytes;
+		uint8_t                   *pa = reinterpret_cast<uint8_t *>(end_a) - nbytes;
+		uint8_t                   *pb = reinterpret_cast<uint8_t *>(end_b) - nbytes;
 
 		if (nbytes > 0)
 		{
@@ -494,7 +505,7 @@ TEST(DistanceKernels, NoReadPastTheEnd)
 /* Repeated calls give the same bits: one kernel set per process. */
 TEST(DistanceKernels, Deterministic)
 {
-	std::mt19937 rng(29);
+	std::mt19937             rng(29);
 	const std::vector<float> a = random_vector(rng, 784);
 	const std::vector<float> b = random_vector(rng, 784);
 

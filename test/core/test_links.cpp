@@ -28,7 +28,8 @@ constexpr uint32_t cookie_run = 12347;
 /* Frees a CRoaring bitmap at the end of a test. */
 struct BitmapDeleter
 {
-	void operator()(roaring_bitmap_t *bitmap) const
+	void
+	operator()(roaring_bitmap_t *bitmap) const
 	{
 		roaring_bitmap_free(bitmap);
 	}
@@ -37,7 +38,8 @@ struct BitmapDeleter
 using BitmapPtr = std::unique_ptr<roaring_bitmap_t, BitmapDeleter>;
 
 /* Encodes 'ids' into a fresh string. */
-std::string encode(const std::vector<uint32_t> &ids)
+std::string
+encode(const std::vector<uint32_t> &ids)
 {
 	std::string out;
 
@@ -49,7 +51,8 @@ std::string encode(const std::vector<uint32_t> &ids)
  * Decodes a copy of 'bytes' held in a buffer of exactly their size, so the
  * address sanitizer (or a guard) would notice any read past the end.
  */
-bool decode_exact(const std::string &bytes, size_t size, std::vector<uint32_t> &out)
+bool
+decode_exact(const std::string &bytes, size_t size, std::vector<uint32_t> &out)
 {
 	std::unique_ptr<unsigned char[]> copy(new unsigned char[size == 0 ? 1 : size]);
 
@@ -58,7 +61,8 @@ bool decode_exact(const std::string &bytes, size_t size, std::vector<uint32_t> &
 }
 
 /* The sorted, deduplicated form of 'ids': what a decode must return. */
-std::vector<uint32_t> sorted(std::vector<uint32_t> ids)
+std::vector<uint32_t>
+sorted(std::vector<uint32_t> ids)
 {
 	std::sort(ids.begin(), ids.end());
 	ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
@@ -66,7 +70,8 @@ std::vector<uint32_t> sorted(std::vector<uint32_t> ids)
 }
 
 /* The first 32-bit word of a serialisation. */
-uint32_t cookie_of(const std::string &bytes)
+uint32_t
+cookie_of(const std::string &bytes)
 {
 	uint32_t cookie;
 
@@ -75,7 +80,8 @@ uint32_t cookie_of(const std::string &bytes)
 }
 
 /* Serialises a CRoaring bitmap as CRoaring itself does. */
-std::string roaring_serialize(const roaring_bitmap_t *bitmap)
+std::string
+roaring_serialize(const roaring_bitmap_t *bitmap)
 {
 	std::string out(roaring_bitmap_portable_size_in_bytes(bitmap), '\0');
 
@@ -84,7 +90,8 @@ std::string roaring_serialize(const roaring_bitmap_t *bitmap)
 }
 
 /* The values of a CRoaring bitmap, ascending. */
-std::vector<uint32_t> roaring_values(const roaring_bitmap_t *bitmap)
+std::vector<uint32_t>
+roaring_values(const roaring_bitmap_t *bitmap)
 {
 	std::vector<uint32_t> values(roaring_bitmap_get_cardinality(bitmap));
 
@@ -93,22 +100,25 @@ std::vector<uint32_t> roaring_values(const roaring_bitmap_t *bitmap)
 }
 
 /* Appends little-endian integers, to build serialisations by hand. */
-void put_u16(std::string &s, uint16_t v)
+void
+put_u16(std::string &s, uint16_t v)
 {
 	s.push_back(static_cast<char>(v & 0xFF));
 	s.push_back(static_cast<char>(v >> 8));
 }
 
-void put_u32(std::string &s, uint32_t v)
+void
+put_u32(std::string &s, uint32_t v)
 {
 	put_u16(s, static_cast<uint16_t>(v & 0xFFFF));
 	put_u16(s, static_cast<uint16_t>(v >> 16));
 }
 
 /* Encodes, checks the decode equals the sorted input, and returns the bytes. */
-std::string check_round_trip(const std::vector<uint32_t> &ids)
+std::string
+check_round_trip(const std::vector<uint32_t> &ids)
 {
-	const std::string bytes = encode(ids);
+	const std::string     bytes = encode(ids);
 	std::vector<uint32_t> decoded = {1, 2, 3};
 
 	EXPECT_TRUE(decode_exact(bytes, bytes.size(), decoded));
@@ -126,7 +136,8 @@ std::string check_round_trip(const std::vector<uint32_t> &ids)
 }
 
 /* Every proper prefix of a valid serialisation is rejected, without reading past it. */
-void check_prefixes_rejected(const std::string &bytes)
+void
+check_prefixes_rejected(const std::string &bytes)
 {
 	std::vector<uint32_t> out;
 
@@ -171,7 +182,7 @@ TEST(Links, RandomIdsInOneChunk)
 
 TEST(Links, IdsSpanningSeveralChunks)
 {
-	std::mt19937 rng(2);
+	std::mt19937          rng(2);
 	std::vector<uint32_t> ids = {0, 65535, 65536, 131071, 131072, UINT32_MAX - 1, UINT32_MAX};
 
 	for (int i = 0; i < 200; i++)
@@ -186,7 +197,7 @@ TEST(Links, IdsSpanningSeveralChunks)
 
 TEST(Links, DenseChunkUsesBitset)
 {
-	std::mt19937 rng(3);
+	std::mt19937          rng(3);
 	std::vector<uint32_t> ids;
 
 	/* 5000 ids in chunk 2 (a bitset container), a full chunk 5, and a few sparse ones. */
@@ -205,7 +216,7 @@ TEST(Links, DenseChunkUsesBitset)
 
 TEST(Links, AppendsToExistingBytes)
 {
-	std::string out = "prefix";
+	std::string                 out = "prefix";
 	const std::vector<uint32_t> ids = {5, 3, 70000};
 
 	hannoy::encode_links(ids.data(), ids.size(), out);
@@ -220,11 +231,11 @@ TEST(Links, AppendsToExistingBytes)
 TEST(Links, UnalignedInput)
 {
 	const std::vector<uint32_t> ids = {1, 2, 3, 100000, 4000000000u};
-	const std::string bytes = encode(ids);
+	const std::string           bytes = encode(ids);
 
 	for (size_t shift = 1; shift < 8; shift++)
 	{
-		std::string shifted(shift, 'x');
+		std::string           shifted(shift, 'x');
 		std::vector<uint32_t> decoded;
 
 		shifted += bytes;
@@ -263,7 +274,7 @@ TEST(Links, DecodesRunContainersFromCRoaring)
 		}
 		roaring_bitmap_run_optimize(bitmap.get());
 
-		const std::string bytes = roaring_serialize(bitmap.get());
+		const std::string     bytes = roaring_serialize(bitmap.get());
 		std::vector<uint32_t> decoded;
 
 		ASSERT_EQ(cookie_of(bytes) & 0xFFFF, cookie_run);
@@ -279,7 +290,7 @@ TEST(Links, DecodesRunContainersFromCRoaring)
 	roaring_bitmap_add_range(full.get(), 0, 65536);
 	roaring_bitmap_run_optimize(full.get());
 
-	const std::string bytes = roaring_serialize(full.get());
+	const std::string     bytes = roaring_serialize(full.get());
 	std::vector<uint32_t> decoded;
 
 	EXPECT_EQ(bytes.size(), 4u + 1 + 4 + 2 + 4);
@@ -324,7 +335,7 @@ TEST(Links, DecodesRandomCRoaringBitmaps)
 		if (round % 2 == 1)
 			roaring_bitmap_run_optimize(bitmap.get());
 
-		const std::string bytes = roaring_serialize(bitmap.get());
+		const std::string     bytes = roaring_serialize(bitmap.get());
 		std::vector<uint32_t> decoded;
 
 		EXPECT_TRUE(decode_exact(bytes, bytes.size(), decoded));
@@ -334,7 +345,7 @@ TEST(Links, DecodesRandomCRoaringBitmaps)
 
 TEST(Links, RejectsBadCookies)
 {
-	std::string bytes = encode({1, 2, 3});
+	std::string           bytes = encode({1, 2, 3});
 	std::vector<uint32_t> out;
 
 	for (uint32_t cookie : {0u, 12345u, 12348u, 13766u, 0xFFFFFFFFu, cookie_no_run | (1u << 16)})
@@ -473,9 +484,9 @@ TEST(Links, RejectsMalformedContainers)
 /* Random bytes, random bytes behind a valid cookie, and corrupted encodings never crash. */
 TEST(Links, SurvivesGarbage)
 {
-	std::mt19937 rng(6);
+	std::mt19937          rng(6);
 	std::vector<uint32_t> out;
-	int accepted = 0;
+	int                   accepted = 0;
 
 	auto check = [&](const std::string &bytes)
 	{
@@ -544,14 +555,14 @@ TEST(Links, SurvivesGarbage)
 /* A typical layer-0 neighbour list stays small. */
 TEST(Links, TypicalListIsCompact)
 {
-	std::mt19937 rng(7);
+	std::mt19937       rng(7);
 	std::set<uint32_t> unique;
 
 	while (unique.size() < 32)
 		unique.insert(rng() % 65536);
 
 	const std::vector<uint32_t> ids(unique.begin(), unique.end());
-	const std::string bytes = check_round_trip(ids);
+	const std::string           bytes = check_round_trip(ids);
 
 	std::cout << "[          ] 32 ids under 65536 encode to " << bytes.size() << " bytes"
 	          << std::endl;
