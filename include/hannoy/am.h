@@ -51,8 +51,9 @@
 /* Longest slice of core work between two interrupt checks. */
 #define HANNOY_SLICE_MS 100
 
-/* Rows an insert queue holds before it is applied. */
-#define HANNOY_QUEUE_MAX_ROWS 10000
+/* Rows, and vector bytes, an insert queue holds before it is applied. */
+#define HANNOY_QUEUE_MAX_ROWS  10000
+#define HANNOY_QUEUE_MAX_BYTES (64 * 1024 * 1024)
 
 /* Build phases shown in pg_stat_progress_create_index. */
 #define PROGRESS_HANNOY_PHASE_LOAD  2

@@ -15,6 +15,7 @@
 #include "hannoy/core_guard.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <queue>
@@ -30,11 +31,23 @@ struct Candidate
 	uint32_t id;
 };
 
+/*
+ * The value a distance sorts by: NaN (overflowing inputs, cosine of a zero
+ * vector) sorts after every number, as in PostgreSQL's float8 ordering, so
+ * the heaps keep a strict weak order.
+ */
+inline double
+sort_key(double d)
+{
+	return d != d ? HUGE_VAL : d;
+}
+
 /* Orders candidates nearest first; ties by id so results are repeatable. */
 inline bool
 operator<(const Candidate &a, const Candidate &b)
 {
-	return a.dist < b.dist || (a.dist == b.dist && a.id < b.id);
+	double x = sort_key(a.dist), y = sort_key(b.dist);
+	return x < y || (x == y && a.id < b.id);
 }
 
 /* Comparator for a min-heap of candidates (std heaps are max-heaps). */
@@ -117,10 +130,10 @@ greedy_descend(G &g, const void *query, Candidate ep, int from_layer, int to_lay
 			g.neighbors(ep.id, layer, scratch);
 			for (uint32_t n : scratch)
 			{
-				double d = g.distance(query, n);
-				if (d < ep.dist)
+				Candidate c{g.distance(query, n), n};
+				if (c < ep)
 				{
-					ep = Candidate{d, n};
+					ep = c;
 					changed = true;
 				}
 			}
@@ -152,7 +165,7 @@ search_layer(G &g, const void *query, const std::vector<Candidate> &entries, siz
 	while (!frontier.empty())
 	{
 		Candidate c = frontier.top();
-		if (best.size() >= ef && c.dist > best.top().dist)
+		if (best.size() >= ef && best.top() < c)
 			break;
 		frontier.pop();
 		g.neighbors(c.id, layer, scratch);
@@ -160,11 +173,11 @@ search_layer(G &g, const void *query, const std::vector<Candidate> &entries, siz
 		{
 			if (!visited.insert(n))
 				continue;
-			double d = g.distance(query, n);
-			if (best.size() < ef || d < best.top().dist)
+			Candidate cand{g.distance(query, n), n};
+			if (best.size() < ef || cand < best.top())
 			{
-				frontier.push(Candidate{d, n});
-				best.push(Candidate{d, n});
+				frontier.push(cand);
+				best.push(cand);
 				if (best.size() > ef)
 					best.pop();
 			}
@@ -203,7 +216,7 @@ select_neighbors(G &g, const std::vector<Candidate> &candidates, size_t m,
 		bool good = true;
 		for (uint32_t kept : out)
 		{
-			if (g.distance_between(c.id, kept) < c.dist)
+			if (sort_key(g.distance_between(c.id, kept)) < sort_key(c.dist))
 			{
 				good = false;
 				break;

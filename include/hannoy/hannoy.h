@@ -230,12 +230,14 @@ extern "C"
 	extern HannoyStatus hannoy_scan_create(HannoyEnv *env, HannoyScan **scan, HannoyError *err);
 
 	/*
-	 * Starts (or restarts) a scan in a new read transaction.  'query' NULL means
+	 * Starts (or restarts) a scan in a new read transaction.  'query' has 'dims'
+	 * dimensions (bits for hamming); another count than the index's is
+	 * HANNOY_ERR_INVALID.  'query' NULL means
 	 * every distance is NULL (or NaN when 'null_kind' is 2): all rows are
 	 * returned, in no particular order, with that distance.
 	 */
-	extern HannoyStatus hannoy_scan_start(HannoyScan *scan, const void *query, uint32_t ef,
-	                                      uint8_t null_kind, HannoyError *err);
+	extern HannoyStatus hannoy_scan_start(HannoyScan *scan, const void *query, uint32_t dims,
+	                                      uint32_t ef, uint8_t null_kind, HannoyError *err);
 
 	/*
 	 * Returns the next row.  *found false means the scan is exhausted.  Rows

@@ -135,6 +135,8 @@ hannoycostestimate(PlannerInfo *root, IndexPath *path, double loop_count, Cost *
 	bool         usable;
 	double       tuples;
 	double       search;
+	double       first;
+	double       beyond;
 
 	if (path->indexorderbys == NIL)
 	{
@@ -166,8 +168,16 @@ hannoycostestimate(PlannerInfo *root, IndexPath *path, double loop_count, Cost *
 	/* a search visits about ef * log(n) nodes, each a distance computation */
 	search = (double) hannoy_ef_search * Max(log(tuples), 1.0) * 4 * cpu_operator_cost;
 	*indexStartupCost = search + costs.indexStartupCost;
-	*indexTotalCost = *indexStartupCost + tuples * (cpu_index_tuple_cost + cpu_operator_cost) +
-	                  costs.indexTotalCost;
+	/*
+	 * The first ef rows come in exact order.  Rows beyond them come from
+	 * resumed rounds in relaxed order, so they are charged more than sorting
+	 * them would cost: a plan that needs every row in order (no LIMIT, a
+	 * window function) then prefers a sequential scan and an exact sort.
+	 */
+	first = Min(tuples, (double) hannoy_ef_search);
+	beyond = 2 * (cpu_operator_cost * (2 * log2(tuples) + 1)) + cpu_tuple_cost;
+	*indexTotalCost = *indexStartupCost + first * (cpu_index_tuple_cost + cpu_operator_cost) +
+	                  (tuples - first) * beyond + costs.indexTotalCost;
 	*indexSelectivity = costs.indexSelectivity;
 	*indexCorrelation = 0;
 	*indexPages = costs.numIndexPages;

@@ -94,9 +94,15 @@ build_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull, boo
 	MemoryContextReset(state->tmpctx);
 }
 
-/* Creates a fresh sidecar for the index's relation file with a new identity. */
+/*
+ * Creates a fresh sidecar for the index's relation file with a new identity
+ * and 'dims' dimensions.  'build' is true for ambuild, which discards this
+ * backend's queued rows of that file; the sidecar of a relation file new in
+ * this transaction is removed if the transaction aborts (an in-place rebuild
+ * of an older file, as ON COMMIT DELETE ROWS does, keeps it).
+ */
 static void
-create_sidecar(Relation index, HannoyMetaPageData *meta)
+create_sidecar(Relation index, HannoyMetaPageData *meta, uint32 dims, bool build)
 {
 	RelFileNodeBackend rnode;
 	char              *root = HannoySidecarRoot();
@@ -117,14 +123,15 @@ create_sidecar(Relation index, HannoyMetaPageData *meta)
 
 	/* this backend may hold a handle on an earlier sidecar of the same file */
 	HannoyForgetEnv(rnode);
-	HannoyDropQueue(rnode);
+	if (build)
+		HannoyDropQueue(rnode);
 
 	HannoyGetOptions(index, &m, &efc);
 	memset(meta, 0, sizeof(*meta));
 	meta->magic = HANNOY_MAGIC;
 	meta->version = HANNOY_PAGE_VERSION;
 	meta->metric = HannoyIndexMetric(index);
-	meta->dims = 0;
+	meta->dims = dims;
 	meta->m = m;
 	meta->ef_construction = efc;
 	do
@@ -135,6 +142,7 @@ create_sidecar(Relation index, HannoyMetaPageData *meta)
 	memset(&smeta, 0, sizeof(smeta));
 	smeta.format_version = HANNOY_FORMAT_VERSION;
 	smeta.metric = meta->metric;
+	smeta.dims = dims;
 	smeta.m = m;
 	smeta.m0 = 2 * m;
 	smeta.ef_construction = efc;
@@ -144,7 +152,9 @@ create_sidecar(Relation index, HannoyMetaPageData *meta)
 	smeta.index_oid = RelationGetRelid(index);
 	smeta.seed = meta->generation;
 
-	HannoyRegisterCreatedSidecar(rnode);
+	if (build && (index->rd_createSubid != InvalidSubTransactionId ||
+	              index->rd_firstRelfilenodeSubid != InvalidSubTransactionId))
+		HannoyRegisterCreatedSidecar(rnode);
 	st = hannoy_env_create(path, &config, &smeta, &env, &err);
 	if (st != HANNOY_OK)
 		HannoyReportError(st, &err, index);
@@ -158,12 +168,12 @@ create_sidecar(Relation index, HannoyMetaPageData *meta)
  * cache, so the build uses the same handle later scans will.
  */
 static HannoyEnv *
-open_new_sidecar(Relation index, HannoyMetaPageData *meta, bool new_metapage)
+open_new_sidecar(Relation index, HannoyMetaPageData *meta, uint32 dims, bool build)
 {
 	HannoyMetaPageData check;
 
-	create_sidecar(index, meta);
-	HannoyWriteMetaPage(index, MAIN_FORKNUM, meta, new_metapage);
+	create_sidecar(index, meta, dims, build);
+	HannoyWriteMetaPage(index, MAIN_FORKNUM, meta, build);
 	return HannoyOpenEnv(index, &check, false, NULL);
 }
 
@@ -189,12 +199,14 @@ hannoybuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	state.metric = HannoyIndexMetric(index);
 	state.tmpctx =
 	    AllocSetContextCreate(CurrentMemoryContext, "hannoy build row", ALLOCSET_DEFAULT_SIZES);
-	state.env = open_new_sidecar(index, &state.meta, true);
+	state.env = open_new_sidecar(index, &state.meta, 0, true);
 
 	st = hannoy_build_begin(state.env, (uint32) hannoy_build_threads, &state.builder, &err);
 	if (st != HANNOY_OK)
 		HannoyReportError(st, &err, index);
 
+	/* keep the handle open even if index expressions open other hannoy indexes */
+	HannoyEnvPin(state.env);
 	pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE, PROGRESS_HANNOY_PHASE_LOAD);
 	PG_TRY();
 	{
@@ -228,11 +240,13 @@ hannoybuild(Relation heap, Relation index, IndexInfo *indexInfo)
 		if (state.builder)
 			hannoy_build_free(state.builder);
 		state.builder = NULL;
+		HannoyEnvUnpin(state.env);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 	hannoy_build_free(state.builder);
 	state.builder = NULL;
+	HannoyEnvUnpin(state.env);
 
 	/* the dimension count is known now: record it in the metapage */
 	HannoyWriteMetaPage(index, MAIN_FORKNUM, &state.meta, false);
@@ -279,7 +293,8 @@ HannoyEnv *
 HannoyRecreateSidecar(Relation index, HannoyMetaPageData *meta)
 {
 	HannoyMetaPageData fresh;
-	HannoyEnv         *env = open_new_sidecar(index, &fresh, false);
+	/* the queue and a dimension count set by a first insert are kept */
+	HannoyEnv *env = open_new_sidecar(index, &fresh, meta->dims, false);
 
 	*meta = fresh;
 	return env;

@@ -10,13 +10,17 @@
 
 #include "postgres.h"
 
+#include "access/heapam.h"
 #include "access/relation.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "miscadmin.h"
+#include "storage/bufmgr.h"
 #include "storage/lmgr.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/builtins.h"
 
 #include "hannoy/am.h"
@@ -24,7 +28,8 @@
 typedef struct HannoyQueuedRow
 {
 	HannoyTid tid;
-	uint8     kind; /* unindexed kind when vector is NULL */
+	uint8     kind;       /* unindexed kind when vector is NULL */
+	bool      check_xmin; /* the row is this transaction's own (not CIC's) */
 	void     *vector;
 } HannoyQueuedRow;
 
@@ -35,6 +40,7 @@ typedef struct HannoyInsertQueue
 	HannoyQueuedRow   *rows;
 	int                nrows;
 	int                capacity;
+	Size               bytes; /* vector bytes queued */
 } HannoyInsertQueue;
 
 /* Queues of the current transaction, allocated in TopTransactionContext. */
@@ -123,6 +129,28 @@ open_for_insert(Relation index, HannoyMetaPageData *meta)
 	return NULL;
 }
 
+/*
+ * row_still_ours tells whether a queued row's heap tuple is still this
+ * transaction's live row.  A row whose subtransaction aborted, or a
+ * speculative insertion that lost its conflict check, is dead at once:
+ * VACUUM may have freed its TID and another session reused it, and the
+ * sidecar must never map that TID to this vector.
+ */
+static bool
+row_still_ours(Relation heap, HannoyTid tid)
+{
+	HeapTupleData tuple;
+	Buffer        buf;
+	bool          ours;
+
+	HannoyTidToItemPointer(tid, &tuple.t_self);
+	if (!heap_fetch(heap, SnapshotAny, &tuple, &buf, false))
+		return false;
+	ours = TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tuple.t_data));
+	ReleaseBuffer(buf);
+	return ours;
+}
+
 /* Applies one queue to its index's sidecar. */
 static void
 apply_queue(Relation index, HannoyInsertQueue *q)
@@ -132,6 +160,7 @@ apply_queue(Relation index, HannoyInsertQueue *q)
 	HannoyEnv         *env;
 	HannoyError        err;
 	HannoyStatus       st;
+	Relation           heap;
 
 	if (q->nrows == 0)
 		return;
@@ -154,16 +183,27 @@ apply_queue(Relation index, HannoyInsertQueue *q)
 	if (RelationNeedsWAL(index))
 		XLogFlush(GetXLogInsertRecPtr());
 
+	/* the check reads heap tuples: only for heap tables (other AMs: trusted) */
+	heap = table_open(index->rd_index->indrelid, NoLock);
+	if (heap->rd_tableam != GetHeapamTableAmRoutine())
+	{
+		table_close(heap, NoLock);
+		heap = NULL;
+	}
 	for (int i = 0; i < q->nrows; i++)
 	{
 		HannoyQueuedRow *row = &q->rows[i];
 
 		if ((i & 63) == 63)
 			CHECK_FOR_INTERRUPTS();
+		if (row->check_xmin && heap != NULL && !row_still_ours(heap, row->tid))
+			continue;
 		st = hannoy_insert(env, row->tid, row->vector, row->kind, &err);
 		if (st != HANNOY_OK)
 			HannoyReportError(st, &err, index);
 	}
+	if (heap != NULL)
+		table_close(heap, NoLock);
 	st = hannoy_env_sync(env, &err);
 	if (st != HANNOY_OK)
 		HannoyReportError(st, &err, index);
@@ -171,6 +211,7 @@ apply_queue(Relation index, HannoyInsertQueue *q)
 		if (q->rows[i].vector)
 			pfree(q->rows[i].vector);
 	q->nrows = 0;
+	q->bytes = 0;
 }
 
 /*
@@ -185,6 +226,7 @@ hannoyinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid, 
 	HannoyInsertQueue *q;
 	HannoyQueuedRow    row;
 	MemoryContext      old;
+	Size               queued_bytes = 0;
 
 	if (!HannoyReadMetaPage(index, &meta))
 		ereport(
@@ -196,6 +238,8 @@ hannoyinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid, 
 	row.tid = HannoyTidFromItemPointer(heap_tid);
 	row.vector = NULL;
 	row.kind = 1;
+	/* CREATE INDEX CONCURRENTLY's validation inserts other transactions' rows */
+	row.check_xmin = !indexInfo->ii_Concurrent;
 	if (!isnull[0])
 	{
 		uint32 dims;
@@ -222,6 +266,7 @@ hannoyinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid, 
 
 			row.vector = MemoryContextAlloc(TopTransactionContext, bytes);
 			memcpy(row.vector, vec, bytes);
+			queued_bytes = bytes;
 		}
 	}
 
@@ -234,7 +279,8 @@ hannoyinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid, 
 		MemoryContextSwitchTo(old);
 	}
 	q->rows[q->nrows++] = row;
-	if (q->nrows >= HANNOY_QUEUE_MAX_ROWS)
+	q->bytes += queued_bytes;
+	if (q->nrows >= HANNOY_QUEUE_MAX_ROWS || q->bytes >= HANNOY_QUEUE_MAX_BYTES)
 		apply_queue(index, q);
 	return false;
 }
@@ -273,6 +319,7 @@ HannoyFlushAllQueues(void)
 		if (index == NULL)
 		{
 			q->nrows = 0;
+			q->bytes = 0;
 			continue;
 		}
 		if (RelFileNodeEquals(index->rd_node, q->rnode.node) &&
@@ -297,7 +344,10 @@ HannoyDropQueue(RelFileNodeBackend rnode)
 		HannoyInsertQueue *q = lfirst(lc);
 
 		if (RelFileNodeBackendEquals(q->rnode, rnode))
+		{
 			q->nrows = 0;
+			q->bytes = 0;
+		}
 	}
 }
 

@@ -78,6 +78,7 @@ hannoyrescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int 
 	HannoyError      err;
 	HannoyStatus     st;
 	const void      *query = NULL;
+	uint32           dims = 0;
 	uint8            null_kind = 1;
 
 	if (norderbys < 1)
@@ -127,7 +128,6 @@ hannoyrescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int 
 
 	if (!(orderbys[0].sk_flags & SK_ISNULL))
 	{
-		uint32      dims;
 		bool        is_zero;
 		const void *vec;
 
@@ -139,7 +139,7 @@ hannoyrescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int 
 		else
 			query = vec;
 	}
-	st = hannoy_scan_start(so->core, query, (uint32) hannoy_ef_search, null_kind, &err);
+	st = hannoy_scan_start(so->core, query, dims, (uint32) hannoy_ef_search, null_kind, &err);
 	if (st != HANNOY_OK)
 		HannoyReportError(st, &err, index);
 }

@@ -46,9 +46,15 @@ typedef struct HannoyEnvCacheEntry
 	uint64             last_used;
 } HannoyEnvCacheEntry;
 
-static HannoyEnvCacheEntry env_cache[HANNOY_ENV_CACHE_SIZE];
-static int                 env_cache_used = 0;
-static uint64              env_cache_clock = 0;
+/*
+ * Open environments.  At most HANNOY_ENV_CACHE_SIZE stay open while idle;
+ * the array grows past that only while scans pin them all (a query over
+ * many partitions).
+ */
+static HannoyEnvCacheEntry *env_cache = NULL;
+static int                  env_cache_used = 0;
+static int                  env_cache_capacity = 0;
+static uint64               env_cache_clock = 0;
 
 /* Sidecars created by the current transaction, removed if it aborts. */
 typedef struct HannoyCreatedSidecar
@@ -250,9 +256,8 @@ static void
 env_cache_drop(int i)
 {
 	hannoy_env_close(env_cache[i].env);
-	ReleaseExternalFD();
-	ReleaseExternalFD();
-	ReleaseExternalFD();
+	for (int fds = 0; fds < HANNOY_FDS_PER_ENV; fds++)
+		ReleaseExternalFD();
 	env_cache[i] = env_cache[--env_cache_used];
 }
 
@@ -350,7 +355,7 @@ HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const c
 			HannoyEnvConfig config = HannoyDefaultEnvConfig();
 			HannoyEnv      *env;
 
-			if (env_cache_used == HANNOY_ENV_CACHE_SIZE)
+			if (env_cache_used >= HANNOY_ENV_CACHE_SIZE)
 			{
 				int victim = -1;
 
@@ -358,29 +363,38 @@ HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const c
 					if (env_cache[i].pins == 0 &&
 					    (victim < 0 || env_cache[i].last_used < env_cache[victim].last_used))
 						victim = i;
-				if (victim < 0)
-					ereport(ERROR,
-					        (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					         errmsg("too many hannoy indexes in use by one query"),
-					         errdetail("At most %d can be open at once.", HANNOY_ENV_CACHE_SIZE)));
-				env_cache_drop(victim);
+				if (victim >= 0)
+					env_cache_drop(victim);
 			}
-			if (!AcquireExternalFD())
-				ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-				                errmsg("out of file descriptors for hannoy sidecars")));
-			if (!AcquireExternalFD() || !AcquireExternalFD())
+			if (env_cache_used == env_cache_capacity)
 			{
-				ReleaseExternalFD();
-				ReleaseExternalFD();
-				ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-				                errmsg("out of file descriptors for hannoy sidecars")));
+				int newcap = Max(HANNOY_ENV_CACHE_SIZE, env_cache_capacity * 2);
+
+				if (env_cache == NULL)
+					env_cache =
+					    MemoryContextAlloc(TopMemoryContext, sizeof(HannoyEnvCacheEntry) * newcap);
+				else
+					env_cache = repalloc(env_cache, sizeof(HannoyEnvCacheEntry) * newcap);
+				env_cache_capacity = newcap;
+			}
+			for (int fds = 0; fds < HANNOY_FDS_PER_ENV; fds++)
+			{
+				if (!AcquireExternalFD())
+				{
+					while (fds-- > 0)
+						ReleaseExternalFD();
+					ereport(ERROR,
+					        (errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+					         errmsg("out of file descriptors for hannoy sidecars"),
+					         errhint("Raise max_files_per_process or use fewer hannoy indexes "
+					                 "in one query.")));
+				}
 			}
 			st = hannoy_env_open(path, &config, &env, &err);
 			if (st != HANNOY_OK)
 			{
-				ReleaseExternalFD();
-				ReleaseExternalFD();
-				ReleaseExternalFD();
+				for (int fds = 0; fds < HANNOY_FDS_PER_ENV; fds++)
+					ReleaseExternalFD();
 				if (st != HANNOY_ERR_NOT_FOUND && !missing_ok)
 					HannoyReportError(st, &err, index);
 				reason = st == HANNOY_ERR_NOT_FOUND ? "its sidecar is missing"

@@ -179,10 +179,7 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 		                     w.scratch);
 		/* a concurrent insertion may already have linked this node: never link to itself */
 		w.found.erase(std::remove_if(w.found.begin(), w.found.end(),
-		                             [id](const hannoy::Candidate &c)
-		                             {
-			                             return c.id == id;
-		                             }),
+		                             [id](const hannoy::Candidate &c) { return c.id == id; }),
 		              w.found.end());
 		size_t max_links = b->store->max_links(layer);
 		hannoy::select_neighbors(g, w.found, max_links, w.selected);
@@ -257,10 +254,7 @@ start_linking(HannoyBuilder *b)
 	for (size_t i = 0; i < n; i++)
 		b->order[i] = static_cast<uint32_t>(i);
 	std::stable_sort(b->order.begin(), b->order.end(),
-	                 [&](uint32_t x, uint32_t y)
-	                 {
-		                 return g.levels[x] > g.levels[y];
-	                 });
+	                 [&](uint32_t x, uint32_t y) { return g.levels[x] > g.levels[y]; });
 	if (n > 0)
 	{
 		b->entry_point = b->order[0];

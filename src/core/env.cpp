@@ -91,11 +91,7 @@ hannoy_env_close(HannoyEnv *env)
 extern "C" HannoyStatus
 hannoy_env_remove(const char *path, HannoyError *err)
 {
-	return hannoy::run_guarded(err,
-	                           [&]
-	                           {
-		                           remove_env(path);
-	                           });
+	return hannoy::run_guarded(err, [&] { remove_env(path); });
 }
 
 extern "C" bool
@@ -149,11 +145,7 @@ hannoy_env_stats(HannoyEnv *env, HannoyStats *stats, HannoyError *err)
 extern "C" HannoyStatus
 hannoy_env_sync(HannoyEnv *env, HannoyError *err)
 {
-	return hannoy::run_guarded(err,
-	                           [&]
-	                           {
-		                           store_of(env).sync(true);
-	                           });
+	return hannoy::run_guarded(err, [&] { store_of(env).sync(true); });
 }
 
 extern "C" HannoyStatus

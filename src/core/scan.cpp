@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "hannoy/graph.hpp"
@@ -292,7 +293,7 @@ end_txn(HannoyScan *scan)
 
 /* Starts the scan: a fresh snapshot, then the descent to layer 0. */
 void
-start_scan(HannoyScan *scan, const void *query, uint32_t ef, uint8_t null_kind)
+start_scan(HannoyScan *scan, const void *query, uint32_t dims, uint32_t ef, uint8_t null_kind)
 {
 	hannoy::Store &s = *scan->store;
 	end_txn(scan);
@@ -313,6 +314,13 @@ start_scan(HannoyScan *scan, const void *query, uint32_t ef, uint8_t null_kind)
 	scan->txn_active = true;
 	if (s.meta().dims == 0)
 		s.reload_meta(scan->txn);
+	/* the index's length may have been fixed by another backend since the caller checked */
+	if (query != nullptr && s.meta().dims != 0 && dims != s.meta().dims)
+		throw hannoy::Error(HANNOY_ERR_INVALID, std::string(s.meta().metric == HANNOY_METRIC_HAMMING
+		                                                        ? "different bit string lengths "
+		                                                        : "different vector dimensions ") +
+		                                            std::to_string(s.meta().dims) + " and " +
+		                                            std::to_string(dims));
 
 	hannoy::GraphState state = s.read_state(scan->txn);
 	scan->next_id = state.next_id;
@@ -358,14 +366,10 @@ hannoy_scan_create(HannoyEnv *env, HannoyScan **scan, HannoyError *err)
 }
 
 extern "C" HannoyStatus
-hannoy_scan_start(HannoyScan *scan, const void *query, uint32_t ef, uint8_t null_kind,
-                  HannoyError *err)
+hannoy_scan_start(HannoyScan *scan, const void *query, uint32_t dims, uint32_t ef,
+                  uint8_t null_kind, HannoyError *err)
 {
-	return hannoy::run_guarded(err,
-	                           [&]
-	                           {
-		                           start_scan(scan, query, ef, null_kind);
-	                           });
+	return hannoy::run_guarded(err, [&] { start_scan(scan, query, dims, ef, null_kind); });
 }
 
 extern "C" HannoyStatus

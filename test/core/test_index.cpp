@@ -137,12 +137,12 @@ build(const char *path, const HannoyMeta &meta, const std::vector<float> &vector
 
 /* The first k TIDs an ordered scan returns. */
 std::vector<HannoyTid>
-scan_top(HannoyEnv *env, const float *q, uint32_t ef, size_t k)
+scan_top(HannoyEnv *env, const float *q, uint32_t dims, uint32_t ef, size_t k)
 {
 	HannoyScan *scan = nullptr;
 	HannoyError err;
 	EXPECT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
-	EXPECT_EQ(hannoy_scan_start(scan, q, ef, 0, &err), HANNOY_OK) << err.message;
+	EXPECT_EQ(hannoy_scan_start(scan, q, dims, ef, 0, &err), HANNOY_OK) << err.message;
 	std::vector<HannoyTid> out;
 	while (out.size() < k)
 	{
@@ -173,7 +173,7 @@ recall_at(HannoyEnv *env, const std::vector<float> &base, const std::vector<floa
 			exact[i] = {hannoy_l2_distance(&base[i * dims], q, dims), i + 1};
 		std::partial_sort(exact.begin(), exact.begin() + k, exact.end());
 		double kth = exact[k - 1].first;
-		for (HannoyTid tid : scan_top(env, q, ef, k))
+		for (HannoyTid tid : scan_top(env, q, dims, ef, k))
 			if (hannoy_l2_distance(&base[(tid - 1) * dims], q, dims) <= kth)
 				hits++;
 	}
@@ -297,7 +297,7 @@ TEST(Index, ScanNeverStopsEarly)
 	ASSERT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
 	for (int rescan = 0; rescan < 2; rescan++)
 	{
-		ASSERT_EQ(hannoy_scan_start(scan, &base[0], 1, 0, &err), HANNOY_OK);
+		ASSERT_EQ(hannoy_scan_start(scan, &base[0], dims, 1, 0, &err), HANNOY_OK);
 		std::set<HannoyTid> tids;
 		size_t              nulls = 0, rows = 0;
 		bool                null_seen = false, order_ok = true;
@@ -340,7 +340,7 @@ TEST(Index, NullQueryReturnsEveryRow)
 	HannoyScan    *scan = nullptr;
 	HannoyError    err;
 	ASSERT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
-	ASSERT_EQ(hannoy_scan_start(scan, nullptr, 10, 1, &err), HANNOY_OK);
+	ASSERT_EQ(hannoy_scan_start(scan, nullptr, 0, 10, 1, &err), HANNOY_OK);
 	size_t rows = 0;
 	for (;;)
 	{
@@ -375,7 +375,7 @@ TEST(Index, InsertAfterBuildAndIntoEmptyIndex)
 		size_t found_self = 0;
 		for (size_t i = 0; i < 2000; i += 7)
 		{
-			auto top = scan_top(env, &base[i * dims], 40, 1);
+			auto top = scan_top(env, &base[i * dims], dims, 40, 1);
 			found_self += !top.empty() && top[0] == i + 1;
 		}
 		EXPECT_EQ(found_self, (2000 + 6) / 7u) << "built " << built;
@@ -411,7 +411,7 @@ TEST(Index, DeletedRowsAreNeverReturned)
 	} while (n > 0);
 	EXPECT_EQ(walked, 1010u);
 	ASSERT_EQ(hannoy_delete_entries(env, dead.data(), uint32_t(dead.size()), &err), HANNOY_OK);
-	auto all = scan_top(env, &base[0], 10, 100000);
+	auto all = scan_top(env, &base[0], dims, 10, 100000);
 	EXPECT_EQ(all.size(), 1010u - dead.size());
 	for (HannoyTid tid : all)
 		EXPECT_EQ(tid % 2, 1u);
@@ -447,4 +447,67 @@ TEST(Index, EnvironmentRoundTripAndIdentity)
 	EXPECT_NE(hannoy_env_create(dir.path(), &config, &bad, &env, &err), HANNOY_OK);
 	ASSERT_EQ(hannoy_env_remove(dir.path(), &err), HANNOY_OK);
 	EXPECT_FALSE(hannoy_env_exists(dir.path()));
+}
+
+TEST(Index, QueryOfAnotherLengthIsRefused)
+{
+	const uint32_t dims = 4;
+	TempEnvDir     dir;
+	auto           base = clustered(100, dims, 8);
+	HannoyEnv     *env = build(dir.path(), test_meta(HANNOY_METRIC_L2, dims), base, 1);
+	HannoyScan    *scan = nullptr;
+	HannoyError    err;
+	ASSERT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
+	EXPECT_EQ(hannoy_scan_start(scan, &base[0], 3, 10, 0, &err), HANNOY_ERR_INVALID);
+	EXPECT_STREQ(err.message, "different vector dimensions 4 and 3");
+	EXPECT_EQ(hannoy_scan_start(scan, &base[0], 4, 10, 0, &err), HANNOY_OK);
+	hannoy_scan_free(scan);
+	hannoy_env_close(env);
+}
+
+TEST(Index, NanDistancesSortLast)
+{
+	/* inner products that overflow float give NaN; the scan must stay well-ordered */
+	const uint32_t     dims = 2;
+	TempEnvDir         dir;
+	std::vector<float> base;
+	for (int i = 0; i < 200; i++)
+	{
+		base.push_back(i % 3 == 0 ? 3e38f : float(i));
+		base.push_back(i % 3 == 0 ? -3e38f : 1.0f);
+	}
+	HannoyEnv  *env = build(dir.path(), test_meta(HANNOY_METRIC_IP, dims, 4, 8), base, 1);
+	HannoyScan *scan = nullptr;
+	HannoyError err;
+	const float q[2] = {2.0f, 2.0f};
+	ASSERT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
+	ASSERT_EQ(hannoy_scan_start(scan, q, dims, 400, 0, &err), HANNOY_OK);
+	std::set<HannoyTid> tids;
+	std::vector<double> dists;
+	for (;;)
+	{
+		HannoyTid tid;
+		double    d;
+		bool      isnull, found;
+		ASSERT_EQ(hannoy_scan_next(scan, &tid, &d, &isnull, &found, &err), HANNOY_OK);
+		if (!found)
+			break;
+		tids.insert(tid);
+		dists.push_back(d);
+	}
+	/* every row exactly once, NaN rows included */
+	EXPECT_EQ(dists.size(), 200u);
+	EXPECT_EQ(tids.size(), 200u);
+	EXPECT_GT(std::count_if(dists.begin(), dists.end(), [](double d) { return std::isnan(d); }), 0);
+	/* the nearest rows come first, as numbers, in order */
+	for (size_t i = 0; i < 10; i++)
+	{
+		EXPECT_FALSE(std::isnan(dists[i]));
+		if (i > 0)
+		{
+			EXPECT_LE(dists[i - 1], dists[i]);
+		}
+	}
+	hannoy_scan_free(scan);
+	hannoy_env_close(env);
 }
