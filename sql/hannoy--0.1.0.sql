@@ -95,5 +95,11 @@ CREATE OPERATOR CLASS bit_hamming_ops
 	OPERATOR 5 @extschema@.<^> (bit, bit) FOR ORDER BY pg_catalog.float_ops,
 	FUNCTION 1 @extschema@.hannoy_hamming_distance(bit, bit);
 
+-- Removes sidecars that no index owns (superuser only); returns how many.
+CREATE FUNCTION hannoy_sweep() RETURNS integer
+	AS 'MODULE_PATHNAME', 'hannoy_sweep'
+	LANGUAGE C VOLATILE STRICT;
+REVOKE ALL ON FUNCTION hannoy_sweep() FROM PUBLIC;
+
 -- The check function is only needed while installing.
 DROP FUNCTION @extschema@.hannoy_check_preloaded();

@@ -122,6 +122,19 @@ extern void       HannoyXactCallback(XactEvent event, void *arg);
 extern void       HannoySubXactCallback(SubXactEvent event, SubTransactionId mySubid,
                                         SubTransactionId parentSubid, void *arg);
 
+extern void HannoyRemoveSidecar(RelFileNodeBackend rnode);
+extern void HannoyRelcacheCallback(Datum arg, Oid relid);
+
+/* hannoylifecycle.c */
+extern void HannoyLifecycleInit(void);
+extern void HannoyLifecyclePreCommit(void);
+extern void HannoyLifecycleAtCommit(void);
+extern void HannoyLifecycleAtAbort(void);
+extern void HannoyLifecycleSubXact(SubXactEvent event, SubTransactionId mySubid,
+                                   SubTransactionId parentSubid);
+extern int  HannoySweep(void);
+extern void HannoyRemoveTempSidecarsAtStart(void);
+
 /* hannoyinsert.c */
 extern bool hannoyinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
                          Relation heap, IndexUniqueCheck checkUnique, bool indexUnchanged,

@@ -144,6 +144,12 @@ extern "C"
 	/* Removes the environment's files and its directory (missing is fine). */
 	extern HannoyStatus hannoy_env_remove(const char *path, HannoyError *err);
 
+	/*
+	 * Reads the OID of the index that created the environment at 'path' (kept
+	 * in a small file beside LMDB's); false when there is none.
+	 */
+	extern bool hannoy_env_owner(const char *path, uint32_t *index_oid);
+
 	/* True when 'path' holds an environment. */
 	extern bool hannoy_env_exists(const char *path);
 
@@ -289,6 +295,80 @@ extern "C"
 	 */
 	extern HannoyStatus hannoy_delete_entries(HannoyEnv *env, const HannoyEntry *entries,
 	                                          uint32_t count, HannoyError *err);
+
+	/* ---------------------------------------------------------------------
+	 * Inspection: one walk over the whole sidecar in a single read transaction
+	 * (never a write transaction), run in time-bounded slices so the caller can
+	 * check for interrupts between them.  It gathers graph statistics and, when
+	 * asked to verify, checks the sidecar's invariants and reports each problem.
+	 * ---------------------------------------------------------------------
+	 */
+	typedef struct HannoyInspect HannoyInspect;
+
+/* Layers a node can have (levels 0 to 15). */
+#define HANNOY_MAX_LAYERS 16
+
+	/* What a reported problem is about.  The numbers are not stored anywhere. */
+	typedef enum HannoyProblemKind
+	{
+		HANNOY_PROBLEM_UNREACHABLE = 1, /* live item not reachable from the entry point */
+		HANNOY_PROBLEM_DANGLING_LINK,   /* neighbour with no vector, or id >= next_id */
+		HANNOY_PROBLEM_DEGREE,          /* more than m neighbours (m0 at layer 0) */
+		HANNOY_PROBLEM_SELF_LINK,       /* a node lists itself */
+		HANNOY_PROBLEM_MISSING_LAYER,   /* a node lacks a layer it has links at or above */
+		HANNOY_PROBLEM_ORPHAN_LINKS,    /* a neighbour list of an item with no vector */
+		HANNOY_PROBLEM_TID_MAP,         /* tids and items are not inverse, or a vector has
+		                                   neither a TID nor a tombstone */
+		HANNOY_PROBLEM_COUNTER,         /* the state record disagrees with the contents */
+		HANNOY_PROBLEM_ENTRY_POINT,     /* entry point missing or not on the top layer */
+		HANNOY_PROBLEM_MALFORMED,       /* a record that cannot be decoded */
+		HANNOY_PROBLEM_SIDECAR_MISSING, /* reported by the shim: no sidecar */
+		HANNOY_PROBLEM_META_MISMATCH    /* reported by the shim: metapage vs sidecar */
+	} HannoyProblemKind;
+
+	/* One problem found by a verifying walk. */
+	typedef struct HannoyProblem
+	{
+		HannoyProblemKind kind;
+		int64_t           item; /* item id it is about, -1 when none */
+		char              detail[256];
+	} HannoyProblem;
+
+	/* What a walk saw, in its own read transaction. */
+	typedef struct HannoyInspectSummary
+	{
+		HannoyStats stats;                    /* the state record, file and page sizes */
+		uint32_t    layers;                   /* layers holding a neighbour list */
+		uint64_t    lists[HANNOY_MAX_LAYERS]; /* neighbour lists (nodes) per layer */
+		uint64_t    edges[HANNOY_MAX_LAYERS]; /* neighbour-list entries per layer */
+	} HannoyInspectSummary;
+
+	/*
+	 * Starts a walk in a new read transaction, held until hannoy_inspect_free.
+	 * With 'verify' false it only gathers the summary (one pass over the
+	 * neighbour lists).
+	 */
+	extern HannoyStatus hannoy_inspect_begin(HannoyEnv *env, bool verify, HannoyInspect **inspect,
+	                                         HannoyError *err);
+
+	/*
+	 * Runs the walk for about 'budget_ms' milliseconds and hands out up to
+	 * 'capacity' problems found so far into 'problems' (*count of them).  Sets
+	 * *done when the walk is over and every problem has been handed out.
+	 */
+	extern HannoyStatus hannoy_inspect_step(HannoyInspect *inspect, uint32_t budget_ms,
+	                                        HannoyProblem *problems, uint32_t capacity,
+	                                        uint32_t *count, bool *done, HannoyError *err);
+
+	/* Fills the summary (complete once the walk is done). */
+	extern HannoyStatus hannoy_inspect_summary(HannoyInspect        *inspect,
+	                                           HannoyInspectSummary *summary, HannoyError *err);
+
+	/* Ends the walk's read transaction and frees it. */
+	extern void hannoy_inspect_free(HannoyInspect *inspect);
+
+	/* Name of a problem kind as hannoy_verify() shows it ("dangling link"...). */
+	extern const char *hannoy_problem_name(HannoyProblemKind kind);
 
 #ifdef __cplusplus
 }

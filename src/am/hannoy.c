@@ -22,6 +22,7 @@
 #include "miscadmin.h"
 #include "optimizer/optimizer.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/builtins.h"
@@ -91,7 +92,13 @@ _PG_init(void)
 	                        HANNOY_MAX_BUILD_THREADS, PGC_USERSET, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("hannoy");
 
+	HannoyLifecycleInit();
+	/* in the postmaster at start-up: no temporary relation survives a restart */
+	if (hannoy_preloaded && !IsUnderPostmaster)
+		HannoyRemoveTempSidecarsAtStart();
+
 	RegisterXactCallback(HannoyXactCallback, NULL);
+	CacheRegisterRelcacheCallback(HannoyRelcacheCallback, (Datum) 0);
 	RegisterSubXactCallback(HannoySubXactCallback, NULL);
 	prev_executor_start = ExecutorStart_hook;
 	ExecutorStart_hook = hannoy_executor_start;

@@ -194,6 +194,9 @@ hannoybuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	if (RelationGetNumberOfBlocks(index) != 0)
 		elog(ERROR, "index \"%s\" already contains data", RelationGetRelationName(index));
 
+	/* a build is a good moment to remove sidecars nothing owns any more */
+	HannoySweep();
+
 	memset(&state, 0, sizeof(state));
 	state.index = index;
 	state.metric = HannoyIndexMetric(index);

@@ -15,6 +15,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "access/xlog_internal.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
 #include "storage/lmgr.h"
@@ -130,6 +131,24 @@ open_for_insert(Relation index, HannoyMetaPageData *meta)
 }
 
 /*
+ * wal_end_of_inserted returns the end of all WAL inserted so far, as a
+ * position XLogFlush accepts.  GetXLogInsertRecPtr() points past the header
+ * of the next page when the insert position sits on a page boundary, a
+ * position not yet written; the end of the data is then the page start.
+ */
+static XLogRecPtr
+wal_end_of_inserted(void)
+{
+	XLogRecPtr ptr = GetXLogInsertRecPtr();
+
+	if (XLogSegmentOffset(ptr, wal_segment_size) == SizeOfXLogLongPHD)
+		ptr -= SizeOfXLogLongPHD;
+	else if (ptr % XLOG_BLCKSZ == SizeOfXLogShortPHD)
+		ptr -= SizeOfXLogShortPHD;
+	return ptr;
+}
+
+/*
  * row_still_ours tells whether a queued row's heap tuple is still this
  * transaction's live row.  A row whose subtransaction aborted, or a
  * speculative insertion that lost its conflict check, is dead at once:
@@ -157,10 +176,10 @@ apply_queue(Relation index, HannoyInsertQueue *q)
 {
 	HannoyMetaPageData meta;
 	HannoyMeta         smeta;
-	HannoyEnv         *env;
-	HannoyError        err;
-	HannoyStatus       st;
-	Relation           heap;
+	HannoyEnv *volatile env;
+	HannoyError  err;
+	HannoyStatus st;
+	Relation volatile heap = NULL;
 
 	if (q->nrows == 0)
 		return;
@@ -181,32 +200,42 @@ apply_queue(Relation index, HannoyInsertQueue *q)
 
 	/* I1: the heap rows' WAL is on disk before the sidecar maps their TIDs */
 	if (RelationNeedsWAL(index))
-		XLogFlush(GetXLogInsertRecPtr());
+		XLogFlush(wal_end_of_inserted());
 
-	/* the check reads heap tuples: only for heap tables (other AMs: trusted) */
-	heap = table_open(index->rd_index->indrelid, NoLock);
-	if (heap->rd_tableam != GetHeapamTableAmRoutine())
+	/* opening the heap may run invalidation callbacks: keep the handle pinned */
+	HannoyEnvPin(env);
+	PG_TRY();
 	{
-		table_close(heap, NoLock);
-		heap = NULL;
-	}
-	for (int i = 0; i < q->nrows; i++)
-	{
-		HannoyQueuedRow *row = &q->rows[i];
+		/* the check reads heap tuples: only for heap tables (other AMs: trusted) */
+		heap = table_open(index->rd_index->indrelid, NoLock);
+		if (heap->rd_tableam != GetHeapamTableAmRoutine())
+		{
+			table_close(heap, NoLock);
+			heap = NULL;
+		}
+		for (int i = 0; i < q->nrows; i++)
+		{
+			HannoyQueuedRow *row = &q->rows[i];
 
-		if ((i & 63) == 63)
-			CHECK_FOR_INTERRUPTS();
-		if (row->check_xmin && heap != NULL && !row_still_ours(heap, row->tid))
-			continue;
-		st = hannoy_insert(env, row->tid, row->vector, row->kind, &err);
+			if ((i & 63) == 63)
+				CHECK_FOR_INTERRUPTS();
+			if (row->check_xmin && heap != NULL && !row_still_ours(heap, row->tid))
+				continue;
+			st = hannoy_insert(env, row->tid, row->vector, row->kind, &err);
+			if (st != HANNOY_OK)
+				HannoyReportError(st, &err, index);
+		}
+		if (heap != NULL)
+			table_close(heap, NoLock);
+		st = hannoy_env_sync(env, &err);
 		if (st != HANNOY_OK)
 			HannoyReportError(st, &err, index);
 	}
-	if (heap != NULL)
-		table_close(heap, NoLock);
-	st = hannoy_env_sync(env, &err);
-	if (st != HANNOY_OK)
-		HannoyReportError(st, &err, index);
+	PG_FINALLY();
+	{
+		HannoyEnvUnpin(env);
+	}
+	PG_END_TRY();
 	for (int i = 0; i < q->nrows; i++)
 		if (q->rows[i].vector)
 			pfree(q->rows[i].vector);

@@ -40,6 +40,7 @@
 typedef struct HannoyEnvCacheEntry
 {
 	RelFileNodeBackend rnode;
+	Oid                indexoid;
 	HannoyEnv         *env;
 	uint64             generation;
 	int                pins; /* open scans using it */
@@ -262,6 +263,22 @@ env_cache_drop(int i)
 }
 
 /*
+ * HannoyRelcacheCallback closes idle handles on the sidecar of an index
+ * whose relcache entry was invalidated (DROP, REINDEX, TRUNCATE...): a
+ * handle on a removed sidecar would keep its deleted files, and their disk
+ * space, alive.  The next use reopens it.
+ */
+void
+HannoyRelcacheCallback(Datum arg, Oid relid)
+{
+	for (int i = env_cache_used - 1; i >= 0; i--)
+	{
+		if (env_cache[i].pins == 0 && (relid == InvalidOid || env_cache[i].indexoid == relid))
+			env_cache_drop(i);
+	}
+}
+
+/*
  * HannoyForgetEnv closes this backend's handle on a relation file's sidecar
  * (before the sidecar is rebuilt or removed).
  */
@@ -404,6 +421,7 @@ HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const c
 			{
 				entry = &env_cache[env_cache_used++];
 				entry->rnode = rnode;
+				entry->indexoid = RelationGetRelid(index);
 				entry->env = env;
 				entry->pins = 0;
 				entry->generation = 0;
@@ -594,9 +612,12 @@ HannoyRegisterCreatedSidecar(RelFileNodeBackend rnode)
 	MemoryContextSwitchTo(old);
 }
 
-/* Removes a sidecar during abort: failures become WARNINGs. */
-static void
-remove_sidecar_quietly(RelFileNodeBackend rnode)
+/*
+ * HannoyRemoveSidecar removes a relation file's sidecar and this backend's
+ * handle on it; failures are WARNINGs (it runs at commit and abort).
+ */
+void
+HannoyRemoveSidecar(RelFileNodeBackend rnode)
 {
 	char       *path = HannoySidecarPath(rnode);
 	HannoyError err;
@@ -635,21 +656,31 @@ HannoyXactCallback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
+			HannoyFlushAllQueues();
+			HannoyLifecyclePreCommit();
+			break;
 		case XACT_EVENT_PARALLEL_PRE_COMMIT:
 		case XACT_EVENT_PRE_PREPARE:
 			HannoyFlushAllQueues();
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+			HannoyLifecycleAtAbort();
 			foreach (lc, created_sidecars)
-				remove_sidecar_quietly(((HannoyCreatedSidecar *) lfirst(lc))->rnode);
+				HannoyRemoveSidecar(((HannoyCreatedSidecar *) lfirst(lc))->rnode);
 			list_free_deep(created_sidecars);
 			created_sidecars = NIL;
 			HannoyQueueAtXactEnd();
 			break;
 		case XACT_EVENT_COMMIT:
+			HannoyLifecycleAtCommit();
+			list_free_deep(created_sidecars);
+			created_sidecars = NIL;
+			HannoyQueueAtXactEnd();
+			break;
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
+			HannoyLifecycleAtAbort();
 			list_free_deep(created_sidecars);
 			created_sidecars = NIL;
 			HannoyQueueAtXactEnd();
@@ -667,6 +698,7 @@ HannoySubXactCallback(SubXactEvent event, SubTransactionId mySubid, SubTransacti
 {
 	ListCell *lc;
 
+	HannoyLifecycleSubXact(event, mySubid, parentSubid);
 	if (event == SUBXACT_EVENT_ABORT_SUB)
 	{
 		foreach (lc, created_sidecars)
@@ -675,7 +707,7 @@ HannoySubXactCallback(SubXactEvent event, SubTransactionId mySubid, SubTransacti
 
 			if (c->subid == mySubid)
 			{
-				remove_sidecar_quietly(c->rnode);
+				HannoyRemoveSidecar(c->rnode);
 				created_sidecars = foreach_delete_current(created_sidecars, lc);
 				pfree(c);
 			}

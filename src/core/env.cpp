@@ -5,10 +5,14 @@
  */
 #include "hannoy/core_guard.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -36,12 +40,34 @@ remove_file(const std::string &path)
 		                    "could not remove file \"" + path + "\": " + std::strerror(errno));
 }
 
-/* Removes an environment's two files and its directory. */
+/*
+ * Records the owning index's OID in a small file beside LMDB's, so a sweep
+ * can find the owner of a sidecar without opening its environment.
+ */
+void
+write_owner(const std::string &path, uint32_t index_oid, uint32_t mode)
+{
+	std::string file = path + "/owner";
+	std::string text = std::to_string(index_oid) + "\n";
+	int         fd = open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (fd < 0)
+		throw hannoy::Error(HANNOY_ERR_STORAGE,
+		                    "could not create file \"" + file + "\": " + std::strerror(errno));
+	ssize_t written = write(fd, text.data(), text.size());
+	int     saved = errno;
+	close(fd);
+	if (written != static_cast<ssize_t>(text.size()))
+		throw hannoy::Error(HANNOY_ERR_STORAGE,
+		                    "could not write file \"" + file + "\": " + std::strerror(saved));
+}
+
+/* Removes an environment's files and its directory. */
 void
 remove_env(const std::string &path)
 {
 	remove_file(path + "/data.mdb");
 	remove_file(path + "/lock.mdb");
+	remove_file(path + "/owner");
 	if (rmdir(path.c_str()) != 0 && errno != ENOENT)
 		throw hannoy::Error(HANNOY_ERR_STORAGE,
 		                    "could not remove directory \"" + path + "\": " + std::strerror(errno));
@@ -64,6 +90,12 @@ hannoy_env_create(const char *path, const HannoyEnvConfig *config, const HannoyM
 		    if (meta->m < 2 || meta->m0 < meta->m || meta->ef_construction < 1)
 			    throw hannoy::Error(HANNOY_ERR_INVALID, "invalid graph parameters");
 		    remove_env(path);
+		    /* the owner file first: a crash never leaves LMDB files without one */
+		    if (mkdir(path, config->dir_mode) != 0 && errno != EEXIST)
+			    throw hannoy::Error(HANNOY_ERR_STORAGE,
+			                        std::string("could not create directory \"") + path +
+			                            "\": " + std::strerror(errno));
+		    write_owner(path, meta->index_oid, config->file_mode);
 		    auto s = std::make_unique<hannoy::Store>(path, *config, true, meta);
 		    *env = reinterpret_cast<HannoyEnv *>(s.release());
 	    });
@@ -95,10 +127,35 @@ hannoy_env_remove(const char *path, HannoyError *err)
 }
 
 extern "C" bool
+hannoy_env_owner(const char *path, uint32_t *index_oid)
+{
+	char file[PATH_MAX];
+	char buf[32] = {0};
+	if (std::snprintf(file, sizeof(file), "%s/owner", path) >= static_cast<int>(sizeof(file)))
+		return false;
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	char         *end = nullptr;
+	unsigned long v = std::strtoul(buf, &end, 10);
+	if (end == buf || v > UINT32_MAX)
+		return false;
+	*index_oid = static_cast<uint32_t>(v);
+	return true;
+}
+
+extern "C" bool
 hannoy_env_exists(const char *path)
 {
+	char        file[PATH_MAX];
 	struct stat st;
-	return stat((std::string(path) + "/data.mdb").c_str(), &st) == 0;
+	if (std::snprintf(file, sizeof(file), "%s/data.mdb", path) >= static_cast<int>(sizeof(file)))
+		return false;
+	return stat(file, &st) == 0;
 }
 
 extern "C" HannoyStatus
