@@ -192,15 +192,18 @@ search_layer(G &g, const void *query, const std::vector<Candidate> &entries, siz
 }
 
 /*
- * Heuristic neighbour selection (Alg. 4 without extension or kept pruned
- * connections): walks 'candidates' (sorted nearest first to the base) and
- * keeps one only if it is nearer to the base than to every node kept so
- * far, which spreads links across directions.
+ * Heuristic neighbour selection (Alg. 4 without extension): walks
+ * 'candidates' (sorted nearest first to the base) and keeps one only if it
+ * is nearer to the base than to every node kept so far, which spreads links
+ * across directions.  When that keeps fewer than 'min_keep', the nearest
+ * discarded candidates fill up to it (Alg. 4's keepPrunedConnections,
+ * bounded): pruning an overflowing list in a tight cluster could otherwise
+ * cut it to one or two links and strand the nodes it dropped.
  */
 template <class G>
 void
 select_neighbors(G &g, const std::vector<Candidate> &candidates, size_t m,
-                 std::vector<uint32_t> &out)
+                 std::vector<uint32_t> &out, size_t min_keep = 0)
 {
 	out.clear();
 	if (candidates.size() <= m)
@@ -225,6 +228,29 @@ select_neighbors(G &g, const std::vector<Candidate> &candidates, size_t m,
 		if (good)
 			out.push_back(c.id);
 	}
+	min_keep = std::min(min_keep, m);
+	for (size_t i = 0; i < candidates.size() && out.size() < min_keep; i++)
+	{
+		if (std::find(out.begin(), out.end(), candidates[i].id) == out.end())
+			out.push_back(candidates[i].id);
+	}
+}
+
+/*
+ * After pruning the list of a new node's nearest neighbour, puts the new
+ * node back if pruning dropped it ('nearest' true), in place of the last
+ * entry: otherwise a node inserted into a tight cluster can end with no
+ * incoming link at all and only be found by a linear pass.
+ */
+inline void
+keep_link(std::vector<uint32_t> &list, uint32_t id, bool nearest)
+{
+	if (!nearest || std::find(list.begin(), list.end(), id) != list.end())
+		return;
+	if (list.empty())
+		list.push_back(id);
+	else
+		list.back() = id;
 }
 
 } // namespace hannoy

@@ -95,7 +95,7 @@ struct BuildWorker
 {
 	hannoy::VisitedSet             visited;
 	std::vector<hannoy::Candidate> found, entries, pruning;
-	std::vector<uint32_t>          scratch, selected;
+	std::vector<uint32_t>          scratch, selected, dropped;
 };
 
 struct HannoyBuilder
@@ -188,8 +188,9 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 		g.links[id][layer] = w.selected;
 		g.locks[id].unlock();
 
-		for (uint32_t n : w.selected)
+		for (size_t k = 0; k < w.selected.size(); k++)
 		{
+			uint32_t n = w.selected[k];
 			g.locks[n].lock();
 			std::vector<uint32_t> &list = g.links[n][layer];
 			if (std::find(list.begin(), list.end(), id) == list.end())
@@ -204,11 +205,31 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 					for (uint32_t x : list)
 						w.pruning.push_back(hannoy::Candidate{g.distance_between(n, x), x});
 					std::sort(w.pruning.begin(), w.pruning.end());
-					hannoy::select_neighbors(g, w.pruning, max_links, w.scratch);
+					hannoy::select_neighbors(g, w.pruning, max_links, w.scratch, max_links / 2);
+					hannoy::keep_link(w.scratch, id, k == 0);
 					list = w.scratch;
+					/* nodes the pruning dropped, for the new node to adopt */
+					for (const hannoy::Candidate &c : w.pruning)
+						if (c.id != id && std::find(list.begin(), list.end(), c.id) == list.end())
+							w.dropped.push_back(c.id);
 				}
 			}
 			g.locks[n].unlock();
+		}
+		if (!w.dropped.empty())
+		{
+			/*
+			 * A node dropped from a neighbour's list may have lost its only
+			 * incoming link: the new node, right beside that neighbour,
+			 * adopts it while it has room.
+			 */
+			g.locks[id].lock();
+			std::vector<uint32_t> &mine = g.links[id][layer];
+			for (uint32_t d : w.dropped)
+				if (mine.size() < max_links && std::find(mine.begin(), mine.end(), d) == mine.end())
+					mine.push_back(d);
+			g.locks[id].unlock();
+			w.dropped.clear();
 		}
 		w.entries.swap(w.found);
 	}

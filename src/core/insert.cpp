@@ -52,9 +52,13 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 	}
 }
 
-/* Adds 'id' to the neighbour list of 'n' at 'layer', pruning only that list on overflow. */
+/*
+ * Adds 'id' to the neighbour list of 'n' at 'layer', pruning only that list
+ * on overflow; appends the nodes the pruning dropped to 'dropped'.
+ */
 void
-add_backlink(const hannoy::Store &s, MDB_txn *txn, uint32_t n, uint32_t id, int layer)
+add_backlink(const hannoy::Store &s, MDB_txn *txn, uint32_t n, uint32_t id, int layer, bool nearest,
+             std::vector<uint32_t> &dropped)
 {
 	std::vector<uint32_t> list;
 	s.links(txn, n, layer, list);
@@ -70,7 +74,11 @@ add_backlink(const hannoy::Store &s, MDB_txn *txn, uint32_t n, uint32_t id, int 
 		for (uint32_t x : list)
 			cands.push_back(hannoy::Candidate{g.distance_between(n, x), x});
 		std::sort(cands.begin(), cands.end());
-		hannoy::select_neighbors(g, cands, max_links, list);
+		hannoy::select_neighbors(g, cands, max_links, list, max_links / 2);
+		hannoy::keep_link(list, id, nearest);
+		for (const hannoy::Candidate &c : cands)
+			if (c.id != id && std::find(list.begin(), list.end(), c.id) == list.end())
+				dropped.push_back(c.id);
 	}
 	s.put_links(txn, n, layer, list);
 }
@@ -140,9 +148,15 @@ insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t unindexe
 	for (int layer = 0; layer <= level; layer++)
 	{
 		std::vector<uint32_t> &mine = plan.neighbors[layer];
+		std::vector<uint32_t>  dropped;
+		for (size_t k = 0; k < mine.size(); k++)
+			add_backlink(s, txn.get(), mine[k], id, layer, k == 0, dropped);
+		/* nodes dropped by the pruning may have lost their only incoming link */
+		for (uint32_t d : dropped)
+			if (mine.size() < s.max_links(layer) &&
+			    std::find(mine.begin(), mine.end(), d) == mine.end())
+				mine.push_back(d);
 		s.put_links(txn.get(), id, layer, mine);
-		for (uint32_t n : mine)
-			add_backlink(s, txn.get(), n, id, layer);
 	}
 	if (level > state.max_level)
 	{
