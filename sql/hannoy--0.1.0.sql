@@ -103,3 +103,31 @@ REVOKE ALL ON FUNCTION hannoy_sweep() FROM PUBLIC;
 
 -- The check function is only needed while installing.
 DROP FUNCTION @extschema@.hannoy_check_preloaded();
+
+-- Inspection.  Only the index's owner or a superuser may call these.
+CREATE FUNCTION hannoy_index_size(index regclass) RETURNS bigint
+	AS 'MODULE_PATHNAME', 'hannoy_index_size'
+	LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+
+COMMENT ON FUNCTION hannoy_index_size(regclass) IS
+	'bytes of the sidecar of a hannoy index (pg_relation_size counts only its metapage)';
+
+CREATE FUNCTION hannoy_index_stats(index regclass,
+	OUT live_items bigint, OUT unindexed_rows bigint, OUT tombstones bigint,
+	OUT free_ids bigint, OUT next_id bigint, OUT layers integer, OUT entry_point bigint,
+	OUT edges_per_layer bigint[], OUT mean_degree_layer0 float8,
+	OUT sidecar_bytes bigint, OUT lmdb_pages bigint)
+	AS 'MODULE_PATHNAME', 'hannoy_index_stats'
+	LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+
+COMMENT ON FUNCTION hannoy_index_stats(regclass) IS
+	'counters and graph shape of a hannoy index';
+
+CREATE FUNCTION hannoy_verify(index regclass,
+	OUT kind text, OUT item bigint, OUT detail text)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'hannoy_verify'
+	LANGUAGE C VOLATILE STRICT PARALLEL SAFE ROWS 10;
+
+COMMENT ON FUNCTION hannoy_verify(regclass) IS
+	'checks a hannoy index: one row per problem, none when it is healthy';

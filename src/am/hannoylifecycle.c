@@ -74,6 +74,15 @@ hannoy_am_oid(void)
 	return get_index_am_oid("hannoy", true);
 }
 
+/* True when some relation of this database uses the relation file 'rnode'. */
+static bool
+relation_file_in_use(RelFileNodeBackend rnode)
+{
+	return OidIsValid(RelidByRelfilenode(
+	    rnode.node.spcNode == MyDatabaseTableSpace ? InvalidOid : rnode.node.spcNode,
+	    rnode.node.relNode));
+}
+
 /*
  * Parses a sidecar directory name ("spc_db_rel" or "tBACKEND_spc_db_rel");
  * false for anything else.
@@ -160,7 +169,22 @@ void
 HannoyLifecyclePreCommit(void)
 {
 	RelFileNode *rels;
-	int          n = smgrGetPendingDeletes(true, &rels);
+	int          n;
+	ListCell    *lc;
+
+	/* a dropped temporary index whose file another index now uses keeps its sidecar */
+	foreach (lc, pending_removals)
+	{
+		HannoyRemoval *r = lfirst(lc);
+
+		if (!r->whole_db && r->rnode.node.dbNode == MyDatabaseId && relation_file_in_use(r->rnode))
+		{
+			pending_removals = foreach_delete_current(pending_removals, lc);
+			pfree(r);
+		}
+	}
+
+	n = smgrGetPendingDeletes(true, &rels);
 
 	for (int i = 0; i < n; i++)
 	{
@@ -291,10 +315,11 @@ sidecar_is_orphan(RelFileNodeBackend rnode, const char *path)
 		/* an empty directory left by a crash, or a sidecar older than owner files */
 		if (!hannoy_env_exists(path))
 			return true;
-		return !OidIsValid(RelidByRelfilenode(
-		    rnode.node.spcNode == MyDatabaseTableSpace ? InvalidOid : rnode.node.spcNode,
-		    rnode.node.relNode));
+		return !relation_file_in_use(rnode);
 	}
+	/* ALTER COLUMN TYPE can rebuild an index under a new OID on the same file */
+	if (relation_file_in_use(rnode))
+		return false;
 	/* this transaction is changing that index (REINDEX, DROP): its commit decides */
 	if (owner_locked_by_me(owner))
 		return false;

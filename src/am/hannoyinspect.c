@@ -1,0 +1,368 @@
+/*
+ * hannoyinspect.c
+ *	  SQL functions that look inside a hannoy index: hannoy_index_size (the
+ *	  sidecar's files, which pg_relation_size cannot see), hannoy_index_stats
+ *	  (counters and the shape of the graph) and hannoy_verify (one row per
+ *	  problem, none when the index is healthy).
+ *
+ *	  Only the index's owner or a superuser may call them.  They hold
+ *	  AccessShareLock on the index and its table.  The walk over the graph
+ *	  runs in the core in slices of at most HANNOY_SLICE_MS, with interrupt
+ *	  checks between them and no core frame on the stack then (DESIGN
+ *	  section 2); it keeps one LMDB read transaction across slices (never a
+ *	  write transaction), released on ERROR by PG_FINALLY (I9).
+ */
+#include "hannoy/shim_guard.h"
+
+#include "postgres.h"
+
+#include <sys/stat.h>
+
+#include "access/relation.h"
+#include "access/table.h"
+#include "access/xlog.h"
+#include "catalog/index.h"
+#include "catalog/objectaddress.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type_d.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/rel.h"
+#include "utils/tuplestore.h"
+
+#include "hannoy/am.h"
+
+/* Problems the core hands over per slice. */
+#define HANNOY_INSPECT_BATCH 64
+
+/* Columns of hannoy_index_stats and hannoy_verify. */
+#define HANNOY_STATS_COLS  11
+#define HANNOY_VERIFY_COLS 3
+
+/* Where hannoy_verify's rows go. */
+typedef struct HannoyProblemSink
+{
+	Tuplestorestate *tupstore;
+	TupleDesc        tupdesc;
+} HannoyProblemSink;
+
+/*
+ * open_index opens a hannoy index for inspection after checking that the
+ * caller owns it (or is a superuser), with AccessShareLock on its table
+ * first and then on the index, the order the rest of PostgreSQL uses.
+ * Temporary indexes of other sessions are refused unless 'other_temp_ok'.
+ */
+static Relation
+open_index(Oid indexoid, bool other_temp_ok, Relation *heap)
+{
+	Oid      heapid = IndexGetRelation(indexoid, true);
+	Relation index;
+
+	*heap = OidIsValid(heapid) ? try_table_open(heapid, AccessShareLock) : NULL;
+	index = try_relation_open(indexoid, AccessShareLock);
+	if (index == NULL)
+		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
+		                errmsg("relation with OID %u does not exist", indexoid)));
+	if (!pg_class_ownercheck(indexoid, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(index->rd_rel->relkind),
+		               RelationGetRelationName(index));
+	if ((index->rd_rel->relkind != RELKIND_INDEX &&
+	     index->rd_rel->relkind != RELKIND_PARTITIONED_INDEX) ||
+	    index->rd_indam == NULL || index->rd_indam->ambuild != hannoybuild)
+		ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE),
+		                errmsg("\"%s\" is not a hannoy index", RelationGetRelationName(index))));
+	if (index->rd_rel->relkind == RELKIND_PARTITIONED_INDEX)
+		ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE),
+		                errmsg("\"%s\" is a partitioned index", RelationGetRelationName(index)),
+		                errdetail("A partitioned index has no sidecar of its own; inspect the "
+		                          "index of each partition.")));
+	/* the index may have been dropped and its OID reused meanwhile */
+	if (*heap == NULL || heapid != IndexGetRelation(indexoid, false))
+		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
+		                errmsg("could not open the table of index \"%s\"",
+		                       RelationGetRelationName(index))));
+	if (!other_temp_ok && RELATION_IS_OTHER_TEMP(index))
+		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+		                errmsg("cannot inspect temporary indexes of other sessions")));
+	return index;
+}
+
+/* close_index releases what open_index took. */
+static void
+close_index(Relation index, Relation heap)
+{
+	relation_close(index, AccessShareLock);
+	table_close(heap, AccessShareLock);
+}
+
+/*
+ * sidecar_bytes adds up the sizes of the sidecar's data and lock files,
+ * found with stat: opening them would drop LMDB's locks.  A missing sidecar
+ * takes 0 bytes.
+ */
+static int64
+sidecar_bytes(Relation index)
+{
+	static const char *const files[] = {"data.mdb", "lock.mdb"};
+	RelFileNodeBackend       rnode;
+	char                    *dir;
+	int64                    total = 0;
+
+	rnode.node = index->rd_node;
+	rnode.backend = index->rd_backend;
+	dir = HannoySidecarPath(rnode);
+	for (int i = 0; i < lengthof(files); i++)
+	{
+		char       *path = psprintf("%s/%s", dir, files[i]);
+		struct stat st;
+
+		if (stat(path, &st) == 0)
+			total += (int64) st.st_size;
+		else if (errno != ENOENT)
+			ereport(ERROR,
+			        (errcode_for_file_access(), errmsg("could not stat file \"%s\": %m", path)));
+		pfree(path);
+	}
+	pfree(dir);
+	return total;
+}
+
+/* True when the metapage says the index has no sidecar yet, legitimately. */
+static bool
+without_sidecar_yet(const HannoyMetaPageData *meta)
+{
+	return meta->magic == HANNOY_MAGIC && (meta->flags & HANNOY_META_INIT_FORK) &&
+	       !RecoveryInProgress();
+}
+
+/* Adds one row to hannoy_verify's result; 'item' -1 shows as NULL. */
+static void
+put_problem(HannoyProblemSink *sink, HannoyProblemKind kind, int64 item, const char *detail)
+{
+	Datum values[HANNOY_VERIFY_COLS];
+	bool  nulls[HANNOY_VERIFY_COLS] = {false};
+
+	values[0] = CStringGetTextDatum(hannoy_problem_name(kind));
+	values[1] = Int64GetDatum(item);
+	nulls[1] = item < 0;
+	values[2] = CStringGetTextDatum(detail);
+	tuplestore_putvalues(sink->tupstore, sink->tupdesc, values, nulls);
+}
+
+/*
+ * run_walk walks the sidecar in slices, checking for interrupts between
+ * them; with a sink it verifies and stores each problem, and it fills
+ * 'summary' when given.  The walk's read transaction and the environment's
+ * pin are released however the loop ends.
+ */
+static void
+run_walk(Relation index, HannoyEnv *env, HannoyProblemSink *sink, HannoyInspectSummary *summary)
+{
+	HannoyInspect *volatile walk = NULL;
+	HannoyProblem *problems = palloc(sizeof(HannoyProblem) * HANNOY_INSPECT_BATCH);
+	HannoyError    err;
+	HannoyStatus   st;
+
+	HannoyEnvPin(env);
+	PG_TRY();
+	{
+		HannoyInspect *w = NULL;
+		bool           done = false;
+
+		st = hannoy_inspect_begin(env, sink != NULL, &w, &err);
+		if (st != HANNOY_OK)
+			HannoyReportError(st, &err, index);
+		walk = w;
+		while (!done)
+		{
+			uint32 n = 0;
+
+			CHECK_FOR_INTERRUPTS();
+			st = hannoy_inspect_step(w, HANNOY_SLICE_MS, problems, HANNOY_INSPECT_BATCH, &n, &done,
+			                         &err);
+			if (st != HANNOY_OK)
+				HannoyReportError(st, &err, index);
+			for (uint32 i = 0; i < n && sink != NULL; i++)
+				put_problem(sink, problems[i].kind, problems[i].item, problems[i].detail);
+		}
+		if (summary != NULL)
+		{
+			st = hannoy_inspect_summary(w, summary, &err);
+			if (st != HANNOY_OK)
+				HannoyReportError(st, &err, index);
+		}
+	}
+	PG_FINALLY();
+	{
+		if (walk != NULL)
+			hannoy_inspect_free(walk);
+		HannoyEnvUnpin(env);
+	}
+	PG_END_TRY();
+	pfree(problems);
+}
+
+/*
+ * check_meta compares the graph parameters of the metapage with those the
+ * sidecar recorded (identity, metric, system and timeline were checked by
+ * HannoyOpenEnv).  A dimension count the sidecar has not learnt yet (the
+ * first insert into an empty index is still queued, or aborted) is fine.
+ */
+static void
+check_meta(Relation index, HannoyEnv *env, const HannoyMetaPageData *meta, HannoyProblemSink *sink)
+{
+	HannoyMeta   smeta;
+	HannoyError  err;
+	HannoyStatus st = hannoy_env_meta(env, &smeta, &err);
+
+	if (st != HANNOY_OK)
+		HannoyReportError(st, &err, index);
+	if (smeta.dims != 0 && smeta.dims != meta->dims)
+		put_problem(
+		    sink, HANNOY_PROBLEM_META_MISMATCH, -1,
+		    psprintf("the metapage has %u dimensions, the sidecar %u", meta->dims, smeta.dims));
+	if (smeta.m != meta->m || smeta.m0 != 2 * meta->m)
+		put_problem(sink, HANNOY_PROBLEM_META_MISMATCH, -1,
+		            psprintf("the metapage has m = %u, the sidecar m = %u and m0 = %u", meta->m,
+		                     smeta.m, smeta.m0));
+	if (smeta.ef_construction != meta->ef_construction)
+		put_problem(sink, HANNOY_PROBLEM_META_MISMATCH, -1,
+		            psprintf("the metapage has ef_construction = %u, the sidecar %u",
+		                     meta->ef_construction, smeta.ef_construction));
+}
+
+PG_FUNCTION_INFO_V1(hannoy_index_size);
+
+/*
+ * hannoy_index_size returns the bytes the index's sidecar takes on disk
+ * (its data and lock files; 0 when it has none).  The metapage in the
+ * relation file itself is what pg_relation_size reports.
+ */
+Datum
+hannoy_index_size(PG_FUNCTION_ARGS)
+{
+	Relation heap;
+	Relation index = open_index(PG_GETARG_OID(0), true, &heap);
+	int64    bytes = sidecar_bytes(index);
+
+	close_index(index, heap);
+	PG_RETURN_INT64(bytes);
+}
+
+PG_FUNCTION_INFO_V1(hannoy_index_stats);
+
+/*
+ * hannoy_index_stats returns the counters of the index and the shape of
+ * its graph, read in one LMDB snapshot.  This backend's queued rows are
+ * applied first, as before a scan.  An unusable index (I6) is an error
+ * with a REINDEX hint.
+ */
+Datum
+hannoy_index_stats(PG_FUNCTION_ARGS)
+{
+	Relation             heap;
+	Relation             index = open_index(PG_GETARG_OID(0), false, &heap);
+	TupleDesc            tupdesc;
+	HannoyMetaPageData   meta;
+	HannoyInspectSummary summary;
+	HannoyEnv           *env;
+	const char          *why = NULL;
+	Datum                values[HANNOY_STATS_COLS];
+	bool                 nulls[HANNOY_STATS_COLS] = {false};
+	Datum               *edges;
+	uint32               layers;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	HannoyFlushQueue(index);
+	memset(&summary, 0, sizeof(summary));
+	summary.stats.max_level = -1;
+	env = HannoyOpenEnv(index, &meta, true, &why);
+	if (env != NULL)
+		run_walk(index, env, NULL, &summary);
+	else if (!without_sidecar_yet(&meta))
+		ereport(ERROR,
+		        (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+		         errmsg("hannoy index \"%s\" cannot be used: %s", RelationGetRelationName(index),
+		                why ? why : "unknown reason"),
+		         errhint("REINDEX INDEX %s;", quote_identifier(RelationGetRelationName(index)))));
+
+	layers = Min(summary.layers, HANNOY_MAX_LAYERS);
+	edges = palloc(sizeof(Datum) * Max(layers, 1));
+	for (uint32 i = 0; i < layers; i++)
+		edges[i] = Int64GetDatum((int64) summary.edges[i]);
+
+	values[0] = Int64GetDatum((int64) summary.stats.items);
+	values[1] = Int64GetDatum((int64) summary.stats.unindexed);
+	values[2] = Int64GetDatum((int64) summary.stats.deleted);
+	values[3] = Int64GetDatum(0); /* ids are not reused yet */
+	values[4] = Int64GetDatum((int64) summary.stats.next_id);
+	values[5] = Int32GetDatum(summary.stats.max_level + 1);
+	values[6] = Int64GetDatum((int64) summary.stats.entry_point);
+	nulls[6] = summary.stats.max_level < 0;
+	values[7] = PointerGetDatum(construct_array(edges, (int) layers, INT8OID, sizeof(int64),
+	                                            FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[8] = Float8GetDatum(
+	    summary.lists[0] > 0 ? (double) summary.edges[0] / (double) summary.lists[0] : 0.0);
+	nulls[8] = summary.lists[0] == 0;
+	values[9] = Int64GetDatum(sidecar_bytes(index));
+	values[10] = Int64GetDatum((int64) summary.stats.used_pages);
+
+	close_index(index, heap);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+PG_FUNCTION_INFO_V1(hannoy_verify);
+
+/*
+ * hannoy_verify checks the index and returns one row per problem, none
+ * when it is healthy.  An index whose sidecar is unusable (I6) is reported
+ * as a row, not an error; one with no sidecar yet (an unlogged index reset
+ * after a crash) is healthy and empty.
+ */
+Datum
+hannoy_verify(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo     *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Relation           heap;
+	Relation           index;
+	HannoyMetaPageData meta;
+	HannoyProblemSink  sink;
+	HannoyEnv         *env;
+	const char        *why = NULL;
+
+	InitMaterializedSRF(fcinfo, 0);
+	sink.tupstore = rsinfo->setResult;
+	sink.tupdesc = rsinfo->setDesc;
+
+	index = open_index(PG_GETARG_OID(0), false, &heap);
+	HannoyFlushQueue(index);
+	env = HannoyOpenEnv(index, &meta, true, &why);
+	if (env != NULL)
+	{
+		check_meta(index, env, &meta, &sink);
+		run_walk(index, env, &sink, NULL);
+	}
+	else if (!without_sidecar_yet(&meta))
+	{
+		RelFileNodeBackend rnode;
+		char              *path;
+		bool               missing;
+
+		rnode.node = index->rd_node;
+		rnode.backend = index->rd_backend;
+		path = HannoySidecarPath(rnode);
+		missing =
+		    HannoyReadMetaPage(index, &meta) && !RecoveryInProgress() && !hannoy_env_exists(path);
+		put_problem(&sink, missing ? HANNOY_PROBLEM_SIDECAR_MISSING : HANNOY_PROBLEM_META_MISMATCH,
+		            -1, why ? why : "the index cannot be used");
+		pfree(path);
+	}
+	close_index(index, heap);
+	return (Datum) 0;
+}
