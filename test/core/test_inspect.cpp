@@ -21,51 +21,13 @@
 
 #include "hannoy/hannoy.h"
 #include "hannoy/storage.hpp"
+#include "test_util.hpp"
 
 namespace
 {
 
-/* A temporary directory holding one environment, removed at the end. */
-class TempEnvDir
-{
-  public:
-	TempEnvDir()
-	{
-		char  tmpl[] = "/tmp/hannoy-inspect-test-XXXXXX";
-		char *dir = mkdtemp(tmpl);
-		if (dir == nullptr)
-			std::abort();
-		root_ = dir;
-		path_ = root_ + "/env";
-	}
-	~TempEnvDir()
-	{
-		HannoyError err;
-		hannoy_env_remove(path_.c_str(), &err);
-		rmdir(root_.c_str());
-	}
-	const char *
-	path() const
-	{
-		return path_.c_str();
-	}
-
-  private:
-	std::string root_, path_;
-};
-
-/* Test configuration: small map, never synced. */
-HannoyEnvConfig
-test_config()
-{
-	HannoyEnvConfig c{};
-	c.max_readers = 126;
-	c.map_size = uint64_t(1) << 30;
-	c.file_mode = 0600;
-	c.dir_mode = 0700;
-	c.durable = false;
-	return c;
-}
+using hannoy_test::TempEnvDir;
+using hannoy_test::test_config;
 
 constexpr uint32_t DIMS = 6;
 constexpr uint32_t M = 4;
