@@ -1,0 +1,182 @@
+# Sidecar files follow their index through DDL, transactionally (DESIGN I5).
+#
+# After each event below, the sidecar directories in $PGDATA/hannoy are
+# exactly those of the relation files of existing hannoy indexes (none left
+# over, none missing), and an unbounded ordered index scan returns exactly
+# the rows a sequential scan returns:
+#   DROP INDEX rolled back, and rolled back to a savepoint; REINDEX and
+#   REINDEX CONCURRENTLY; TRUNCATE, also inside the creating transaction;
+#   VACUUM FULL; ALTER COLUMN TYPE (which keeps the index's file under a new
+#   OID); CREATE and DROP INDEX CONCURRENTLY; DROP TABLE; DROP SCHEMA
+#   CASCADE; a temporary index at session end; DROP DATABASE; and
+#   hannoy_sweep() finds nothing to remove.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+use HannoyTestUtil;
+
+my $node = hannoy_node('lifecycle');
+my $query = "'{0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8}'";
+
+# The sidecar directory names the existing hannoy indexes of every
+# database call for (temporary ones excluded).
+sub expected_sidecars
+{
+	my @names;
+	my @dbs = split /\n/,
+	  $node->safe_psql('postgres',
+		"SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1");
+	for my $db (@dbs)
+	{
+		my $have = $node->safe_psql($db,
+			"SELECT count(*) FROM pg_extension WHERE extname = 'hannoy'");
+		next unless $have;
+		push @names, split /\n/, $node->safe_psql($db, q{
+			SELECT format('%s_%s_%s',
+			              CASE WHEN c.reltablespace = 0 THEN d.dattablespace
+			                   ELSE c.reltablespace END,
+			              d.oid, pg_relation_filenode(c.oid))
+			  FROM pg_class c JOIN pg_am a ON a.oid = c.relam
+			  JOIN pg_database d ON d.datname = current_database()
+			 WHERE a.amname = 'hannoy' AND c.relpersistence <> 't'});
+	}
+	return sort @names;
+}
+
+# Checks the sidecars and the scans of table 'items' after an event.
+sub check_after
+{
+	my ($event, %o) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my @dirs = grep { !/^t/ } sidecar_dirs($node);
+	is_deeply(\@dirs, [ expected_sidecars() ], "$event: one sidecar per hannoy index, no more");
+	return if $o{no_scan};
+	my ($idx) = scan_ids($node, 'items', 'index', query => $query);
+	my ($seq) = scan_ids($node, 'items', 'seq');
+	compare_id_sets($idx, $seq, "$event: unbounded index scan equals a sequential scan");
+}
+
+# Inserts $n more seeded rows into 'items' starting at id $from.
+sub add_rows
+{
+	my ($from, $n) = @_;
+	my $vecs = seeded_vectors($n, 8, $from);
+	my @values = map { sprintf("(%d, '%s')", $from + $_, vector_literal($vecs->[$_])) }
+	  0 .. $n - 1;
+	$node->safe_psql('postgres', 'INSERT INTO items VALUES ' . join(',', @values));
+}
+
+$node->safe_psql('postgres', 'CREATE TABLE items (id int, v real[])');
+add_rows(1, 1500);
+$node->safe_psql('postgres', 'INSERT INTO items VALUES (0, NULL)');
+$node->safe_psql('postgres', 'CREATE INDEX items_v ON items USING hannoy (v)');
+check_after('CREATE INDEX');
+
+$node->safe_psql('postgres', 'BEGIN; DROP INDEX items_v; ROLLBACK;');
+check_after('DROP INDEX rolled back');
+
+$node->safe_psql('postgres',
+	'BEGIN; SAVEPOINT s; DROP INDEX items_v; ROLLBACK TO SAVEPOINT s; COMMIT;');
+check_after('DROP INDEX rolled back to a savepoint');
+
+$node->safe_psql('postgres', 'REINDEX INDEX items_v');
+add_rows(2001, 100);
+check_after('REINDEX, then inserts');
+
+$node->safe_psql('postgres', 'REINDEX INDEX CONCURRENTLY items_v');
+check_after('REINDEX CONCURRENTLY');
+
+$node->safe_psql('postgres', 'BEGIN; REINDEX INDEX items_v; ROLLBACK;');
+check_after('REINDEX rolled back');
+
+$node->safe_psql('postgres', 'TRUNCATE items');
+add_rows(1, 800);
+check_after('TRUNCATE, then inserts');
+
+$node->safe_psql('postgres', q{
+	BEGIN;
+	CREATE TABLE fresh (id int, v real[]);
+	INSERT INTO fresh VALUES (1, '{1,2}'), (2, '{2,3}');
+	CREATE INDEX fresh_v ON fresh USING hannoy (v);
+	TRUNCATE fresh;
+	INSERT INTO fresh VALUES (3, '{3,4}');
+	COMMIT;});
+check_after('TRUNCATE inside the creating transaction');
+is($node->safe_psql('postgres',
+		"SET enable_seqscan = off; SELECT string_agg(id::text, ',') FROM (SELECT id FROM fresh ORDER BY v <-> '{0,0}') s"),
+	'3', 'the index truncated in its creating transaction holds only the new row');
+
+$node->safe_psql('postgres', 'DELETE FROM items WHERE id % 3 = 0; VACUUM items;');
+check_after('DELETE and VACUUM');
+
+$node->safe_psql('postgres', 'VACUUM FULL items');
+check_after('VACUUM FULL');
+
+$node->safe_psql('postgres', 'ALTER TABLE items ALTER COLUMN v TYPE real[]');
+check_after('ALTER COLUMN TYPE keeping the index file');
+is($node->safe_psql('postgres', 'SELECT hannoy_sweep()'), '0',
+	'hannoy_sweep() leaves the reused sidecar alone');
+check_after('sweep after ALTER COLUMN TYPE');
+
+$node->safe_psql('postgres',
+	'CREATE INDEX CONCURRENTLY items_cos ON items USING hannoy (v real_cosine_ops)');
+add_rows(3001, 50);
+check_after('CREATE INDEX CONCURRENTLY');
+is($node->safe_psql('postgres',
+		"SELECT indisvalid FROM pg_index WHERE indexrelid = 'items_cos'::regclass"),
+	't', 'the concurrently built index is valid');
+$node->safe_psql('postgres', 'DROP INDEX CONCURRENTLY items_cos');
+check_after('DROP INDEX CONCURRENTLY');
+
+$node->safe_psql('postgres', 'DROP TABLE fresh');
+check_after('DROP TABLE');
+
+$node->safe_psql('postgres', q{
+	CREATE SCHEMA gone;
+	CREATE TABLE gone.t (v real[]);
+	INSERT INTO gone.t VALUES ('{1,1}');
+	CREATE INDEX ON gone.t USING hannoy (v);});
+check_after('an index in another schema');
+$node->safe_psql('postgres', 'DROP SCHEMA gone CASCADE');
+check_after('DROP SCHEMA CASCADE');
+
+# A temporary index lives only as long as its session.
+$node->safe_psql('postgres', q{
+	CREATE TEMP TABLE scratch (v real[]);
+	INSERT INTO scratch VALUES ('{1,2,3}');
+	CREATE INDEX ON scratch USING hannoy (v);
+	SELECT 1;});
+# the session's backend removes it while exiting, which may end after psql
+my $temp_left;
+for (1 .. 100)
+{
+	$temp_left = grep { /^t/ } sidecar_dirs($node);
+	last if $temp_left == 0;
+	usleep(100_000);
+}
+is($temp_left, 0, 'a temporary index leaves no sidecar after its session ends');
+
+$node->safe_psql('postgres', 'CREATE DATABASE other');
+$node->safe_psql('other', q{
+	CREATE EXTENSION hannoy;
+	CREATE TABLE t (v real[]);
+	INSERT INTO t VALUES ('{1,2}'), ('{2,1}');
+	CREATE INDEX ON t USING hannoy (v);});
+check_after('an index in another database');
+my $other_oid = $node->safe_psql('postgres', "SELECT oid FROM pg_database WHERE datname = 'other'");
+$node->safe_psql('postgres', 'DROP DATABASE other');
+is(scalar(grep { /^\d+_${other_oid}_/ } sidecar_dirs($node)), 0,
+	'DROP DATABASE removes the sidecars of that database');
+check_after('DROP DATABASE');
+
+is($node->safe_psql('postgres', 'SELECT hannoy_sweep()'), '0',
+	'hannoy_sweep() finds nothing left over');
+check_after('final sweep');
+
+$node->stop;
+done_testing();
