@@ -106,6 +106,7 @@ extern "C"
 		uint64_t items;     /* live graph nodes */
 		uint64_t unindexed; /* rows without an indexable vector */
 		uint64_t deleted;   /* tombstoned nodes kept for navigation */
+		uint64_t free_ids;  /* ids VACUUM freed, reused by inserts */
 		uint64_t next_id;   /* first item id never used */
 		int32_t  max_level; /* -1 when the graph is empty */
 		uint32_t entry_point;
@@ -295,6 +296,22 @@ extern "C"
 	 */
 	extern HannoyStatus hannoy_delete_entries(HannoyEnv *env, const HannoyEntry *entries,
 	                                          uint32_t count, HannoyError *err);
+
+	/*
+	 * Graph repair after hannoy_delete_entries: every neighbour list that
+	 * names a tombstone is rebuilt around it, then the tombstones are
+	 * deleted and their ids freed for reuse.  Runs in steps of about
+	 * 'budget_ms' (each made of write transactions of at most ~20 ms);
+	 * *done when finished.  A repair freed before it is done leaves the
+	 * rest to the next one.
+	 */
+	typedef struct HannoyRepair HannoyRepair;
+
+	extern HannoyStatus hannoy_repair_begin(HannoyEnv *env, HannoyRepair **repair,
+	                                        HannoyError *err);
+	extern HannoyStatus hannoy_repair_step(HannoyRepair *repair, uint32_t budget_ms, bool *done,
+	                                       uint64_t *repaired, HannoyError *err);
+	extern void         hannoy_repair_free(HannoyRepair *repair);
 
 	/* ---------------------------------------------------------------------
 	 * Inspection: one walk over the whole sidecar in a single read transaction

@@ -199,12 +199,15 @@ class Store
 	void links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &out) const;
 	void put_links(MDB_txn *txn, uint32_t id, int layer, const std::vector<uint32_t> &ids,
 	               unsigned flags = 0) const;
+	/* True when 'id' is a tombstone (removed by VACUUM, not yet repaired around). */
+	bool is_deleted(MDB_txn *txn, uint32_t id) const;
 	/* TID of an item; false for tombstones and unknown ids. */
 	bool tid_of(MDB_txn *txn, uint32_t id, HannoyTid *tid) const;
 
 	void sync(bool force);
 
-	MDB_dbi dbi_meta, dbi_vectors, dbi_links, dbi_tids, dbi_items, dbi_unindexed, dbi_deleted;
+	MDB_dbi dbi_meta, dbi_vectors, dbi_links, dbi_tids, dbi_items, dbi_unindexed, dbi_deleted,
+	    dbi_free;
 
   private:
 	void open_databases(bool create);

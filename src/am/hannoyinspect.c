@@ -300,7 +300,7 @@ hannoy_index_stats(PG_FUNCTION_ARGS)
 	values[0] = Int64GetDatum((int64) summary.stats.items);
 	values[1] = Int64GetDatum((int64) summary.stats.unindexed);
 	values[2] = Int64GetDatum((int64) summary.stats.deleted);
-	values[3] = Int64GetDatum(0); /* ids are not reused yet */
+	values[3] = Int64GetDatum((int64) summary.stats.free_ids);
 	values[4] = Int64GetDatum((int64) summary.stats.next_id);
 	values[5] = Int32GetDatum(summary.stats.max_level + 1);
 	values[6] = Int64GetDatum((int64) summary.stats.entry_point);

@@ -39,7 +39,51 @@ open_for_vacuum(Relation index)
 }
 
 /*
- * hannoybulkdelete removes the rows VACUUM's callback reports dead.
+ * repair_graph reconnects the graph around the removed nodes and frees
+ * their ids, in slices with interrupt checks between them; a cancel leaves
+ * the rest to the next VACUUM.
+ */
+static void
+repair_graph(Relation index, HannoyEnv *env)
+{
+	HannoyRepair *volatile repair = NULL;
+	HannoyError  err;
+	HannoyStatus st;
+	bool         done = false;
+	uint64       repaired = 0;
+
+	HannoyEnvPin(env);
+	PG_TRY();
+	{
+		HannoyRepair *r;
+
+		st = hannoy_repair_begin(env, &r, &err);
+		if (st != HANNOY_OK)
+			HannoyReportError(st, &err, index);
+		repair = r;
+		while (!done)
+		{
+			vacuum_delay_point();
+			CHECK_FOR_INTERRUPTS();
+			st = hannoy_repair_step(r, HANNOY_SLICE_MS, &done, &repaired, &err);
+			if (st != HANNOY_OK)
+				HannoyReportError(st, &err, index);
+		}
+	}
+	PG_FINALLY();
+	{
+		if (repair != NULL)
+			hannoy_repair_free(repair);
+		HannoyEnvUnpin(env);
+	}
+	PG_END_TRY();
+	ereport(DEBUG1, (errmsg("hannoy index \"%s\": rebuilt %llu neighbour lists around removed rows",
+	                        RelationGetRelationName(index), (unsigned long long) repaired)));
+}
+
+/*
+ * hannoybulkdelete removes the rows VACUUM's callback reports dead, then
+ * repairs the graph around them.
  */
 IndexBulkDeleteResult *
 hannoybulkdelete(IndexVacuumInfo        *info, IndexBulkDeleteResult *volatile stats,
@@ -100,6 +144,7 @@ hannoybulkdelete(IndexVacuumInfo        *info, IndexBulkDeleteResult *volatile s
 		HannoyEnvUnpin(env);
 	}
 	PG_END_TRY();
+	repair_graph(index, env);
 	stats->num_pages = RelationGetNumberOfBlocks(index);
 	return stats;
 }

@@ -183,6 +183,9 @@ hannoy_env_stats(HannoyEnv *env, HannoyStats *stats, HannoyError *err)
 		                           stats->items = st.items;
 		                           stats->unindexed = st.unindexed;
 		                           stats->deleted = st.deleted;
+		                           MDB_stat fst_free;
+		                           mdb_stat(txn.get(), s.dbi_free, &fst_free);
+		                           stats->free_ids = fst_free.ms_entries;
 		                           stats->next_id = st.next_id;
 		                           stats->max_level = st.max_level;
 		                           stats->entry_point = st.entry_point;

@@ -47,6 +47,11 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 		visited.reset(state.next_id);
 		hannoy::search_layer(g, q, entries, s.meta().ef_construction, layer, visited, found,
 		                     scratch);
+		/* never link to a tombstone: VACUUM is about to free its id */
+		found.erase(std::remove_if(found.begin(), found.end(),
+		                           [&](const hannoy::Candidate &c)
+		                           { return s.is_deleted(txn, c.id); }),
+		            found.end());
 		hannoy::select_neighbors(g, found, s.max_links(layer), plan.neighbors[layer]);
 		entries.swap(found);
 	}
@@ -135,26 +140,47 @@ insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t unindexe
 		plan_links(s, txn.get(), vector, level, plan);
 	}
 	forget_tid(s, txn.get(), tid, state);
-	if (state.next_id >= HANNOY_MAX_ITEMS)
-		throw hannoy::Error(HANNOY_ERR_LIMIT, "an index holds at most 4294967295 vectors");
-	uint32_t       id = static_cast<uint32_t>(state.next_id++);
+	/* reuse an id VACUUM freed, else take a new one */
+	uint32_t id;
+	unsigned append = MDB_APPEND;
+	{
+		hannoy::Cursor cur(txn.get(), s.dbi_free);
+		MDB_val        fkey, fdata;
+		if (cur.get(fkey, fdata, MDB_FIRST))
+		{
+			id = hannoy::decode_id(fkey);
+			append = 0;
+		}
+		else
+		{
+			if (state.next_id >= HANNOY_MAX_ITEMS)
+				throw hannoy::Error(HANNOY_ERR_LIMIT, "an index holds at most 4294967295 vectors");
+			id = static_cast<uint32_t>(state.next_id++);
+		}
+	}
 	hannoy::IdKey  key(id);
 	hannoy::TidKey tkey(tid);
+	if (append == 0)
+		hannoy::del(txn.get(), s.dbi_free, key.val());
 	hannoy::put(txn.get(), s.dbi_vectors, key.val(),
-	            MDB_val{s.vector_bytes(), const_cast<void *>(vector)}, MDB_APPEND);
-	hannoy::put(txn.get(), s.dbi_tids, key.val(), tkey.val(), MDB_APPEND);
+	            MDB_val{s.vector_bytes(), const_cast<void *>(vector)}, append);
+	hannoy::put(txn.get(), s.dbi_tids, key.val(), tkey.val(), append);
 	hannoy::put(txn.get(), s.dbi_items, tkey.val(), key.val());
 
 	for (int layer = 0; layer <= level; layer++)
 	{
 		std::vector<uint32_t> &mine = plan.neighbors[layer];
 		std::vector<uint32_t>  dropped;
+		/* a neighbour VACUUM removed since the search is dropped */
+		mine.erase(std::remove_if(mine.begin(), mine.end(),
+		                          [&](uint32_t n) { return s.is_deleted(txn.get(), n); }),
+		           mine.end());
 		for (size_t k = 0; k < mine.size(); k++)
 			add_backlink(s, txn.get(), mine[k], id, layer, k == 0, dropped);
 		/* nodes dropped by the pruning may have lost their only incoming link */
 		for (uint32_t d : dropped)
 			if (mine.size() < s.max_links(layer) &&
-			    std::find(mine.begin(), mine.end(), d) == mine.end())
+			    std::find(mine.begin(), mine.end(), d) == mine.end() && !s.is_deleted(txn.get(), d))
 				mine.push_back(d);
 		s.put_links(txn.get(), id, layer, mine);
 	}

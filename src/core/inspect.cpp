@@ -680,6 +680,9 @@ hannoy_inspect_summary(HannoyInspect *w, HannoyInspectSummary *summary, HannoyEr
 		                           st.items = w->state.items;
 		                           st.unindexed = w->state.unindexed;
 		                           st.deleted = w->state.deleted;
+		                           MDB_stat free_stat;
+		                           mdb_stat(w->txn->get(), w->store->dbi_free, &free_stat);
+		                           st.free_ids = free_stat.ms_entries;
 		                           st.next_id = w->state.next_id;
 		                           st.max_level = w->state.max_level;
 		                           st.entry_point = w->state.entry_point;

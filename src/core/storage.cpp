@@ -296,9 +296,9 @@ Store::open_databases(bool create)
 	{
 		const char *name;
 		MDB_dbi    *dbi;
-	} dbs[] = {{"meta", &dbi_meta},      {"vectors", &dbi_vectors}, {"links", &dbi_links},
-	           {"tids", &dbi_tids},      {"items", &dbi_items},     {"unindexed", &dbi_unindexed},
-	           {"deleted", &dbi_deleted}};
+	} dbs[] = {{"meta", &dbi_meta},       {"vectors", &dbi_vectors}, {"links", &dbi_links},
+	           {"tids", &dbi_tids},       {"items", &dbi_items},     {"unindexed", &dbi_unindexed},
+	           {"deleted", &dbi_deleted}, {"free", &dbi_free}};
 	for (auto &db : dbs)
 	{
 		int rc = mdb_dbi_open(txn.get(), db.name, flags, db.dbi);
@@ -444,6 +444,14 @@ Store::put_links(MDB_txn *txn, uint32_t id, int layer, const std::vector<uint32_
 	encode_links(ids.data(), ids.size(), buf);
 	LinkKey key(id, layer);
 	put(txn, dbi_links, key.val(), MDB_val{buf.size(), buf.data()}, flags);
+}
+
+bool
+Store::is_deleted(MDB_txn *txn, uint32_t id) const
+{
+	IdKey   key(id);
+	MDB_val data;
+	return hannoy::get(txn, dbi_deleted, key.val(), data);
 }
 
 bool

@@ -43,8 +43,8 @@ FROM hannoy_index_stats('inspect_idx');
 SELECT * FROM hannoy_verify('inspect_idx');
 
 --
--- inserts, deletes and VACUUM: removed rows become tombstones, the graph
--- stays healthy
+-- inserts, deletes and VACUUM: VACUUM repairs the graph around removed
+-- rows and frees their ids (free_ids), the graph stays healthy
 --
 INSERT INTO inspect_t
   SELECT i, ARRAY[i % 13, i / 13, 1]::real[] FROM generate_series(503, 600) i;
@@ -54,7 +54,8 @@ SELECT live_items, unindexed_rows, tombstones, free_ids, next_id FROM hannoy_ind
 SELECT * FROM hannoy_verify('inspect_idx');
 
 -- this backend's queued rows are applied before it inspects, as before a
--- scan; rows of a transaction that rolls back stay until VACUUM removes them
+-- scan; a new row reuses a freed id (next_id does not move); rows of a
+-- transaction that rolls back stay until VACUUM removes them
 BEGIN;
 INSERT INTO inspect_t VALUES (1001, '{1,2,3}'), (1002, NULL);
 SELECT live_items, unindexed_rows, tombstones, next_id FROM hannoy_index_stats('inspect_idx');
