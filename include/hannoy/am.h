@@ -81,6 +81,7 @@ typedef HannoyMetaPageData *HannoyMetaPage;
 
 /* Metapage flags */
 #define HANNOY_META_INIT_FORK 0x0001 /* written by ambuildempty: no sidecar yet */
+#define HANNOY_META_BROKEN    0x0002 /* the sidecar was found unusable: REINDEX */
 
 /* Reloptions */
 typedef struct HannoyRelOptions
@@ -113,6 +114,7 @@ extern HannoyEnv *HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool m
 extern void       HannoyForgetEnv(RelFileNodeBackend rnode);
 extern void       HannoyEnvPin(HannoyEnv *env);
 extern void       HannoyEnvUnpin(HannoyEnv *env);
+extern void       HannoyMarkBroken(Relation index, const char *why);
 extern bool       HannoyIndexUsable(Relation index, const char **why);
 extern void      *HannoyDatumToVector(Relation index, Datum value, HannoyMetric metric,
                                       uint32 expected_dims, bool query, uint32 *dims, bool *is_zero);

@@ -20,6 +20,7 @@
 #include "executor/executor.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "optimizer/cost.h"
 #include "optimizer/optimizer.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
@@ -160,8 +161,14 @@ hannoycostestimate(PlannerInfo *root, IndexPath *path, double loop_count, Cost *
 	index_close(index, NoLock);
 	if (!usable)
 	{
-		*indexStartupCost = get_float8_infinity();
-		*indexTotalCost = get_float8_infinity();
+		/*
+		 * Dearer than any real plan, but cheaper than a disabled one: the
+		 * planner never chooses the index unless told to avoid every
+		 * alternative (enable_seqscan = off), and then the scan reports
+		 * why it cannot run.
+		 */
+		*indexStartupCost = disable_cost / 10;
+		*indexTotalCost = disable_cost / 10;
 		*indexSelectivity = 0;
 		*indexCorrelation = 0;
 		*indexPages = 0;

@@ -122,6 +122,7 @@ open_for_insert(Relation index, HannoyMetaPageData *meta)
 		if (env != NULL)
 			return env;
 	}
+	HannoyMarkBroken(index, why);
 	ereport(WARNING,
 	        (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 	         errmsg("hannoy index \"%s\" cannot be used (%s): new rows are not added to it",

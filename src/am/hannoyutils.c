@@ -21,6 +21,7 @@
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
 #include "storage/fd.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -52,6 +53,15 @@ typedef struct HannoyEnvCacheEntry
  * the array grows past that only while scans pin them all (a query over
  * many partitions).
  */
+/* Reasons an index is unusable for good (compared by address). */
+static const char HANNOY_REASON_MISSING[] = "its sidecar is missing";
+static const char HANNOY_REASON_OTHER_BUILD[] = "its sidecar belongs to another build";
+static const char HANNOY_REASON_OTHER_SYSTEM[] =
+    "its sidecar was written by another database system";
+static const char HANNOY_REASON_OTHER_TIMELINE[] = "its sidecar was written on another timeline";
+static const char HANNOY_REASON_BROKEN[] =
+    "it was marked broken when its sidecar was found unusable";
+
 static HannoyEnvCacheEntry *env_cache = NULL;
 static int                  env_cache_used = 0;
 static int                  env_cache_capacity = 0;
@@ -343,6 +353,8 @@ HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const c
 
 	if (!HannoyReadMetaPage(index, meta))
 		reason = "its metapage is missing or invalid";
+	else if (meta->flags & HANNOY_META_BROKEN)
+		reason = HANNOY_REASON_BROKEN;
 	else if (RecoveryInProgress())
 		reason = "its sidecar cannot be read while the server is in recovery";
 	else if (meta->flags & HANNOY_META_INIT_FORK)
@@ -414,7 +426,7 @@ HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const c
 					ReleaseExternalFD();
 				if (st != HANNOY_ERR_NOT_FOUND && !missing_ok)
 					HannoyReportError(st, &err, index);
-				reason = st == HANNOY_ERR_NOT_FOUND ? "its sidecar is missing"
+				reason = st == HANNOY_ERR_NOT_FOUND ? HANNOY_REASON_MISSING
 				                                    : "its sidecar cannot be opened";
 			}
 			else
@@ -440,11 +452,11 @@ HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const c
 			reason = "its sidecar cannot be read";
 		}
 		else if (smeta.generation != meta->generation)
-			reason = "its sidecar belongs to another build";
+			reason = HANNOY_REASON_OTHER_BUILD;
 		else if (smeta.system_id != GetSystemIdentifier())
-			reason = "its sidecar was written by another database system";
+			reason = HANNOY_REASON_OTHER_SYSTEM;
 		else if (smeta.timeline != GetWALInsertionTimeLine())
-			reason = "its sidecar was written on another timeline";
+			reason = HANNOY_REASON_OTHER_TIMELINE;
 		else if (smeta.metric != meta->metric)
 			reason = "its sidecar uses another metric";
 		else
@@ -465,6 +477,31 @@ HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const c
 	     errmsg("hannoy index \"%s\" cannot be used: %s", RelationGetRelationName(index), reason),
 	     errhint("REINDEX INDEX %s;", quote_identifier(RelationGetRelationName(index)))));
 	pg_unreachable();
+}
+
+/*
+ * HannoyMarkBroken records in the metapage that the index's sidecar is
+ * unusable for good ('why' one of the permanent reasons: missing, another
+ * build, system or timeline), so every backend stops trusting it until
+ * REINDEX writes a new metapage.  Nothing happens during recovery or for a
+ * passing reason (such as running out of file descriptors).
+ */
+void
+HannoyMarkBroken(Relation index, const char *why)
+{
+	HannoyMetaPageData meta;
+
+	if (RecoveryInProgress() ||
+	    (why != HANNOY_REASON_MISSING && why != HANNOY_REASON_OTHER_BUILD &&
+	     why != HANNOY_REASON_OTHER_SYSTEM && why != HANNOY_REASON_OTHER_TIMELINE))
+		return;
+	LockPage(index, HANNOY_METAPAGE_BLKNO, ExclusiveLock);
+	if (HannoyReadMetaPage(index, &meta) && !(meta.flags & HANNOY_META_BROKEN))
+	{
+		meta.flags |= HANNOY_META_BROKEN;
+		HannoyWriteMetaPage(index, MAIN_FORKNUM, &meta, false);
+	}
+	UnlockPage(index, HANNOY_METAPAGE_BLKNO, ExclusiveLock);
 }
 
 /*

@@ -30,11 +30,14 @@ open_for_vacuum(Relation index)
 	HannoyEnv         *env = HannoyOpenEnv(index, &meta, true, &why);
 
 	if (env == NULL && !(meta.magic == HANNOY_MAGIC && (meta.flags & HANNOY_META_INIT_FORK)))
+	{
+		HannoyMarkBroken(index, why);
 		ereport(WARNING,
 		        (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 		         errmsg("hannoy index \"%s\" cannot be used (%s): skipping it",
 		                RelationGetRelationName(index), why ? why : "unknown reason"),
 		         errhint("REINDEX INDEX %s;", quote_identifier(RelationGetRelationName(index)))));
+	}
 	return env;
 }
 
