@@ -95,6 +95,7 @@ typedef struct HannoyRelOptions
 extern int  hannoy_ef_search;
 extern int  hannoy_build_threads;
 extern bool hannoy_preloaded;
+extern int  hannoy_test_search_delay;
 
 /* hannoy.c */
 extern void _PG_init(void);

@@ -228,6 +228,13 @@ extern "C"
 	extern HannoyStatus hannoy_insert(HannoyEnv *env, HannoyTid tid, const void *vector,
 	                                  uint8_t unindexed_kind, HannoyError *err);
 
+	/*
+	 * Test only: makes every insert pause 'ms' milliseconds inside its
+	 * read-phase neighbour search, so tests can show that inserting
+	 * backends overlap there (only linking takes the writer lock).
+	 */
+	extern void hannoy_test_set_search_delay(uint32_t ms);
+
 	/* ---------------------------------------------------------------------
 	 * Scans.
 	 * ---------------------------------------------------------------------

@@ -38,6 +38,7 @@ PG_MODULE_MAGIC;
 int  hannoy_ef_search = HANNOY_DEFAULT_EF_SEARCH;
 int  hannoy_build_threads = 1;
 bool hannoy_preloaded = false;
+int  hannoy_test_search_delay = 0;
 
 static relopt_kind             hannoy_relopt_kind;
 static ExecutorStart_hook_type prev_executor_start = NULL;
@@ -91,6 +92,11 @@ _PG_init(void)
 	                        "(1 to 64; default: the number of cores).",
 	                        NULL, &hannoy_build_threads, hannoy_build_threads, 1,
 	                        HANNOY_MAX_BUILD_THREADS, PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("hannoy.test_search_delay",
+	                        "Test only: milliseconds every insert pauses inside its neighbour "
+	                        "search (0 to 10000).",
+	                        NULL, &hannoy_test_search_delay, 0, 0, 10000, PGC_SUSET,
+	                        GUC_UNIT_MS | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("hannoy");
 
 	HannoyLifecycleInit();

@@ -203,6 +203,8 @@ apply_queue(Relation index, HannoyInsertQueue *q)
 	if (RelationNeedsWAL(index))
 		XLogFlush(wal_end_of_inserted());
 
+	hannoy_test_set_search_delay((uint32) hannoy_test_search_delay);
+
 	/* opening the heap may run invalidation callbacks: keep the handle pinned */
 	HannoyEnvPin(env);
 	PG_TRY();

@@ -7,6 +7,9 @@
 #include "hannoy/core_guard.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <thread>
 #include <vector>
 
 #include "hannoy/graph.hpp"
@@ -25,6 +28,9 @@ struct Plan
 	bool                               searched_nonempty = false; /* the graph had an entry point */
 };
 
+/* Test-only pause inside the read-phase search (hannoy.test_search_delay). */
+std::atomic<uint32_t> search_delay_ms{0};
+
 /* Finds the new node's neighbours at each layer up to 'level' (Alg. 1, search part). */
 void
 plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan &plan)
@@ -33,6 +39,8 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 	plan.level = level;
 	plan.neighbors.assign(level + 1, {});
 	plan.searched_nonempty = state.max_level >= 0;
+	if (uint32_t delay = search_delay_ms.load())
+		std::this_thread::sleep_for(std::chrono::milliseconds(delay));
 	if (state.max_level < 0)
 		return;
 	hannoy::StoredGraph   g(s, txn);
@@ -209,4 +217,10 @@ hannoy_insert(HannoyEnv *env, HannoyTid tid, const void *vector, uint8_t unindex
 			    throw hannoy::Error(HANNOY_ERR_INVALID, "dimensions must be set before inserting");
 		    insert_row(s, tid, vector, unindexed_kind);
 	    });
+}
+
+extern "C" void
+hannoy_test_set_search_delay(uint32_t ms)
+{
+	search_delay_ms.store(ms);
 }
