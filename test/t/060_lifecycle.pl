@@ -9,7 +9,8 @@
 #   VACUUM FULL; ALTER COLUMN TYPE (which keeps the index's file under a new
 #   OID); CREATE and DROP INDEX CONCURRENTLY; DROP TABLE; DROP SCHEMA
 #   CASCADE; a temporary index at session end; DROP DATABASE; and
-#   hannoy_sweep() finds nothing to remove.
+#   hannoy_sweep() finds nothing to remove.  Sidecar directories are 0700
+# and their files 0600.
 use strict;
 use warnings;
 
@@ -76,6 +77,19 @@ add_rows(1, 1500);
 $node->safe_psql('postgres', 'INSERT INTO items VALUES (0, NULL)');
 $node->safe_psql('postgres', 'CREATE INDEX items_v ON items USING hannoy (v)');
 check_after('CREATE INDEX');
+
+# sidecars are private to the server user: directories 0700, files 0600
+for my $d (sidecar_dirs($node))
+{
+	my $path = $node->data_dir . "/hannoy/$d";
+	is(sprintf('%04o', (stat $path)[2] & 07777), '0700', "sidecar directory $d is 0700");
+	opendir(my $dh, $path) or die "cannot list $path: $!";
+	for my $f (sort grep { !/^\./ } readdir($dh))
+	{
+		is(sprintf('%04o', (stat "$path/$f")[2] & 07777), '0600', "sidecar file $d/$f is 0600");
+	}
+	closedir($dh);
+}
 
 $node->safe_psql('postgres', 'BEGIN; DROP INDEX items_v; ROLLBACK;');
 check_after('DROP INDEX rolled back');
