@@ -7,7 +7,9 @@
 #   DROP INDEX rolled back, and rolled back to a savepoint; REINDEX and
 #   REINDEX CONCURRENTLY; TRUNCATE, also inside the creating transaction;
 #   VACUUM FULL; ALTER COLUMN TYPE (which keeps the index's file under a new
-#   OID); CREATE and DROP INDEX CONCURRENTLY; DROP TABLE; DROP SCHEMA
+#   OID); CREATE and DROP INDEX CONCURRENTLY; CLUSTER; SET UNLOGGED and
+#   SET LOGGED; a partitioned table; pg_dump and restore; an unlogged table
+#   through a crash; DROP TABLE; DROP SCHEMA
 #   CASCADE; a temporary index at session end; DROP DATABASE; and
 #   hannoy_sweep() finds nothing to remove.  Sidecar directories are 0700
 # and their files 0600.
@@ -44,7 +46,7 @@ sub expected_sidecars
 			              d.oid, pg_relation_filenode(c.oid))
 			  FROM pg_class c JOIN pg_am a ON a.oid = c.relam
 			  JOIN pg_database d ON d.datname = current_database()
-			 WHERE a.amname = 'hannoy' AND c.relpersistence <> 't'});
+			 WHERE a.amname = 'hannoy' AND c.relpersistence <> 't' AND c.relkind = 'i'});
 	}
 	return sort @names;
 }
@@ -146,6 +148,57 @@ is($node->safe_psql('postgres',
 	't', 'the concurrently built index is valid');
 $node->safe_psql('postgres', 'DROP INDEX CONCURRENTLY items_cos');
 check_after('DROP INDEX CONCURRENTLY');
+
+$node->safe_psql('postgres', 'CREATE INDEX items_id ON items (id); CLUSTER items USING items_id;');
+check_after('CLUSTER on another index');
+
+$node->safe_psql('postgres', 'ALTER TABLE items SET UNLOGGED');
+add_rows(4001, 20);
+check_after('SET UNLOGGED');
+$node->safe_psql('postgres', 'ALTER TABLE items SET LOGGED');
+check_after('SET LOGGED');
+
+$node->safe_psql('postgres', q{
+	CREATE TABLE parts (id int, v real[]) PARTITION BY RANGE (id);
+	CREATE TABLE parts_1 PARTITION OF parts FOR VALUES FROM (0) TO (100);
+	CREATE TABLE parts_2 PARTITION OF parts FOR VALUES FROM (100) TO (200);
+	INSERT INTO parts SELECT i, ARRAY[i % 7, i % 5]::real[] FROM generate_series(0, 199) i;
+	CREATE INDEX parts_v ON parts USING hannoy (v);
+	CREATE TABLE parts_3 PARTITION OF parts FOR VALUES FROM (200) TO (300);
+	INSERT INTO parts SELECT i, ARRAY[i % 7, i % 5]::real[] FROM generate_series(200, 299) i;});
+check_after('a partitioned table with a partition added later');
+is($node->safe_psql('postgres', q{
+	SET enable_seqscan = off;
+	SELECT count(*) FROM (SELECT id FROM parts ORDER BY v <-> '{1,1}') s}), '300',
+	'an ordered scan over the partitioned index returns every row');
+
+# pg_dump and restore into a new database rebuild the index there
+my $dump = PostgreSQL::Test::Utils::tempdir . '/items.dump';
+$node->command_ok([ 'pg_dump', '-Fc', '-t', 'items', '-f', $dump, $node->connstr('postgres') ],
+	'pg_dump of the table');
+$node->safe_psql('postgres', 'CREATE DATABASE restored');
+$node->safe_psql('restored', 'CREATE EXTENSION hannoy');
+$node->command_ok([ 'pg_restore', '-d', $node->connstr('restored'), $dump ], 'pg_restore');
+check_after('pg_dump and restore');
+my ($ridx) = scan_ids($node, 'items', 'index', query => $query, db => 'restored');
+my ($rseq) = scan_ids($node, 'items', 'seq', db => 'restored');
+compare_id_sets($ridx, $rseq, 'the restored index equals a sequential scan');
+$node->safe_psql('postgres', 'DROP DATABASE restored');
+check_after('DROP DATABASE of the restored copy');
+
+# an unlogged table loses its rows in a crash; its index starts over
+$node->safe_psql('postgres', q{
+	CREATE UNLOGGED TABLE ulog (id int, v real[]);
+	INSERT INTO ulog SELECT i, ARRAY[i, i]::real[] FROM generate_series(1, 100) i;
+	CREATE INDEX ulog_v ON ulog USING hannoy (v);});
+$node->stop('immediate');
+$node->start;
+$node->safe_psql('postgres', "INSERT INTO ulog VALUES (7, '{7,7}')");
+is($node->safe_psql('postgres', q{
+	SET enable_seqscan = off;
+	SELECT string_agg(id::text, ',') FROM (SELECT id FROM ulog ORDER BY v <-> '{0,0}') s}), '7',
+	'after a crash the unlogged index holds only the new row');
+check_after('an unlogged table after a crash');
 
 $node->safe_psql('postgres', 'DROP TABLE fresh');
 check_after('DROP TABLE');
