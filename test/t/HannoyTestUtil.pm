@@ -301,4 +301,61 @@ sub elapsed_since
 	return sprintf('%.3f', Time::HiRes::time() - $t0);
 }
 
+
+# Helpers added for the crash and concurrency tests (070, 080).
+push @EXPORT, qw(
+  expected_sidecar_dirs
+  verify_problems
+  log_problems
+);
+
+# Returns the sorted names the sidecar directories of every permanent
+# hannoy index of every database that has the extension should have:
+# <tablespace>_<database>_<relfilenode>.
+sub expected_sidecar_dirs
+{
+	my ($node) = @_;
+	my @names;
+	my @dbs = split /\n/,
+	  $node->safe_psql('postgres', 'SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1');
+
+	for my $db (@dbs)
+	{
+		next
+		  unless $node->safe_psql($db,
+			"SELECT count(*) FROM pg_extension WHERE extname = 'hannoy'");
+		push @names, split /\n/, $node->safe_psql($db, q{
+			SELECT format('%s_%s_%s',
+			              CASE WHEN c.reltablespace = 0 THEN d.dattablespace
+			                   ELSE c.reltablespace END,
+			              d.oid, pg_relation_filenode(c.oid))
+			  FROM pg_class c JOIN pg_am a ON a.oid = c.relam
+			  JOIN pg_database d ON d.datname = current_database()
+			 WHERE a.amname = 'hannoy' AND c.relkind = 'i' AND c.relpersistence <> 't'});
+	}
+	return sort @names;
+}
+
+# Returns the rows hannoy_verify reports for $index, one 'kind|item|detail'
+# string each (none when the index is healthy).
+sub verify_problems
+{
+	my ($node, $index, %o) = @_;
+	my $out = $node->safe_psql($o{db} // 'postgres',
+		"SELECT kind, item, detail FROM hannoy_verify('$index') ORDER BY item, kind");
+	return [ grep { $_ ne '' } split /\n/, $out ];
+}
+
+# Returns the lines of $node's server log from byte $offset on (default:
+# the whole log) that report a WARNING, ERROR, FATAL or PANIC, or a
+# deadlock, leaving out those matching the regular expression $allow.
+sub log_problems
+{
+	my ($node, %o) = @_;
+	my $log = PostgreSQL::Test::Utils::slurp_file($node->logfile, $o{offset} // 0);
+	my @lines = grep { /\b(WARNING|ERROR|FATAL|PANIC):|deadlock detected/ } split /\n/, $log;
+	@lines = grep { !/$o{allow}/ } @lines if defined $o{allow};
+	return \@lines;
+}
+
 1;
