@@ -1,0 +1,189 @@
+/*
+ * hnswlib_bench.cpp
+ *	  The in-process baseline of the benchmark: hnswlib (Debian
+ *	  libhnswlib-dev), one thread, no SQL around it.  It reads the same files
+ *	  as hannoy_bench, builds an index per ef_construction with the same m,
+ *	  and scores recall@k with the same code (bench_common.hpp), writing rows
+ *	  in the same CSV formats as bench/run.sh.
+ *
+ * Build: g++ -std=c++17 -O3 -march=native -pthread -o hnswlib_bench hnswlib_bench.cpp
+ */
+#include <memory>
+
+#include <hnswlib/hnswlib.h>
+
+#include "bench_common.hpp"
+
+namespace hannoy
+{
+namespace bench
+{
+
+constexpr const char *kProgram = "hnswlib_bench";
+
+/* The CSV header of build results (builds.csv), as bench/run.sh writes it. */
+constexpr const char *kBuildCsvHeader =
+    "dataset,system,m,efc,rows,threads,build_s,size_bytes,peak_rss_kb,worker_peak_rss_kb";
+
+/* Returns the bytes hnswlib's index holds: layer 0 (links, vector, label) and upper links. */
+static size_t
+IndexBytes(const hnswlib::HierarchicalNSW<float> &index)
+{
+	size_t bytes = index.cur_element_count * index.size_data_per_element_;
+	for (size_t i = 0; i < index.cur_element_count; i++)
+		if (index.element_levels_[i] > 0)
+			bytes += index.size_links_per_element_ * size_t(index.element_levels_[i]);
+	return bytes;
+}
+
+/* Runs every query once; adds to 'stats' when 'measured'. */
+static void
+RunPass(const hnswlib::HierarchicalNSW<float> &index, const QuerySet &queries,
+        const GroundTruth &truth, bool measured, PassStats &stats)
+{
+	size_t               nq = queries.vectors.Count();
+	size_t               k = truth.K();
+	std::vector<int64_t> ids;
+	std::vector<double>  dists;
+	std::vector<double>  latencies;
+	size_t               hits = 0;
+	latencies.reserve(nq);
+	auto pass_start = std::chrono::steady_clock::now();
+	for (size_t q = 0; q < nq; q++)
+	{
+		auto t0 = std::chrono::steady_clock::now();
+		auto result = index.searchKnn(queries.vectors.Row(q), k);
+		ids.clear();
+		dists.clear();
+		for (; !result.empty(); result.pop())
+		{
+			/* hnswlib's L2 space reports squared distances, farthest first. */
+			dists.push_back(std::sqrt(double(result.top().first)));
+			ids.push_back(int64_t(result.top().second));
+		}
+		latencies.push_back(SecondsSince(t0) * 1000.0);
+		if (!measured)
+			continue;
+		if (ids.size() < k)
+			stats.short_results++;
+		stats.returned += ids.size();
+		hits += truth.Hits(q, ids.data(), dists.data(), ids.size(), stats.duplicates);
+	}
+	double elapsed = SecondsSince(pass_start);
+	if (!measured)
+		return;
+	stats.hits += hits;
+	stats.pass_qps.push_back(elapsed > 0 ? double(nq) / elapsed : 0.0);
+	stats.latencies_ms.insert(stats.latencies_ms.end(), latencies.begin(), latencies.end());
+}
+
+/* Builds one index per ef_construction and measures every ef_search on it. */
+static int
+Run(int argc, char **argv)
+{
+	Args                   args(argc, argv, 1,
+	                            {"base", "queries", "groundtruth", "k", "m", "efc", "ef", "repeat", "pin", "dataset",
+	                             "csv-queries", "csv-builds", "seed"},
+	                            {"warmup"});
+	size_t                 k = size_t(args.Integer("k", 10, 1, 100000));
+	size_t                 m = size_t(args.Integer("m", 16, 2, 1000));
+	std::vector<long long> efcs =
+	    ParseIntegerList(args.Required("efc"), "every --efc value", 1, 100000);
+	std::vector<long long> efs =
+	    ParseIntegerList(args.Required("ef"), "every --ef value", 1, 1000000);
+	size_t      repeat = size_t(args.Integer("repeat", 3, 1, 1000));
+	bool        warmup = args.Has("warmup");
+	size_t      seed = size_t(args.Integer("seed", 100, 0, INT64_MAX));
+	std::string dataset = args.Get("dataset", "-");
+	if (args.Has("pin"))
+		PinToCpu(0, int(args.Integer("pin", 0, 0, CPU_SETSIZE - 1)), kProgram);
+
+	VectorSet   base = ReadBase(args.Required("base"));
+	QuerySet    queries = ReadQueries(args.Required("queries"), 0);
+	GroundTruth truth(args.Required("groundtruth"), queries.vectors.Count(), k);
+	if (base.dims != queries.vectors.dims)
+		throw Fatal(Format("base vectors have %zu dimensions but queries have %zu", base.dims,
+		                   queries.vectors.dims));
+	hnswlib::L2Space space(base.dims);
+	printf("# hnswlib: %zu base rows, %zu queries, %zu dimensions, m=%zu, one thread\n",
+	       base.Count(), queries.vectors.Count(), base.dims, m);
+
+	for (long long efc : efcs)
+	{
+		auto start = std::chrono::steady_clock::now();
+		auto index = std::make_unique<hnswlib::HierarchicalNSW<float>>(&space, base.Count(), m,
+		                                                               size_t(efc), seed);
+		for (size_t i = 0; i < base.Count(); i++)
+			index->addPoint(base.Row(i), hnswlib::labeltype(base.ids[i]));
+		double build_s = SecondsSince(start);
+		size_t bytes = IndexBytes(*index);
+		long   rss = PeakRssKb();
+		printf("hnswlib    efc=%lld build_s=%.2f size_bytes=%zu peak_rss_kb=%ld\n", efc, build_s,
+		       bytes, rss);
+		if (args.Has("csv-builds"))
+			AppendCsv(args.Get("csv-builds", ""), kBuildCsvHeader,
+			          Format("%s,hnswlib,%zu,%lld,%zu,1,%.3f,%zu,%ld,", dataset.c_str(), m, efc,
+			                 base.Count(), build_s, bytes, rss));
+		for (long long ef : efs)
+		{
+			index->setEf(size_t(ef));
+			PassStats stats;
+			stats.queries = queries.vectors.Count();
+			stats.k = k;
+			if (warmup)
+				RunPass(*index, queries, truth, false, stats);
+			for (size_t rep = 0; rep < repeat; rep++)
+				RunPass(*index, queries, truth, true, stats);
+			std::string row =
+			    QueryCsvRow(dataset, "none", "hnswlib", std::to_string(m), std::to_string(efc),
+			                std::to_string(ef), stats, "in-process");
+			std::vector<std::string> f = Split(row, ',');
+			printf("hnswlib    efc=%lld ef=%-4lld recall@%zu=%s qps=%s (%s..%s) p50_ms=%s "
+			       "p99_ms=%s\n",
+			       efc, ef, k, f[9].c_str(), f[10].c_str(), f[11].c_str(), f[12].c_str(),
+			       f[13].c_str(), f[14].c_str());
+			if (stats.duplicates > 0 || stats.short_results > 0)
+				fprintf(stderr, "%s: warning: ef=%lld: %zu duplicate ids, %zu short results\n",
+				        kProgram, ef, stats.duplicates, stats.short_results);
+			if (args.Has("csv-queries"))
+				AppendCsv(args.Get("csv-queries", ""), kQueryCsvHeader, row);
+			fflush(stdout);
+		}
+	}
+	return 0;
+}
+
+/* Runs the program and turns errors into messages and exit codes. */
+static int
+Main(int argc, char **argv)
+{
+	try
+	{
+		return Run(argc, argv);
+	}
+	catch (const UsageError &e)
+	{
+		fprintf(stderr,
+		        "%s: %s\nusage: hnswlib_bench --base FILE --queries FILE --groundtruth FILE\n"
+		        "         --efc LIST --ef LIST [--k 10] [--m 16] [--repeat 3] [--warmup]\n"
+		        "         [--pin CPU] [--seed 100] [--dataset D] [--csv-queries FILE]\n"
+		        "         [--csv-builds FILE]\n",
+		        kProgram, e.what());
+		return 2;
+	}
+	catch (const std::exception &e)
+	{
+		fprintf(stderr, "%s: error: %s\n", kProgram, e.what());
+		return 1;
+	}
+}
+
+} // namespace bench
+} // namespace hannoy
+
+/* Runs the program. */
+int
+main(int argc, char **argv)
+{
+	return hannoy::bench::Main(argc, argv);
+}

@@ -1,0 +1,335 @@
+#!/usr/bin/python3
+"""Turns the raw CSV files of one bench/run.sh run into summary.md and gnuplot scripts.
+
+Usage: python3 bench/report.py RESULTS_DIR
+
+Reads queries.csv, builds.csv, inserts.csv and timings.csv (and the first
+section of machine.md) from RESULTS_DIR and writes there:
+
+  summary.md            the tables and the hannoy/pgvector ratios of issue 4
+  plot-<data set>.gp    a gnuplot script drawing recall-qps-<data set>.png
+  plot-<data set>-<series>.dat   the points it draws
+
+bench/run.sh then runs gnuplot on every plot-*.gp.  Only the standard
+library is used.
+"""
+
+import csv
+import math
+import os
+import re
+import sys
+
+# Issue 4's targets, as ratios of hannoy to pgvector.
+RECALL_LEVELS = (0.95, 0.99)
+QPS_TARGET = 1.5
+BUILD_TARGET = 0.5
+SIZE_TARGET = 0.9
+INSERT_TARGET = 1.0
+
+
+def read_csv(directory, name):
+    """Returns the rows of one CSV file as dicts, or [] when it does not exist."""
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def num(text):
+    """Returns a CSV field as a float, or None when it is empty."""
+    return float(text) if text not in ("", None, "-") else None
+
+
+def fmt_int(value):
+    """Formats a number with thousands separators."""
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def fmt_mb(value):
+    """Formats bytes as MB with one decimal."""
+    return "-" if value is None else f"{value / 1e6:,.1f}"
+
+
+def fmt_kb_mb(value):
+    """Formats kB as MB with one decimal."""
+    return "-" if value is None else f"{value / 1e3:,.1f}"
+
+
+def fmt_ratio(value):
+    """Formats a ratio with two decimals."""
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def table(header, rows):
+    """Returns a markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def datasets_in(*row_lists):
+    """Returns the data set names in the order they first appear."""
+    seen = []
+    for rows in row_lists:
+        for row in rows:
+            if row["dataset"] not in seen:
+                seen.append(row["dataset"])
+    return seen
+
+
+def ef_key(row):
+    """Sorts query rows by ef_construction, then ef_search ('-' first)."""
+    def as_int(text):
+        return -1 if text == "-" else int(text)
+    return (as_int(row["efc"]), as_int(row["ef"]))
+
+
+def best_qps(rows, system, level, efc=None):
+    """Returns (qps, row) of the fastest setting of system reaching recall level, or (None, None)."""
+    best = (None, None)
+    for row in rows:
+        if row["system"] != system or (efc is not None and row["efc"] != efc):
+            continue
+        if float(row["recall"]) + 1e-9 >= level:
+            qps = float(row["qps"])
+            if best[0] is None or qps > best[0]:
+                best = (qps, row)
+    return best
+
+
+def verdict(ratio, target, higher_is_better):
+    """Says whether a ratio meets its target."""
+    if ratio is None:
+        return "-"
+    met = ratio >= target if higher_is_better else ratio <= target
+    return "met" if met else "missed"
+
+
+def setting(row):
+    """Names the setting of a query row: efc/ef."""
+    return "-" if row is None else f"efc={row['efc']}, ef={row['ef']}"
+
+
+def ratio_of(a, b):
+    """Returns a / b, or None when either is missing."""
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+def comparison(ds, queries, builds, inserts):
+    """Returns the hannoy-versus-pgvector table of one data set (issue 4 item 5)."""
+    rows = []
+    for level in RECALL_LEVELS:
+        efcs = [None] + sorted({r["efc"] for r in queries if r["system"] == "hannoy"}, key=int)
+        for efc in efcs:
+            h, hrow = best_qps(queries, "hannoy", level, efc)
+            p, prow = best_qps(queries, "pgvector", level, efc)
+            r = ratio_of(h, p)
+            what = f"QPS at recall@10 >= {level}" + (" (any efc)" if efc is None else f" (efc={efc})")
+            rows.append([what, f"{fmt_int(h)} ({setting(hrow)})", f"{fmt_int(p)} ({setting(prow)})",
+                         fmt_ratio(r), f">= {QPS_TARGET}x", verdict(r, QPS_TARGET, True)])
+    for efc in sorted({b["efc"] for b in builds if b["system"] == "hannoy"}, key=int):
+        hb = next((b for b in builds if b["system"] == "hannoy" and b["efc"] == efc), None)
+        pb = next((b for b in builds if b["system"] == "pgvector" and b["efc"] == efc), None)
+        ht, pt = num(hb["build_s"]), num(pb["build_s"]) if pb else None
+        r = ratio_of(ht, pt)
+        rows.append([f"build time, efc={efc}", f"{ht:.1f} s", "-" if pt is None else f"{pt:.1f} s",
+                     fmt_ratio(r), f"<= {BUILD_TARGET}x", verdict(r, BUILD_TARGET, False)])
+        hs, ps = num(hb["size_bytes"]), num(pb["size_bytes"]) if pb else None
+        r = ratio_of(hs, ps)
+        rows.append([f"index size, efc={efc}", f"{fmt_mb(hs)} MB", f"{fmt_mb(ps)} MB",
+                     fmt_ratio(r), f"<= {SIZE_TARGET}x", verdict(r, SIZE_TARGET, False)])
+    for clients in ("1", "8"):
+        hi = next((i for i in inserts if i["system"] == "hannoy" and i["clients"] == clients), None)
+        pi = next((i for i in inserts if i["system"] == "pgvector" and i["clients"] == clients),
+                  None)
+        if hi is None:
+            continue
+        h, p = num(hi["rows_per_s"]), num(pi["rows_per_s"]) if pi else None
+        r = ratio_of(h, p)
+        target = f">= {INSERT_TARGET}x" if clients == "8" else "(none)"
+        rows.append([f"inserts, {clients} client(s), rows/s", fmt_int(h), fmt_int(p), fmt_ratio(r),
+                     target, verdict(r, INSERT_TARGET, True) if clients == "8" else "-"])
+    out = f"### hannoy vs pgvector ({ds})\n\n"
+    out += table(["measure", "hannoy", "pgvector", "hannoy / pgvector", "target", ""], rows)
+    # Context: the in-process library and the SQL floor.
+    ctx = []
+    floor = next((float(r["qps"]) for r in queries if r["system"] == "floor"), None)
+    for level in RECALL_LEVELS:
+        h, hrow = best_qps(queries, "hannoy", level)
+        lib, lrow = best_qps(queries, "hnswlib", level)
+        ctx.append([f"QPS at recall@10 >= {level}", f"{fmt_int(h)} ({setting(hrow)})",
+                    f"{fmt_int(lib)} ({setting(lrow)})", fmt_ratio(ratio_of(h, lib)),
+                    fmt_int(floor), fmt_ratio(ratio_of(h, floor))])
+    out += "\n" + table(["measure", "hannoy", "hnswlib", "hannoy / hnswlib", "SQL floor",
+                         "hannoy / floor"], ctx)
+    return out
+
+
+def write_plot(directory, ds, queries):
+    """Writes the .dat files and the gnuplot script of one data set's recall-vs-QPS plot."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", ds)
+    series = []
+    for system in ("hannoy", "pgvector", "hnswlib"):
+        efcs = sorted({r["efc"] for r in queries if r["system"] == system}, key=int)
+        for j, efc in enumerate(efcs):
+            points = sorted((r for r in queries if r["system"] == system and r["efc"] == efc),
+                            key=ef_key)
+            # Solid line for the first ef_construction, dashed for the others.
+            series.append((f"{system} efc={efc}", system, points, 1 if j == 0 else 2))
+    exact = [r for r in queries if r["system"] == "exact"]
+    floor = [r for r in queries if r["system"] == "floor"]
+    recalls = [float(r["recall"]) for _, _, pts, _ in series for r in pts]
+    if not recalls:
+        return None
+    # The x axis is -log10(1 - recall), labelled in recall, as ann-benchmarks'
+    # logit scale: 0.9, 0.99 and 0.999 are equally far apart and the
+    # high-recall end is readable.  Recall 1 is drawn at 0.9999.
+    xmin = max(0.0, -math.log10(max(1.0 - min(recalls), 1e-4)) - 0.3)
+    xmin = min(xmin, 1.0)
+    plots = []
+    colours = {"hannoy": "#d62728", "pgvector": "#1f77b4", "hnswlib": "#2ca02c"}
+    x = "(-log10(1 - $1 < 1e-4 ? 1e-4 : 1 - $1))"
+    for i, (title, system, points, dash) in enumerate(series):
+        dat = f"plot-{safe}-{i}.dat"
+        with open(os.path.join(directory, dat), "w", encoding="utf-8") as f:
+            f.write("# recall qps ef\n")
+            for r in points:
+                f.write(f"{r['recall']} {r['qps']} {r['ef']}\n")
+        plots.append(f"'{dat}' using {x}:2 with linespoints lw 2 pt 7 ps 0.8 dt {dash} "
+                     f"lc rgb '{colours[system]}' title '{title}'")
+        if dash == 1 and system != "hnswlib":
+            # ef_search next to the points of the first ef_construction
+            plots.append(f"'{dat}' using {x}:2:3 with labels offset 0.9,0.7 font ',8' "
+                         f"tc rgb '{colours[system]}' notitle")
+    if exact:
+        dat = f"plot-{safe}-exact.dat"
+        with open(os.path.join(directory, dat), "w", encoding="utf-8") as f:
+            f.write(f"{exact[0]['recall']} {exact[0]['qps']}\n")
+        plots.append(f"'{dat}' using {x}:2 with points pt 5 ps 1.5 lc rgb 'black' "
+                     f"title 'exact scan'")
+    if floor:
+        plots.append(f"{float(floor[0]['qps'])} with lines dt 3 lw 2 lc rgb 'gray40' "
+                     f"title 'SQL floor (pk range, 10 rows)'")
+    tics = ", ".join(f"'{label}' {-math.log10(1.0 - float(label)) if label != '1' else 4.0:.4f}"
+                     for label in ("0", "0.5", "0.8", "0.9", "0.95", "0.98", "0.99", "0.995",
+                                   "0.998", "0.999", "1"))
+    script = f"""# Draws recall-qps-{safe}.png (written by bench/report.py).
+set terminal pngcairo size 1100,750 font 'sans,11' noenhanced
+set output 'recall-qps-{safe}.png'
+set title '{ds}: recall@10 vs queries per second (one client, m=16; up and right is better)'
+set xlabel 'recall@10 (scale: -log10(1 - recall); 1 drawn at 0.9999)'
+set ylabel 'queries per second (log scale)'
+set logscale y
+set xrange [{xmin:.3f}:4.15]
+set xtics ({tics})
+set grid xtics ytics mytics
+set key outside right top box
+set samples 2
+plot {', '.join(plots)}
+"""
+    with open(os.path.join(directory, f"plot-{safe}.gp"), "w", encoding="utf-8") as f:
+        f.write(script)
+    return f"recall-qps-{safe}.png"
+
+
+def dataset_section(directory, ds, queries, builds, inserts, repeat_note):
+    """Returns the markdown of one data set."""
+    q = [r for r in queries if r["dataset"] == ds]
+    b = [r for r in builds if r["dataset"] == ds]
+    ins = [r for r in inserts if r["dataset"] == ds]
+    out = f"## {ds}\n\n"
+    png = write_plot(directory, ds, [r for r in q if r["filter"] == "none"])
+    if png:
+        out += f"![recall vs QPS, {ds}]({png})\n\n"
+    if b:
+        out += "### Build\n\n"
+        rows = [[r["system"], r["m"], r["efc"], fmt_int(num(r["rows"])), r["threads"],
+                 f"{float(r['build_s']):.2f}", fmt_mb(num(r["size_bytes"])),
+                 fmt_kb_mb(num(r["peak_rss_kb"])), fmt_kb_mb(num(r["worker_peak_rss_kb"]))]
+                for r in sorted(b, key=lambda r: (int(r["efc"]), r["system"]))]
+        out += table(["system", "m", "ef_construction", "rows", "threads", "build s", "size MB",
+                      "peak RSS MB", "worker peak RSS MB"], rows)
+        out += ("\nsize: hannoy_index_size() (LMDB sidecar) for hannoy, pg_relation_size() for "
+                "pgvector, the in-memory graph and vectors for hnswlib.  Peak RSS: VmHWM of the "
+                "building backend (of the process for hnswlib, data set included); it counts "
+                "the shared memory and mapped file pages the process touched.\n\n")
+    unfiltered = [r for r in q if r["filter"] == "none"]
+    if unfiltered:
+        out += f"### Recall@10 and throughput ({repeat_note})\n\n"
+        order = {"floor": 0, "exact": 1, "hannoy": 2, "pgvector": 3, "hnswlib": 4}
+        rows = []
+        for r in sorted(unfiltered, key=lambda r: (order.get(r["system"], 9), ef_key(r))):
+            recall = "-" if r["system"] == "floor" else r["recall"]
+            rows.append([r["system"], r["efc"], r["ef"], recall, fmt_int(num(r["qps"])),
+                         f"{fmt_int(num(r['qps_min']))}-{fmt_int(num(r['qps_max']))}",
+                         r["p50_ms"], r["p99_ms"], r["queries"]])
+        out += table(["system", "ef_construction", "ef_search", "recall@10", "QPS",
+                      "QPS range", "p50 ms", "p99 ms", "queries"], rows)
+        out += ("\nexact: sequential scan and sort (no vector index); floor: the same statement "
+                "shape and vector parameter, rows 1-10 fetched by a primary-key range (its "
+                "recall is meaningless).\n\n")
+    filtered = [r for r in q if r["filter"] != "none"]
+    if filtered:
+        out += "### Filtered queries (WHERE sel < 10: 10% of rows, sel < 1: 1%)\n\n"
+        rows = [[r["filter"], r["system"], r["efc"], r["ef"], r["recall"], fmt_int(num(r["qps"])),
+                 r["p50_ms"], r["p99_ms"], r["queries"], r.get("plan", "")]
+                for r in sorted(filtered, key=lambda r: (-float(r["filter"].rstrip("%")),
+                                                         ef_key(r), r["system"]))]
+        out += table(["selectivity", "system", "ef_construction", "ef_search", "recall@10",
+                      "QPS", "p50 ms", "p99 ms", "queries", "scan"], rows)
+        out += ("\nBoth vector indexes are forced (enable_seqscan = off; at 1% a planner may "
+                "prefer the exact plan, whose cost the exact rows show).  pgvector runs with "
+                "hnsw.iterative_scan = relaxed_order (otherwise it returns fewer than 10 rows). "
+                "Recall is against the exact top 10 among the rows that pass the filter.\n\n")
+    if ins:
+        out += "### Inserts into a built index (pgbench, one row per transaction)\n\n"
+        rows = [[r["system"], r["efc"], r["clients"], fmt_int(num(r["rows"])),
+                 f"{float(r['seconds']):.2f}", fmt_int(num(r["rows_per_s"]))]
+                for r in sorted(ins, key=lambda r: (int(r["clients"]), r["system"]))]
+        out += table(["system", "ef_construction", "clients", "rows", "seconds", "rows/s"], rows)
+        out += "\n"
+    if any(r["system"] == "pgvector" for r in q):
+        out += comparison(ds, unfiltered, b, ins) + "\n"
+    else:
+        out += "pgvector was not measured (the vector extension is not available).\n\n"
+    return out
+
+
+def main():
+    """Writes summary.md and the plot scripts of the run in the directory given."""
+    if len(sys.argv) != 2:
+        sys.exit("usage: report.py RESULTS_DIR")
+    directory = sys.argv[1]
+    queries = read_csv(directory, "queries.csv")
+    builds = read_csv(directory, "builds.csv")
+    inserts = read_csv(directory, "inserts.csv")
+    timings = read_csv(directory, "timings.csv")
+    machine = ""
+    machine_path = os.path.join(directory, "machine.md")
+    if os.path.exists(machine_path):
+        with open(machine_path, encoding="utf-8") as f:
+            text = f.read()
+        machine = text.split("\n## ")[0].split("\n", 1)[-1].strip()
+        settings = re.search(r"\n## Settings\n(.*?)\n## ", text, re.S)
+        if settings:
+            machine += "\n" + settings.group(1).strip()
+    passes = sorted({r["passes"] for r in queries if r["system"] not in ("exact", "floor")})
+    repeat_note = f"one client, QPS = median of {'/'.join(passes) or '?'} passes"
+    out = f"# hannoy benchmark: {os.path.basename(os.path.normpath(directory))}\n\n"
+    out += machine + "\n\n"
+    for ds in datasets_in(queries, builds, inserts):
+        out += dataset_section(directory, ds, queries, builds, inserts, repeat_note)
+    if timings:
+        out += "## How long each part took\n\n"
+        out += table(["data set", "step", "seconds"],
+                     [[t["dataset"], t["step"], t["seconds"]] for t in timings])
+        total = sum(float(t["seconds"]) for t in timings)
+        out += f"\nTotal of the steps: {total:,.0f} s.\n"
+    with open(os.path.join(directory, "summary.md"), "w", encoding="utf-8") as f:
+        f.write(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,728 @@
+#!/usr/bin/env bash
+# Benchmarks hannoy side by side with pgvector's hnsw (when the server has
+# it), hnswlib in-process, an exact scan and the SQL floor, on
+# random-xs-20-euclidean, fashion-mnist-784-euclidean and a synthetic
+# clustered 128-d set (issue 4; bench/README.md explains what is measured).
+#
+#   bash bench/run.sh            as root: the full run (all data sets)
+#   bash bench/run.sh --smoke    random-xs-20 only, 2 ef values, about a minute
+#
+# It runs scripts/setup.sh (skip with HANNOY_SKIP_SETUP=1), builds the
+# programs of bench/ into build/bench/, prepares the data sets and their
+# exact ground truth once (cached in bench/cache/), starts a throwaway
+# PostgreSQL 15 cluster as the postgres user, and writes into
+# bench/results/<timestamp>/:
+#   summary.md            the tables and the hannoy/pgvector ratios
+#   queries.csv, builds.csv, inserts.csv, timings.csv   the raw numbers
+#   recall-qps-<data set>.png                           the plots (gnuplot)
+#   machine.md            CPU, memory, kernel, versions, SIMD kernel, settings
+#   log.txt               everything the run printed, query plans included
+# A full run also copies summary.md and the plots to bench/results/latest/.
+#
+# Environment (defaults in brackets; --smoke changes the marked ones):
+#   HANNOY_BENCH_DATASETS     random-xs-20,fashion-mnist,clustered-128  [smoke: random-xs-20]
+#   HANNOY_BENCH_BIG_ROWS     rows of the clustered set [1000000]
+#   HANNOY_BENCH_M            m of every HNSW index [16]
+#   HANNOY_BENCH_EFC          ef_construction values [64,200]            [smoke: 64]
+#   HANNOY_BENCH_EF           ef_search values [10,20,40,80,120,200,400] [smoke: 20,80]
+#   HANNOY_BENCH_REPEAT       measured passes per setting; QPS is their median [5]  [smoke: 1]
+#   HANNOY_BENCH_FILTER_EF    ef_search values of the filtered queries [40,200]  [smoke: 40]
+#   HANNOY_BENCH_INSERT_ROWS  rows inserted per insert run [2000]        [smoke: 200]
+#   HANNOY_BENCH_INSERT_EFC   the ef_construction whose index takes the inserts [first of EFC]
+#   HANNOY_BENCH_PGVECTOR     auto: compare with pgvector when CREATE EXTENSION vector works;
+#                             off: never [auto]
+#   HANNOY_BENCH_HNSWLIB      1: run the hnswlib baseline, 0: do not [1]
+#   HANNOY_BENCH_CPU          the CPU the query client, its backends and hnswlib are pinned
+#                             to [the last CPU]
+#   HANNOY_BENCH_SHARED_BUFFERS  shared_buffers of the cluster [2GB]
+#   HANNOY_BENCH_KEEP=1       leave the cluster running at the end
+#   HANNOY_SKIP_SETUP=1       do not run scripts/setup.sh (already built and installed)
+set -euo pipefail
+
+readonly PG_BIN=/usr/lib/postgresql/15/bin
+readonly K=10
+readonly GT_K=100
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+readonly ROOT
+readonly BENCH=$ROOT/bench
+readonly CACHE=$BENCH/cache
+readonly TOOLS=$ROOT/build/bench
+NPROC=$(nproc)
+readonly NPROC
+
+SMOKE=0
+CLUSTER_DIR= # the postgres-owned temporary directory, once created
+PGDATA=
+PORT=
+CONNINFO=
+POSTMASTER_PID=
+OUT= # the results directory of this run
+PGVECTOR=0
+RUN_START=$(date +%s.%N)
+
+# Prints a progress line, prefixed so that it stands out.
+say() {
+	printf '\n==> %s\n' "$*"
+}
+
+# Prints an error and exits non-zero.
+die() {
+	printf 'run.sh: error: %s\n' "$*" >&2
+	exit 1
+}
+
+# Prints the seconds elapsed since the epoch time $1 (from 'date +%s.%N').
+seconds_since() {
+	awk -v start="$1" -v now="$(date +%s.%N)" 'BEGIN { printf "%.1f", now - start }'
+}
+
+# Runs a command and appends "data set,step,seconds" to timings.csv.
+timed() {
+	local dataset=$1 step=$2 start
+	shift 2
+	start=$(date +%s.%N)
+	"$@"
+	printf '%s,%s,%s\n' "$dataset" "$step" "$(seconds_since "$start")" >>"$OUT/timings.csv"
+}
+
+# Reads the options and the environment into the run's settings.
+configure() {
+	while (($#)); do
+		case $1 in
+		--smoke) SMOKE=1 ;;
+		-h | --help)
+			sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+			exit 0
+			;;
+		*) die "unknown argument '$1' (try --help)" ;;
+		esac
+		shift
+	done
+	if ((SMOKE)); then
+		DATASETS=${HANNOY_BENCH_DATASETS:-random-xs-20}
+		EFC_LIST=${HANNOY_BENCH_EFC:-64}
+		EF_LIST=${HANNOY_BENCH_EF:-20,80}
+		REPEAT=${HANNOY_BENCH_REPEAT:-1}
+		FILTER_EF=${HANNOY_BENCH_FILTER_EF:-40}
+		INSERT_ROWS=${HANNOY_BENCH_INSERT_ROWS:-200}
+	else
+		DATASETS=${HANNOY_BENCH_DATASETS:-random-xs-20,fashion-mnist,clustered-128}
+		EFC_LIST=${HANNOY_BENCH_EFC:-64,200}
+		EF_LIST=${HANNOY_BENCH_EF:-10,20,40,80,120,200,400}
+		REPEAT=${HANNOY_BENCH_REPEAT:-5}
+		FILTER_EF=${HANNOY_BENCH_FILTER_EF:-40,200}
+		INSERT_ROWS=${HANNOY_BENCH_INSERT_ROWS:-2000}
+	fi
+	M=${HANNOY_BENCH_M:-16}
+	BIG_ROWS=${HANNOY_BENCH_BIG_ROWS:-1000000}
+	INSERT_EFC=${HANNOY_BENCH_INSERT_EFC:-${EFC_LIST%%,*}}
+	PGVECTOR_MODE=${HANNOY_BENCH_PGVECTOR:-auto}
+	HNSWLIB=${HANNOY_BENCH_HNSWLIB:-1}
+	CPU=${HANNOY_BENCH_CPU:-$((NPROC - 1))}
+	SHARED_BUFFERS=${HANNOY_BENCH_SHARED_BUFFERS:-2GB}
+	local name value
+	for name in EFC_LIST EF_LIST FILTER_EF; do
+		value=${!name}
+		[[ $value =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "$name must be a list like 40,200, got '$value'"
+	done
+	for name in M BIG_ROWS REPEAT INSERT_ROWS INSERT_EFC CPU; do
+		value=${!name}
+		[[ $value =~ ^[0-9]+$ ]] || die "$name must be a number, got '$value'"
+	done
+	((BIG_ROWS >= 1000)) || die "HANNOY_BENCH_BIG_ROWS must be at least 1000"
+	((INSERT_ROWS >= 8)) || die "HANNOY_BENCH_INSERT_ROWS must be at least 8"
+	((CPU < NPROC)) || die "HANNOY_BENCH_CPU must be below $NPROC"
+	[[ $PGVECTOR_MODE == auto || $PGVECTOR_MODE == off ]] ||
+		die "HANNOY_BENCH_PGVECTOR must be auto or off, got '$PGVECTOR_MODE'"
+	local ds
+	for ds in ${DATASETS//,/ }; do
+		case $ds in
+		random-xs-20 | fashion-mnist | clustered-128) ;;
+		*) die "unknown data set '$ds' (random-xs-20, fashion-mnist, clustered-128)" ;;
+		esac
+	done
+	((EUID == 0)) || die "run as root (the cluster runs as the postgres user): sudo bash $0"
+}
+
+# Installs and builds what the benchmark needs.
+run_setup() {
+	if [[ ${HANNOY_SKIP_SETUP:-0} == 1 ]]; then
+		say "setup: skipped (HANNOY_SKIP_SETUP=1)"
+	else
+		say "setup: bash scripts/setup.sh"
+		bash "$ROOT/scripts/setup.sh"
+	fi
+	# Beyond scripts/setup.sh: scikit-learn generates random-xs-20.
+	local pkg missing=()
+	for pkg in python3-sklearn gnuplot-nox libhnswlib-dev libpq-dev dataset-fashion-mnist \
+		postgresql-contrib; do
+		[[ $(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true) == installed ]] ||
+			missing+=("$pkg")
+	done
+	if ((${#missing[@]})); then
+		say "setup: installing ${missing[*]}"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+	fi
+	[[ -f $("$PG_BIN/pg_config" --pkglibdir)/hannoy.so ]] ||
+		die "hannoy.so is not installed; run scripts/setup.sh"
+}
+
+# Builds a program of bench/ (or tools/) into build/ unless it is up to date.
+build_program() {
+	local out=$1 src=$2
+	shift 2
+	if [[ -x $out && $out -nt $src && $out -nt $BENCH/bench_common.hpp ]]; then
+		return 0
+	fi
+	say "build: $out"
+	mkdir -p "$(dirname "$out")"
+	g++ -std=c++17 -O3 -march=native -pthread -Wall -Wextra -o "$out" "$src" "$@"
+}
+
+# Builds the benchmark programs.
+build_tools() {
+	local inc
+	inc=-I$("$PG_BIN/pg_config" --includedir)
+	build_program "$TOOLS/hannoy_bench" "$BENCH/hannoy_bench.cpp" "$inc" -lpq
+	build_program "$TOOLS/hnswlib_bench" "$BENCH/hnswlib_bench.cpp"
+	build_program "$TOOLS/hannoy_data" "$ROOT/tools/hannoy_data.cpp" "$inc" -lpq -lz
+}
+
+# Prints the cache directory of data set $1.
+dataset_dir() {
+	case $1 in
+	random-xs-20) echo "$CACHE/random-xs-20-euclidean" ;;
+	fashion-mnist) echo "$CACHE/fashion-mnist-784-euclidean" ;;
+	clustered-128) echo "$CACHE/clustered-128-euclidean-$BIG_ROWS" ;;
+	esac
+}
+
+# Writes base.copy, queries.txt and the ground truth files of data set $1
+# into its cache directory, unless an earlier run did ("done" is written last).
+prepare_dataset() {
+	local ds=$1 dir
+	dir=$(dataset_dir "$ds")
+	if [[ -f $dir/done ]]; then
+		say "data: $ds cached in $dir"
+		return 0
+	fi
+	say "data: preparing $ds in $dir"
+	rm -rf -- "$dir"
+	mkdir -p "$dir"
+	case $ds in
+	random-xs-20)
+		/usr/bin/python3 "$BENCH/make_blobs.py" "$dir"
+		;;
+	fashion-mnist)
+		"$TOOLS/hannoy_data" fmnist-prep --out "$dir" --queries 1000 --gt-k "$GT_K"
+		;;
+	clustered-128)
+		"$TOOLS/hannoy_bench" synth --out "$dir" --rows "$BIG_ROWS" --queries 1000 --dims 128 \
+			--clusters 1000 --latent 16 --seed 42
+		;;
+	esac
+	if [[ ! -f $dir/groundtruth.tsv ]]; then
+		"$TOOLS/hannoy_bench" groundtruth --base "$dir/base.copy" --queries "$dir/queries.txt" \
+			--out "$dir/groundtruth.tsv" --k "$GT_K"
+	fi
+	# The filtered queries keep rows with sel = id % 100 below 10 (10%) or 1 (1%).
+	local below
+	for below in 10 1; do
+		"$TOOLS/hannoy_bench" groundtruth --base "$dir/base.copy" --queries "$dir/queries.txt" \
+			--out "$dir/groundtruth-sel$below.tsv" --k "$GT_K" --id-mod 100 --id-below "$below"
+	done
+	touch "$dir/done"
+}
+
+# Runs a command as the postgres OS user, from the cluster directory.
+as_postgres() {
+	(cd "$CLUSTER_DIR" && runuser -u postgres -- "$@")
+}
+
+# Runs psql against the bench cluster, stopping on errors.
+bench_psql() {
+	"$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$CLUSTER_DIR" -p "$PORT" -U postgres \
+		-d postgres "$@"
+}
+
+# Prints the value of one SQL query, unaligned and without headers.
+sql_value() {
+	bench_psql -tA -c "$1"
+}
+
+# Stops the server and removes the cluster (or keeps it when asked).
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	if [[ -n $CLUSTER_DIR && -d $CLUSTER_DIR ]]; then
+		if ((rc != 0)) && [[ -f $CLUSTER_DIR/postgres.log ]]; then
+			printf '\nrun.sh: failed (exit %d); last lines of the server log:\n' "$rc" >&2
+			tail -n 20 "$CLUSTER_DIR/postgres.log" >&2 || true
+		fi
+		if [[ ${HANNOY_BENCH_KEEP:-0} == 1 && -f $PGDATA/postmaster.pid ]]; then
+			printf '\nThe cluster is still running: %s/psql -h %s -p %s -U postgres postgres\n' \
+				"$PG_BIN" "$CLUSTER_DIR" "$PORT"
+		else
+			if [[ -f $PGDATA/postmaster.pid ]]; then
+				as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w -t 60 stop >/dev/null 2>&1 ||
+					as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -m immediate -w -t 30 stop \
+						>/dev/null 2>&1 || true
+			fi
+			rm -rf -- "$CLUSTER_DIR"
+		fi
+	fi
+	if [[ -n $OUT && -d $OUT ]]; then
+		printf '\nrun.sh: results in %s (%s s)\n' "$OUT" "$(seconds_since "$RUN_START")"
+	fi
+	exit "$rc"
+}
+
+# Prints a TCP port that nothing listens on.
+pick_port() {
+	local port
+	for _ in $(seq 50); do
+		port=$((20000 + RANDOM % 40000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+			printf '%s\n' "$port"
+			return 0
+		fi
+	done
+	die "could not find a free port"
+}
+
+# Creates and starts the throwaway cluster and creates the extensions.
+start_cluster() {
+	CLUSTER_DIR=$(mktemp -d /tmp/hannoy-bench.XXXXXX)
+	chown postgres:postgres "$CLUSTER_DIR"
+	chmod 700 "$CLUSTER_DIR"
+	PGDATA=$CLUSTER_DIR/data
+	PORT=$(pick_port)
+	CONNINFO="host=$CLUSTER_DIR port=$PORT user=postgres dbname=postgres"
+	say "cluster: initdb in $PGDATA"
+	as_postgres "$PG_BIN/initdb" -D "$PGDATA" -U postgres --auth=trust --locale=C -E UTF8 \
+		>"$CLUSTER_DIR/initdb.log" 2>&1 || {
+		cat "$CLUSTER_DIR/initdb.log" >&2
+		die "initdb failed"
+	}
+	# fsync and synchronous_commit stay on (the defaults) for both systems.
+	cat >>"$PGDATA/postgresql.conf" <<EOF
+
+# hannoy benchmark
+shared_preload_libraries = 'hannoy'
+listen_addresses = ''
+port = $PORT
+unix_socket_directories = '$CLUSTER_DIR'
+max_connections = 40
+shared_buffers = '$SHARED_BUFFERS'
+max_parallel_maintenance_workers = $((NPROC - 1))
+max_parallel_workers_per_gather = 0
+jit = off
+autovacuum = off
+max_wal_size = '16GB'
+checkpoint_timeout = '1h'
+log_min_messages = warning
+EOF
+	as_postgres setsid -w "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$CLUSTER_DIR/postgres.log" -w -t 60 \
+		start >/dev/null || die "the server did not start"
+	POSTMASTER_PID=$(head -n 1 "$PGDATA/postmaster.pid")
+	bench_psql -c "CREATE EXTENSION hannoy"
+	if [[ $PGVECTOR_MODE == off ]]; then
+		say "pgvector: skipped (HANNOY_BENCH_PGVECTOR=off)"
+	elif bench_psql -c "CREATE EXTENSION vector" 2>"$CLUSTER_DIR/vector.err"; then
+		PGVECTOR=1
+		say "pgvector: $(sql_value "SELECT extversion FROM pg_extension WHERE extname = 'vector'")"
+	else
+		say "pgvector: skipped (CREATE EXTENSION vector failed: $(head -n 1 "$CLUSTER_DIR/vector.err"))"
+	fi
+}
+
+# Writes machine.md: hardware, software versions and the run's settings.
+write_machine_info() {
+	local f=$OUT/machine.md commit dirty changes=
+	commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+	dirty=$(git -C "$ROOT" status --porcelain -- src include sql 2>/dev/null | wc -l)
+	if ((dirty > 0)); then
+		changes=" with $dirty uncommitted changes under src/ include/ sql/"
+	fi
+	{
+		printf '# Machine and software\n\n'
+		printf -- '- date: %s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+		printf -- '- CPU: %s, %s CPUs (nproc)\n' \
+			"$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)" "$NPROC"
+		printf -- '- memory: %s\n' "$(free -h | awk '/^Mem:/ { print $2 " total, " $7 " available" }')"
+		printf -- '- kernel: %s\n' "$(uname -srvm)"
+		printf -- '- PostgreSQL: %s\n' "$(sql_value 'SELECT version()')"
+		printf -- '- hannoy: %s, git %s%s, distance kernels: %s\n' \
+			"$(sql_value "SELECT extversion FROM pg_extension WHERE extname = 'hannoy'")" "$commit" \
+			"$changes" "$(sql_value 'SELECT hannoy_simd()')"
+		if ((PGVECTOR)); then
+			printf -- '- pgvector: %s\n' \
+				"$(sql_value "SELECT extversion FROM pg_extension WHERE extname = 'vector'")"
+		else
+			printf -- '- pgvector: not available (skipped)\n'
+		fi
+		printf -- '- hnswlib: Debian libhnswlib-dev %s, built with g++ -O3 -march=native\n' \
+			"$(dpkg-query -W -f='${Version}' libhnswlib-dev 2>/dev/null || echo unknown)"
+		printf -- '- compiler: %s\n' "$(g++ --version | head -n 1)"
+		printf -- '- perf counters: %s\n' "$(perf_counters)"
+		printf '\n## Settings\n\n'
+		printf -- '- mode: %s; data sets: %s\n' "$( ((SMOKE)) && echo smoke || echo full)" "$DATASETS"
+		printf -- '- m = %s; ef_construction: %s; ef_search: %s; filtered ef_search: %s\n' \
+			"$M" "$EFC_LIST" "$EF_LIST" "$FILTER_EF"
+		printf -- '- k = %s; %s measured passes per setting after a warm-up pass, QPS = median\n' \
+			"$K" "$REPEAT"
+		printf -- '- query client and its backends pinned to CPU %s (taskset / sched_setaffinity); hnswlib too\n' "$CPU"
+		printf -- '- builds: hannoy.build_threads = %s; pgvector max_parallel_maintenance_workers = %s and the table'"'"'s parallel_workers = %s (leader + workers = %s processes); maintenance_work_mem per build = rows x (4 x dims + 64 x m) x 1.25 + 64 MB, for both\n' \
+			"$NPROC" "$((NPROC - 1))" "$((NPROC - 1))" "$NPROC"
+		printf -- '- inserts: %s rows per run, one row per transaction, pgbench with 1 and 8 clients, into the ef_construction = %s index\n' \
+			"$INSERT_ROWS" "$INSERT_EFC"
+		printf '\n## Server settings\n\n```\n'
+		bench_psql -tA -F ' = ' -c "SELECT name, setting || coalesce(' ' || unit, '') FROM pg_settings
+			WHERE name IN ('shared_buffers', 'maintenance_work_mem', 'work_mem', 'fsync',
+			  'synchronous_commit', 'wal_level', 'max_parallel_maintenance_workers',
+			  'max_parallel_workers_per_gather', 'jit', 'autovacuum', 'hannoy.ef_search',
+			  'hannoy.build_threads') ORDER BY name"
+		printf '```\n\n## lscpu\n\n```\n'
+		lscpu
+		printf '```\n\n## free -m\n\n```\n'
+		free -m
+		printf '```\n'
+	} >"$f"
+}
+
+# Prints whether hardware performance counters work here (for perf stat).
+perf_counters() {
+	if ! command -v perf >/dev/null; then
+		echo "perf not installed"
+	elif perf stat -x, -e instructions true 2>&1 >/dev/null | grep -q '<not supported>'; then
+		echo "not supported (perf stat -e instructions); use software events (perf record -e cpu-clock)"
+	else
+		echo "available"
+	fi
+}
+
+# Loads data set $1 into <tab> (real[]) and, with pgvector, <tab>_vec; creates
+# the staging tables the insert runs copy from.
+load_dataset() {
+	local ds=$1 tab=$2 dir=$3 dims=$4 rows=$5 noise=$6 stage_rows
+	stage_rows=$((2 * INSERT_ROWS < rows ? 2 * INSERT_ROWS : rows))
+	say "load: $ds ($rows rows, $dims dimensions) into $tab"
+	bench_psql <<EOF
+DROP TABLE IF EXISTS $tab, ${tab}_vec, ${tab}_stage, ${tab}_vec_stage CASCADE;
+DROP SEQUENCE IF EXISTS ${tab}_stage_seq, ${tab}_vec_stage_seq;
+-- sel = id % 100 drives the filtered queries: sel < 10 keeps 10%, sel < 1 keeps 1%.
+CREATE TABLE $tab (id int PRIMARY KEY, label int, v real[],
+                   sel int GENERATED ALWAYS AS (id % 100) STORED);
+-- Vectors stay inline in the heap (no TOAST, no compression) for both systems.
+ALTER TABLE $tab ALTER v SET STORAGE PLAIN;
+ALTER TABLE $tab SET (parallel_workers = $((NPROC - 1)));
+EOF
+	bench_psql -c "\\copy $tab (id, label, v) FROM '$dir/base.copy'"
+	# Staging rows for the insert runs: base vectors plus uniform noise of
+	# width $noise, with new ids; a sequence hands them out one by one.
+	bench_psql <<EOF
+SELECT setseed(0.25) \g /dev/null
+CREATE TABLE ${tab}_stage AS
+  SELECT $rows + id AS id, label,
+         (SELECT array_agg(x + (random() - 0.5) * $noise ORDER BY o)::real[]
+            FROM unnest(v) WITH ORDINALITY AS u(x, o)) AS v
+    FROM $tab WHERE id <= $stage_rows;
+ALTER TABLE ${tab}_stage ADD PRIMARY KEY (id);
+CREATE SEQUENCE ${tab}_stage_seq START $((rows + 1));
+EOF
+	if ((PGVECTOR)); then
+		bench_psql <<EOF
+CREATE TABLE ${tab}_vec (id int PRIMARY KEY, label int, v vector($dims),
+                         sel int GENERATED ALWAYS AS (id % 100) STORED);
+ALTER TABLE ${tab}_vec ALTER v SET STORAGE PLAIN;
+ALTER TABLE ${tab}_vec SET (parallel_workers = $((NPROC - 1)));
+INSERT INTO ${tab}_vec (id, label, v) SELECT id, label, v::vector($dims) FROM $tab;
+CREATE TABLE ${tab}_vec_stage AS SELECT id, label, v::vector($dims) AS v FROM ${tab}_stage;
+ALTER TABLE ${tab}_vec_stage ADD PRIMARY KEY (id);
+CREATE SEQUENCE ${tab}_vec_stage_seq START $((rows + 1));
+EOF
+	fi
+	bench_psql -c "VACUUM ANALYZE" -c "CHECKPOINT"
+	printf 'heap: %s (real[])\n' "$(sql_value "SELECT pg_size_pretty(pg_table_size('$tab'))")"
+	if ((PGVECTOR)); then
+		printf 'heap: %s (vector)\n' "$(sql_value "SELECT pg_size_pretty(pg_table_size('${tab}_vec'))")"
+	fi
+}
+
+# The knn statement of a system on table $1: prints the SQL.
+knn_sql() {
+	local table=$1 cast=$2 where=${3:-}
+	printf 'SELECT id, v <-> $1::real[]%s AS d FROM %s %sORDER BY v <-> $1::real[]%s LIMIT %s' \
+		"$cast" "$table" "${where:+WHERE $where }" "$cast" "$K"
+}
+
+# Runs the query client with common arguments plus "$@", logging to the run's log.
+query_client() {
+	"$TOOLS/hannoy_bench" query --conninfo "$CONNINFO" --k "$K" --repeat "$REPEAT" --warmup \
+		--explain --pin-client "$CPU" --pin-backend "$CPU" --csv "$OUT/queries.csv" --m "$M" "$@"
+}
+
+# Measures the SQL floor and the exact scan of data set $1, unfiltered and
+# filtered, before any vector index exists.
+run_baselines() {
+	local ds=$1 tab=$2 dir=$3 exact_queries=$4 below
+	say "baselines: $ds SQL floor and exact scan ($exact_queries queries)"
+	query_client --dataset "$ds" --queries "$dir/queries.txt" --groundtruth "$dir/groundtruth.tsv" \
+		--target floor --sql "$(knn_sql "$tab" '' 'id BETWEEN 1 AND 10')"
+	query_client --dataset "$ds" --queries "$dir/queries.txt" --groundtruth "$dir/groundtruth.tsv" \
+		--max-queries "$exact_queries" --target exact --setup "SET enable_indexscan = off" \
+		--sql "$(knn_sql "$tab" '')"
+	for below in 10 1; do
+		query_client --dataset "$ds" --filter "$below%" --queries "$dir/queries.txt" \
+			--groundtruth "$dir/groundtruth-sel$below.tsv" --max-queries "$exact_queries" \
+			--target exact --setup "SET enable_indexscan = off" \
+			--sql "$(knn_sql "$tab" '' "sel < $below")"
+	done
+}
+
+# Samples the peak RSS (VmHWM, kB) of the cluster's parallel workers into file $1 until killed.
+sample_workers() {
+	local out=$1 max=0 pid kb
+	while true; do
+		for pid in $(pgrep -P "$POSTMASTER_PID" -f 'parallel worker' || true); do
+			kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+			if [[ -n $kb ]] && ((kb > max)); then
+				max=$kb
+				echo "$max" >"$out"
+			fi
+		done
+		sleep 0.1
+	done
+}
+
+# Prints a maintenance_work_mem (MB) large enough for pgvector to build the
+# graph of $1 rows of $2 dimensions in memory: per element the vector, about
+# 2m + 1 neighbour candidates of 16 bytes and some bookkeeping, with a margin.
+build_memory_mb() {
+	local rows=$1 dims=$2
+	echo $((rows * (dims * 4 + 64 * M) * 5 / 4 / 1048576 + 64))
+}
+
+# Builds one index and appends its build time, size and peak memory to builds.csv.
+build_index() {
+	local ds=$1 system=$2 table=$3 index=$4 efc=$5 rows=$6 dims=$7 create settings size_sql threads
+	local memory
+	memory="SET maintenance_work_mem = '$(build_memory_mb "$rows" "$dims")MB'"
+	case $system in
+	hannoy)
+		settings="SET hannoy.build_threads = $NPROC"
+		create="CREATE INDEX $index ON $table USING hannoy (v real_l2_ops) WITH (m = $M, ef_construction = $efc)"
+		size_sql="SELECT hannoy_index_size('$index')"
+		threads=$NPROC
+		;;
+	pgvector)
+		settings="SET max_parallel_maintenance_workers = $((NPROC - 1))"
+		create="CREATE INDEX $index ON $table USING hnsw (v vector_l2_ops) WITH (m = $M, ef_construction = $efc)"
+		size_sql="SELECT pg_relation_size('$index')"
+		threads=$NPROC
+		;;
+	esac
+	say "build: $system $ds m=$M ef_construction=$efc (${memory#SET })"
+	local workers_file=$CLUSTER_DIR/workers.hwm sampler out t0 t1 hwm worker_hwm size build_s
+	rm -f -- "$workers_file"
+	sample_workers "$workers_file" &
+	sampler=$!
+	# One session: the server's clock around CREATE INDEX, then the backend's own VmHWM.
+	: >"$CLUSTER_DIR/build.notices"
+	out=$(bench_psql -tA -c "$memory" -c "$settings" \
+		-c "SELECT extract(epoch FROM clock_timestamp())" \
+		-c "$create" -c "SELECT extract(epoch FROM clock_timestamp())" \
+		-c "SELECT substring(pg_read_file('/proc/self/status') FROM 'VmHWM:\s*([0-9]+)')" \
+		2>"$CLUSTER_DIR/build.notices")
+	kill "$sampler" 2>/dev/null || true
+	wait "$sampler" 2>/dev/null || true
+	if [[ -s $CLUSTER_DIR/build.notices ]]; then
+		sed "s/^/$system build: /" "$CLUSTER_DIR/build.notices" | tee -a "$OUT/build-notices.txt"
+		if grep -q 'no longer fits into maintenance_work_mem' "$CLUSTER_DIR/build.notices"; then
+			printf 'run.sh: warning: the %s build did not fit in %s; its time is not an in-memory build\n' \
+				"$system" "$memory" >&2
+		fi
+	fi
+	{ read -r t0; read -r t1; read -r hwm; } <<<"$out"
+	worker_hwm=$(cat "$workers_file" 2>/dev/null || true)
+	size=$(sql_value "$size_sql")
+	build_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+	[[ -f $OUT/builds.csv ]] ||
+		echo "dataset,system,m,efc,rows,threads,build_s,size_bytes,peak_rss_kb,worker_peak_rss_kb" \
+			>"$OUT/builds.csv"
+	echo "$ds,$system,$M,$efc,$rows,$threads,$build_s,$size,$hwm,$worker_hwm" >>"$OUT/builds.csv"
+	printf '%s: %s s, %s bytes, backend peak RSS %s kB%s\n' "$system" "$build_s" "$size" "$hwm" \
+		"${worker_hwm:+, parallel worker peak RSS $worker_hwm kB}"
+	bench_psql -c "ANALYZE $table"
+}
+
+# Measures recall and QPS of hannoy (and pgvector) on the built indexes.
+run_queries() {
+	local ds=$1 tab=$2 dir=$3 efc=$4 targets=()
+	say "queries: $ds ef_construction=$efc, ef_search $EF_LIST"
+	targets=(--target hannoy --setup 'SET hannoy.ef_search = {ef}' --sql "$(knn_sql "$tab" '')")
+	if ((PGVECTOR)); then
+		targets+=(--target pgvector --setup 'SET hnsw.ef_search = {ef}'
+			--sql "$(knn_sql "${tab}_vec" '::vector')")
+	fi
+	query_client --dataset "$ds" --efc "$efc" --ef "$EF_LIST" --queries "$dir/queries.txt" \
+		--groundtruth "$dir/groundtruth.tsv" "${targets[@]}"
+}
+
+# Measures filtered queries (10% and 1% of the rows pass) on the built indexes.
+run_filtered() {
+	local ds=$1 tab=$2 dir=$3 efc=$4 targets=()
+	# Filtered: the vector indexes are forced (enable_seqscan = off) because at 1%
+	# a planner may prefer a sequential scan; the exact baseline shows what that costs.
+	local below
+	for below in 10 1; do
+		say "filtered queries: $ds ef_construction=$efc, sel < $below ($below%), ef_search $FILTER_EF"
+		targets=(--target hannoy --setup 'SET hannoy.ef_search = {ef}'
+			--setup 'SET enable_seqscan = off' --sql "$(knn_sql "$tab" '' "sel < $below")")
+		if ((PGVECTOR)); then
+			# Without iterative scans pgvector returns fewer than k rows once the filter
+			# rejects candidates; relaxed_order is the counterpart of hannoy's resumed scan.
+			targets+=(--target pgvector --setup 'SET hnsw.ef_search = {ef}'
+				--setup 'SET hnsw.iterative_scan = relaxed_order' --setup 'SET enable_seqscan = off'
+				--sql "$(knn_sql "${tab}_vec" '::vector' "sel < $below")")
+		fi
+		query_client --dataset "$ds" --efc "$efc" --filter "$below%" --ef "$FILTER_EF" \
+			--queries "$dir/queries.txt" --groundtruth "$dir/groundtruth-sel$below.tsv" \
+			"${targets[@]}"
+	done
+}
+
+# Inserts INSERT_ROWS staged rows into the built index of $2 with pgbench, one
+# row per transaction, with 1 and then 8 clients; appends to inserts.csv.
+run_inserts() {
+	local ds=$1 tab=$2 efc=$3 system clients table script log tps before after
+	[[ -f $OUT/inserts.csv ]] || echo "dataset,system,m,efc,clients,rows,seconds,rows_per_s" \
+		>"$OUT/inserts.csv"
+	for clients in 1 8; do
+		for system in hannoy pgvector; do
+			[[ $system == hannoy ]] && table=$tab || table=${tab}_vec
+			((PGVECTOR)) || [[ $system == hannoy ]] || continue
+			say "inserts: $system $ds, $INSERT_ROWS rows, $clients client(s)"
+			script=$OUT/insert-$table.sql
+			echo "INSERT INTO $table (id, label, v) SELECT id, label, v FROM ${table}_stage WHERE id = (SELECT nextval('${table}_stage_seq'));" >"$script"
+			log=$OUT/pgbench-$ds-$system-c$clients.txt
+			before=$(sql_value "SELECT count(*) FROM $table")
+			"$PG_BIN/pgbench" -n -h "$CLUSTER_DIR" -p "$PORT" -U postgres -f "$script" \
+				-c "$clients" -j "$((clients < NPROC ? clients : NPROC))" \
+				-t "$((INSERT_ROWS / clients))" postgres >"$log" 2>&1 || {
+				cat "$log" >&2
+				die "pgbench failed"
+			}
+			after=$(sql_value "SELECT count(*) FROM $table")
+			tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$log")
+			((after - before == (INSERT_ROWS / clients) * clients)) ||
+				die "pgbench inserted $((after - before)) rows into $table, expected $(((INSERT_ROWS / clients) * clients))"
+			echo "$ds,$system,$M,$efc,$clients,$((after - before)),$(awk -v n="$((after - before))" -v t="$tps" 'BEGIN { printf "%.3f", n / t }'),$tps" >>"$OUT/inserts.csv"
+			printf '%s, %s client(s): %.0f rows/s\n' "$system" "$clients" "$tps"
+		done
+	done
+}
+
+# Drops the indexes, removes inserted rows and resets the staging sequences.
+reset_tables() {
+	local tab=$1 rows=$2 t tables=("$1")
+	if ((PGVECTOR)); then tables+=("${tab}_vec"); fi
+	for t in "${tables[@]}"; do
+		bench_psql -c "DROP INDEX IF EXISTS ${t}_idx" -c "DELETE FROM $t WHERE id > $rows" \
+			-c "ALTER SEQUENCE ${t}_stage_seq RESTART" -c "VACUUM ANALYZE $t" -c "CHECKPOINT"
+	done
+}
+
+# Runs hnswlib in-process, single thread, pinned, for one ef_construction.
+run_hnswlib() {
+	local ds=$1 dir=$2 efc=$3
+	say "hnswlib: $ds m=$M ef_construction=$efc, one thread on CPU $CPU"
+	taskset -c "$CPU" "$TOOLS/hnswlib_bench" --base "$dir/base.copy" --queries "$dir/queries.txt" \
+		--groundtruth "$dir/groundtruth.tsv" --k "$K" --m "$M" --efc "$efc" --ef "$EF_LIST" \
+		--repeat "$REPEAT" --warmup --pin "$CPU" --dataset "$ds" \
+		--csv-queries "$OUT/queries.csv" --csv-builds "$OUT/builds.csv"
+}
+
+# Runs every measurement of data set $1.
+bench_dataset() {
+	local ds=$1 dir tab dims rows noise exact_queries efc order system t
+	dir=$(dataset_dir "$ds")
+	case $ds in
+	random-xs-20) tab=xs20 noise=0.5 exact_queries=1000 ;;
+	fashion-mnist) tab=fmnist noise=16 exact_queries=100 ;;
+	clustered-128) tab=clustered noise=0.5 exact_queries=20 ;;
+	esac
+	if ((SMOKE)); then exact_queries=$((exact_queries < 200 ? exact_queries : 200)); fi
+	dims=$(head -n 1 "$dir/queries.txt" | tr -cd , | wc -c)
+	dims=$((dims + 1))
+	rows=$(wc -l <"$dir/base.copy")
+	timed "$ds" load load_dataset "$ds" "$tab" "$dir" "$dims" "$rows" "$noise"
+	timed "$ds" baselines run_baselines "$ds" "$tab" "$dir" "$exact_queries"
+	order=(hannoy pgvector)
+	for efc in ${EFC_LIST//,/ }; do
+		for system in "${order[@]}"; do
+			((PGVECTOR)) || [[ $system == hannoy ]] || continue
+			[[ $system == hannoy ]] && t=$tab || t=${tab}_vec
+			timed "$ds" "build $system efc=$efc" build_index "$ds" "$system" "$t" "${t}_idx" \
+				"$efc" "$rows" "$dims"
+		done
+		# The next round builds in the other order, so neither system always goes first.
+		order=("${order[1]}" "${order[0]}")
+		timed "$ds" "queries efc=$efc" run_queries "$ds" "$tab" "$dir" "$efc"
+		timed "$ds" "filtered efc=$efc" run_filtered "$ds" "$tab" "$dir" "$efc"
+		if [[ $efc == "$INSERT_EFC" ]]; then
+			timed "$ds" "inserts efc=$efc" run_inserts "$ds" "$tab" "$efc"
+		fi
+		reset_tables "$tab" "$rows"
+		if [[ $HNSWLIB == 1 ]]; then
+			timed "$ds" "hnswlib efc=$efc" run_hnswlib "$ds" "$dir" "$efc"
+		fi
+	done
+	bench_psql -c "DROP TABLE IF EXISTS $tab, ${tab}_stage, ${tab}_vec, ${tab}_vec_stage CASCADE"
+}
+
+# Writes summary.md and the plots from the CSV files.
+write_report() {
+	say "report: $OUT/summary.md"
+	/usr/bin/python3 "$BENCH/report.py" "$OUT"
+	local gp
+	for gp in "$OUT"/plot-*.gp; do
+		[[ -f $gp ]] || continue
+		(cd "$OUT" && gnuplot "$gp")
+	done
+	if ((!SMOKE)); then
+		mkdir -p "$BENCH/results/latest"
+		rm -f -- "$BENCH/results/latest/"*
+		cp -- "$OUT/summary.md" "$OUT"/*.png "$BENCH/results/latest/"
+		printf 'Run: %s\n' "${OUT#"$ROOT/"}" >"$BENCH/results/latest/SOURCE"
+	fi
+	cat "$OUT/summary.md"
+}
+
+main() {
+	configure "$@"
+	trap cleanup EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+	OUT=$BENCH/results/$(date -u +%Y%m%dT%H%M%SZ)
+	if ((SMOKE)); then OUT+=-smoke; fi
+	mkdir -p "$OUT"
+	exec > >(tee -a "$OUT/log.txt") 2>&1
+	echo "dataset,step,seconds" >"$OUT/timings.csv"
+	cd "$ROOT"
+	timed - setup run_setup
+	timed - tools build_tools
+	local ds
+	for ds in ${DATASETS//,/ }; do
+		timed "$ds" prepare prepare_dataset "$ds"
+	done
+	timed - cluster start_cluster
+	write_machine_info
+	for ds in ${DATASETS//,/ }; do
+		bench_dataset "$ds"
+	done
+	write_report
+	say "bench: done in $(seconds_since "$RUN_START") s"
+}
+
+main "$@"
