@@ -458,8 +458,11 @@ knn_sql() {
 
 # Runs the query client with common arguments plus "$@", logging to the run's log.
 query_client() {
-	"$TOOLS/hannoy_bench" query --conninfo "$CONNINFO" --k "$K" --repeat "$REPEAT" --warmup \
-		--explain --pin-client "$CPU" --pin-backend "$CPU" --csv "$OUT/queries.csv" --m "$M" "$@"
+	local cmd=("$TOOLS/hannoy_bench" query --conninfo "$CONNINFO" --k "$K" --repeat "$REPEAT"
+		--warmup --explain --pin-client "$CPU" --pin-backend "$CPU" --csv "$OUT/queries.csv"
+		--m "$M" "$@")
+	printf '+ %s\n' "${cmd[*]@Q}"
+	"${cmd[@]}"
 }
 
 # Measures the SQL floor and the exact scan of data set $1, unfiltered and
@@ -678,7 +681,10 @@ bench_dataset() {
 			timed "$ds" "hnswlib efc=$efc" run_hnswlib "$ds" "$dir" "$efc"
 		fi
 	done
-	bench_psql -c "DROP TABLE IF EXISTS $tab, ${tab}_stage, ${tab}_vec, ${tab}_vec_stage CASCADE"
+	# HANNOY_BENCH_KEEP=1 keeps the tables too, for profiling by hand.
+	if [[ ${HANNOY_BENCH_KEEP:-0} != 1 ]]; then
+		bench_psql -c "DROP TABLE IF EXISTS $tab, ${tab}_stage, ${tab}_vec, ${tab}_vec_stage CASCADE"
+	fi
 }
 
 # Writes summary.md and the plots from the CSV files.

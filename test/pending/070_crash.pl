@@ -27,7 +27,8 @@
 #  - the vectors of rows that are gone (deleted, rolled back, lost in the
 #    crash) never make the index return rows out of the order of the
 #    operator's value on their current vectors (a stale TID mapping would
-#    rank a row by a vector it no longer has);
+#    rank a row by a vector it no longer has), searching with
+#    hannoy.ef_search = 1000;
 #  - after hannoy_sweep() the sidecar directories are exactly those of the
 #    existing hannoy indexes: what a killed build left is removed, nothing
 #    else is.
@@ -360,7 +361,10 @@ sub check_index
 # Returns the probes (ids from the SQL $probes, a query of id and pv, the
 # probe vector) for which the first 10 rows of t ORDER BY v <-> pv do not
 # come in order of v <-> pv computed on the rows' current vectors, and how
-# many probes there were.
+# many probes there were.  Only the first hannoy.ef_search candidates come
+# nearest first, and tombstones and dead rows take places among them (many
+# do after kills that stop VACUUM before its repair), so the probes search
+# with the largest window, 1000.
 sub out_of_order_probes
 {
 	my ($probes) = @_;
@@ -371,7 +375,7 @@ sub out_of_order_probes
 		                       FROM (SELECT b.v <-> p.pv AS d FROM t b
 		                              ORDER BY b.v <-> p.pv LIMIT 10) s) x
 		 WHERE x.ds IS DISTINCT FROM (SELECT array_agg(e ORDER BY e) FROM unnest(x.ds) e)};
-	my $settings = 'SET enable_seqscan = off; SET enable_bitmapscan = off;';
+	my $settings = 'SET enable_seqscan = off; SET enable_bitmapscan = off; SET hannoy.ef_search = 1000;';
 	my $plan = $node->safe_psql('postgres', "$settings EXPLAIN (COSTS OFF) $sql");
 	die "the probe is not an index scan on t:\n$plan" unless $plan =~ /Index Scan using t_v on t b\b/;
 	my $bad = [ grep { $_ ne '' } split /\n/, $node->safe_psql('postgres', "$settings $sql") ];
