@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -141,6 +142,54 @@ class Cursor
 	MDB_cursor *cur_ = nullptr;
 };
 
+/*
+ * Pointers into one committed LMDB snapshot, kept between read transactions.
+ *
+ * A read transaction sees the last committed snapshot, and LMDB never
+ * reuses a page that snapshot reaches, so a vector or neighbour list found
+ * through one read transaction stays at the same address for every later
+ * read transaction with the same transaction id: as long as nothing is
+ * committed, scans skip the B-tree lookups of the nodes they visit again.
+ * A commit changes the id and so empties the cache (in O(1): entries carry
+ * the generation they were filled in).  Only read transactions a scan arms
+ * use it; write transactions and older snapshots bypass it.
+ */
+class SnapshotCache
+{
+  public:
+	/* What is known of one item in the armed snapshot. */
+	struct Entry
+	{
+		const void *vector;     /* nullptr: the item has no vector */
+		const void *links0;     /* layer-0 neighbour list, encoded */
+		uint32_t    links0_size;
+		uint32_t    generation; /* the entry is valid when it equals the cache's */
+		uint8_t     known;      /* KNOWN_VECTOR | KNOWN_LINKS0 */
+	};
+	static constexpr uint8_t KNOWN_VECTOR = 1;
+	static constexpr uint8_t KNOWN_LINKS0 = 2;
+
+	/* Makes the cache serve read transaction 'txn', emptying it if 'txn' sees another snapshot. */
+	void arm(MDB_txn *txn);
+	/* True when lookups through 'txn' may use the cache. */
+	bool
+	serves(MDB_txn *txn) const
+	{
+		return armed_ && mdb_txn_id(txn) == txn_id_;
+	}
+	/* The entry of 'id', reset if stale; nullptr when 'id' is beyond the cache's bound. */
+	Entry *entry(uint32_t id);
+
+  private:
+	static constexpr size_t BLOCK = 4096;        /* entries per block */
+	static constexpr size_t MAX_ITEMS = 1u << 21; /* ids cached: 64 MB of entries at most */
+
+	std::vector<std::unique_ptr<Entry[]>> blocks_;
+	size_t                                txn_id_ = 0;
+	uint32_t                              generation_ = 0;
+	bool                                  armed_ = false;
+};
+
 /* An open environment: the object behind the C ABI's HannoyEnv. */
 class Store
 {
@@ -206,6 +255,13 @@ class Store
 
 	void sync(bool force);
 
+	/* Lets lookups through read transaction 'txn' use (and fill) the snapshot cache. */
+	void
+	arm_cache(MDB_txn *txn) const
+	{
+		cache_.arm(txn);
+	}
+
 	MDB_dbi dbi_meta, dbi_vectors, dbi_links, dbi_tids, dbi_items, dbi_unindexed, dbi_deleted,
 	    dbi_free;
 
@@ -219,6 +275,7 @@ class Store
 	HannoyMeta      meta_{};
 	DistanceFn      distance_ = nullptr;
 	size_t          vector_bytes_ = 0;
+	mutable SnapshotCache cache_;
 };
 
 /* Puts key/value, throwing on failure. */

@@ -91,6 +91,7 @@ struct HannoyScan
 	std::vector<hannoy::Candidate> batch;
 	size_t                         batch_pos = 0;
 	std::vector<uint32_t>          scratch;
+	std::vector<const void *>      vectors; /* of the neighbours in scratch */
 
 	~HannoyScan()
 	{
@@ -103,14 +104,34 @@ struct HannoyScan
 namespace
 {
 
+/* Bytes of every new neighbour's vector fetched ahead before any distance is computed. */
+constexpr size_t PREFETCH_FIRST_BYTES = 256;
+
+/* Asks the CPU to start loading the first 'bytes' of vector 'v' (may be nullptr). */
+inline void
+prefetch_vector(const void *v, size_t bytes)
+{
+	if (v == nullptr)
+		return;
+	const char *p = static_cast<const char *>(v);
+	for (size_t off = 0; off < bytes; off += 64)
+		__builtin_prefetch(p + off);
+}
+
+/* Distance from stored vector 'v' to the query; +inf when there is none. */
+double
+vector_distance(HannoyScan *scan, const void *v)
+{
+	if (v == nullptr)
+		return HUGE_VAL;
+	return scan->store->distance()(v, scan->query.data(), scan->store->meta().dims);
+}
+
 /* Distance from a stored item to the query; +inf if the item has no vector. */
 double
 item_distance(HannoyScan *scan, uint32_t id)
 {
-	const void *v = scan->store->vector(scan->txn, id);
-	if (v == nullptr)
-		return HUGE_VAL;
-	return scan->store->distance()(v, scan->query.data(), scan->store->meta().dims);
+	return vector_distance(scan, scan->store->vector(scan->txn, id));
 }
 
 /* Marks a newly discovered node: it is both to be expanded and to be returned. */
@@ -133,6 +154,7 @@ run_round(HannoyScan *scan)
 		scan->pending.pop();
 	}
 	hannoy::StoredGraph g(*scan->store, scan->txn);
+	size_t              vbytes = scan->store->vector_bytes();
 	while (!scan->frontier.empty())
 	{
 		hannoy::Candidate c = scan->frontier.top();
@@ -140,11 +162,24 @@ run_round(HannoyScan *scan)
 			break;
 		scan->frontier.pop();
 		g.neighbors(c.id, 0, scan->scratch);
+		/* look up the new neighbours' vectors first, so memory loads overlap */
+		if (scan->vectors.size() < scan->scratch.size())
+			scan->vectors.resize(scan->scratch.size());
+		size_t fresh = 0;
 		for (uint32_t n : scan->scratch)
+			if (scan->visited.insert(n))
+			{
+				const void *v = scan->store->vector(scan->txn, n);
+				scan->scratch[fresh] = n;
+				scan->vectors[fresh++] = v;
+				prefetch_vector(v, PREFETCH_FIRST_BYTES);
+			}
+		for (size_t i = 0; i < fresh; i++)
 		{
-			if (!scan->visited.insert(n))
-				continue;
-			hannoy::Candidate cand{item_distance(scan, n), n};
+			uint32_t n = scan->scratch[i];
+			if (i + 1 < fresh)
+				prefetch_vector(scan->vectors[i + 1], vbytes);
+			hannoy::Candidate cand{vector_distance(scan, scan->vectors[i]), n};
 			scan->frontier.push(cand);
 			if (top.size() < window)
 				top.push(cand);
@@ -312,6 +347,7 @@ start_scan(HannoyScan *scan, const void *query, uint32_t dims, uint32_t ef, uint
 	else if ((rc = mdb_txn_renew(scan->txn)) != 0)
 		hannoy::throw_lmdb(rc, "renewing a read transaction");
 	scan->txn_active = true;
+	s.arm_cache(scan->txn);
 	if (s.meta().dims == 0)
 		s.reload_meta(scan->txn);
 	/* the index's length may have been fixed by another backend since the caller checked */

@@ -407,26 +407,91 @@ Store::write_state(MDB_txn *txn, const GraphState &s) const
 	    MDB_val{sizeof(r), &r});
 }
 
-const void *
-Store::vector(MDB_txn *txn, uint32_t id) const
+void
+SnapshotCache::arm(MDB_txn *txn)
+{
+	size_t id = mdb_txn_id(txn);
+	if (armed_ && id == txn_id_)
+		return;
+	txn_id_ = id;
+	armed_ = true;
+	if (++generation_ == 0)
+	{
+		/* after 2^32 snapshots: forget every entry before stamps repeat */
+		blocks_.clear();
+		generation_ = 1;
+	}
+}
+
+SnapshotCache::Entry *
+SnapshotCache::entry(uint32_t id)
+{
+	if (id >= MAX_ITEMS)
+		return nullptr;
+	size_t b = id / BLOCK;
+	if (b >= blocks_.size())
+		blocks_.resize(b + 1);
+	if (!blocks_[b])
+		blocks_[b].reset(new Entry[BLOCK]());
+	Entry &e = blocks_[b][id % BLOCK];
+	if (e.generation != generation_)
+	{
+		e.generation = generation_;
+		e.known = 0;
+	}
+	return &e;
+}
+
+/* Looks up the vector of 'id' in LMDB, checking its size. */
+static const void *
+lookup_vector(MDB_txn *txn, MDB_dbi dbi, uint32_t id, size_t vector_bytes)
 {
 	IdKey   key(id);
 	MDB_val data;
-	if (!hannoy::get(txn, dbi_vectors, key.val(), data))
+	if (!hannoy::get(txn, dbi, key.val(), data))
 		return nullptr;
-	if (data.mv_size != vector_bytes_)
+	if (data.mv_size != vector_bytes)
 		throw Error(HANNOY_ERR_CORRUPT, "stored vector " + std::to_string(id) + " has " +
 		                                    std::to_string(data.mv_size) + " bytes, expected " +
-		                                    std::to_string(vector_bytes_));
+		                                    std::to_string(vector_bytes));
 	return data.mv_data;
+}
+
+const void *
+Store::vector(MDB_txn *txn, uint32_t id) const
+{
+	SnapshotCache::Entry *e = cache_.serves(txn) ? cache_.entry(id) : nullptr;
+	if (e != nullptr && (e->known & SnapshotCache::KNOWN_VECTOR))
+		return e->vector;
+	const void *v = lookup_vector(txn, dbi_vectors, id, vector_bytes_);
+	if (e != nullptr)
+	{
+		e->vector = v;
+		e->known |= SnapshotCache::KNOWN_VECTOR;
+	}
+	return v;
 }
 
 void
 Store::links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &out) const
 {
-	LinkKey key(id, layer);
-	MDB_val data;
-	if (!hannoy::get(txn, dbi_links, key.val(), data))
+	SnapshotCache::Entry *e = layer == 0 && cache_.serves(txn) ? cache_.entry(id) : nullptr;
+	MDB_val               data;
+	if (e != nullptr && (e->known & SnapshotCache::KNOWN_LINKS0))
+		data = MDB_val{e->links0_size, const_cast<void *>(e->links0)};
+	else
+	{
+		LinkKey key(id, layer);
+		if (!hannoy::get(txn, dbi_links, key.val(), data))
+			data = MDB_val{0, nullptr};
+		if (e != nullptr)
+		{
+			e->links0 = data.mv_data;
+			e->links0_size = static_cast<uint32_t>(data.mv_size);
+			e->known |= SnapshotCache::KNOWN_LINKS0;
+		}
+	}
+	if (data.mv_data == nullptr)
 	{
 		out.clear();
 		return;
