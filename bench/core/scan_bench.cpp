@@ -37,8 +37,9 @@ read_images(const char *path, size_t limit, std::vector<float> &out)
 	unsigned char h[16];
 	if (fread(h, 1, 16, f) != 16)
 		std::exit(1);
-	auto   be = [&](int o) { return (uint32_t(h[o]) << 24) | (h[o + 1] << 16) | (h[o + 2] << 8) | h[o + 3]; };
-	size_t n = std::min<size_t>(be(4), limit);
+	auto be = [&](int o)
+	{ return (uint32_t(h[o]) << 24) | (h[o + 1] << 16) | (h[o + 2] << 8) | h[o + 3]; };
+	size_t               n = std::min<size_t>(be(4), limit);
 	uint32_t             dims = be(8) * be(12);
 	std::vector<uint8_t> px(n * dims);
 	if (fread(px.data(), 1, px.size(), f) != px.size())
@@ -74,10 +75,11 @@ main(int argc, char **argv)
 {
 	if (argc < 2)
 		return 2;
-	std::string          dir = argv[1];
-	std::vector<float>   base, queries;
-	const char          *ds = "/usr/share/datasets/fashion-mnist/";
-	uint32_t             dims = read_images((std::string(ds) + "train-images-idx3-ubyte.gz").c_str(), 60000, base);
+	std::string        dir = argv[1];
+	std::vector<float> base, queries;
+	const char        *ds = "/usr/share/datasets/fashion-mnist/";
+	uint32_t           dims =
+	    read_images((std::string(ds) + "train-images-idx3-ubyte.gz").c_str(), 60000, base);
 	read_images((std::string(ds) + "t10k-images-idx3-ubyte.gz").c_str(), 1000, queries);
 	size_t          n = base.size() / dims, nq = queries.size() / dims;
 	HannoyEnvConfig cfg{};
@@ -105,7 +107,9 @@ main(int argc, char **argv)
 		auto           t0 = std::chrono::steady_clock::now();
 		check(hannoy_build_begin(env, 2, &b, &err), err);
 		for (size_t i = 0; i < n; i++)
-			check(hannoy_build_add(b, HannoyTid(((i / 100 + 1) << 16) | (i % 100 + 1)), &base[i * dims], 0, &err), err);
+			check(hannoy_build_add(b, HannoyTid(((i / 100 + 1) << 16) | (i % 100 + 1)),
+			                       &base[i * dims], 0, &err),
+			      err);
 		bool                done = false;
 		HannoyBuildProgress p;
 		while (!done)
@@ -126,7 +130,8 @@ main(int argc, char **argv)
 	std::string                         truth_path = dir + "/truth.bin";
 	std::vector<HannoyTid>              cached(nq * 10);
 	FILE                               *tf = fopen(truth_path.c_str(), "rb");
-	bool have = tf != nullptr && fread(cached.data(), sizeof(HannoyTid), cached.size(), tf) == cached.size();
+	bool                                have = tf != nullptr &&
+	            fread(cached.data(), sizeof(HannoyTid), cached.size(), tf) == cached.size();
 	if (tf != nullptr)
 		fclose(tf);
 	for (size_t q = 0; q < nq && have; q++)
@@ -138,7 +143,8 @@ main(int argc, char **argv)
 			d[i] = {hannoy_l2_distance(&queries[q * dims], &base[i * dims], dims), i};
 		std::partial_sort(d.begin(), d.begin() + 10, d.end());
 		for (int k = 0; k < 10; k++)
-			truth[q].push_back(HannoyTid(((d[k].second / 100 + 1) << 16) | (d[k].second % 100 + 1)));
+			truth[q].push_back(
+			    HannoyTid(((d[k].second / 100 + 1) << 16) | (d[k].second % 100 + 1)));
 	}
 	if (!have && (tf = fopen(truth_path.c_str(), "wb")) != nullptr)
 	{
@@ -177,7 +183,7 @@ main(int argc, char **argv)
 			}
 			best = std::min(best, thread_seconds() - t0);
 		}
-		
+
 		printf("ef %u recall %.4f qps %.0f\n", ef, hits / (10.0 * nq), nq / best);
 	}
 	hannoy_scan_free(scan);

@@ -160,8 +160,8 @@ class SnapshotCache
 	/* What is known of one item in the armed snapshot. */
 	struct Entry
 	{
-		const void *vector;     /* nullptr: the item has no vector */
-		const void *links0;     /* layer-0 neighbour list, encoded */
+		const void *vector; /* nullptr: the item has no vector */
+		const void *links0; /* layer-0 neighbour list, encoded */
 		uint32_t    links0_size;
 		uint32_t    generation; /* the entry is valid when it equals the cache's */
 		uint8_t     known;      /* KNOWN_VECTOR | KNOWN_LINKS0 */
@@ -181,7 +181,7 @@ class SnapshotCache
 	Entry *entry(uint32_t id);
 
   private:
-	static constexpr size_t BLOCK = 4096;        /* entries per block */
+	static constexpr size_t BLOCK = 4096;         /* entries per block */
 	static constexpr size_t MAX_ITEMS = 1u << 21; /* ids cached: 64 MB of entries at most */
 
 	std::vector<std::unique_ptr<Entry[]>> blocks_;
@@ -242,8 +242,27 @@ class Store
 	GraphState read_state(MDB_txn *txn) const;
 	void       write_state(MDB_txn *txn, const GraphState &state) const;
 
+	/* Vectors one value of the vectors database holds (see chunk_vectors_for). */
+	uint32_t
+	vectors_per_chunk() const
+	{
+		return chunk_;
+	}
 	/* The stored vector of an item, or nullptr; valid until 'txn' ends. */
 	const void *vector(MDB_txn *txn, uint32_t id) const;
+	/* Stores the vector of 'id'; 'append' says no higher id has one (a new id). */
+	void put_vector(MDB_txn *txn, uint32_t id, const void *v, bool append) const;
+	/* Stores 'count' vectors of the consecutive new ids from 'first' (a build batch). */
+	void put_vectors(MDB_txn *txn, uint32_t first, size_t count, const void *vectors) const;
+	/* Removes the vector of 'id'; false when it had none. */
+	bool delete_vector(MDB_txn *txn, uint32_t id) const;
+	/*
+	 * Calls f(id, vector) for each vector stored under one record (key, data)
+	 * of the vectors database; false when the record is malformed.
+	 */
+	template <class F> bool unpack_vectors(const MDB_val &key, const MDB_val &data, F f) const;
+	/* Calls f(id, vector) for every stored vector, in id order; throws when one is malformed. */
+	template <class F> void for_each_vector(MDB_txn *txn, F f) const;
 	/* Neighbours of (id, layer) into 'out'; empty when the node has no such layer. */
 	void links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &out) const;
 	void put_links(MDB_txn *txn, uint32_t id, int layer, const std::vector<uint32_t> &ids,
@@ -269,14 +288,68 @@ class Store
 	void open_databases(bool create);
 	void set_meta(const HannoyMeta &meta);
 
-	MDB_env        *env_ = nullptr;
-	std::string     path_;
-	HannoyEnvConfig config_;
-	HannoyMeta      meta_{};
-	DistanceFn      distance_ = nullptr;
-	size_t          vector_bytes_ = 0;
+	MDB_env              *env_ = nullptr;
+	std::string           path_;
+	HannoyEnvConfig       config_;
+	HannoyMeta            meta_{};
+	DistanceFn            distance_ = nullptr;
+	size_t                vector_bytes_ = 0;
+	uint32_t              chunk_ = 1;       /* vectors per record */
+	size_t                chunk_bytes_ = 0; /* bytes of a record when chunk_ > 1 */
 	mutable SnapshotCache cache_;
 };
+
+/*
+ * Vectors per record of the vectors database for vectors of 'bytes' bytes.
+ * Small vectors get a record each.  A vector of more than about a quarter
+ * page would waste much of its own overflow page (a 784-d float vector,
+ * 3,136 bytes, takes a whole 4 KiB page), so such vectors are packed several
+ * to a record, a header of presence bits first, in the fewest pages per
+ * vector that records of at most 64 KiB allow.  Part of the on-disk format.
+ */
+uint32_t chunk_vectors_for(size_t bytes);
+
+/* Bytes before the first vector of a multi-vector record: presence bits (LE u32), zero u32. */
+constexpr size_t CHUNK_HEADER = 8;
+
+template <class F>
+bool
+Store::unpack_vectors(const MDB_val &key, const MDB_val &data, F f) const
+{
+	if (key.mv_size != 4)
+		return false;
+	uint32_t first = decode_id(key);
+	if (chunk_ == 1)
+	{
+		if (data.mv_size != vector_bytes_)
+			return false;
+		f(first, static_cast<const void *>(data.mv_data));
+		return true;
+	}
+	if (data.mv_size != chunk_bytes_ || uint64_t(first) * chunk_ > UINT32_MAX)
+		return false;
+	const unsigned char *p = static_cast<const unsigned char *>(data.mv_data);
+	uint32_t             bits =
+	    uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
+	if (chunk_ < 32 && (bits >> chunk_) != 0)
+		return false;
+	for (uint32_t slot = 0; slot < chunk_; slot++)
+		if (bits & (uint32_t(1) << slot))
+			f(first * chunk_ + slot,
+			  static_cast<const void *>(p + CHUNK_HEADER + size_t(slot) * vector_bytes_));
+	return true;
+}
+
+template <class F>
+void
+Store::for_each_vector(MDB_txn *txn, F f) const
+{
+	Cursor  cur(txn, dbi_vectors);
+	MDB_val key, data;
+	for (bool ok = cur.get(key, data, MDB_FIRST); ok; ok = cur.get(key, data, MDB_NEXT))
+		if (!unpack_vectors(key, data, f))
+			throw Error(HANNOY_ERR_CORRUPT, "malformed record in the vectors database");
+}
 
 /* Puts key/value, throwing on failure. */
 void put(MDB_txn *txn, MDB_dbi dbi, MDB_val key, MDB_val data, unsigned flags = 0);

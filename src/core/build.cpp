@@ -135,15 +135,13 @@ flush_batch(HannoyBuilder *b)
 	if (b->batch_tids.empty() && b->batch_unindexed.empty())
 		return;
 	hannoy::Store &s = *b->store;
-	size_t         vbytes = s.vector_bytes();
 	hannoy::Txn    txn(s.env(), false);
 	uint32_t       first = b->next_id - static_cast<uint32_t>(b->batch_tids.size());
+	s.put_vectors(txn.get(), first, b->batch_tids.size(), b->batch_vectors.data());
 	for (size_t i = 0; i < b->batch_tids.size(); i++)
 	{
-		uint32_t      id = first + static_cast<uint32_t>(i);
-		hannoy::IdKey key(id);
-		hannoy::put(txn.get(), s.dbi_vectors, key.val(),
-		            MDB_val{vbytes, &b->batch_vectors[i * vbytes]}, MDB_APPEND);
+		uint32_t       id = first + static_cast<uint32_t>(i);
+		hannoy::IdKey  key(id);
 		hannoy::TidKey tkey(b->batch_tids[i]);
 		hannoy::put(txn.get(), s.dbi_tids, key.val(), tkey.val(), MDB_APPEND);
 		hannoy::put(txn.get(), s.dbi_items, tkey.val(), key.val());
@@ -249,19 +247,14 @@ start_linking(HannoyBuilder *b)
 	g.levels.resize(n, 0);
 	g.links.resize(n);
 	g.locks.reset(new NodeLock[n]);
-	{
-		hannoy::Cursor cur(b->read_txn->get(), s.dbi_vectors);
-		MDB_val        key, data;
-		bool           ok = cur.get(key, data, MDB_FIRST);
-		while (ok)
-		{
-			uint32_t id = hannoy::decode_id(key);
-			if (id >= n || data.mv_size != s.vector_bytes())
-				throw hannoy::Error(HANNOY_ERR_CORRUPT, "unexpected vector record during build");
-			g.vectors[id] = data.mv_data;
-			ok = cur.get(key, data, MDB_NEXT);
-		}
-	}
+	s.for_each_vector(b->read_txn->get(),
+	                  [&](uint32_t id, const void *v)
+	                  {
+		                  if (id >= n)
+			                  throw hannoy::Error(HANNOY_ERR_CORRUPT,
+			                                      "unexpected vector record during build");
+		                  g.vectors[id] = v;
+	                  });
 	for (size_t id = 0; id < n; id++)
 	{
 		if (g.vectors[id] == nullptr)

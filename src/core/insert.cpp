@@ -170,8 +170,7 @@ insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t unindexe
 	hannoy::TidKey tkey(tid);
 	if (append == 0)
 		hannoy::del(txn.get(), s.dbi_free, key.val());
-	hannoy::put(txn.get(), s.dbi_vectors, key.val(),
-	            MDB_val{s.vector_bytes(), const_cast<void *>(vector)}, append);
+	s.put_vector(txn.get(), id, vector, append != 0);
 	hannoy::put(txn.get(), s.dbi_tids, key.val(), tkey.val(), append);
 	hannoy::put(txn.get(), s.dbi_items, tkey.val(), key.val());
 

@@ -212,26 +212,25 @@ read_links(HannoyInspect *w, uint32_t id, int layer, std::vector<uint32_t> &out)
 	return hannoy::decode_links(data.mv_data, data.mv_size, out);
 }
 
-/* Stage Vectors: one entry. */
+/* Stage Vectors: one record (one vector, or several packed together). */
 void
 check_vector(HannoyInspect *w, const MDB_val &key, const MDB_val &data)
 {
-	if (key.mv_size != 4)
-	{
-		report(w, HANNOY_PROBLEM_MALFORMED, -1, "vectors database has a key of %zu bytes",
-		       key.mv_size);
-		return;
-	}
-	uint32_t id = hannoy::decode_id(key);
-	w->n_vectors++;
-	if (data.mv_size != w->store->vector_bytes())
-		report(w, HANNOY_PROBLEM_MALFORMED, id, "vector of item %u has %zu bytes, expected %zu", id,
-		       data.mv_size, w->store->vector_bytes());
-	if (id >= w->state.next_id)
-		report(w, HANNOY_PROBLEM_COUNTER, id, "item %u has a vector but next_id is %llu", id,
-		       static_cast<unsigned long long>(w->state.next_id));
-	else
-		w->vectors.set(id);
+	bool ok = w->store->unpack_vectors(
+	    key, data,
+	    [&](uint32_t id, const void *)
+	    {
+		    w->n_vectors++;
+		    if (id >= w->state.next_id)
+			    report(w, HANNOY_PROBLEM_COUNTER, id, "item %u has a vector but next_id is %llu",
+			           id, static_cast<unsigned long long>(w->state.next_id));
+		    else
+			    w->vectors.set(id);
+	    });
+	if (!ok)
+		report(w, HANNOY_PROBLEM_MALFORMED, -1,
+		       "vectors database has a malformed record (key of %zu bytes, value of %zu bytes)",
+		       key.mv_size, data.mv_size);
 }
 
 /* Stage Tids: one entry, which items must map back. */
@@ -625,7 +624,7 @@ begin_walk(hannoy::Store &s, bool verify)
 	MDB_val        key, data;
 	uint64_t       max_id = 0;
 	if (last.get(key, data, MDB_LAST) && key.mv_size == 4)
-		max_id = uint64_t(hannoy::decode_id(key)) + 1;
+		max_id = (uint64_t(hannoy::decode_id(key)) + 1) * s.vectors_per_chunk();
 	w->range = std::min(w->state.next_id, max_id);
 	w->vectors.reset(w->range);
 	w->tids.reset(w->range);

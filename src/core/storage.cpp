@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <limits>
@@ -319,6 +320,8 @@ Store::set_meta(const HannoyMeta &meta)
 	meta_ = meta;
 	distance_ = distance_function(static_cast<HannoyMetric>(meta.metric));
 	vector_bytes_ = hannoy_vector_bytes(static_cast<HannoyMetric>(meta.metric), meta.dims);
+	chunk_ = chunk_vectors_for(vector_bytes_);
+	chunk_bytes_ = chunk_ == 1 ? 0 : CHUNK_HEADER + chunk_ * vector_bytes_;
 }
 
 void
@@ -442,19 +445,74 @@ SnapshotCache::entry(uint32_t id)
 	return &e;
 }
 
-/* Looks up the vector of 'id' in LMDB, checking its size. */
-static const void *
-lookup_vector(MDB_txn *txn, MDB_dbi dbi, uint32_t id, size_t vector_bytes)
+uint32_t
+chunk_vectors_for(size_t bytes)
 {
-	IdKey   key(id);
+	constexpr size_t PAGE = 4096, PAGE_HEADER = 16, MAX_RECORD = 64 * 1024;
+	if (bytes == 0 || bytes + 64 <= PAGE / 4)
+		return 1;
+	/* pages per vector of each record size; the smallest within 2% of the best */
+	double   best = HUGE_VAL;
+	double   cost[33] = {};
+	uint32_t last = 2;
+	for (uint32_t k = 2; k <= 32; k++)
+	{
+		size_t record = CHUNK_HEADER + k * bytes;
+		if (k > 2 && record > MAX_RECORD)
+			break;
+		size_t pages = (PAGE_HEADER + record + PAGE - 1) / PAGE;
+		cost[k] = double(pages) / k;
+		best = std::min(best, cost[k]);
+		last = k;
+	}
+	for (uint32_t k = 2; k <= last; k++)
+		if (cost[k] <= best * 1.02)
+			return k;
+	return last;
+}
+
+namespace
+{
+
+/* Reads the presence bits of a multi-vector record. */
+uint32_t
+chunk_bits(const void *record)
+{
+	const unsigned char *p = static_cast<const unsigned char *>(record);
+	return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
+}
+
+/* Writes the presence bits of a multi-vector record. */
+void
+set_chunk_bits(void *record, uint32_t bits)
+{
+	unsigned char *p = static_cast<unsigned char *>(record);
+	for (int i = 0; i < 4; i++)
+		p[i] = static_cast<unsigned char>(bits >> (8 * i));
+}
+
+} // namespace
+
+/* Looks up the vector of 'id' in LMDB, checking the record's size. */
+static const void *
+lookup_vector(const Store &s, MDB_txn *txn, uint32_t id, size_t vector_bytes, uint32_t chunk,
+              size_t chunk_bytes)
+{
+	IdKey   key(id / chunk);
 	MDB_val data;
-	if (!hannoy::get(txn, dbi, key.val(), data))
+	if (!hannoy::get(txn, s.dbi_vectors, key.val(), data))
 		return nullptr;
-	if (data.mv_size != vector_bytes)
-		throw Error(HANNOY_ERR_CORRUPT, "stored vector " + std::to_string(id) + " has " +
-		                                    std::to_string(data.mv_size) + " bytes, expected " +
-		                                    std::to_string(vector_bytes));
-	return data.mv_data;
+	size_t expected = chunk == 1 ? vector_bytes : chunk_bytes;
+	if (data.mv_size != expected)
+		throw Error(HANNOY_ERR_CORRUPT, "stored vector record " + std::to_string(id / chunk) +
+		                                    " has " + std::to_string(data.mv_size) +
+		                                    " bytes, expected " + std::to_string(expected));
+	if (chunk == 1)
+		return data.mv_data;
+	uint32_t slot = id % chunk;
+	if (!(chunk_bits(data.mv_data) & (uint32_t(1) << slot)))
+		return nullptr;
+	return static_cast<const char *>(data.mv_data) + CHUNK_HEADER + slot * vector_bytes;
 }
 
 const void *
@@ -463,13 +521,110 @@ Store::vector(MDB_txn *txn, uint32_t id) const
 	SnapshotCache::Entry *e = cache_.serves(txn) ? cache_.entry(id) : nullptr;
 	if (e != nullptr && (e->known & SnapshotCache::KNOWN_VECTOR))
 		return e->vector;
-	const void *v = lookup_vector(txn, dbi_vectors, id, vector_bytes_);
+	const void *v = lookup_vector(*this, txn, id, vector_bytes_, chunk_, chunk_bytes_);
 	if (e != nullptr)
 	{
 		e->vector = v;
 		e->known |= SnapshotCache::KNOWN_VECTOR;
 	}
 	return v;
+}
+
+/*
+ * Copies record 'chunk' of the vectors database into 'buf' (zeros, no
+ * vector present, when it does not exist yet).
+ */
+static void
+read_chunk(const Store &s, MDB_txn *txn, uint32_t chunk, size_t chunk_bytes, std::string &buf)
+{
+	IdKey   key(chunk);
+	MDB_val data;
+	buf.assign(chunk_bytes, '\0');
+	if (!hannoy::get(txn, s.dbi_vectors, key.val(), data))
+		return;
+	if (data.mv_size != chunk_bytes)
+		throw Error(HANNOY_ERR_CORRUPT, "stored vector record " + std::to_string(chunk) + " has " +
+		                                    std::to_string(data.mv_size) + " bytes, expected " +
+		                                    std::to_string(chunk_bytes));
+	std::memcpy(&buf[0], data.mv_data, chunk_bytes);
+}
+
+void
+Store::put_vector(MDB_txn *txn, uint32_t id, const void *v, bool append) const
+{
+	if (chunk_ == 1)
+	{
+		IdKey key(id);
+		put(txn, dbi_vectors, key.val(), MDB_val{vector_bytes_, const_cast<void *>(v)},
+		    append ? MDB_APPEND : 0);
+		return;
+	}
+	std::string buf;
+	read_chunk(*this, txn, id / chunk_, chunk_bytes_, buf);
+	uint32_t slot = id % chunk_;
+	set_chunk_bits(&buf[0], chunk_bits(buf.data()) | (uint32_t(1) << slot));
+	std::memcpy(&buf[CHUNK_HEADER + slot * vector_bytes_], v, vector_bytes_);
+	IdKey key(id / chunk_);
+	put(txn, dbi_vectors, key.val(), MDB_val{buf.size(), &buf[0]});
+}
+
+void
+Store::put_vectors(MDB_txn *txn, uint32_t first, size_t count, const void *vectors) const
+{
+	const char *src = static_cast<const char *>(vectors);
+	if (chunk_ == 1)
+	{
+		for (size_t i = 0; i < count; i++)
+			put_vector(txn, first + static_cast<uint32_t>(i), src + i * vector_bytes_, true);
+		return;
+	}
+	std::string buf;
+	size_t      i = 0;
+	while (i < count)
+	{
+		uint32_t id = first + static_cast<uint32_t>(i);
+		uint32_t chunk = id / chunk_;
+		/* only the batch's first record can hold vectors of an earlier batch */
+		if (i == 0)
+			read_chunk(*this, txn, chunk, chunk_bytes_, buf);
+		else
+			buf.assign(chunk_bytes_, '\0');
+		uint32_t bits = chunk_bits(buf.data());
+		for (uint32_t slot = id % chunk_; slot < chunk_ && i < count; slot++, i++)
+		{
+			bits |= uint32_t(1) << slot;
+			std::memcpy(&buf[CHUNK_HEADER + slot * vector_bytes_], src + i * vector_bytes_,
+			            vector_bytes_);
+		}
+		set_chunk_bits(&buf[0], bits);
+		IdKey key(chunk);
+		put(txn, dbi_vectors, key.val(), MDB_val{buf.size(), &buf[0]});
+	}
+}
+
+bool
+Store::delete_vector(MDB_txn *txn, uint32_t id) const
+{
+	if (chunk_ == 1)
+	{
+		IdKey key(id);
+		return del(txn, dbi_vectors, key.val());
+	}
+	IdKey   key(id / chunk_);
+	MDB_val data;
+	if (!hannoy::get(txn, dbi_vectors, key.val(), data))
+		return false;
+	uint32_t slot = id % chunk_;
+	if (data.mv_size != chunk_bytes_ || !(chunk_bits(data.mv_data) & (uint32_t(1) << slot)))
+		return false;
+	uint32_t bits = chunk_bits(data.mv_data) & ~(uint32_t(1) << slot);
+	if (bits == 0)
+		return del(txn, dbi_vectors, key.val());
+	std::string buf(static_cast<const char *>(data.mv_data), chunk_bytes_);
+	set_chunk_bits(&buf[0], bits);
+	std::memset(&buf[CHUNK_HEADER + slot * vector_bytes_], 0, vector_bytes_);
+	put(txn, dbi_vectors, key.val(), MDB_val{buf.size(), &buf[0]});
+	return true;
 }
 
 void

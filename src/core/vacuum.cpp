@@ -242,7 +242,7 @@ finish_repair(HannoyRepair *r)
 		hannoy::IdKey key(d);
 		if (!hannoy::del(txn.get(), s.dbi_deleted, key.val()))
 			continue;
-		hannoy::del(txn.get(), s.dbi_vectors, key.val());
+		s.delete_vector(txn.get(), d);
 		for (int layer = 0; layer <= hannoy::MAX_LEVEL; layer++)
 		{
 			hannoy::LinkKey lkey(d, layer);
