@@ -60,7 +60,8 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 		                           [&](const hannoy::Candidate &c)
 		                           { return s.is_deleted(txn, c.id); }),
 		            found.end());
-		hannoy::select_neighbors(g, found, s.max_links(layer), plan.neighbors[layer]);
+		hannoy::select_neighbors(g, found, s.max_links(layer), plan.neighbors[layer],
+		                         s.max_links(layer));
 		entries.swap(found);
 	}
 }
@@ -87,7 +88,7 @@ add_backlink(const hannoy::Store &s, MDB_txn *txn, uint32_t n, uint32_t id, int 
 		for (uint32_t x : list)
 			cands.push_back(hannoy::Candidate{g.distance_between(n, x), x});
 		std::sort(cands.begin(), cands.end());
-		hannoy::select_neighbors(g, cands, max_links, list, max_links / 2);
+		hannoy::select_neighbors(g, cands, max_links, list, max_links);
 		hannoy::keep_link(list, id, nearest);
 		for (const hannoy::Candidate &c : cands)
 			if (c.id != id && std::find(list.begin(), list.end(), c.id) == list.end())
