@@ -337,7 +337,7 @@ TEST(Index, InsertAfterBuildAndIntoEmptyIndex)
 		size_t found_self = 0;
 		for (size_t i = 0; i < 2000; i += 7)
 		{
-			auto top = scan_top(env, &base[i * dims], dims, 40, 1);
+			auto top = scan_top(env, &base[i * dims], dims, 64, 1);
 			found_self += !top.empty() && top[0] == i + 1;
 		}
 		EXPECT_EQ(found_self, (2000 + 6) / 7u) << "built " << built;
