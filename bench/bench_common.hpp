@@ -1,16 +1,14 @@
 /*
  * bench_common.hpp
- *	  What the benchmark programs share: command line options, the data
- *	  files (base.copy, queries.txt, groundtruth.tsv), recall scoring and
- *	  timing statistics.  hannoy_bench (libpq) and hnswlib_bench (in-process)
- *	  include it so that every system is scored by the same code.
+ *	  What the benchmark programs share beyond tools/common.hpp: the data
+ *	  files (base.copy, queries.txt; groundtruth.tsv is tools/groundtruth.hpp),
+ *	  recall and timing statistics, queries.csv rows, CPU pinning and peak
+ *	  memory.  hannoy_bench (libpq) and hnswlib_bench (in-process) include it
+ *	  so that every system is scored by the same code.
  *
  *	  Files, as tools/hannoy_data fmnist-prep writes them:
  *	    base.copy        "id<TAB>label<TAB>{x1,...,xd}" per row (COPY text format)
  *	    queries.txt      one "{x1,...,xd}" array literal per line
- *	    groundtruth.tsv  "#" header, then "query<TAB>id,id,...<TAB>dist,dist,..."
- *	                     per query (query = line of queries.txt from 1), the
- *	                     exact nearest base rows, nearest first
  */
 #ifndef HANNOY_BENCH_COMMON_HPP
 #define HANNOY_BENCH_COMMON_HPP
@@ -18,240 +16,13 @@
 #include <sched.h>
 #include <sys/types.h>
 
-#include <algorithm>
-#include <cerrno>
-#include <chrono>
-#include <cmath>
-#include <cstdarg>
-#include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <filesystem>
-#include <set>
-#include <stdexcept>
-#include <string>
-#include <unordered_map>
-#include <unordered_set>
-#include <utility>
-#include <vector>
+#include "../tools/common.hpp"
+#include "../tools/groundtruth.hpp"
 
 namespace hannoy
 {
-namespace bench
+namespace tools
 {
-
-/* Relative tolerance under which two true distances count as tied. */
-constexpr double kTieTolerance = 1e-6;
-
-/* A failure that ends the program with a message and exit status 1. */
-class Fatal : public std::runtime_error
-{
-  public:
-	using std::runtime_error::runtime_error;
-};
-
-/* A command line mistake: ends the program with a message and exit status 2. */
-class UsageError : public std::runtime_error
-{
-  public:
-	using std::runtime_error::runtime_error;
-};
-
-/* Formats like printf into a std::string. */
-inline std::string Format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* Formats like printf into a std::string. */
-inline std::string
-Format(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	va_list copy;
-	va_copy(copy, ap);
-	int len = vsnprintf(nullptr, 0, fmt, copy);
-	va_end(copy);
-	std::string out(len > 0 ? size_t(len) : 0, '\0');
-	if (len > 0)
-		vsnprintf(out.data(), out.size() + 1, fmt, ap);
-	va_end(ap);
-	return out;
-}
-
-/* Returns seconds elapsed since 'start'. */
-inline double
-SecondsSince(std::chrono::steady_clock::time_point start)
-{
-	return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-/* Parses a whole decimal integer within [lo, hi]; 'what' names it in errors. */
-inline long long
-ParseInteger(const std::string &text, const std::string &what, long long lo, long long hi)
-{
-	char *end = nullptr;
-	errno = 0;
-	long long v = strtoll(text.c_str(), &end, 10);
-	if (text.empty() || *end != '\0' || errno != 0 || v < lo || v > hi)
-		throw UsageError(Format("%s must be an integer between %lld and %lld, got \"%s\"",
-		                        what.c_str(), lo, hi, text.c_str()));
-	return v;
-}
-
-/* Splits 'text' at every 'sep'. */
-inline std::vector<std::string>
-Split(const std::string &text, char sep)
-{
-	std::vector<std::string> parts;
-	size_t                   start = 0;
-	while (true)
-	{
-		size_t pos = text.find(sep, start);
-		parts.push_back(text.substr(start, pos - start));
-		if (pos == std::string::npos)
-			break;
-		start = pos + 1;
-	}
-	return parts;
-}
-
-/* Parses a comma-separated list of integers within [lo, hi]. */
-inline std::vector<long long>
-ParseIntegerList(const std::string &text, const std::string &what, long long lo, long long hi)
-{
-	std::vector<long long> list;
-	for (const std::string &part : Split(text, ','))
-		list.push_back(ParseInteger(part, what, lo, hi));
-	return list;
-}
-
-/*
- * Command line options "--name value", "--name=value" and bare flags, kept in
- * order, so that an option may repeat (hannoy_bench query --target ...).
- */
-class Args
-{
-  public:
-	/* Parses argv[first..] accepting only 'valued' options and 'flags'. */
-	Args(int argc, char **argv, int first, const std::set<std::string> &valued,
-	     const std::set<std::string> &flags)
-	{
-		for (int i = first; i < argc; i++)
-		{
-			std::string arg = argv[i];
-			if (arg.rfind("--", 0) != 0)
-				throw UsageError("unexpected argument \"" + arg + "\"");
-			std::string name = arg.substr(2);
-			std::string value;
-			bool        has_value = false;
-			size_t      eq = name.find('=');
-			if (eq != std::string::npos)
-			{
-				value = name.substr(eq + 1);
-				name = name.substr(0, eq);
-				has_value = true;
-			}
-			if (flags.count(name))
-			{
-				if (has_value)
-					throw UsageError("option --" + name + " takes no value");
-				items_.emplace_back(name, "");
-			}
-			else if (valued.count(name))
-			{
-				if (!has_value)
-				{
-					if (i + 1 >= argc)
-						throw UsageError("option --" + name + " needs a value");
-					value = argv[++i];
-				}
-				items_.emplace_back(name, value);
-			}
-			else
-				throw UsageError("unknown option --" + name);
-		}
-	}
-
-	/* All options in command line order. */
-	const std::vector<std::pair<std::string, std::string>> &
-	Items() const
-	{
-		return items_;
-	}
-
-	/* True when 'name' was given at least once. */
-	bool
-	Has(const std::string &name) const
-	{
-		for (const auto &item : items_)
-			if (item.first == name)
-				return true;
-		return false;
-	}
-
-	/* Returns the last value of 'name', or 'fallback' when it was not given. */
-	std::string
-	Get(const std::string &name, const std::string &fallback) const
-	{
-		std::string value = fallback;
-		for (const auto &item : items_)
-			if (item.first == name)
-				value = item.second;
-		return value;
-	}
-
-	/* Returns the last value of a required option. */
-	std::string
-	Required(const std::string &name) const
-	{
-		if (!Has(name))
-			throw UsageError("option --" + name + " is required");
-		return Get(name, "");
-	}
-
-	/* Returns an integer option within [lo, hi], or 'fallback' when not given. */
-	long long
-	Integer(const std::string &name, long long fallback, long long lo, long long hi) const
-	{
-		if (!Has(name))
-			return fallback;
-		return ParseInteger(Get(name, ""), "--" + name, lo, hi);
-	}
-
-  private:
-	std::vector<std::pair<std::string, std::string>> items_;
-};
-
-/* Reads a text file into lines without their line ends, skipping empty lines. */
-inline std::vector<std::string>
-ReadLines(const std::string &path)
-{
-	FILE *f = fopen(path.c_str(), "r");
-	if (f == nullptr)
-		throw Fatal(Format("could not open \"%s\": %s", path.c_str(), strerror(errno)));
-	std::vector<std::string> lines;
-	std::string              line;
-	char                     buf[1 << 16];
-	while (fgets(buf, sizeof(buf), f) != nullptr)
-	{
-		line += buf;
-		if (!line.empty() && line.back() == '\n')
-		{
-			while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
-				line.pop_back();
-			if (!line.empty())
-				lines.push_back(line);
-			line.clear();
-		}
-	}
-	bool failed = ferror(f) != 0;
-	fclose(f);
-	if (failed)
-		throw Fatal(Format("could not read \"%s\"", path.c_str()));
-	if (!line.empty())
-		lines.push_back(line);
-	return lines;
-}
 
 /*
  * Parses the array literal "{x1,...,xd}" starting at 'text' into 'out'
@@ -379,122 +150,6 @@ ReadQueries(const std::string &path, size_t limit)
 	return set;
 }
 
-/*
- * The exact neighbours of each query, for scoring recall@k the way
- * ann-benchmarks does: a returned row is a hit when its true distance is at
- * most the true k-th distance, so rows tied with the k-th neighbour count.
- * True distances come from the ground truth file, not from the system under
- * test; a row missing from the file's list can only be a hit when the list
- * ends in a tie with the k-th neighbour, and then its reported distance
- * decides.
- */
-class GroundTruth
-{
-  public:
-	/* Reads 'path' for queries 1..nqueries and scores at 'k'. */
-	GroundTruth(const std::string &path, size_t nqueries, size_t k) : k_(k), queries_(nqueries)
-	{
-		std::vector<bool>        seen(nqueries, false);
-		std::vector<std::string> lines = ReadLines(path);
-		for (size_t ln = 0; ln < lines.size(); ln++)
-		{
-			const std::string &line = lines[ln];
-			if (line[0] == '#')
-				continue;
-			std::string              where = Format("\"%s\" line %zu", path.c_str(), ln + 1);
-			std::vector<std::string> fields = Split(line, '\t');
-			if (fields.size() != 3)
-				throw Fatal(where + ": expected 3 tab-separated fields");
-			long long q = ParseInteger(fields[0], where + ": query number", 1, 1LL << 40);
-			if (size_t(q) > nqueries)
-				continue;
-			std::vector<std::string> ids = Split(fields[1], ',');
-			std::vector<std::string> dists = Split(fields[2], ',');
-			if (ids.size() != dists.size())
-				throw Fatal(where + ": as many ids as distances expected");
-			if (ids.size() < k)
-				throw Fatal(Format("%s: only %zu neighbours, fewer than k = %zu", where.c_str(),
-				                   ids.size(), k));
-			Query &query = queries_[q - 1];
-			double last = 0;
-			for (size_t r = 0; r < ids.size(); r++)
-			{
-				char  *end = nullptr;
-				double d = strtod(dists[r].c_str(), &end);
-				if (*end != '\0' || !(d >= 0))
-					throw Fatal(where + ": bad distance \"" + dists[r] + "\"");
-				int64_t id = ParseInteger(ids[r], where + ": id", 1, INT64_MAX);
-				query.distance.emplace(id, d);
-				if (r == k - 1)
-					query.threshold = d * (1.0 + kTieTolerance);
-				last = d;
-			}
-			query.list_ends_tied = last <= query.threshold;
-			seen[q - 1] = true;
-		}
-		for (size_t q = 0; q < nqueries; q++)
-			if (!seen[q])
-				throw Fatal(
-				    Format("\"%s\" has no ground truth for query %zu", path.c_str(), q + 1));
-	}
-
-	/* The k recall is scored at. */
-	size_t
-	K() const
-	{
-		return k_;
-	}
-
-	/*
-	 * Returns how many of the 'n' rows a system returned for query 'q' (from
-	 * 0) are hits; counts ids returned twice in 'duplicates' (scored once).
-	 */
-	size_t
-	Hits(size_t q, const int64_t *ids, const double *reported, size_t n, size_t &duplicates) const
-	{
-		const Query                &query = queries_[q];
-		std::unordered_set<int64_t> returned;
-		size_t                      hits = 0;
-		for (size_t i = 0; i < n; i++)
-		{
-			if (!returned.insert(ids[i]).second)
-			{
-				duplicates++;
-				continue;
-			}
-			auto it = query.distance.find(ids[i]);
-			if (it != query.distance.end())
-				hits += it->second <= query.threshold;
-			else if (query.list_ends_tied && reported != nullptr)
-				hits += reported[i] <= query.threshold;
-		}
-		return hits;
-	}
-
-  private:
-	struct Query
-	{
-		std::unordered_map<int64_t, double> distance; /* true distance of each listed id */
-		double                              threshold = 0;
-		bool                                list_ends_tied = false;
-	};
-
-	size_t             k_;
-	std::vector<Query> queries_;
-};
-
-/* Returns the 'p' quantile (0..1, nearest rank) of 'values', which it sorts. */
-inline double
-Percentile(std::vector<double> &values, double p)
-{
-	if (values.empty())
-		return 0.0;
-	std::sort(values.begin(), values.end());
-	size_t rank = size_t(std::ceil(p * double(values.size())));
-	rank = std::clamp<size_t>(rank, 1, values.size());
-	return values[rank - 1];
-}
-
 /* Returns the median of 'values' (the mean of the middle two for an even count). */
 inline double
 Median(std::vector<double> values)
@@ -525,26 +180,61 @@ struct PassStats
 		size_t denominator = queries * k * pass_qps.size();
 		return denominator == 0 ? 0.0 : double(hits) / double(denominator);
 	}
+
+	/*
+	 * Scores the 'n' rows (ids, reported distances) a measured pass returned
+	 * for query 'q' (from 0); rows past the k-th are not counted.
+	 */
+	void
+	Score(const GroundTruth &truth, size_t q, const int64_t *ids, const double *dists, size_t n)
+	{
+		if (n < k)
+			short_results++;
+		returned += n;
+		hits += truth.Hits(q, ids, dists, std::min(n, k), duplicates);
+	}
+
+	/* Adds a measured pass that took 'seconds' and the latency of each of its queries. */
+	void
+	AddPass(double seconds, const std::vector<double> &pass_latencies_ms)
+	{
+		pass_qps.push_back(seconds > 0 ? double(queries) / seconds : 0.0);
+		latencies_ms.insert(latencies_ms.end(), pass_latencies_ms.begin(), pass_latencies_ms.end());
+	}
 };
+
+/*
+ * Runs every query of a pass once: 'run_query'(q, ids, dists) runs query q
+ * (from 0), leaves the ids and reported distances of the rows it returned in
+ * 'ids' and 'dists', and returns its latency in milliseconds.  Adds the pass
+ * to 'stats' when 'measured' (not for a warm-up pass).
+ */
+template <typename RunQuery>
+void
+RunPass(size_t nqueries, const GroundTruth &truth, bool measured, PassStats &stats,
+        RunQuery run_query)
+{
+	std::vector<int64_t> ids;
+	std::vector<double>  dists;
+	std::vector<double>  latencies;
+	latencies.reserve(nqueries);
+	auto pass_start = std::chrono::steady_clock::now();
+	for (size_t q = 0; q < nqueries; q++)
+	{
+		ids.clear();
+		dists.clear();
+		latencies.push_back(run_query(q, ids, dists));
+		if (measured)
+			stats.Score(truth, q, ids.data(), dists.data(), ids.size());
+	}
+	double elapsed = SecondsSince(pass_start);
+	if (measured)
+		stats.AddPass(elapsed, latencies);
+}
 
 /* The CSV header of query results (queries.csv), shared by every program. */
 constexpr const char *kQueryCsvHeader =
     "dataset,filter,system,m,efc,ef,k,queries,passes,recall,qps,qps_min,qps_max,p50_ms,p99_ms,plan";
-
-/* Appends 'row' to the CSV file at 'path', writing 'header' first when the file is new. */
-inline void
-AppendCsv(const std::string &path, const std::string &header, const std::string &row)
-{
-	bool  fresh = !std::filesystem::exists(path) || std::filesystem::file_size(path) == 0;
-	FILE *f = fopen(path.c_str(), "a");
-	if (f == nullptr)
-		throw Fatal(Format("could not open \"%s\": %s", path.c_str(), strerror(errno)));
-	if (fresh)
-		fprintf(f, "%s\n", header.c_str());
-	fprintf(f, "%s\n", row.c_str());
-	if (fclose(f) != 0)
-		throw Fatal(Format("could not write \"%s\": %s", path.c_str(), strerror(errno)));
-}
 
 /*
  * Formats one queries.csv row; 'plan' names the scan that ran (commas
@@ -569,6 +259,30 @@ QueryCsvRow(const std::string &dataset, const std::string &filter, const std::st
 	              filter.c_str(), system.c_str(), m.c_str(), efc.c_str(), ef.c_str(), stats.k,
 	              stats.queries, stats.pass_qps.size(), stats.Recall(), qps, qps_min, qps_max, p50,
 	              p99, plan.c_str());
+}
+
+/*
+ * Prints the result line of 'label' at one ef_search value from its
+ * queries.csv 'row', and warnings about ids returned twice and short
+ * results; appends 'row' to the CSV file 'csv' unless 'csv' is empty.
+ */
+inline void
+ReportQueries(const char *program, const std::string &label, const std::string &ef,
+              const PassStats &stats, const std::string &row, const std::string &csv)
+{
+	std::vector<std::string> f = Split(row, ',');
+	printf("%-10s ef=%-4s recall@%zu=%s qps=%s (%s..%s) p50_ms=%s p99_ms=%s\n", label.c_str(),
+	       ef.c_str(), stats.k, f[9].c_str(), f[10].c_str(), f[11].c_str(), f[12].c_str(),
+	       f[13].c_str(), f[14].c_str());
+	if (stats.duplicates > 0)
+		fprintf(stderr, "%s: warning: %s ef=%s returned the same id twice %zu times\n", program,
+		        label.c_str(), ef.c_str(), stats.duplicates);
+	if (stats.short_results > 0)
+		fprintf(stderr, "%s: warning: %s ef=%s returned fewer than %zu rows %zu times\n", program,
+		        label.c_str(), ef.c_str(), stats.k, stats.short_results);
+	if (!csv.empty())
+		AppendCsv(csv, kQueryCsvHeader, row);
+	fflush(stdout);
 }
 
 /* Pins process 'pid' (0: this one) to CPU 'cpu'; returns false with a warning when it cannot. */
@@ -601,7 +315,7 @@ PeakRssKb()
 	return kb;
 }
 
-} // namespace bench
+} // namespace tools
 } // namespace hannoy
 
 #endif /* HANNOY_BENCH_COMMON_HPP */

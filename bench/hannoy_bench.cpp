@@ -24,90 +24,15 @@
 #include <random>
 #include <thread>
 
-#include <libpq-fe.h>
-
+#include "../tools/pq_connection.hpp"
 #include "bench_common.hpp"
 
 namespace hannoy
 {
-namespace bench
+namespace tools
 {
 
 constexpr const char *kProgram = "hannoy_bench";
-
-/* A file written under a temporary name and renamed into place on Commit. */
-class OutputFile
-{
-  public:
-	/* Opens "<path>.tmp" for writing with a large buffer. */
-	explicit OutputFile(const std::string &path) : path_(path), tmp_(path + ".tmp")
-	{
-		file_ = fopen(tmp_.c_str(), "w");
-		if (file_ == nullptr)
-			throw Fatal(Format("could not create \"%s\": %s", tmp_.c_str(), strerror(errno)));
-		setvbuf(file_, nullptr, _IOFBF, size_t(1) << 22);
-	}
-
-	/* Closes and removes the temporary file unless it was committed. */
-	~OutputFile()
-	{
-		if (file_ != nullptr)
-		{
-			fclose(file_);
-			remove(tmp_.c_str());
-		}
-	}
-
-	OutputFile(const OutputFile &) = delete;
-	OutputFile &operator=(const OutputFile &) = delete;
-
-	/* Appends 'text'. */
-	void
-	Write(const std::string &text)
-	{
-		if (fwrite(text.data(), 1, text.size(), file_) != text.size())
-			throw Fatal(Format("could not write \"%s\": %s", tmp_.c_str(), strerror(errno)));
-	}
-
-	/* Flushes, closes and renames the file to its final name. */
-	void
-	Commit()
-	{
-		FILE *f = file_;
-		file_ = nullptr;
-		bool failed = fflush(f) != 0 || ferror(f) != 0;
-		int  saved = errno;
-		if (fclose(f) != 0 && !failed)
-		{
-			failed = true;
-			saved = errno;
-		}
-		if (failed)
-		{
-			remove(tmp_.c_str());
-			throw Fatal(Format("could not write \"%s\": %s", tmp_.c_str(), strerror(saved)));
-		}
-		if (rename(tmp_.c_str(), path_.c_str()) != 0)
-			throw Fatal(Format("could not rename \"%s\" to \"%s\": %s", tmp_.c_str(), path_.c_str(),
-			                   strerror(errno)));
-	}
-
-  private:
-	std::string path_;
-	std::string tmp_;
-	FILE       *file_ = nullptr;
-};
-
-/* Creates directory 'dir' and its parents. */
-static void
-MakeDirectory(const std::string &dir)
-{
-	std::error_code ec;
-	std::filesystem::create_directories(dir, ec);
-	if (ec)
-		throw Fatal(
-		    Format("could not create directory \"%s\": %s", dir.c_str(), ec.message().c_str()));
-}
 
 /* ---------------------------------------------------------------------
  * synth
@@ -324,10 +249,10 @@ RunGroundTruth(int argc, char **argv)
 	double load_s = SecondsSince(start);
 
 	using Entry = std::pair<double, int64_t>; /* squared distance, id: ordered like the output */
-	size_t                          nq = queries.vectors.Count();
-	std::vector<std::vector<Entry>> result(nq);
-	std::atomic<size_t>             next{0};
-	auto                            worker = [&]()
+	size_t                  nq = queries.vectors.Count();
+	std::vector<Neighbours> truth(nq);
+	std::atomic<size_t>     next{0};
+	auto                    worker = [&]()
 	{
 		for (size_t q; (q = next.fetch_add(1)) < nq;)
 		{
@@ -344,48 +269,21 @@ RunGroundTruth(int argc, char **argv)
 					heap.push(e);
 				}
 			}
-			std::vector<Entry> &sorted = result[q];
-			for (; !heap.empty(); heap.pop())
-				sorted.push_back(heap.top());
-			std::reverse(sorted.begin(), sorted.end());
+			Neighbours &n = truth[q];
+			n.ids.resize(heap.size());
+			n.distances.resize(heap.size());
+			for (size_t r = heap.size(); r-- > 0; heap.pop())
+			{
+				n.ids[r] = heap.top().second;
+				n.distances[r] = std::sqrt(heap.top().first);
+			}
 		}
 	};
-	auto                     gt_start = std::chrono::steady_clock::now();
-	std::vector<std::thread> pool;
-	for (unsigned t = 1; t < threads; t++)
-		pool.emplace_back(worker);
-	worker();
-	for (std::thread &t : pool)
-		t.join();
+	auto gt_start = std::chrono::steady_clock::now();
+	RunOnThreads(threads, worker);
 
-	OutputFile file(out);
-	file.Write(
-	    Format("# query (line of queries.txt)\tbase ids, nearest first\texact euclidean "
-	           "distances%s\n",
-	           mod == 0 ? "" : Format(" (rows with id %% %lld < %lld)", mod, below).c_str()));
-	std::string line;
-	char        num[64];
-	for (size_t q = 0; q < nq; q++)
-	{
-		line = std::to_string(q + 1) + '\t';
-		for (size_t r = 0; r < result[q].size(); r++)
-		{
-			if (r > 0)
-				line += ',';
-			line += std::to_string(result[q][r].second);
-		}
-		line += '\t';
-		for (size_t r = 0; r < result[q].size(); r++)
-		{
-			if (r > 0)
-				line += ',';
-			snprintf(num, sizeof(num), "%.17g", std::sqrt(result[q][r].first));
-			line += num;
-		}
-		line += '\n';
-		file.Write(line);
-	}
-	file.Commit();
+	WriteGroundTruth(out, truth,
+	                 mod == 0 ? "" : Format(" (rows with id %% %lld < %lld)", mod, below));
 	printf("wrote exact top-%zu of %zu queries among %zu of %zu rows to %s (read %.1f s, search "
 	       "%.1f s on %u threads)\n",
 	       k, nq, rows.size(), base.Count(), out.c_str(), load_s, SecondsSince(gt_start), threads);
@@ -396,99 +294,6 @@ RunGroundTruth(int argc, char **argv)
  * query
  * ---------------------------------------------------------------------
  */
-
-/* Owns a libpq connection and runs statements on it, failing loudly. */
-class Connection
-{
-  public:
-	/* Connects with 'conninfo' or fails with the server's message. */
-	explicit Connection(const std::string &conninfo)
-	{
-		conn_ = PQconnectdb(conninfo.c_str());
-		if (conn_ == nullptr)
-			throw Fatal("could not connect to the server: out of memory");
-		if (PQstatus(conn_) != CONNECTION_OK)
-		{
-			std::string msg = Trim(PQerrorMessage(conn_));
-			PQfinish(conn_);
-			conn_ = nullptr;
-			throw Fatal("could not connect to the server: " + msg);
-		}
-	}
-
-	/* Closes the connection. */
-	~Connection()
-	{
-		if (conn_ != nullptr)
-			PQfinish(conn_);
-	}
-
-	Connection(const Connection &) = delete;
-	Connection &operator=(const Connection &) = delete;
-
-	/* Runs a statement and returns the first column of its rows (none for a command). */
-	std::vector<std::string>
-	Run(const std::string &sql)
-	{
-		PGresult      *res = PQexec(conn_, sql.c_str());
-		ExecStatusType status = res != nullptr ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-		if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK)
-			Fail(res, sql);
-		std::vector<std::string> values;
-		if (status == PGRES_TUPLES_OK)
-			for (int r = 0; r < PQntuples(res); r++)
-				values.push_back(PQgetvalue(res, r, 0));
-		PQclear(res);
-		return values;
-	}
-
-	/* Prepares 'sql' with one parameter under the name "knn". */
-	void
-	Prepare(const std::string &sql)
-	{
-		PGresult *res = PQprepare(conn_, "knn", sql.c_str(), 1, nullptr);
-		if (res == nullptr || PQresultStatus(res) != PGRES_COMMAND_OK)
-			Fail(res, sql);
-		PQclear(res);
-	}
-
-	/* Runs "knn" with 'param' (text); the caller PQclears the result. */
-	PGresult *
-	Execute(const std::string &param, const std::string &what)
-	{
-		const char *values[1] = {param.c_str()};
-		PGresult   *res = PQexecPrepared(conn_, "knn", 1, values, nullptr, nullptr, 0);
-		if (res == nullptr || PQresultStatus(res) != PGRES_TUPLES_OK)
-			Fail(res, what);
-		return res;
-	}
-
-  private:
-	/* Fails with the server's message about 'what'; frees 'res'. */
-	[[noreturn]] void
-	Fail(PGresult *res, const std::string &what)
-	{
-		std::string msg = Trim(res != nullptr ? PQresultErrorMessage(res) : PQerrorMessage(conn_));
-		if (msg.empty())
-			msg = Trim(PQerrorMessage(conn_));
-		if (res != nullptr)
-			PQclear(res);
-		std::string shown = what.size() > 300 ? what.substr(0, 300) + "..." : what;
-		throw Fatal("query failed: " + msg + "\n  statement: " + shown);
-	}
-
-	/* Removes trailing white space from a libpq message. */
-	static std::string
-	Trim(const char *text)
-	{
-		std::string s = text != nullptr ? text : "";
-		while (!s.empty() && isspace(static_cast<unsigned char>(s.back())))
-			s.pop_back();
-		return s;
-	}
-
-	PGconn *conn_ = nullptr;
-};
 
 /* One system under test: a labelled statement with its own session and settings. */
 struct Target
@@ -527,53 +332,27 @@ QuoteLiteral(const std::string &text)
 
 /* Runs every query once on 'target'; adds to its stats when 'measured'. */
 static void
-RunPass(Target &target, const QuerySet &queries, const GroundTruth &truth, bool measured,
-        const std::string &ef)
+RunTargetPass(Target &target, const QuerySet &queries, const GroundTruth &truth, bool measured,
+              const std::string &ef)
 {
-	size_t               nq = queries.literals.size();
-	size_t               k = truth.K();
-	std::string          what = target.label + " query (ef=" + ef + ")";
-	std::vector<int64_t> ids;
-	std::vector<double>  dists;
-	std::vector<double>  latencies;
-	size_t               hits = 0;
-	latencies.reserve(nq);
-	auto pass_start = std::chrono::steady_clock::now();
-	for (size_t q = 0; q < nq; q++)
+	std::string what = target.label + " query (ef=" + ef + "), line";
+	auto        run_query = [&](size_t q, std::vector<int64_t> &ids, std::vector<double> &dists)
 	{
 		auto      t0 = std::chrono::steady_clock::now();
-		PGresult *res = target.conn->Execute(queries.literals[q], what);
-		latencies.push_back(SecondsSince(t0) * 1000.0);
-		if (!measured)
+		PGresult *res = target.conn->Execute("knn", queries.literals[q], what, q + 1);
+		double    latency_ms = SecondsSince(t0) * 1000.0;
+		bool      has_distance = PQnfields(res) >= 2;
+		for (int r = 0; r < PQntuples(res); r++)
 		{
-			PQclear(res);
-			continue;
-		}
-		int rows = PQntuples(res);
-		ids.resize(size_t(rows));
-		dists.resize(size_t(rows));
-		bool has_distance = PQnfields(res) >= 2;
-		for (int r = 0; r < rows; r++)
-		{
-			ids[r] = strtoll(PQgetvalue(res, r, 0), nullptr, 10);
-			dists[r] = has_distance && !PQgetisnull(res, r, 1)
-			               ? strtod(PQgetvalue(res, r, 1), nullptr)
-			               : HUGE_VAL;
+			ids.push_back(strtoll(PQgetvalue(res, r, 0), nullptr, 10));
+			dists.push_back(has_distance && !PQgetisnull(res, r, 1)
+			                    ? strtod(PQgetvalue(res, r, 1), nullptr)
+			                    : HUGE_VAL);
 		}
 		PQclear(res);
-		if (size_t(rows) < k)
-			target.stats.short_results++;
-		target.stats.returned += size_t(rows);
-		hits += truth.Hits(q, ids.data(), dists.data(), std::min(size_t(rows), k),
-		                   target.stats.duplicates);
-	}
-	double elapsed = SecondsSince(pass_start);
-	if (!measured)
-		return;
-	target.stats.hits += hits;
-	target.stats.pass_qps.push_back(elapsed > 0 ? double(nq) / elapsed : 0.0);
-	target.stats.latencies_ms.insert(target.stats.latencies_ms.end(), latencies.begin(),
-	                                 latencies.end());
+		return latency_ms;
+	};
+	RunPass(queries.literals.size(), truth, measured, target.stats, run_query);
 }
 
 /*
@@ -658,7 +437,7 @@ RunQuery(int argc, char **argv)
 		t.backend_pid = pid_t(std::stol(t.conn->Run("SELECT pg_backend_pid()").at(0)));
 		if (pin_backend >= 0)
 			PinToCpu(t.backend_pid, int(pin_backend), kProgram);
-		t.conn->Prepare(t.sql);
+		t.conn->Prepare("knn", t.sql);
 	}
 	printf("# %zu queries x %zu passes, k=%zu, targets (backend pid):", queries.literals.size(),
 	       repeat, k);
@@ -678,33 +457,21 @@ RunQuery(int argc, char **argv)
 			for (const std::string &stmt : t.setup)
 				t.conn->Run(WithEf(stmt, ef));
 			if (warmup)
-				RunPass(t, queries, truth, false, ef);
+				RunTargetPass(t, queries, truth, false, ef);
 			if (e == 0)
 				ExplainPlan(t, queries, explain);
 		}
 		/* Rotate the order each pass so no target always runs first. */
 		for (size_t rep = 0; rep < repeat; rep++)
 			for (size_t i = 0; i < targets.size(); i++)
-				RunPass(targets[(rep + i) % targets.size()], queries, truth, true, ef);
+				RunTargetPass(targets[(rep + i) % targets.size()], queries, truth, true, ef);
 		for (Target &t : targets)
 		{
 			std::string row =
 			    QueryCsvRow(args.Get("dataset", "-"), args.Get("filter", "none"), t.label,
 			                args.Get("m", "-"), args.Get("efc", "-"), ef, t.stats, t.plan);
-			std::vector<std::string> f = Split(row, ',');
-			printf("%-10s ef=%-4s recall@%zu=%s qps=%s (%s..%s) p50_ms=%s p99_ms=%s\n",
-			       t.label.c_str(), ef.c_str(), k, f[9].c_str(), f[10].c_str(), f[11].c_str(),
-			       f[12].c_str(), f[13].c_str(), f[14].c_str());
-			if (t.stats.duplicates > 0)
-				fprintf(stderr, "%s: warning: %s ef=%s returned the same id twice %zu times\n",
-				        kProgram, t.label.c_str(), ef.c_str(), t.stats.duplicates);
-			if (t.stats.short_results > 0)
-				fprintf(stderr, "%s: warning: %s ef=%s returned fewer than %zu rows %zu times\n",
-				        kProgram, t.label.c_str(), ef.c_str(), k, t.stats.short_results);
-			if (args.Has("csv"))
-				AppendCsv(args.Get("csv", ""), kQueryCsvHeader, row);
+			ReportQueries(kProgram, t.label, ef, t.stats, row, args.Get("csv", ""));
 		}
-		fflush(stdout);
 	}
 	return 0;
 }
@@ -726,47 +493,21 @@ PrintUsage(FILE *out)
 	        "                     --target LABEL [--setup SQL]... --sql SQL [--target ...]\n");
 }
 
-/* Dispatches to a subcommand and turns errors into messages and exit codes. */
+/* Runs the subcommand argv[1] names and turns errors into messages and exit codes. */
 static int
 Main(int argc, char **argv)
 {
-	try
-	{
-		if (argc < 2)
-			throw UsageError("no subcommand given");
-		std::string cmd = argv[1];
-		if (cmd == "synth")
-			return RunSynth(argc, argv);
-		if (cmd == "groundtruth")
-			return RunGroundTruth(argc, argv);
-		if (cmd == "query")
-			return RunQuery(argc, argv);
-		if (cmd == "help" || cmd == "--help" || cmd == "-h")
-		{
-			PrintUsage(stdout);
-			return 0;
-		}
-		throw UsageError("unknown subcommand \"" + cmd + "\"");
-	}
-	catch (const UsageError &e)
-	{
-		fprintf(stderr, "%s: %s\n", kProgram, e.what());
-		PrintUsage(stderr);
-		return 2;
-	}
-	catch (const std::exception &e)
-	{
-		fprintf(stderr, "%s: error: %s\n", kProgram, e.what());
-		return 1;
-	}
+	return RunSubcommand(
+	    kProgram, PrintUsage,
+	    {{"synth", RunSynth}, {"groundtruth", RunGroundTruth}, {"query", RunQuery}}, argc, argv);
 }
 
-} // namespace bench
+} // namespace tools
 } // namespace hannoy
 
 /* Runs the program. */
 int
 main(int argc, char **argv)
 {
-	return hannoy::bench::Main(argc, argv);
+	return hannoy::tools::Main(argc, argv);
 }

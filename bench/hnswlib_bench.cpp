@@ -16,7 +16,7 @@
 
 namespace hannoy
 {
-namespace bench
+namespace tools
 {
 
 constexpr const char *kProgram = "hnswlib_bench";
@@ -38,43 +38,22 @@ IndexBytes(const hnswlib::HierarchicalNSW<float> &index)
 
 /* Runs every query once; adds to 'stats' when 'measured'. */
 static void
-RunPass(const hnswlib::HierarchicalNSW<float> &index, const QuerySet &queries,
-        const GroundTruth &truth, bool measured, PassStats &stats)
+RunIndexPass(const hnswlib::HierarchicalNSW<float> &index, const QuerySet &queries,
+             const GroundTruth &truth, bool measured, PassStats &stats)
 {
-	size_t               nq = queries.vectors.Count();
-	size_t               k = truth.K();
-	std::vector<int64_t> ids;
-	std::vector<double>  dists;
-	std::vector<double>  latencies;
-	size_t               hits = 0;
-	latencies.reserve(nq);
-	auto pass_start = std::chrono::steady_clock::now();
-	for (size_t q = 0; q < nq; q++)
+	auto run_query = [&](size_t q, std::vector<int64_t> &ids, std::vector<double> &dists)
 	{
 		auto t0 = std::chrono::steady_clock::now();
-		auto result = index.searchKnn(queries.vectors.Row(q), k);
-		ids.clear();
-		dists.clear();
+		auto result = index.searchKnn(queries.vectors.Row(q), truth.K());
 		for (; !result.empty(); result.pop())
 		{
 			/* hnswlib's L2 space reports squared distances, farthest first. */
 			dists.push_back(std::sqrt(double(result.top().first)));
 			ids.push_back(int64_t(result.top().second));
 		}
-		latencies.push_back(SecondsSince(t0) * 1000.0);
-		if (!measured)
-			continue;
-		if (ids.size() < k)
-			stats.short_results++;
-		stats.returned += ids.size();
-		hits += truth.Hits(q, ids.data(), dists.data(), ids.size(), stats.duplicates);
-	}
-	double elapsed = SecondsSince(pass_start);
-	if (!measured)
-		return;
-	stats.hits += hits;
-	stats.pass_qps.push_back(elapsed > 0 ? double(nq) / elapsed : 0.0);
-	stats.latencies_ms.insert(stats.latencies_ms.end(), latencies.begin(), latencies.end());
+		return SecondsSince(t0) * 1000.0;
+	};
+	RunPass(queries.vectors.Count(), truth, measured, stats, run_query);
 }
 
 /* Builds one index per ef_construction and measures every ef_search on it. */
@@ -131,59 +110,42 @@ Run(int argc, char **argv)
 			stats.queries = queries.vectors.Count();
 			stats.k = k;
 			if (warmup)
-				RunPass(*index, queries, truth, false, stats);
+				RunIndexPass(*index, queries, truth, false, stats);
 			for (size_t rep = 0; rep < repeat; rep++)
-				RunPass(*index, queries, truth, true, stats);
+				RunIndexPass(*index, queries, truth, true, stats);
 			std::string row =
 			    QueryCsvRow(dataset, "none", "hnswlib", std::to_string(m), std::to_string(efc),
 			                std::to_string(ef), stats, "in-process");
-			std::vector<std::string> f = Split(row, ',');
-			printf("hnswlib    efc=%lld ef=%-4lld recall@%zu=%s qps=%s (%s..%s) p50_ms=%s "
-			       "p99_ms=%s\n",
-			       efc, ef, k, f[9].c_str(), f[10].c_str(), f[11].c_str(), f[12].c_str(),
-			       f[13].c_str(), f[14].c_str());
-			if (stats.duplicates > 0 || stats.short_results > 0)
-				fprintf(stderr, "%s: warning: ef=%lld: %zu duplicate ids, %zu short results\n",
-				        kProgram, ef, stats.duplicates, stats.short_results);
-			if (args.Has("csv-queries"))
-				AppendCsv(args.Get("csv-queries", ""), kQueryCsvHeader, row);
-			fflush(stdout);
+			ReportQueries(kProgram, "hnswlib    efc=" + std::to_string(efc), std::to_string(ef),
+			              stats, row, args.Get("csv-queries", ""));
 		}
 	}
 	return 0;
+}
+
+/* Prints how to call the program. */
+static void
+PrintUsage(FILE *out)
+{
+	fprintf(out, "usage: hnswlib_bench --base FILE --queries FILE --groundtruth FILE\n"
+	             "         --efc LIST --ef LIST [--k 10] [--m 16] [--repeat 3] [--warmup]\n"
+	             "         [--pin CPU] [--seed 100] [--dataset D] [--csv-queries FILE]\n"
+	             "         [--csv-builds FILE]\n");
 }
 
 /* Runs the program and turns errors into messages and exit codes. */
 static int
 Main(int argc, char **argv)
 {
-	try
-	{
-		return Run(argc, argv);
-	}
-	catch (const UsageError &e)
-	{
-		fprintf(stderr,
-		        "%s: %s\nusage: hnswlib_bench --base FILE --queries FILE --groundtruth FILE\n"
-		        "         --efc LIST --ef LIST [--k 10] [--m 16] [--repeat 3] [--warmup]\n"
-		        "         [--pin CPU] [--seed 100] [--dataset D] [--csv-queries FILE]\n"
-		        "         [--csv-builds FILE]\n",
-		        kProgram, e.what());
-		return 2;
-	}
-	catch (const std::exception &e)
-	{
-		fprintf(stderr, "%s: error: %s\n", kProgram, e.what());
-		return 1;
-	}
+	return RunProgram(kProgram, PrintUsage, [&]() { return Run(argc, argv); });
 }
 
-} // namespace bench
+} // namespace tools
 } // namespace hannoy
 
 /* Runs the program. */
 int
 main(int argc, char **argv)
 {
-	return hannoy::bench::Main(argc, argv);
+	return hannoy::tools::Main(argc, argv);
 }

@@ -39,11 +39,15 @@
 #   HANNOY_SKIP_SETUP=1       do not run scripts/setup.sh (already built and installed)
 set -euo pipefail
 
-readonly PG_BIN=/usr/lib/postgresql/15/bin
-readonly K=10
-readonly GT_K=100
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly ROOT
+# shellcheck source=scripts/lib/common.sh
+source "$ROOT/scripts/lib/common.sh"
+# shellcheck source=scripts/lib/cluster.sh
+source "$ROOT/scripts/lib/cluster.sh"
+
+readonly K=10
+readonly GT_K=100
 readonly BENCH=$ROOT/bench
 readonly CACHE=$BENCH/cache
 readonly TOOLS=$ROOT/build/bench
@@ -51,30 +55,10 @@ NPROC=$(nproc)
 readonly NPROC
 
 SMOKE=0
-CLUSTER_DIR= # the postgres-owned temporary directory, once created
-PGDATA=
-PORT=
-CONNINFO=
 POSTMASTER_PID=
 OUT= # the results directory of this run
 PGVECTOR=0
 RUN_START=$(date +%s.%N)
-
-# Prints a progress line, prefixed so that it stands out.
-say() {
-	printf '\n==> %s\n' "$*"
-}
-
-# Prints an error and exits non-zero.
-die() {
-	printf 'run.sh: error: %s\n' "$*" >&2
-	exit 1
-}
-
-# Prints the seconds elapsed since the epoch time $1 (from 'date +%s.%N').
-seconds_since() {
-	awk -v start="$1" -v now="$(date +%s.%N)" 'BEGIN { printf "%.1f", now - start }'
-}
 
 # Runs a command and appends "data set,step,seconds" to timings.csv.
 timed() {
@@ -141,17 +125,12 @@ configure() {
 		*) die "unknown data set '$ds' (random-xs-20, fashion-mnist, clustered-128)" ;;
 		esac
 	done
-	((EUID == 0)) || die "run as root (the cluster runs as the postgres user): sudo bash $0"
+	require_root
 }
 
 # Installs and builds what the benchmark needs.
-run_setup() {
-	if [[ ${HANNOY_SKIP_SETUP:-0} == 1 ]]; then
-		say "setup: skipped (HANNOY_SKIP_SETUP=1)"
-	else
-		say "setup: bash scripts/setup.sh"
-		bash "$ROOT/scripts/setup.sh"
-	fi
+setup() {
+	run_setup
 	# Beyond scripts/setup.sh: scikit-learn generates random-xs-20.
 	local pkg missing=()
 	for pkg in python3-sklearn gnuplot-nox libhnswlib-dev libpq-dev dataset-fashion-mnist \
@@ -163,29 +142,15 @@ run_setup() {
 		say "setup: installing ${missing[*]}"
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 	fi
-	[[ -f $("$PG_BIN/pg_config" --pkglibdir)/hannoy.so ]] ||
-		die "hannoy.so is not installed; run scripts/setup.sh"
 }
 
-# Builds a program of bench/ (or tools/) into build/ unless it is up to date.
-build_program() {
-	local out=$1 src=$2
-	shift 2
-	if [[ -x $out && $out -nt $src && $out -nt $BENCH/bench_common.hpp ]]; then
-		return 0
-	fi
-	say "build: $out"
-	mkdir -p "$(dirname "$out")"
-	g++ -std=c++17 -O3 -march=native -pthread -Wall -Wextra -o "$out" "$src" "$@"
-}
-
-# Builds the benchmark programs.
+# Builds the benchmark programs into build/bench/, for this CPU.
 build_tools() {
 	local inc
 	inc=-I$("$PG_BIN/pg_config" --includedir)
-	build_program "$TOOLS/hannoy_bench" "$BENCH/hannoy_bench.cpp" "$inc" -lpq
-	build_program "$TOOLS/hnswlib_bench" "$BENCH/hnswlib_bench.cpp"
-	build_program "$TOOLS/hannoy_data" "$ROOT/tools/hannoy_data.cpp" "$inc" -lpq -lz
+	build_program "$TOOLS/hannoy_bench" "$BENCH/hannoy_bench.cpp" -march=native "$inc" -lpq
+	build_program "$TOOLS/hnswlib_bench" "$BENCH/hnswlib_bench.cpp" -march=native
+	build_program "$TOOLS/hannoy_data" "$ROOT/tools/hannoy_data.cpp" -march=native "$inc" -lpq -lz
 }
 
 # Prints the cache directory of data set $1.
@@ -234,103 +199,26 @@ prepare_dataset() {
 	touch "$dir/done"
 }
 
-# Runs a command as the postgres OS user, from the cluster directory.
-as_postgres() {
-	(cd "$CLUSTER_DIR" && runuser -u postgres -- "$@")
-}
-
-# Runs psql against the bench cluster, stopping on errors.
-bench_psql() {
-	"$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$CLUSTER_DIR" -p "$PORT" -U postgres \
-		-d postgres "$@"
-}
-
-# Prints the value of one SQL query, unaligned and without headers.
-sql_value() {
-	bench_psql -tA -c "$1"
-}
-
-# Stops the server and removes the cluster (or keeps it when asked).
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	if [[ -n $CLUSTER_DIR && -d $CLUSTER_DIR ]]; then
-		if ((rc != 0)) && [[ -f $CLUSTER_DIR/postgres.log ]]; then
-			printf '\nrun.sh: failed (exit %d); last lines of the server log:\n' "$rc" >&2
-			tail -n 20 "$CLUSTER_DIR/postgres.log" >&2 || true
-		fi
-		if [[ ${HANNOY_BENCH_KEEP:-0} == 1 && -f $PGDATA/postmaster.pid ]]; then
-			printf '\nThe cluster is still running: %s/psql -h %s -p %s -U postgres postgres\n' \
-				"$PG_BIN" "$CLUSTER_DIR" "$PORT"
-		else
-			if [[ -f $PGDATA/postmaster.pid ]]; then
-				as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w -t 60 stop >/dev/null 2>&1 ||
-					as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -m immediate -w -t 30 stop \
-						>/dev/null 2>&1 || true
-			fi
-			rm -rf -- "$CLUSTER_DIR"
-		fi
-	fi
+# Prints where the results are when the run ends (the exit hook).
+print_results_dir() {
 	if [[ -n $OUT && -d $OUT ]]; then
 		printf '\nrun.sh: results in %s (%s s)\n' "$OUT" "$(seconds_since "$RUN_START")"
 	fi
-	exit "$rc"
-}
-
-# Prints a TCP port that nothing listens on.
-pick_port() {
-	local port
-	for _ in $(seq 50); do
-		port=$((20000 + RANDOM % 40000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-			printf '%s\n' "$port"
-			return 0
-		fi
-	done
-	die "could not find a free port"
 }
 
 # Creates and starts the throwaway cluster and creates the extensions.
 start_cluster() {
-	CLUSTER_DIR=$(mktemp -d /tmp/hannoy-bench.XXXXXX)
-	chown postgres:postgres "$CLUSTER_DIR"
-	chmod 700 "$CLUSTER_DIR"
-	PGDATA=$CLUSTER_DIR/data
-	PORT=$(pick_port)
-	CONNINFO="host=$CLUSTER_DIR port=$PORT user=postgres dbname=postgres"
-	say "cluster: initdb in $PGDATA"
-	as_postgres "$PG_BIN/initdb" -D "$PGDATA" -U postgres --auth=trust --locale=C -E UTF8 \
-		>"$CLUSTER_DIR/initdb.log" 2>&1 || {
-		cat "$CLUSTER_DIR/initdb.log" >&2
-		die "initdb failed"
-	}
 	# fsync and synchronous_commit stay on (the defaults) for both systems.
-	cat >>"$PGDATA/postgresql.conf" <<EOF
-
-# hannoy benchmark
-shared_preload_libraries = 'hannoy'
-listen_addresses = ''
-port = $PORT
-unix_socket_directories = '$CLUSTER_DIR'
-max_connections = 40
-shared_buffers = '$SHARED_BUFFERS'
-max_parallel_maintenance_workers = $((NPROC - 1))
-max_parallel_workers_per_gather = 0
-jit = off
-autovacuum = off
-max_wal_size = '16GB'
-checkpoint_timeout = '1h'
-log_min_messages = warning
-EOF
-	as_postgres setsid -w "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$CLUSTER_DIR/postgres.log" -w -t 60 \
-		start >/dev/null || die "the server did not start"
+	cluster_start bench "max_connections = 40" "shared_buffers = '$SHARED_BUFFERS'" \
+		"max_parallel_maintenance_workers = $((NPROC - 1))" "max_parallel_workers_per_gather = 0" \
+		"jit = off" "autovacuum = off" "max_wal_size = '16GB'" "checkpoint_timeout = '1h'" \
+		"log_min_messages = warning"
 	POSTMASTER_PID=$(head -n 1 "$PGDATA/postmaster.pid")
-	bench_psql -c "CREATE EXTENSION hannoy"
 	if [[ $PGVECTOR_MODE == off ]]; then
 		say "pgvector: skipped (HANNOY_BENCH_PGVECTOR=off)"
-	elif bench_psql -c "CREATE EXTENSION vector" 2>"$CLUSTER_DIR/vector.err"; then
+	elif cluster_psql -c "CREATE EXTENSION vector" 2>"$CLUSTER_DIR/vector.err"; then
 		PGVECTOR=1
-		say "pgvector: $(sql_value "SELECT extversion FROM pg_extension WHERE extname = 'vector'")"
+		say "pgvector: $(cluster_value "SELECT extversion FROM pg_extension WHERE extname = 'vector'")"
 	else
 		say "pgvector: skipped (CREATE EXTENSION vector failed: $(head -n 1 "$CLUSTER_DIR/vector.err"))"
 	fi
@@ -351,13 +239,13 @@ write_machine_info() {
 			"$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)" "$NPROC"
 		printf -- '- memory: %s\n' "$(free -h | awk '/^Mem:/ { print $2 " total, " $7 " available" }')"
 		printf -- '- kernel: %s\n' "$(uname -srvm)"
-		printf -- '- PostgreSQL: %s\n' "$(sql_value 'SELECT version()')"
+		printf -- '- PostgreSQL: %s\n' "$(cluster_value 'SELECT version()')"
 		printf -- '- hannoy: %s, git %s%s, distance kernels: %s\n' \
-			"$(sql_value "SELECT extversion FROM pg_extension WHERE extname = 'hannoy'")" "$commit" \
-			"$changes" "$(sql_value 'SELECT hannoy_simd()')"
+			"$(cluster_value "SELECT extversion FROM pg_extension WHERE extname = 'hannoy'")" "$commit" \
+			"$changes" "$(cluster_value 'SELECT hannoy_simd()')"
 		if ((PGVECTOR)); then
 			printf -- '- pgvector: %s\n' \
-				"$(sql_value "SELECT extversion FROM pg_extension WHERE extname = 'vector'")"
+				"$(cluster_value "SELECT extversion FROM pg_extension WHERE extname = 'vector'")"
 		else
 			printf -- '- pgvector: not available (skipped)\n'
 		fi
@@ -377,13 +265,15 @@ write_machine_info() {
 		printf -- '- inserts: %s rows per run, one row per transaction, pgbench with 1 and 8 clients, into the ef_construction = %s index\n' \
 			"$INSERT_ROWS" "$INSERT_EFC"
 		printf '\n## Server settings\n\n```\n'
-		bench_psql -tA -F ' = ' -c "SELECT name, setting || coalesce(' ' || unit, '') FROM pg_settings
+		cluster_psql -tA -F ' = ' -c "SELECT name, setting || coalesce(' ' || unit, '') FROM pg_settings
 			WHERE name IN ('shared_buffers', 'maintenance_work_mem', 'work_mem', 'fsync',
 			  'synchronous_commit', 'wal_level', 'max_parallel_maintenance_workers',
 			  'max_parallel_workers_per_gather', 'jit', 'autovacuum', 'hannoy.ef_search',
 			  'hannoy.build_threads') ORDER BY name"
+		# shellcheck disable=SC2016 # markdown code fences, not command substitution
 		printf '```\n\n## lscpu\n\n```\n'
 		lscpu
+		# shellcheck disable=SC2016 # markdown code fences, not command substitution
 		printf '```\n\n## free -m\n\n```\n'
 		free -m
 		printf '```\n'
@@ -407,7 +297,7 @@ load_dataset() {
 	local ds=$1 tab=$2 dir=$3 dims=$4 rows=$5 noise=$6 stage_rows
 	stage_rows=$((2 * INSERT_ROWS < rows ? 2 * INSERT_ROWS : rows))
 	say "load: $ds ($rows rows, $dims dimensions) into $tab"
-	bench_psql <<EOF
+	cluster_psql <<EOF
 DROP TABLE IF EXISTS $tab, ${tab}_vec, ${tab}_stage, ${tab}_vec_stage CASCADE;
 DROP SEQUENCE IF EXISTS ${tab}_stage_seq, ${tab}_vec_stage_seq;
 -- sel = id % 100 drives the filtered queries: sel < 10 keeps 10%, sel < 1 keeps 1%.
@@ -417,10 +307,10 @@ CREATE TABLE $tab (id int PRIMARY KEY, label int, v real[],
 ALTER TABLE $tab ALTER v SET STORAGE PLAIN;
 ALTER TABLE $tab SET (parallel_workers = $((NPROC - 1)));
 EOF
-	bench_psql -c "\\copy $tab (id, label, v) FROM '$dir/base.copy'"
+	cluster_psql -c "\\copy $tab (id, label, v) FROM '$dir/base.copy'"
 	# Staging rows for the insert runs: base vectors plus uniform noise of
 	# width $noise, with new ids; a sequence hands them out one by one.
-	bench_psql <<EOF
+	cluster_psql <<EOF
 SELECT setseed(0.25) \g /dev/null
 CREATE TABLE ${tab}_stage AS
   SELECT $rows + id AS id, label,
@@ -431,7 +321,7 @@ ALTER TABLE ${tab}_stage ADD PRIMARY KEY (id);
 CREATE SEQUENCE ${tab}_stage_seq START $((rows + 1));
 EOF
 	if ((PGVECTOR)); then
-		bench_psql <<EOF
+		cluster_psql <<EOF
 CREATE TABLE ${tab}_vec (id int PRIMARY KEY, label int, v vector($dims),
                          sel int GENERATED ALWAYS AS (id % 100) STORED);
 ALTER TABLE ${tab}_vec ALTER v SET STORAGE PLAIN;
@@ -442,16 +332,17 @@ ALTER TABLE ${tab}_vec_stage ADD PRIMARY KEY (id);
 CREATE SEQUENCE ${tab}_vec_stage_seq START $((rows + 1));
 EOF
 	fi
-	bench_psql -c "VACUUM ANALYZE" -c "CHECKPOINT"
-	printf 'heap: %s (real[])\n' "$(sql_value "SELECT pg_size_pretty(pg_table_size('$tab'))")"
+	cluster_psql -c "VACUUM ANALYZE" -c "CHECKPOINT"
+	printf 'heap: %s (real[])\n' "$(cluster_value "SELECT pg_size_pretty(pg_table_size('$tab'))")"
 	if ((PGVECTOR)); then
-		printf 'heap: %s (vector)\n' "$(sql_value "SELECT pg_size_pretty(pg_table_size('${tab}_vec'))")"
+		printf 'heap: %s (vector)\n' "$(cluster_value "SELECT pg_size_pretty(pg_table_size('${tab}_vec'))")"
 	fi
 }
 
 # The knn statement of a system on table $1: prints the SQL.
 knn_sql() {
 	local table=$1 cast=$2 where=${3:-}
+	# shellcheck disable=SC2016 # $1 is the statement's parameter, not a shell variable
 	printf 'SELECT id, v <-> $1::real[]%s AS d FROM %s %sORDER BY v <-> $1::real[]%s LIMIT %s' \
 		"$cast" "$table" "${where:+WHERE $where }" "$cast" "$K"
 }
@@ -532,7 +423,7 @@ build_index() {
 	sampler=$!
 	# One session: the server's clock around CREATE INDEX, then the backend's own VmHWM.
 	: >"$CLUSTER_DIR/build.notices"
-	out=$(bench_psql -tA -c "$memory" -c "$settings" \
+	out=$(cluster_psql -tA -c "$memory" -c "$settings" \
 		-c "SELECT extract(epoch FROM clock_timestamp())" \
 		-c "$create" -c "SELECT extract(epoch FROM clock_timestamp())" \
 		-c "SELECT substring(pg_read_file('/proc/self/status') FROM 'VmHWM:\s*([0-9]+)')" \
@@ -548,7 +439,7 @@ build_index() {
 	fi
 	{ read -r t0; read -r t1; read -r hwm; } <<<"$out"
 	worker_hwm=$(cat "$workers_file" 2>/dev/null || true)
-	size=$(sql_value "$size_sql")
+	size=$(cluster_value "$size_sql")
 	build_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
 	[[ -f $OUT/builds.csv ]] ||
 		echo "dataset,system,m,efc,rows,threads,build_s,size_bytes,peak_rss_kb,worker_peak_rss_kb" \
@@ -556,7 +447,7 @@ build_index() {
 	echo "$ds,$system,$M,$efc,$rows,$threads,$build_s,$size,$hwm,$worker_hwm" >>"$OUT/builds.csv"
 	printf '%s: %s s, %s bytes, backend peak RSS %s kB%s\n' "$system" "$build_s" "$size" "$hwm" \
 		"${worker_hwm:+, parallel worker peak RSS $worker_hwm kB}"
-	bench_psql -c "ANALYZE $table"
+	cluster_psql -c "ANALYZE $table"
 }
 
 # Measures recall and QPS of hannoy (and pgvector) on the built indexes.
@@ -609,14 +500,14 @@ run_inserts() {
 			script=$OUT/insert-$table.sql
 			echo "INSERT INTO $table (id, label, v) SELECT id, label, v FROM ${table}_stage WHERE id = (SELECT nextval('${table}_stage_seq'));" >"$script"
 			log=$OUT/pgbench-$ds-$system-c$clients.txt
-			before=$(sql_value "SELECT count(*) FROM $table")
+			before=$(cluster_value "SELECT count(*) FROM $table")
 			"$PG_BIN/pgbench" -n -h "$CLUSTER_DIR" -p "$PORT" -U postgres -f "$script" \
 				-c "$clients" -j "$((clients < NPROC ? clients : NPROC))" \
 				-t "$((INSERT_ROWS / clients))" postgres >"$log" 2>&1 || {
 				cat "$log" >&2
 				die "pgbench failed"
 			}
-			after=$(sql_value "SELECT count(*) FROM $table")
+			after=$(cluster_value "SELECT count(*) FROM $table")
 			tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$log")
 			((after - before == (INSERT_ROWS / clients) * clients)) ||
 				die "pgbench inserted $((after - before)) rows into $table, expected $(((INSERT_ROWS / clients) * clients))"
@@ -631,7 +522,7 @@ reset_tables() {
 	local tab=$1 rows=$2 t tables=("$1")
 	if ((PGVECTOR)); then tables+=("${tab}_vec"); fi
 	for t in "${tables[@]}"; do
-		bench_psql -c "DROP INDEX IF EXISTS ${t}_idx" -c "DELETE FROM $t WHERE id > $rows" \
+		cluster_psql -c "DROP INDEX IF EXISTS ${t}_idx" -c "DELETE FROM $t WHERE id > $rows" \
 			-c "ALTER SEQUENCE ${t}_stage_seq RESTART" -c "VACUUM ANALYZE $t" -c "CHECKPOINT"
 	done
 }
@@ -683,7 +574,7 @@ bench_dataset() {
 	done
 	# HANNOY_BENCH_KEEP=1 keeps the tables too, for profiling by hand.
 	if [[ ${HANNOY_BENCH_KEEP:-0} != 1 ]]; then
-		bench_psql -c "DROP TABLE IF EXISTS $tab, ${tab}_stage, ${tab}_vec, ${tab}_vec_stage CASCADE"
+		cluster_psql -c "DROP TABLE IF EXISTS $tab, ${tab}_stage, ${tab}_vec, ${tab}_vec_stage CASCADE"
 	fi
 }
 
@@ -707,16 +598,14 @@ write_report() {
 
 main() {
 	configure "$@"
-	trap cleanup EXIT
-	trap 'exit 130' INT
-	trap 'exit 143' TERM
+	cluster_traps HANNOY_BENCH_KEEP print_results_dir
 	OUT=$BENCH/results/$(date -u +%Y%m%dT%H%M%SZ)
 	if ((SMOKE)); then OUT+=-smoke; fi
 	mkdir -p "$OUT"
 	exec > >(tee -a "$OUT/log.txt") 2>&1
 	echo "dataset,step,seconds" >"$OUT/timings.csv"
 	cd "$ROOT"
-	timed - setup run_setup
+	timed - setup setup
 	timed - tools build_tools
 	local ds
 	for ds in ${DATASETS//,/ }; do

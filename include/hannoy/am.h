@@ -159,6 +159,11 @@ extern void          hannoyrescan(IndexScanDesc scan, ScanKey keys, int nkeys, S
 extern bool          hannoygettuple(IndexScanDesc scan, ScanDirection dir);
 extern void          hannoyendscan(IndexScanDesc scan);
 
+/* hannoyheapcheck.c */
+typedef void (*HannoyProblemReport)(void *arg, const char *kind, int64 item, const char *detail);
+extern void HannoyCheckHeap(Relation index, Relation heap, HannoyEnv *env,
+                            HannoyProblemReport report, void *report_arg);
+
 /* hannoyvacuum.c */
 extern IndexBulkDeleteResult *hannoybulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
                                                IndexBulkDeleteCallback callback,

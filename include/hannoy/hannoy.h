@@ -394,6 +394,46 @@ extern "C"
 	/* Name of a problem kind as hannoy_verify() shows it ("dangling link"...). */
 	extern const char *hannoy_problem_name(HannoyProblemKind kind);
 
+	/* ---------------------------------------------------------------------
+	 * Rows for a comparison with the heap: the live graph rows and the
+	 * unindexed rows merged in TID order, each call one bounded batch in its
+	 * own short read transaction, so the caller reads the heap and checks
+	 * for interrupts between calls while writers go on.
+	 * ---------------------------------------------------------------------
+	 */
+
+	/* Where a pass over the stored rows stands; zero-initialise to start. */
+	typedef struct HannoyRowPosition
+	{
+		bool      started; /* 'after' is valid */
+		bool      done;    /* every row has been handed out */
+		HannoyTid after;   /* last TID handed out */
+	} HannoyRowPosition;
+
+	/* One row the sidecar holds. */
+	typedef struct HannoyStoredRow
+	{
+		HannoyTid tid;
+		uint32_t  id;             /* item id, UINT32_MAX for an unindexed row */
+		uint8_t   unindexed_kind; /* 0 for a graph row, else as in hannoy_build_add */
+		bool      vector_missing; /* a graph row without a vector, or whose id the tids
+		                             database maps to another TID (the walk reports it) */
+	} HannoyStoredRow;
+
+	/*
+	 * Fills up to 'capacity' rows with TIDs after 'pos' and advances it.  The
+	 * vector of row i (a graph row) is copied to 'vectors' + i * *vector_bytes,
+	 * the size of one stored vector (set even when no row is returned); no
+	 * more rows are returned than 'vectors_size' bytes hold.  *count 0 with
+	 * pos->done false means 'vectors' cannot hold one vector: call again with
+	 * a larger buffer.  A TID in both the graph and the unindexed rows (a
+	 * corruption the walk reports) is returned once or twice.
+	 */
+	extern HannoyStatus hannoy_stored_rows_next(HannoyEnv *env, HannoyRowPosition *pos,
+	                                            HannoyStoredRow *rows, uint32_t capacity,
+	                                            void *vectors, size_t vectors_size, uint32_t *count,
+	                                            size_t *vector_bytes, HannoyError *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -139,18 +139,29 @@ without_sidecar_yet(const HannoyMetaPageData *meta)
 	       !RecoveryInProgress();
 }
 
-/* Adds one row to hannoy_verify's result; 'item' -1 shows as NULL. */
+/*
+ * put_named_problem adds one row to hannoy_verify's result; 'item' -1 shows
+ * as NULL.  Its signature is HannoyProblemReport's, for the heap check.
+ */
 static void
-put_problem(HannoyProblemSink *sink, HannoyProblemKind kind, int64 item, const char *detail)
+put_named_problem(void *arg, const char *kind, int64 item, const char *detail)
 {
-	Datum values[HANNOY_VERIFY_COLS];
-	bool  nulls[HANNOY_VERIFY_COLS] = {false};
+	HannoyProblemSink *sink = arg;
+	Datum              values[HANNOY_VERIFY_COLS];
+	bool               nulls[HANNOY_VERIFY_COLS] = {false};
 
-	values[0] = CStringGetTextDatum(hannoy_problem_name(kind));
+	values[0] = CStringGetTextDatum(kind);
 	values[1] = Int64GetDatum(item);
 	nulls[1] = item < 0;
 	values[2] = CStringGetTextDatum(detail);
 	tuplestore_putvalues(sink->tupstore, sink->tupdesc, values, nulls);
+}
+
+/* Adds one row about a problem the core or the shim names by its kind. */
+static void
+put_problem(HannoyProblemSink *sink, HannoyProblemKind kind, int64 item, const char *detail)
+{
+	put_named_problem(sink, hannoy_problem_name(kind), item, detail);
 }
 
 /*
@@ -321,7 +332,8 @@ PG_FUNCTION_INFO_V1(hannoy_verify);
 
 /*
  * hannoy_verify checks the index and returns one row per problem, none
- * when it is healthy.  An index whose sidecar is unusable (I6) is reported
+ * when it is healthy: first the sidecar on its own (the core's walk), then
+ * against the heap (HannoyCheckHeap).  An index whose sidecar is unusable (I6) is reported
  * as a row, not an error; one with no sidecar yet (an unlogged index reset
  * after a crash) is healthy and empty.
  */
@@ -347,6 +359,7 @@ hannoy_verify(PG_FUNCTION_ARGS)
 	{
 		check_meta(index, env, &meta, &sink);
 		run_walk(index, env, &sink, NULL);
+		HannoyCheckHeap(index, heap, env, put_named_problem, &sink);
 	}
 	else if (!without_sidecar_yet(&meta))
 	{

@@ -93,6 +93,86 @@ SELECT live_items, unindexed_rows, next_id FROM hannoy_index_stats('inspect_bits
 SELECT * FROM hannoy_verify('inspect_bits_idx');
 
 --
+-- hannoy_verify compares the sidecar with the heap: each stored vector is
+-- the index key of the heap tuple at its TID, bit for bit (NULL and, under
+-- cosine, zero vectors are stored as such), and each live row is in the
+-- sidecar.  HOT updates (the entry stays at the chain's root), updates
+-- that move a row, deleted rows VACUUM has not reached, rows of rolled-back
+-- transactions and TOASTed vectors all verify clean.
+--
+CREATE TABLE inspect_heap (id int, v real[], note text) WITH (fillfactor = 50);
+INSERT INTO inspect_heap
+  SELECT i, ARRAY[i % 7, i % 5, i % 3]::real[], 'x' FROM generate_series(1, 300) i;
+INSERT INTO inspect_heap VALUES (301, NULL, 'x'), (302, '{0,0,0}', 'x'), (303, '{-0,0,0}', 'x');
+INSERT INTO inspect_heap
+  SELECT 400 + i, (SELECT array_agg((i * j % 11)::real) FROM generate_series(1, 3) j), 'x'
+  FROM generate_series(1, 5) i;
+CREATE INDEX inspect_heap_cos ON inspect_heap USING hannoy (v real_cosine_ops);
+UPDATE inspect_heap SET note = 'hot' WHERE id <= 100;
+UPDATE inspect_heap SET v = ARRAY[9, 9, id]::real[] WHERE id BETWEEN 101 AND 120;
+DELETE FROM inspect_heap WHERE id BETWEEN 121 AND 140;
+BEGIN;
+INSERT INTO inspect_heap SELECT i, '{1,2,3}', 'x' FROM generate_series(1001, 1010) i;
+SELECT count(*) AS problems FROM hannoy_verify('inspect_heap_cos');
+ROLLBACK;
+SELECT * FROM hannoy_verify('inspect_heap_cos');
+VACUUM inspect_heap;
+SELECT * FROM hannoy_verify('inspect_heap_cos');
+-- long vectors live in the TOAST table
+CREATE TABLE inspect_toast (id int, v real[]);
+INSERT INTO inspect_toast
+  SELECT i, (SELECT array_agg(((i * j) % 97)::real) FROM generate_series(1, 3000) j)
+  FROM generate_series(1, 10) i;
+CREATE INDEX inspect_toast_idx ON inspect_toast USING hannoy (v);
+UPDATE inspect_toast SET id = -id WHERE id <= 3;
+SELECT * FROM hannoy_verify('inspect_toast_idx');
+
+-- An IMMUTABLE function that is not (its result follows a setting) makes
+-- an expression index disagree with its heap, the way a changed collation
+-- or a replaced function would: every row whose key changed is reported.
+CREATE FUNCTION inspect_scaled(v real[]) RETURNS real[] LANGUAGE sql IMMUTABLE STRICT
+  AS $$ SELECT ARRAY(SELECT x * current_setting('inspect.scale')::real
+                       FROM unnest(v) WITH ORDINALITY u(x, n) ORDER BY n) $$;
+CREATE TABLE inspect_expr (id int, v real[]);
+INSERT INTO inspect_expr VALUES (1, '{1,2}'), (2, '{0,0}'), (3, NULL), (4, '{0.5,-3}');
+SET inspect.scale = 1;
+CREATE INDEX inspect_expr_idx ON inspect_expr USING hannoy (inspect_scaled(v) real_l1_ops);
+SELECT * FROM hannoy_verify('inspect_expr_idx');
+SET inspect.scale = 2;
+SELECT kind, item, detail FROM hannoy_verify('inspect_expr_idx') ORDER BY detail;
+-- a vector whose length changed is reported as such; row 1, updated in
+-- place (a HOT update), is found through its chain's root (0,1)
+SET inspect.scale = 1;
+UPDATE inspect_expr SET v = '{1,2}' WHERE id = 1;
+CREATE OR REPLACE FUNCTION inspect_scaled(v real[]) RETURNS real[] LANGUAGE sql IMMUTABLE STRICT
+  AS $$ SELECT v || current_setting('inspect.scale')::real $$;
+SELECT kind, item, detail FROM hannoy_verify('inspect_expr_idx') ORDER BY detail;
+-- bit strings: the first differing bit is named
+CREATE FUNCTION inspect_masked(b bit) RETURNS bit LANGUAGE sql IMMUTABLE
+  AS $$ SELECT b # current_setting('inspect.mask')::bit(8) $$;
+CREATE TABLE inspect_bitexpr (id int, b bit(8));
+INSERT INTO inspect_bitexpr VALUES (1, B'10101010'), (2, B'00001111');
+SET inspect.mask = '00000000';
+CREATE INDEX inspect_bitexpr_idx ON inspect_bitexpr USING hannoy (inspect_masked(b));
+SELECT * FROM hannoy_verify('inspect_bitexpr_idx');
+SET inspect.mask = '00100000';
+SELECT kind, item, detail FROM hannoy_verify('inspect_bitexpr_idx') ORDER BY detail;
+-- a partial index whose predicate changed its mind lacks the rows it now
+-- covers
+CREATE FUNCTION inspect_covered(id int) RETURNS bool LANGUAGE sql IMMUTABLE
+  AS $$ SELECT id <= current_setting('inspect.upto')::int $$;
+SET inspect.upto = 2;
+CREATE INDEX inspect_expr_part ON inspect_expr USING hannoy (v) WHERE inspect_covered(id);
+SELECT * FROM hannoy_verify('inspect_expr_part');
+SET inspect.upto = 4;
+SELECT kind, item, detail FROM hannoy_verify('inspect_expr_part') ORDER BY detail;
+RESET inspect.scale;
+RESET inspect.mask;
+RESET inspect.upto;
+DROP TABLE inspect_heap, inspect_toast, inspect_expr, inspect_bitexpr;
+DROP FUNCTION inspect_scaled(real[]), inspect_masked(bit), inspect_covered(int);
+
+--
 -- only hannoy indexes
 --
 SELECT hannoy_index_size('inspect_t_pkey');
