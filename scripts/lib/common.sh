@@ -4,7 +4,9 @@
 # building the C++ programs of tools/ and bench/.  Sourced, not run; the
 # sourcing script sets ROOT (the checkout) first and runs with set -euo pipefail.
 
-readonly PG_BIN=/usr/lib/postgresql/15/bin
+# HANNOY_PG_BIN points the scripts at another PostgreSQL 15 installation (a
+# relocated copy with its own hannoy build, say) than Debian's.
+readonly PG_BIN=${HANNOY_PG_BIN:-/usr/lib/postgresql/15/bin}
 
 # Prints a progress line, prefixed so that it stands out.
 say() {
