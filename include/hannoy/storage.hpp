@@ -162,12 +162,15 @@ class SnapshotCache
 	{
 		const void *vector; /* nullptr: the item has no vector */
 		const void *links0; /* layer-0 neighbour list, encoded */
+		HannoyTid   tid;    /* NO_TID: none (a tombstone) */
 		uint32_t    links0_size;
 		uint32_t    generation; /* the entry is valid when it equals the cache's */
-		uint8_t     known;      /* KNOWN_VECTOR | KNOWN_LINKS0 */
+		uint8_t     known;      /* KNOWN_VECTOR | KNOWN_LINKS0 | KNOWN_TID */
 	};
-	static constexpr uint8_t KNOWN_VECTOR = 1;
-	static constexpr uint8_t KNOWN_LINKS0 = 2;
+	static constexpr uint8_t   KNOWN_VECTOR = 1;
+	static constexpr uint8_t   KNOWN_LINKS0 = 2;
+	static constexpr uint8_t   KNOWN_TID = 4;
+	static constexpr HannoyTid NO_TID = ~HannoyTid(0);
 
 	/* Makes the cache serve read transaction 'txn', emptying it if 'txn' sees another snapshot. */
 	void arm(MDB_txn *txn);
@@ -179,15 +182,29 @@ class SnapshotCache
 	}
 	/* The entry of 'id', reset if stale; nullptr when 'id' is beyond the cache's bound. */
 	Entry *entry(uint32_t id);
+	/* The graph state record of the armed snapshot, if read already. */
+	const GraphState *
+	state() const
+	{
+		return have_state_ ? &state_ : nullptr;
+	}
+	void
+	set_state(const GraphState &state)
+	{
+		state_ = state;
+		have_state_ = true;
+	}
 
   private:
 	static constexpr size_t BLOCK = 4096;         /* entries per block */
-	static constexpr size_t MAX_ITEMS = 1u << 21; /* ids cached: 64 MB of entries at most */
+	static constexpr size_t MAX_ITEMS = 1u << 21; /* ids cached: 80 MB of entries at most */
 
 	std::vector<std::unique_ptr<Entry[]>> blocks_;
 	size_t                                txn_id_ = 0;
 	uint32_t                              generation_ = 0;
 	bool                                  armed_ = false;
+	GraphState                            state_;
+	bool                                  have_state_ = false;
 };
 
 /* An open environment: the object behind the C ABI's HannoyEnv. */
@@ -240,6 +257,7 @@ class Store
 	void       reload_meta(MDB_txn *txn);
 	void       write_meta(MDB_txn *txn, const HannoyMeta &meta);
 	GraphState read_state(MDB_txn *txn) const;
+	GraphState read_state_record(MDB_txn *txn) const;
 	void       write_state(MDB_txn *txn, const GraphState &state) const;
 
 	/* Vectors one value of the vectors database holds (see chunk_vectors_for). */
@@ -274,6 +292,29 @@ class Store
 
 	void sync(bool force);
 
+	/*
+	 * One finished scan kept for the next one (scan.cpp): a query's scan
+	 * then starts without allocating, and renews its reset read transaction
+	 * in the reader slot it keeps instead of taking a new one.
+	 */
+	void *
+	take_idle_scan()
+	{
+		void *scan = idle_scan_;
+		idle_scan_ = nullptr;
+		return scan;
+	}
+	/* Keeps 'scan' (freed by 'free_scan' with the store); false when one is kept already. */
+	bool
+	keep_idle_scan(void *scan, void (*free_scan)(void *))
+	{
+		if (idle_scan_ != nullptr)
+			return false;
+		idle_scan_ = scan;
+		idle_scan_free_ = free_scan;
+		return true;
+	}
+
 	/* Lets lookups through read transaction 'txn' use (and fill) the snapshot cache. */
 	void
 	arm_cache(MDB_txn *txn) const
@@ -297,6 +338,8 @@ class Store
 	uint32_t              chunk_ = 1;       /* vectors per record */
 	size_t                chunk_bytes_ = 0; /* bytes of a record when chunk_ > 1 */
 	mutable SnapshotCache cache_;
+	void                 *idle_scan_ = nullptr;
+	void (*idle_scan_free_)(void *) = nullptr;
 };
 
 /*

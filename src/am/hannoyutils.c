@@ -44,7 +44,8 @@ typedef struct HannoyEnvCacheEntry
 	Oid                indexoid;
 	HannoyEnv         *env;
 	uint64             generation;
-	int                pins; /* open scans using it */
+	TimeLineID         checked_tli; /* timeline its sidecar was last checked on, 0: never */
+	int                pins;        /* open scans using it */
 	uint64             last_used;
 } HannoyEnvCacheEntry;
 
@@ -437,9 +438,22 @@ HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const c
 				entry->env = env;
 				entry->pins = 0;
 				entry->generation = 0;
+				entry->checked_tli = 0;
 			}
 			pfree(path);
 		}
+	}
+
+	/*
+	 * The sidecar's identity was checked against this metapage generation on
+	 * this timeline already: nothing but a REINDEX (another generation) or a
+	 * promotion (another timeline) changes it, so a scan need not read it.
+	 */
+	if (reason == NULL && entry->generation == meta->generation &&
+	    entry->checked_tli == GetWALInsertionTimeLine())
+	{
+		entry->last_used = ++env_cache_clock;
+		return entry->env;
 	}
 
 	if (reason == NULL)
@@ -462,6 +476,7 @@ HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const c
 		else
 		{
 			entry->generation = meta->generation;
+			entry->checked_tli = smeta.timeline;
 			entry->last_used = ++env_cache_clock;
 			return entry->env;
 		}

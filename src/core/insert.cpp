@@ -88,7 +88,7 @@ add_backlink(const hannoy::Store &s, MDB_txn *txn, uint32_t n, uint32_t id, int 
 		for (uint32_t x : list)
 			cands.push_back(hannoy::Candidate{g.distance_between(n, x), x});
 		std::sort(cands.begin(), cands.end());
-		hannoy::select_neighbors(g, cands, max_links, list, max_links);
+		hannoy::select_neighbors(g, cands, max_links, list, max_links / 2);
 		hannoy::keep_link(list, id, nearest);
 		for (const hannoy::Candidate &c : cands)
 			if (c.id != id && std::find(list.begin(), list.end(), c.id) == list.end())

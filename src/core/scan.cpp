@@ -30,33 +30,6 @@ namespace
 /* Largest window a resumed round grows to. */
 constexpr size_t MAX_WINDOW = 1u << 16;
 
-/* A plain bitset over item ids. */
-class Bitset
-{
-  public:
-	void
-	reset(size_t n)
-	{
-		words_.assign((n + 63) / 64, 0);
-	}
-	/* Sets bit 'i'; false when it was set already (or is out of range). */
-	bool
-	insert(uint32_t i)
-	{
-		size_t w = i / 64;
-		if (w >= words_.size())
-			return false;
-		uint64_t mask = uint64_t(1) << (i % 64);
-		if (words_[w] & mask)
-			return false;
-		words_[w] |= mask;
-		return true;
-	}
-
-  private:
-	std::vector<uint64_t> words_;
-};
-
 enum class Phase
 {
 	Graph,         /* rounds of best-first search */
@@ -85,7 +58,7 @@ struct HannoyScan
 	uint64_t                   next_id = 0;
 	uint32_t                   linear_next = 0;
 
-	Bitset                         visited;
+	hannoy::VisitedSet             visited;
 	hannoy::MinHeap                frontier;
 	hannoy::MinHeap                pending;
 	std::vector<hannoy::Candidate> batch;
@@ -395,8 +368,12 @@ hannoy_scan_create(HannoyEnv *env, HannoyScan **scan, HannoyError *err)
 	return hannoy::run_guarded(err,
 	                           [&]
 	                           {
+		                           auto *store = reinterpret_cast<hannoy::Store *>(env);
+		                           *scan = static_cast<HannoyScan *>(store->take_idle_scan());
+		                           if (*scan != nullptr)
+			                           return;
 		                           auto s = std::make_unique<HannoyScan>();
-		                           s->store = reinterpret_cast<hannoy::Store *>(env);
+		                           s->store = store;
 		                           *scan = s.release();
 	                           });
 }
@@ -432,5 +409,7 @@ hannoy_scan_end(HannoyScan *scan)
 extern "C" void
 hannoy_scan_free(HannoyScan *scan)
 {
-	delete scan;
+	end_txn(scan);
+	if (!scan->store->keep_idle_scan(scan, [](void *p) { delete static_cast<HannoyScan *>(p); }))
+		delete scan;
 }

@@ -284,6 +284,9 @@ Store::Store(const std::string &path, const HannoyEnvConfig &config, bool create
 
 Store::~Store()
 {
+	/* the kept scan's read transaction must end before the environment closes */
+	if (idle_scan_ != nullptr)
+		idle_scan_free_(idle_scan_);
 	if (env_ != nullptr)
 		mdb_env_close(env_);
 }
@@ -379,6 +382,18 @@ Store::write_meta(MDB_txn *txn, const HannoyMeta &meta)
 GraphState
 Store::read_state(MDB_txn *txn) const
 {
+	bool cached = cache_.serves(txn);
+	if (cached && cache_.state() != nullptr)
+		return *cache_.state();
+	GraphState s = read_state_record(txn);
+	if (cached)
+		cache_.set_state(s);
+	return s;
+}
+
+GraphState
+Store::read_state_record(MDB_txn *txn) const
+{
 	MDB_val data;
 	if (!hannoy::get(txn, dbi_meta, MDB_val{sizeof(STATE_KEY) - 1, const_cast<char *>(STATE_KEY)},
 	                 data) ||
@@ -418,6 +433,7 @@ SnapshotCache::arm(MDB_txn *txn)
 		return;
 	txn_id_ = id;
 	armed_ = true;
+	have_state_ = false;
 	if (++generation_ == 0)
 	{
 		/* after 2^32 snapshots: forget every entry before stamps repeat */
@@ -677,12 +693,23 @@ Store::is_deleted(MDB_txn *txn, uint32_t id) const
 bool
 Store::tid_of(MDB_txn *txn, uint32_t id, HannoyTid *tid) const
 {
-	IdKey   key(id);
-	MDB_val data;
-	if (!hannoy::get(txn, dbi_tids, key.val(), data))
-		return false;
-	*tid = decode_tid(data);
-	return true;
+	SnapshotCache::Entry *e = cache_.serves(txn) ? cache_.entry(id) : nullptr;
+	if (e == nullptr || !(e->known & SnapshotCache::KNOWN_TID))
+	{
+		IdKey     key(id);
+		MDB_val   data;
+		HannoyTid found =
+		    hannoy::get(txn, dbi_tids, key.val(), data) ? decode_tid(data) : SnapshotCache::NO_TID;
+		if (e == nullptr)
+		{
+			*tid = found;
+			return found != SnapshotCache::NO_TID;
+		}
+		e->tid = found;
+		e->known |= SnapshotCache::KNOWN_TID;
+	}
+	*tid = e->tid;
+	return e->tid != SnapshotCache::NO_TID;
 }
 
 void
