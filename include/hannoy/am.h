@@ -142,6 +142,8 @@ extern void HannoyRemoveTempSidecarsAtStart(void);
 extern bool hannoyinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
                          Relation heap, IndexUniqueCheck checkUnique, bool indexUnchanged,
                          IndexInfo *indexInfo);
+extern void HannoySyncInit(void);
+extern void HannoySyncCommitted(Relation index, HannoyEnv *env, uint64 generation);
 extern void HannoyFlushQueue(Relation index);
 extern void HannoyFlushAllQueues(void);
 extern void HannoyDropQueue(RelFileNodeBackend rnode);

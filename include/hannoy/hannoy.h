@@ -164,6 +164,12 @@ extern "C"
 	extern HannoyStatus hannoy_env_sync(HannoyEnv *env, HannoyError *err);
 
 	/*
+	 * The id of the last committed LMDB transaction (every process sees the
+	 * same): a sync that started after it was read covers that commit.
+	 */
+	extern HannoyStatus hannoy_env_last_commit(HannoyEnv *env, uint64_t *txnid, HannoyError *err);
+
+	/*
 	 * Sets the dimension count of an index created empty (dims == 0).  Fails
 	 * with HANNOY_ERR_INVALID if it is already set to another value.
 	 */

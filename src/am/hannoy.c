@@ -100,6 +100,7 @@ _PG_init(void)
 	MarkGUCPrefixReserved("hannoy");
 
 	HannoyLifecycleInit();
+	HannoySyncInit();
 	/* in the postmaster at start-up: no temporary relation survives a restart */
 	if (hannoy_preloaded && !IsUnderPostmaster)
 		HannoyRemoveTempSidecarsAtStart();

@@ -230,9 +230,7 @@ apply_queue(Relation index, HannoyInsertQueue *q)
 		}
 		if (heap != NULL)
 			table_close(heap, NoLock);
-		st = hannoy_env_sync(env, &err);
-		if (st != HANNOY_OK)
-			HannoyReportError(st, &err, index);
+		HannoySyncCommitted(index, env, meta.generation);
 	}
 	PG_FINALLY();
 	{

@@ -209,6 +209,21 @@ hannoy_env_sync(HannoyEnv *env, HannoyError *err)
 }
 
 extern "C" HannoyStatus
+hannoy_env_last_commit(HannoyEnv *env, uint64_t *txnid, HannoyError *err)
+{
+	*txnid = 0;
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           MDB_envinfo info;
+		                           int         rc = mdb_env_info(store_of(env).env(), &info);
+		                           if (rc != 0)
+			                           hannoy::throw_lmdb(rc, "reading the environment's state");
+		                           *txnid = info.me_last_txnid;
+	                           });
+}
+
+extern "C" HannoyStatus
 hannoy_env_set_dims(HannoyEnv *env, uint32_t dims, HannoyError *err)
 {
 	return hannoy::run_guarded(err,

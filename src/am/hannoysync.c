@@ -1,0 +1,149 @@
+/*
+ * hannoysync.c
+ *	  Group commit for sidecar syncs.  Every transaction that inserted rows
+ *	  must have its sidecar commit on disk before its own commit record is
+ *	  written (DESIGN I1), and an fsync costs milliseconds.  Backends
+ *	  inserting into the same index at the same time share one: the first
+ *	  takes the index's sync lock and syncs everything committed so far; the
+ *	  others wait on the lock, then find their commit covered and return, as
+ *	  PostgreSQL's own WAL flushes do.  The lock is an LWLock held only
+ *	  across the fsync, never while an LMDB write transaction is open (I3).
+ *
+ *	  Slots live in shared memory, so this needs hannoy in
+ *	  shared_preload_libraries (as everything does); without it every
+ *	  backend syncs on its own.
+ */
+#include "hannoy/shim_guard.h"
+
+#include "postgres.h"
+
+#include "common/hashfn.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/rel.h"
+
+#include "hannoy/am.h"
+
+/* Sync slots: indexes hashing to one slot share its lock (still correct). */
+#define HANNOY_SYNC_SLOTS 64
+
+typedef struct HannoySyncSlot
+{
+	LWLock             lock;
+	RelFileNodeBackend rnode;      /* the index whose sync state this is */
+	uint64             generation; /* its sidecar's generation */
+	uint64             synced;     /* LMDB transactions up to this one are on disk */
+} HannoySyncSlot;
+
+static HannoySyncSlot         *sync_slots = NULL;
+static shmem_request_hook_type prev_shmem_request = NULL;
+static shmem_startup_hook_type prev_shmem_startup = NULL;
+
+/* Reserves the slots' shared memory. */
+static void
+hannoy_sync_shmem_request(void)
+{
+	if (prev_shmem_request)
+		prev_shmem_request();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(HannoySyncSlot) * HANNOY_SYNC_SLOTS));
+}
+
+/* Creates (in the postmaster) or attaches to the slots. */
+static void
+hannoy_sync_shmem_startup(void)
+{
+	bool found;
+
+	if (prev_shmem_startup)
+		prev_shmem_startup();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	sync_slots =
+	    ShmemInitStruct("hannoy sidecar syncs", sizeof(HannoySyncSlot) * HANNOY_SYNC_SLOTS, &found);
+	if (!found)
+	{
+		int tranche = LWLockNewTrancheId();
+
+		for (int i = 0; i < HANNOY_SYNC_SLOTS; i++)
+		{
+			LWLockInitialize(&sync_slots[i].lock, tranche);
+			memset(&sync_slots[i].rnode, 0, sizeof(RelFileNodeBackend));
+			sync_slots[i].generation = 0;
+			sync_slots[i].synced = 0;
+		}
+		LWLockRegisterTranche(tranche, "hannoy_sync");
+	}
+	else
+		LWLockRegisterTranche(sync_slots[0].lock.tranche, "hannoy_sync");
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * HannoySyncInit installs the shared memory hooks; called from _PG_init
+ * while the library is preloaded.
+ */
+void
+HannoySyncInit(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	prev_shmem_request = shmem_request_hook;
+	shmem_request_hook = hannoy_sync_shmem_request;
+	prev_shmem_startup = shmem_startup_hook;
+	shmem_startup_hook = hannoy_sync_shmem_startup;
+}
+
+/*
+ * HannoySyncCommitted returns once every LMDB transaction this backend
+ * committed to 'env' (the sidecar of 'index', of metapage generation
+ * 'generation') is on disk, syncing itself only if no other backend's sync
+ * has covered it meanwhile.
+ */
+void
+HannoySyncCommitted(Relation index, HannoyEnv *env, uint64 generation)
+{
+	RelFileNodeBackend rnode;
+	HannoySyncSlot    *slot;
+	HannoyError        err;
+	HannoyStatus       st;
+	uint64             mine, target;
+	bool               covered;
+
+	if (sync_slots == NULL)
+	{
+		st = hannoy_env_sync(env, &err);
+		if (st != HANNOY_OK)
+			HannoyReportError(st, &err, index);
+		return;
+	}
+	memset(&rnode, 0, sizeof(rnode));
+	rnode.node = index->rd_node;
+	rnode.backend = index->rd_backend;
+	/* our commits are at or before the last one committed now */
+	st = hannoy_env_last_commit(env, &mine, &err);
+	if (st != HANNOY_OK)
+		HannoyReportError(st, &err, index);
+	slot =
+	    &sync_slots[hash_bytes((const unsigned char *) &rnode, sizeof(rnode)) % HANNOY_SYNC_SLOTS];
+
+	LWLockAcquire(&slot->lock, LW_EXCLUSIVE);
+	covered = RelFileNodeBackendEquals(slot->rnode, rnode) && slot->generation == generation &&
+	          slot->synced >= mine;
+	if (!covered)
+	{
+		/* everything committed before the sync starts is covered by it */
+		st = hannoy_env_last_commit(env, &target, &err);
+		if (st == HANNOY_OK)
+			st = hannoy_env_sync(env, &err);
+		if (st != HANNOY_OK)
+		{
+			LWLockRelease(&slot->lock);
+			HannoyReportError(st, &err, index);
+		}
+		slot->rnode = rnode;
+		slot->generation = generation;
+		slot->synced = target;
+	}
+	LWLockRelease(&slot->lock);
+}
