@@ -96,6 +96,7 @@ extern int  hannoy_ef_search;
 extern int  hannoy_build_threads;
 extern bool hannoy_preloaded;
 extern int  hannoy_test_search_delay;
+extern int  hannoy_test_verify_delay;
 
 /* hannoy.c */
 extern void _PG_init(void);
@@ -137,6 +138,7 @@ extern void HannoyLifecycleSubXact(SubXactEvent event, SubTransactionId mySubid,
                                    SubTransactionId parentSubid);
 extern int  HannoySweep(void);
 extern void HannoyRemoveTempSidecarsAtStart(void);
+
 
 /* hannoyinsert.c */
 extern bool hannoyinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
