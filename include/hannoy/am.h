@@ -137,8 +137,12 @@ extern void HannoyLifecycleAtAbort(void);
 extern void HannoyLifecycleSubXact(SubXactEvent event, SubTransactionId mySubid,
                                    SubTransactionId parentSubid);
 extern int  HannoySweep(void);
+extern void HannoySweepDroppedDatabase(Oid db);
+extern bool HannoyParseSidecarName(const char *name, RelFileNodeBackend *rnode);
 extern void HannoyRemoveTempSidecarsAtStart(void);
 
+/* hannoysweeper.c */
+extern void HannoyRegisterSweeper(void);
 
 /* hannoyinsert.c */
 extern bool hannoyinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,

@@ -107,9 +107,15 @@ _PG_init(void)
 	MarkGUCPrefixReserved("hannoy");
 
 	HannoyLifecycleInit();
-	/* in the postmaster at start-up: no temporary relation survives a restart */
+	/*
+	 * In the postmaster at start-up: no temporary relation survives a
+	 * restart, and a background worker sweeps what else nothing owns once
+	 * recovery has finished (not while pg_upgrade runs the server).
+	 */
 	if (hannoy_preloaded && !IsUnderPostmaster)
 		HannoyRemoveTempSidecarsAtStart();
+	if (hannoy_preloaded && !IsBinaryUpgrade)
+		HannoyRegisterSweeper();
 
 	RegisterXactCallback(HannoyXactCallback, NULL);
 	CacheRegisterRelcacheCallback(HannoyRelcacheCallback, (Datum) 0);
