@@ -96,6 +96,7 @@ extern int  hannoy_ef_search;
 extern int  hannoy_build_threads;
 extern bool hannoy_preloaded;
 extern int  hannoy_test_search_delay;
+extern int  hannoy_test_verify_delay;
 
 /* hannoy.c */
 extern void _PG_init(void);
@@ -136,7 +137,12 @@ extern void HannoyLifecycleAtAbort(void);
 extern void HannoyLifecycleSubXact(SubXactEvent event, SubTransactionId mySubid,
                                    SubTransactionId parentSubid);
 extern int  HannoySweep(void);
+extern void HannoySweepDroppedDatabase(Oid db);
+extern bool HannoyParseSidecarName(const char *name, RelFileNodeBackend *rnode);
 extern void HannoyRemoveTempSidecarsAtStart(void);
+
+/* hannoysweeper.c */
+extern void HannoyRegisterSweeper(void);
 
 /* hannoyinsert.c */
 extern bool hannoyinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,

@@ -39,6 +39,7 @@ int  hannoy_ef_search = HANNOY_DEFAULT_EF_SEARCH;
 int  hannoy_build_threads = 1;
 bool hannoy_preloaded = false;
 int  hannoy_test_search_delay = 0;
+int  hannoy_test_verify_delay = 0;
 
 static relopt_kind             hannoy_relopt_kind;
 static ExecutorStart_hook_type prev_executor_start = NULL;
@@ -97,13 +98,25 @@ _PG_init(void)
 	                        "search (0 to 10000).",
 	                        NULL, &hannoy_test_search_delay, 0, 0, 10000, PGC_SUSET,
 	                        GUC_UNIT_MS | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, NULL, NULL, NULL);
+	DefineCustomIntVariable("hannoy.test_verify_delay",
+	                        "Test only: milliseconds hannoy_verify waits after reading each "
+	                        "batch of rows from the sidecar, before it reads the heap "
+	                        "(0 to 10000).",
+	                        NULL, &hannoy_test_verify_delay, 0, 0, 10000, PGC_SUSET,
+	                        GUC_UNIT_MS | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("hannoy");
 
 	HannoyLifecycleInit();
 	HannoySyncInit();
-	/* in the postmaster at start-up: no temporary relation survives a restart */
+	/*
+	 * In the postmaster at start-up: no temporary relation survives a
+	 * restart, and a background worker sweeps what else nothing owns once
+	 * recovery has finished (not while pg_upgrade runs the server).
+	 */
 	if (hannoy_preloaded && !IsUnderPostmaster)
 		HannoyRemoveTempSidecarsAtStart();
+	if (hannoy_preloaded && !IsBinaryUpgrade)
+		HannoyRegisterSweeper();
 
 	RegisterXactCallback(HannoyXactCallback, NULL);
 	CacheRegisterRelcacheCallback(HannoyRelcacheCallback, (Datum) 0);

@@ -41,8 +41,10 @@
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/execnodes.h"
+#include "pgstat.h"
 #include "storage/bufmgr.h"
 #include "storage/bufpage.h"
+#include "storage/latch.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -367,7 +369,10 @@ check_row(HeapCheckState *hc, const HannoyStoredRow *first, const void *first_ve
 		again.after = row.tid - 1;
 		n = fetch_batch(hc, &again, 1);
 		if (n == 0 || hc->rows[0].tid != row.tid)
-			break; /* removed meanwhile */
+		{
+			elog(DEBUG1, "hannoy_verify: %s; the sidecar no longer holds that TID", hc->detail);
+			break;
+		}
 		if ((stride == hc->stride && same_row(hc, &row, vector, &hc->rows[0], hc->vectors)) ||
 		    attempt + 1 == HANNOY_HEAPCHECK_RETRIES)
 		{
@@ -377,6 +382,8 @@ check_row(HeapCheckState *hc, const HannoyStoredRow *first, const void *first_ve
 			           row.id == UINT32_MAX ? -1 : (int64) row.id, hc->detail);
 			break;
 		}
+		elog(DEBUG1, "hannoy_verify: %s; the sidecar's row for that TID changed, looking again",
+		     hc->detail);
 		row = hc->rows[0];
 		stride = hc->stride;
 		vector = repalloc(vector, Max(stride, 1));
@@ -504,7 +511,8 @@ move_to_block(HeapCheckState *hc, BlockNumber block)
  * HannoyCheckHeap compares every row the index's sidecar holds with the
  * heap tuple at its TID, and the heap's live rows with the sidecar's, and
  * reports each problem through 'report' (see the file's comment).  Tables
- * of other access methods than heap are not checked.
+ * of other access methods than heap are not checked.  The caller keeps
+ * 'env' pinned.
  */
 void
 HannoyCheckHeap(Relation index, Relation heap, HannoyEnv *env, HannoyProblemReport report,
@@ -549,49 +557,48 @@ HannoyCheckHeap(Relation index, Relation heap, HannoyEnv *env, HannoyProblemRepo
 	if (hc.info->ii_Predicate != NIL)
 		hc.predicate = ExecPrepareQual(hc.info->ii_Predicate, hc.estate);
 
-	HannoyEnvPin(env);
-	PG_TRY();
+	for (;;)
 	{
-		for (;;)
+		uint32 n;
+
+		CHECK_FOR_INTERRUPTS();
+		n = fetch_batch(&hc, &hc.pos, HANNOY_HEAPCHECK_ROWS);
+		if (n == 0)
+			break;
+		/* test only: widen the window in which rows change under the check */
+		if (hannoy_test_verify_delay > 0)
 		{
-			uint32 n;
-
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+			                 hannoy_test_verify_delay, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
 			CHECK_FOR_INTERRUPTS();
-			n = fetch_batch(&hc, &hc.pos, HANNOY_HEAPCHECK_ROWS);
-			if (n == 0)
-				break;
-			/* check_row reuses the batch buffers: keep this batch aside */
-			{
-				HannoyStoredRow *rows = palloc(sizeof(HannoyStoredRow) * n);
-				char            *vectors = palloc(Max(hc.stride * n, 1));
-				size_t           stride = hc.stride;
-
-				memcpy(rows, hc.rows, sizeof(HannoyStoredRow) * n);
-				memcpy(vectors, hc.vectors, stride * n);
-				for (uint32 i = 0; i < n; i++)
-				{
-					BlockNumber  block = (BlockNumber) (rows[i].tid >> 16);
-					OffsetNumber offset = (OffsetNumber) (rows[i].tid & 0xFFFF);
-
-					CHECK_FOR_INTERRUPTS();
-					move_to_block(&hc, block);
-					if (offset <= MaxHeapTuplesPerPage)
-						hc.present[offset] = true;
-					check_row(&hc, &rows[i], vectors + i * stride, stride);
-				}
-				pfree(rows);
-				pfree(vectors);
-			}
-			if (hc.pos.done)
-				break;
 		}
-		move_to_block(&hc, InvalidBlockNumber);
+		/* check_row reuses the batch buffers: keep this batch aside */
+		{
+			HannoyStoredRow *rows = palloc(sizeof(HannoyStoredRow) * n);
+			char            *vectors = palloc(Max(hc.stride * n, 1));
+			size_t           stride = hc.stride;
+
+			memcpy(rows, hc.rows, sizeof(HannoyStoredRow) * n);
+			memcpy(vectors, hc.vectors, stride * n);
+			for (uint32 i = 0; i < n; i++)
+			{
+				BlockNumber  block = (BlockNumber) (rows[i].tid >> 16);
+				OffsetNumber offset = (OffsetNumber) (rows[i].tid & 0xFFFF);
+
+				CHECK_FOR_INTERRUPTS();
+				move_to_block(&hc, block);
+				if (offset <= MaxHeapTuplesPerPage)
+					hc.present[offset] = true;
+				check_row(&hc, &rows[i], vectors + i * stride, stride);
+			}
+			pfree(rows);
+			pfree(vectors);
+		}
+		if (hc.pos.done)
+			break;
 	}
-	PG_FINALLY();
-	{
-		HannoyEnvUnpin(env);
-	}
-	PG_END_TRY();
+	move_to_block(&hc, InvalidBlockNumber);
 
 	ExecDropSingleTupleTableSlot(hc.slot);
 	FreeExecutorState(hc.estate);

@@ -246,6 +246,30 @@ check_meta(Relation index, HannoyEnv *env, const HannoyMetaPageData *meta, Hanno
 		                     meta->ef_construction, smeta.ef_construction));
 }
 
+/*
+ * verify_usable runs hannoy_verify's checks on an index whose sidecar
+ * could be opened: the metapage against the sidecar, the core's walk, and
+ * the comparison with the heap.  The environment stays pinned throughout,
+ * so invalidations (a VACUUM's new statistics) cannot close it meanwhile.
+ */
+static void
+verify_usable(Relation index, Relation heap, HannoyEnv *env, const HannoyMetaPageData *meta,
+              HannoyProblemSink *sink)
+{
+	HannoyEnvPin(env);
+	PG_TRY();
+	{
+		check_meta(index, env, meta, sink);
+		run_walk(index, env, sink, NULL);
+		HannoyCheckHeap(index, heap, env, put_named_problem, sink);
+	}
+	PG_FINALLY();
+	{
+		HannoyEnvUnpin(env);
+	}
+	PG_END_TRY();
+}
+
 PG_FUNCTION_INFO_V1(hannoy_index_size);
 
 /*
@@ -357,9 +381,7 @@ hannoy_verify(PG_FUNCTION_ARGS)
 	env = HannoyOpenEnv(index, &meta, true, &why);
 	if (env != NULL)
 	{
-		check_meta(index, env, &meta, &sink);
-		run_walk(index, env, &sink, NULL);
-		HannoyCheckHeap(index, heap, env, put_named_problem, &sink);
+		verify_usable(index, heap, env, &meta, &sink);
 	}
 	else if (!without_sidecar_yet(&meta))
 	{

@@ -12,7 +12,8 @@
  *	  hook.  An abort forgets everything, ROLLBACK TO SAVEPOINT what its
  *	  subtransaction added.  Whatever escapes (a crash, a prepared
  *	  transaction committed elsewhere) is removed by hannoy_sweep(), which
- *	  also runs at the start of every build.
+ *	  also runs at the start of every build and, through background workers
+ *	  (hannoysweeper.c), in every database once the server has started.
  */
 #include "hannoy/shim_guard.h"
 
@@ -84,11 +85,11 @@ relation_file_in_use(RelFileNodeBackend rnode)
 }
 
 /*
- * Parses a sidecar directory name ("spc_db_rel" or "tBACKEND_spc_db_rel");
- * false for anything else.
+ * HannoyParseSidecarName parses a sidecar directory name ("spc_db_rel" or
+ * "tBACKEND_spc_db_rel"); false for anything else.
  */
-static bool
-parse_sidecar_name(const char *name, RelFileNodeBackend *rnode)
+bool
+HannoyParseSidecarName(const char *name, RelFileNodeBackend *rnode)
 {
 	unsigned int spc, db, rel;
 	int          backend;
@@ -219,7 +220,7 @@ remove_database_sidecars(Oid db)
 	{
 		RelFileNodeBackend rnode;
 
-		if (parse_sidecar_name(de->d_name, &rnode) && rnode.node.dbNode == db)
+		if (HannoyParseSidecarName(de->d_name, &rnode) && rnode.node.dbNode == db)
 			HannoyRemoveSidecar(rnode);
 	}
 	FreeDir(dir);
@@ -343,8 +344,56 @@ sidecar_is_orphan(RelFileNodeBackend rnode, const char *path)
 }
 
 /*
+ * remove_orphan removes a sidecar nothing owns and logs it (the removal
+ * itself warns when it fails).
+ */
+static void
+remove_orphan(RelFileNodeBackend rnode, const char *path, const char *why)
+{
+	struct stat st;
+
+	HannoyRemoveSidecar(rnode);
+	if (stat(path, &st) != 0 && errno == ENOENT)
+		ereport(LOG, (errmsg("removed hannoy sidecar \"%s\": %s", path, why)));
+}
+
+/*
+ * HannoySweepDroppedDatabase removes the sidecars of database 'db', which
+ * no longer exists (no hannoy index can be built in a database before its
+ * creation commits).
+ */
+void
+HannoySweepDroppedDatabase(Oid db)
+{
+	char          *root = HannoySidecarRoot();
+	DIR           *dir = AllocateDir(root);
+	struct dirent *de;
+
+	if (dir == NULL)
+	{
+		pfree(root);
+		return;
+	}
+	while ((de = ReadDirExtended(dir, root, WARNING)) != NULL)
+	{
+		RelFileNodeBackend rnode;
+
+		if (HannoyParseSidecarName(de->d_name, &rnode) && rnode.node.dbNode == db)
+		{
+			char *path = psprintf("%s/%s", root, de->d_name);
+
+			remove_orphan(rnode, path, "its database no longer exists");
+			pfree(path);
+		}
+	}
+	FreeDir(dir);
+	pfree(root);
+}
+
+/*
  * HannoySweep removes the sidecars of the current database that no index
  * owns, and those of databases that no longer exist; returns how many.
+ * Each removal is logged.
  */
 int
 HannoySweep(void)
@@ -365,18 +414,23 @@ HannoySweep(void)
 		char              *path;
 		bool               orphan;
 
-		if (!parse_sidecar_name(de->d_name, &rnode))
+		if (!HannoyParseSidecarName(de->d_name, &rnode))
 			continue;
 		path = psprintf("%s/%s", root, de->d_name);
 		if (rnode.node.dbNode == MyDatabaseId)
-			orphan = sidecar_is_orphan(rnode, path);
-		else
-			orphan = !SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(rnode.node.dbNode));
-		if (orphan)
 		{
-			HannoyRemoveSidecar(rnode);
-			removed++;
+			orphan = sidecar_is_orphan(rnode, path);
+			if (orphan)
+				remove_orphan(rnode, path, "no index owns it");
 		}
+		else
+		{
+			orphan = !SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(rnode.node.dbNode));
+			if (orphan)
+				remove_orphan(rnode, path, "its database no longer exists");
+		}
+		if (orphan)
+			removed++;
 		pfree(path);
 	}
 	FreeDir(dir);
@@ -404,7 +458,7 @@ HannoyRemoveTempSidecarsAtStart(void)
 			HannoyError        err;
 			char              *path;
 
-			if (!parse_sidecar_name(de->d_name, &rnode) || rnode.backend == InvalidBackendId)
+			if (!HannoyParseSidecarName(de->d_name, &rnode) || rnode.backend == InvalidBackendId)
 				continue;
 			path = psprintf("%s/%s", root, de->d_name);
 			if (hannoy_env_remove(path, &err) != HANNOY_OK)
