@@ -21,11 +21,13 @@
 #   HANNOY_TAP_TESTS       subset of TAP files ("000_smoke.pl t/010_wal.pl")
 #   HANNOY_SKIP_SETUP=1    do not run scripts/setup.sh (already built)
 #   HANNOY_KEEP_TMP=1      keep the temporary directory (path is printed)
+#   HANNOY_PG_BIN          bin directory of the PostgreSQL 15 to test against (with
+#                          HANNOY_SKIP_SETUP=1: a relocated copy the build went into)
 #   CI=true                build with WERROR=1
 set -euo pipefail
 
-readonly PG_BIN=/usr/lib/postgresql/15/bin
-readonly PGXS_DIR=/usr/lib/postgresql/15/lib/pgxs
+readonly PG_BIN=${HANNOY_PG_BIN:-/usr/lib/postgresql/15/bin}
+readonly PGXS_DIR=$PG_BIN/../lib/pgxs
 readonly PG_REGRESS=$PGXS_DIR/src/test/regress/pg_regress
 readonly PG_PERL=$PGXS_DIR/src/test/perl
 

@@ -242,6 +242,19 @@ class Store
 	{
 		return layer == 0 ? meta_.m0 : meta_.m;
 	}
+	/*
+	 * How full a neighbour list is kept at 'layer': the heuristic's choice is
+	 * topped up with the nearest candidates it passed over (keepPruned-
+	 * Connections), which raises recall per hop for true metrics.  Not for
+	 * inner product, which is no metric: its nearest candidates are the
+	 * longest vectors, and lists full of them leave short vectors without
+	 * in-links.
+	 */
+	uint32_t
+	fill_links(int layer) const
+	{
+		return meta_.metric == HANNOY_METRIC_IP ? max_links(layer) / 2 : max_links(layer);
+	}
 	bool
 	durable() const
 	{

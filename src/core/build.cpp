@@ -180,7 +180,7 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 		                             [id](const hannoy::Candidate &c) { return c.id == id; }),
 		              w.found.end());
 		size_t max_links = b->store->max_links(layer);
-		hannoy::select_neighbors(g, w.found, max_links, w.selected, max_links);
+		hannoy::select_neighbors(g, w.found, max_links, w.selected, b->store->fill_links(layer));
 
 		g.locks[id].lock();
 		g.links[id][layer] = w.selected;
@@ -203,7 +203,8 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 					for (uint32_t x : list)
 						w.pruning.push_back(hannoy::Candidate{g.distance_between(n, x), x});
 					std::sort(w.pruning.begin(), w.pruning.end());
-					hannoy::select_neighbors(g, w.pruning, max_links, w.scratch, max_links);
+					hannoy::select_neighbors(g, w.pruning, max_links, w.scratch,
+					                         b->store->fill_links(layer));
 					hannoy::keep_link(w.scratch, id, k == 0);
 					list = w.scratch;
 					/* nodes the pruning dropped, for the new node to adopt */

@@ -61,7 +61,7 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 		                           { return s.is_deleted(txn, c.id); }),
 		            found.end());
 		hannoy::select_neighbors(g, found, s.max_links(layer), plan.neighbors[layer],
-		                         s.max_links(layer));
+		                         s.fill_links(layer));
 		entries.swap(found);
 	}
 }

@@ -100,7 +100,7 @@ repair_list(HannoyRepair *r, MDB_txn *txn, uint32_t id, int layer, std::vector<u
 			cands.push_back(hannoy::Candidate{g.distance_between(id, x), x});
 	std::sort(cands.begin(), cands.end());
 	size_t max_links = s.max_links(layer);
-	hannoy::select_neighbors(g, cands, max_links, list, max_links);
+	hannoy::select_neighbors(g, cands, max_links, list, s.fill_links(layer));
 	s.put_links(txn, id, layer, list);
 	return true;
 }
@@ -213,7 +213,7 @@ link_orphans(hannoy::Store &s)
 						for (uint32_t x : list)
 							cands.push_back(hannoy::Candidate{g.distance_between(c.id, x), x});
 						std::sort(cands.begin(), cands.end());
-						hannoy::select_neighbors(g, cands, max_links, list, max_links);
+						hannoy::select_neighbors(g, cands, max_links, list, s.fill_links(0));
 						hannoy::keep_link(list, u, true);
 					}
 					s.put_links(txn.get(), c.id, 0, list);
