@@ -60,8 +60,7 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 		                           [&](const hannoy::Candidate &c)
 		                           { return s.is_deleted(txn, c.id); }),
 		            found.end());
-		hannoy::select_neighbors(g, found, s.max_links(layer), plan.neighbors[layer],
-		                         s.fill_links(layer));
+		hannoy::select_neighbors(g, found, s.max_links(layer), plan.neighbors[layer]);
 		entries.swap(found);
 	}
 }
@@ -117,6 +116,81 @@ forget_tid(hannoy::Store &s, MDB_txn *txn, HannoyTid tid, hannoy::GraphState &st
 		state.unindexed--;
 }
 
+/*
+ * Records a row without an indexable vector, in write transaction 'txn'
+ * with the graph state 'state'.
+ */
+void
+record_unindexed(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid tid,
+                 uint8_t unindexed_kind)
+{
+	forget_tid(s, txn, tid, state);
+	hannoy::TidKey tkey(tid);
+	hannoy::put(txn, s.dbi_unindexed, tkey.val(), MDB_val{1, &unindexed_kind});
+	state.unindexed++;
+}
+
+/*
+ * Links a new node for row 'tid' with the neighbours of 'plan', in write
+ * transaction 'txn' with the graph state 'state' (Alg. 1, linking part).
+ */
+void
+link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid tid,
+         const void *vector, Plan &plan)
+{
+	int level = plan.level;
+	forget_tid(s, txn, tid, state);
+	/* reuse an id VACUUM freed, else take a new one */
+	uint32_t id;
+	unsigned append = MDB_APPEND;
+	{
+		hannoy::Cursor cur(txn, s.dbi_free);
+		MDB_val        fkey, fdata;
+		if (cur.get(fkey, fdata, MDB_FIRST))
+		{
+			id = hannoy::decode_id(fkey);
+			append = 0;
+		}
+		else
+		{
+			if (state.next_id >= HANNOY_MAX_ITEMS)
+				throw hannoy::Error(HANNOY_ERR_LIMIT, "an index holds at most 4294967295 vectors");
+			id = static_cast<uint32_t>(state.next_id++);
+		}
+	}
+	hannoy::IdKey  key(id);
+	hannoy::TidKey tkey(tid);
+	if (append == 0)
+		hannoy::del(txn, s.dbi_free, key.val());
+	s.put_vector(txn, id, vector, append != 0);
+	hannoy::put(txn, s.dbi_tids, key.val(), tkey.val(), append);
+	hannoy::put(txn, s.dbi_items, tkey.val(), key.val());
+
+	for (int layer = 0; layer <= level; layer++)
+	{
+		std::vector<uint32_t> &mine = plan.neighbors[layer];
+		std::vector<uint32_t>  dropped;
+		/* a neighbour VACUUM removed since the search is dropped */
+		mine.erase(std::remove_if(mine.begin(), mine.end(),
+		                          [&](uint32_t n) { return s.is_deleted(txn, n); }),
+		           mine.end());
+		for (size_t k = 0; k < mine.size(); k++)
+			add_backlink(s, txn, mine[k], id, layer, k == 0, dropped);
+		/* nodes dropped by the pruning may have lost their only incoming link */
+		for (uint32_t d : dropped)
+			if (mine.size() < s.max_links(layer) &&
+			    std::find(mine.begin(), mine.end(), d) == mine.end() && !s.is_deleted(txn, d))
+				mine.push_back(d);
+		s.put_links(txn, id, layer, mine);
+	}
+	if (level > state.max_level)
+	{
+		state.max_level = level;
+		state.entry_point = id;
+	}
+	state.items++;
+}
+
 /* Inserts one row; see hannoy_insert. */
 void
 insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t unindexed_kind)
@@ -125,10 +199,7 @@ insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t unindexe
 	{
 		hannoy::Txn        txn(s.env(), false);
 		hannoy::GraphState state = s.read_state(txn.get());
-		forget_tid(s, txn.get(), tid, state);
-		hannoy::TidKey tkey(tid);
-		hannoy::put(txn.get(), s.dbi_unindexed, tkey.val(), MDB_val{1, &unindexed_kind});
-		state.unindexed++;
+		record_unindexed(s, txn.get(), state, tid, unindexed_kind);
 		s.write_state(txn.get(), state);
 		txn.commit();
 		return;
@@ -148,58 +219,41 @@ insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t unindexe
 		/* Another backend linked the first node meanwhile: search again, here. */
 		plan_links(s, txn.get(), vector, level, plan);
 	}
-	forget_tid(s, txn.get(), tid, state);
-	/* reuse an id VACUUM freed, else take a new one */
-	uint32_t id;
-	unsigned append = MDB_APPEND;
-	{
-		hannoy::Cursor cur(txn.get(), s.dbi_free);
-		MDB_val        fkey, fdata;
-		if (cur.get(fkey, fdata, MDB_FIRST))
-		{
-			id = hannoy::decode_id(fkey);
-			append = 0;
-		}
-		else
-		{
-			if (state.next_id >= HANNOY_MAX_ITEMS)
-				throw hannoy::Error(HANNOY_ERR_LIMIT, "an index holds at most 4294967295 vectors");
-			id = static_cast<uint32_t>(state.next_id++);
-		}
-	}
-	hannoy::IdKey  key(id);
-	hannoy::TidKey tkey(tid);
-	if (append == 0)
-		hannoy::del(txn.get(), s.dbi_free, key.val());
-	s.put_vector(txn.get(), id, vector, append != 0);
-	hannoy::put(txn.get(), s.dbi_tids, key.val(), tkey.val(), append);
-	hannoy::put(txn.get(), s.dbi_items, tkey.val(), key.val());
-
-	for (int layer = 0; layer <= level; layer++)
-	{
-		std::vector<uint32_t> &mine = plan.neighbors[layer];
-		std::vector<uint32_t>  dropped;
-		/* a neighbour VACUUM removed since the search is dropped */
-		mine.erase(std::remove_if(mine.begin(), mine.end(),
-		                          [&](uint32_t n) { return s.is_deleted(txn.get(), n); }),
-		           mine.end());
-		for (size_t k = 0; k < mine.size(); k++)
-			add_backlink(s, txn.get(), mine[k], id, layer, k == 0, dropped);
-		/* nodes dropped by the pruning may have lost their only incoming link */
-		for (uint32_t d : dropped)
-			if (mine.size() < s.max_links(layer) &&
-			    std::find(mine.begin(), mine.end(), d) == mine.end() && !s.is_deleted(txn.get(), d))
-				mine.push_back(d);
-		s.put_links(txn.get(), id, layer, mine);
-	}
-	if (level > state.max_level)
-	{
-		state.max_level = level;
-		state.entry_point = id;
-	}
-	state.items++;
+	link_row(s, txn.get(), state, tid, vector, plan);
 	s.write_state(txn.get(), state);
 	txn.commit();
+}
+
+/*
+ * Inserts rows from the start of 'rows' in one write transaction, planning
+ * each inside it (so each sees the ones before), until 'budget_ms' has
+ * passed; returns how many (at least one).
+ */
+uint32_t
+insert_rows(hannoy::Store &s, const HannoyInsertRow *rows, uint32_t count, uint32_t budget_ms)
+{
+	auto        deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(budget_ms);
+	hannoy::Txn txn(s.env(), false);
+	hannoy::GraphState state = s.read_state(txn.get());
+	uint32_t           done = 0;
+	Plan               plan;
+	while (done < count && (done == 0 || std::chrono::steady_clock::now() < deadline))
+	{
+		const HannoyInsertRow &row = rows[done++];
+		if (row.vector == nullptr)
+		{
+			record_unindexed(s, txn.get(), state, row.tid, row.unindexed_kind);
+			continue;
+		}
+		/* the plan reads the state record: keep it current */
+		s.write_state(txn.get(), state);
+		plan_links(s, txn.get(), row.vector, hannoy::draw_level(s.meta().seed, row.tid, s.meta().m),
+		           plan);
+		link_row(s, txn.get(), state, row.tid, row.vector, plan);
+	}
+	s.write_state(txn.get(), state);
+	txn.commit();
+	return done;
 }
 
 } // namespace
@@ -217,6 +271,27 @@ hannoy_insert(HannoyEnv *env, HannoyTid tid, const void *vector, uint8_t unindex
 			    throw hannoy::Error(HANNOY_ERR_INVALID, "dimensions must be set before inserting");
 		    insert_row(s, tid, vector, unindexed_kind);
 	    });
+}
+
+extern "C" HannoyStatus
+hannoy_insert_rows(HannoyEnv *env, const HannoyInsertRow *rows, uint32_t count, uint32_t budget_ms,
+                   uint32_t *done, HannoyError *err)
+{
+	*done = 0;
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           hannoy::Store &s = *reinterpret_cast<hannoy::Store *>(env);
+		                           if (count == 0)
+			                           return;
+		                           if (s.meta().dims == 0)
+			                           for (uint32_t i = 0; i < count; i++)
+				                           if (rows[i].vector != nullptr)
+					                           throw hannoy::Error(
+					                               HANNOY_ERR_INVALID,
+					                               "dimensions must be set before inserting");
+		                           *done = insert_rows(s, rows, count, budget_ms);
+	                           });
 }
 
 extern "C" void

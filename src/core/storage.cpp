@@ -467,7 +467,7 @@ chunk_vectors_for(size_t bytes)
 	constexpr size_t PAGE = 4096, PAGE_HEADER = 16, MAX_RECORD = 64 * 1024;
 	if (bytes == 0 || bytes + 64 <= PAGE / 4)
 		return 1;
-	/* pages per vector of each record size; the smallest within 2% of the best */
+	/* pages per vector of each record size; the smallest record within 5% of the best */
 	double   best = HUGE_VAL;
 	double   cost[33] = {};
 	uint32_t last = 2;
@@ -482,7 +482,7 @@ chunk_vectors_for(size_t bytes)
 		last = k;
 	}
 	for (uint32_t k = 2; k <= last; k++)
-		if (cost[k] <= best * 1.02)
+		if (cost[k] <= best * 1.05)
 			return k;
 	return last;
 }
