@@ -170,16 +170,19 @@ link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid ti
 	{
 		std::vector<uint32_t> &mine = plan.neighbors[layer];
 		std::vector<uint32_t>  dropped;
-		/* a neighbour VACUUM removed since the search is dropped */
-		mine.erase(std::remove_if(mine.begin(), mine.end(),
-		                          [&](uint32_t n) { return s.is_deleted(txn, n); }),
-		           mine.end());
+		/*
+		 * A neighbour VACUUM removed since the search is dropped: a tombstone,
+		 * or an id VACUUM freed meanwhile (no vector, or the id this node took).
+		 */
+		auto gone = [&](uint32_t n)
+		{ return n == id || s.is_deleted(txn, n) || s.vector(txn, n) == nullptr; };
+		mine.erase(std::remove_if(mine.begin(), mine.end(), gone), mine.end());
 		for (size_t k = 0; k < mine.size(); k++)
 			add_backlink(s, txn, mine[k], id, layer, k == 0, dropped);
 		/* nodes dropped by the pruning may have lost their only incoming link */
 		for (uint32_t d : dropped)
 			if (mine.size() < s.max_links(layer) &&
-			    std::find(mine.begin(), mine.end(), d) == mine.end() && !s.is_deleted(txn, d))
+			    std::find(mine.begin(), mine.end(), d) == mine.end() && !gone(d))
 				mine.push_back(d);
 		s.put_links(txn, id, layer, mine);
 	}
