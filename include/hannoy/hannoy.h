@@ -441,8 +441,9 @@ extern "C"
 		HannoyTid tid;
 		uint32_t  id;             /* item id, UINT32_MAX for an unindexed row */
 		uint8_t   unindexed_kind; /* 0 for a graph row, else as in hannoy_build_add */
-		bool      vector_missing; /* a graph row without a vector, or whose id the tids
-		                             database maps to another TID (the walk reports it) */
+		bool      vector_missing; /* nothing to compare: a graph row without a vector or
+		                             whose id the tids database maps to another TID, or
+		                             a malformed unindexed record (the walk reports it) */
 	} HannoyStoredRow;
 
 	/*

@@ -16,8 +16,10 @@
  *	  - a stored vector (or its absence) that no member of the HOT chain
  *	    still present agrees with: "vector differs from heap tuple".
  *
- *	  A dead line pointer, or a chain whose tuples are all dead to every
- *	  snapshot, is fine: VACUUM has not reached it yet.  Meanwhile, block by
+ *	  A dead line pointer, or a chain whose tuples were all deleted before
+ *	  the check's snapshot (or never committed), is fine: VACUUM has not
+ *	  reached it yet, and such tuples are not compared (their TOAST data
+ *	  may already be gone).  Meanwhile, block by
  *	  block, live heap tuples committed before the check began must have the
  *	  root of their HOT chain in the sidecar (rows of an index that is not
  *	  yet valid, and rows a partial index's predicate excludes, need not):
@@ -88,7 +90,7 @@ typedef struct HeapCheckState
 	size_t            stride; /* bytes of one stored vector */
 	uint32            dims;   /* dimensions (bits) of the stored vectors */
 
-	/* a tuple whose deleter committed before this is dead to every snapshot */
+	/* the check's snapshot's xmin: tuples deleted before it are not compared */
 	TransactionId horizon;
 	/* live tuples inserted before this must be in the sidecar */
 	bool                 check_unindexed;
@@ -225,7 +227,7 @@ tuple_key_differs(HeapCheckState *hc, HeapTuple tuple, const HannoyStoredRow *ro
 
 /*
  * compare_row reads the heap at a stored row's TID and compares.  Every
- * member of the HOT chain that is not dead to every snapshot is a
+ * member of the HOT chain not deleted before the check's snapshot is a
  * candidate: they normally share one key, but a chain that was already
  * broken when the index was built (a HOT update of the indexed column
  * before the index existed) holds older keys too.  Palloc's in the

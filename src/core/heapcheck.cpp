@@ -129,6 +129,10 @@ hannoy_stored_rows_next(HannoyEnv *env, HannoyRowPosition *pos, HannoyStoredRow 
 				    row.id = UINT32_MAX;
 				    row.unindexed_kind =
 				        kind.mv_size >= 1 ? *static_cast<const uint8_t *>(kind.mv_data) : 0;
+				    /* a malformed record: the walk reports it */
+				    if (row.unindexed_kind != hannoy::UNINDEXED_NULL &&
+				        row.unindexed_kind != hannoy::UNINDEXED_NAN)
+					    row.vector_missing = true;
 				    unindexed.next();
 			    }
 			    rows[n++] = row;
