@@ -203,8 +203,8 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 					for (uint32_t x : list)
 						w.pruning.push_back(hannoy::Candidate{g.distance_between(n, x), x});
 					std::sort(w.pruning.begin(), w.pruning.end());
-					hannoy::select_neighbors(g, w.pruning, max_links, w.scratch,
-					                         b->store->fill_links(layer));
+					/* topped up to half only: a list kept full would be pruned at every new link */
+					hannoy::select_neighbors(g, w.pruning, max_links, w.scratch, max_links / 2);
 					hannoy::keep_link(w.scratch, id, k == 0);
 					list = w.scratch;
 					/* nodes the pruning dropped, for the new node to adopt */
