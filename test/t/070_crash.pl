@@ -153,6 +153,7 @@ sub run_jobs
 
 # A psql session that reports, quickly, what runs just before a kill.
 my $monitor;
+my @dirs_at_kill;    # sidecar directories while the server was down after the last kill
 
 sub open_monitor
 {
@@ -198,6 +199,8 @@ sub kill_after
 		       || ' | ' ||
 		       coalesce((SELECT string_agg(phase, ',') FROM pg_stat_progress_vacuum), '-')});
 	$node->stop('immediate');
+	# what the crash left, before the start-up sweep worker looks at it
+	@dirs_at_kill = sidecar_dirs($node);
 	close_monitor();
 	for my $job (@jobs)
 	{
@@ -431,19 +434,26 @@ sub check_all
 		"$what: the vectors of $probes gone rows find rows in the order of their current vectors")
 	  or diag('probe id|distances: ' . join("\n", @{$bad}[ 0 .. min($#$bad, 9) ]));
 
-	my @before = sidecar_dirs($node);
+	# the start-up sweep worker may be running: compare with what the crash
+	# left, whichever of it and hannoy_sweep() removed a sidecar
+	my @before = @dirs_at_kill ? @dirs_at_kill : sidecar_dirs($node);
+	@dirs_at_kill = ();
 	my $swept = $node->safe_psql('postgres', 'SELECT hannoy_sweep()');
 	my @expected = expected_sidecar_dirs($node);
-	is_deeply([ sidecar_dirs($node) ], \@expected,
+	my @after = sidecar_dirs($node);
+	is_deeply(\@after, \@expected,
 		"$what: after hannoy_sweep() the sidecars are exactly those of the hannoy indexes");
-	is($swept, scalar(@before) - scalar(@expected),
-		"$what: hannoy_sweep() removed exactly the sidecars no index owns");
-	note sprintf('%s: %d rows in t, sweep removed %d, checks took %.1f s; t_v: %s',
-		$what, t_rows(), $swept, now_s() - $t0, $node->safe_psql('postgres', q{
+	my %owned = map { $_ => 1 } @expected;
+	my %left = map { $_ => 1 } @after;
+	my @removed = grep { !$left{$_} } @before;
+	is_deeply(\@removed, [ grep { !$owned{$_} } @before ],
+		"$what: the sweeps removed exactly the sidecars no index owns");
+	note sprintf('%s: %d rows in t, sweeps removed %d (hannoy_sweep() %d), checks took %.1f s; t_v: %s',
+		$what, t_rows(), scalar(@removed), $swept, now_s() - $t0, $node->safe_psql('postgres', q{
 			SELECT format('%s live, %s unindexed, %s tombstones, %s free ids, %s layers, entry point %s',
 			              live_items, unindexed_rows, tombstones, free_ids, layers, entry_point)
 			  FROM hannoy_index_stats('t_v')}));
-	return $swept;
+	return scalar(@removed);
 }
 
 ############################################################################
