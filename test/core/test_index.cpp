@@ -26,74 +26,21 @@
 namespace
 {
 
+using hannoy_test::clustered;
+using hannoy_test::Row;
+using hannoy_test::scan_rows;
 using hannoy_test::TempEnvDir;
 using hannoy_test::test_config;
-
-/* Meta for a fresh index. */
-HannoyMeta
-test_meta(HannoyMetric metric, uint32_t dims, uint32_t m = 16, uint32_t efc = 100)
-{
-	HannoyMeta meta{};
-	meta.format_version = HANNOY_FORMAT_VERSION;
-	meta.metric = metric;
-	meta.dims = dims;
-	meta.m = m;
-	meta.m0 = 2 * m;
-	meta.ef_construction = efc;
-	meta.generation = 42;
-	meta.system_id = 7;
-	meta.timeline = 1;
-	meta.index_oid = 12345;
-	meta.seed = 99;
-	return meta;
-}
-
-/* Clustered random vectors: harder than uniform noise, like real embeddings. */
-std::vector<float>
-clustered(size_t n, uint32_t dims, uint32_t seed)
-{
-	std::mt19937                          rng(seed);
-	std::normal_distribution<float>       noise(0.0f, 0.15f);
-	std::uniform_real_distribution<float> centre(-1.0f, 1.0f);
-	std::vector<float>                    centres(20 * dims);
-	for (auto &c : centres)
-		c = centre(rng);
-	std::vector<float> out(n * dims);
-	for (size_t i = 0; i < n; i++)
-	{
-		size_t c = rng() % 20;
-		for (uint32_t d = 0; d < dims; d++)
-			out[i * dims + d] = centres[c * dims + d] + noise(rng);
-	}
-	return out;
-}
+using hannoy_test::test_meta;
 
 /* Builds an index over 'vectors' (row i gets TID i + 1), in slices like the shim does. */
 HannoyEnv *
 build(const char *path, const HannoyMeta &meta, const std::vector<float> &vectors, uint32_t threads,
       size_t null_rows = 0)
 {
-	HannoyEnvConfig config = test_config();
-	HannoyEnv      *env = nullptr;
-	HannoyError     err;
-	EXPECT_EQ(hannoy_env_create(path, &config, &meta, &env, &err), HANNOY_OK) << err.message;
-	HannoyBuilder *b = nullptr;
-	EXPECT_EQ(hannoy_build_begin(env, threads, &b, &err), HANNOY_OK) << err.message;
-	size_t n = vectors.size() / meta.dims;
-	for (size_t i = 0; i < n; i++)
-		EXPECT_EQ(hannoy_build_add(b, i + 1, &vectors[i * meta.dims], 0, &err), HANNOY_OK);
-	for (size_t i = 0; i < null_rows; i++)
-		EXPECT_EQ(hannoy_build_add(b, 1000000 + i, nullptr, 1, &err), HANNOY_OK);
-	bool                done = false;
-	HannoyBuildProgress progress;
-	int                 steps = 0;
-	while (!done)
-	{
-		EXPECT_EQ(hannoy_build_step(b, 20, &progress, &done, &err), HANNOY_OK) << err.message;
-		steps++;
-	}
+	int        steps = 0;
+	HannoyEnv *env = hannoy_test::build_all(path, meta, vectors, threads, null_rows, 20, &steps);
 	EXPECT_GT(steps, 1);
-	hannoy_build_free(b);
 	return env;
 }
 
@@ -106,16 +53,8 @@ scan_top(HannoyEnv *env, const float *q, uint32_t dims, uint32_t ef, size_t k)
 	EXPECT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
 	EXPECT_EQ(hannoy_scan_start(scan, q, dims, ef, 0, &err), HANNOY_OK) << err.message;
 	std::vector<HannoyTid> out;
-	while (out.size() < k)
-	{
-		HannoyTid tid;
-		double    d;
-		bool      isnull, found;
-		EXPECT_EQ(hannoy_scan_next(scan, &tid, &d, &isnull, &found, &err), HANNOY_OK);
-		if (!found)
-			break;
-		out.push_back(tid);
-	}
+	for (const Row &r : scan_rows(scan, k))
+		out.push_back(r.tid);
 	hannoy_scan_free(scan);
 	return out;
 }
@@ -261,19 +200,13 @@ TEST(Index, ScanNeverStopsEarly)
 	{
 		ASSERT_EQ(hannoy_scan_start(scan, &base[0], dims, 1, 0, &err), HANNOY_OK);
 		std::set<HannoyTid> tids;
-		size_t              nulls = 0, rows = 0;
+		size_t              nulls = 0;
 		bool                null_seen = false, order_ok = true;
-		for (;;)
+		std::vector<Row>    rows = scan_rows(scan);
+		for (const Row &r : rows)
 		{
-			HannoyTid tid;
-			double    d;
-			bool      isnull, found;
-			ASSERT_EQ(hannoy_scan_next(scan, &tid, &d, &isnull, &found, &err), HANNOY_OK);
-			if (!found)
-				break;
-			rows++;
-			tids.insert(tid);
-			if (isnull)
+			tids.insert(r.tid);
+			if (r.isnull)
 			{
 				nulls++;
 				null_seen = true;
@@ -281,10 +214,11 @@ TEST(Index, ScanNeverStopsEarly)
 			else
 			{
 				order_ok = order_ok && !null_seen; /* NULL rows come last */
-				EXPECT_EQ(d, hannoy_l2_distance(&base[(tid - 1) * dims], &base[0], dims));
+				EXPECT_EQ(r.distance,
+				          hannoy_l2_distance(&base[(r.tid - 1) * dims], &base[0], dims));
 			}
 		}
-		EXPECT_EQ(rows, 3007u);
+		EXPECT_EQ(rows.size(), 3007u);
 		EXPECT_EQ(tids.size(), 3007u);
 		EXPECT_EQ(nulls, 7u);
 		EXPECT_TRUE(order_ok);
@@ -303,19 +237,10 @@ TEST(Index, NullQueryReturnsEveryRow)
 	HannoyError    err;
 	ASSERT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
 	ASSERT_EQ(hannoy_scan_start(scan, nullptr, 0, 10, 1, &err), HANNOY_OK);
-	size_t rows = 0;
-	for (;;)
-	{
-		HannoyTid tid;
-		double    d;
-		bool      isnull, found;
-		ASSERT_EQ(hannoy_scan_next(scan, &tid, &d, &isnull, &found, &err), HANNOY_OK);
-		if (!found)
-			break;
-		EXPECT_TRUE(isnull);
-		rows++;
-	}
-	EXPECT_EQ(rows, 503u);
+	std::vector<Row> rows = scan_rows(scan);
+	for (const Row &r : rows)
+		EXPECT_TRUE(r.isnull);
+	EXPECT_EQ(rows.size(), 503u);
 	hannoy_scan_free(scan);
 	hannoy_env_close(env);
 }
@@ -446,16 +371,10 @@ TEST(Index, NanDistancesSortLast)
 	ASSERT_EQ(hannoy_scan_start(scan, q, dims, 400, 0, &err), HANNOY_OK);
 	std::set<HannoyTid> tids;
 	std::vector<double> dists;
-	for (;;)
+	for (const Row &r : scan_rows(scan))
 	{
-		HannoyTid tid;
-		double    d;
-		bool      isnull, found;
-		ASSERT_EQ(hannoy_scan_next(scan, &tid, &d, &isnull, &found, &err), HANNOY_OK);
-		if (!found)
-			break;
-		tids.insert(tid);
-		dists.push_back(d);
+		tids.insert(r.tid);
+		dists.push_back(r.distance);
 	}
 	/* every row exactly once, NaN rows included */
 	EXPECT_EQ(dists.size(), 200u);

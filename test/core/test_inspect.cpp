@@ -36,12 +36,7 @@ constexpr uint32_t M = 4;
 std::vector<float>
 random_vectors(size_t n, uint32_t seed)
 {
-	std::mt19937                          rng(seed);
-	std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-	std::vector<float>                    out(n * DIMS);
-	for (auto &x : out)
-		x = u(rng);
-	return out;
+	return hannoy_test::uniform(n, DIMS, seed);
 }
 
 /*
@@ -51,32 +46,9 @@ random_vectors(size_t n, uint32_t seed)
 void
 build_index(const char *path, size_t n, size_t null_rows = 0)
 {
-	HannoyEnvConfig config = test_config();
-	HannoyMeta      meta{};
-	meta.format_version = HANNOY_FORMAT_VERSION;
-	meta.metric = HANNOY_METRIC_L2;
-	meta.dims = DIMS;
-	meta.m = M;
-	meta.m0 = 2 * M;
-	meta.ef_construction = 16;
-	meta.generation = 1;
-	meta.seed = 5;
-	HannoyEnv  *env = nullptr;
-	HannoyError err;
-	ASSERT_EQ(hannoy_env_create(path, &config, &meta, &env, &err), HANNOY_OK) << err.message;
-	HannoyBuilder *b = nullptr;
-	ASSERT_EQ(hannoy_build_begin(env, 2, &b, &err), HANNOY_OK);
-	auto vectors = random_vectors(n, 11);
-	for (size_t i = 0; i < n; i++)
-		ASSERT_EQ(hannoy_build_add(b, i + 1, &vectors[i * DIMS], 0, &err), HANNOY_OK);
-	for (size_t i = 0; i < null_rows; i++)
-		ASSERT_EQ(hannoy_build_add(b, 100000 + i, nullptr, 1, &err), HANNOY_OK);
-	bool                done = false;
-	HannoyBuildProgress progress;
-	while (!done)
-		ASSERT_EQ(hannoy_build_step(b, 50, &progress, &done, &err), HANNOY_OK) << err.message;
-	hannoy_build_free(b);
-	hannoy_env_close(env);
+	HannoyMeta meta = hannoy_test::test_meta(HANNOY_METRIC_L2, DIMS, M, 16, 5);
+	auto       vectors = random_vectors(n, 11);
+	hannoy_env_close(hannoy_test::build_all(path, meta, vectors, 2, null_rows, 50));
 }
 
 /* What one complete walk returned. */
@@ -244,7 +216,7 @@ TEST_F(Inspect, TombstonesAndInsertsStayHealthy)
 	std::vector<HannoyEntry> dead;
 	for (uint32_t id = 0; id < 400; id += 3)
 		dead.push_back(HannoyEntry{HannoyTid(id + 1), id});
-	dead.push_back(HannoyEntry{100000, UINT32_MAX});
+	dead.push_back(HannoyEntry{1000000, UINT32_MAX});
 	ASSERT_EQ(hannoy_delete_entries(env, dead.data(), uint32_t(dead.size()), &err), HANNOY_OK);
 	auto more = random_vectors(50, 12);
 	for (size_t i = 0; i < 50; i++)
