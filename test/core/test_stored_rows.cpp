@@ -9,7 +9,6 @@
 
 #include <cstring>
 #include <map>
-#include <random>
 #include <vector>
 
 #include "hannoy/hannoy.h"
@@ -66,26 +65,14 @@ TEST(StoredRows, MergedInTidOrderWithExactVectors)
 {
 	for (uint32_t dims : {8u, 784u})
 	{
-		TempEnvDir      dir;
-		HannoyEnvConfig config = test_config();
-		HannoyMeta      meta{};
-		HannoyError     err;
-		HannoyEnv      *env = nullptr;
-		HannoyBuilder  *b = nullptr;
-		meta.format_version = HANNOY_FORMAT_VERSION;
-		meta.metric = HANNOY_METRIC_L2;
-		meta.dims = dims;
-		meta.m = 8;
-		meta.m0 = 16;
-		meta.ef_construction = 32;
-		meta.generation = 1;
-		meta.seed = 9;
-		std::mt19937                          rng(dims);
-		std::uniform_real_distribution<float> u(-1, 1);
-		std::vector<float>                    v(150 * dims);
-		for (auto &x : v)
-			x = u(rng);
-		Rows expected;
+		TempEnvDir         dir;
+		HannoyEnvConfig    config = test_config();
+		HannoyMeta         meta = hannoy_test::test_meta(HANNOY_METRIC_L2, dims, 8, 32);
+		HannoyError        err;
+		HannoyEnv         *env = nullptr;
+		HannoyBuilder     *b = nullptr;
+		std::vector<float> v = hannoy_test::uniform(150, dims, dims);
+		Rows               expected;
 		ASSERT_EQ(hannoy_env_create(dir.path(), &config, &meta, &env, &err), HANNOY_OK);
 		ASSERT_EQ(hannoy_build_begin(env, 1, &b, &err), HANNOY_OK);
 		/* TIDs 10, 20, ... interleaved with NULL rows at 15, 35, ... */
@@ -113,19 +100,8 @@ TEST(StoredRows, MergedInTidOrderWithExactVectors)
 			expected[tid] = {0, std::vector<float>(&v[i * dims], &v[(i + 1) * dims])};
 		}
 		/* rows 40 and 65 (a NULL row) removed */
-		HannoyEntryPosition      pos{};
-		HannoyEntry              batch[64];
-		uint32_t                 n;
-		std::vector<HannoyEntry> gone;
-		do
-		{
-			ASSERT_EQ(hannoy_entries_next(env, &pos, batch, 64, &n, &err), HANNOY_OK);
-			for (uint32_t i = 0; i < n; i++)
-				if (batch[i].tid == 40 || batch[i].tid == 65)
-					gone.push_back(batch[i]);
-		} while (n > 0);
-		ASSERT_EQ(gone.size(), 2u);
-		ASSERT_EQ(hannoy_delete_entries(env, gone.data(), 2, &err), HANNOY_OK);
+		ASSERT_EQ(hannoy_test::remove_rows(env, [](HannoyTid t) { return t == 40 || t == 65; }),
+		          2u);
 		expected.erase(40);
 		expected.erase(65);
 
