@@ -203,9 +203,14 @@ HannoyLifecyclePreCommit(void)
 		pfree(rels);
 }
 
-/* Removes every sidecar of database 'db' (after DROP DATABASE committed). */
+static void remove_orphan(RelFileNodeBackend rnode, const char *path, const char *why);
+
+/*
+ * Removes every sidecar of database 'db' (after DROP DATABASE committed, or
+ * found by the start-up sweep); logs each removal with 'why' unless NULL.
+ */
 static void
-remove_database_sidecars(Oid db)
+remove_database_sidecars(Oid db, const char *why)
 {
 	char          *root = HannoySidecarRoot();
 	DIR           *dir = AllocateDir(root);
@@ -219,9 +224,18 @@ remove_database_sidecars(Oid db)
 	while ((de = ReadDirExtended(dir, root, WARNING)) != NULL)
 	{
 		RelFileNodeBackend rnode;
+		char              *path;
 
-		if (HannoyParseSidecarName(de->d_name, &rnode) && rnode.node.dbNode == db)
+		if (!HannoyParseSidecarName(de->d_name, &rnode) || rnode.node.dbNode != db)
+			continue;
+		if (why == NULL)
+		{
 			HannoyRemoveSidecar(rnode);
+			continue;
+		}
+		path = psprintf("%s/%s", root, de->d_name);
+		remove_orphan(rnode, path, why);
+		pfree(path);
 	}
 	FreeDir(dir);
 	pfree(root);
@@ -242,7 +256,7 @@ HannoyLifecycleAtCommit(void)
 		HannoyRemoval *r = lfirst(lc);
 
 		if (r->whole_db)
-			remove_database_sidecars(r->rnode.node.dbNode);
+			remove_database_sidecars(r->rnode.node.dbNode, NULL);
 		else
 			HannoyRemoveSidecar(r->rnode);
 	}
@@ -365,29 +379,7 @@ remove_orphan(RelFileNodeBackend rnode, const char *path, const char *why)
 void
 HannoySweepDroppedDatabase(Oid db)
 {
-	char          *root = HannoySidecarRoot();
-	DIR           *dir = AllocateDir(root);
-	struct dirent *de;
-
-	if (dir == NULL)
-	{
-		pfree(root);
-		return;
-	}
-	while ((de = ReadDirExtended(dir, root, WARNING)) != NULL)
-	{
-		RelFileNodeBackend rnode;
-
-		if (HannoyParseSidecarName(de->d_name, &rnode) && rnode.node.dbNode == db)
-		{
-			char *path = psprintf("%s/%s", root, de->d_name);
-
-			remove_orphan(rnode, path, "its database no longer exists");
-			pfree(path);
-		}
-	}
-	FreeDir(dir);
-	pfree(root);
+	remove_database_sidecars(db, "its database no longer exists");
 }
 
 /*
