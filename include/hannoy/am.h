@@ -51,9 +51,6 @@
 /* Longest slice of core work between two interrupt checks. */
 #define HANNOY_SLICE_MS 100
 
-/* Longest LMDB write transaction inserting queued rows in bulk, in milliseconds. */
-#define HANNOY_INSERT_BATCH_MS HANNOY_SLICE_MS
-
 /* Rows, and vector bytes, an insert queue holds before it is applied. */
 #define HANNOY_QUEUE_MAX_ROWS  10000
 #define HANNOY_QUEUE_MAX_BYTES (64 * 1024 * 1024)

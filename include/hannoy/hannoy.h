@@ -234,25 +234,6 @@ extern "C"
 	extern HannoyStatus hannoy_insert(HannoyEnv *env, HannoyTid tid, const void *vector,
 	                                  uint8_t unindexed_kind, HannoyError *err);
 
-	/* One row for hannoy_insert_rows (see hannoy_insert for the fields). */
-	typedef struct HannoyInsertRow
-	{
-		HannoyTid   tid;
-		const void *vector;
-		uint8_t     unindexed_kind;
-	} HannoyInsertRow;
-
-	/*
-	 * Inserts rows from the start of 'rows' in one LMDB write transaction of
-	 * about 'budget_ms' milliseconds at most, and sets *done to how many (at
-	 * least one when count > 0).  For many rows at once (INSERT ... SELECT,
-	 * COPY): they share the writes to the pages they touch, but other
-	 * inserting backends wait for the whole transaction.
-	 */
-	extern HannoyStatus hannoy_insert_rows(HannoyEnv *env, const HannoyInsertRow *rows,
-	                                       uint32_t count, uint32_t budget_ms, uint32_t *done,
-	                                       HannoyError *err);
-
 	/*
 	 * Test only: makes every insert pause 'ms' milliseconds inside its
 	 * read-phase neighbour search, so tests can show that inserting

@@ -357,11 +357,11 @@ class Store
 
 /*
  * Vectors per record of the vectors database for vectors of 'bytes' bytes.
- * Small vectors get a record each.  A vector of more than about a quarter
- * page would waste much of its own overflow page (a 784-d float vector,
- * 3,136 bytes, takes a whole 4 KiB page), so such vectors are packed several
- * to a record, a header of presence bits first, in the fewest pages per
- * vector that records of at most 64 KiB allow.  Part of the on-disk format.
+ * A vector that fits one 4 KiB page gets a record of its own.  A larger one
+ * would waste much of its last overflow page (1,024 floats, 4,096 bytes,
+ * take two pages), so such vectors are packed several to a record, a header
+ * of presence bits first, in the fewest pages per vector that records of at
+ * most 64 KiB allow.  Part of the on-disk format.
  */
 uint32_t chunk_vectors_for(size_t bytes);
 

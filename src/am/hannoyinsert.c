@@ -173,18 +173,15 @@ row_still_ours(Relation heap, HannoyTid tid)
 
 /*
  * Inserts the rows of queue 'q' still worth inserting (see row_still_ours;
- * 'heap' NULL: all) into 'env': one at a time when there is one, else in
- * short write transactions that each link many.
+ * 'heap' NULL: all) into 'env'.
  */
 static void
 insert_rows(Relation index, HannoyEnv *env, Relation heap, HannoyInsertQueue *q)
 {
-	HannoyInsertRow *rows;
-	int              nrows = 0;
-	HannoyError      err;
-	HannoyStatus     st;
+	HannoyError  err;
+	HannoyStatus st;
 
-	rows = palloc(sizeof(HannoyInsertRow) * q->nrows);
+	/* one write transaction per row, its search before the writer lock */
 	for (int i = 0; i < q->nrows; i++)
 	{
 		HannoyQueuedRow *row = &q->rows[i];
@@ -193,34 +190,10 @@ insert_rows(Relation index, HannoyEnv *env, Relation heap, HannoyInsertQueue *q)
 			CHECK_FOR_INTERRUPTS();
 		if (row->check_xmin && heap != NULL && !row_still_ours(heap, row->tid))
 			continue;
-		rows[nrows].tid = row->tid;
-		rows[nrows].vector = row->vector;
-		rows[nrows].unindexed_kind = row->kind;
-		nrows++;
-	}
-	if (nrows == 1)
-	{
-		/* the search runs before the writer lock: inserting backends overlap */
-		st = hannoy_insert(env, rows[0].tid, rows[0].vector, rows[0].unindexed_kind, &err);
+		st = hannoy_insert(env, row->tid, row->vector, row->kind, &err);
 		if (st != HANNOY_OK)
 			HannoyReportError(st, &err, index);
 	}
-	else
-	{
-		/* many rows: short write transactions that each link many of them */
-		for (int done = 0; done < nrows;)
-		{
-			uint32 n;
-
-			CHECK_FOR_INTERRUPTS();
-			st = hannoy_insert_rows(env, rows + done, (uint32) (nrows - done),
-			                        HANNOY_INSERT_BATCH_MS, &n, &err);
-			if (st != HANNOY_OK)
-				HannoyReportError(st, &err, index);
-			done += (int) n;
-		}
-	}
-	pfree(rows);
 }
 
 /* Applies one queue to its index's sidecar. */

@@ -227,38 +227,6 @@ insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t unindexe
 	txn.commit();
 }
 
-/*
- * Inserts rows from the start of 'rows' in one write transaction, planning
- * each inside it (so each sees the ones before), until 'budget_ms' has
- * passed; returns how many (at least one).
- */
-uint32_t
-insert_rows(hannoy::Store &s, const HannoyInsertRow *rows, uint32_t count, uint32_t budget_ms)
-{
-	auto        deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(budget_ms);
-	hannoy::Txn txn(s.env(), false);
-	hannoy::GraphState state = s.read_state(txn.get());
-	uint32_t           done = 0;
-	Plan               plan;
-	while (done < count && (done == 0 || std::chrono::steady_clock::now() < deadline))
-	{
-		const HannoyInsertRow &row = rows[done++];
-		if (row.vector == nullptr)
-		{
-			record_unindexed(s, txn.get(), state, row.tid, row.unindexed_kind);
-			continue;
-		}
-		/* the plan reads the state record: keep it current */
-		s.write_state(txn.get(), state);
-		plan_links(s, txn.get(), row.vector, hannoy::draw_level(s.meta().seed, row.tid, s.meta().m),
-		           plan);
-		link_row(s, txn.get(), state, row.tid, row.vector, plan);
-	}
-	s.write_state(txn.get(), state);
-	txn.commit();
-	return done;
-}
-
 } // namespace
 
 extern "C" HannoyStatus
@@ -274,27 +242,6 @@ hannoy_insert(HannoyEnv *env, HannoyTid tid, const void *vector, uint8_t unindex
 			    throw hannoy::Error(HANNOY_ERR_INVALID, "dimensions must be set before inserting");
 		    insert_row(s, tid, vector, unindexed_kind);
 	    });
-}
-
-extern "C" HannoyStatus
-hannoy_insert_rows(HannoyEnv *env, const HannoyInsertRow *rows, uint32_t count, uint32_t budget_ms,
-                   uint32_t *done, HannoyError *err)
-{
-	*done = 0;
-	return hannoy::run_guarded(err,
-	                           [&]
-	                           {
-		                           hannoy::Store &s = *reinterpret_cast<hannoy::Store *>(env);
-		                           if (count == 0)
-			                           return;
-		                           if (s.meta().dims == 0)
-			                           for (uint32_t i = 0; i < count; i++)
-				                           if (rows[i].vector != nullptr)
-					                           throw hannoy::Error(
-					                               HANNOY_ERR_INVALID,
-					                               "dimensions must be set before inserting");
-		                           *done = insert_rows(s, rows, count, budget_ms);
-	                           });
 }
 
 extern "C" void

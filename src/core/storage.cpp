@@ -465,7 +465,13 @@ uint32_t
 chunk_vectors_for(size_t bytes)
 {
 	constexpr size_t PAGE = 4096, PAGE_HEADER = 16, MAX_RECORD = 64 * 1024;
-	if (bytes == 0 || bytes + 64 <= PAGE / 4)
+	/*
+	 * A vector that fits one overflow page keeps a record of its own: packed
+	 * records are rewritten whole by inserts, and LMDB needs contiguous free
+	 * pages for them, so bulk rewrites grew the file too much (issue 3's
+	 * 1.1x bound after delete-all, VACUUM and refill).
+	 */
+	if (bytes == 0 || PAGE_HEADER + bytes <= PAGE)
 		return 1;
 	/* pages per vector of each record size; the smallest record within 5% of the best */
 	double   best = HUGE_VAL;

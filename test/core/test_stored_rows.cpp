@@ -63,7 +63,7 @@ all_rows(HannoyEnv *env, uint32_t capacity, size_t room, uint32_t dims)
 
 TEST(StoredRows, MergedInTidOrderWithExactVectors)
 {
-	for (uint32_t dims : {8u, 784u})
+	for (uint32_t dims : {8u, 1024u})
 	{
 		TempEnvDir         dir;
 		HannoyEnvConfig    config = test_config();
