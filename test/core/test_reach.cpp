@@ -2,11 +2,11 @@
  * test_reach.cpp
  *	  Every live node stays reachable from the entry point at layer 0: after
  *	  builds (one and two threads), after inserts into built and empty
- *	  indexes, after inserts whose neighbour searches saw the same snapshot,
- *	  and in every state a graph repair commits, including repairs stopped
- *	  (a crash or a cancel) after any number of steps.  Data shapes that
- *	  stress neighbour pruning: tight clusters, exact duplicates, uniform
- *	  32-d noise, and small m.
+ *	  indexes (one row or many to a transaction), after inserts whose
+ *	  neighbour searches saw the same snapshot, and in every state a graph
+ *	  repair commits, including repairs stopped (a crash or a cancel) after
+ *	  any number of steps.  Data shapes that stress neighbour pruning: tight
+ *	  clusters, exact duplicates, uniform 32-d noise, and small m.
  */
 #include <gtest/gtest.h>
 
@@ -82,6 +82,35 @@ small_m(uint32_t dims, uint64_t seed)
 	return test_meta(HANNOY_METRIC_L2, dims, 4, 24, seed);
 }
 
+/*
+ * Inserts rows [from, to) of 'shape' (row i gets TID i + 1), one by one, or
+ * with 'bulk' many to a write transaction (hannoy_insert_rows).
+ */
+void
+insert_rows(HannoyEnv *env, const Shape &shape, size_t from, size_t to, bool bulk = false)
+{
+	HannoyError err;
+	if (!bulk)
+	{
+		for (size_t i = from; i < to; i++)
+			ASSERT_EQ(hannoy_insert(env, i + 1, &shape.vectors[i * shape.dims], 0, &err), HANNOY_OK)
+			    << err.message;
+		return;
+	}
+	std::vector<HannoyInsertRow> rows;
+	for (size_t i = from; i < to; i++)
+		rows.push_back(HannoyInsertRow{i + 1, &shape.vectors[i * shape.dims], 0});
+	for (size_t at = 0; at < rows.size();)
+	{
+		uint32_t done = 0;
+		ASSERT_EQ(hannoy_insert_rows(env, &rows[at], uint32_t(rows.size() - at), 5, &done, &err),
+		          HANNOY_OK)
+		    << err.message;
+		ASSERT_GT(done, 0u);
+		at += done;
+	}
+}
+
 } // namespace
 
 TEST(Reach, AfterBuild)
@@ -103,5 +132,64 @@ TEST(Reach, AfterBuild)
 				hannoy_env_close(env);
 			}
 	std::printf("build: %zu unreachable in %zu runs\n", total, runs);
+	EXPECT_EQ(total, 0u);
+}
+
+TEST(Reach, AfterInserts)
+{
+	size_t total = 0, runs = 0;
+	for (uint32_t seed = 1; seed <= 3; seed++)
+		for (const Shape &shape : shapes(2500, seed))
+			for (size_t built : {size_t(0), size_t(500)})
+			{
+				TempEnvDir          dir;
+				std::vector<size_t> rows(built);
+				for (size_t i = 0; i < built; i++)
+					rows[i] = i;
+				HannoyEnv *env = hannoy_test::build_rows(dir.path(), small_m(shape.dims, seed),
+				                                         shape.vectors, rows, 1);
+				size_t     u = 0;
+				/* into the built index many rows to a transaction, as COPY does */
+				for (size_t from = built; from < 2500; from += 500)
+				{
+					insert_rows(env, shape, from, from + 500, built > 0);
+					u = std::max(u, unreachable(env));
+				}
+				if (u > 0)
+					std::printf("inserts: %s, seed %u, built %zu: %zu unreachable\n", shape.name,
+					            seed, built, u);
+				total += u;
+				runs++;
+				hannoy_env_close(env);
+			}
+	std::printf("inserts: %zu unreachable in %zu runs\n", total, runs);
+	EXPECT_EQ(total, 0u);
+}
+
+TEST(Reach, InsertsPlannedOnTheSameSnapshot)
+{
+	/* each insert's search sleeps: two threads' searches see the same snapshot */
+	size_t total = 0;
+	for (const Shape &shape : shapes(700, 5))
+	{
+		TempEnvDir          dir;
+		std::vector<size_t> rows(300);
+		for (size_t i = 0; i < rows.size(); i++)
+			rows[i] = i;
+		HannoyEnv *env =
+		    hannoy_test::build_rows(dir.path(), small_m(shape.dims, 5), shape.vectors, rows, 1);
+		hannoy_test_set_search_delay(3);
+		std::thread a([&] { insert_rows(env, shape, 300, 500); });
+		std::thread b([&] { insert_rows(env, shape, 500, 700); });
+		a.join();
+		b.join();
+		hannoy_test_set_search_delay(0);
+		size_t u = unreachable(env);
+		if (u > 0)
+			std::printf("same snapshot: %s: %zu unreachable\n", shape.name, u);
+		total += u;
+		EXPECT_EQ(hannoy_test::env_stats(env).items, 700u);
+		hannoy_env_close(env);
+	}
 	EXPECT_EQ(total, 0u);
 }
