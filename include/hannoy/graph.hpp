@@ -255,23 +255,6 @@ select_neighbors(G &g, const std::vector<Candidate> &candidates, size_t m,
 	}
 }
 
-/*
- * After pruning the list of a new node's nearest neighbour, puts the new
- * node back if pruning dropped it ('nearest' true), in place of the last
- * entry: otherwise a node inserted into a tight cluster can end with no
- * incoming link at all and only be found by a linear pass.
- */
-inline void
-keep_link(std::vector<uint32_t> &list, uint32_t id, bool nearest)
-{
-	if (!nearest || std::find(list.begin(), list.end(), id) != list.end())
-		return;
-	if (list.empty())
-		list.push_back(id);
-	else
-		list.back() = id;
-}
-
 /* No node: an id no graph uses. */
 constexpr uint32_t NO_NODE = std::numeric_limits<uint32_t>::max();
 
@@ -404,6 +387,7 @@ struct PruneRules
 	uint32_t added = NO_NODE;    /* a node being linked, among the candidates */
 	bool     keep_added = false; /* it must stay in the list */
 	bool     strict = true;      /* false: drop what cannot be kept (the caller relinks it) */
+	size_t   floor = 0;          /* fill the list up to this many (0: prune_floor) */
 };
 
 /*
@@ -416,8 +400,8 @@ struct PruneRules
  * or the node being linked, which may make room), so every path that went
  * through the owner to it still exists.  Otherwise it stays while the list
  * has room; failing that, with strict rules, returns false and the caller
- * leaves the list as it was.  Last, the list is filled up to prune_floor()
- * with the nearest candidates left out.
+ * leaves the list as it was.  Last, the list is filled up to the rules'
+ * floor (prune_floor() unless set) with the nearest candidates left out.
  */
 template <class E>
 bool
@@ -449,7 +433,7 @@ prune_keeping_reach(E &g, int layer, const std::vector<Candidate> &cands,
 		else if (rules.strict)
 			return false;
 	}
-	size_t floor = std::min(prune_floor(max_links), max_links);
+	size_t floor = std::min(rules.floor > 0 ? rules.floor : prune_floor(max_links), max_links);
 	for (size_t i = 0; i < cands.size() && out.size() < floor; i++)
 		if (!holds(out, cands[i].id))
 			out.push_back(cands[i].id);

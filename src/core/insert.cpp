@@ -134,7 +134,7 @@ first_live_node(const hannoy::Store &s, MDB_txn *txn, uint32_t entry, uint64_t n
 	for (size_t i = 0; i < todo.size(); i++)
 	{
 		uint32_t id = todo[i];
-		if (!s.is_deleted(txn, id))
+		if (!s.is_deleted(txn, id) && s.vector(txn, id) != nullptr)
 			return id;
 		s.links(txn, id, 0, list);
 		for (uint32_t n : list)
