@@ -2,8 +2,9 @@
  * build.cpp
  *	  Index build: heap rows are streamed into LMDB in bounded batches, then
  *	  the HNSW graph is linked in memory by worker threads (insertion grouped
- *	  by level, top first) in time-bounded slices, then the links are written
- *	  to LMDB as Roaring bitmaps.
+ *	  by level, top first) in time-bounded slices, then every node the
+ *	  layer-0 walk from the entry point cannot reach is linked in, then the
+ *	  links are written to LMDB as Roaring bitmaps.
  */
 #include "hannoy/core_guard.hpp"
 
@@ -46,6 +47,12 @@ class NodeLock
 		while (flag_.exchange(true, std::memory_order_acquire))
 			std::this_thread::yield();
 	}
+	/* Takes the lock if it is free; false when another thread holds it. */
+	bool
+	try_lock()
+	{
+		return !flag_.exchange(true, std::memory_order_acquire);
+	}
 	void
 	unlock()
 	{
@@ -58,7 +65,13 @@ class NodeLock
 
 } // namespace
 
-/* The in-memory graph under construction; the accessor of graph.hpp. */
+/*
+ * The in-memory graph under construction; the accessor (and editable
+ * accessor) of graph.hpp.  Reading a list for a search waits for its lock;
+ * peeking at one while the caller holds another list's lock does not (a
+ * list being changed just covers nothing), so two threads never wait on
+ * each other.
+ */
 struct BuildGraph
 {
 	std::vector<const void *>                       vectors; /* into the LMDB map */
@@ -67,6 +80,7 @@ struct BuildGraph
 	std::unique_ptr<NodeLock[]>                     locks;
 	hannoy::DistanceFn                              dist = nullptr;
 	uint32_t                                        dims = 0;
+	uint32_t                                        m = 0, m0 = 0;
 
 	double
 	distance(const void *query, uint32_t id) const
@@ -82,11 +96,67 @@ struct BuildGraph
 	neighbors(uint32_t id, int layer, std::vector<uint32_t> &out)
 	{
 		locks[id].lock();
+		copy_list(id, layer, out);
+		locks[id].unlock();
+	}
+	bool
+	peek(uint32_t id, int layer, std::vector<uint32_t> &out)
+	{
+		if (!locks[id].try_lock())
+			return false;
+		copy_list(id, layer, out);
+		locks[id].unlock();
+		return true;
+	}
+	bool
+	may_cover(uint32_t) const
+	{
+		return true;
+	}
+	/* Only with room: other threads may rely on any entry of a list. */
+	bool
+	adopt(uint32_t into, int layer, uint32_t x, bool)
+	{
+		if (!locks[into].try_lock())
+			return false;
+		std::vector<uint32_t> &list = links[into][layer];
+		bool                   ok = hannoy::holds(list, x) || list.size() < max_links(layer);
+		if (ok && !hannoy::holds(list, x))
+			list.push_back(x);
+		locks[into].unlock();
+		return ok;
+	}
+	void
+	relies(uint32_t, int, uint32_t) const
+	{
+	}
+	void
+	set_links(uint32_t id, int layer, const std::vector<uint32_t> &list)
+	{
+		locks[id].lock();
+		links[id][layer] = list;
+		locks[id].unlock();
+	}
+	size_t
+	max_links(int layer) const
+	{
+		return layer == 0 ? m0 : m;
+	}
+	const void *
+	vector(uint32_t id) const
+	{
+		return vectors[id];
+	}
+
+  private:
+	/* Copies the list of (id, layer), empty when the node has no such layer; lock held. */
+	void
+	copy_list(uint32_t id, int layer, std::vector<uint32_t> &out) const
+	{
 		if (static_cast<size_t>(layer) < links[id].size())
 			out.assign(links[id][layer].begin(), links[id][layer].end());
 		else
 			out.clear();
-		locks[id].unlock();
 	}
 };
 
@@ -94,8 +164,9 @@ struct BuildGraph
 struct BuildWorker
 {
 	hannoy::VisitedSet             visited;
+	hannoy::CoverCache             cover;
 	std::vector<hannoy::Candidate> found, entries, pruning;
-	std::vector<uint32_t>          scratch, selected, dropped;
+	std::vector<uint32_t>          scratch, selected, pruned;
 };
 
 struct HannoyBuilder
@@ -120,6 +191,13 @@ struct HannoyBuilder
 	uint32_t                     entry_point = 0;
 	int                          max_level = -1;
 	std::vector<BuildWorker>     workers;
+
+	/* connecting: the layer-0 walk from the entry point, then the nodes it missed */
+	bool                  connect_started = false, walked = false;
+	std::vector<char>     reached;
+	std::vector<uint32_t> stack, orphans;
+	size_t                orphan_pos = 0;
+	hannoy::RelinkScratch relink;
 
 	/* writing */
 	uint32_t write_pos = 0;
@@ -158,7 +236,13 @@ flush_batch(HannoyBuilder *b)
 	b->batch_unindexed.clear();
 }
 
-/* Links one node into the in-memory graph (Alg. 1 of the HNSW paper). */
+/*
+ * Links one node into the in-memory graph (Alg. 1 of the HNSW paper).  A
+ * neighbour's list that overflows is pruned so that what it drops stays one
+ * hop away where it can (see prune_keeping_reach); lists other threads hold
+ * cannot be looked at, so a node may still be stranded, and connect_slice
+ * links in whatever is.
+ */
 void
 link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 {
@@ -179,56 +263,48 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 		w.found.erase(std::remove_if(w.found.begin(), w.found.end(),
 		                             [id](const hannoy::Candidate &c) { return c.id == id; }),
 		              w.found.end());
-		size_t max_links = b->store->max_links(layer);
+		size_t max_links = g.max_links(layer);
 		hannoy::select_neighbors(g, w.found, max_links, w.selected, b->store->fill_links(layer));
 
+		/*
+		 * Other threads may already have added their nodes to this list
+		 * (they found this node through its upper layers): those entries
+		 * stay, they may be their only way in.
+		 */
 		g.locks[id].lock();
-		g.links[id][layer] = w.selected;
+		std::vector<uint32_t> &mine = g.links[id][layer];
+		for (uint32_t n : w.selected)
+			if (mine.size() < max_links && !hannoy::holds(mine, n))
+				mine.push_back(n);
 		g.locks[id].unlock();
 
+		hannoy::PruneRules rules;
+		rules.added = id;
+		rules.strict = false;
 		for (size_t k = 0; k < w.selected.size(); k++)
 		{
 			uint32_t n = w.selected[k];
 			g.locks[n].lock();
 			std::vector<uint32_t> &list = g.links[n][layer];
-			if (std::find(list.begin(), list.end(), id) == list.end())
+			if (!hannoy::holds(list, id))
 			{
 				if (list.size() < max_links)
 					list.push_back(id);
 				else
 				{
-					/* Only the overflowing neighbour's own list is pruned. */
-					w.pruning.clear();
+					/* only the overflowing neighbour's own list is pruned */
+					hannoy::candidates_of(g, n, list, w.pruning);
 					w.pruning.push_back(hannoy::Candidate{g.distance_between(n, id), id});
-					for (uint32_t x : list)
-						w.pruning.push_back(hannoy::Candidate{g.distance_between(n, x), x});
 					std::sort(w.pruning.begin(), w.pruning.end());
-					/* topped up to half only: a list kept full would be pruned at every new link */
-					hannoy::select_neighbors(g, w.pruning, max_links, w.scratch, max_links / 2);
-					hannoy::keep_link(w.scratch, id, k == 0);
-					list = w.scratch;
-					/* nodes the pruning dropped, for the new node to adopt */
-					for (const hannoy::Candidate &c : w.pruning)
-						if (c.id != id && std::find(list.begin(), list.end(), c.id) == list.end())
-							w.dropped.push_back(c.id);
+					/* topped up to half only (prune_floor): a full list would be pruned at every
+					 * link */
+					rules.keep_added = k == 0;
+					hannoy::prune_keeping_reach(g, layer, w.pruning, list, rules, w.cover,
+					                            w.pruned);
+					list = w.pruned;
 				}
 			}
 			g.locks[n].unlock();
-		}
-		if (!w.dropped.empty())
-		{
-			/*
-			 * A node dropped from a neighbour's list may have lost its only
-			 * incoming link: the new node, right beside that neighbour,
-			 * adopts it while it has room.
-			 */
-			g.locks[id].lock();
-			std::vector<uint32_t> &mine = g.links[id][layer];
-			for (uint32_t d : w.dropped)
-				if (mine.size() < max_links && std::find(mine.begin(), mine.end(), d) == mine.end())
-					mine.push_back(d);
-			g.locks[id].unlock();
-			w.dropped.clear();
 		}
 		w.entries.swap(w.found);
 	}
@@ -244,6 +320,8 @@ start_linking(HannoyBuilder *b)
 	b->read_txn = std::make_unique<hannoy::Txn>(s.env(), true);
 	g.dist = s.distance();
 	g.dims = s.meta().dims;
+	g.m = s.meta().m;
+	g.m0 = s.meta().m0;
 	g.vectors.resize(n, nullptr);
 	g.levels.resize(n, 0);
 	g.links.resize(n);
@@ -363,8 +441,54 @@ link_slice(HannoyBuilder *b, Clock::time_point deadline)
 	/* fetch_add past the end by every worker: clamp for progress */
 	if (b->next_order.load() > n)
 		b->next_order = n;
-	if (b->linked.load() >= n)
-		b->phase = HANNOY_BUILD_WRITING;
+}
+
+/*
+ * Links in, until the deadline, the nodes that the layer-0 walk from the
+ * entry point does not reach (parallel pruning could not see every list
+ * it dropped a node from), each from the nearest nodes it does reach; see
+ * relink_orphan.  Runs on one thread, after the workers.
+ */
+bool
+connect_slice(HannoyBuilder *b, Clock::time_point deadline)
+{
+	BuildGraph &g = b->graph;
+	size_t      n = g.vectors.size();
+	if (!b->connect_started)
+	{
+		b->connect_started = true;
+		b->reached.assign(n, 0);
+		if (n > 0)
+		{
+			b->reached[b->entry_point] = 1;
+			b->stack.assign(1, b->entry_point);
+		}
+		b->relink.visited.reset(n);
+	}
+	if (!b->walked)
+	{
+		while (!hannoy::mark_reachable(g, b->stack, b->reached, b->relink.scratch, 4096))
+			if (Clock::now() >= deadline)
+				return false;
+		b->walked = true;
+		for (uint32_t id = 0; id < n; id++)
+			if (!b->reached[id])
+				b->orphans.push_back(id);
+	}
+	while (b->orphan_pos < b->orphans.size())
+	{
+		if (Clock::now() >= deadline)
+			return false;
+		uint32_t u = b->orphans[b->orphan_pos++];
+		if (b->reached[u])
+			continue;
+		uint32_t dropped =
+		    hannoy::relink_orphan(g, u, b->entry_point, b->max_level,
+		                          b->store->meta().ef_construction, b->reached, b->relink);
+		if (dropped != hannoy::NO_NODE && !b->reached[dropped])
+			b->orphans.push_back(dropped);
+	}
+	return true;
 }
 
 /* Writes links of the next nodes in one write transaction, until the deadline. */
@@ -460,39 +584,44 @@ hannoy_build_step(HannoyBuilder *b, uint32_t budget_ms, HannoyBuildProgress *pro
                   HannoyError *err)
 {
 	*done = false;
-	return hannoy::run_guarded(err,
-	                           [&]
-	                           {
-		                           auto deadline =
-		                               Clock::now() + std::chrono::milliseconds(budget_ms);
-		                           if (b->phase == HANNOY_BUILD_LOADING)
-		                           {
-			                           flush_batch(b);
-			                           start_linking(b);
-			                           if (b->next_id == 0)
-				                           b->phase = HANNOY_BUILD_WRITING;
-		                           }
-		                           else if (b->phase == HANNOY_BUILD_GRAPH)
-			                           link_slice(b, deadline);
-		                           else if (b->phase == HANNOY_BUILD_WRITING)
-			                           write_slice(b, deadline);
-		                           progress->phase = b->phase;
-		                           if (b->phase == HANNOY_BUILD_GRAPH)
-		                           {
-			                           progress->done = b->linked.load();
-			                           progress->total = b->next_id;
-		                           }
-		                           else if (b->phase == HANNOY_BUILD_WRITING)
-		                           {
-			                           progress->done = b->write_pos;
-			                           progress->total = b->next_id;
-		                           }
-		                           else
-		                           {
-			                           progress->done = progress->total = b->next_id;
-		                           }
-		                           *done = b->phase == HANNOY_BUILD_DONE;
-	                           });
+	return hannoy::run_guarded(
+	    err,
+	    [&]
+	    {
+		    auto deadline = Clock::now() + std::chrono::milliseconds(budget_ms);
+		    if (b->phase == HANNOY_BUILD_LOADING)
+		    {
+			    flush_batch(b);
+			    start_linking(b);
+			    if (b->next_id == 0)
+				    b->phase = HANNOY_BUILD_WRITING;
+		    }
+		    else if (b->phase == HANNOY_BUILD_GRAPH)
+		    {
+			    if (b->linked.load() < b->next_id)
+				    link_slice(b, deadline);
+			    if (b->linked.load() >= b->next_id && connect_slice(b, deadline))
+				    b->phase = HANNOY_BUILD_WRITING;
+		    }
+		    else if (b->phase == HANNOY_BUILD_WRITING)
+			    write_slice(b, deadline);
+		    progress->phase = b->phase;
+		    if (b->phase == HANNOY_BUILD_GRAPH)
+		    {
+			    progress->done = b->linked.load();
+			    progress->total = b->next_id;
+		    }
+		    else if (b->phase == HANNOY_BUILD_WRITING)
+		    {
+			    progress->done = b->write_pos;
+			    progress->total = b->next_id;
+		    }
+		    else
+		    {
+			    progress->done = progress->total = b->next_id;
+		    }
+		    *done = b->phase == HANNOY_BUILD_DONE;
+	    });
 }
 
 extern "C" void

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "hannoy/edit.hpp"
 #include "hannoy/graph.hpp"
 #include "hannoy/guarded.hpp"
 #include "hannoy/hannoy.h"
@@ -66,34 +67,84 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 }
 
 /*
- * Adds 'id' to the neighbour list of 'n' at 'layer', pruning only that list
- * on overflow; appends the nodes the pruning dropped to 'dropped'.
+ * Links the new node 'id' into 'layer' (Alg. 1, linking part): its own
+ * list is 'mine', and each neighbour links back to it.  A neighbour's list
+ * that overflows is pruned without stranding anyone (see
+ * prune_keeping_reach): what it drops stays one hop away, if need be
+ * through the new node, which may give up entries of its own for that.  A
+ * neighbour whose list cannot be pruned so keeps it.  If in the end none
+ * links to the new node, the nearest one gives it a place anyway
+ * (splice_link), so it is never left unreachable.  'keep' (NO_NODE: none)
+ * must stay in the new node's list.
  */
 void
-add_backlink(const hannoy::Store &s, MDB_txn *txn, uint32_t n, uint32_t id, int layer, bool nearest,
-             std::vector<uint32_t> &dropped)
+link_new_node(hannoy::StoredEditor &g, uint32_t id, int layer, const std::vector<uint32_t> &mine,
+              uint32_t keep)
 {
-	std::vector<uint32_t> list;
-	s.links(txn, n, layer, list);
-	if (std::find(list.begin(), list.end(), id) != list.end())
-		return;
-	list.push_back(id);
-	size_t max_links = s.max_links(layer);
-	if (list.size() > max_links)
+	g.set_links(id, layer, mine);
+	g.new_node(id, layer);
+	if (keep != hannoy::NO_NODE)
+		g.relies(id, layer, keep);
+	hannoy::CoverCache             cover;
+	std::vector<hannoy::Candidate> cands;
+	std::vector<uint32_t>          list, out;
+	bool                           linked = false;
+	for (size_t k = 0; k < mine.size(); k++)
 	{
-		hannoy::StoredGraph            g(s, txn);
-		std::vector<hannoy::Candidate> cands;
-		cands.reserve(list.size());
-		for (uint32_t x : list)
-			cands.push_back(hannoy::Candidate{g.distance_between(n, x), x});
+		uint32_t n = mine[k];
+		g.peek(n, layer, list);
+		if (list.size() < g.max_links(layer))
+		{
+			list.push_back(id);
+			g.set_links(n, layer, list);
+			linked = true;
+			continue;
+		}
+		hannoy::candidates_of(g, n, list, cands);
+		cands.push_back(hannoy::Candidate{g.distance_between(n, id), id});
 		std::sort(cands.begin(), cands.end());
-		hannoy::select_neighbors(g, cands, max_links, list, max_links / 2);
-		hannoy::keep_link(list, id, nearest);
-		for (const hannoy::Candidate &c : cands)
-			if (c.id != id && std::find(list.begin(), list.end(), c.id) == list.end())
-				dropped.push_back(c.id);
+		hannoy::PruneRules rules;
+		rules.added = id;
+		rules.keep_added = k == 0;
+		if (!hannoy::prune_keeping_reach(g, layer, cands, list, rules, cover, out))
+			continue;
+		g.set_links(n, layer, out);
+		linked = linked || hannoy::holds(out, id);
 	}
-	s.put_links(txn, n, layer, list);
+	for (size_t k = 0; k < mine.size() && !linked; k++)
+		linked = hannoy::link_keeping_reach(g, mine[k], layer, id, cover, cands, list, out);
+	uint32_t dropped;
+	for (int force = 0; force < 2 && !linked; force++)
+		for (size_t k = 0; k < mine.size() && !linked; k++)
+			linked =
+			    hannoy::splice_link(g, mine[k], layer, id, keep, force == 1, cands, list, dropped);
+}
+
+/*
+ * The first live node (not a tombstone) a walk over layer 0 from 'entry'
+ * meets, NO_NODE when there is none: a node to link a new one from when
+ * everything its search found has been removed.
+ */
+uint32_t
+first_live_node(const hannoy::Store &s, MDB_txn *txn, uint32_t entry, uint64_t next_id)
+{
+	std::vector<char>     seen(next_id, 0);
+	std::vector<uint32_t> todo{entry}, list;
+	seen[entry] = 1;
+	for (size_t i = 0; i < todo.size(); i++)
+	{
+		uint32_t id = todo[i];
+		if (!s.is_deleted(txn, id) && s.vector(txn, id) != nullptr)
+			return id;
+		s.links(txn, id, 0, list);
+		for (uint32_t n : list)
+			if (n < next_id && !seen[n])
+			{
+				seen[n] = 1;
+				todo.push_back(n);
+			}
+	}
+	return hannoy::NO_NODE;
 }
 
 /* Removes the graph or unindexed entry a reused TID still points to. */
@@ -132,7 +183,12 @@ record_unindexed(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, Hann
 
 /*
  * Links a new node for row 'tid' with the neighbours of 'plan', in write
- * transaction 'txn' with the graph state 'state' (Alg. 1, linking part).
+ * transaction 'txn' with the graph state 'state' (Alg. 1, linking part),
+ * and updates the entry point.  Every live node stays reachable from the
+ * entry point at layer 0: a new top node becomes the entry point and lists
+ * the old one; while the entry point is a tombstone (VACUUM has not
+ * replaced it yet) nothing may link to it, so the new node stays below, or,
+ * when no live node is left, takes its place.
  */
 void
 link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid tid,
@@ -166,10 +222,22 @@ link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid ti
 	hannoy::put(txn, s.dbi_tids, key.val(), tkey.val(), append);
 	hannoy::put(txn, s.dbi_items, tkey.val(), key.val());
 
+	bool     entry_removed = state.max_level >= 0 && s.is_deleted(txn, state.entry_point);
+	uint32_t old_entry = hannoy::NO_NODE;
+	if (entry_removed && state.items == 0)
+		level = state.max_level; /* the only live node: the new entry point */
+	else if (entry_removed && level > state.max_level)
+		level = state.max_level;
+	else if (level > state.max_level && state.max_level >= 0)
+		old_entry = state.entry_point;
+	if (plan.neighbors.size() < static_cast<size_t>(level) + 1)
+		plan.neighbors.resize(level + 1);
+
+	hannoy::StoredEditor g(s, txn);
+	g.may_have_tombstones(state.deleted > 0);
 	for (int layer = 0; layer <= level; layer++)
 	{
 		std::vector<uint32_t> &mine = plan.neighbors[layer];
-		std::vector<uint32_t>  dropped;
 		/*
 		 * A neighbour VACUUM removed since the search is dropped: a tombstone,
 		 * or an id VACUUM freed meanwhile (no vector, or the id this node took).
@@ -177,16 +245,24 @@ link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid ti
 		auto gone = [&](uint32_t n)
 		{ return n == id || s.is_deleted(txn, n) || s.vector(txn, n) == nullptr; };
 		mine.erase(std::remove_if(mine.begin(), mine.end(), gone), mine.end());
-		for (size_t k = 0; k < mine.size(); k++)
-			add_backlink(s, txn, mine[k], id, layer, k == 0, dropped);
-		/* nodes dropped by the pruning may have lost their only incoming link */
-		for (uint32_t d : dropped)
-			if (mine.size() < s.max_links(layer) &&
-			    std::find(mine.begin(), mine.end(), d) == mine.end() && !gone(d))
-				mine.push_back(d);
-		s.put_links(txn, id, layer, mine);
+		if (layer == 0 && mine.empty() && state.items > 0)
+		{
+			/* everything the search found was removed: link from a live node */
+			uint32_t live = first_live_node(s, txn, state.entry_point, state.next_id);
+			if (live != hannoy::NO_NODE && live != id)
+				mine.push_back(live);
+		}
+		uint32_t keep = layer == 0 ? old_entry : hannoy::NO_NODE;
+		if (keep != hannoy::NO_NODE && !hannoy::holds(mine, keep))
+		{
+			if (mine.size() < s.max_links(layer))
+				mine.push_back(keep);
+			else
+				mine.back() = keep;
+		}
+		link_new_node(g, id, layer, mine, keep);
 	}
-	if (level > state.max_level)
+	if (level > state.max_level || (entry_removed && state.items == 0))
 	{
 		state.max_level = level;
 		state.entry_point = id;

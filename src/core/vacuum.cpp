@@ -4,13 +4,31 @@
  *
  *	  hannoy_delete_entries turns removed rows into tombstones: their TIDs are
  *	  gone at once, but searches still walk through them.  The repair then
- *	  walks every live node, in short write transactions, and rebuilds each
- *	  neighbour list that names a tombstone from its other neighbours and
- *	  the tombstone's own neighbours, with the same heuristic as the build
- *	  (reconnecting through the removed node).  When every list is clean the
- *	  tombstones' vectors and links are deleted, the entry point is replaced
- *	  if it was removed, and their ids go to the free list for inserts to
- *	  reuse.  A repair cut short leaves tombstones that the next one finishes.
+ *	  removes them in many short write transactions, in an order that keeps
+ *	  every live node reachable from the entry point at layer 0 in every
+ *	  state it commits, so a crash or a cancel between any two of them leaves
+ *	  a connected graph:
+ *
+ *	  1. Reach: a walk over layer 0 that never passes through a tombstone,
+ *	     from the node that is to be the entry point (the entry point, or the
+ *	     live node with the highest layer when the entry point was removed).
+ *	  2. Relink: every live node that walk missed (its ways in all went
+ *	     through tombstones) is linked from the nearest nodes it reached.
+ *	     Tombstones are still in place meanwhile.  A removed entry point then
+ *	     lists its successor.
+ *	  3. Lists: every neighbour list that names a tombstone is rebuilt from
+ *	     its other neighbours and the tombstones' neighbours with the build's
+ *	     heuristic (reconnecting through the removed node).  Links to
+ *	     tombstones can go (1 and 2 made them unnecessary); a live neighbour
+ *	     a list drops must stay one hop away (see prune_keeping_reach).
+ *	  4. Delete: the tombstones' vectors and lists are deleted and their ids
+ *	     go to the free list for inserts to reuse.
+ *	  5. Finish: a removed entry point goes last, in the transaction that
+ *	     makes its successor the entry point.
+ *
+ *	  Inserts meanwhile keep what is reachable reachable and never link to a
+ *	  tombstone.  A repair cut short leaves tombstones that the next one
+ *	  removes, starting again at step 1.
  */
 #include "hannoy/core_guard.hpp"
 
@@ -20,10 +38,12 @@
 #include <unordered_set>
 #include <vector>
 
+#include "hannoy/edit.hpp"
 #include "hannoy/graph.hpp"
 #include "hannoy/guarded.hpp"
 #include "hannoy/hannoy.h"
 #include "hannoy/storage.hpp"
+#include "hannoy/testing.hpp"
 
 namespace
 {
@@ -33,41 +53,255 @@ using Clock = std::chrono::steady_clock;
 /* Longest a repair write transaction holds LMDB's writer lock. */
 constexpr auto WRITE_SLICE = std::chrono::milliseconds(20);
 
+/* Nodes the walk expands between two looks at the clock. */
+constexpr size_t WALK_CHECK_EVERY = 1024;
+
+/* The steps of a repair, in order (see the file header). */
+enum class Stage
+{
+	Reach,
+	Relink,
+	Lists,
+	Delete,
+	Finish,
+	Done
+};
+
+/* The test hook run after each commit (set_repair_commit_hook). */
+hannoy::CommitHook commit_hook = nullptr;
+void              *commit_hook_arg = nullptr;
+
+/* Commits 'txn' and lets a test look at the state it left. */
+void
+commit(hannoy::Txn &txn)
+{
+	txn.commit();
+	if (commit_hook != nullptr)
+		commit_hook(commit_hook_arg);
+}
+
 } // namespace
+
+void
+hannoy::set_repair_commit_hook(CommitHook hook, void *arg)
+{
+	commit_hook = hook;
+	commit_hook_arg = arg;
+}
 
 struct HannoyRepair
 {
 	hannoy::Store               *store = nullptr;
 	std::unordered_set<uint32_t> tombstones; /* the ones this repair removes */
+	std::vector<uint32_t>        doomed;     /* the same, in id order */
 	uint64_t                     next_id = 0;
-	uint32_t                     position = 0; /* next node to examine */
-	uint64_t                     repaired = 0; /* lists rebuilt */
-	uint64_t                     orphans = 0;  /* unreachable nodes linked */
-	bool                         done = false;
+	Stage                        stage = Stage::Reach;
+
+	/* the node to be the entry point, and the walk from it */
+	uint32_t                     root = hannoy::NO_NODE;
+	int                          root_level = -1;
+	std::unique_ptr<hannoy::Txn> snapshot; /* the walk's read transaction */
+	std::vector<char>            reached;
+	std::vector<uint32_t>        stack, orphans;
+	size_t                       orphan_pos = 0;
+	hannoy::RelinkScratch        relink;
+
+	uint32_t           position = 0;   /* next node whose lists are examined */
+	size_t             delete_pos = 0; /* next tombstone to delete */
+	hannoy::CoverCache cover;
+	uint64_t           repaired = 0; /* lists rebuilt */
+	uint64_t           relinked = 0; /* unreachable nodes linked */
 };
 
 namespace
 {
 
-/* Reads the tombstones to remove and the id range to walk. */
+/*
+ * The node with the highest layer among those this repair keeps, preferring
+ * 'prefer' among equals; NO_NODE when none is left.  Sets 'level'.
+ */
+uint32_t
+highest_node(HannoyRepair *r, MDB_txn *txn, uint32_t prefer, int &level)
+{
+	hannoy::Store &s = *r->store;
+	uint32_t       best = hannoy::NO_NODE;
+	level = -1;
+	hannoy::Cursor cur(txn, s.dbi_links);
+	MDB_val        key, data;
+	for (bool ok = cur.get(key, data, MDB_FIRST); ok; ok = cur.get(key, data, MDB_NEXT))
+	{
+		uint32_t id = hannoy::decode_id(key);
+		int      layer = static_cast<const unsigned char *>(key.mv_data)[4];
+		if (r->tombstones.count(id) > 0 || layer < level)
+			continue;
+		if (layer > level || id == prefer)
+		{
+			level = layer;
+			best = id;
+		}
+	}
+	return best;
+}
+
+/* Starts the walk (step 1) from 'root' in a new read transaction. */
+void
+start_walk(HannoyRepair *r, uint32_t root, int level)
+{
+	r->root = root;
+	r->root_level = level;
+	r->reached.assign(r->next_id, 0);
+	r->stack.clear();
+	r->orphans.clear();
+	r->orphan_pos = 0;
+	if (root == hannoy::NO_NODE)
+	{
+		/* nothing live is left to connect */
+		r->snapshot.reset();
+		r->stage = r->tombstones.empty() ? Stage::Finish : Stage::Delete;
+		return;
+	}
+	if (!r->snapshot)
+		r->snapshot = std::make_unique<hannoy::Txn>(r->store->env(), true);
+	r->reached[root] = 1;
+	r->stack.push_back(root);
+	r->stage = Stage::Reach;
+}
+
+/* Reads the tombstones to remove, the id range to walk, and where the walk starts. */
 void
 start_repair(HannoyRepair *r)
 {
 	hannoy::Store &s = *r->store;
-	hannoy::Txn    txn(s.env(), true);
-	r->next_id = s.read_state(txn.get()).next_id;
-	hannoy::Cursor cur(txn.get(), s.dbi_deleted);
-	MDB_val        key, data;
-	for (bool ok = cur.get(key, data, MDB_FIRST); ok; ok = cur.get(key, data, MDB_NEXT))
-		r->tombstones.insert(hannoy::decode_id(key));
+	r->snapshot = std::make_unique<hannoy::Txn>(s.env(), true);
+	MDB_txn           *txn = r->snapshot->get();
+	hannoy::GraphState state = s.read_state(txn);
+	r->next_id = state.next_id;
+	{
+		hannoy::Cursor cur(txn, s.dbi_deleted);
+		MDB_val        key, data;
+		for (bool ok = cur.get(key, data, MDB_FIRST); ok; ok = cur.get(key, data, MDB_NEXT))
+			r->doomed.push_back(hannoy::decode_id(key));
+	}
+	r->tombstones.insert(r->doomed.begin(), r->doomed.end());
+	uint32_t root = hannoy::NO_NODE;
+	int      level = -1;
+	if (state.max_level >= 0 && r->tombstones.count(state.entry_point) == 0)
+	{
+		root = state.entry_point;
+		level = state.max_level;
+	}
+	else if (state.max_level >= 0)
+		root = highest_node(r, txn, hannoy::NO_NODE, level);
+	start_walk(r, root, level);
+}
+
+/*
+ * Step 1: walks layer 0 from the root without passing through tombstones
+ * until the deadline; at the end, lists the live nodes it missed.
+ */
+void
+reach_slice(HannoyRepair *r, Clock::time_point deadline)
+{
+	hannoy::Store       &s = *r->store;
+	MDB_txn             *txn = r->snapshot->get();
+	hannoy::StoredEditor g(s, txn, &r->tombstones);
+	while (!hannoy::mark_reachable(g, r->stack, r->reached, r->relink.scratch, WALK_CHECK_EVERY))
+		if (Clock::now() >= deadline)
+			return;
+	{
+		hannoy::Cursor cur(txn, s.dbi_tids);
+		MDB_val        key, data;
+		for (bool ok = cur.get(key, data, MDB_FIRST); ok; ok = cur.get(key, data, MDB_NEXT))
+		{
+			uint32_t id = hannoy::decode_id(key);
+			if (id < r->reached.size() && !r->reached[id])
+				r->orphans.push_back(id);
+		}
+	}
+	r->snapshot.reset();
+	r->stage = Stage::Relink;
+}
+
+/*
+ * When the entry point is one of the tombstones (it goes last, see
+ * finish_repair), rewrites its lists, which nothing live needs any more:
+ * they lose the other tombstones, deleted before it, and lead to the root,
+ * from which the walk reaches every live node.
+ */
+void
+redirect_entry(HannoyRepair *r, MDB_txn *txn)
+{
+	hannoy::Store     &s = *r->store;
+	hannoy::GraphState state = s.read_state(txn);
+	uint32_t           entry = state.entry_point;
+	if (state.max_level < 0 || entry == r->root || r->tombstones.count(entry) == 0)
+		return;
+	std::vector<uint32_t> list;
+	for (int layer = 0; layer <= hannoy::MAX_LEVEL; layer++)
+	{
+		hannoy::LinkKey key(entry, layer);
+		MDB_val         data;
+		if (!hannoy::get(txn, s.dbi_links, key.val(), data))
+			break;
+		s.links(txn, entry, layer, list);
+		list.erase(std::remove_if(list.begin(), list.end(),
+		                          [r](uint32_t n) { return r->tombstones.count(n) > 0; }),
+		           list.end());
+		if (r->root != hannoy::NO_NODE && layer <= r->root_level && !hannoy::holds(list, r->root))
+		{
+			if (list.size() < s.max_links(layer))
+				list.push_back(r->root);
+			else
+				list.back() = r->root;
+		}
+		s.put_links(txn, entry, layer, list);
+	}
+}
+
+/*
+ * Step 2: links the live nodes the walk missed, a short write transaction
+ * at a time; each one linked also brings in what it leads to.  Then a
+ * removed entry point leads to the root (redirect_entry), so the walk from
+ * it reaches every live node while the lists are rebuilt.
+ */
+void
+relink_slice(HannoyRepair *r)
+{
+	hannoy::Store       &s = *r->store;
+	hannoy::Txn          txn(s.env(), false);
+	hannoy::StoredEditor g(s, txn.get(), &r->tombstones);
+	auto                 deadline = Clock::now() + WRITE_SLICE;
+	while (r->orphan_pos < r->orphans.size() && Clock::now() < deadline)
+	{
+		uint32_t u = r->orphans[r->orphan_pos++];
+		/* reached meanwhile, or no longer live (a reused TID made it a tombstone) */
+		if ((u < r->reached.size() && r->reached[u]) || s.is_deleted(txn.get(), u) ||
+		    s.vector(txn.get(), u) == nullptr)
+			continue;
+		uint32_t dropped = hannoy::relink_orphan(g, u, r->root, r->root_level,
+		                                         s.meta().ef_construction, r->reached, r->relink);
+		r->relinked++;
+		if (dropped != hannoy::NO_NODE && (dropped >= r->reached.size() || !r->reached[dropped]))
+			r->orphans.push_back(dropped);
+	}
+	if (r->orphan_pos == r->orphans.size())
+	{
+		redirect_entry(r, txn.get());
+		r->stage = r->tombstones.empty() ? Stage::Finish : Stage::Lists;
+	}
+	commit(txn);
 }
 
 /*
  * Rebuilds the list of 'id' at 'layer' without tombstones: its other
  * neighbours and the removed neighbours' neighbours are the candidates.
+ * A live neighbour it drops stays one hop away; when the heuristic's
+ * choice cannot ensure that, every live neighbour stays and the nearest
+ * candidates take the tombstones' places.
  */
 bool
-repair_list(HannoyRepair *r, MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &list)
+repair_list(HannoyRepair *r, hannoy::StoredEditor &g, MDB_txn *txn, uint32_t id, int layer,
+            std::vector<uint32_t> &list)
 {
 	hannoy::Store &s = *r->store;
 	bool           touched = false;
@@ -76,12 +310,13 @@ repair_list(HannoyRepair *r, MDB_txn *txn, uint32_t id, int layer, std::vector<u
 	if (!touched)
 		return false;
 
-	std::vector<uint32_t> pool, around;
+	std::vector<uint32_t> pool, around, live;
 	for (uint32_t n : list)
 	{
 		if (r->tombstones.count(n) == 0)
 		{
 			pool.push_back(n);
+			live.push_back(n);
 			continue;
 		}
 		s.links(txn, n, layer, around);
@@ -92,25 +327,33 @@ repair_list(HannoyRepair *r, MDB_txn *txn, uint32_t id, int layer, std::vector<u
 	std::sort(pool.begin(), pool.end());
 	pool.erase(std::unique(pool.begin(), pool.end()), pool.end());
 
-	hannoy::StoredGraph            g(s, txn);
 	std::vector<hannoy::Candidate> cands;
 	cands.reserve(pool.size());
 	for (uint32_t x : pool)
 		if (s.vector(txn, x) != nullptr)
 			cands.push_back(hannoy::Candidate{g.distance_between(id, x), x});
 	std::sort(cands.begin(), cands.end());
-	size_t max_links = s.max_links(layer);
-	hannoy::select_neighbors(g, cands, max_links, list, s.fill_links(layer));
-	s.put_links(txn, id, layer, list);
+	std::vector<uint32_t> out;
+	hannoy::PruneRules    rules;
+	rules.floor = s.fill_links(layer);
+	if (!hannoy::prune_keeping_reach(g, layer, cands, live, rules, r->cover, out))
+	{
+		out = live;
+		for (const hannoy::Candidate &c : cands)
+			if (out.size() < s.max_links(layer) && !hannoy::holds(out, c.id))
+				out.push_back(c.id);
+	}
+	s.put_links(txn, id, layer, out);
 	return true;
 }
 
-/* Repairs the lists of the next nodes in one short write transaction. */
+/* Step 3: repairs the lists of the next nodes in one short write transaction. */
 void
-repair_slice(HannoyRepair *r)
+lists_slice(HannoyRepair *r)
 {
 	hannoy::Store        &s = *r->store;
 	hannoy::Txn           txn(s.env(), false);
+	hannoy::StoredEditor  g(s, txn.get());
 	auto                  deadline = Clock::now() + WRITE_SLICE;
 	std::vector<uint32_t> list;
 	while (r->position < r->next_id && Clock::now() < deadline)
@@ -125,110 +368,65 @@ repair_slice(HannoyRepair *r)
 			if (!hannoy::get(txn.get(), s.dbi_links, key.val(), data))
 				break;
 			s.links(txn.get(), id, layer, list);
-			if (repair_list(r, txn.get(), id, layer, list))
+			if (repair_list(r, g, txn.get(), id, layer, list))
 				r->repaired++;
 		}
 	}
-	txn.commit();
+	if (r->position >= r->next_id)
+		r->stage = Stage::Delete;
+	commit(txn);
 }
 
-/*
- * Links every live node that the layer-0 walk from the entry point cannot
- * reach (its last incoming links went with removed nodes, or pruning
- * dropped them) from its nearest reachable node; returns how many.
- */
-uint64_t
-link_orphans(hannoy::Store &s)
+/* Deletes tombstone 'd' (vector, lists) and frees its id; false when already gone. */
+bool
+delete_tombstone(hannoy::Store &s, MDB_txn *txn, uint32_t d)
 {
-	std::vector<uint32_t> orphans;
-	uint64_t              next_id;
-	uint32_t              entry;
-	int                   max_level;
+	hannoy::IdKey key(d);
+	if (!hannoy::del(txn, s.dbi_deleted, key.val()))
+		return false;
+	s.delete_vector(txn, d);
+	for (int layer = 0; layer <= hannoy::MAX_LEVEL; layer++)
 	{
-		hannoy::Txn        txn(s.env(), true);
-		hannoy::GraphState st = s.read_state(txn.get());
-		if (st.max_level < 0)
-			return 0;
-		next_id = st.next_id;
-		entry = st.entry_point;
-		max_level = st.max_level;
-		std::vector<char>     reached(next_id, 0);
-		std::vector<uint32_t> todo{entry}, list;
-		reached[entry] = 1;
-		while (!todo.empty())
-		{
-			uint32_t id = todo.back();
-			todo.pop_back();
-			s.links(txn.get(), id, 0, list);
-			for (uint32_t n : list)
-				if (n < next_id && !reached[n])
-				{
-					reached[n] = 1;
-					todo.push_back(n);
-				}
-		}
-		hannoy::Cursor cur(txn.get(), s.dbi_tids);
-		MDB_val        key, data;
-		for (bool ok = cur.get(key, data, MDB_FIRST); ok; ok = cur.get(key, data, MDB_NEXT))
-		{
-			uint32_t id = hannoy::decode_id(key);
-			if (id < next_id && !reached[id])
-				orphans.push_back(id);
-		}
+		hannoy::LinkKey lkey(d, layer);
+		if (!hannoy::del(txn, s.dbi_links, lkey.val()))
+			break;
 	}
-
-	/* a few orphans per write transaction keep each one short */
-	for (size_t start = 0; start < orphans.size(); start += 64)
-	{
-		hannoy::Txn           txn(s.env(), false);
-		hannoy::StoredGraph   g(s, txn.get());
-		std::vector<uint32_t> scratch, list;
-		hannoy::VisitedSet    visited;
-		for (size_t k = start; k < std::min(orphans.size(), start + 64); k++)
-		{
-			uint32_t    u = orphans[k];
-			const void *q = s.vector(txn.get(), u);
-			if (q == nullptr)
-				continue;
-			/* the nearest nodes the graph reaches from the entry point */
-			hannoy::Candidate ep{g.distance(q, entry), entry};
-			ep = hannoy::greedy_descend(g, q, ep, max_level, 0, scratch);
-			std::vector<hannoy::Candidate> found, entries{ep};
-			visited.reset(next_id);
-			hannoy::search_layer(g, q, entries, s.meta().ef_construction, 0, visited, found,
-			                     scratch);
-			for (const hannoy::Candidate &c : found)
-			{
-				if (c.id == u || s.is_deleted(txn.get(), c.id))
-					continue;
-				/* link u from it, keeping u through the pruning */
-				s.links(txn.get(), c.id, 0, list);
-				if (std::find(list.begin(), list.end(), u) == list.end())
-				{
-					list.push_back(u);
-					size_t max_links = s.max_links(0);
-					if (list.size() > max_links)
-					{
-						std::vector<hannoy::Candidate> cands;
-						for (uint32_t x : list)
-							cands.push_back(hannoy::Candidate{g.distance_between(c.id, x), x});
-						std::sort(cands.begin(), cands.end());
-						hannoy::select_neighbors(g, cands, max_links, list, s.fill_links(0));
-						hannoy::keep_link(list, u, true);
-					}
-					s.put_links(txn.get(), c.id, 0, list);
-				}
-				break;
-			}
-		}
-		txn.commit();
-	}
-	return orphans.size();
+	hannoy::put(txn, s.dbi_free, key.val(), MDB_val{0, nullptr});
+	return true;
 }
 
 /*
- * Deletes the repaired tombstones, frees their ids and replaces the entry
- * point if it was one of them.
+ * Step 4: deletes the tombstones, a short write transaction at a time; the
+ * entry point, if it is one, is left to step 5.
+ */
+void
+delete_slice(HannoyRepair *r)
+{
+	hannoy::Store &s = *r->store;
+	hannoy::Txn    txn(s.env(), false);
+	if (r->delete_pos == 0)
+		redirect_entry(r, txn.get());
+	hannoy::GraphState state = s.read_state(txn.get());
+	auto               deadline = Clock::now() + WRITE_SLICE;
+	uint64_t           freed = 0;
+	while (r->delete_pos < r->doomed.size() && Clock::now() < deadline)
+	{
+		uint32_t d = r->doomed[r->delete_pos++];
+		if ((state.max_level < 0 || d != state.entry_point) && delete_tombstone(s, txn.get(), d))
+			freed++;
+	}
+	state.deleted -= std::min(state.deleted, freed);
+	s.write_state(txn.get(), state);
+	if (r->delete_pos == r->doomed.size())
+		r->stage = Stage::Finish;
+	commit(txn);
+}
+
+/*
+ * Step 5: deletes a removed entry point and makes the root the entry point,
+ * in one transaction.  Should an insert have added a node above the root
+ * meanwhile, that node is to be the entry point instead: the walk starts
+ * again from it.
  */
 void
 finish_repair(HannoyRepair *r)
@@ -236,47 +434,51 @@ finish_repair(HannoyRepair *r)
 	hannoy::Store     &s = *r->store;
 	hannoy::Txn        txn(s.env(), false);
 	hannoy::GraphState state = s.read_state(txn.get());
-	uint64_t           freed = 0;
-	for (uint32_t d : r->tombstones)
-	{
-		hannoy::IdKey key(d);
-		if (!hannoy::del(txn.get(), s.dbi_deleted, key.val()))
-			continue;
-		s.delete_vector(txn.get(), d);
-		for (int layer = 0; layer <= hannoy::MAX_LEVEL; layer++)
-		{
-			hannoy::LinkKey lkey(d, layer);
-			if (!hannoy::del(txn.get(), s.dbi_links, lkey.val()))
-				break;
-		}
-		hannoy::put(txn.get(), s.dbi_free, key.val(), MDB_val{0, nullptr});
-		freed++;
-	}
-	state.deleted -= std::min(state.deleted, freed);
-
 	if (state.max_level >= 0 && r->tombstones.count(state.entry_point) > 0)
 	{
-		/* the new entry point: a live node on the highest layer that has one */
-		state.max_level = -1;
-		hannoy::Cursor cur(txn.get(), s.dbi_links);
-		MDB_val        key, data;
-		for (bool ok = cur.get(key, data, MDB_FIRST); ok; ok = cur.get(key, data, MDB_NEXT))
+		int      level;
+		uint32_t top = highest_node(r, txn.get(), r->root, level);
+		if (top != r->root)
 		{
-			int layer = static_cast<const unsigned char *>(key.mv_data)[4];
-			if (layer > state.max_level)
-			{
-				state.max_level = layer;
-				state.entry_point = hannoy::decode_id(key);
-			}
+			txn.abort();
+			start_walk(r, top, level);
+			return;
 		}
-		if (state.max_level < 0)
-			state.entry_point = 0;
+		if (delete_tombstone(s, txn.get(), state.entry_point))
+			state.deleted -= std::min<uint64_t>(state.deleted, 1);
+		state.max_level = top == hannoy::NO_NODE ? -1 : level;
+		state.entry_point = top == hannoy::NO_NODE ? 0 : top;
+		s.write_state(txn.get(), state);
 	}
-	s.write_state(txn.get(), state);
-	txn.commit();
-	r->orphans = link_orphans(s);
+	commit(txn);
 	s.sync(true);
-	r->done = true;
+	r->stage = Stage::Done;
+}
+
+/* Runs one unit of the repair: a slice of the walk or one write transaction. */
+void
+repair_unit(HannoyRepair *r, Clock::time_point deadline)
+{
+	switch (r->stage)
+	{
+		case Stage::Reach:
+			reach_slice(r, deadline);
+			break;
+		case Stage::Relink:
+			relink_slice(r);
+			break;
+		case Stage::Lists:
+			lists_slice(r);
+			break;
+		case Stage::Delete:
+			delete_slice(r);
+			break;
+		case Stage::Finish:
+			finish_repair(r);
+			break;
+		case Stage::Done:
+			break;
+	}
 }
 
 } // namespace
@@ -303,16 +505,13 @@ hannoy_repair_step(HannoyRepair *r, uint32_t budget_ms, bool *done, uint64_t *re
 	return hannoy::run_guarded(err,
 	                           [&]
 	                           {
+		                           /* at least one unit per call, so every call makes progress */
 		                           auto deadline =
 		                               Clock::now() + std::chrono::milliseconds(budget_ms);
-		                           while (!r->done && Clock::now() < deadline)
-		                           {
-			                           if (r->position < r->next_id)
-				                           repair_slice(r);
-			                           else
-				                           finish_repair(r);
-		                           }
-		                           *done = r->done;
+		                           do
+			                           repair_unit(r, deadline);
+		                           while (r->stage != Stage::Done && Clock::now() < deadline);
+		                           *done = r->stage == Stage::Done;
 		                           *repaired = r->repaired;
 	                           });
 }

@@ -250,12 +250,12 @@ unreachable(HannoyEnv *env)
 }
 
 /*
- * Removes the rows whose TID satisfies 'dead' (graph rows become
- * tombstones); returns how many.
+ * Removes the rows whose entry (TID and item id) satisfies 'dead' (graph
+ * rows become tombstones); returns how many.
  */
 template <class F>
 size_t
-remove_rows(HannoyEnv *env, F dead)
+remove_entries(HannoyEnv *env, F dead)
 {
 	HannoyError              err;
 	HannoyEntryPosition      pos{};
@@ -266,11 +266,19 @@ remove_rows(HannoyEnv *env, F dead)
 	{
 		EXPECT_EQ(hannoy_entries_next(env, &pos, batch, 256, &n, &err), HANNOY_OK);
 		for (uint32_t i = 0; i < n; i++)
-			if (dead(batch[i].tid))
+			if (dead(batch[i]))
 				gone.push_back(batch[i]);
 	} while (n > 0);
 	EXPECT_EQ(hannoy_delete_entries(env, gone.data(), uint32_t(gone.size()), &err), HANNOY_OK);
 	return gone.size();
+}
+
+/* Removes the rows whose TID satisfies 'dead'; returns how many. */
+template <class F>
+size_t
+remove_rows(HannoyEnv *env, F dead)
+{
+	return remove_entries(env, [&](const HannoyEntry &e) { return dead(e.tid); });
 }
 
 /* Runs a whole graph repair in steps of 'budget_ms'; returns the lists rebuilt. */

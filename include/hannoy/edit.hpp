@@ -1,0 +1,165 @@
+/*
+ * edit.hpp
+ *	  The stored graph as the list edits of graph.hpp see it: the accessor
+ *	  inserts and VACUUM's repair use inside one LMDB write transaction.
+ *	  It goes through the Store API only (vectors, lists, tombstones).
+ */
+#ifndef HANNOY_EDIT_HPP
+#define HANNOY_EDIT_HPP
+
+#include "hannoy/core_guard.hpp"
+
+#include <unordered_set>
+#include <vector>
+
+#include "hannoy/graph.hpp"
+#include "hannoy/storage.hpp"
+
+namespace hannoy
+{
+
+/*
+ * The graph in 'txn', editable.  Searches through it skip the nodes in
+ * 'hidden' (a repair's tombstones, about to be deleted), so what they reach
+ * is reached without them; links never go to a tombstone.
+ */
+class StoredEditor
+{
+  public:
+	StoredEditor(const Store &store, MDB_txn *txn,
+	             const std::unordered_set<uint32_t> *hidden = nullptr)
+	    : store_(store), txn_(txn), graph_(store, txn), hidden_(hidden)
+	{
+	}
+	double
+	distance(const void *query, uint32_t id) const
+	{
+		return graph_.distance(query, id);
+	}
+	double
+	distance_between(uint32_t a, uint32_t b) const
+	{
+		return graph_.distance_between(a, b);
+	}
+	/* Neighbours a search follows: the stored list without hidden nodes. */
+	void
+	neighbors(uint32_t id, int layer, std::vector<uint32_t> &out) const
+	{
+		store_.links(txn_, id, layer, out);
+		if (hidden_ != nullptr && !hidden_->empty())
+			out.erase(std::remove_if(out.begin(), out.end(),
+			                         [this](uint32_t n) { return hidden_->count(n) > 0; }),
+			          out.end());
+	}
+	/* The stored list as it is. */
+	bool
+	peek(uint32_t id, int layer, std::vector<uint32_t> &out) const
+	{
+		store_.links(txn_, id, layer, out);
+		return true;
+	}
+	/* Tombstones go away with the next repair: their links prove nothing. */
+	bool
+	may_cover(uint32_t id) const
+	{
+		return !tombstones_ || !store_.is_deleted(txn_, id);
+	}
+	/* Says whether the index may hold tombstones (true unless told otherwise). */
+	void
+	may_have_tombstones(bool yes)
+	{
+		tombstones_ = yes;
+	}
+	/*
+	 * Adds 'x' (never a tombstone) to the list of 'into' when it has room.
+	 * The node being inserted (see new_node) can also make room: its
+	 * farthest entry that no edit relies on gives way, since links from it
+	 * are new and nothing needs them yet.
+	 */
+	bool
+	adopt(uint32_t into, int layer, uint32_t x, bool make_room)
+	{
+		if (!may_cover(x))
+			return false;
+		store_.links(txn_, into, layer, adopt_);
+		if (!holds(adopt_, x))
+		{
+			if (adopt_.size() < max_links(layer))
+				adopt_.push_back(x);
+			else if (!make_room || into != new_node_ || !make_room_in(into))
+				return false;
+			else
+				adopt_.push_back(x);
+			store_.put_links(txn_, into, layer, adopt_);
+		}
+		relies(into, layer, x);
+		return true;
+	}
+	/* Notes that an edit relies on the new node's list holding 'x'. */
+	void
+	relies(uint32_t y, int layer, uint32_t x)
+	{
+		if (y == new_node_ && layer == new_layer_ && !holds(relied_, x))
+			relied_.push_back(x);
+	}
+	/* Starts linking node 'id' at 'layer': its list may make room for adoptions. */
+	void
+	new_node(uint32_t id, int layer)
+	{
+		new_node_ = id;
+		new_layer_ = layer;
+		relied_.clear();
+	}
+	void
+	set_links(uint32_t id, int layer, const std::vector<uint32_t> &list)
+	{
+		store_.put_links(txn_, id, layer, list);
+	}
+	size_t
+	max_links(int layer) const
+	{
+		return store_.max_links(layer);
+	}
+	const void *
+	vector(uint32_t id) const
+	{
+		return store_.vector(txn_, id);
+	}
+
+  private:
+	/* Removes from adopt_ the farthest entry of 'into' that no edit relies on. */
+	bool
+	make_room_in(uint32_t into)
+	{
+		size_t victim = adopt_.size();
+		double worst = -1;
+		for (size_t i = 0; i < adopt_.size(); i++)
+		{
+			if (holds(relied_, adopt_[i]))
+				continue;
+			double d = sort_key(graph_.distance_between(into, adopt_[i]));
+			if (d > worst)
+			{
+				worst = d;
+				victim = i;
+			}
+		}
+		if (victim == adopt_.size())
+			return false;
+		adopt_.erase(adopt_.begin() + victim);
+		return true;
+	}
+
+	const Store                        &store_;
+	MDB_txn                            *txn_;
+	StoredGraph                         graph_;
+	const std::unordered_set<uint32_t> *hidden_;
+	std::vector<uint32_t>               adopt_, relied_;
+	uint32_t                            new_node_ = NO_NODE;
+	int                                 new_layer_ = -1;
+	bool                                tombstones_ = true;
+};
+
+} // namespace hannoy
+
+#endif /* HANNOY_EDIT_HPP */
