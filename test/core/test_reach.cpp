@@ -84,33 +84,15 @@ small_m(uint32_t dims, uint64_t seed)
 	return test_meta(HANNOY_METRIC_L2, dims, 4, 24, seed);
 }
 
-/*
- * Inserts rows [from, to) of 'shape' (row i gets TID i + 1), one by one, or
- * with 'bulk' many to a write transaction (hannoy_insert_rows).
- */
+/* Inserts rows [from, to) of 'shape' one by one (row i gets TID i + 1), as the shim applies a
+ * queue. */
 void
-insert_rows(HannoyEnv *env, const Shape &shape, size_t from, size_t to, bool bulk = false)
+insert_rows(HannoyEnv *env, const Shape &shape, size_t from, size_t to)
 {
 	HannoyError err;
-	if (!bulk)
-	{
-		for (size_t i = from; i < to; i++)
-			ASSERT_EQ(hannoy_insert(env, i + 1, &shape.vectors[i * shape.dims], 0, &err), HANNOY_OK)
-			    << err.message;
-		return;
-	}
-	std::vector<HannoyInsertRow> rows;
 	for (size_t i = from; i < to; i++)
-		rows.push_back(HannoyInsertRow{i + 1, &shape.vectors[i * shape.dims], 0});
-	for (size_t at = 0; at < rows.size();)
-	{
-		uint32_t done = 0;
-		ASSERT_EQ(hannoy_insert_rows(env, &rows[at], uint32_t(rows.size() - at), 5, &done, &err),
-		          HANNOY_OK)
+		ASSERT_EQ(hannoy_insert(env, i + 1, &shape.vectors[i * shape.dims], 0, &err), HANNOY_OK)
 		    << err.message;
-		ASSERT_GT(done, 0u);
-		at += done;
-	}
 }
 
 /*
@@ -188,10 +170,10 @@ TEST(Reach, AfterInserts)
 				HannoyEnv *env = hannoy_test::build_rows(dir.path(), small_m(shape.dims, seed),
 				                                         shape.vectors, rows, 1);
 				size_t     u = 0;
-				/* into the built index many rows to a transaction, as COPY does */
+				/* into the built (or empty) index in rounds of 500 rows */
 				for (size_t from = built; from < 2500; from += 500)
 				{
-					insert_rows(env, shape, from, from + 500, built > 0);
+					insert_rows(env, shape, from, from + 500);
 					u = std::max(u, unreachable(env));
 				}
 				if (u > 0)
