@@ -45,6 +45,6 @@ unittest:
 	ctest --test-dir build/core --output-on-failure
 
 format-check:
-	clang-format --dry-run -Werror $(SHIM_SRCS) $(CORE_SRCS) $(HANNOY_HEADERS) $(wildcard test/core/*.cpp test/core/*.hpp tools/*.cpp tools/*.hpp bench/*.cpp bench/*.hpp)
+	clang-format --dry-run -Werror $(SHIM_SRCS) $(CORE_SRCS) $(HANNOY_HEADERS) $(wildcard test/core/*.cpp test/core/*.hpp tools/*.cpp tools/*.hpp bench/*.cpp bench/*.hpp bench/core/*.cpp)
 
 EXTRA_CLEAN = build

@@ -7,7 +7,12 @@
  *	  reads Fashion-MNIST from Debian's dataset-fashion-mnist, builds an index
  *	  in <dir> (m = 16, ef_construction = 200, 2 threads) unless one is there,
  *	  then runs the first 1,000 test images as queries for 10 rows at each ef
- *	  and prints recall@10 (exact top 10 by brute force) and queries/second.
+ *	  and prints recall@10 (exact top 10 by brute force) and queries/second
+ *	  (thread CPU time, so other work on the machine counts less).
+ *
+ *	  Build (after make, which compiles the core objects):
+ *	    g++ -std=c++17 -O3 -g -Iinclude -o build/scan_bench \
+ *	        bench/core/scan_bench.cpp src/core/*.o -llmdb -lroaring -lpthread
  */
 #include <sys/stat.h>
 

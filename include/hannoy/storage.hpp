@@ -368,6 +368,14 @@ uint32_t chunk_vectors_for(size_t bytes);
 /* Bytes before the first vector of a multi-vector record: presence bits (LE u32), zero u32. */
 constexpr size_t CHUNK_HEADER = 8;
 
+/* Reads the presence bits of a multi-vector record (little-endian). */
+inline uint32_t
+chunk_bits(const void *record)
+{
+	const unsigned char *p = static_cast<const unsigned char *>(record);
+	return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
+}
+
 template <class F>
 bool
 Store::unpack_vectors(const MDB_val &key, const MDB_val &data, F f) const
@@ -385,8 +393,7 @@ Store::unpack_vectors(const MDB_val &key, const MDB_val &data, F f) const
 	if (data.mv_size != chunk_bytes_ || uint64_t(first) * chunk_ > UINT32_MAX)
 		return false;
 	const unsigned char *p = static_cast<const unsigned char *>(data.mv_data);
-	uint32_t             bits =
-	    uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
+	uint32_t             bits = chunk_bits(p);
 	if (chunk_ < 32 && (bits >> chunk_) != 0)
 		return false;
 	for (uint32_t slot = 0; slot < chunk_; slot++)

@@ -496,14 +496,6 @@ chunk_vectors_for(size_t bytes)
 namespace
 {
 
-/* Reads the presence bits of a multi-vector record. */
-uint32_t
-chunk_bits(const void *record)
-{
-	const unsigned char *p = static_cast<const unsigned char *>(record);
-	return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
-}
-
 /* Writes the presence bits of a multi-vector record. */
 void
 set_chunk_bits(void *record, uint32_t bits)

@@ -26,38 +26,13 @@ use HannoyTestUtil;
 my $node = hannoy_node('lifecycle');
 my $query = "'{0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8}'";
 
-# The sidecar directory names the existing hannoy indexes of every
-# database call for (temporary ones excluded).
-sub expected_sidecars
-{
-	my @names;
-	my @dbs = split /\n/,
-	  $node->safe_psql('postgres',
-		"SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1");
-	for my $db (@dbs)
-	{
-		my $have = $node->safe_psql($db,
-			"SELECT count(*) FROM pg_extension WHERE extname = 'hannoy'");
-		next unless $have;
-		push @names, split /\n/, $node->safe_psql($db, q{
-			SELECT format('%s_%s_%s',
-			              CASE WHEN c.reltablespace = 0 THEN d.dattablespace
-			                   ELSE c.reltablespace END,
-			              d.oid, pg_relation_filenode(c.oid))
-			  FROM pg_class c JOIN pg_am a ON a.oid = c.relam
-			  JOIN pg_database d ON d.datname = current_database()
-			 WHERE a.amname = 'hannoy' AND c.relpersistence <> 't' AND c.relkind = 'i'});
-	}
-	return sort @names;
-}
-
 # Checks the sidecars and the scans of table 'items' after an event.
 sub check_after
 {
 	my ($event, %o) = @_;
 	local $Test::Builder::Level = $Test::Builder::Level + 1;
 	my @dirs = grep { !/^t/ } sidecar_dirs($node);
-	is_deeply(\@dirs, [ expected_sidecars() ], "$event: one sidecar per hannoy index, no more");
+	is_deeply(\@dirs, [ expected_sidecar_dirs($node) ], "$event: one sidecar per hannoy index, no more");
 	return if $o{no_scan};
 	my ($idx) = scan_ids($node, 'items', 'index', query => $query);
 	my ($seq) = scan_ids($node, 'items', 'seq');
