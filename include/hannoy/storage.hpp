@@ -9,6 +9,7 @@
 #include "hannoy/core_guard.hpp"
 
 #include <lmdb.h>
+#include <pthread.h>
 
 #include <cmath>
 #include <cstdint>
@@ -178,7 +179,8 @@ class SnapshotCache
 	bool
 	serves(MDB_txn *txn) const
 	{
-		return armed_ && mdb_txn_id(txn) == txn_id_;
+		/* only the arming thread: concurrent inserts of one store must not share it */
+		return armed_ && mdb_txn_id(txn) == txn_id_ && pthread_equal(owner_, pthread_self());
 	}
 	/* The entry of 'id', reset if stale; nullptr when 'id' is beyond the cache's bound. */
 	Entry *entry(uint32_t id);
@@ -203,6 +205,7 @@ class SnapshotCache
 	size_t                                txn_id_ = 0;
 	uint32_t                              generation_ = 0;
 	bool                                  armed_ = false;
+	pthread_t                             owner_{}; /* the thread that armed it */
 	GraphState                            state_;
 	bool                                  have_state_ = false;
 };

@@ -429,8 +429,9 @@ void
 SnapshotCache::arm(MDB_txn *txn)
 {
 	size_t id = mdb_txn_id(txn);
-	if (armed_ && id == txn_id_)
+	if (armed_ && id == txn_id_ && pthread_equal(owner_, pthread_self()))
 		return;
+	owner_ = pthread_self();
 	txn_id_ = id;
 	armed_ = true;
 	have_state_ = false;
