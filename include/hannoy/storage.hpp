@@ -311,7 +311,8 @@ class Store
 	/*
 	 * One finished scan kept for the next one (scan.cpp): a query's scan
 	 * then starts without allocating, and renews its reset read transaction
-	 * in the reader slot it keeps instead of taking a new one.
+	 * in the reader slot it keeps instead of taking a new one.  Scans of one
+	 * store are created and freed on one thread (a backend's).
 	 */
 	void *
 	take_idle_scan()
