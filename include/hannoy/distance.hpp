@@ -21,6 +21,29 @@ using DistanceFn = double (*)(const void *a, const void *b, uint32_t dims);
 /* The distance function of a metric; the same one the SQL operators call. */
 DistanceFn distance_function(HannoyMetric metric);
 
+/*
+ * One stretch of two vectors compared piece by piece: 'n' floats (bytes for
+ * hamming) at 'a' and at 'b'.
+ */
+struct Segment
+{
+	const void *a;
+	const void *b;
+	size_t      n;
+};
+
+/*
+ * A distance over matching segments of two vectors.  When every segment but
+ * the last holds a multiple of SEGMENT_ALIGN bytes, it equals the metric's
+ * DistanceFn on the whole vectors bit for bit (the kernels' unrolled rounds
+ * then fall on the same elements), which keeps a vector stored in pieces
+ * (storage.hpp) ordered exactly as the SQL operator orders it.
+ */
+using SegmentedDistanceFn = double (*)(const Segment *segments, size_t count);
+constexpr size_t SEGMENT_ALIGN = 256;
+
+SegmentedDistanceFn segmented_distance_function(HannoyMetric metric);
+
 /* Kernel primitives, exposed for tests: float accumulations in a fixed order. */
 float    kernel_l2_squared(const float *a, const float *b, uint32_t n);
 float    kernel_dot(const float *a, const float *b, uint32_t n);

@@ -9,6 +9,7 @@
 
 #include "hannoy/core_guard.hpp"
 
+#include <string>
 #include <unordered_set>
 #include <vector>
 
@@ -121,9 +122,10 @@ class StoredEditor
 		return store_.max_links(layer);
 	}
 	const void *
-	vector(uint32_t id) const
+	vector(uint32_t id, std::string &buf) const
 	{
-		return store_.vector(txn_, id);
+		buf.resize(store_.vector_bytes());
+		return store_.copy_vector(txn_, id, &buf[0]) ? buf.data() : nullptr;
 	}
 
   private:

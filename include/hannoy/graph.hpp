@@ -25,7 +25,9 @@
  *	        says that an edit now relies on the list of 'y' holding 'x'
  *	    void set_links(uint32_t id, int layer, const std::vector<uint32_t> &list)
  *	    size_t max_links(int layer)
- *	    const void *vector(uint32_t id)
+ *	    const void *vector(uint32_t id, std::string &buf)
+ *	        the whole vector of 'id', copied into 'buf' when it is stored
+ *	        in pieces
  */
 #ifndef HANNOY_GRAPH_HPP
 #define HANNOY_GRAPH_HPP
@@ -38,6 +40,7 @@
 #include <cstring>
 #include <limits>
 #include <queue>
+#include <string>
 #include <vector>
 
 namespace hannoy
@@ -587,6 +590,7 @@ struct RelinkScratch
 	CoverCache             cover;
 	std::vector<Candidate> found, entries, cands;
 	std::vector<uint32_t>  scratch, list, out, stack;
+	std::string            query; /* the vector being linked, when stored in pieces */
 };
 
 /*
@@ -601,7 +605,7 @@ uint32_t
 relink_orphan(E &g, uint32_t u, uint32_t entry, int level, size_t ef, std::vector<char> &reached,
               RelinkScratch &w)
 {
-	const void *q = g.vector(u);
+	const void *q = g.vector(u, w.query);
 	Candidate   start{g.distance(q, entry), entry};
 	Candidate   ep = greedy_descend(g, q, start, level, 0, w.scratch);
 	bool        linked = false;

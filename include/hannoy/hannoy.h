@@ -24,7 +24,7 @@ extern "C"
 #define HANNOY_MAX_DIMS       16000
 #define HANNOY_MAX_BITS       (HANNOY_MAX_DIMS * 64)
 #define HANNOY_MAX_ITEMS      UINT32_MAX
-#define HANNOY_FORMAT_VERSION 2
+#define HANNOY_FORMAT_VERSION 3
 
 	typedef enum HannoyStatus
 	{

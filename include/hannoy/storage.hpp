@@ -88,6 +88,18 @@ struct LinkKey
 	}
 };
 
+/* Key of piece 'piece' of the vector of item 'id': big-endian id, then the piece number. */
+struct VectorKey
+{
+	unsigned char bytes[5];
+	VectorKey(uint32_t id, uint32_t piece);
+	MDB_val
+	val()
+	{
+		return MDB_val{sizeof(bytes), bytes};
+	}
+};
+
 /* Big-endian 6-byte key of a heap TID. */
 struct TidKey
 {
@@ -144,6 +156,68 @@ class Cursor
 };
 
 /*
+ * How a vector is cut into records of the vectors database (format 3).
+ *
+ * A vector that fits a B-tree leaf is one record.  A larger one would take
+ * LMDB overflow pages of its own and waste the end of the last one (a
+ * 784-float vector, 3,136 bytes, takes a whole 4 KiB page), so it is cut
+ * into pieces that leaf pages pack several to a page: 'pieces' records of
+ * 'piece_bytes' bytes, the last one taking the rest.  Pieces are multiples
+ * of SEGMENT_ALIGN bytes, so distances computed piece by piece equal the
+ * SQL operators' bit for bit.  Rewrites and deletes touch single leaf pages,
+ * which LMDB's free list always has, unlike the runs of contiguous pages
+ * multi-page records need.  Part of the on-disk format.
+ */
+class VectorLayout
+{
+  public:
+	/* The most pieces a vector is cut into. */
+	static constexpr uint32_t MAX_PIECES = 32;
+
+	VectorLayout() = default;
+	VectorLayout(HannoyMetric metric, uint32_t dims);
+
+	uint32_t
+	pieces() const
+	{
+		return pieces_;
+	}
+	size_t
+	bytes() const
+	{
+		return bytes_;
+	}
+	size_t
+	piece_offset(uint32_t piece) const
+	{
+		return piece * piece_bytes_;
+	}
+	size_t
+	piece_size(uint32_t piece) const
+	{
+		return piece + 1 < pieces_ ? piece_bytes_ : bytes_ - piece_bytes_ * (pieces_ - 1);
+	}
+	/* Distance from a vector in pieces to a whole one ('query'). */
+	double distance(const void *const *a, const void *query) const;
+	/* Distance between two vectors in pieces. */
+	double distance(const void *const *a, const void *const *b) const;
+	/* Copies a vector in pieces into 'out' (bytes() bytes). */
+	void gather(const void *const *a, void *out) const;
+
+  private:
+	uint32_t            pieces_ = 1;
+	size_t              piece_bytes_ = 0;
+	size_t              bytes_ = 0;
+	size_t              unit_ = 1; /* bytes per element of a Segment */
+	uint32_t            dims_ = 0;
+	DistanceFn          whole_ = nullptr;
+	SegmentedDistanceFn segmented_ = nullptr;
+};
+
+/* Bytes of every piece but the last of a vector of 'bytes' bytes (see VectorLayout). */
+size_t vector_piece_bytes(size_t bytes);
+
+/*
  * Pointers into one committed LMDB snapshot, kept between read transactions.
  *
  * A read transaction sees the last committed snapshot, and LMDB never
@@ -161,7 +235,7 @@ class SnapshotCache
 	/* What is known of one item in the armed snapshot. */
 	struct Entry
 	{
-		const void *vector; /* nullptr: the item has no vector */
+		const void *vector; /* nullptr: no vector; else the vector, or its piece table */
 		const void *links0; /* layer-0 neighbour list, encoded */
 		HannoyTid   tid;    /* NO_TID: none (a tombstone) */
 		uint32_t    links0_size;
@@ -184,6 +258,8 @@ class SnapshotCache
 	}
 	/* The entry of 'id', reset if stale; nullptr when 'id' is beyond the cache's bound. */
 	Entry *entry(uint32_t id);
+	/* Room for a table of 'n' piece pointers, valid while the armed snapshot is. */
+	const void **piece_table(uint32_t n);
 	/* The graph state record of the armed snapshot, if read already. */
 	const GraphState *
 	state() const
@@ -201,8 +277,12 @@ class SnapshotCache
 	static constexpr size_t BLOCK = 4096;         /* entries per block */
 	static constexpr size_t MAX_ITEMS = 1u << 21; /* ids cached: 80 MB of entries at most */
 
-	std::vector<std::unique_ptr<Entry[]>> blocks_;
-	size_t                                txn_id_ = 0;
+	static constexpr size_t TABLE_BLOCK = 64 * 1024; /* piece pointers per block */
+
+	std::vector<std::unique_ptr<Entry[]>>        blocks_;
+	std::vector<std::unique_ptr<const void *[]>> tables_; /* piece tables of this snapshot */
+	size_t                                       table_block_ = 0, table_used_ = 0;
+	size_t                                       txn_id_ = 0;
 	uint32_t                              generation_ = 0;
 	bool                                  armed_ = false;
 	pthread_t                             owner_{}; /* the thread that armed it */
@@ -238,7 +318,12 @@ class Store
 	size_t
 	vector_bytes() const
 	{
-		return vector_bytes_;
+		return layout_.bytes();
+	}
+	const VectorLayout &
+	layout() const
+	{
+		return layout_;
 	}
 	uint32_t
 	max_links(int layer) const
@@ -276,14 +361,26 @@ class Store
 	GraphState read_state_record(MDB_txn *txn) const;
 	void       write_state(MDB_txn *txn, const GraphState &state) const;
 
-	/* Vectors one value of the vectors database holds (see chunk_vectors_for). */
-	uint32_t
-	vectors_per_chunk() const
+	/*
+	 * The pieces of the vector of 'id' into out[0 .. layout().pieces() - 1]
+	 * (pointers into the map, valid until 'txn' ends); false when it has none.
+	 */
+	bool vector_pieces(MDB_txn *txn, uint32_t id, const void **out) const;
+	bool
+	has_vector(MDB_txn *txn, uint32_t id) const
 	{
-		return chunk_;
+		const void *pieces[VectorLayout::MAX_PIECES];
+		return vector_pieces(txn, id, pieces);
 	}
-	/* The stored vector of an item, or nullptr; valid until 'txn' ends. */
-	const void *vector(MDB_txn *txn, uint32_t id) const;
+	/* Copies the vector of 'id' into 'out' (vector_bytes() bytes); false when it has none. */
+	bool copy_vector(MDB_txn *txn, uint32_t id, void *out) const;
+	/* Distance from the vector of 'id' to 'query'; +inf when it has none. */
+	double
+	distance_to(MDB_txn *txn, uint32_t id, const void *query) const
+	{
+		const void *pieces[VectorLayout::MAX_PIECES];
+		return vector_pieces(txn, id, pieces) ? layout_.distance(pieces, query) : HUGE_VAL;
+	}
 	/* Stores the vector of 'id'; 'append' says no higher id has one (a new id). */
 	void put_vector(MDB_txn *txn, uint32_t id, const void *v, bool append) const;
 	/* Stores 'count' vectors of the consecutive new ids from 'first' (a build batch). */
@@ -291,11 +388,10 @@ class Store
 	/* Removes the vector of 'id'; false when it had none. */
 	bool delete_vector(MDB_txn *txn, uint32_t id) const;
 	/*
-	 * Calls f(id, vector) for each vector stored under one record (key, data)
-	 * of the vectors database; false when the record is malformed.
+	 * Calls f(id, pieces) for every stored vector, in id order, with its
+	 * piece pointers (valid until 'txn' ends, the table only during the call);
+	 * throws when a record is malformed.
 	 */
-	template <class F> bool unpack_vectors(const MDB_val &key, const MDB_val &data, F f) const;
-	/* Calls f(id, vector) for every stored vector, in id order; throws when one is malformed. */
 	template <class F> void for_each_vector(MDB_txn *txn, F f) const;
 	/* Neighbours of (id, layer) into 'out'; empty when the node has no such layer. */
 	void links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &out) const;
@@ -351,71 +447,39 @@ class Store
 	HannoyEnvConfig       config_;
 	HannoyMeta            meta_{};
 	DistanceFn            distance_ = nullptr;
-	size_t                vector_bytes_ = 0;
-	uint32_t              chunk_ = 1;       /* vectors per record */
-	size_t                chunk_bytes_ = 0; /* bytes of a record when chunk_ > 1 */
+	VectorLayout          layout_;
 	mutable SnapshotCache cache_;
 	void                 *idle_scan_ = nullptr;
 	void (*idle_scan_free_)(void *) = nullptr;
 };
 
-/*
- * Vectors per record of the vectors database for vectors of 'bytes' bytes.
- * A vector that fits one 4 KiB page gets a record of its own.  A larger one
- * would waste much of its last overflow page (1,024 floats, 4,096 bytes,
- * take two pages), so such vectors are packed several to a record, a header
- * of presence bits first, in the fewest pages per vector that records of at
- * most 64 KiB allow.  Part of the on-disk format.
- */
-uint32_t chunk_vectors_for(size_t bytes);
-
-/* Bytes before the first vector of a multi-vector record: presence bits (LE u32), zero u32. */
-constexpr size_t CHUNK_HEADER = 8;
-
-/* Reads the presence bits of a multi-vector record (little-endian). */
-inline uint32_t
-chunk_bits(const void *record)
-{
-	const unsigned char *p = static_cast<const unsigned char *>(record);
-	return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
-}
-
-template <class F>
-bool
-Store::unpack_vectors(const MDB_val &key, const MDB_val &data, F f) const
-{
-	if (key.mv_size != 4)
-		return false;
-	uint32_t first = decode_id(key);
-	if (chunk_ == 1)
-	{
-		if (data.mv_size != vector_bytes_)
-			return false;
-		f(first, static_cast<const void *>(data.mv_data));
-		return true;
-	}
-	if (data.mv_size != chunk_bytes_ || uint64_t(first) * chunk_ > UINT32_MAX)
-		return false;
-	const unsigned char *p = static_cast<const unsigned char *>(data.mv_data);
-	uint32_t             bits = chunk_bits(p);
-	if (chunk_ < 32 && (bits >> chunk_) != 0)
-		return false;
-	for (uint32_t slot = 0; slot < chunk_; slot++)
-		if (bits & (uint32_t(1) << slot))
-			f(first * chunk_ + slot,
-			  static_cast<const void *>(p + CHUNK_HEADER + size_t(slot) * vector_bytes_));
-	return true;
-}
+/* Reads piece number and id of a key of the vectors database; false when malformed. */
+bool decode_vector_key(const MDB_val &key, uint32_t *id, uint32_t *piece);
 
 template <class F>
 void
 Store::for_each_vector(MDB_txn *txn, F f) const
 {
-	Cursor  cur(txn, dbi_vectors);
-	MDB_val key, data;
+	Cursor      cur(txn, dbi_vectors);
+	MDB_val     key, data;
+	const void *pieces[VectorLayout::MAX_PIECES];
+	uint32_t    n = layout_.pieces(), have = 0, current = 0;
 	for (bool ok = cur.get(key, data, MDB_FIRST); ok; ok = cur.get(key, data, MDB_NEXT))
-		if (!unpack_vectors(key, data, f))
+	{
+		uint32_t id, piece;
+		if (!decode_vector_key(key, &id, &piece) || piece != have || (have > 0 && id != current) ||
+		    data.mv_size != layout_.piece_size(piece))
 			throw Error(HANNOY_ERR_CORRUPT, "malformed record in the vectors database");
+		current = id;
+		pieces[have++] = data.mv_data;
+		if (have == n)
+		{
+			f(current, static_cast<const void *const *>(pieces));
+			have = 0;
+		}
+	}
+	if (have != 0)
+		throw Error(HANNOY_ERR_CORRUPT, "vector " + std::to_string(current) + " lacks pieces");
 }
 
 /* Puts key/value, throwing on failure. */
@@ -429,23 +493,20 @@ bool get(MDB_txn *txn, MDB_dbi dbi, MDB_val key, MDB_val &data);
 class StoredGraph
 {
   public:
-	StoredGraph(const Store &store, MDB_txn *txn)
-	    : store_(store), txn_(txn), distance_(store.distance()), dims_(store.meta().dims)
-	{
-	}
+	StoredGraph(const Store &store, MDB_txn *txn) : store_(store), txn_(txn) {}
 	/* Distance from a stored vector to the query; +inf for a missing item. */
 	double
 	distance(const void *query, uint32_t id) const
 	{
-		const void *v = store_.vector(txn_, id);
-		return v == nullptr ? HUGE_VAL : distance_(v, query, dims_);
+		return store_.distance_to(txn_, id, query);
 	}
 	double
 	distance_between(uint32_t a, uint32_t b) const
 	{
-		const void *va = store_.vector(txn_, a);
-		const void *vb = store_.vector(txn_, b);
-		return (va == nullptr || vb == nullptr) ? HUGE_VAL : distance_(va, vb, dims_);
+		const void *pa[VectorLayout::MAX_PIECES], *pb[VectorLayout::MAX_PIECES];
+		if (!store_.vector_pieces(txn_, a, pa) || !store_.vector_pieces(txn_, b, pb))
+			return HUGE_VAL;
+		return store_.layout().distance(pa, pb);
 	}
 	void
 	neighbors(uint32_t id, int layer, std::vector<uint32_t> &out) const
@@ -456,8 +517,6 @@ class StoredGraph
   private:
 	const Store &store_;
 	MDB_txn     *txn_;
-	DistanceFn   distance_;
-	uint32_t     dims_;
 };
 
 /* The level of a new node: -ln(U) / ln(m) with U drawn from (seed, salt). */

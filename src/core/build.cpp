@@ -74,23 +74,33 @@ class NodeLock
  */
 struct BuildGraph
 {
-	std::vector<const void *>                       vectors; /* into the LMDB map */
+	std::vector<const void *>                       pieces; /* node id * P + piece: into the map */
 	std::vector<uint8_t>                            levels;  /* per node */
 	std::vector<std::vector<std::vector<uint32_t>>> links;   /* [node][layer] */
 	std::unique_ptr<NodeLock[]>                     locks;
-	hannoy::DistanceFn                              dist = nullptr;
-	uint32_t                                        dims = 0;
+	const hannoy::VectorLayout                     *layout = nullptr;
+	uint32_t                                        per_node = 1; /* pieces per vector */
 	uint32_t                                        m = 0, m0 = 0;
 
+	size_t
+	size() const
+	{
+		return levels.size();
+	}
+	const void *const *
+	pieces_of(uint32_t id) const
+	{
+		return &pieces[size_t(id) * per_node];
+	}
 	double
 	distance(const void *query, uint32_t id) const
 	{
-		return dist(vectors[id], query, dims);
+		return layout->distance(pieces_of(id), query);
 	}
 	double
 	distance_between(uint32_t a, uint32_t b) const
 	{
-		return dist(vectors[a], vectors[b], dims);
+		return layout->distance(pieces_of(a), pieces_of(b));
 	}
 	void
 	neighbors(uint32_t id, int layer, std::vector<uint32_t> &out)
@@ -143,9 +153,13 @@ struct BuildGraph
 		return layer == 0 ? m0 : m;
 	}
 	const void *
-	vector(uint32_t id) const
+	vector(uint32_t id, std::string &buf) const
 	{
-		return vectors[id];
+		if (per_node == 1)
+			return pieces[id];
+		buf.resize(layout->bytes());
+		layout->gather(pieces_of(id), &buf[0]);
+		return buf.data();
 	}
 
   private:
@@ -167,6 +181,7 @@ struct BuildWorker
 	hannoy::CoverCache             cover;
 	std::vector<hannoy::Candidate> found, entries, pruning;
 	std::vector<uint32_t>          scratch, selected, pruned;
+	std::string                    query; /* the node being linked, when stored in pieces */
 };
 
 struct HannoyBuilder
@@ -248,7 +263,7 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 {
 	BuildGraph       &g = b->graph;
 	const HannoyMeta &meta = b->store->meta();
-	const void       *q = g.vectors[id];
+	const void       *q = g.vector(id, w.query);
 	int               level = g.levels[id];
 	hannoy::Candidate ep{g.distance(q, b->entry_point), b->entry_point};
 	if (level < b->max_level)
@@ -256,7 +271,7 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 	w.entries.assign(1, ep);
 	for (int layer = std::min(level, b->max_level); layer >= 0; layer--)
 	{
-		w.visited.reset(g.vectors.size());
+		w.visited.reset(g.size());
 		hannoy::search_layer(g, q, w.entries, meta.ef_construction, layer, w.visited, w.found,
 		                     w.scratch);
 		/* a concurrent insertion may already have linked this node: never link to itself */
@@ -318,25 +333,25 @@ start_linking(HannoyBuilder *b)
 	size_t         n = b->next_id;
 	BuildGraph    &g = b->graph;
 	b->read_txn = std::make_unique<hannoy::Txn>(s.env(), true);
-	g.dist = s.distance();
-	g.dims = s.meta().dims;
+	g.layout = &s.layout();
+	g.per_node = s.layout().pieces();
 	g.m = s.meta().m;
 	g.m0 = s.meta().m0;
-	g.vectors.resize(n, nullptr);
+	g.pieces.resize(n * g.per_node, nullptr);
 	g.levels.resize(n, 0);
 	g.links.resize(n);
 	g.locks.reset(new NodeLock[n]);
 	s.for_each_vector(b->read_txn->get(),
-	                  [&](uint32_t id, const void *v)
+	                  [&](uint32_t id, const void *const *pieces)
 	                  {
 		                  if (id >= n)
 			                  throw hannoy::Error(HANNOY_ERR_CORRUPT,
 			                                      "unexpected vector record during build");
-		                  g.vectors[id] = v;
+		                  std::copy(pieces, pieces + g.per_node, &g.pieces[size_t(id) * g.per_node]);
 	                  });
 	for (size_t id = 0; id < n; id++)
 	{
-		if (g.vectors[id] == nullptr)
+		if (g.pieces[id * g.per_node] == nullptr)
 			throw hannoy::Error(HANNOY_ERR_CORRUPT, "vector missing during build");
 		int level = hannoy::draw_level(s.meta().seed, id, s.meta().m);
 		g.levels[id] = static_cast<uint8_t>(level);
@@ -453,7 +468,7 @@ bool
 connect_slice(HannoyBuilder *b, Clock::time_point deadline)
 {
 	BuildGraph &g = b->graph;
-	size_t      n = g.vectors.size();
+	size_t      n = g.size();
 	if (!b->connect_started)
 	{
 		b->connect_started = true;

@@ -156,11 +156,12 @@ struct ScalarDot3Op
 /* Runs a one-quantity scalar operation over two arrays and sums its lanes. */
 template <typename Op>
 inline float
-scalar_sum(const unsigned char *a, const unsigned char *b, size_t n)
+scalar_sum(const Segment *s, size_t count)
 {
 	typename Op::Lane lane[4] = {};
 
-	scalar_run<Op>(a, b, n, lane);
+	for (size_t k = 0; k < count; k++)
+		scalar_run<Op>(as_bytes(s[k].a), as_bytes(s[k].b), s[k].n, lane);
 	return scalar_reduce(lane[0].s, lane[1].s, lane[2].s, lane[3].s);
 }
 
@@ -178,44 +179,57 @@ scalar_popcount_bytes(const unsigned char *a, const unsigned char *b, size_t nby
 	return count;
 }
 
+/* Sums a bit counter over segments (integer sums: any cut gives the same count). */
+template <uint64_t (*Count)(const unsigned char *, const unsigned char *, size_t)>
+inline uint64_t
+sum_bit_counts(const Segment *s, size_t count)
+{
+	uint64_t total = 0;
+
+	for (size_t k = 0; k < count; k++)
+		total += Count(as_bytes(s[k].a), as_bytes(s[k].b), s[k].n);
+	return total;
+}
+
 /* The scalar kernel set: the fallback, and the reference SIMD sets are tested against. */
 struct ScalarKernels
 {
 	static constexpr const char *name = "scalar";
 
 	static float
-	l2_squared(const unsigned char *a, const unsigned char *b, size_t n)
+	l2_squared(const Segment *s, size_t count)
 	{
-		return scalar_sum<ScalarL2Op>(a, b, n);
+		return scalar_sum<ScalarL2Op>(s, count);
 	}
 
 	static float
-	dot(const unsigned char *a, const unsigned char *b, size_t n)
+	dot(const Segment *s, size_t count)
 	{
-		return scalar_sum<ScalarDotOp>(a, b, n);
+		return scalar_sum<ScalarDotOp>(s, count);
 	}
 
 	static float
-	l1(const unsigned char *a, const unsigned char *b, size_t n)
+	l1(const Segment *s, size_t count)
 	{
-		return scalar_sum<ScalarL1Op>(a, b, n);
+		return scalar_sum<ScalarL1Op>(s, count);
 	}
 
 	static void
-	dot3(const unsigned char *a, const unsigned char *b, size_t n, float *ab, float *aa, float *bb)
+	dot3(const Segment *s, size_t count, float *ab, float *aa, float *bb)
 	{
 		ScalarDot3Op::Lane lane[4] = {};
 
-		scalar_run<ScalarDot3Op>(a, b, n, lane);
+		for (size_t k = 0; k < count; k++)
+			scalar_run<ScalarDot3Op>(as_bytes(s[k].a), as_bytes(s[k].b), s[k].n, lane);
 		*ab = scalar_reduce(lane[0].ab, lane[1].ab, lane[2].ab, lane[3].ab);
 		*aa = scalar_reduce(lane[0].aa, lane[1].aa, lane[2].aa, lane[3].aa);
 		*bb = scalar_reduce(lane[0].bb, lane[1].bb, lane[2].bb, lane[3].bb);
 	}
 
 	static uint64_t
-	popcount_xor(const unsigned char *a, const unsigned char *b, size_t nbytes)
+	popcount_xor(const Segment *s, size_t count)
 	{
-		return scalar_popcount_bytes(a, b, nbytes);
+		return sum_bit_counts<scalar_popcount_bytes>(s, count);
 	}
 };
 
@@ -261,9 +275,9 @@ struct PopcntKernels : ScalarKernels
 	static constexpr const char *name = "popcnt";
 
 	static uint64_t
-	popcount_xor(const unsigned char *a, const unsigned char *b, size_t nbytes)
+	popcount_xor(const Segment *s, size_t count)
 	{
-		return popcnt_popcount_bytes(a, b, nbytes);
+		return sum_bit_counts<popcnt_popcount_bytes>(s, count);
 	}
 };
 
@@ -392,42 +406,44 @@ struct Avx2Dot3Op
 /* Runs a one-quantity AVX2 operation over two arrays and sums its lanes. */
 template <typename Op>
 HANNOY_TARGET_AVX2 HANNOY_INLINE float
-avx2_sum(const unsigned char *a, const unsigned char *b, size_t n)
+avx2_sum(const Segment *s, size_t count)
 {
 	typename Op::Lane lane[4] = {};
 
-	avx2_run<Op>(a, b, n, lane);
+	for (size_t k = 0; k < count; k++)
+		avx2_run<Op>(as_bytes(s[k].a), as_bytes(s[k].b), s[k].n, lane);
 	return avx2_reduce(lane[0].s, lane[1].s, lane[2].s, lane[3].s);
 }
 
 /* AVX2 squared euclidean distance. */
 HANNOY_TARGET_AVX2 float
-avx2_l2_squared(const unsigned char *a, const unsigned char *b, size_t n)
+avx2_l2_squared(const Segment *s, size_t count)
 {
-	return avx2_sum<Avx2L2Op>(a, b, n);
+	return avx2_sum<Avx2L2Op>(s, count);
 }
 
 /* AVX2 dot product. */
 HANNOY_TARGET_AVX2 float
-avx2_dot(const unsigned char *a, const unsigned char *b, size_t n)
+avx2_dot(const Segment *s, size_t count)
 {
-	return avx2_sum<Avx2DotOp>(a, b, n);
+	return avx2_sum<Avx2DotOp>(s, count);
 }
 
 /* AVX2 manhattan distance. */
 HANNOY_TARGET_AVX2 float
-avx2_l1(const unsigned char *a, const unsigned char *b, size_t n)
+avx2_l1(const Segment *s, size_t count)
 {
-	return avx2_sum<Avx2L1Op>(a, b, n);
+	return avx2_sum<Avx2L1Op>(s, count);
 }
 
 /* AVX2 a.b, a.a and b.b in one pass over memory, for the cosine distance. */
 HANNOY_TARGET_AVX2 void
-avx2_dot3(const unsigned char *a, const unsigned char *b, size_t n, float *ab, float *aa, float *bb)
+avx2_dot3(const Segment *s, size_t count, float *ab, float *aa, float *bb)
 {
 	Avx2Dot3Op::Lane lane[4] = {};
 
-	avx2_run<Avx2Dot3Op>(a, b, n, lane);
+	for (size_t k = 0; k < count; k++)
+		avx2_run<Avx2Dot3Op>(as_bytes(s[k].a), as_bytes(s[k].b), s[k].n, lane);
 	*ab = avx2_reduce(lane[0].ab, lane[1].ab, lane[2].ab, lane[3].ab);
 	*aa = avx2_reduce(lane[0].aa, lane[1].aa, lane[2].aa, lane[3].aa);
 	*bb = avx2_reduce(lane[0].bb, lane[1].bb, lane[2].bb, lane[3].bb);
@@ -488,33 +504,33 @@ struct Avx2Kernels
 	static constexpr const char *name = "avx2";
 
 	static float
-	l2_squared(const unsigned char *a, const unsigned char *b, size_t n)
+	l2_squared(const Segment *s, size_t count)
 	{
-		return avx2_l2_squared(a, b, n);
+		return avx2_l2_squared(s, count);
 	}
 
 	static float
-	dot(const unsigned char *a, const unsigned char *b, size_t n)
+	dot(const Segment *s, size_t count)
 	{
-		return avx2_dot(a, b, n);
+		return avx2_dot(s, count);
 	}
 
 	static float
-	l1(const unsigned char *a, const unsigned char *b, size_t n)
+	l1(const Segment *s, size_t count)
 	{
-		return avx2_l1(a, b, n);
+		return avx2_l1(s, count);
 	}
 
 	static void
-	dot3(const unsigned char *a, const unsigned char *b, size_t n, float *ab, float *aa, float *bb)
+	dot3(const Segment *s, size_t count, float *ab, float *aa, float *bb)
 	{
-		avx2_dot3(a, b, n, ab, aa, bb);
+		avx2_dot3(s, count, ab, aa, bb);
 	}
 
 	static uint64_t
-	popcount_xor(const unsigned char *a, const unsigned char *b, size_t nbytes)
+	popcount_xor(const Segment *s, size_t count)
 	{
-		return avx2_popcount_xor(a, b, nbytes);
+		return sum_bit_counts<avx2_popcount_xor>(s, count);
 	}
 };
 
@@ -640,43 +656,44 @@ struct Avx512Dot3Op
 /* Runs a one-quantity AVX-512 operation over two arrays and sums its lanes. */
 template <typename Op>
 HANNOY_TARGET_AVX512 HANNOY_INLINE float
-avx512_sum(const unsigned char *a, const unsigned char *b, size_t n)
+avx512_sum(const Segment *s, size_t count)
 {
 	typename Op::Lane lane[4] = {};
 
-	avx512_run<Op>(a, b, n, lane);
+	for (size_t k = 0; k < count; k++)
+		avx512_run<Op>(as_bytes(s[k].a), as_bytes(s[k].b), s[k].n, lane);
 	return avx512_reduce(lane[0].s, lane[1].s, lane[2].s, lane[3].s);
 }
 
 /* AVX-512 squared euclidean distance. */
 HANNOY_TARGET_AVX512 float
-avx512_l2_squared(const unsigned char *a, const unsigned char *b, size_t n)
+avx512_l2_squared(const Segment *s, size_t count)
 {
-	return avx512_sum<Avx512L2Op>(a, b, n);
+	return avx512_sum<Avx512L2Op>(s, count);
 }
 
 /* AVX-512 dot product. */
 HANNOY_TARGET_AVX512 float
-avx512_dot(const unsigned char *a, const unsigned char *b, size_t n)
+avx512_dot(const Segment *s, size_t count)
 {
-	return avx512_sum<Avx512DotOp>(a, b, n);
+	return avx512_sum<Avx512DotOp>(s, count);
 }
 
 /* AVX-512 manhattan distance. */
 HANNOY_TARGET_AVX512 float
-avx512_l1(const unsigned char *a, const unsigned char *b, size_t n)
+avx512_l1(const Segment *s, size_t count)
 {
-	return avx512_sum<Avx512L1Op>(a, b, n);
+	return avx512_sum<Avx512L1Op>(s, count);
 }
 
 /* AVX-512 a.b, a.a and b.b in one pass over memory, for the cosine distance. */
 HANNOY_TARGET_AVX512 void
-avx512_dot3(const unsigned char *a, const unsigned char *b, size_t n, float *ab, float *aa,
-            float *bb)
+avx512_dot3(const Segment *s, size_t count, float *ab, float *aa, float *bb)
 {
 	Avx512Dot3Op::Lane lane[4] = {};
 
-	avx512_run<Avx512Dot3Op>(a, b, n, lane);
+	for (size_t k = 0; k < count; k++)
+		avx512_run<Avx512Dot3Op>(as_bytes(s[k].a), as_bytes(s[k].b), s[k].n, lane);
 	*ab = avx512_reduce(lane[0].ab, lane[1].ab, lane[2].ab, lane[3].ab);
 	*aa = avx512_reduce(lane[0].aa, lane[1].aa, lane[2].aa, lane[3].aa);
 	*bb = avx512_reduce(lane[0].bb, lane[1].bb, lane[2].bb, lane[3].bb);
@@ -688,27 +705,27 @@ struct Avx512Kernels : Avx2Kernels
 	static constexpr const char *name = "avx512";
 
 	static float
-	l2_squared(const unsigned char *a, const unsigned char *b, size_t n)
+	l2_squared(const Segment *s, size_t count)
 	{
-		return avx512_l2_squared(a, b, n);
+		return avx512_l2_squared(s, count);
 	}
 
 	static float
-	dot(const unsigned char *a, const unsigned char *b, size_t n)
+	dot(const Segment *s, size_t count)
 	{
-		return avx512_dot(a, b, n);
+		return avx512_dot(s, count);
 	}
 
 	static float
-	l1(const unsigned char *a, const unsigned char *b, size_t n)
+	l1(const Segment *s, size_t count)
 	{
-		return avx512_l1(a, b, n);
+		return avx512_l1(s, count);
 	}
 
 	static void
-	dot3(const unsigned char *a, const unsigned char *b, size_t n, float *ab, float *aa, float *bb)
+	dot3(const Segment *s, size_t count, float *ab, float *aa, float *bb)
 	{
-		avx512_dot3(a, b, n, ab, aa, bb);
+		avx512_dot3(s, count, ab, aa, bb);
 	}
 };
 
@@ -739,64 +756,87 @@ cosine_from_dots(float ab, float aa, float bb)
 /* Euclidean distance of a kernel set: the square root of its float sum. */
 template <typename K>
 double
-l2_distance(const void *a, const void *b, uint32_t dims)
+l2_segments(const Segment *s, size_t count)
 {
-	return std::sqrt(static_cast<double>(K::l2_squared(as_bytes(a), as_bytes(b), dims)));
+	return std::sqrt(static_cast<double>(K::l2_squared(s, count)));
 }
 
 /* Cosine distance of a kernel set, from its fused pass over both vectors. */
 template <typename K>
 double
-cosine_distance(const void *a, const void *b, uint32_t dims)
+cosine_segments(const Segment *s, size_t count)
 {
 	float ab;
 	float aa;
 	float bb;
 
-	K::dot3(as_bytes(a), as_bytes(b), dims, &ab, &aa, &bb);
+	K::dot3(s, count, &ab, &aa, &bb);
 	return cosine_from_dots(ab, aa, bb);
 }
 
 /* Negative inner product of a kernel set, so that smaller means nearer. */
 template <typename K>
 double
-negative_inner_product(const void *a, const void *b, uint32_t dims)
+negative_inner_product_segments(const Segment *s, size_t count)
 {
 	/* 0 - x rather than -x: orthogonal vectors give 0, not -0 */
-	return 0.0 - static_cast<double>(K::dot(as_bytes(a), as_bytes(b), dims));
+	return 0.0 - static_cast<double>(K::dot(s, count));
 }
 
 /* Manhattan distance of a kernel set. */
 template <typename K>
 double
-l1_distance(const void *a, const void *b, uint32_t dims)
+l1_segments(const Segment *s, size_t count)
 {
-	return static_cast<double>(K::l1(as_bytes(a), as_bytes(b), dims));
+	return static_cast<double>(K::l1(s, count));
 }
 
-/* Hamming distance of a kernel set over 'nbits' bits (pad bits are zero). */
+/* Hamming distance of a kernel set over whole bytes (pad bits are zero). */
 template <typename K>
 double
-hamming_distance(const void *a, const void *b, uint32_t nbits)
+hamming_segments(const Segment *s, size_t count)
 {
-	const size_t nbytes = (static_cast<size_t>(nbits) + 7) / 8;
+	return static_cast<double>(K::popcount_xor(s, count));
+}
 
-	return static_cast<double>(K::popcount_xor(as_bytes(a), as_bytes(b), nbytes));
+/* A segmented distance applied to two whole vectors: one segment of 'dims' floats. */
+template <SegmentedDistanceFn F>
+double
+whole_floats(const void *a, const void *b, uint32_t dims)
+{
+	const Segment one{a, b, dims};
+
+	return F(&one, 1);
+}
+
+/* A segmented hamming distance applied to two whole bit strings of 'nbits' bits. */
+template <SegmentedDistanceFn F>
+double
+whole_bits(const void *a, const void *b, uint32_t nbits)
+{
+	const Segment one{a, b, (static_cast<size_t>(nbits) + 7) / 8};
+
+	return F(&one, 1);
 }
 
 /* One kernel set as the process uses it: primitives and finished distances. */
 struct KernelSet
 {
 	const char *name;
-	float (*l2_squared)(const unsigned char *, const unsigned char *, size_t);
-	float (*dot)(const unsigned char *, const unsigned char *, size_t);
-	float (*l1)(const unsigned char *, const unsigned char *, size_t);
-	uint64_t (*popcount_xor)(const unsigned char *, const unsigned char *, size_t);
-	DistanceFn l2_distance;
-	DistanceFn cosine_distance;
-	DistanceFn negative_inner_product;
-	DistanceFn l1_distance;
-	DistanceFn hamming_distance;
+	float (*l2_squared)(const Segment *, size_t);
+	float (*dot)(const Segment *, size_t);
+	float (*l1)(const Segment *, size_t);
+	uint64_t (*popcount_xor)(const Segment *, size_t);
+	DistanceFn          l2_distance;
+	DistanceFn          cosine_distance;
+	DistanceFn          negative_inner_product;
+	DistanceFn          l1_distance;
+	DistanceFn          hamming_distance;
+	SegmentedDistanceFn l2_segments;
+	SegmentedDistanceFn cosine_segments;
+	SegmentedDistanceFn negative_inner_product_segments;
+	SegmentedDistanceFn l1_segments;
+	SegmentedDistanceFn hamming_segments;
 };
 
 /* Builds the table of a kernel set from its static functions. */
@@ -809,11 +849,16 @@ make_kernel_set()
 	                 &K::dot,
 	                 &K::l1,
 	                 &K::popcount_xor,
-	                 &l2_distance<K>,
-	                 &cosine_distance<K>,
-	                 &negative_inner_product<K>,
-	                 &l1_distance<K>,
-	                 &hamming_distance<K>};
+	                 &whole_floats<l2_segments<K>>,
+	                 &whole_floats<cosine_segments<K>>,
+	                 &whole_floats<negative_inner_product_segments<K>>,
+	                 &whole_floats<l1_segments<K>>,
+	                 &whole_bits<hamming_segments<K>>,
+	                 &l2_segments<K>,
+	                 &cosine_segments<K>,
+	                 &negative_inner_product_segments<K>,
+	                 &l1_segments<K>,
+	                 &hamming_segments<K>};
 }
 
 constexpr KernelSet scalar_kernel_set = make_kernel_set<ScalarKernels>();
@@ -903,53 +948,89 @@ distance_function(HannoyMetric metric)
 	return nullptr;
 }
 
+/* The distance of a metric over matching segments of two vectors. */
+SegmentedDistanceFn
+segmented_distance_function(HannoyMetric metric)
+{
+	const KernelSet &k = kernels();
+
+	switch (metric)
+	{
+		case HANNOY_METRIC_L2:
+			return k.l2_segments;
+		case HANNOY_METRIC_COSINE:
+			return k.cosine_segments;
+		case HANNOY_METRIC_IP:
+			return k.negative_inner_product_segments;
+		case HANNOY_METRIC_L1:
+			return k.l1_segments;
+		case HANNOY_METRIC_HAMMING:
+			return k.hamming_segments;
+	}
+	return nullptr;
+}
+
 /* Sum of squared differences with the process's kernel set. */
 float
 kernel_l2_squared(const float *a, const float *b, uint32_t n)
 {
-	return kernels().l2_squared(as_bytes(a), as_bytes(b), n);
+	const Segment one{a, b, n};
+
+	return kernels().l2_squared(&one, 1);
 }
 
 /* Dot product with the process's kernel set; kernel_dot(a, a) is the squared norm cosine uses. */
 float
 kernel_dot(const float *a, const float *b, uint32_t n)
 {
-	return kernels().dot(as_bytes(a), as_bytes(b), n);
+	const Segment one{a, b, n};
+
+	return kernels().dot(&one, 1);
 }
 
 /* Sum of absolute differences with the process's kernel set. */
 float
 kernel_l1(const float *a, const float *b, uint32_t n)
 {
-	return kernels().l1(as_bytes(a), as_bytes(b), n);
+	const Segment one{a, b, n};
+
+	return kernels().l1(&one, 1);
 }
 
 /* Number of differing bits of two byte strings with the process's kernel set. */
 uint64_t
 kernel_popcount_xor(const uint8_t *a, const uint8_t *b, size_t nbytes)
 {
-	return kernels().popcount_xor(a, b, nbytes);
+	const Segment one{a, b, nbytes};
+
+	return kernels().popcount_xor(&one, 1);
 }
 
 /* Scalar sum of squared differences, the reference for the SIMD kernels. */
 float
 scalar_l2_squared(const float *a, const float *b, uint32_t n)
 {
-	return ScalarKernels::l2_squared(as_bytes(a), as_bytes(b), n);
+	const Segment one{a, b, n};
+
+	return ScalarKernels::l2_squared(&one, 1);
 }
 
 /* Scalar dot product, the reference for the SIMD kernels. */
 float
 scalar_dot(const float *a, const float *b, uint32_t n)
 {
-	return ScalarKernels::dot(as_bytes(a), as_bytes(b), n);
+	const Segment one{a, b, n};
+
+	return ScalarKernels::dot(&one, 1);
 }
 
 /* Scalar sum of absolute differences, the reference for the SIMD kernels. */
 float
 scalar_l1(const float *a, const float *b, uint32_t n)
 {
-	return ScalarKernels::l1(as_bytes(a), as_bytes(b), n);
+	const Segment one{a, b, n};
+
+	return ScalarKernels::l1(&one, 1);
 }
 
 /* Scalar count of differing bits, the reference for the SIMD kernels. */

@@ -113,14 +113,12 @@ hannoy_stored_rows_next(HannoyEnv *env, HannoyRowPosition *pos, HannoyStoredRow 
 				    row.tid = graph.tid();
 				    row.id = hannoy::decode_id(graph.data());
 				    graph.next();
-				    HannoyTid   mapped = 0;
-				    const void *v = s.vector(txn.get(), row.id);
+				    HannoyTid mapped = 0;
 				    /* a row the TID maps disagree on, or without a vector: the walk reports it */
-				    if (!s.tid_of(txn.get(), row.id, &mapped) || mapped != row.tid ||
-				        v == nullptr || stride == 0)
+				    if (!s.tid_of(txn.get(), row.id, &mapped) || mapped != row.tid || stride == 0 ||
+				        !s.copy_vector(txn.get(), row.id,
+				                       static_cast<unsigned char *>(vectors) + n * stride))
 					    row.vector_missing = true;
-				    else
-					    std::memcpy(static_cast<unsigned char *>(vectors) + n * stride, v, stride);
 			    }
 			    else
 			    {

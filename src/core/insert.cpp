@@ -134,7 +134,7 @@ first_live_node(const hannoy::Store &s, MDB_txn *txn, uint32_t entry, uint64_t n
 	for (size_t i = 0; i < todo.size(); i++)
 	{
 		uint32_t id = todo[i];
-		if (!s.is_deleted(txn, id) && s.vector(txn, id) != nullptr)
+		if (!s.is_deleted(txn, id) && s.has_vector(txn, id))
 			return id;
 		s.links(txn, id, 0, list);
 		for (uint32_t n : list)
@@ -243,7 +243,7 @@ link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid ti
 		 * or an id VACUUM freed meanwhile (no vector, or the id this node took).
 		 */
 		auto gone = [&](uint32_t n)
-		{ return n == id || s.is_deleted(txn, n) || s.vector(txn, n) == nullptr; };
+		{ return n == id || s.is_deleted(txn, n) || !s.has_vector(txn, n); };
 		mine.erase(std::remove_if(mine.begin(), mine.end(), gone), mine.end());
 		if (layer == 0 && mine.empty() && state.items > 0)
 		{

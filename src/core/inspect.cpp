@@ -125,6 +125,8 @@ struct HannoyInspect
 	int64_t highest_id = -1;
 
 	uint64_t n_vectors = 0, n_tids = 0, n_tombstones = 0, n_unindexed = 0;
+	/* the vector whose pieces stage Vectors is reading: its id and the piece expected next */
+	uint32_t piece_id = 0, piece_next = 0;
 
 	std::deque<uint32_t> queue; /* Search */
 
@@ -212,25 +214,50 @@ read_links(HannoyInspect *w, uint32_t id, int layer, std::vector<uint32_t> &out)
 	return hannoy::decode_links(data.mv_data, data.mv_size, out);
 }
 
-/* Stage Vectors: one record (one vector, or several packed together). */
+/* Reports a vector whose pieces stage Vectors did not all find. */
+void
+report_incomplete(HannoyInspect *w)
+{
+	if (w->piece_next != 0)
+		report(w, HANNOY_PROBLEM_MALFORMED, w->piece_id, "vector of item %u lacks piece %u",
+		       w->piece_id, w->piece_next);
+	w->piece_next = 0;
+}
+
+/* Stage Vectors: one record, a vector or one of its pieces (see VectorLayout). */
 void
 check_vector(HannoyInspect *w, const MDB_val &key, const MDB_val &data)
 {
-	bool ok = w->store->unpack_vectors(
-	    key, data,
-	    [&](uint32_t id, const void *)
-	    {
-		    w->n_vectors++;
-		    if (id >= w->state.next_id)
-			    report(w, HANNOY_PROBLEM_COUNTER, id, "item %u has a vector but next_id is %llu",
-			           id, static_cast<unsigned long long>(w->state.next_id));
-		    else
-			    w->vectors.set(id);
-	    });
-	if (!ok)
+	const hannoy::VectorLayout &l = w->store->layout();
+	uint32_t                    id, piece;
+	if (!hannoy::decode_vector_key(key, &id, &piece) || piece >= l.pieces() ||
+	    data.mv_size != l.piece_size(piece))
+	{
 		report(w, HANNOY_PROBLEM_MALFORMED, -1,
 		       "vectors database has a malformed record (key of %zu bytes, value of %zu bytes)",
 		       key.mv_size, data.mv_size);
+		return;
+	}
+	if (piece != w->piece_next || (piece > 0 && id != w->piece_id))
+	{
+		report_incomplete(w);
+		if (piece > 0)
+		{
+			report(w, HANNOY_PROBLEM_MALFORMED, id, "vector of item %u lacks piece 0", id);
+			return;
+		}
+	}
+	w->piece_id = id;
+	w->piece_next = piece + 1;
+	if (w->piece_next < l.pieces())
+		return;
+	w->piece_next = 0;
+	w->n_vectors++;
+	if (id >= w->state.next_id)
+		report(w, HANNOY_PROBLEM_COUNTER, id, "item %u has a vector but next_id is %llu", id,
+		       static_cast<unsigned long long>(w->state.next_id));
+	else
+		w->vectors.set(id);
 }
 
 /* Stage Tids: one entry, which items must map back. */
@@ -522,7 +549,10 @@ run_slice(HannoyInspect *w, Clock::time_point deadline)
 				if (step_cursor(w, s.dbi_vectors, key, data))
 					check_vector(w, key, data);
 				else
+				{
+					report_incomplete(w);
 					enter(w, Stage::Tids);
+				}
 				break;
 			case Stage::Tids:
 				if (step_cursor(w, s.dbi_tids, key, data))
@@ -623,8 +653,8 @@ begin_walk(hannoy::Store &s, bool verify)
 	hannoy::Cursor last(w->txn->get(), s.dbi_vectors);
 	MDB_val        key, data;
 	uint64_t       max_id = 0;
-	if (last.get(key, data, MDB_LAST) && key.mv_size == 4)
-		max_id = (uint64_t(hannoy::decode_id(key)) + 1) * s.vectors_per_chunk();
+	if (last.get(key, data, MDB_LAST) && key.mv_size == 5)
+		max_id = uint64_t(hannoy::decode_id(key)) + 1;
 	w->range = std::min(w->state.next_id, max_id);
 	w->vectors.reset(w->range);
 	w->tids.reset(w->range);

@@ -64,7 +64,7 @@ struct HannoyScan
 	std::vector<hannoy::Candidate> batch;
 	size_t                         batch_pos = 0;
 	std::vector<uint32_t>          scratch;
-	std::vector<const void *>      vectors; /* of the neighbours in scratch */
+	std::vector<const void *>      vectors; /* pieces of the neighbours in scratch, nullptr: none */
 
 	~HannoyScan()
 	{
@@ -80,31 +80,29 @@ namespace
 /* Bytes of every new neighbour's vector fetched ahead before any distance is computed. */
 constexpr size_t PREFETCH_FIRST_BYTES = 256;
 
-/* Asks the CPU to start loading the first 'bytes' of vector 'v' (may be nullptr). */
+/*
+ * Asks the CPU to start loading the first 'bytes' of each piece of a
+ * stored vector (none when pieces[0] is nullptr).
+ */
 inline void
-prefetch_vector(const void *v, size_t bytes)
+prefetch_vector(const hannoy::VectorLayout &l, const void *const *pieces, size_t bytes)
 {
-	if (v == nullptr)
+	if (pieces[0] == nullptr)
 		return;
-	const char *p = static_cast<const char *>(v);
-	for (size_t off = 0; off < bytes; off += 64)
-		__builtin_prefetch(p + off);
-}
-
-/* Distance from stored vector 'v' to the query; +inf when there is none. */
-double
-vector_distance(HannoyScan *scan, const void *v)
-{
-	if (v == nullptr)
-		return HUGE_VAL;
-	return scan->store->distance()(v, scan->query.data(), scan->store->meta().dims);
+	for (uint32_t i = 0; i < l.pieces(); i++)
+	{
+		const char *p = static_cast<const char *>(pieces[i]);
+		size_t      end = std::min(bytes, l.piece_size(i));
+		for (size_t off = 0; off < end; off += 64)
+			__builtin_prefetch(p + off);
+	}
 }
 
 /* Distance from a stored item to the query; +inf if the item has no vector. */
 double
 item_distance(HannoyScan *scan, uint32_t id)
 {
-	return vector_distance(scan, scan->store->vector(scan->txn, id));
+	return scan->store->distance_to(scan->txn, id, scan->query.data());
 }
 
 /* Marks a newly discovered node: it is both to be expanded and to be returned. */
@@ -126,8 +124,9 @@ run_round(HannoyScan *scan)
 		top.push(scan->pending.top());
 		scan->pending.pop();
 	}
-	hannoy::StoredGraph g(*scan->store, scan->txn);
-	size_t              vbytes = scan->store->vector_bytes();
+	hannoy::StoredGraph         g(*scan->store, scan->txn);
+	const hannoy::VectorLayout &layout = scan->store->layout();
+	uint32_t                    per = layout.pieces();
 	while (!scan->frontier.empty())
 	{
 		hannoy::Candidate c = scan->frontier.top();
@@ -136,23 +135,26 @@ run_round(HannoyScan *scan)
 		scan->frontier.pop();
 		g.neighbors(c.id, 0, scan->scratch);
 		/* look up the new neighbours' vectors first, so memory loads overlap */
-		if (scan->vectors.size() < scan->scratch.size())
-			scan->vectors.resize(scan->scratch.size());
+		if (scan->vectors.size() < scan->scratch.size() * per)
+			scan->vectors.resize(scan->scratch.size() * per);
 		size_t fresh = 0;
 		for (uint32_t n : scan->scratch)
 			if (scan->visited.insert(n))
 			{
-				const void *v = scan->store->vector(scan->txn, n);
-				scan->scratch[fresh] = n;
-				scan->vectors[fresh++] = v;
-				prefetch_vector(v, PREFETCH_FIRST_BYTES);
+				const void **pieces = &scan->vectors[fresh * per];
+				if (!scan->store->vector_pieces(scan->txn, n, pieces))
+					pieces[0] = nullptr;
+				scan->scratch[fresh++] = n;
+				prefetch_vector(layout, pieces, PREFETCH_FIRST_BYTES);
 			}
 		for (size_t i = 0; i < fresh; i++)
 		{
-			uint32_t n = scan->scratch[i];
+			uint32_t           n = scan->scratch[i];
+			const void *const *pieces = &scan->vectors[i * per];
 			if (i + 1 < fresh)
-				prefetch_vector(scan->vectors[i + 1], vbytes);
-			hannoy::Candidate cand{vector_distance(scan, scan->vectors[i]), n};
+				prefetch_vector(layout, pieces + per, SIZE_MAX);
+			double dist = pieces[0] == nullptr ? HUGE_VAL : layout.distance(pieces, scan->query.data());
+			hannoy::Candidate cand{dist, n};
 			scan->frontier.push(cand);
 			if (top.size() < window)
 				top.push(cand);
@@ -185,9 +187,10 @@ seed_unreached(HannoyScan *scan)
 		uint32_t id = scan->linear_next++;
 		if (!scan->visited.insert(id))
 			continue;
-		if (scan->store->vector(scan->txn, id) == nullptr)
+		double dist = item_distance(scan, id);
+		if (dist == HUGE_VAL && !scan->store->has_vector(scan->txn, id))
 			continue;
-		discover(scan, hannoy::Candidate{item_distance(scan, id), id});
+		discover(scan, hannoy::Candidate{dist, id});
 		return true;
 	}
 	return false;

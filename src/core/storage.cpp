@@ -89,6 +89,22 @@ LinkKey::LinkKey(uint32_t id, int layer)
 	bytes[4] = static_cast<unsigned char>(layer);
 }
 
+VectorKey::VectorKey(uint32_t id, uint32_t piece)
+{
+	store_be32(bytes, id);
+	bytes[4] = static_cast<unsigned char>(piece);
+}
+
+bool
+decode_vector_key(const MDB_val &key, uint32_t *id, uint32_t *piece)
+{
+	if (key.mv_size != 5)
+		return false;
+	*id = decode_id(key);
+	*piece = static_cast<const unsigned char *>(key.mv_data)[4];
+	return true;
+}
+
 TidKey::TidKey(HannoyTid tid)
 {
 	for (int i = 0; i < 6; i++)
@@ -322,9 +338,7 @@ Store::set_meta(const HannoyMeta &meta)
 		throw Error(HANNOY_ERR_CORRUPT, "unknown metric " + std::to_string(meta.metric));
 	meta_ = meta;
 	distance_ = distance_function(static_cast<HannoyMetric>(meta.metric));
-	vector_bytes_ = hannoy_vector_bytes(static_cast<HannoyMetric>(meta.metric), meta.dims);
-	chunk_ = chunk_vectors_for(vector_bytes_);
-	chunk_bytes_ = chunk_ == 1 ? 0 : CHUNK_HEADER + chunk_ * vector_bytes_;
+	layout_ = VectorLayout(static_cast<HannoyMetric>(meta.metric), meta.dims);
 }
 
 void
@@ -435,6 +449,8 @@ SnapshotCache::arm(MDB_txn *txn)
 	txn_id_ = id;
 	armed_ = true;
 	have_state_ = false;
+	table_block_ = 0;
+	table_used_ = 0;
 	if (++generation_ == 0)
 	{
 		/* after 2^32 snapshots: forget every entry before stamps repeat */
@@ -462,184 +478,254 @@ SnapshotCache::entry(uint32_t id)
 	return &e;
 }
 
-uint32_t
-chunk_vectors_for(size_t bytes)
+const void **
+SnapshotCache::piece_table(uint32_t n)
 {
-	constexpr size_t PAGE = 4096, PAGE_HEADER = 16, MAX_RECORD = 64 * 1024;
-	/*
-	 * A vector that fits one overflow page keeps a record of its own: packed
-	 * records are rewritten whole by inserts, and LMDB needs contiguous free
-	 * pages for them, so bulk rewrites grew the file too much (issue 3's
-	 * 1.1x bound after delete-all, VACUUM and refill).
-	 */
-	if (bytes == 0 || PAGE_HEADER + bytes <= PAGE)
-		return 1;
-	/* pages per vector of each record size; the smallest record within 5% of the best */
-	double   best = HUGE_VAL;
-	double   cost[33] = {};
-	uint32_t last = 2;
-	for (uint32_t k = 2; k <= 32; k++)
+	if (table_used_ + n > TABLE_BLOCK)
 	{
-		size_t record = CHUNK_HEADER + k * bytes;
-		if (k > 2 && record > MAX_RECORD)
-			break;
-		size_t pages = (PAGE_HEADER + record + PAGE - 1) / PAGE;
-		cost[k] = double(pages) / k;
-		best = std::min(best, cost[k]);
-		last = k;
+		table_block_++;
+		table_used_ = 0;
 	}
-	for (uint32_t k = 2; k <= last; k++)
-		if (cost[k] <= best * 1.05)
-			return k;
-	return last;
+	if (table_block_ >= tables_.size())
+		tables_.emplace_back(new const void *[TABLE_BLOCK]);
+	const void **t = &tables_[table_block_][table_used_];
+	table_used_ += n;
+	return t;
 }
 
 namespace
 {
 
-/* Writes the presence bits of a multi-vector record. */
-void
-set_chunk_bits(void *record, uint32_t bits)
+/* LMDB's 4 KiB page as the layout assumes it (other page sizes only pack less well). */
+constexpr size_t PAGE = 4096, PAGE_HEADER = 16;
+/* The largest leaf node LMDB keeps in its page: (page - header) / 2, even, less a slot. */
+constexpr size_t NODE_MAX = ((PAGE - PAGE_HEADER) / 2 & ~size_t(1)) - 2;
+/* A leaf node's header, the vectors database's key, a slot in the page's index. */
+constexpr size_t NODE_HEADER = 8, VECTOR_KEY = 5, NODE_SLOT = 2;
+
+/* Bytes a leaf record of 'data' bytes takes in its page. */
+size_t
+leaf_cost(size_t data)
 {
-	unsigned char *p = static_cast<unsigned char *>(record);
-	for (int i = 0; i < 4; i++)
-		p[i] = static_cast<unsigned char>(bits >> (8 * i));
+	return ((NODE_HEADER + VECTOR_KEY + data + 1) & ~size_t(1)) + NODE_SLOT;
+}
+
+/* Pages per vector when vectors of 'bytes' are cut into pieces of 'piece' and appended in order. */
+double
+pages_per_vector(size_t bytes, size_t piece)
+{
+	constexpr int VECTORS = 64;
+	size_t        n = bytes / piece, pages = 1, used = 0;
+	for (int v = 0; v < VECTORS; v++)
+		for (size_t i = 0; i < n; i++)
+		{
+			size_t cost = leaf_cost(i + 1 < n ? piece : bytes - piece * (n - 1));
+			if (used + cost > PAGE - PAGE_HEADER)
+			{
+				pages++;
+				used = 0;
+			}
+			used += cost;
+		}
+	return double(pages) / VECTORS;
 }
 
 } // namespace
 
-/* Looks up the vector of 'id' in LMDB, checking the record's size. */
-static const void *
-lookup_vector(const Store &s, MDB_txn *txn, uint32_t id, size_t vector_bytes, uint32_t chunk,
-              size_t chunk_bytes)
+size_t
+vector_piece_bytes(size_t bytes)
 {
-	IdKey   key(id / chunk);
-	MDB_val data;
-	if (!hannoy::get(txn, s.dbi_vectors, key.val(), data))
-		return nullptr;
-	size_t expected = chunk == 1 ? vector_bytes : chunk_bytes;
-	if (data.mv_size != expected)
-		throw Error(HANNOY_ERR_CORRUPT, "stored vector record " + std::to_string(id / chunk) +
-		                                    " has " + std::to_string(data.mv_size) +
-		                                    " bytes, expected " + std::to_string(expected));
-	if (chunk == 1)
-		return data.mv_data;
-	uint32_t slot = id % chunk;
-	if (!(chunk_bits(data.mv_data) & (uint32_t(1) << slot)))
-		return nullptr;
-	return static_cast<const char *>(data.mv_data) + CHUNK_HEADER + slot * vector_bytes;
+	/* a vector that fits a leaf page stays whole */
+	if (NODE_HEADER + VECTOR_KEY + bytes <= NODE_MAX)
+		return bytes;
+	/* else whole in overflow pages, or cut: the fewest pieces within 3% of the fewest pages */
+	constexpr size_t SIZES = NODE_MAX / SEGMENT_ALIGN;
+	double           cost[SIZES + 1];
+	double           best = double((PAGE_HEADER + bytes + PAGE - 1) / PAGE);
+	for (size_t k = 1; k <= SIZES; k++)
+	{
+		size_t piece = k * SEGMENT_ALIGN, n = bytes / piece;
+		cost[k] = HUGE_VAL;
+		if (piece >= bytes || n > VectorLayout::MAX_PIECES ||
+		    NODE_HEADER + VECTOR_KEY + bytes - piece * (n - 1) > NODE_MAX)
+			continue;
+		cost[k] = pages_per_vector(bytes, piece);
+		best = std::min(best, cost[k]);
+	}
+	/* larger pieces first: fewer records to read per vector */
+	for (size_t k = SIZES; k >= 1; k--)
+		if (cost[k] <= best * 1.03)
+			return k * SEGMENT_ALIGN;
+	return bytes;
 }
 
-const void *
-Store::vector(MDB_txn *txn, uint32_t id) const
+VectorLayout::VectorLayout(HannoyMetric metric, uint32_t dims)
+    : bytes_(hannoy_vector_bytes(metric, dims)), unit_(metric == HANNOY_METRIC_HAMMING ? 1 : 4),
+      dims_(dims), whole_(distance_function(metric)), segmented_(segmented_distance_function(metric))
+{
+	piece_bytes_ = bytes_ == 0 ? 0 : vector_piece_bytes(bytes_);
+	pieces_ = piece_bytes_ == 0 ? 1 : static_cast<uint32_t>(bytes_ / piece_bytes_);
+}
+
+double
+VectorLayout::distance(const void *const *a, const void *query) const
+{
+	if (pieces_ == 1)
+		return whole_(a[0], query, dims_);
+	Segment seg[MAX_PIECES];
+	for (uint32_t i = 0; i < pieces_; i++)
+		seg[i] = Segment{a[i], static_cast<const char *>(query) + piece_offset(i),
+		                 piece_size(i) / unit_};
+	return segmented_(seg, pieces_);
+}
+
+double
+VectorLayout::distance(const void *const *a, const void *const *b) const
+{
+	if (pieces_ == 1)
+		return whole_(a[0], b[0], dims_);
+	Segment seg[MAX_PIECES];
+	for (uint32_t i = 0; i < pieces_; i++)
+		seg[i] = Segment{a[i], b[i], piece_size(i) / unit_};
+	return segmented_(seg, pieces_);
+}
+
+void
+VectorLayout::gather(const void *const *a, void *out) const
+{
+	for (uint32_t i = 0; i < pieces_; i++)
+		std::memcpy(static_cast<char *>(out) + piece_offset(i), a[i], piece_size(i));
+}
+
+/* Looks up the pieces of the vector of 'id' in LMDB, checking their sizes; false when absent. */
+static bool
+lookup_vector(const Store &s, MDB_txn *txn, uint32_t id, const void **out)
+{
+	const VectorLayout &l = s.layout();
+	VectorKey           key(id, 0);
+	MDB_val             k = key.val(), data;
+	auto                take = [&](uint32_t i)
+	{
+		if (data.mv_size != l.piece_size(i))
+			throw Error(HANNOY_ERR_CORRUPT, "piece " + std::to_string(i) + " of vector " +
+			                                    std::to_string(id) + " has " +
+			                                    std::to_string(data.mv_size) + " bytes, expected " +
+			                                    std::to_string(l.piece_size(i)));
+		out[i] = data.mv_data;
+	};
+	if (l.pieces() == 1)
+	{
+		if (!hannoy::get(txn, s.dbi_vectors, k, data))
+			return false;
+		take(0);
+		return true;
+	}
+	/* one descent, then the next records: the pieces are adjacent */
+	Cursor cur(txn, s.dbi_vectors);
+	if (!cur.get(k, data, MDB_SET_KEY))
+		return false;
+	take(0);
+	for (uint32_t i = 1; i < l.pieces(); i++)
+	{
+		uint32_t got_id, got_piece;
+		if (!cur.get(k, data, MDB_NEXT) || !decode_vector_key(k, &got_id, &got_piece) ||
+		    got_id != id || got_piece != i)
+			throw Error(HANNOY_ERR_CORRUPT,
+			            "vector " + std::to_string(id) + " lacks piece " + std::to_string(i));
+		take(i);
+	}
+	return true;
+}
+
+bool
+Store::vector_pieces(MDB_txn *txn, uint32_t id, const void **out) const
 {
 	SnapshotCache::Entry *e = cache_.serves(txn) ? cache_.entry(id) : nullptr;
-	if (e != nullptr && (e->known & SnapshotCache::KNOWN_VECTOR))
-		return e->vector;
-	const void *v = lookup_vector(*this, txn, id, vector_bytes_, chunk_, chunk_bytes_);
-	if (e != nullptr)
+	uint32_t              n = layout_.pieces();
+	if (e == nullptr || !(e->known & SnapshotCache::KNOWN_VECTOR))
 	{
-		e->vector = v;
+		bool found = lookup_vector(*this, txn, id, out);
+		if (e == nullptr)
+			return found;
 		e->known |= SnapshotCache::KNOWN_VECTOR;
+		if (!found)
+			e->vector = nullptr;
+		else if (n == 1)
+			e->vector = out[0];
+		else
+		{
+			const void **table = cache_.piece_table(n);
+			std::memcpy(table, out, n * sizeof(*out));
+			e->vector = table;
+		}
+		return found;
 	}
-	return v;
+	if (e->vector == nullptr)
+		return false;
+	if (n == 1)
+		out[0] = e->vector;
+	else
+		std::memcpy(out, e->vector, n * sizeof(*out));
+	return true;
 }
 
-/*
- * Copies record 'chunk' of the vectors database into 'buf' (zeros, no
- * vector present, when it does not exist yet).
- */
-static void
-read_chunk(const Store &s, MDB_txn *txn, uint32_t chunk, size_t chunk_bytes, std::string &buf)
+bool
+Store::copy_vector(MDB_txn *txn, uint32_t id, void *out) const
 {
-	IdKey   key(chunk);
-	MDB_val data;
-	buf.assign(chunk_bytes, '\0');
-	if (!hannoy::get(txn, s.dbi_vectors, key.val(), data))
-		return;
-	if (data.mv_size != chunk_bytes)
-		throw Error(HANNOY_ERR_CORRUPT, "stored vector record " + std::to_string(chunk) + " has " +
-		                                    std::to_string(data.mv_size) + " bytes, expected " +
-		                                    std::to_string(chunk_bytes));
-	std::memcpy(&buf[0], data.mv_data, chunk_bytes);
+	const void *pieces[VectorLayout::MAX_PIECES];
+	if (!vector_pieces(txn, id, pieces))
+		return false;
+	layout_.gather(pieces, out);
+	return true;
 }
 
 void
 Store::put_vector(MDB_txn *txn, uint32_t id, const void *v, bool append) const
 {
-	if (chunk_ == 1)
+	for (uint32_t i = 0; i < layout_.pieces(); i++)
 	{
-		IdKey key(id);
-		put(txn, dbi_vectors, key.val(), MDB_val{vector_bytes_, const_cast<void *>(v)},
-		    append ? MDB_APPEND : 0);
-		return;
+		VectorKey key(id, i);
+		MDB_val   k = key.val();
+		MDB_val   data{layout_.piece_size(i),
+                     const_cast<char *>(static_cast<const char *>(v) + layout_.piece_offset(i))};
+		/*
+		 * Appended when no higher key exists, even for a reused id (a refill
+		 * after VACUUM freed everything): LMDB then leaves the full page full
+		 * when it splits, where an ordinary put moves its last record over.
+		 */
+		if (i == 0 && !append)
+		{
+			int rc = mdb_put(txn, dbi_vectors, &k, &data, MDB_APPEND);
+			if (rc == 0)
+			{
+				append = true;
+				continue;
+			}
+			if (rc != MDB_KEYEXIST)
+				throw_lmdb(rc, "writing");
+		}
+		put(txn, dbi_vectors, k, data, append ? MDB_APPEND : 0);
 	}
-	std::string buf;
-	read_chunk(*this, txn, id / chunk_, chunk_bytes_, buf);
-	uint32_t slot = id % chunk_;
-	set_chunk_bits(&buf[0], chunk_bits(buf.data()) | (uint32_t(1) << slot));
-	std::memcpy(&buf[CHUNK_HEADER + slot * vector_bytes_], v, vector_bytes_);
-	IdKey key(id / chunk_);
-	put(txn, dbi_vectors, key.val(), MDB_val{buf.size(), &buf[0]});
 }
 
 void
 Store::put_vectors(MDB_txn *txn, uint32_t first, size_t count, const void *vectors) const
 {
 	const char *src = static_cast<const char *>(vectors);
-	if (chunk_ == 1)
-	{
-		for (size_t i = 0; i < count; i++)
-			put_vector(txn, first + static_cast<uint32_t>(i), src + i * vector_bytes_, true);
-		return;
-	}
-	std::string buf;
-	size_t      i = 0;
-	while (i < count)
-	{
-		uint32_t id = first + static_cast<uint32_t>(i);
-		uint32_t chunk = id / chunk_;
-		/* only the batch's first record can hold vectors of an earlier batch */
-		if (i == 0)
-			read_chunk(*this, txn, chunk, chunk_bytes_, buf);
-		else
-			buf.assign(chunk_bytes_, '\0');
-		uint32_t bits = chunk_bits(buf.data());
-		for (uint32_t slot = id % chunk_; slot < chunk_ && i < count; slot++, i++)
-		{
-			bits |= uint32_t(1) << slot;
-			std::memcpy(&buf[CHUNK_HEADER + slot * vector_bytes_], src + i * vector_bytes_,
-			            vector_bytes_);
-		}
-		set_chunk_bits(&buf[0], bits);
-		IdKey key(chunk);
-		put(txn, dbi_vectors, key.val(), MDB_val{buf.size(), &buf[0]});
-	}
+	for (size_t i = 0; i < count; i++)
+		put_vector(txn, first + static_cast<uint32_t>(i), src + i * layout_.bytes(), true);
 }
 
 bool
 Store::delete_vector(MDB_txn *txn, uint32_t id) const
 {
-	if (chunk_ == 1)
+	bool had = false;
+	for (uint32_t i = 0; i < layout_.pieces(); i++)
 	{
-		IdKey key(id);
-		return del(txn, dbi_vectors, key.val());
+		VectorKey key(id, i);
+		had = del(txn, dbi_vectors, key.val()) || had;
 	}
-	IdKey   key(id / chunk_);
-	MDB_val data;
-	if (!hannoy::get(txn, dbi_vectors, key.val(), data))
-		return false;
-	uint32_t slot = id % chunk_;
-	if (data.mv_size != chunk_bytes_ || !(chunk_bits(data.mv_data) & (uint32_t(1) << slot)))
-		return false;
-	uint32_t bits = chunk_bits(data.mv_data) & ~(uint32_t(1) << slot);
-	if (bits == 0)
-		return del(txn, dbi_vectors, key.val());
-	std::string buf(static_cast<const char *>(data.mv_data), chunk_bytes_);
-	set_chunk_bits(&buf[0], bits);
-	std::memset(&buf[CHUNK_HEADER + slot * vector_bytes_], 0, vector_bytes_);
-	put(txn, dbi_vectors, key.val(), MDB_val{buf.size(), &buf[0]});
-	return true;
+	return had;
 }
 
 void

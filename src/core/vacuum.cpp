@@ -276,7 +276,7 @@ relink_slice(HannoyRepair *r)
 		uint32_t u = r->orphans[r->orphan_pos++];
 		/* reached meanwhile, or no longer live (a reused TID made it a tombstone) */
 		if ((u < r->reached.size() && r->reached[u]) || s.is_deleted(txn.get(), u) ||
-		    s.vector(txn.get(), u) == nullptr)
+		    !s.has_vector(txn.get(), u))
 			continue;
 		uint32_t dropped = hannoy::relink_orphan(g, u, r->root, r->root_level,
 		                                         s.meta().ef_construction, r->reached, r->relink);
@@ -330,7 +330,7 @@ repair_list(HannoyRepair *r, hannoy::StoredEditor &g, MDB_txn *txn, uint32_t id,
 	std::vector<hannoy::Candidate> cands;
 	cands.reserve(pool.size());
 	for (uint32_t x : pool)
-		if (s.vector(txn, x) != nullptr)
+		if (s.has_vector(txn, x))
 			cands.push_back(hannoy::Candidate{g.distance_between(id, x), x});
 	std::sort(cands.begin(), cands.end());
 	std::vector<uint32_t> out;
@@ -359,7 +359,7 @@ lists_slice(HannoyRepair *r)
 	while (r->position < r->next_id && Clock::now() < deadline)
 	{
 		uint32_t id = r->position++;
-		if (r->tombstones.count(id) > 0 || s.vector(txn.get(), id) == nullptr)
+		if (r->tombstones.count(id) > 0 || !s.has_vector(txn.get(), id))
 			continue;
 		for (int layer = 0; layer <= hannoy::MAX_LEVEL; layer++)
 		{

@@ -312,7 +312,7 @@ TEST_F(Inspect, DanglingLinksAndOrphanListsAreReported)
 		        s.put_links(txn, x, 0, list);
 		        /* a vector removed: its TID, its lists and every link to it now dangle */
 		        y = node_at(s, txn, 1);
-		        hannoy::IdKey ky(y);
+		        hannoy::VectorKey ky(y, 0);
 		        ASSERT_TRUE(hannoy::del(txn, s.dbi_vectors, ky.val()));
 	        });
 	Walk w = walk(dir.path());

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <random>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "hannoy/graph.hpp"
@@ -83,7 +84,7 @@ struct MemGraph
 		return max;
 	}
 	const void *
-	vector(uint32_t id) const
+	vector(uint32_t id, std::string &) const
 	{
 		return points[id].data();
 	}

@@ -1,12 +1,14 @@
 /*
  * test_vector_records.cpp
- *	  Vectors packed several to an LMDB record (storage format 2): the record
- *	  size rule, and a 1024-d index going through build, inserts, VACUUM and id
+ *	  Vectors cut into pieces that share leaf pages (storage format 3): the
+ *	  layout rule, distances by pieces equal to whole ones bit for bit, and
+ *	  784-d and 1024-d indexes going through build, inserts, VACUUM and id
  *	  reuse with every distance exact, the verifier clean, and the pages used
- *	  well below the two 4 KiB pages a vector would take alone.
+ *	  below what a vector alone would take (one 4 KiB page, two).
  */
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <set>
 #include <vector>
 
@@ -27,59 +29,130 @@ using hannoy_test::uniform;
 using hannoy_test::vacuum;
 using hannoy_test::verify;
 
-constexpr uint32_t WIDE = 1024; /* 4,096-byte vectors: two pages each unpacked */
-
-/* Pages one vector of 'bytes' bytes costs when records hold chunk_vectors_for(bytes). */
-double
-pages_per_vector(size_t bytes)
+/* A layout's pieces: sizes add up, all but the last a multiple of SEGMENT_ALIGN, each fits a leaf. */
+void
+expect_sound(const hannoy::VectorLayout &l)
 {
-	uint32_t k = hannoy::chunk_vectors_for(bytes);
-	size_t   record = k == 1 ? bytes : hannoy::CHUNK_HEADER + k * bytes;
-	return double((16 + record + 4095) / 4096) / k;
-}
-
-TEST(VectorRecords, SmallVectorsKeepARecordEach)
-{
-	EXPECT_EQ(hannoy::chunk_vectors_for(0), 1u);
-	EXPECT_EQ(hannoy::chunk_vectors_for(80), 1u);   /* 20 floats */
-	EXPECT_EQ(hannoy::chunk_vectors_for(512), 1u);  /* 128 floats */
-	EXPECT_EQ(hannoy::chunk_vectors_for(96), 1u);   /* 768 bits */
-	EXPECT_EQ(hannoy::chunk_vectors_for(3136), 1u); /* 784 floats: one overflow page */
-}
-
-TEST(VectorRecords, LargeVectorsShareRecordsOfAtMost64KiB)
-{
-	for (size_t dims : {1024, 1536, 3072, 4096})
+	size_t total = 0;
+	for (uint32_t i = 0; i < l.pieces(); i++)
 	{
-		size_t   bytes = dims * 4;
-		uint32_t k = hannoy::chunk_vectors_for(bytes);
-		ASSERT_GE(k, 2u) << dims;
-		ASSERT_LE(k, 32u) << dims;
-		EXPECT_LE(hannoy::CHUNK_HEADER + k * bytes, std::max<size_t>(64 * 1024, 2 * bytes + 8))
-		    << dims;
-		/* better than a record per vector, and within 15% of the ideal */
-		double ideal = bytes / 4096.0;
-		EXPECT_LT(pages_per_vector(bytes), double((16 + bytes + 4095) / 4096)) << dims;
-		EXPECT_LE(pages_per_vector(bytes), std::max(1.0, ideal) * 1.15) << dims;
+		EXPECT_EQ(l.piece_offset(i), total);
+		if (l.pieces() > 1)
+		{
+			EXPECT_LE(l.piece_size(i), 2025u) << i; /* a 4 KiB leaf page's largest node */
+			if (i + 1 < l.pieces())
+				EXPECT_EQ(l.piece_size(i) % hannoy::SEGMENT_ALIGN, 0u) << i;
+		}
+		total += l.piece_size(i);
 	}
-	/* 1024-d: 9 vectors in 10 pages instead of 18 */
-	EXPECT_EQ(hannoy::chunk_vectors_for(WIDE * 4), 9u);
+	EXPECT_EQ(total, l.bytes());
+	EXPECT_LE(l.pieces(), hannoy::VectorLayout::MAX_PIECES);
+}
+
+TEST(VectorRecords, VectorsThatFitALeafStayWhole)
+{
+	for (uint32_t dims : {1u, 20u, 128u, 500u})
+	{
+		hannoy::VectorLayout l(HANNOY_METRIC_L2, dims);
+		EXPECT_EQ(l.pieces(), 1u) << dims;
+		expect_sound(l);
+	}
+	/* 16,200 bits: 2,025 bytes */
+	EXPECT_EQ(hannoy::VectorLayout(HANNOY_METRIC_HAMMING, 16200).pieces(), 1u);
+	/* the largest vectors keep whole overflow records: 32 pieces could not hold them */
+	EXPECT_EQ(hannoy::VectorLayout(HANNOY_METRIC_L2, HANNOY_MAX_DIMS).pieces(), 1u);
+}
+
+TEST(VectorRecords, LargerVectorsAreCutIntoPieces)
+{
+	/* 784 floats: four pieces of 768 bytes and one of 832, five to a page */
+	hannoy::VectorLayout fashion(HANNOY_METRIC_L2, 784);
+	EXPECT_EQ(fashion.pieces(), 4u);
+	EXPECT_EQ(fashion.piece_size(0), 768u);
+	EXPECT_EQ(fashion.piece_size(3), 832u);
+	for (uint32_t dims : {600u, 784u, 960u, 1024u, 1536u, 3072u, 4096u})
+	{
+		hannoy::VectorLayout l(HANNOY_METRIC_COSINE, dims);
+		EXPECT_GE(l.pieces(), 2u) << dims;
+		expect_sound(l);
+	}
+}
+
+/* The vector 'v' as pieces would point into it. */
+std::vector<const void *>
+as_pieces(const hannoy::VectorLayout &l, const void *v)
+{
+	std::vector<const void *> p(l.pieces());
+	for (uint32_t i = 0; i < l.pieces(); i++)
+		p[i] = static_cast<const char *>(v) + l.piece_offset(i);
+	return p;
+}
+
+TEST(VectorRecords, DistancesByPiecesEqualWholeDistancesBitForBit)
+{
+	const HannoyMetric metrics[] = {HANNOY_METRIC_L2, HANNOY_METRIC_COSINE, HANNOY_METRIC_IP,
+	                                HANNOY_METRIC_L1};
+	for (uint32_t dims : {784u, 1000u, 1024u, 1536u})
+	{
+		std::vector<float> v = uniform(6, dims, dims);
+		for (HannoyMetric metric : metrics)
+		{
+			hannoy::VectorLayout l(metric, dims);
+			ASSERT_GT(l.pieces(), 1u);
+			hannoy::DistanceFn whole = hannoy::distance_function(metric);
+			for (int i = 0; i < 5; i++)
+			{
+				const float *a = &v[i * dims], *b = &v[(i + 1) * dims];
+				auto         pa = as_pieces(l, a), pb = as_pieces(l, b);
+				double       expected = whole(a, b, dims);
+				/* compared as bits: "close" would let index order and ORDER BY differ */
+				EXPECT_EQ(std::memcmp(&expected, &(const double &)l.distance(pa.data(), b), 8), 0)
+				    << metric << " " << dims;
+				double both = l.distance(pa.data(), pb.data());
+				EXPECT_EQ(std::memcmp(&expected, &both, 8), 0) << metric << " " << dims;
+			}
+		}
+	}
+	/* bit strings: 24,000 bits in pieces */
+	hannoy::VectorLayout bits(HANNOY_METRIC_HAMMING, 24000);
+	ASSERT_GT(bits.pieces(), 1u);
+	std::vector<uint8_t> x(3000), y(3000);
+	for (size_t i = 0; i < x.size(); i++)
+	{
+		x[i] = static_cast<uint8_t>(i * 37 + 11);
+		y[i] = static_cast<uint8_t>(i * 91 + 5);
+	}
+	EXPECT_EQ(bits.distance(as_pieces(bits, x.data()).data(), y.data()),
+	          hannoy_hamming_distance(x.data(), y.data(), 24000));
+}
+
+/* Pages of the vectors database (a HannoyEnv is a hannoy::Store). */
+size_t
+vector_pages(HannoyEnv *env)
+{
+	hannoy::Store &s = *reinterpret_cast<hannoy::Store *>(env);
+	hannoy::Txn    txn(s.env(), true);
+	MDB_stat       st;
+	EXPECT_EQ(mdb_stat(txn.get(), s.dbi_vectors, &st), 0);
+	return st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
 }
 
 /* An unbounded scan from 'q': every row it returns, nearest first. */
 std::vector<Row>
-scan_all(HannoyEnv *env, const float *q)
+scan_all(HannoyEnv *env, const float *q, uint32_t dims)
 {
 	HannoyError err;
 	HannoyScan *scan = nullptr;
 	EXPECT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
-	EXPECT_EQ(hannoy_scan_start(scan, q, WIDE, 16, 0, &err), HANNOY_OK) << err.message;
+	EXPECT_EQ(hannoy_scan_start(scan, q, dims, 16, 0, &err), HANNOY_OK) << err.message;
 	std::vector<Row> rows = scan_rows(scan);
 	hannoy_scan_free(scan);
 	return rows;
 }
 
-TEST(VectorRecords, WideIndexLifecycle)
+/* Build, inserts, VACUUM of every odd row, inserts into the freed ids, checked. */
+void
+lifecycle(uint32_t WIDE, double max_pages_per_row)
 {
 	TempEnvDir         dir;
 	HannoyError        err;
@@ -91,18 +164,17 @@ TEST(VectorRecords, WideIndexLifecycle)
 	for (size_t i = 1; i <= built; i++)
 		live.insert(i);
 
-	/* 300 vectors in 34 records of 10 pages, the other databases: well below two pages each */
-	EXPECT_LT(env_stats(env).used_pages, 1.3 * built) << "vectors are not packed";
+	EXPECT_LT(env_stats(env).used_pages, max_pages_per_row * built) << "pieces are not packed";
 	for (size_t i = built; i < built + inserted; i++, live.insert(i))
 		ASSERT_EQ(hannoy_insert(env, i + 1, &v[i * WIDE], 0, &err), HANNOY_OK) << err.message;
 
-	/* every odd TID dies: a record keeps its other vectors, ids are freed */
+	/* every odd TID dies: its pieces go, ids are freed */
 	size_t gone = vacuum(env, [](HannoyTid tid) { return tid % 2 == 1; });
 	for (auto it = live.begin(); it != live.end();)
 		it = *it % 2 == 1 ? live.erase(it) : std::next(it);
 	EXPECT_EQ(env_stats(env).free_ids, gone);
 
-	/* new rows take the freed ids: their slots in existing records */
+	/* new rows take the freed ids */
 	for (size_t i = built + inserted; i < built + 2 * inserted; i++, live.insert(i))
 		ASSERT_EQ(hannoy_insert(env, i + 1, &v[i * WIDE], 0, &err), HANNOY_OK) << err.message;
 	HannoyStats st = env_stats(env);
@@ -112,7 +184,7 @@ TEST(VectorRecords, WideIndexLifecycle)
 
 	/* an unbounded scan returns exactly the live rows, each at its exact distance */
 	const float *q = &v[7 * WIDE];
-	auto         rows = scan_all(env, q);
+	auto         rows = scan_all(env, q, WIDE);
 	ASSERT_EQ(rows.size(), live.size());
 	std::set<HannoyTid> seen;
 	for (const Row &r : rows)
@@ -128,8 +200,21 @@ TEST(VectorRecords, WideIndexLifecycle)
 	hannoy_env_close(env);
 }
 
+/* 784 floats, one page each if whole: four pieces, five pieces to a page */
+TEST(VectorRecords, FashionSizedIndexLifecycle)
+{
+	lifecycle(784, 0.95);
+}
+
+/* 1,024 floats, two pages each if whole */
+TEST(VectorRecords, WideIndexLifecycle)
+{
+	lifecycle(1024, 1.3);
+}
+
 TEST(VectorRecords, DeleteEverythingAndRefill)
 {
+	const uint32_t     WIDE = 784;
 	TempEnvDir         dir;
 	HannoyError        err;
 	const size_t       rows = 200;
@@ -137,12 +222,17 @@ TEST(VectorRecords, DeleteEverythingAndRefill)
 	std::vector<float> first(v.begin(), v.begin() + rows * WIDE);
 	HannoyEnv *env = build_all(dir.path(), test_meta(HANNOY_METRIC_L2, WIDE, 8, 32, 4), first, 2);
 
+	size_t     built_pages = vector_pages(env);
+
 	EXPECT_EQ(vacuum(env, [](HannoyTid) { return true; }), rows);
 	EXPECT_EQ(verify(env), std::vector<std::string>{});
 	for (size_t i = rows; i < 2 * rows; i++)
 		ASSERT_EQ(hannoy_insert(env, i + 1, &v[i * WIDE], 0, &err), HANNOY_OK) << err.message;
 	EXPECT_EQ(verify(env), std::vector<std::string>{});
-	EXPECT_EQ(scan_all(env, &v[rows * WIDE]).size(), rows);
+	EXPECT_EQ(scan_all(env, &v[rows * WIDE], WIDE).size(), rows);
+	/* the refill appends the reused ids in order: pieces pack as the build packed them */
+	EXPECT_LE(vector_pages(env), built_pages + 1);
+	EXPECT_LT(built_pages, rows) << "pieces are not packed";
 	hannoy_env_close(env);
 }
 
