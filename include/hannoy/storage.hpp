@@ -283,11 +283,11 @@ class SnapshotCache
 	std::vector<std::unique_ptr<const void *[]>> tables_; /* piece tables of this snapshot */
 	size_t                                       table_block_ = 0, table_used_ = 0;
 	size_t                                       txn_id_ = 0;
-	uint32_t                              generation_ = 0;
-	bool                                  armed_ = false;
-	pthread_t                             owner_{}; /* the thread that armed it */
-	GraphState                            state_;
-	bool                                  have_state_ = false;
+	uint32_t                                     generation_ = 0;
+	bool                                         armed_ = false;
+	pthread_t                                    owner_{}; /* the thread that armed it */
+	GraphState                                   state_;
+	bool                                         have_state_ = false;
 };
 
 /* An open environment: the object behind the C ABI's HannoyEnv. */

@@ -75,8 +75,8 @@ class NodeLock
 struct BuildGraph
 {
 	std::vector<const void *>                       pieces; /* node id * P + piece: into the map */
-	std::vector<uint8_t>                            levels;  /* per node */
-	std::vector<std::vector<std::vector<uint32_t>>> links;   /* [node][layer] */
+	std::vector<uint8_t>                            levels; /* per node */
+	std::vector<std::vector<std::vector<uint32_t>>> links;  /* [node][layer] */
 	std::unique_ptr<NodeLock[]>                     locks;
 	const hannoy::VectorLayout                     *layout = nullptr;
 	uint32_t                                        per_node = 1; /* pieces per vector */
@@ -341,14 +341,14 @@ start_linking(HannoyBuilder *b)
 	g.levels.resize(n, 0);
 	g.links.resize(n);
 	g.locks.reset(new NodeLock[n]);
-	s.for_each_vector(b->read_txn->get(),
-	                  [&](uint32_t id, const void *const *pieces)
-	                  {
-		                  if (id >= n)
-			                  throw hannoy::Error(HANNOY_ERR_CORRUPT,
-			                                      "unexpected vector record during build");
-		                  std::copy(pieces, pieces + g.per_node, &g.pieces[size_t(id) * g.per_node]);
-	                  });
+	s.for_each_vector(
+	    b->read_txn->get(),
+	    [&](uint32_t id, const void *const *pieces)
+	    {
+		    if (id >= n)
+			    throw hannoy::Error(HANNOY_ERR_CORRUPT, "unexpected vector record during build");
+		    std::copy(pieces, pieces + g.per_node, &g.pieces[size_t(id) * g.per_node]);
+	    });
 	for (size_t id = 0; id < n; id++)
 	{
 		if (g.pieces[id * g.per_node] == nullptr)

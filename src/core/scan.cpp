@@ -153,7 +153,8 @@ run_round(HannoyScan *scan)
 			const void *const *pieces = &scan->vectors[i * per];
 			if (i + 1 < fresh)
 				prefetch_vector(layout, pieces + per, SIZE_MAX);
-			double dist = pieces[0] == nullptr ? HUGE_VAL : layout.distance(pieces, scan->query.data());
+			double dist =
+			    pieces[0] == nullptr ? HUGE_VAL : layout.distance(pieces, scan->query.data());
 			hannoy::Candidate cand{dist, n};
 			scan->frontier.push(cand);
 			if (top.size() < window)

@@ -561,7 +561,8 @@ vector_piece_bytes(size_t bytes)
 
 VectorLayout::VectorLayout(HannoyMetric metric, uint32_t dims)
     : bytes_(hannoy_vector_bytes(metric, dims)), unit_(metric == HANNOY_METRIC_HAMMING ? 1 : 4),
-      dims_(dims), whole_(distance_function(metric)), segmented_(segmented_distance_function(metric))
+      dims_(dims), whole_(distance_function(metric)),
+      segmented_(segmented_distance_function(metric))
 {
 	piece_bytes_ = bytes_ == 0 ? 0 : vector_piece_bytes(bytes_);
 	pieces_ = piece_bytes_ == 0 ? 1 : static_cast<uint32_t>(bytes_ / piece_bytes_);

@@ -29,7 +29,8 @@ using hannoy_test::uniform;
 using hannoy_test::vacuum;
 using hannoy_test::verify;
 
-/* A layout's pieces: sizes add up, all but the last a multiple of SEGMENT_ALIGN, each fits a leaf. */
+/* A layout's pieces: sizes add up, all but the last a multiple of SEGMENT_ALIGN, each fits a leaf.
+ */
 void
 expect_sound(const hannoy::VectorLayout &l)
 {
@@ -106,7 +107,7 @@ TEST(VectorRecords, DistancesByPiecesEqualWholeDistancesBitForBit)
 				auto         pa = as_pieces(l, a), pb = as_pieces(l, b);
 				double       expected = whole(a, b, dims);
 				/* compared as bits: "close" would let index order and ORDER BY differ */
-				EXPECT_EQ(std::memcmp(&expected, &(const double &)l.distance(pa.data(), b), 8), 0)
+				EXPECT_EQ(std::memcmp(&expected, &(const double &) l.distance(pa.data(), b), 8), 0)
 				    << metric << " " << dims;
 				double both = l.distance(pa.data(), pb.data());
 				EXPECT_EQ(std::memcmp(&expected, &both, 8), 0) << metric << " " << dims;
@@ -222,7 +223,7 @@ TEST(VectorRecords, DeleteEverythingAndRefill)
 	std::vector<float> first(v.begin(), v.begin() + rows * WIDE);
 	HannoyEnv *env = build_all(dir.path(), test_meta(HANNOY_METRIC_L2, WIDE, 8, 32, 4), first, 2);
 
-	size_t     built_pages = vector_pages(env);
+	size_t built_pages = vector_pages(env);
 
 	EXPECT_EQ(vacuum(env, [](HannoyTid) { return true; }), rows);
 	EXPECT_EQ(verify(env), std::vector<std::string>{});
