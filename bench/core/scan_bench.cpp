@@ -5,7 +5,7 @@
  *
  *	  scan_bench <dir> [ef ...]
  *	  reads Fashion-MNIST from Debian's dataset-fashion-mnist, builds an index
- *	  in <dir> (m = 16, ef_construction = 200, 2 threads) unless one is there,
+ *	  in <dir> (m = 16, ef_construction = $EFC or 200, 2 threads) unless one is there,
  *	  then runs the first 1,000 test images as queries for 10 rows at each ef
  *	  and prints recall@10 (exact top 10 by brute force) and queries/second
  *	  (thread CPU time, so other work on the machine counts less).
@@ -105,7 +105,7 @@ main(int argc, char **argv)
 		meta.dims = dims;
 		meta.m = 16;
 		meta.m0 = 32;
-		meta.ef_construction = 200;
+		meta.ef_construction = getenv("EFC") ? static_cast<uint32_t>(atoi(getenv("EFC"))) : 200;
 		meta.seed = 42;
 		check(hannoy_env_create(path.c_str(), &cfg, &meta, &env, &err), err);
 		HannoyBuilder *b;
@@ -129,6 +129,22 @@ main(int argc, char **argv)
 	check(hannoy_env_stats(env, &st, &err), err);
 	printf("file %.1f MB, used pages %llu (%.1f MB)\n", st.file_bytes / 1e6,
 	       (unsigned long long) st.used_pages, st.used_pages * 4096 / 1e6);
+	{
+		/* mean degree per layer: what a hop costs in distances */
+		HannoyInspect       *walk;
+		HannoyInspectSummary sum;
+		HannoyProblem        problems[8];
+		uint32_t             count;
+		bool                 done = false;
+		check(hannoy_inspect_begin(env, false, &walk, &err), err);
+		while (!done)
+			check(hannoy_inspect_step(walk, 1000, problems, 8, &count, &done, &err), err);
+		check(hannoy_inspect_summary(walk, &sum, &err), err);
+		hannoy_inspect_free(walk);
+		for (uint32_t l = 0; l < sum.layers && l < 2; l++)
+			printf("layer %u: %llu lists, mean degree %.1f\n", l, (unsigned long long) sum.lists[l],
+			       double(sum.edges[l]) / sum.lists[l]);
+	}
 
 	/* exact top 10 */
 	std::vector<std::vector<HannoyTid>> truth(nq);

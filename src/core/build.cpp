@@ -78,9 +78,17 @@ struct BuildGraph
 	std::vector<uint8_t>                            levels; /* per node */
 	std::vector<std::vector<std::vector<uint32_t>>> links;  /* [node][layer] */
 	std::unique_ptr<NodeLock[]>                     locks;
-	const hannoy::VectorLayout                     *layout = nullptr;
-	uint32_t                                        per_node = 1; /* pieces per vector */
-	uint32_t                                        m = 0, m0 = 0;
+	/*
+	 * Layer 0's top-up, deferred: per node, the nearest candidates its
+	 * heuristic passed over (fill_ of them at most), added once every node
+	 * is linked (see top_up_lists).
+	 */
+	std::vector<uint32_t>       spare;  /* node id * fill0 + i */
+	std::vector<uint8_t>        spares; /* per node */
+	uint32_t                    fill0 = 0;
+	const hannoy::VectorLayout *layout = nullptr;
+	uint32_t                    per_node = 1; /* pieces per vector */
+	uint32_t                    m = 0, m0 = 0;
 
 	size_t
 	size() const
@@ -279,7 +287,29 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 		                             [id](const hannoy::Candidate &c) { return c.id == id; }),
 		              w.found.end());
 		size_t max_links = g.max_links(layer);
-		hannoy::select_neighbors(g, w.found, max_links, w.selected, b->store->fill_links(layer));
+		if (layer == 0)
+		{
+			/*
+			 * Layer 0 links the heuristic's choice now and keeps the nearest
+			 * candidates it passed over for the end: the build's searches then
+			 * walk shorter lists (fewer distances), the finished graph gets the
+			 * full lists queries gain recall per hop from.
+			 */
+			hannoy::select_neighbors(g, w.found, max_links, w.selected);
+			uint32_t *spare = &g.spare[size_t(id) * g.fill0];
+			uint8_t   kept = 0;
+			for (const hannoy::Candidate &c : w.found)
+			{
+				if (w.selected.size() + kept >= g.fill0)
+					break;
+				if (!hannoy::holds(w.selected, c.id))
+					spare[kept++] = c.id;
+			}
+			g.spares[id] = kept;
+		}
+		else
+			hannoy::select_neighbors(g, w.found, max_links, w.selected,
+			                         b->store->fill_links(layer));
 
 		/*
 		 * Other threads may already have added their nodes to this list
@@ -338,6 +368,9 @@ start_linking(HannoyBuilder *b)
 	g.m = s.meta().m;
 	g.m0 = s.meta().m0;
 	g.pieces.resize(n * g.per_node, nullptr);
+	g.fill0 = s.fill_links(0);
+	g.spare.assign(n * g.fill0, 0);
+	g.spares.assign(n, 0);
 	g.levels.resize(n, 0);
 	g.links.resize(n);
 	g.locks.reset(new NodeLock[n]);
@@ -458,6 +491,22 @@ link_slice(HannoyBuilder *b, Clock::time_point deadline)
 		b->next_order = n;
 }
 
+/* Tops layer-0 lists up with their spare candidates once every node is linked. */
+void
+top_up_lists(BuildGraph &g)
+{
+	for (uint32_t id = 0; id < g.size(); id++)
+	{
+		std::vector<uint32_t> &list = g.links[id][0];
+		const uint32_t        *spare = &g.spare[size_t(id) * g.fill0];
+		for (uint8_t i = 0; i < g.spares[id] && list.size() < g.fill0; i++)
+			if (spare[i] != id && !hannoy::holds(list, spare[i]))
+				list.push_back(spare[i]);
+	}
+	std::vector<uint32_t>().swap(g.spare);
+	std::vector<uint8_t>().swap(g.spares);
+}
+
 /*
  * Links in, until the deadline, the nodes that the layer-0 walk from the
  * entry point does not reach (parallel pruning could not see every list
@@ -472,6 +521,7 @@ connect_slice(HannoyBuilder *b, Clock::time_point deadline)
 	if (!b->connect_started)
 	{
 		b->connect_started = true;
+		top_up_lists(g);
 		b->reached.assign(n, 0);
 		if (n > 0)
 		{

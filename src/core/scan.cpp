@@ -80,24 +80,6 @@ namespace
 /* Bytes of every new neighbour's vector fetched ahead before any distance is computed. */
 constexpr size_t PREFETCH_FIRST_BYTES = 256;
 
-/*
- * Asks the CPU to start loading the first 'bytes' of each piece of a
- * stored vector (none when pieces[0] is nullptr).
- */
-inline void
-prefetch_vector(const hannoy::VectorLayout &l, const void *const *pieces, size_t bytes)
-{
-	if (pieces[0] == nullptr)
-		return;
-	for (uint32_t i = 0; i < l.pieces(); i++)
-	{
-		const char *p = static_cast<const char *>(pieces[i]);
-		size_t      end = std::min(bytes, l.piece_size(i));
-		for (size_t off = 0; off < end; off += 64)
-			__builtin_prefetch(p + off);
-	}
-}
-
 /* Distance from a stored item to the query; +inf if the item has no vector. */
 double
 item_distance(HannoyScan *scan, uint32_t id)
@@ -145,14 +127,14 @@ run_round(HannoyScan *scan)
 				if (!scan->store->vector_pieces(scan->txn, n, pieces))
 					pieces[0] = nullptr;
 				scan->scratch[fresh++] = n;
-				prefetch_vector(layout, pieces, PREFETCH_FIRST_BYTES);
+				layout.prefetch(pieces, PREFETCH_FIRST_BYTES);
 			}
 		for (size_t i = 0; i < fresh; i++)
 		{
 			uint32_t           n = scan->scratch[i];
 			const void *const *pieces = &scan->vectors[i * per];
 			if (i + 1 < fresh)
-				prefetch_vector(layout, pieces + per, SIZE_MAX);
+				layout.prefetch(pieces + per, SIZE_MAX);
 			double dist =
 			    pieces[0] == nullptr ? HUGE_VAL : layout.distance(pieces, scan->query.data());
 			hannoy::Candidate cand{dist, n};
