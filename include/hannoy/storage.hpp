@@ -202,18 +202,20 @@ class VectorLayout
 	double distance(const void *const *a, const void *query) const;
 	/* Distance between two vectors in pieces. */
 	double distance(const void *const *a, const void *const *b) const;
-	/* Asks the CPU to start loading the first 'bytes' of each piece (none when a[0] is nullptr). */
+	/* Asks the CPU to start loading the first 'bytes' of a vector in pieces (none when a[0] is
+	 * nullptr). */
 	void
 	prefetch(const void *const *a, size_t bytes) const
 	{
 		if (a[0] == nullptr)
 			return;
-		for (uint32_t i = 0; i < pieces_; i++)
+		for (uint32_t i = 0; i < pieces_ && bytes > 0; i++)
 		{
 			const char *p = static_cast<const char *>(a[i]);
 			size_t      end = std::min(bytes, piece_size(i));
 			for (size_t off = 0; off < end; off += 64)
 				__builtin_prefetch(p + off);
+			bytes -= end;
 		}
 	}
 	/* Copies a vector in pieces into 'out' (bytes() bytes). */
