@@ -7,9 +7,13 @@
  *	  ef; its results are returned nearest first.  Every node ever discovered
  *	  stays either in the frontier (not yet expanded) or in 'pending' (not
  *	  yet returned), so a later round resumes where the last one stopped,
- *	  with a doubled window.  When the graph reachable from the entry point
- *	  is exhausted, the scan seeds a new search from the next item it never
- *	  reached, and finally returns the rows that have no graph node.
+ *	  with a doubled window.  A node found farther than the whole window
+ *	  cannot be expanded or returned in its round, so it waits in a plain
+ *	  list and enters the heaps only if another round runs (most queries,
+ *	  LIMIT k <= ef, never pay for those heap insertions).  When the graph
+ *	  reachable from the entry point is exhausted, the scan seeds a new
+ *	  search from the next item it never reached, and finally returns the
+ *	  rows that have no graph node.
  */
 #include "hannoy/core_guard.hpp"
 
@@ -61,6 +65,8 @@ struct HannoyScan
 	hannoy::VisitedSet             visited;
 	hannoy::MinHeap                frontier;
 	hannoy::MinHeap                pending;
+	std::vector<hannoy::Candidate> later;         /* for both heaps, once another round runs */
+	std::vector<hannoy::Candidate> pending_later; /* for 'pending' only (already in the frontier) */
 	std::vector<hannoy::Candidate> batch;
 	size_t                         batch_pos = 0;
 	std::vector<uint32_t>          scratch;
@@ -95,10 +101,26 @@ discover(HannoyScan *scan, hannoy::Candidate c)
 	scan->pending.push(c);
 }
 
+/* Moves the nodes the last round set aside into the heaps. */
+void
+take_later(HannoyScan *scan)
+{
+	for (const hannoy::Candidate &c : scan->later)
+	{
+		scan->frontier.push(c);
+		scan->pending.push(c);
+	}
+	for (const hannoy::Candidate &c : scan->pending_later)
+		scan->pending.push(c);
+	scan->later.clear();
+	scan->pending_later.clear();
+}
+
 /* Runs one round: fills a window from pending, expands the frontier, sorts the window. */
 void
 run_round(HannoyScan *scan)
 {
+	take_later(scan);
 	hannoy::MaxHeap top;
 	size_t          window = scan->window;
 	while (!scan->pending.empty() && top.size() < window)
@@ -138,17 +160,24 @@ run_round(HannoyScan *scan)
 			double dist =
 			    pieces[0] == nullptr ? HUGE_VAL : layout.distance(pieces, scan->query.data());
 			hannoy::Candidate cand{dist, n};
+			/*
+			 * Farther than a full window: the window's worst only gets nearer,
+			 * so this round will neither expand nor return it.
+			 */
+			if (top.size() >= window && top.top() < cand)
+			{
+				scan->later.push_back(cand);
+				continue;
+			}
 			scan->frontier.push(cand);
 			if (top.size() < window)
 				top.push(cand);
-			else if (cand < top.top())
+			else
 			{
-				scan->pending.push(top.top());
+				scan->pending_later.push_back(top.top());
 				top.pop();
 				top.push(cand);
 			}
-			else
-				scan->pending.push(cand);
 		}
 	}
 	scan->batch.resize(top.size());
@@ -223,7 +252,8 @@ next_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
 					}
 					continue; /* a tombstone: walked through, never returned */
 				}
-				if (scan->frontier.empty() && scan->pending.empty())
+				if (scan->frontier.empty() && scan->pending.empty() && scan->later.empty() &&
+				    scan->pending_later.empty())
 				{
 					scan->phase = Phase::Linear;
 					continue;
@@ -322,6 +352,8 @@ start_scan(HannoyScan *scan, const void *query, uint32_t dims, uint32_t ef, uint
 	scan->visited.reset(state.next_id);
 	scan->frontier = hannoy::MinHeap();
 	scan->pending = hannoy::MinHeap();
+	scan->later.clear();
+	scan->pending_later.clear();
 	scan->batch.clear();
 	scan->batch_pos = 0;
 	scan->linear_next = 0;

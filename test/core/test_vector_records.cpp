@@ -42,7 +42,9 @@ expect_sound(const hannoy::VectorLayout &l)
 		{
 			EXPECT_LE(l.piece_size(i), 2025u) << i; /* a 4 KiB leaf page's largest node */
 			if (i + 1 < l.pieces())
+			{
 				EXPECT_EQ(l.piece_size(i) % hannoy::SEGMENT_ALIGN, 0u) << i;
+			}
 		}
 		total += l.piece_size(i);
 	}
