@@ -147,7 +147,11 @@ setup() {
 # Builds the benchmark programs into build/bench/, for this CPU.
 build_tools() {
 	local inc
-	inc=-I$("$PG_BIN/pg_config" --includedir)
+	inc=$("$PG_BIN/pg_config" --includedir)
+	# A relocated server copy (HANNOY_PG_BIN) may lack the client headers:
+	# libpq's are the same for every PostgreSQL 15, so take the system's.
+	[[ -f $inc/libpq-fe.h ]] || inc=$(pg_config --includedir)
+	inc=-I$inc
 	build_program "$TOOLS/hannoy_bench" "$BENCH/hannoy_bench.cpp" -march=native "$inc" -lpq
 	build_program "$TOOLS/hnswlib_bench" "$BENCH/hnswlib_bench.cpp" -march=native
 	build_program "$TOOLS/hannoy_data" "$ROOT/tools/hannoy_data.cpp" -march=native "$inc" -lpq -lz

@@ -77,11 +77,11 @@ struct IdKey
 	}
 };
 
-/* Big-endian key of (item id, layer) in the links database. */
-struct LinkKey
+/* A big-endian item id, then one byte: the layer or the vector piece. */
+struct IdByteKey
 {
 	unsigned char bytes[5];
-	LinkKey(uint32_t id, int layer);
+	IdByteKey(uint32_t id, uint32_t byte);
 	MDB_val
 	val()
 	{
@@ -89,17 +89,11 @@ struct LinkKey
 	}
 };
 
-/* Key of piece 'piece' of the vector of item 'id': big-endian id, then the piece number. */
-struct VectorKey
-{
-	unsigned char bytes[5];
-	VectorKey(uint32_t id, uint32_t piece);
-	MDB_val
-	val()
-	{
-		return MDB_val{sizeof(bytes), bytes};
-	}
-};
+/* Key of (item id, layer) in the links database. */
+using LinkKey = IdByteKey;
+
+/* Key of piece 'piece' of the vector of item 'id'. */
+using VectorKey = IdByteKey;
 
 /* Big-endian 6-byte key of a heap TID. */
 struct TidKey

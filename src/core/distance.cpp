@@ -924,6 +924,27 @@ kernels()
 	return *chosen;
 }
 
+/* The one of a metric's kernels that serves 'metric', or nullptr for an unknown metric. */
+template <class Fn>
+Fn
+by_metric(HannoyMetric metric, Fn l2, Fn cosine, Fn negative_inner_product, Fn l1, Fn hamming)
+{
+	switch (metric)
+	{
+		case HANNOY_METRIC_L2:
+			return l2;
+		case HANNOY_METRIC_COSINE:
+			return cosine;
+		case HANNOY_METRIC_IP:
+			return negative_inner_product;
+		case HANNOY_METRIC_L1:
+			return l1;
+		case HANNOY_METRIC_HAMMING:
+			return hamming;
+	}
+	return nullptr;
+}
+
 } // namespace
 
 /* The distance function of a metric, or nullptr for an unknown metric. */
@@ -931,21 +952,8 @@ DistanceFn
 distance_function(HannoyMetric metric)
 {
 	const KernelSet &k = kernels();
-
-	switch (metric)
-	{
-		case HANNOY_METRIC_L2:
-			return k.l2_distance;
-		case HANNOY_METRIC_COSINE:
-			return k.cosine_distance;
-		case HANNOY_METRIC_IP:
-			return k.negative_inner_product;
-		case HANNOY_METRIC_L1:
-			return k.l1_distance;
-		case HANNOY_METRIC_HAMMING:
-			return k.hamming_distance;
-	}
-	return nullptr;
+	return by_metric(metric, k.l2_distance, k.cosine_distance, k.negative_inner_product,
+	                 k.l1_distance, k.hamming_distance);
 }
 
 /* The distance of a metric over matching segments of two vectors. */
@@ -953,21 +961,8 @@ SegmentedDistanceFn
 segmented_distance_function(HannoyMetric metric)
 {
 	const KernelSet &k = kernels();
-
-	switch (metric)
-	{
-		case HANNOY_METRIC_L2:
-			return k.l2_segments;
-		case HANNOY_METRIC_COSINE:
-			return k.cosine_segments;
-		case HANNOY_METRIC_IP:
-			return k.negative_inner_product_segments;
-		case HANNOY_METRIC_L1:
-			return k.l1_segments;
-		case HANNOY_METRIC_HAMMING:
-			return k.hamming_segments;
-	}
-	return nullptr;
+	return by_metric(metric, k.l2_segments, k.cosine_segments, k.negative_inner_product_segments,
+	                 k.l1_segments, k.hamming_segments);
 }
 
 /* Sum of squared differences with the process's kernel set. */

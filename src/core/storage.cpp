@@ -83,16 +83,10 @@ IdKey::IdKey(uint32_t id)
 	store_be32(bytes, id);
 }
 
-LinkKey::LinkKey(uint32_t id, int layer)
+IdByteKey::IdByteKey(uint32_t id, uint32_t byte)
 {
 	store_be32(bytes, id);
-	bytes[4] = static_cast<unsigned char>(layer);
-}
-
-VectorKey::VectorKey(uint32_t id, uint32_t piece)
-{
-	store_be32(bytes, id);
-	bytes[4] = static_cast<unsigned char>(piece);
+	bytes[4] = static_cast<unsigned char>(byte);
 }
 
 bool
