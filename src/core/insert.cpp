@@ -49,19 +49,24 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 	hannoy::Candidate     ep{g.distance(q, state.entry_point), state.entry_point};
 	if (level < state.max_level)
 		ep = hannoy::greedy_descend(g, q, ep, state.max_level, level, scratch);
-	std::vector<hannoy::Candidate> entries{ep}, found;
+	std::vector<hannoy::Candidate> entries{ep}, found, live;
 	hannoy::VisitedSet             visited;
 	for (int layer = std::min(level, state.max_level); layer >= 0; layer--)
 	{
 		visited.reset(state.next_id);
 		hannoy::search_layer(g, q, entries, s.meta().ef_construction, layer, visited, found,
 		                     scratch);
-		/* never link to a tombstone: VACUUM is about to free its id */
-		found.erase(std::remove_if(found.begin(), found.end(),
-		                           [&](const hannoy::Candidate &c)
-		                           { return s.is_deleted(txn, c.id); }),
-		            found.end());
-		hannoy::select_neighbors(g, found, s.max_links(layer), plan.neighbors[layer]);
+		/*
+		 * Never link to a tombstone (VACUUM is about to free its id), but
+		 * walk on from it: tombstones still navigate, and a search of the
+		 * next layer from live nodes only could have nowhere to start (a
+		 * tombstone entry point whose upper lists are empty).
+		 */
+		live.clear();
+		for (const hannoy::Candidate &c : found)
+			if (!s.is_deleted(txn, c.id))
+				live.push_back(c);
+		hannoy::select_neighbors(g, live, s.max_links(layer), plan.neighbors[layer]);
 		entries.swap(found);
 	}
 }

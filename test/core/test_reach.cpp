@@ -351,35 +351,12 @@ TEST(Reach, InsertsBetweenRepairSteps)
 		{
 			ASSERT_EQ(hannoy_repair_step(r, 0, &done, &repaired, &err), HANNOY_OK) << err.message;
 			steps++;
-			fprintf(stderr, "after step %zu: unreachable %zu\n", steps, unreachable(env));
 			size_t to = std::min<size_t>(next + 40, 1600);
 			for (size_t i = next; i < to; i++)
 			{
-				if (i == 1334)
-				{
-					for (auto &l : verify(env))
-						fprintf(stderr, "   before1335 %s\n", l.c_str());
-					fprintf(stderr, "   entry %u max %d deleted %lu\n",
-					        hannoy_test::env_stats(env).entry_point,
-					        hannoy_test::env_stats(env).max_level,
-					        (unsigned long) hannoy_test::env_stats(env).deleted);
-				}
-				if (i == 1335 && shape.dims == 8 && std::string(shape.name) == "tight clusters")
-					setenv("DBGALL", "1", 1);
-				else
-					unsetenv("DBGALL");
-				fprintf(stderr, "-- row %zu\n", i);
 				insert_rows(env, shape, i, i + 1);
-				size_t u = unreachable(env);
-				if (u)
-				{
-					fprintf(stderr, "insert row %zu -> %zu unreachable\n", i, u);
-					for (auto &l : verify(env))
-						fprintf(stderr, "   %s\n", l.c_str());
-				}
-				else if (getenv("DBGALL"))
-					for (auto &l : verify(env))
-						fprintf(stderr, "   pre %s\n", l.c_str());
+				EXPECT_EQ(unreachable(env), 0u)
+				    << shape.name << ": after step " << steps << " and the insert of row " << i;
 			}
 			next = to;
 			EXPECT_EQ(verify(env), std::vector<std::string>())
