@@ -2,15 +2,16 @@
 #
 # After each event below, the sidecar directories in $PGDATA/hannoy are
 # exactly those of the relation files of existing hannoy indexes (none left
-# over, none missing), and an unbounded ordered index scan returns exactly
-# the rows a sequential scan returns:
+# over, none missing), an unbounded ordered index scan returns exactly the
+# rows a sequential scan returns, and the top 10 at hannoy.ef_search 1000
+# equal the exact top 10:
 #   DROP INDEX rolled back, and rolled back to a savepoint; REINDEX and
 #   REINDEX CONCURRENTLY; TRUNCATE, also inside the creating transaction;
 #   VACUUM FULL; ALTER COLUMN TYPE (which keeps the index's file under a new
 #   OID); CREATE and DROP INDEX CONCURRENTLY; CLUSTER; SET UNLOGGED and
 #   SET LOGGED; a partitioned table; pg_dump and restore; an unlogged table
 #   through a crash; DROP TABLE; DROP SCHEMA
-#   CASCADE; a temporary index at session end; DROP DATABASE; and
+#   CASCADE; DROP OWNED BY, rolled back and committed; a temporary index at session end; DROP DATABASE; and
 #   hannoy_sweep() finds nothing to remove.  Sidecar directories are 0700
 # and their files 0600.
 use strict;
@@ -37,6 +38,16 @@ sub check_after
 	my ($idx) = scan_ids($node, 'items', 'index', query => $query);
 	my ($seq) = scan_ids($node, 'items', 'seq');
 	compare_id_sets($idx, $seq, "$event: unbounded index scan equals a sequential scan");
+	# the widest search (hannoy.ef_search at its maximum, 1000, two thirds of
+	# the rows or more) returns the exact top 10
+	my $top = sub {
+		my ($settings) = @_;
+		return $node->safe_psql('postgres', "$settings SELECT string_agg(id::text, ',') FROM "
+			  . "(SELECT id FROM items ORDER BY v <-> $query LIMIT 10) s");
+	};
+	is($top->('SET enable_seqscan = off; SET hannoy.ef_search = 1000;'),
+		$top->('SET enable_indexscan = off;'),
+		"$event: the top 10 with the widest search equals the exact top 10");
 }
 
 # Inserts $n more seeded rows into 'items' starting at id $from.
@@ -186,6 +197,26 @@ $node->safe_psql('postgres', q{
 check_after('an index in another schema');
 $node->safe_psql('postgres', 'DROP SCHEMA gone CASCADE');
 check_after('DROP SCHEMA CASCADE');
+
+# DROP OWNED drops a role's tables and their indexes: rolled back it keeps
+# the sidecar and a working index; committed it removes the sidecar.
+$node->safe_psql('postgres', q{
+	CREATE ROLE leaver;
+	CREATE TABLE owned_t (id int, v real[]);
+	ALTER TABLE owned_t OWNER TO leaver;
+	INSERT INTO owned_t SELECT i, ARRAY[i, -i]::real[] FROM generate_series(1, 50) i;
+	CREATE INDEX owned_v ON owned_t USING hannoy (v);});
+my @with_owned = sidecar_dirs($node);
+$node->safe_psql('postgres', 'BEGIN; DROP OWNED BY leaver; ROLLBACK;');
+check_after('DROP OWNED BY rolled back');
+is_deeply([ sidecar_dirs($node) ], \@with_owned, 'DROP OWNED BY rolled back: the sidecar is still there');
+is($node->safe_psql('postgres', q{
+	SET enable_seqscan = off;
+	SELECT string_agg(id::text, ',' ORDER BY id) FROM (SELECT id FROM owned_t ORDER BY v <-> '{3,-3}' LIMIT 3) s}),
+	'2,3,4', 'DROP OWNED BY rolled back: the index still answers');
+$node->safe_psql('postgres', 'DROP OWNED BY leaver; DROP ROLE leaver;');
+check_after('DROP OWNED BY');
+is(scalar(sidecar_dirs($node)), scalar(@with_owned) - 1, 'DROP OWNED BY: its index\'s sidecar is gone');
 
 # A temporary index lives only as long as its session.
 $node->safe_psql('postgres', q{
