@@ -10,9 +10,9 @@
 #   VACUUM FULL; ALTER COLUMN TYPE (which keeps the index's file under a new
 #   OID); CREATE and DROP INDEX CONCURRENTLY; CLUSTER; SET UNLOGGED and
 #   SET LOGGED; a partitioned table; pg_dump and restore; an unlogged table
-#   through a crash; DROP TABLE; DROP SCHEMA
-#   CASCADE; DROP OWNED BY, rolled back and committed; a temporary index at session end; DROP DATABASE; and
-#   hannoy_sweep() finds nothing to remove.  Sidecar directories are 0700
+#   through a crash; DROP TABLE; DROP SCHEMA CASCADE; DROP OWNED BY, rolled
+#   back and committed; a temporary index at session end; DROP DATABASE;
+#   and hannoy_sweep() finds nothing to remove.  Sidecar directories are 0700
 # and their files 0600.
 use strict;
 use warnings;
