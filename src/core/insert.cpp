@@ -62,11 +62,16 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 		 * next layer from live nodes only could have nowhere to start (a
 		 * tombstone entry point whose upper lists are empty).
 		 */
-		live.clear();
-		for (const hannoy::Candidate &c : found)
-			if (!s.is_deleted(txn, c.id))
-				live.push_back(c);
-		hannoy::select_neighbors(g, live, s.max_links(layer), plan.neighbors[layer]);
+		const std::vector<hannoy::Candidate> *choice = &found;
+		if (state.deleted > 0)
+		{
+			live.clear();
+			for (const hannoy::Candidate &c : found)
+				if (!s.is_deleted(txn, c.id))
+					live.push_back(c);
+			choice = &live;
+		}
+		hannoy::select_neighbors(g, *choice, s.max_links(layer), plan.neighbors[layer]);
 		entries.swap(found);
 	}
 }
