@@ -13,7 +13,10 @@ DATA = sql/hannoy--0.1.0.sql
 SHIM_SRCS = $(sort $(wildcard src/am/*.c))
 CORE_SRCS = $(sort $(wildcard src/core/*.cpp))
 OBJS = $(SHIM_SRCS:.c=.o) $(CORE_SRCS:.cpp=.o)
-HANNOY_HEADERS = $(wildcard include/hannoy/*.h include/hannoy/*.hpp)
+ABI_HEADERS = $(wildcard include/hannoy/*.h)
+SHIM_HEADERS = $(wildcard src/am/*.h)
+CORE_HEADERS = $(wildcard src/core/*.hpp)
+HANNOY_HEADERS = $(ABI_HEADERS) $(SHIM_HEADERS) $(CORE_HEADERS)
 
 WARN_FLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
 ifeq ($(WERROR),1)
@@ -33,10 +36,10 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # Core objects are compiled without PostgreSQL's include paths.
-src/core/%.o: src/core/%.cpp $(HANNOY_HEADERS)
+src/core/%.o: src/core/%.cpp $(ABI_HEADERS) $(CORE_HEADERS)
 	$(CXX) $(CORE_CXXFLAGS) -c -o $@ $<
 
-$(SHIM_SRCS:.c=.o): $(HANNOY_HEADERS)
+$(SHIM_SRCS:.c=.o): $(ABI_HEADERS) $(SHIM_HEADERS)
 
 .PHONY: unittest format-check
 unittest:

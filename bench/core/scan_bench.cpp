@@ -103,9 +103,10 @@ main(int argc, char **argv)
 		meta.format_version = HANNOY_FORMAT_VERSION;
 		meta.metric = HANNOY_METRIC_L2;
 		meta.dims = dims;
-		meta.m = 16;
+		meta.options.m = 16;
 		meta.m0 = 32;
-		meta.ef_construction = getenv("EFC") ? static_cast<uint32_t>(atoi(getenv("EFC"))) : 200;
+		meta.options.ef_construction =
+		    getenv("EFC") ? static_cast<uint32_t>(atoi(getenv("EFC"))) : 200;
 		meta.seed = 42;
 		check(hannoy_env_create(path.c_str(), &cfg, &meta, &env, &err), err);
 		HannoyBuilder *b;
@@ -161,7 +162,8 @@ main(int argc, char **argv)
 	{
 		std::vector<std::pair<double, size_t>> d(n);
 		for (size_t i = 0; i < n; i++)
-			d[i] = {hannoy_l2_distance(&queries[q * dims], &base[i * dims], dims), i};
+			d[i] = {hannoy_distance(HANNOY_METRIC_L2, &queries[q * dims], &base[i * dims], dims),
+			        i};
 		std::partial_sort(d.begin(), d.begin() + 10, d.end());
 		for (int k = 0; k < 10; k++)
 			truth[q].push_back(

@@ -45,15 +45,124 @@ extern "C"
 		char         message[512];
 	} HannoyError;
 
-	/* Distance metrics.  The numbers are stored on disk: never renumber. */
+	/* What the elements of a metric's vectors are. */
+	typedef enum HannoyElement
+	{
+		HANNOY_ELEMENT_FLOAT4 = 1, /* real[]: 4 bytes per dimension */
+		HANNOY_ELEMENT_BIT = 2     /* bit(n): one bit per dimension, padded to whole bytes */
+	} HannoyElement;
+
+/*
+ * The metric table: one row per distance metric, read by the core (its
+ * kernels, the stored vector layout, the build's list fill) and by the shim
+ * (operator classes and the SQL distance functions).  A new metric is a row
+ * here, its kernel in src/core/distance.cpp (a function template named
+ * <key>_segments), its SQL objects and its tests.  Columns:
+ *
+ *   NAME      the metric is HANNOY_METRIC_<NAME>
+ *   KEY       the core's kernel is <KEY>_segments
+ *   ID        number stored on disk and in the metapage: never renumber
+ *   STRATEGY  strategy number of the ordering operator in its operator class
+ *   ELEMENT   HannoyElement of its vectors
+ *   ZERO_NAN  1 when a zero vector has no distance (NaN): such rows are
+ *             kept as unindexed rows, returned last
+ *   FILL      a node's neighbour lists are topped up to max / FILL links
+ *   SQLFUNC   C symbol of the SQL function behind its operator
+ */
+#define HANNOY_METRICS(X)                                                                          \
+	X(L2, l2, 1, 1, HANNOY_ELEMENT_FLOAT4, 0, 1, hannoy_real_l2_distance)                          \
+	X(COSINE, cosine, 2, 2, HANNOY_ELEMENT_FLOAT4, 1, 1, hannoy_real_cosine_distance)              \
+	X(IP, ip, 3, 3, HANNOY_ELEMENT_FLOAT4, 0, 2, hannoy_real_negative_inner_product)               \
+	X(L1, l1, 4, 4, HANNOY_ELEMENT_FLOAT4, 0, 1, hannoy_real_l1_distance)                          \
+	X(HAMMING, hamming, 5, 5, HANNOY_ELEMENT_BIT, 0, 1, hannoy_bit_hamming_distance)
+
+	/* Distance metrics, from the metric table. */
 	typedef enum HannoyMetric
 	{
-		HANNOY_METRIC_L2 = 1,     /* euclidean distance on float4 */
-		HANNOY_METRIC_COSINE = 2, /* 1 - cosine similarity on float4 */
-		HANNOY_METRIC_IP = 3,     /* negative inner product on float4 */
-		HANNOY_METRIC_L1 = 4,     /* manhattan distance on float4 */
-		HANNOY_METRIC_HAMMING = 5 /* hamming distance on bit strings */
+#define HANNOY_METRIC_ENUM(NAME, KEY, ID, STRATEGY, ELEMENT, ZERO_NAN, FILL, SQLFUNC)              \
+	HANNOY_METRIC_##NAME = ID,
+		HANNOY_METRICS(HANNOY_METRIC_ENUM)
+#undef HANNOY_METRIC_ENUM
 	} HannoyMetric;
+
+	/*
+	 * One row of the metric table as data; 'id' 0 when the number names no
+	 * metric (a damaged or foreign meta record).
+	 */
+	typedef struct HannoyMetricInfo
+	{
+		uint32_t      id;
+		uint32_t      strategy;
+		HannoyElement element;
+		bool          zero_nan;
+		uint32_t      fill;
+	} HannoyMetricInfo;
+
+	/* The metric table's row for 'metric' (id 0 for an unknown number). */
+	static inline HannoyMetricInfo
+	hannoy_metric_info(uint32_t metric)
+	{
+		HannoyMetricInfo info = {0, 0, HANNOY_ELEMENT_FLOAT4, false, 1};
+
+		switch (metric)
+		{
+#define HANNOY_METRIC_CASE(NAME, KEY, ID, STRATEGY, ELEMENT, ZERO_NAN, FILL, SQLFUNC)              \
+	case ID:                                                                                       \
+		info.id = ID;                                                                              \
+		info.strategy = STRATEGY;                                                                  \
+		info.element = ELEMENT;                                                                    \
+		info.zero_nan = ZERO_NAN;                                                                  \
+		info.fill = FILL;                                                                          \
+		break;
+			HANNOY_METRICS(HANNOY_METRIC_CASE)
+#undef HANNOY_METRIC_CASE
+			default:
+				break;
+		}
+		return info;
+	}
+
+	/* Bytes one vector of a metric takes: dims floats or ceil(bits / 8); 0 for an unknown metric.
+	 */
+	static inline size_t
+	hannoy_vector_bytes(uint32_t metric, uint32_t dims)
+	{
+		HannoyMetricInfo info = hannoy_metric_info(metric);
+
+		if (info.id == 0)
+			return 0;
+		return info.element == HANNOY_ELEMENT_BIT ? ((size_t) dims + 7) / 8 : (size_t) dims * 4;
+	}
+
+/*
+ * The index options: one row per reloption, read by the reloption parser,
+ * the metapage and the sidecar's meta record.  DEFAULT 0 means "derived"
+ * (ef_construction: max(64, 2m)).  Columns: NAME, DEFAULT, MIN, MAX, and
+ * the description shown by the reloption parser.
+ */
+#define HANNOY_OPTIONS(X)                                                                          \
+	X(m, 16, 2, 100, "Links per node above layer 0 (2m at layer 0) (2 to 100)")                    \
+	X(ef_construction, 0, 4, 1000,                                                                 \
+	  "Candidate list size during build (4 to 1000, at least 2 * m; default max(64, 2 * m))")
+
+	/* The values of the index options, as the metapage and the meta record keep them. */
+	typedef struct HannoyOptions
+	{
+#define HANNOY_OPTION_FIELD(NAME, DEFAULT, MIN, MAX, DESCRIPTION) uint32_t NAME;
+		HANNOY_OPTIONS(HANNOY_OPTION_FIELD)
+#undef HANNOY_OPTION_FIELD
+	} HannoyOptions;
+
+/* ef_construction when the option is not set: at least 64 and at least 2m. */
+#define HANNOY_MIN_DEFAULT_EF_CONSTRUCTION 64
+
+	/* What a row without an indexable vector is (hannoy_build_add, hannoy_insert). */
+	typedef enum HannoyUnindexedKind
+	{
+		HANNOY_ROW_INDEXED = 0,        /* a graph row: it has a vector */
+		HANNOY_ROW_UNINDEXED_NULL = 1, /* NULL value: its distance is NULL */
+		HANNOY_ROW_UNINDEXED_NAN = 2   /* a vector the metric gives no distance (NaN) */
+	} HannoyUnindexedKind;
 
 	/*
 	 * A heap TID packed as (block << 16) | offset.  Only 48 bits are used.
@@ -66,17 +175,14 @@ extern "C"
 	 * unaligned (LMDB values are only 2-byte aligned).  Never fail.
 	 * ---------------------------------------------------------------------
 	 */
-	extern double hannoy_l2_distance(const float *a, const float *b, uint32_t dims);
-	extern double hannoy_cosine_distance(const float *a, const float *b, uint32_t dims);
-	extern double hannoy_negative_inner_product(const float *a, const float *b, uint32_t dims);
-	extern double hannoy_l1_distance(const float *a, const float *b, uint32_t dims);
-	extern double hannoy_hamming_distance(const uint8_t *a, const uint8_t *b, uint32_t nbits);
+	/*
+	 * The distance of two vectors of a metric: 'dims' floats (bits for a bit
+	 * metric, whose pad bits are zero).  NaN for an unknown metric.
+	 */
+	extern double hannoy_distance(HannoyMetric metric, const void *a, const void *b, uint32_t dims);
 
 	/* Name of the SIMD kernel set chosen at run time ("avx2", "scalar"...). */
 	extern const char *hannoy_simd_name(void);
-
-	/* Bytes one vector of a metric takes: dims floats, or ceil(bits / 8). */
-	extern size_t hannoy_vector_bytes(HannoyMetric metric, uint32_t dims);
 
 	/* ---------------------------------------------------------------------
 	 * Environments: one LMDB environment per index relation file.
@@ -87,17 +193,16 @@ extern "C"
 	/* Identity and shape of an index, stored in the sidecar's meta database. */
 	typedef struct HannoyMeta
 	{
-		uint32_t format_version;
-		uint32_t metric; /* HannoyMetric */
-		uint32_t dims;   /* 0 until the first vector is seen */
-		uint32_t m;      /* links per node above layer 0 */
-		uint32_t m0;     /* links per node at layer 0 */
-		uint32_t ef_construction;
-		uint64_t generation; /* must equal the metapage's */
-		uint64_t system_id;  /* pg_control system identifier of the writer */
-		uint32_t timeline;   /* timeline of the last writer */
-		uint32_t index_oid;  /* OID of the owning index */
-		uint64_t seed;       /* seed of the level generator */
+		uint32_t      format_version;
+		uint32_t      metric;     /* HannoyMetric */
+		uint32_t      dims;       /* 0 until the first vector is seen */
+		HannoyOptions options;    /* the index options (m: links per node above layer 0) */
+		uint32_t      m0;         /* links per node at layer 0 */
+		uint64_t      generation; /* must equal the metapage's */
+		uint64_t      system_id;  /* pg_control system identifier of the writer */
+		uint32_t      timeline;   /* timeline of the last writer */
+		uint32_t      index_oid;  /* OID of the owning index */
+		uint64_t      seed;       /* seed of the level generator */
 	} HannoyMeta;
 
 	/* Counters kept by the sidecar. */
@@ -203,8 +308,8 @@ extern "C"
 
 	/*
 	 * Adds one heap row.  'vector' NULL means the row has no indexable vector
-	 * (NULL, or a zero vector under cosine: 'unindexed_kind' 1 = NULL, 2 = NaN
-	 * distance); it is returned last by scans.  Vectors are written to LMDB in
+	 * (NULL, or a vector the metric gives no distance: 'unindexed_kind', a
+	 * HannoyUnindexedKind); it is returned last by scans.  Vectors are written to LMDB in
 	 * batches.
 	 */
 	extern HannoyStatus hannoy_build_add(HannoyBuilder *builder, HannoyTid tid, const void *vector,
@@ -235,11 +340,22 @@ extern "C"
 	                                  uint8_t unindexed_kind, HannoyError *err);
 
 	/*
-	 * Test only: makes every insert pause 'ms' milliseconds inside its
-	 * read-phase neighbour search, so tests can show that inserting
-	 * backends overlap there (only linking takes the writer lock).
+	 * Test only: ways for tests to slow the core down or watch it.  The shim
+	 * sets them from its hannoy.test_* GUCs, the core's unit tests directly.
 	 */
-	extern void hannoy_test_set_search_delay(uint32_t ms);
+	typedef struct HannoyTestHooks
+	{
+		/* every insert pauses this long inside its read-phase neighbour search,
+		   so tests can show that inserting backends overlap there */
+		uint32_t insert_search_delay_ms;
+		/* run, with no transaction open, after each write transaction a graph
+		   repair commits, so a test can check each state a crash could leave */
+		void (*repair_commit)(void *arg);
+		void *repair_commit_arg;
+	} HannoyTestHooks;
+
+	/* Replaces the test hooks (all zero: none). */
+	extern void hannoy_test_set_hooks(const HannoyTestHooks *hooks);
 
 	/* ---------------------------------------------------------------------
 	 * Scans.
@@ -253,7 +369,7 @@ extern "C"
 	 * Starts (or restarts) a scan in a new read transaction.  'query' has 'dims'
 	 * dimensions (bits for hamming); another count than the index's is
 	 * HANNOY_ERR_INVALID.  'query' NULL means
-	 * every distance is NULL (or NaN when 'null_kind' is 2): all rows are
+	 * every distance is NULL (or NaN when 'null_kind' is HANNOY_ROW_UNINDEXED_NAN): all rows are
 	 * returned, in no particular order, with that distance.
 	 */
 	extern HannoyStatus hannoy_scan_start(HannoyScan *scan, const void *query, uint32_t dims,
@@ -287,10 +403,18 @@ extern "C"
 		uint32_t  id; /* item id, or UINT32_MAX for unindexed rows */
 	} HannoyEntry;
 
+	/* Which rows a walk over the indexed rows is at, in the order it visits them. */
+	typedef enum HannoyEntrySource
+	{
+		HANNOY_ENTRIES_GRAPH = 0,     /* graph rows */
+		HANNOY_ENTRIES_UNINDEXED = 1, /* unindexed rows */
+		HANNOY_ENTRIES_DONE = 2       /* the walk is over */
+	} HannoyEntrySource;
+
 	/* Where a walk over the indexed rows stands; zero-initialise to start. */
 	typedef struct HannoyEntryPosition
 	{
-		uint32_t  source;  /* 0: graph rows, 1: unindexed rows, 2: done */
+		uint32_t  source;  /* HannoyEntrySource */
 		bool      started; /* 'after' is valid */
 		HannoyTid after;   /* last TID returned from 'source' */
 	} HannoyEntryPosition;

@@ -3,8 +3,6 @@
  *	  The hannoy access method: module start-up, GUCs, reloptions, the
  *	  handler, cost estimation and validation.
  */
-#include "hannoy/shim_guard.h"
-
 #include "postgres.h"
 
 #include <float.h>
@@ -31,17 +29,10 @@
 #include "utils/selfuncs.h"
 #include "utils/syscache.h"
 
-#include "hannoy/am.h"
+#include "hannoy_am.h"
 
 PG_MODULE_MAGIC;
 
-int  hannoy_ef_search = HANNOY_DEFAULT_EF_SEARCH;
-int  hannoy_build_threads = 1;
-bool hannoy_preloaded = false;
-int  hannoy_test_search_delay = 0;
-int  hannoy_test_verify_delay = 0;
-
-static relopt_kind             hannoy_relopt_kind;
 static ExecutorStart_hook_type prev_executor_start = NULL;
 
 /*
@@ -61,50 +52,13 @@ hannoy_executor_start(QueryDesc *queryDesc, int eflags)
 
 /*
  * _PG_init defines the GUCs and reloptions and installs the transaction
- * callbacks.  It records whether the library is being preloaded, which
- * CREATE EXTENSION requires.
+ * callbacks and hooks.
  */
 void
 _PG_init(void)
 {
-	long cores = sysconf(_SC_NPROCESSORS_ONLN);
-
-	hannoy_preloaded = process_shared_preload_libraries_in_progress;
-	hannoy_build_threads = (int) Min(Max(cores, 1), HANNOY_MAX_BUILD_THREADS);
-
-	hannoy_relopt_kind = add_reloption_kind();
-	add_int_reloption(hannoy_relopt_kind, "m",
-	                  "Links per node above layer 0 (2 at layer 0) (2 to 100)", HANNOY_DEFAULT_M,
-	                  HANNOY_MIN_M, HANNOY_MAX_M, AccessExclusiveLock);
-	add_int_reloption(hannoy_relopt_kind, "ef_construction",
-	                  "Candidate list size during build (4 to 1000, at least 2 * m; "
-	                  "default max(64, 2 * m))",
-	                  0, HANNOY_MIN_EF_CONSTRUCTION, HANNOY_MAX_EF_CONSTRUCTION,
-	                  AccessExclusiveLock);
-
-	DefineCustomIntVariable("hannoy.ef_search",
-	                        "Sets the size of the candidate list for hannoy index scans "
-	                        "(1 to 1000).",
-	                        "Larger values raise recall and cost time.", &hannoy_ef_search,
-	                        HANNOY_DEFAULT_EF_SEARCH, HANNOY_MIN_EF_SEARCH, HANNOY_MAX_EF_SEARCH,
-	                        PGC_USERSET, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("hannoy.build_threads",
-	                        "Sets the number of threads that build a hannoy index "
-	                        "(1 to 64; default: the number of cores).",
-	                        NULL, &hannoy_build_threads, hannoy_build_threads, 1,
-	                        HANNOY_MAX_BUILD_THREADS, PGC_USERSET, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("hannoy.test_search_delay",
-	                        "Test only: milliseconds every insert pauses inside its neighbour "
-	                        "search (0 to 10000).",
-	                        NULL, &hannoy_test_search_delay, 0, 0, 10000, PGC_SUSET,
-	                        GUC_UNIT_MS | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, NULL, NULL, NULL);
-	DefineCustomIntVariable("hannoy.test_verify_delay",
-	                        "Test only: milliseconds hannoy_verify waits after reading each "
-	                        "batch of rows from the sidecar, before it reads the heap "
-	                        "(0 to 10000).",
-	                        NULL, &hannoy_test_verify_delay, 0, 0, 10000, PGC_SUSET,
-	                        GUC_UNIT_MS | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, NULL, NULL, NULL);
-	MarkGUCPrefixReserved("hannoy");
+	HannoyDefineGucs();
+	HannoyDefineOptions();
 
 	HannoyLifecycleInit();
 	HannoySyncInit();
@@ -123,28 +77,6 @@ _PG_init(void)
 	RegisterSubXactCallback(HannoySubXactCallback, NULL);
 	prev_executor_start = ExecutorStart_hook;
 	ExecutorStart_hook = hannoy_executor_start;
-}
-
-/*
- * hannoyoptions parses and validates the reloptions of an index.
- */
-static bytea *
-hannoyoptions(Datum reloptions, bool validate)
-{
-	static const relopt_parse_elt tab[] = {
-	    {"m", RELOPT_TYPE_INT, offsetof(HannoyRelOptions, m)},
-	    {"ef_construction", RELOPT_TYPE_INT, offsetof(HannoyRelOptions, ef_construction)},
-	};
-	HannoyRelOptions *opts;
-
-	opts = (HannoyRelOptions *) build_reloptions(reloptions, validate, hannoy_relopt_kind,
-	                                             sizeof(HannoyRelOptions), tab, lengthof(tab));
-	if (validate && opts && opts->ef_construction != 0 && opts->ef_construction < 2 * opts->m)
-		ereport(ERROR,
-		        (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-		         errmsg("ef_construction must be at least 2 * m"),
-		         errdetail("ef_construction is %d and m is %d.", opts->ef_construction, opts->m)));
-	return (bytea *) opts;
 }
 
 /*
@@ -303,7 +235,7 @@ hannoyhandler(PG_FUNCTION_ARGS)
 	amroutine->amvacuumcleanup = hannoyvacuumcleanup;
 	amroutine->amcanreturn = NULL;
 	amroutine->amcostestimate = hannoycostestimate;
-	amroutine->amoptions = hannoyoptions;
+	amroutine->amoptions = HannoyParseOptions;
 	amroutine->amproperty = NULL;
 	amroutine->ambuildphasename = hannoybuildphasename;
 	amroutine->amvalidate = hannoyvalidate;

@@ -5,8 +5,6 @@
  *	  HANNOY_SLICE_MS, with interrupt checks and progress reports between
  *	  slices (DESIGN section 5).
  */
-#include "hannoy/shim_guard.h"
-
 #include "postgres.h"
 
 #include "access/tableam.h"
@@ -23,7 +21,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
-#include "hannoy/am.h"
+#include "hannoy_am.h"
 
 typedef struct HannoyBuildState
 {
@@ -95,86 +93,24 @@ build_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull, boo
 }
 
 /*
- * Creates a fresh sidecar for the index's relation file with a new identity
- * and 'dims' dimensions.  'build' is true for ambuild, which discards this
- * backend's queued rows of that file; the sidecar of a relation file new in
- * this transaction is removed if the transaction aborts (an in-place rebuild
- * of an older file, as ON COMMIT DELETE ROWS does, keeps it).
+ * new_sidecar gives the index being built a fresh sidecar and its first
+ * metapage.  Rows this backend queued for an earlier sidecar of the same
+ * relation file are dropped; the sidecar of a relation file new in this
+ * transaction is removed if the transaction aborts (an in-place rebuild of
+ * an older file, as ON COMMIT DELETE ROWS does, keeps it).
  */
-static void
-create_sidecar(Relation index, HannoyMetaPageData *meta, uint32 dims, bool build)
+static HannoyEnv *
+new_sidecar(Relation index, HannoyMetaPageData *meta)
 {
 	RelFileNodeBackend rnode;
-	char              *root = HannoySidecarRoot();
-	char              *path;
-	HannoyEnvConfig    config = HannoyDefaultEnvConfig();
-	HannoyMeta         smeta;
-	HannoyEnv         *env;
-	HannoyError        err;
-	HannoyStatus       st;
-	int                m, efc;
 
 	rnode.node = index->rd_node;
 	rnode.backend = index->rd_backend;
-	if (MakePGDirectory(root) != 0 && errno != EEXIST)
-		ereport(ERROR,
-		        (errcode_for_file_access(), errmsg("could not create directory \"%s\": %m", root)));
-	path = HannoySidecarPath(rnode);
-
-	/* this backend may hold a handle on an earlier sidecar of the same file */
-	HannoyForgetEnv(rnode);
-	if (build)
-		HannoyDropQueue(rnode);
-
-	HannoyGetOptions(index, &m, &efc);
-	memset(meta, 0, sizeof(*meta));
-	meta->magic = HANNOY_MAGIC;
-	meta->version = HANNOY_PAGE_VERSION;
-	meta->metric = HannoyIndexMetric(index);
-	meta->dims = dims;
-	meta->m = m;
-	meta->ef_construction = efc;
-	do
-	{
-		meta->generation = pg_prng_uint64(&pg_global_prng_state);
-	} while (meta->generation == 0);
-
-	memset(&smeta, 0, sizeof(smeta));
-	smeta.format_version = HANNOY_FORMAT_VERSION;
-	smeta.metric = meta->metric;
-	smeta.dims = dims;
-	smeta.m = m;
-	smeta.m0 = 2 * m;
-	smeta.ef_construction = efc;
-	smeta.generation = meta->generation;
-	smeta.system_id = GetSystemIdentifier();
-	smeta.timeline = GetWALInsertionTimeLine();
-	smeta.index_oid = RelationGetRelid(index);
-	smeta.seed = meta->generation;
-
-	if (build && (index->rd_createSubid != InvalidSubTransactionId ||
-	              index->rd_firstRelfilenodeSubid != InvalidSubTransactionId))
+	HannoyDropQueue(rnode);
+	if (index->rd_createSubid != InvalidSubTransactionId ||
+	    index->rd_firstRelfilenodeSubid != InvalidSubTransactionId)
 		HannoyRegisterCreatedSidecar(rnode);
-	st = hannoy_env_create(path, &config, &smeta, &env, &err);
-	if (st != HANNOY_OK)
-		HannoyReportError(st, &err, index);
-	hannoy_env_close(env);
-	pfree(path);
-	pfree(root);
-}
-
-/*
- * open_new_sidecar creates the sidecar and opens it through the backend's
- * cache, so the build uses the same handle later scans will.
- */
-static HannoyEnv *
-open_new_sidecar(Relation index, HannoyMetaPageData *meta, uint32 dims, bool build)
-{
-	HannoyMetaPageData check;
-
-	create_sidecar(index, meta, dims, build);
-	HannoyWriteMetaPage(index, MAIN_FORKNUM, meta, build);
-	return HannoyOpenEnv(index, &check, false, NULL);
+	return HannoyCreateSidecar(index, meta, 0, true);
 }
 
 /*
@@ -202,7 +138,7 @@ hannoybuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	state.metric = HannoyIndexMetric(index);
 	state.tmpctx =
 	    AllocSetContextCreate(CurrentMemoryContext, "hannoy build row", ALLOCSET_DEFAULT_SIZES);
-	state.env = open_new_sidecar(index, &state.meta, 0, true);
+	state.env = new_sidecar(index, &state.meta);
 
 	st = hannoy_build_begin(state.env, (uint32) hannoy_build_threads, &state.builder, &err);
 	if (st != HANNOY_OK)
@@ -271,34 +207,10 @@ void
 hannoybuildempty(Relation index)
 {
 	HannoyMetaPageData meta;
-	int                m, efc;
 
-	HannoyGetOptions(index, &m, &efc);
-	memset(&meta, 0, sizeof(meta));
-	meta.magic = HANNOY_MAGIC;
-	meta.version = HANNOY_PAGE_VERSION;
-	meta.metric = HannoyIndexMetric(index);
-	meta.m = m;
-	meta.ef_construction = efc;
-	meta.flags = HANNOY_META_INIT_FORK;
+	HannoyInitMetaPage(index, &meta, 0, HANNOY_META_INIT_FORK);
 	HannoyWriteMetaPage(index, INIT_FORKNUM, &meta, true);
 	/* generic WAL does not log the init fork of an unlogged relation: do it */
 	log_newpage_range(index, INIT_FORKNUM, 0, 1, true);
 	smgrimmedsync(RelationGetSmgr(index), INIT_FORKNUM);
-}
-
-/*
- * HannoyRecreateSidecar gives an index whose metapage has no sidecar (an
- * unlogged index after a crash) a fresh, empty one.  Caller holds the
- * metapage's page lock, which serialises metapage updates.
- */
-HannoyEnv *
-HannoyRecreateSidecar(Relation index, HannoyMetaPageData *meta)
-{
-	HannoyMetaPageData fresh;
-	/* the queue and a dimension count set by a first insert are kept */
-	HannoyEnv *env = open_new_sidecar(index, &fresh, meta->dims, false);
-
-	*meta = fresh;
-	return env;
 }

@@ -31,8 +31,6 @@
  *	  core frame is on the stack while the heap is read or interrupts are
  *	  checked (DESIGN section 2).
  */
-#include "hannoy/shim_guard.h"
-
 #include "postgres.h"
 
 #include "access/heapam.h"
@@ -51,7 +49,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
-#include "hannoy/am.h"
+#include "hannoy_am.h"
 
 /* Rows the core hands over per batch, and the most vector bytes per batch. */
 #define HANNOY_HEAPCHECK_ROWS  256
@@ -170,23 +168,27 @@ stored_key_differs(HeapCheckState *hc, const HannoyStoredRow *row, const void *s
 	uint32      dims;
 	bool        is_zero;
 	const void *vec;
+	bool        bits = hannoy_metric_info(hc->metric).element == HANNOY_ELEMENT_BIT;
 
 	if (isnull)
-		return row->unindexed_kind == 1 ? NULL : "the heap tuple's value is NULL";
+		return row->unindexed_kind == HANNOY_ROW_UNINDEXED_NULL ? NULL
+		                                                        : "the heap tuple's value is NULL";
 	vec = HannoyDatumToVector(hc->index, value, hc->metric, 0, false, &dims, &is_zero);
 	if (is_zero)
-		return row->unindexed_kind == 2 ? NULL : "the heap tuple's vector is a zero vector";
-	if (row->unindexed_kind == 1)
+		return row->unindexed_kind == HANNOY_ROW_UNINDEXED_NAN
+		           ? NULL
+		           : "the heap tuple's vector is a zero vector";
+	if (row->unindexed_kind == HANNOY_ROW_UNINDEXED_NULL)
 		return "stored as a NULL value, but the heap tuple has a vector";
-	if (row->unindexed_kind != 0)
+	if (row->unindexed_kind != HANNOY_ROW_INDEXED)
 		return "stored as a zero vector, but the heap tuple's vector is not zero";
 	if (dims != hc->dims || hannoy_vector_bytes(hc->metric, dims) != hc->stride)
 		return psprintf("the heap tuple's %s has %u %s, the index's %u",
-		                hc->metric == HANNOY_METRIC_HAMMING ? "bit string" : "vector", dims,
-		                hc->metric == HANNOY_METRIC_HAMMING ? "bits" : "dimensions", hc->dims);
+		                bits ? "bit string" : "vector", dims, bits ? "bits" : "dimensions",
+		                hc->dims);
 	if (memcmp(vec, stored, hc->stride) == 0)
 		return NULL;
-	if (hc->metric == HANNOY_METRIC_HAMMING)
+	if (bits)
 	{
 		const uint8 *a = vec;
 		const uint8 *b = stored;
@@ -331,7 +333,8 @@ same_row(const HeapCheckState *hc, const HannoyStoredRow *a, const void *va,
 {
 	return a->tid == b->tid && a->id == b->id && a->unindexed_kind == b->unindexed_kind &&
 	       a->vector_missing == b->vector_missing &&
-	       (a->unindexed_kind != 0 || a->vector_missing || memcmp(va, vb, hc->stride) == 0);
+	       (a->unindexed_kind != HANNOY_ROW_INDEXED || a->vector_missing ||
+	        memcmp(va, vb, hc->stride) == 0);
 }
 
 /*

@@ -6,8 +6,6 @@
  *	  parallel plan starts, and when the queue grows past a bound.  Applying
  *	  a queue flushes WAL first (I1) and syncs the sidecar once.
  */
-#include "hannoy/shim_guard.h"
-
 #include "postgres.h"
 
 #include "access/heapam.h"
@@ -24,12 +22,12 @@
 #include "utils/snapmgr.h"
 #include "utils/builtins.h"
 
-#include "hannoy/am.h"
+#include "hannoy_am.h"
 
 typedef struct HannoyQueuedRow
 {
 	HannoyTid tid;
-	uint8     kind;       /* unindexed kind when vector is NULL */
+	uint8     kind;       /* HannoyUnindexedKind when vector is NULL */
 	bool      check_xmin; /* the row is this transaction's own (not CIC's) */
 	void     *vector;
 } HannoyQueuedRow;
@@ -111,8 +109,7 @@ open_for_insert(Relation index, HannoyMetaPageData *meta)
 
 	if (env != NULL)
 		return env;
-	if (meta->magic == HANNOY_MAGIC && (meta->flags & HANNOY_META_INIT_FORK) &&
-	    !RecoveryInProgress())
+	if (HannoyAwaitsSidecar(meta))
 	{
 		LockPage(index, HANNOY_METAPAGE_BLKNO, ExclusiveLock);
 		env = HannoyOpenEnv(index, meta, true, &why);
@@ -123,11 +120,7 @@ open_for_insert(Relation index, HannoyMetaPageData *meta)
 			return env;
 	}
 	HannoyMarkBroken(index, why);
-	ereport(WARNING,
-	        (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-	         errmsg("hannoy index \"%s\" cannot be used (%s): new rows are not added to it",
-	                RelationGetRelationName(index), why ? why : "unknown reason"),
-	         errhint("REINDEX INDEX %s;", quote_identifier(RelationGetRelationName(index)))));
+	HannoyReportUnusable(index, why, WARNING, "new rows are not added to it");
 	return NULL;
 }
 
@@ -228,7 +221,12 @@ apply_queue(Relation index, HannoyInsertQueue *q)
 	if (RelationNeedsWAL(index))
 		XLogFlush(wal_end_of_inserted());
 
-	hannoy_test_set_search_delay((uint32) hannoy_test_search_delay);
+	{
+		HannoyTestHooks hooks = {0};
+
+		hooks.insert_search_delay_ms = (uint32) hannoy_test_search_delay;
+		hannoy_test_set_hooks(&hooks);
+	}
 
 	/* opening the heap may run invalidation callbacks: keep the handle pinned */
 	HannoyEnvPin(env);
@@ -281,7 +279,7 @@ hannoyinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid, 
 
 	row.tid = HannoyTidFromItemPointer(heap_tid);
 	row.vector = NULL;
-	row.kind = 1;
+	row.kind = HANNOY_ROW_UNINDEXED_NULL;
 	/* CREATE INDEX CONCURRENTLY's validation inserts other transactions' rows */
 	row.check_xmin = !indexInfo->ii_Concurrent;
 	if (!isnull[0])
@@ -303,7 +301,7 @@ hannoyinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid, 
 				                    &dims, &is_zero);
 		}
 		if (is_zero)
-			row.kind = 2;
+			row.kind = HANNOY_ROW_UNINDEXED_NAN;
 		else
 		{
 			size_t bytes = hannoy_vector_bytes((HannoyMetric) meta.metric, dims);

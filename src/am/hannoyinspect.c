@@ -12,8 +12,6 @@
  *	  section 2); it keeps one LMDB read transaction across slices (never a
  *	  write transaction), released on ERROR by PG_FINALLY (I9).
  */
-#include "hannoy/shim_guard.h"
-
 #include "postgres.h"
 
 #include <sys/stat.h>
@@ -34,7 +32,7 @@
 #include "utils/rel.h"
 #include "utils/tuplestore.h"
 
-#include "hannoy/am.h"
+#include "hannoy_am.h"
 
 /* Problems the core hands over per slice. */
 #define HANNOY_INSPECT_BATCH 64
@@ -129,14 +127,6 @@ sidecar_bytes(Relation index)
 	}
 	pfree(dir);
 	return total;
-}
-
-/* True when the metapage says the index has no sidecar yet, legitimately. */
-static bool
-without_sidecar_yet(const HannoyMetaPageData *meta)
-{
-	return meta->magic == HANNOY_MAGIC && (meta->flags & HANNOY_META_INIT_FORK) &&
-	       !RecoveryInProgress();
 }
 
 /*
@@ -236,14 +226,14 @@ check_meta(Relation index, HannoyEnv *env, const HannoyMetaPageData *meta, Hanno
 		put_problem(
 		    sink, HANNOY_PROBLEM_META_MISMATCH, -1,
 		    psprintf("the metapage has %u dimensions, the sidecar %u", meta->dims, smeta.dims));
-	if (smeta.m != meta->m || smeta.m0 != 2 * meta->m)
+	if (smeta.options.m != meta->options.m || smeta.m0 != 2 * meta->options.m)
 		put_problem(sink, HANNOY_PROBLEM_META_MISMATCH, -1,
-		            psprintf("the metapage has m = %u, the sidecar m = %u and m0 = %u", meta->m,
-		                     smeta.m, smeta.m0));
-	if (smeta.ef_construction != meta->ef_construction)
+		            psprintf("the metapage has m = %u, the sidecar m = %u and m0 = %u",
+		                     meta->options.m, smeta.options.m, smeta.m0));
+	if (smeta.options.ef_construction != meta->options.ef_construction)
 		put_problem(sink, HANNOY_PROBLEM_META_MISMATCH, -1,
 		            psprintf("the metapage has ef_construction = %u, the sidecar %u",
-		                     meta->ef_construction, smeta.ef_construction));
+		                     meta->options.ef_construction, smeta.options.ef_construction));
 }
 
 /*
@@ -320,12 +310,8 @@ hannoy_index_stats(PG_FUNCTION_ARGS)
 	env = HannoyOpenEnv(index, &meta, true, &why);
 	if (env != NULL)
 		run_walk(index, env, NULL, &summary);
-	else if (!without_sidecar_yet(&meta))
-		ereport(ERROR,
-		        (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-		         errmsg("hannoy index \"%s\" cannot be used: %s", RelationGetRelationName(index),
-		                why ? why : "unknown reason"),
-		         errhint("REINDEX INDEX %s;", quote_identifier(RelationGetRelationName(index)))));
+	else if (!HannoyAwaitsSidecar(&meta))
+		HannoyReportUnusable(index, why, ERROR, NULL);
 
 	layers = Min(summary.layers, HANNOY_MAX_LAYERS);
 	edges = palloc(sizeof(Datum) * Max(layers, 1));
@@ -383,7 +369,7 @@ hannoy_verify(PG_FUNCTION_ARGS)
 	{
 		verify_usable(index, heap, env, &meta, &sink);
 	}
-	else if (!without_sidecar_yet(&meta))
+	else if (!HannoyAwaitsSidecar(&meta))
 	{
 		RelFileNodeBackend rnode;
 		char              *path;

@@ -15,8 +15,6 @@
  *	  also runs at the start of every build and, through background workers
  *	  (hannoysweeper.c), in every database once the server has started.
  */
-#include "hannoy/shim_guard.h"
-
 #include "postgres.h"
 
 #include <dirent.h>
@@ -40,29 +38,36 @@
 #include "utils/relfilenodemap.h"
 #include "utils/syscache.h"
 
-#include "hannoy/am.h"
+#include "hannoy_am.h"
 
+/*
+ * A sidecar removal waiting for the end of the current transaction: at its
+ * commit (the relation file is dropped) or at its abort (the sidecar was
+ * created by it).
+ */
 typedef struct HannoyRemoval
 {
-	RelFileNodeBackend rnode;    /* the sidecar's relation file */
-	bool               whole_db; /* DROP DATABASE: every sidecar of rnode.node.dbNode */
-	SubTransactionId   subid;    /* who asked; InvalidSubTransactionId at pre-commit */
+	RelFileNodeBackend rnode;     /* the sidecar's relation file */
+	bool               whole_db;  /* DROP DATABASE: every sidecar of rnode.node.dbNode */
+	bool               at_commit; /* removed if the transaction commits, else if it aborts */
+	SubTransactionId   subid;     /* who asked; InvalidSubTransactionId at pre-commit */
 } HannoyRemoval;
 
-/* Removals waiting for the current transaction's commit, in TopMemoryContext. */
+/* Removals waiting for the current transaction's end, in TopMemoryContext. */
 static List *pending_removals = NIL;
 
 static object_access_hook_type prev_object_access_hook = NULL;
 
 /* Adds a removal to the list. */
 static void
-schedule_removal(RelFileNodeBackend rnode, bool whole_db, SubTransactionId subid)
+schedule_removal(RelFileNodeBackend rnode, bool whole_db, bool at_commit, SubTransactionId subid)
 {
 	MemoryContext  old = MemoryContextSwitchTo(TopMemoryContext);
 	HannoyRemoval *r = palloc(sizeof(HannoyRemoval));
 
 	r->rnode = rnode;
 	r->whole_db = whole_db;
+	r->at_commit = at_commit;
 	r->subid = subid;
 	pending_removals = lappend(pending_removals, r);
 	MemoryContextSwitchTo(old);
@@ -82,35 +87,6 @@ relation_file_in_use(RelFileNodeBackend rnode)
 	return OidIsValid(RelidByRelfilenode(
 	    rnode.node.spcNode == MyDatabaseTableSpace ? InvalidOid : rnode.node.spcNode,
 	    rnode.node.relNode));
-}
-
-/*
- * HannoyParseSidecarName parses a sidecar directory name ("spc_db_rel" or
- * "tBACKEND_spc_db_rel"); false for anything else.
- */
-bool
-HannoyParseSidecarName(const char *name, RelFileNodeBackend *rnode)
-{
-	unsigned int spc, db, rel;
-	int          backend;
-	char         tail;
-
-	if (name[0] == 't')
-	{
-		if (sscanf(name, "t%d_%u_%u_%u%c", &backend, &spc, &db, &rel, &tail) != 4)
-			return false;
-		rnode->backend = backend;
-	}
-	else
-	{
-		if (sscanf(name, "%u_%u_%u%c", &spc, &db, &rel, &tail) != 3)
-			return false;
-		rnode->backend = InvalidBackendId;
-	}
-	rnode->node.spcNode = spc;
-	rnode->node.dbNode = db;
-	rnode->node.relNode = rel;
-	return true;
 }
 
 /*
@@ -146,7 +122,7 @@ hannoy_object_access(ObjectAccessType access, Oid classId, Oid objectId, int sub
 				rnode.backend = GetTempNamespaceBackendId(form->relnamespace);
 				if (rnode.backend == InvalidBackendId)
 					rnode.backend = MyBackendId;
-				schedule_removal(rnode, false, GetCurrentSubTransactionId());
+				schedule_removal(rnode, false, true, GetCurrentSubTransactionId());
 			}
 			ReleaseSysCache(tuple);
 		}
@@ -158,7 +134,7 @@ hannoy_object_access(ObjectAccessType access, Oid classId, Oid objectId, int sub
 		memset(&rnode, 0, sizeof(rnode));
 		rnode.node.dbNode = objectId;
 		rnode.backend = InvalidBackendId;
-		schedule_removal(rnode, true, GetCurrentSubTransactionId());
+		schedule_removal(rnode, true, true, GetCurrentSubTransactionId());
 	}
 }
 
@@ -178,7 +154,8 @@ HannoyLifecyclePreCommit(void)
 	{
 		HannoyRemoval *r = lfirst(lc);
 
-		if (!r->whole_db && r->rnode.node.dbNode == MyDatabaseId && relation_file_in_use(r->rnode))
+		if (r->at_commit && !r->whole_db && r->rnode.node.dbNode == MyDatabaseId &&
+		    relation_file_in_use(r->rnode))
 		{
 			pending_removals = foreach_delete_current(pending_removals, lc);
 			pfree(r);
@@ -196,14 +173,47 @@ HannoyLifecyclePreCommit(void)
 		rnode.backend = InvalidBackendId;
 		path = HannoySidecarPath(rnode);
 		if (hannoy_env_exists(path))
-			schedule_removal(rnode, false, InvalidSubTransactionId);
+			schedule_removal(rnode, false, true, InvalidSubTransactionId);
 		pfree(path);
 	}
 	if (n > 0)
 		pfree(rels);
 }
 
-static void remove_orphan(RelFileNodeBackend rnode, const char *path, const char *why);
+/*
+ * remove_orphan removes a sidecar nothing owns and logs it (the removal
+ * itself warns when it fails).
+ */
+static void
+remove_orphan(RelFileNodeBackend rnode, const char *path, const char *why)
+{
+	struct stat st;
+
+	HannoyRemoveSidecar(rnode);
+	if (stat(path, &st) != 0 && errno == ENOENT)
+		ereport(LOG, (errmsg("removed hannoy sidecar \"%s\": %s", path, why)));
+}
+
+/* What a walk over the sidecars of one database is for. */
+typedef struct DatabaseRemoval
+{
+	Oid         db;
+	const char *why; /* logged with each removal; NULL: removed without a log line */
+} DatabaseRemoval;
+
+/* Removes one sidecar of the database a DatabaseRemoval names. */
+static void
+remove_database_sidecar(void *arg, RelFileNodeBackend rnode, const char *path)
+{
+	DatabaseRemoval *dr = arg;
+
+	if (rnode.node.dbNode != dr->db)
+		return;
+	if (dr->why == NULL)
+		HannoyRemoveSidecar(rnode);
+	else
+		remove_orphan(rnode, path, dr->why);
+}
 
 /*
  * Removes every sidecar of database 'db' (after DROP DATABASE committed, or
@@ -212,72 +222,62 @@ static void remove_orphan(RelFileNodeBackend rnode, const char *path, const char
 static void
 remove_database_sidecars(Oid db, const char *why)
 {
-	char          *root = HannoySidecarRoot();
-	DIR           *dir = AllocateDir(root);
-	struct dirent *de;
+	DatabaseRemoval dr = {db, why};
 
-	if (dir == NULL)
-	{
-		pfree(root);
-		return;
-	}
-	while ((de = ReadDirExtended(dir, root, WARNING)) != NULL)
-	{
-		RelFileNodeBackend rnode;
-		char              *path;
-
-		if (!HannoyParseSidecarName(de->d_name, &rnode) || rnode.node.dbNode != db)
-			continue;
-		if (why == NULL)
-		{
-			HannoyRemoveSidecar(rnode);
-			continue;
-		}
-		path = psprintf("%s/%s", root, de->d_name);
-		remove_orphan(rnode, path, why);
-		pfree(path);
-	}
-	FreeDir(dir);
-	pfree(root);
+	HannoyForEachSidecar(WARNING, remove_database_sidecar, &dr);
 }
 
 /*
- * HannoyLifecycleAtCommit removes the sidecars whose relation files the
- * committed transaction deleted.  Failures are WARNINGs: the transaction
- * has committed.
+ * HannoyRegisterCreatedSidecar remembers a sidecar this transaction creates
+ * so that it is removed if the (sub)transaction aborts.
  */
 void
-HannoyLifecycleAtCommit(void)
+HannoyRegisterCreatedSidecar(RelFileNodeBackend rnode)
+{
+	schedule_removal(rnode, false, false, GetCurrentSubTransactionId());
+}
+
+/* Removes the sidecar (or, for DROP DATABASE, the sidecars) a removal names. */
+static void
+run_removal(const HannoyRemoval *r)
+{
+	if (r->whole_db)
+		remove_database_sidecars(r->rnode.node.dbNode, NULL);
+	else
+		HannoyRemoveSidecar(r->rnode);
+}
+
+/*
+ * HannoyLifecycleAtEnd carries out the removals that wait for the way the
+ * transaction ended ('committed' or not) and forgets the rest; with
+ * 'forget_all' (PREPARE, a parallel worker's commit) it carries out none:
+ * sidecars a prepared transaction drops are swept later.  Failures are
+ * WARNINGs: the transaction has ended.
+ */
+void
+HannoyLifecycleAtEnd(bool committed, bool forget_all)
 {
 	ListCell *lc;
 
-	foreach (lc, pending_removals)
+	if (!forget_all)
 	{
-		HannoyRemoval *r = lfirst(lc);
+		foreach (lc, pending_removals)
+		{
+			HannoyRemoval *r = lfirst(lc);
 
-		if (r->whole_db)
-			remove_database_sidecars(r->rnode.node.dbNode, NULL);
-		else
-			HannoyRemoveSidecar(r->rnode);
+			if (r->at_commit == committed)
+				run_removal(r);
+		}
 	}
 	list_free_deep(pending_removals);
 	pending_removals = NIL;
 }
 
 /*
- * HannoyLifecycleAtAbort forgets pending removals: the relation files stay.
- * A prepared transaction forgets them too; its sidecars are swept later.
- */
-void
-HannoyLifecycleAtAbort(void)
-{
-	list_free_deep(pending_removals);
-	pending_removals = NIL;
-}
-
-/*
- * HannoyLifecycleSubXact undoes the removals of an aborted subtransaction
- * (ROLLBACK TO SAVEPOINT) and hands a committed one's to its parent.
+ * HannoyLifecycleSubXact ends the removals of a subtransaction: when it
+ * aborts (ROLLBACK TO SAVEPOINT) the sidecars it created are removed and
+ * the drops it asked for are forgotten; when it commits its parent takes
+ * them over.
  */
 void
 HannoyLifecycleSubXact(SubXactEvent event, SubTransactionId mySubid, SubTransactionId parentSubid)
@@ -292,6 +292,8 @@ HannoyLifecycleSubXact(SubXactEvent event, SubTransactionId mySubid, SubTransact
 			continue;
 		if (event == SUBXACT_EVENT_ABORT_SUB)
 		{
+			if (!r->at_commit)
+				run_removal(r);
 			pending_removals = foreach_delete_current(pending_removals, lc);
 			pfree(r);
 		}
@@ -358,20 +360,6 @@ sidecar_is_orphan(RelFileNodeBackend rnode, const char *path)
 }
 
 /*
- * remove_orphan removes a sidecar nothing owns and logs it (the removal
- * itself warns when it fails).
- */
-static void
-remove_orphan(RelFileNodeBackend rnode, const char *path, const char *why)
-{
-	struct stat st;
-
-	HannoyRemoveSidecar(rnode);
-	if (stat(path, &st) != 0 && errno == ENOENT)
-		ereport(LOG, (errmsg("removed hannoy sidecar \"%s\": %s", path, why)));
-}
-
-/*
  * HannoySweepDroppedDatabase removes the sidecars of database 'db', which
  * no longer exists (no hannoy index can be built in a database before its
  * creation commits).
@@ -383,6 +371,32 @@ HannoySweepDroppedDatabase(Oid db)
 }
 
 /*
+ * Removes one sidecar if it is an orphan: of this database and no index
+ * owns it, or of a database that no longer exists.  Counts removals in
+ * *(int *) arg.
+ */
+static void
+sweep_sidecar(void *arg, RelFileNodeBackend rnode, const char *path)
+{
+	bool orphan;
+
+	if (rnode.node.dbNode == MyDatabaseId)
+	{
+		orphan = sidecar_is_orphan(rnode, path);
+		if (orphan)
+			remove_orphan(rnode, path, "no index owns it");
+	}
+	else
+	{
+		orphan = !SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(rnode.node.dbNode));
+		if (orphan)
+			remove_orphan(rnode, path, "its database no longer exists");
+	}
+	if (orphan)
+		(*(int *) arg)++;
+}
+
+/*
  * HannoySweep removes the sidecars of the current database that no index
  * owns, and those of databases that no longer exist; returns how many.
  * Each removal is logged.
@@ -390,44 +404,22 @@ HannoySweepDroppedDatabase(Oid db)
 int
 HannoySweep(void)
 {
-	char          *root = HannoySidecarRoot();
-	DIR           *dir = AllocateDir(root);
-	struct dirent *de;
-	int            removed = 0;
+	int removed = 0;
 
-	if (dir == NULL)
-	{
-		pfree(root);
-		return 0;
-	}
-	while ((de = ReadDirExtended(dir, root, WARNING)) != NULL)
-	{
-		RelFileNodeBackend rnode;
-		char              *path;
-		bool               orphan;
-
-		if (!HannoyParseSidecarName(de->d_name, &rnode))
-			continue;
-		path = psprintf("%s/%s", root, de->d_name);
-		if (rnode.node.dbNode == MyDatabaseId)
-		{
-			orphan = sidecar_is_orphan(rnode, path);
-			if (orphan)
-				remove_orphan(rnode, path, "no index owns it");
-		}
-		else
-		{
-			orphan = !SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(rnode.node.dbNode));
-			if (orphan)
-				remove_orphan(rnode, path, "its database no longer exists");
-		}
-		if (orphan)
-			removed++;
-		pfree(path);
-	}
-	FreeDir(dir);
-	pfree(root);
+	HannoyForEachSidecar(WARNING, sweep_sidecar, &removed);
 	return removed;
+}
+
+/* Removes one sidecar if it belongs to a temporary relation. */
+static void
+remove_temp_sidecar(void *arg, RelFileNodeBackend rnode, const char *path)
+{
+	HannoyError err;
+
+	if (rnode.backend == InvalidBackendId)
+		return;
+	if (hannoy_env_remove(path, &err) != HANNOY_OK)
+		ereport(LOG, (errmsg("could not remove hannoy sidecar \"%s\": %s", path, err.message)));
 }
 
 /*
@@ -438,29 +430,7 @@ HannoySweep(void)
 void
 HannoyRemoveTempSidecarsAtStart(void)
 {
-	char          *root = psprintf("%s/hannoy", DataDir);
-	DIR           *dir = AllocateDir(root);
-	struct dirent *de;
-
-	if (dir != NULL)
-	{
-		while ((de = ReadDirExtended(dir, root, LOG)) != NULL)
-		{
-			RelFileNodeBackend rnode;
-			HannoyError        err;
-			char              *path;
-
-			if (!HannoyParseSidecarName(de->d_name, &rnode) || rnode.backend == InvalidBackendId)
-				continue;
-			path = psprintf("%s/%s", root, de->d_name);
-			if (hannoy_env_remove(path, &err) != HANNOY_OK)
-				ereport(LOG,
-				        (errmsg("could not remove hannoy sidecar \"%s\": %s", path, err.message)));
-			pfree(path);
-		}
-		FreeDir(dir);
-	}
-	pfree(root);
+	HannoyForEachSidecar(LOG, remove_temp_sidecar, NULL);
 }
 
 /* HannoyLifecycleInit installs the object access hook. */

@@ -6,8 +6,6 @@
  *	  A memory-context callback releases the core scan when a query errors
  *	  and amendscan is never called (I9).
  */
-#include "hannoy/shim_guard.h"
-
 #include "postgres.h"
 
 #include "access/relscan.h"
@@ -16,7 +14,7 @@
 #include "utils/rel.h"
 #include "utils/builtins.h"
 
-#include "hannoy/am.h"
+#include "hannoy_am.h"
 
 typedef struct HannoyScanOpaqueData
 {
@@ -79,7 +77,7 @@ hannoyrescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int 
 	HannoyStatus     st;
 	const void      *query = NULL;
 	uint32           dims = 0;
-	uint8            null_kind = 1;
+	uint8            null_kind = HANNOY_ROW_UNINDEXED_NULL;
 
 	if (norderbys < 1)
 		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -95,16 +93,10 @@ hannoyrescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int 
 
 		if (env == NULL)
 		{
-			if (so->meta.magic == HANNOY_MAGIC && (so->meta.flags & HANNOY_META_INIT_FORK) &&
-			    !RecoveryInProgress())
+			if (HannoyAwaitsSidecar(&so->meta))
 				so->empty = true;
 			else
-				ereport(ERROR,
-				        (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				         errmsg("hannoy index \"%s\" cannot be used: %s",
-				                RelationGetRelationName(index), why ? why : "unknown reason"),
-				         errhint("REINDEX INDEX %s;",
-				                 quote_identifier(RelationGetRelationName(index)))));
+				HannoyReportUnusable(index, why, ERROR, NULL);
 		}
 		else
 		{
@@ -135,7 +127,7 @@ hannoyrescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int 
 		                          so->meta.dims, true, &dims, &is_zero);
 		/* with no vector indexed yet (dims 0) the graph is empty: any query will do */
 		if (is_zero)
-			null_kind = 2;
+			null_kind = HANNOY_ROW_UNINDEXED_NAN;
 		else
 			query = vec;
 	}

@@ -16,8 +16,6 @@
  *	  prepared transaction's, too) is never removed.  Every removal is
  *	  logged.  None of them is restarted.
  */
-#include "hannoy/shim_guard.h"
-
 #include "postgres.h"
 
 #include <dirent.h>
@@ -36,7 +34,7 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
-#include "hannoy/am.h"
+#include "hannoy_am.h"
 
 /* How long the launcher keeps trying when no worker slot is free. */
 #define HANNOY_SWEEPER_RETRY_MS 1000

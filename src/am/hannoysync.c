@@ -13,8 +13,6 @@
  *	  shared_preload_libraries (as everything does); without it every
  *	  backend syncs on its own.
  */
-#include "hannoy/shim_guard.h"
-
 #include "postgres.h"
 
 #include "common/hashfn.h"
@@ -24,7 +22,7 @@
 #include "storage/shmem.h"
 #include "utils/rel.h"
 
-#include "hannoy/am.h"
+#include "hannoy_am.h"
 
 /* Sync slots: indexes hashing to one slot share its lock (still correct). */
 #define HANNOY_SYNC_SLOTS 64

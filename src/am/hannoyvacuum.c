@@ -7,8 +7,6 @@
  *	  (I2, I3).  Removed graph nodes stay as tombstones that searches walk
  *	  through but never return.
  */
-#include "hannoy/shim_guard.h"
-
 #include "postgres.h"
 
 #include "commands/vacuum.h"
@@ -17,7 +15,7 @@
 #include "utils/rel.h"
 #include "utils/builtins.h"
 
-#include "hannoy/am.h"
+#include "hannoy_am.h"
 
 #define HANNOY_VACUUM_BATCH 1024
 
@@ -29,14 +27,10 @@ open_for_vacuum(Relation index)
 	const char        *why = NULL;
 	HannoyEnv         *env = HannoyOpenEnv(index, &meta, true, &why);
 
-	if (env == NULL && !(meta.magic == HANNOY_MAGIC && (meta.flags & HANNOY_META_INIT_FORK)))
+	if (env == NULL && !HannoyAwaitsSidecar(&meta))
 	{
 		HannoyMarkBroken(index, why);
-		ereport(WARNING,
-		        (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-		         errmsg("hannoy index \"%s\" cannot be used (%s): skipping it",
-		                RelationGetRelationName(index), why ? why : "unknown reason"),
-		         errhint("REINDEX INDEX %s;", quote_identifier(RelationGetRelationName(index)))));
+		HannoyReportUnusable(index, why, WARNING, "skipping it");
 	}
 	return env;
 }

@@ -6,7 +6,7 @@
  *	  layer-0 walk from the entry point cannot reach is linked in, then the
  *	  links are written to LMDB as Roaring bitmaps.
  */
-#include "hannoy/core_guard.hpp"
+#include "core_guard.hpp"
 
 #include <pthread.h>
 #include <signal.h>
@@ -22,10 +22,10 @@
 #include <thread>
 #include <vector>
 
-#include "hannoy/graph.hpp"
-#include "hannoy/guarded.hpp"
+#include "graph.hpp"
+#include "guarded.hpp"
 #include "hannoy/hannoy.h"
-#include "hannoy/storage.hpp"
+#include "storage.hpp"
 
 namespace
 {
@@ -280,8 +280,8 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 	for (int layer = std::min(level, b->max_level); layer >= 0; layer--)
 	{
 		w.visited.reset(g.size());
-		hannoy::search_layer(g, q, w.entries, meta.ef_construction, layer, w.visited, w.found,
-		                     w.scratch);
+		hannoy::search_layer(g, q, w.entries, meta.options.ef_construction, layer, w.visited,
+		                     w.found, w.scratch);
 		/* a concurrent insertion may already have linked this node: never link to itself */
 		w.found.erase(std::remove_if(w.found.begin(), w.found.end(),
 		                             [id](const hannoy::Candidate &c) { return c.id == id; }),
@@ -365,7 +365,7 @@ start_linking(HannoyBuilder *b)
 	b->read_txn = std::make_unique<hannoy::Txn>(s.env(), true);
 	g.layout = &s.layout();
 	g.per_node = s.layout().pieces();
-	g.m = s.meta().m;
+	g.m = s.meta().options.m;
 	g.m0 = s.meta().m0;
 	g.pieces.resize(n * g.per_node, nullptr);
 	g.fill0 = s.fill_links(0);
@@ -386,7 +386,7 @@ start_linking(HannoyBuilder *b)
 	{
 		if (g.pieces[id * g.per_node] == nullptr)
 			throw hannoy::Error(HANNOY_ERR_CORRUPT, "vector missing during build");
-		int level = hannoy::draw_level(s.meta().seed, id, s.meta().m);
+		int level = hannoy::draw_level(s.meta().seed, id, s.meta().options.m);
 		g.levels[id] = static_cast<uint8_t>(level);
 		g.links[id].resize(level + 1);
 		g.links[id][0].reserve(s.max_links(0));
@@ -549,7 +549,7 @@ connect_slice(HannoyBuilder *b, Clock::time_point deadline)
 			continue;
 		uint32_t dropped =
 		    hannoy::relink_orphan(g, u, b->entry_point, b->max_level,
-		                          b->store->meta().ef_construction, b->reached, b->relink);
+		                          b->store->meta().options.ef_construction, b->reached, b->relink);
 		if (dropped != hannoy::NO_NODE && !b->reached[dropped])
 			b->orphans.push_back(dropped);
 	}

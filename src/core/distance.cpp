@@ -1,4 +1,4 @@
-#include "hannoy/core_guard.hpp"
+#include "core_guard.hpp"
 
 /*
  * distance.cpp
@@ -11,7 +11,7 @@
  * are only 2-byte aligned): SIMD code uses unaligned loads and scalar code
  * reads through memcpy.
  */
-#include "hannoy/distance.hpp"
+#include "distance.hpp"
 
 #include <cmath>
 #include <cstdlib>
@@ -777,7 +777,7 @@ cosine_segments(const Segment *s, size_t count)
 /* Negative inner product of a kernel set, so that smaller means nearer. */
 template <typename K>
 double
-negative_inner_product_segments(const Segment *s, size_t count)
+ip_segments(const Segment *s, size_t count)
 {
 	/* 0 - x rather than -x: orthogonal vectors give 0, not -0 */
 	return 0.0 - static_cast<double>(K::dot(s, count));
@@ -799,27 +799,46 @@ hamming_segments(const Segment *s, size_t count)
 	return static_cast<double>(K::popcount_xor(s, count));
 }
 
-/* A segmented distance applied to two whole vectors: one segment of 'dims' floats. */
-template <SegmentedDistanceFn F>
+/*
+ * A segmented distance applied to two whole vectors of 'dims' dimensions:
+ * one segment of 'dims' floats, or of the bytes that hold 'dims' bits.
+ */
+template <SegmentedDistanceFn F, HannoyElement E>
 double
-whole_floats(const void *a, const void *b, uint32_t dims)
+whole(const void *a, const void *b, uint32_t dims)
 {
-	const Segment one{a, b, dims};
+	const size_t  n = E == HANNOY_ELEMENT_BIT ? (static_cast<size_t>(dims) + 7) / 8 : dims;
+	const Segment one{a, b, n};
 
 	return F(&one, 1);
 }
 
-/* A segmented hamming distance applied to two whole bit strings of 'nbits' bits. */
-template <SegmentedDistanceFn F>
-double
-whole_bits(const void *a, const void *b, uint32_t nbits)
+/* Position of each metric in the tables of a kernel set: its row in the metric table. */
+enum MetricSlot
 {
-	const Segment one{a, b, (static_cast<size_t>(nbits) + 7) / 8};
+#define HANNOY_METRIC_SLOT(NAME, KEY, ID, STRATEGY, ELEMENT, ZERO_NAN, FILL, SQLFUNC) SLOT_##NAME,
+	HANNOY_METRICS(HANNOY_METRIC_SLOT)
+#undef HANNOY_METRIC_SLOT
+	    METRIC_COUNT
+};
 
-	return F(&one, 1);
+/* The slot of a metric id, or -1 for a number that names no metric. */
+int
+metric_slot(uint32_t metric)
+{
+	switch (metric)
+	{
+#define HANNOY_METRIC_SLOT_CASE(NAME, KEY, ID, STRATEGY, ELEMENT, ZERO_NAN, FILL, SQLFUNC)         \
+	case ID:                                                                                       \
+		return SLOT_##NAME;
+		HANNOY_METRICS(HANNOY_METRIC_SLOT_CASE)
+#undef HANNOY_METRIC_SLOT_CASE
+		default:
+			return -1;
+	}
 }
 
-/* One kernel set as the process uses it: primitives and finished distances. */
+/* One kernel set as the process uses it: primitives and each metric's distances. */
 struct KernelSet
 {
 	const char *name;
@@ -827,19 +846,11 @@ struct KernelSet
 	float (*dot)(const Segment *, size_t);
 	float (*l1)(const Segment *, size_t);
 	uint64_t (*popcount_xor)(const Segment *, size_t);
-	DistanceFn          l2_distance;
-	DistanceFn          cosine_distance;
-	DistanceFn          negative_inner_product;
-	DistanceFn          l1_distance;
-	DistanceFn          hamming_distance;
-	SegmentedDistanceFn l2_segments;
-	SegmentedDistanceFn cosine_segments;
-	SegmentedDistanceFn negative_inner_product_segments;
-	SegmentedDistanceFn l1_segments;
-	SegmentedDistanceFn hamming_segments;
+	DistanceFn          whole[METRIC_COUNT];
+	SegmentedDistanceFn segments[METRIC_COUNT];
 };
 
-/* Builds the table of a kernel set from its static functions. */
+/* Builds the table of a kernel set from its static functions and the metric table. */
 template <typename K>
 constexpr KernelSet
 make_kernel_set()
@@ -849,16 +860,18 @@ make_kernel_set()
 	                 &K::dot,
 	                 &K::l1,
 	                 &K::popcount_xor,
-	                 &whole_floats<l2_segments<K>>,
-	                 &whole_floats<cosine_segments<K>>,
-	                 &whole_floats<negative_inner_product_segments<K>>,
-	                 &whole_floats<l1_segments<K>>,
-	                 &whole_bits<hamming_segments<K>>,
-	                 &l2_segments<K>,
-	                 &cosine_segments<K>,
-	                 &negative_inner_product_segments<K>,
-	                 &l1_segments<K>,
-	                 &hamming_segments<K>};
+	                 {
+#define HANNOY_METRIC_WHOLE(NAME, KEY, ID, STRATEGY, ELEMENT, ZERO_NAN, FILL, SQLFUNC)             \
+	&whole<KEY##_segments<K>, ELEMENT>,
+	                     HANNOY_METRICS(HANNOY_METRIC_WHOLE)
+#undef HANNOY_METRIC_WHOLE
+	                 },
+	                 {
+#define HANNOY_METRIC_SEGMENTS(NAME, KEY, ID, STRATEGY, ELEMENT, ZERO_NAN, FILL, SQLFUNC)          \
+	&KEY##_segments<K>,
+	                     HANNOY_METRICS(HANNOY_METRIC_SEGMENTS)
+#undef HANNOY_METRIC_SEGMENTS
+	                 }};
 }
 
 constexpr KernelSet scalar_kernel_set = make_kernel_set<ScalarKernels>();
@@ -924,45 +937,24 @@ kernels()
 	return *chosen;
 }
 
-/* The one of a metric's kernels that serves 'metric', or nullptr for an unknown metric. */
-template <class Fn>
-Fn
-by_metric(HannoyMetric metric, Fn l2, Fn cosine, Fn negative_inner_product, Fn l1, Fn hamming)
-{
-	switch (metric)
-	{
-		case HANNOY_METRIC_L2:
-			return l2;
-		case HANNOY_METRIC_COSINE:
-			return cosine;
-		case HANNOY_METRIC_IP:
-			return negative_inner_product;
-		case HANNOY_METRIC_L1:
-			return l1;
-		case HANNOY_METRIC_HAMMING:
-			return hamming;
-	}
-	return nullptr;
-}
-
 } // namespace
 
 /* The distance function of a metric, or nullptr for an unknown metric. */
 DistanceFn
 distance_function(HannoyMetric metric)
 {
-	const KernelSet &k = kernels();
-	return by_metric(metric, k.l2_distance, k.cosine_distance, k.negative_inner_product,
-	                 k.l1_distance, k.hamming_distance);
+	const int slot = metric_slot(metric);
+
+	return slot < 0 ? nullptr : kernels().whole[slot];
 }
 
-/* The distance of a metric over matching segments of two vectors. */
+/* The distance of a metric over matching segments of two vectors, or nullptr. */
 SegmentedDistanceFn
 segmented_distance_function(HannoyMetric metric)
 {
-	const KernelSet &k = kernels();
-	return by_metric(metric, k.l2_segments, k.cosine_segments, k.negative_inner_product_segments,
-	                 k.l1_segments, k.hamming_segments);
+	const int slot = metric_slot(metric);
+
+	return slot < 0 ? nullptr : kernels().segments[slot];
 }
 
 /* Sum of squared differences with the process's kernel set. */
@@ -1037,39 +1029,13 @@ scalar_popcount_xor(const uint8_t *a, const uint8_t *b, size_t nbytes)
 
 } // namespace hannoy
 
-/* Euclidean distance of two float vectors (SQL operator <-> and the index). */
+/* The distance of two vectors of a metric (the SQL operators and the index); NaN if unknown. */
 double
-hannoy_l2_distance(const float *a, const float *b, uint32_t dims)
+hannoy_distance(HannoyMetric metric, const void *a, const void *b, uint32_t dims)
 {
-	return hannoy::kernels().l2_distance(a, b, dims);
-}
+	const hannoy::DistanceFn f = hannoy::distance_function(metric);
 
-/* 1 - cosine similarity of two float vectors; NaN when either is zero. */
-double
-hannoy_cosine_distance(const float *a, const float *b, uint32_t dims)
-{
-	return hannoy::kernels().cosine_distance(a, b, dims);
-}
-
-/* Negative inner product of two float vectors, so that nearer is smaller. */
-double
-hannoy_negative_inner_product(const float *a, const float *b, uint32_t dims)
-{
-	return hannoy::kernels().negative_inner_product(a, b, dims);
-}
-
-/* Manhattan distance of two float vectors. */
-double
-hannoy_l1_distance(const float *a, const float *b, uint32_t dims)
-{
-	return hannoy::kernels().l1_distance(a, b, dims);
-}
-
-/* Hamming distance of two bit strings of 'nbits' bits whose pad bits are zero. */
-double
-hannoy_hamming_distance(const uint8_t *a, const uint8_t *b, uint32_t nbits)
-{
-	return hannoy::kernels().hamming_distance(a, b, nbits);
+	return f == nullptr ? std::numeric_limits<double>::quiet_NaN() : f(a, b, dims);
 }
 
 /* Name of the kernel set this process uses, for diagnostics. */
@@ -1077,21 +1043,4 @@ const char *
 hannoy_simd_name(void)
 {
 	return hannoy::kernels().name;
-}
-
-/* Bytes one stored vector takes: 4 per float dimension, 1 per 8 bits; 0 for an unknown metric. */
-size_t
-hannoy_vector_bytes(HannoyMetric metric, uint32_t dims)
-{
-	switch (metric)
-	{
-		case HANNOY_METRIC_L2:
-		case HANNOY_METRIC_COSINE:
-		case HANNOY_METRIC_IP:
-		case HANNOY_METRIC_L1:
-			return static_cast<size_t>(dims) * sizeof(float);
-		case HANNOY_METRIC_HAMMING:
-			return (static_cast<size_t>(dims) + 7) / 8;
-	}
-	return 0;
 }

@@ -3,7 +3,7 @@
  *	  The C ABI of environments: create, open, close, remove, meta and
  *	  counters; and VACUUM's walk over the indexed rows.
  */
-#include "hannoy/core_guard.hpp"
+#include "core_guard.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -17,9 +17,9 @@
 #include <memory>
 #include <string>
 
-#include "hannoy/guarded.hpp"
+#include "guarded.hpp"
 #include "hannoy/hannoy.h"
-#include "hannoy/storage.hpp"
+#include "storage.hpp"
 
 namespace
 {
@@ -85,9 +85,11 @@ hannoy_env_create(const char *path, const HannoyEnvConfig *config, const HannoyM
 	    [&]
 	    {
 		    if (meta->dims > HANNOY_MAX_DIMS &&
-		        !(meta->metric == HANNOY_METRIC_HAMMING && meta->dims <= HANNOY_MAX_BITS))
+		        !(hannoy_metric_info(meta->metric).element == HANNOY_ELEMENT_BIT &&
+		          meta->dims <= HANNOY_MAX_BITS))
 			    throw hannoy::Error(HANNOY_ERR_INVALID, "too many dimensions");
-		    if (meta->m < 2 || meta->m0 < meta->m || meta->ef_construction < 1)
+		    if (meta->options.m < 2 || meta->m0 < meta->options.m ||
+		        meta->options.ef_construction < 1)
 			    throw hannoy::Error(HANNOY_ERR_INVALID, "invalid graph parameters");
 		    remove_env(path);
 		    /* the owner file first: a crash never leaves LMDB files without one */
@@ -258,9 +260,10 @@ hannoy_entries_next(HannoyEnv *env, HannoyEntryPosition *pos, HannoyEntry *entri
 		    hannoy::Store &s = store_of(env);
 		    hannoy::Txn    txn(s.env(), true);
 		    uint32_t       n = 0;
-		    while (pos->source < 2 && n < capacity)
+		    while (pos->source < HANNOY_ENTRIES_DONE && n < capacity)
 		    {
-			    hannoy::Cursor cur(txn.get(), pos->source == 0 ? s.dbi_items : s.dbi_unindexed);
+			    hannoy::Cursor cur(
+			        txn.get(), pos->source == HANNOY_ENTRIES_GRAPH ? s.dbi_items : s.dbi_unindexed);
 			    hannoy::TidKey start(pos->started ? pos->after : 0);
 			    MDB_val        key = start.val(), data;
 			    bool           ok = cur.get(key, data, MDB_SET_RANGE);
@@ -269,7 +272,8 @@ hannoy_entries_next(HannoyEnv *env, HannoyEntryPosition *pos, HannoyEntry *entri
 			    while (ok && n < capacity)
 			    {
 				    entries[n].tid = hannoy::decode_tid(key);
-				    entries[n].id = pos->source == 0 ? hannoy::decode_id(data) : UINT32_MAX;
+				    entries[n].id =
+				        pos->source == HANNOY_ENTRIES_GRAPH ? hannoy::decode_id(data) : UINT32_MAX;
 				    pos->after = entries[n].tid;
 				    pos->started = true;
 				    n++;

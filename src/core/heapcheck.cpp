@@ -13,13 +13,13 @@
  *	  database.  Both are keyed by big-endian TIDs, so two cursors merge
  *	  them into one stream in TID order.
  */
-#include "hannoy/core_guard.hpp"
+#include "core_guard.hpp"
 
 #include <cstring>
 
-#include "hannoy/guarded.hpp"
+#include "guarded.hpp"
 #include "hannoy/hannoy.h"
-#include "hannoy/storage.hpp"
+#include "storage.hpp"
 
 namespace
 {
@@ -128,8 +128,8 @@ hannoy_stored_rows_next(HannoyEnv *env, HannoyRowPosition *pos, HannoyStoredRow 
 				    row.unindexed_kind =
 				        kind.mv_size >= 1 ? *static_cast<const uint8_t *>(kind.mv_data) : 0;
 				    /* a malformed record: the walk reports it */
-				    if (row.unindexed_kind != hannoy::UNINDEXED_NULL &&
-				        row.unindexed_kind != hannoy::UNINDEXED_NAN)
+				    if (row.unindexed_kind != HANNOY_ROW_UNINDEXED_NULL &&
+				        row.unindexed_kind != HANNOY_ROW_UNINDEXED_NAN)
 					    row.vector_missing = true;
 				    unindexed.next();
 			    }

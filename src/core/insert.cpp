@@ -4,19 +4,17 @@
  *	  expensive part) runs in a read transaction, so inserting backends
  *	  overlap; only linking the node takes LMDB's writer lock.
  */
-#include "hannoy/core_guard.hpp"
+#include "core_guard.hpp"
 
 #include <algorithm>
-#include <atomic>
-#include <chrono>
-#include <thread>
 #include <vector>
 
-#include "hannoy/edit.hpp"
-#include "hannoy/graph.hpp"
-#include "hannoy/guarded.hpp"
+#include "edit.hpp"
+#include "graph.hpp"
+#include "guarded.hpp"
 #include "hannoy/hannoy.h"
-#include "hannoy/storage.hpp"
+#include "storage.hpp"
+#include "testing.hpp"
 
 namespace
 {
@@ -29,9 +27,6 @@ struct Plan
 	bool                               searched_nonempty = false; /* the graph had an entry point */
 };
 
-/* Test-only pause inside the read-phase search (hannoy.test_search_delay). */
-std::atomic<uint32_t> search_delay_ms{0};
-
 /* Finds the new node's neighbours at each layer up to 'level' (Alg. 1, search part). */
 void
 plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan &plan)
@@ -40,8 +35,7 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 	plan.level = level;
 	plan.neighbors.assign(level + 1, {});
 	plan.searched_nonempty = state.max_level >= 0;
-	if (uint32_t delay = search_delay_ms.load())
-		std::this_thread::sleep_for(std::chrono::milliseconds(delay));
+	hannoy::test_pause_insert_search();
 	if (state.max_level < 0)
 		return;
 	hannoy::StoredGraph   g(s, txn);
@@ -54,7 +48,7 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 	for (int layer = std::min(level, state.max_level); layer >= 0; layer--)
 	{
 		visited.reset(state.next_id);
-		hannoy::search_layer(g, q, entries, s.meta().ef_construction, layer, visited, found,
+		hannoy::search_layer(g, q, entries, s.meta().options.ef_construction, layer, visited, found,
 		                     scratch);
 		/*
 		 * Never link to a tombstone (VACUUM is about to free its id), but
@@ -294,7 +288,7 @@ insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t unindexe
 		return;
 	}
 
-	int  level = hannoy::draw_level(s.meta().seed, tid, s.meta().m);
+	int  level = hannoy::draw_level(s.meta().seed, tid, s.meta().options.m);
 	Plan plan;
 	{
 		hannoy::Txn read(s.env(), true);
@@ -328,10 +322,4 @@ hannoy_insert(HannoyEnv *env, HannoyTid tid, const void *vector, uint8_t unindex
 			    throw hannoy::Error(HANNOY_ERR_INVALID, "dimensions must be set before inserting");
 		    insert_row(s, tid, vector, unindexed_kind);
 	    });
-}
-
-extern "C" void
-hannoy_test_set_search_delay(uint32_t ms)
-{
-	search_delay_ms.store(ms);
 }

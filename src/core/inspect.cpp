@@ -19,7 +19,7 @@
  *	  over layer 0 from the entry point (tombstones are traversed), that
  *	  every live item is reachable.
  */
-#include "hannoy/core_guard.hpp"
+#include "core_guard.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -31,10 +31,10 @@
 #include <sys/stat.h>
 #include <vector>
 
-#include "hannoy/guarded.hpp"
+#include "guarded.hpp"
 #include "hannoy/hannoy.h"
-#include "hannoy/links.hpp"
-#include "hannoy/storage.hpp"
+#include "links.hpp"
+#include "storage.hpp"
 
 static_assert(hannoy::MAX_LEVEL + 1 == HANNOY_MAX_LAYERS,
               "HANNOY_MAX_LAYERS must cover every level a node can have");
@@ -348,7 +348,7 @@ check_unindexed(HannoyInspect *w, const MDB_val &key, const MDB_val &data)
 	HannoyTid tid = hannoy::decode_tid(key);
 	w->n_unindexed++;
 	uint8_t kind = data.mv_size == 1 ? *static_cast<const uint8_t *>(data.mv_data) : 0;
-	if (kind != hannoy::UNINDEXED_NULL && kind != hannoy::UNINDEXED_NAN)
+	if (kind != HANNOY_ROW_UNINDEXED_NULL && kind != HANNOY_ROW_UNINDEXED_NAN)
 		report(w, HANNOY_PROBLEM_MALFORMED, -1, "unindexed row %s has a malformed kind",
 		       tid_text(tid).c_str());
 	MDB_val item;

@@ -1,4 +1,4 @@
-#include "hannoy/core_guard.hpp"
+#include "core_guard.hpp"
 
 /*
  * links.cpp
@@ -19,7 +19,7 @@
  *				pairs; bitset (cardinality > 4096): 1024 uint64 words;
  *				array: cardinality sorted uint16 values
  */
-#include "hannoy/links.hpp"
+#include "links.hpp"
 
 #include <roaring/roaring.h>
 

@@ -15,7 +15,7 @@
  *	  search from the next item it never reached, and finally returns the
  *	  rows that have no graph node.
  */
-#include "hannoy/core_guard.hpp"
+#include "core_guard.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -23,10 +23,10 @@
 #include <string>
 #include <vector>
 
-#include "hannoy/graph.hpp"
-#include "hannoy/guarded.hpp"
+#include "graph.hpp"
+#include "guarded.hpp"
 #include "hannoy/hannoy.h"
-#include "hannoy/storage.hpp"
+#include "storage.hpp"
 
 namespace
 {
@@ -270,8 +270,8 @@ next_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
 			case Phase::UnindexedNull:
 			{
 				/* NaN distances sort before NULL ones: one pass for each kind */
-				uint8_t want = scan->phase == Phase::UnindexedNan ? hannoy::UNINDEXED_NAN
-				                                                  : hannoy::UNINDEXED_NULL;
+				uint8_t want = scan->phase == Phase::UnindexedNan ? HANNOY_ROW_UNINDEXED_NAN
+				                                                  : HANNOY_ROW_UNINDEXED_NULL;
 				while (cursor_step(scan, s.dbi_unindexed, key, data))
 				{
 					uint8_t kind = *static_cast<const uint8_t *>(data.mv_data);
@@ -280,8 +280,8 @@ next_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
 					*tid = hannoy::decode_tid(key);
 					*distance = std::nan("");
 					/* a NULL query makes every distance NULL */
-					*isnull = want == hannoy::UNINDEXED_NULL ||
-					          (scan->all_rows && scan->null_kind != hannoy::UNINDEXED_NAN);
+					*isnull = want == HANNOY_ROW_UNINDEXED_NULL ||
+					          (scan->all_rows && scan->null_kind != HANNOY_ROW_UNINDEXED_NAN);
 					return true;
 				}
 				enter(scan,
@@ -293,7 +293,7 @@ next_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
 				{
 					*tid = hannoy::decode_tid(key);
 					*distance = std::nan("");
-					*isnull = scan->null_kind != hannoy::UNINDEXED_NAN;
+					*isnull = scan->null_kind != HANNOY_ROW_UNINDEXED_NAN;
 					return true;
 				}
 				enter(scan, Phase::UnindexedNan);
@@ -341,11 +341,12 @@ start_scan(HannoyScan *scan, const void *query, uint32_t dims, uint32_t ef, uint
 		s.reload_meta(scan->txn);
 	/* the index's length may have been fixed by another backend since the caller checked */
 	if (query != nullptr && s.meta().dims != 0 && dims != s.meta().dims)
-		throw hannoy::Error(HANNOY_ERR_INVALID, std::string(s.meta().metric == HANNOY_METRIC_HAMMING
-		                                                        ? "different bit string lengths "
-		                                                        : "different vector dimensions ") +
-		                                            std::to_string(s.meta().dims) + " and " +
-		                                            std::to_string(dims));
+		throw hannoy::Error(
+		    HANNOY_ERR_INVALID,
+		    std::string(hannoy_metric_info(s.meta().metric).element == HANNOY_ELEMENT_BIT
+		                    ? "different bit string lengths "
+		                    : "different vector dimensions ") +
+		        std::to_string(s.meta().dims) + " and " + std::to_string(dims));
 
 	hannoy::GraphState state = s.read_state(scan->txn);
 	scan->next_id = state.next_id;

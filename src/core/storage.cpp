@@ -2,9 +2,9 @@
  * storage.cpp
  *	  LMDB environment and transaction wrappers for the sidecar.
  */
-#include "hannoy/core_guard.hpp"
+#include "core_guard.hpp"
 
-#include "hannoy/storage.hpp"
+#include "storage.hpp"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,7 +14,7 @@
 #include <cmath>
 #include <limits>
 
-#include "hannoy/links.hpp"
+#include "links.hpp"
 
 namespace hannoy
 {
@@ -328,10 +328,9 @@ Store::open_databases(bool create)
 void
 Store::set_meta(const HannoyMeta &meta)
 {
-	if (meta.metric < HANNOY_METRIC_L2 || meta.metric > HANNOY_METRIC_HAMMING)
+	if (hannoy_metric_info(meta.metric).id == 0)
 		throw Error(HANNOY_ERR_CORRUPT, "unknown metric " + std::to_string(meta.metric));
 	meta_ = meta;
-	distance_ = distance_function(static_cast<HannoyMetric>(meta.metric));
 	layout_ = VectorLayout(static_cast<HannoyMetric>(meta.metric), meta.dims);
 }
 
@@ -354,9 +353,9 @@ Store::reload_meta(MDB_txn *txn)
 	m.format_version = r.format_version;
 	m.metric = r.metric;
 	m.dims = r.dims;
-	m.m = r.m;
+	m.options.m = r.m;
 	m.m0 = r.m0;
-	m.ef_construction = r.ef_construction;
+	m.options.ef_construction = r.ef_construction;
 	m.generation = r.generation;
 	m.system_id = r.system_id;
 	m.timeline = r.timeline;
@@ -372,9 +371,9 @@ Store::write_meta(MDB_txn *txn, const HannoyMeta &meta)
 	r.format_version = HANNOY_FORMAT_VERSION;
 	r.metric = meta.metric;
 	r.dims = meta.dims;
-	r.m = meta.m;
+	r.m = meta.options.m;
 	r.m0 = meta.m0;
-	r.ef_construction = meta.ef_construction;
+	r.ef_construction = meta.options.ef_construction;
 	r.generation = meta.generation;
 	r.system_id = meta.system_id;
 	r.timeline = meta.timeline;
@@ -554,9 +553,9 @@ vector_piece_bytes(size_t bytes)
 }
 
 VectorLayout::VectorLayout(HannoyMetric metric, uint32_t dims)
-    : bytes_(hannoy_vector_bytes(metric, dims)), unit_(metric == HANNOY_METRIC_HAMMING ? 1 : 4),
-      dims_(dims), whole_(distance_function(metric)),
-      segmented_(segmented_distance_function(metric))
+    : bytes_(hannoy_vector_bytes(metric, dims)),
+      unit_(hannoy_metric_info(metric).element == HANNOY_ELEMENT_BIT ? 1 : 4), dims_(dims),
+      whole_(distance_function(metric)), segmented_(segmented_distance_function(metric))
 {
 	piece_bytes_ = bytes_ == 0 ? 0 : vector_piece_bytes(bytes_);
 	pieces_ = piece_bytes_ == 0 ? 1 : static_cast<uint32_t>(bytes_ / piece_bytes_);

@@ -30,7 +30,7 @@
  *	  tombstone.  A repair cut short leaves tombstones that the next one
  *	  removes, starting again at step 1.
  */
-#include "hannoy/core_guard.hpp"
+#include "core_guard.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -38,12 +38,12 @@
 #include <unordered_set>
 #include <vector>
 
-#include "hannoy/edit.hpp"
-#include "hannoy/graph.hpp"
-#include "hannoy/guarded.hpp"
+#include "edit.hpp"
+#include "graph.hpp"
+#include "guarded.hpp"
 #include "hannoy/hannoy.h"
-#include "hannoy/storage.hpp"
-#include "hannoy/testing.hpp"
+#include "storage.hpp"
+#include "testing.hpp"
 
 namespace
 {
@@ -67,27 +67,15 @@ enum class Stage
 	Done
 };
 
-/* The test hook run after each commit (set_repair_commit_hook). */
-hannoy::CommitHook commit_hook = nullptr;
-void              *commit_hook_arg = nullptr;
-
 /* Commits 'txn' and lets a test look at the state it left. */
 void
 commit(hannoy::Txn &txn)
 {
 	txn.commit();
-	if (commit_hook != nullptr)
-		commit_hook(commit_hook_arg);
+	hannoy::test_after_repair_commit();
 }
 
 } // namespace
-
-void
-hannoy::set_repair_commit_hook(CommitHook hook, void *arg)
-{
-	commit_hook = hook;
-	commit_hook_arg = arg;
-}
 
 struct HannoyRepair
 {
@@ -278,8 +266,8 @@ relink_slice(HannoyRepair *r)
 		if ((u < r->reached.size() && r->reached[u]) || s.is_deleted(txn.get(), u) ||
 		    !s.has_vector(txn.get(), u))
 			continue;
-		uint32_t dropped = hannoy::relink_orphan(g, u, r->root, r->root_level,
-		                                         s.meta().ef_construction, r->reached, r->relink);
+		uint32_t dropped = hannoy::relink_orphan(
+		    g, u, r->root, r->root_level, s.meta().options.ef_construction, r->reached, r->relink);
 		r->relinked++;
 		if (dropped != hannoy::NO_NODE && (dropped >= r->reached.size() || !r->reached[dropped]))
 			r->orphans.push_back(dropped);

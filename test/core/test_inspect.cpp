@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "hannoy/hannoy.h"
-#include "hannoy/storage.hpp"
+#include "storage.hpp"
 #include "test_util.hpp"
 
 namespace

@@ -4,7 +4,7 @@
  *	  decoder on bitmaps CRoaring wrote with run containers, and rejection of
  *	  truncated, malformed and random input.
  */
-#include "hannoy/links.hpp"
+#include "links.hpp"
 
 #include <gtest/gtest.h>
 #include <roaring/roaring.h>

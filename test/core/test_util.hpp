@@ -74,9 +74,9 @@ test_meta(HannoyMetric metric, uint32_t dims, uint32_t m = 16, uint32_t efc = 10
 	meta.format_version = HANNOY_FORMAT_VERSION;
 	meta.metric = metric;
 	meta.dims = dims;
-	meta.m = m;
+	meta.options.m = m;
 	meta.m0 = 2 * m;
-	meta.ef_construction = efc;
+	meta.options.ef_construction = efc;
 	meta.generation = 42;
 	meta.system_id = 7;
 	meta.timeline = 1;

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "hannoy/hannoy.h"
-#include "hannoy/storage.hpp"
+#include "storage.hpp"
 #include "test_util.hpp"
 
 namespace
@@ -62,7 +62,7 @@ recall(HannoyEnv *env, const std::vector<float> &v, const std::set<size_t> &live
 		const float                           *q = &v[qi * DIMS];
 		std::vector<std::pair<double, size_t>> exact;
 		for (size_t i : live)
-			exact.push_back({hannoy_l2_distance(&v[i * DIMS], q, DIMS), i});
+			exact.push_back({hannoy_distance(HANNOY_METRIC_L2, &v[i * DIMS], q, DIMS), i});
 		std::partial_sort(exact.begin(), exact.begin() + 10, exact.end());
 		double      kth = exact[9].first;
 		HannoyScan *scan = nullptr;

@@ -6,7 +6,7 @@
 #ifndef HANNOY_STORAGE_HPP
 #define HANNOY_STORAGE_HPP
 
-#include "hannoy/core_guard.hpp"
+#include "core_guard.hpp"
 
 #include <lmdb.h>
 #include <pthread.h>
@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "hannoy/distance.hpp"
+#include "distance.hpp"
 #include "hannoy/hannoy.h"
 
 namespace hannoy
@@ -46,10 +46,6 @@ class Error : public std::runtime_error
 
 /* Throws an Error describing LMDB return code 'rc' during 'what'. */
 [[noreturn]] void throw_lmdb(int rc, const char *what);
-
-/* Unindexed row kinds (value of the unindexed database). */
-constexpr uint8_t UNINDEXED_NULL = 1; /* NULL vector: NULL distance */
-constexpr uint8_t UNINDEXED_NAN = 2;  /* zero vector under cosine: NaN distance */
 
 /* Highest layer a node may get; far above what 2^32 items need. */
 constexpr int MAX_LEVEL = 15;
@@ -321,11 +317,6 @@ class Store
 	{
 		return meta_;
 	}
-	DistanceFn
-	distance() const
-	{
-		return distance_;
-	}
 	size_t
 	vector_bytes() const
 	{
@@ -339,25 +330,20 @@ class Store
 	uint32_t
 	max_links(int layer) const
 	{
-		return layer == 0 ? meta_.m0 : meta_.m;
+		return layer == 0 ? meta_.m0 : meta_.options.m;
 	}
 	/*
 	 * How full a neighbour list is kept at 'layer': the heuristic's choice is
 	 * topped up with the nearest candidates it passed over (keepPruned-
-	 * Connections), which raises recall per hop for true metrics.  Not for
-	 * inner product, which is no metric: its nearest candidates are the
-	 * longest vectors, and lists full of them leave short vectors without
-	 * in-links.
+	 * Connections), which raises recall per hop for true metrics.  The metric
+	 * table's FILL says how far: inner product, which is no metric, fills
+	 * only half, since its nearest candidates are the longest vectors and
+	 * lists full of them leave short vectors without in-links.
 	 */
 	uint32_t
 	fill_links(int layer) const
 	{
-		return meta_.metric == HANNOY_METRIC_IP ? max_links(layer) / 2 : max_links(layer);
-	}
-	bool
-	durable() const
-	{
-		return config_.durable;
+		return max_links(layer) / hannoy_metric_info(meta_.metric).fill;
 	}
 	const std::string &
 	path() const
@@ -457,7 +443,6 @@ class Store
 	std::string           path_;
 	HannoyEnvConfig       config_;
 	HannoyMeta            meta_{};
-	DistanceFn            distance_ = nullptr;
 	VectorLayout          layout_;
 	mutable SnapshotCache cache_;
 	void                 *idle_scan_ = nullptr;

@@ -7,14 +7,14 @@
 #ifndef HANNOY_EDIT_HPP
 #define HANNOY_EDIT_HPP
 
-#include "hannoy/core_guard.hpp"
+#include "core_guard.hpp"
 
 #include <string>
 #include <unordered_set>
 #include <vector>
 
-#include "hannoy/graph.hpp"
-#include "hannoy/storage.hpp"
+#include "graph.hpp"
+#include "storage.hpp"
 
 namespace hannoy
 {

@@ -1,5 +1,5 @@
 /*
- * test_stored_rows.cpp
+ * test_heapcheck.cpp
  *	  hannoy_stored_rows_next, the rows hannoy_verify compares with the heap:
  *	  graph rows and unindexed rows merged in TID order, each vector exactly
  *	  as stored, removed rows gone, small buffers paging correctly (also

@@ -32,7 +32,7 @@
 #ifndef HANNOY_GRAPH_HPP
 #define HANNOY_GRAPH_HPP
 
-#include "hannoy/core_guard.hpp"
+#include "core_guard.hpp"
 
 #include <algorithm>
 #include <cmath>

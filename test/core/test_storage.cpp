@@ -1,5 +1,5 @@
 /*
- * test_vector_records.cpp
+ * test_storage.cpp
  *	  Vectors cut into pieces that share leaf pages (storage format 3): the
  *	  layout rule, distances by pieces equal to whole ones bit for bit, and
  *	  784-d and 1024-d indexes going through build, inserts, VACUUM and id
@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "hannoy/hannoy.h"
-#include "hannoy/storage.hpp"
+#include "storage.hpp"
 #include "test_util.hpp"
 
 namespace
@@ -126,7 +126,7 @@ TEST(VectorRecords, DistancesByPiecesEqualWholeDistancesBitForBit)
 		y[i] = static_cast<uint8_t>(i * 91 + 5);
 	}
 	EXPECT_EQ(bits.distance(as_pieces(bits, x.data()).data(), y.data()),
-	          hannoy_hamming_distance(x.data(), y.data(), 24000));
+	          hannoy_distance(HANNOY_METRIC_HAMMING, x.data(), y.data(), 24000));
 }
 
 /* Pages of the vectors database (a HannoyEnv is a hannoy::Store). */
@@ -194,7 +194,8 @@ lifecycle(uint32_t WIDE, double max_pages_per_row)
 	{
 		ASSERT_TRUE(live.count(r.tid)) << r.tid;
 		seen.insert(r.tid);
-		EXPECT_EQ(r.distance, hannoy_l2_distance(q, &v[(r.tid - 1) * WIDE], WIDE)) << r.tid;
+		EXPECT_EQ(r.distance, hannoy_distance(HANNOY_METRIC_L2, q, &v[(r.tid - 1) * WIDE], WIDE))
+		    << r.tid;
 	}
 	EXPECT_EQ(seen.size(), live.size());
 	/* the query's own row comes first */

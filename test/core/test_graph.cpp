@@ -1,5 +1,5 @@
 /*
- * test_prune.cpp
+ * test_graph.cpp
  *	  The list edits of graph.hpp on small in-memory graphs: pruning never
  *	  drops an entry that is not still one hop away (or kept), linking and
  *	  splicing keep every node reachable that was, and an unreachable node
@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "hannoy/graph.hpp"
+#include "graph.hpp"
 
 namespace
 {

@@ -5,7 +5,7 @@
 #ifndef HANNOY_DISTANCE_HPP
 #define HANNOY_DISTANCE_HPP
 
-#include "hannoy/core_guard.hpp"
+#include "core_guard.hpp"
 
 #include <cstddef>
 #include <cstdint>

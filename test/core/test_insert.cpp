@@ -1,5 +1,5 @@
 /*
- * test_self_lookup.cpp
+ * test_insert.cpp
  *	  A row inserted into an index whose VACUUM stopped before its repair
  *	  (a crash, a cancel) is among the 10 nearest to its own vector at once,
  *	  as the crash test checks after every restart.
@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "hannoy/hannoy.h"
-#include "hannoy/storage.hpp"
+#include "storage.hpp"
 #include "test_util.hpp"
 
 namespace
@@ -36,9 +36,9 @@ TEST(SelfLookup, InsertsWhileEveryUpperLayerNodeIsATombstone)
 	HannoyEnv     *env = hannoy_test::build_all(
 	        dir.path(), meta, std::vector<float>(vectors.begin(), vectors.begin() + built * dims), 1);
 	/* a build draws a node's level from its item id */
-	size_t removed =
-	    hannoy_test::remove_entries(env, [&](const HannoyEntry &e)
-	                                { return hannoy::draw_level(meta.seed, e.id, meta.m) >= 1; });
+	size_t removed = hannoy_test::remove_entries(
+	    env, [&](const HannoyEntry &e)
+	    { return hannoy::draw_level(meta.seed, e.id, meta.options.m) >= 1; });
 	ASSERT_GT(removed, 50u);
 	HannoyError            err;
 	size_t                 upper = 0;
@@ -48,7 +48,7 @@ TEST(SelfLookup, InsertsWhileEveryUpperLayerNodeIsATombstone)
 	for (size_t i = built; i < built + added; i++)
 	{
 		ASSERT_EQ(hannoy_insert(env, i + 1, &vectors[i * dims], 0, &err), HANNOY_OK) << err.message;
-		if (hannoy::draw_level(meta.seed, i + 1, meta.m) < 1)
+		if (hannoy::draw_level(meta.seed, i + 1, meta.options.m) < 1)
 			continue;
 		/* a node above layer 0 met only tombstones there: at once, its own vector finds it */
 		upper++;

@@ -8,7 +8,7 @@
 #ifndef HANNOY_LINKS_HPP
 #define HANNOY_LINKS_HPP
 
-#include "hannoy/core_guard.hpp"
+#include "core_guard.hpp"
 
 #include <cstddef>
 #include <cstdint>

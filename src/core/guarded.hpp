@@ -7,14 +7,14 @@
 #ifndef HANNOY_GUARDED_HPP
 #define HANNOY_GUARDED_HPP
 
-#include "hannoy/core_guard.hpp"
+#include "core_guard.hpp"
 
 #include <cstdio>
 #include <exception>
 #include <new>
 
 #include "hannoy/hannoy.h"
-#include "hannoy/storage.hpp"
+#include "storage.hpp"
 
 namespace hannoy
 {

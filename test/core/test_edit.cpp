@@ -1,5 +1,5 @@
 /*
- * test_reach.cpp
+ * test_edit.cpp
  *	  Every live node stays reachable from the entry point at layer 0: after
  *	  builds (one and two threads), after inserts into built and empty
  *	  indexes (one row or many to a transaction), after inserts whose
@@ -20,8 +20,7 @@
 #include <vector>
 
 #include "hannoy/hannoy.h"
-#include "hannoy/storage.hpp"
-#include "hannoy/testing.hpp"
+#include "storage.hpp"
 #include "test_util.hpp"
 
 namespace
@@ -96,7 +95,7 @@ insert_rows(HannoyEnv *env, const Shape &shape, size_t from, size_t to)
 }
 
 /*
- * Checks every state a repair commits (see set_repair_commit_hook): counts
+ * Checks every state a repair commits (HannoyTestHooks.repair_commit): counts
  * the states with any problem the verifier reports, and the unreachable
  * nodes among them.
  */
@@ -123,12 +122,18 @@ struct CommitWatch
 	void
 	start(HannoyEnv *e)
 	{
+		HannoyTestHooks hooks{};
+
 		env = e;
-		hannoy::set_repair_commit_hook(&CommitWatch::check, this);
+		hooks.repair_commit = &CommitWatch::check;
+		hooks.repair_commit_arg = this;
+		hannoy_test_set_hooks(&hooks);
 	}
 	~CommitWatch()
 	{
-		hannoy::set_repair_commit_hook(nullptr, nullptr);
+		const HannoyTestHooks none{};
+
+		hannoy_test_set_hooks(&none);
 	}
 };
 
@@ -199,12 +204,17 @@ TEST(Reach, InsertsPlannedOnTheSameSnapshot)
 			rows[i] = i;
 		HannoyEnv *env =
 		    hannoy_test::build_rows(dir.path(), small_m(shape.dims, 5), shape.vectors, rows, 1);
-		hannoy_test_set_search_delay(3);
+		HannoyTestHooks slow{};
+
+		slow.insert_search_delay_ms = 3;
+		hannoy_test_set_hooks(&slow);
 		std::thread a([&] { insert_rows(env, shape, 300, 500); });
 		std::thread b([&] { insert_rows(env, shape, 500, 700); });
 		a.join();
 		b.join();
-		hannoy_test_set_search_delay(0);
+		const HannoyTestHooks none{};
+
+		hannoy_test_set_hooks(&none);
 		size_t u = unreachable(env);
 		if (u > 0)
 			std::printf("same snapshot: %s: %zu unreachable\n", shape.name, u);
@@ -383,15 +393,16 @@ TEST(Reach, RepairFinishesWhenAnInsertOutranksTheNewEntryPoint)
 	HannoyMeta  meta = small_m(shape.dims, 17);
 	int         top = 0;
 	for (uint32_t id = 0; id < 1500; id++)
-		top = std::max(top, hannoy::draw_level(meta.seed, id, meta.m));
+		top = std::max(top, hannoy::draw_level(meta.seed, id, meta.options.m));
 	HannoyTid tall = 100000;
-	while (hannoy::draw_level(meta.seed, tall, meta.m) < top)
+	while (hannoy::draw_level(meta.seed, tall, meta.options.m) < top)
 		tall++;
 	TempEnvDir dir;
 	HannoyEnv *env = hannoy_test::build_all(dir.path(), meta, shape.vectors, 1);
 	ASSERT_EQ(hannoy_test::env_stats(env).max_level, top);
-	hannoy_test::remove_entries(env, [&](const HannoyEntry &e)
-	                            { return hannoy::draw_level(meta.seed, e.id, meta.m) >= top - 1; });
+	hannoy_test::remove_entries(
+	    env, [&](const HannoyEntry &e)
+	    { return hannoy::draw_level(meta.seed, e.id, meta.options.m) >= top - 1; });
 	CommitWatch watch;
 	watch.start(env);
 	HannoyError   err;

@@ -1,5 +1,5 @@
 /*
- * test_index.cpp
+ * test_scan.cpp
  *	  The core as a whole through its C ABI, without PostgreSQL: build,
  *	  graph invariants (degree bounds, reachability), recall against brute
  *	  force, inserts after the build, scans that never stop early (I8),
@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "hannoy/hannoy.h"
-#include "hannoy/storage.hpp"
+#include "storage.hpp"
 #include "test_util.hpp"
 
 namespace
@@ -71,11 +71,11 @@ recall_at(HannoyEnv *env, const std::vector<float> &base, const std::vector<floa
 		const float                              *q = &queries[qi * dims];
 		std::vector<std::pair<double, HannoyTid>> exact(n);
 		for (size_t i = 0; i < n; i++)
-			exact[i] = {hannoy_l2_distance(&base[i * dims], q, dims), i + 1};
+			exact[i] = {hannoy_distance(HANNOY_METRIC_L2, &base[i * dims], q, dims), i + 1};
 		std::partial_sort(exact.begin(), exact.begin() + k, exact.end());
 		double kth = exact[k - 1].first;
 		for (HannoyTid tid : scan_top(env, q, dims, ef, k))
-			if (hannoy_l2_distance(&base[(tid - 1) * dims], q, dims) <= kth)
+			if (hannoy_distance(HANNOY_METRIC_L2, &base[(tid - 1) * dims], q, dims) <= kth)
 				hits++;
 	}
 	return double(hits) / double(nq * k);
@@ -140,7 +140,7 @@ TEST(Index, BuildRecallDegreeAndReachability)
 		for (size_t layer = 0; layer < g.links[id].size(); layer++)
 		{
 			const auto &l = g.links[id][layer];
-			EXPECT_LE(l.size(), layer == 0 ? 2 * meta.m : meta.m);
+			EXPECT_LE(l.size(), layer == 0 ? 2 * meta.options.m : meta.options.m);
 			EXPECT_EQ(std::set<uint32_t>(l.begin(), l.end()).size(), l.size());
 			EXPECT_EQ(std::count(l.begin(), l.end(), id), 0);
 			for (uint32_t n : l)
@@ -214,8 +214,8 @@ TEST(Index, ScanNeverStopsEarly)
 			else
 			{
 				order_ok = order_ok && !null_seen; /* NULL rows come last */
-				EXPECT_EQ(r.distance,
-				          hannoy_l2_distance(&base[(r.tid - 1) * dims], &base[0], dims));
+				EXPECT_EQ(r.distance, hannoy_distance(HANNOY_METRIC_L2, &base[(r.tid - 1) * dims],
+				                                      &base[0], dims));
 			}
 		}
 		EXPECT_EQ(rows.size(), 3007u);

@@ -1,0 +1,208 @@
+/*
+ * hannoy_am.h
+ *	  Declarations shared by the C shim files (src/am): the access method's
+ *	  constants, the metapage, and each file's functions.
+ */
+#ifndef HANNOY_AM_H
+#define HANNOY_AM_H
+
+#ifdef __cplusplus
+#error "hannoy shim files are C: C++ belongs in src/core behind include/hannoy/hannoy.h"
+#endif
+
+#include "postgres.h"
+
+#include "access/amapi.h"
+#include "access/genam.h"
+#include "access/reloptions.h"
+#include "access/xact.h"
+#include "nodes/execnodes.h"
+#include "nodes/pathnodes.h"
+#include "utils/array.h"
+#include "storage/relfilenode.h"
+#include "utils/relcache.h"
+
+#include "hannoy/hannoy.h"
+
+/* Search width (GUC hannoy.ef_search) */
+#define HANNOY_DEFAULT_EF_SEARCH 40
+#define HANNOY_MIN_EF_SEARCH     1
+#define HANNOY_MAX_EF_SEARCH     1000
+
+/* Build threads (GUC hannoy.build_threads) */
+#define HANNOY_MAX_BUILD_THREADS 64
+
+/* Support function 1: the distance function of the opclass. */
+#define HANNOY_DISTANCE_PROC 1
+
+/* Longest slice of core work between two interrupt checks. */
+#define HANNOY_SLICE_MS 100
+
+/* Rows, and vector bytes, an insert queue holds before it is applied. */
+#define HANNOY_QUEUE_MAX_ROWS  10000
+#define HANNOY_QUEUE_MAX_BYTES (64 * 1024 * 1024)
+
+/* Build phases shown in pg_stat_progress_create_index. */
+#define PROGRESS_HANNOY_PHASE_LOAD  2
+#define PROGRESS_HANNOY_PHASE_GRAPH 3
+#define PROGRESS_HANNOY_PHASE_WRITE 4
+
+/* Metapage (block 0 of the main fork) */
+#define HANNOY_METAPAGE_BLKNO 0
+#define HANNOY_MAGIC          0x484E4E59 /* "HNNY" */
+#define HANNOY_PAGE_VERSION   1
+
+/*
+ * The metapage's contents.  The options follow the option table
+ * (HANNOY_OPTIONS): a new option changes this layout, and so
+ * HANNOY_PAGE_VERSION.
+ */
+typedef struct HannoyMetaPageData
+{
+	uint32        magic;
+	uint32        version;
+	uint32        metric; /* HannoyMetric */
+	uint32        dims;   /* 0 until the first vector */
+	HannoyOptions options;
+	uint64        generation; /* equals the sidecar's */
+	uint32        flags;
+} HannoyMetaPageData;
+
+/* Metapage flags */
+#define HANNOY_META_INIT_FORK 0x0001 /* written by ambuildempty: no sidecar yet */
+#define HANNOY_META_BROKEN    0x0002 /* the sidecar was found unusable: REINDEX */
+
+/* A function called for each sidecar directory (HannoyForEachSidecar). */
+typedef void (*HannoySidecarVisitor)(void *arg, RelFileNodeBackend rnode, const char *path);
+
+/* A problem the heap check reports (HannoyCheckHeap). */
+typedef void (*HannoyProblemReport)(void *arg, const char *kind, int64 item, const char *detail);
+
+/*
+ * The shim's files, callbacks first, then the helpers they use; a helper
+ * never calls a file listed above it.
+ */
+
+/* hannoy.c: the handler and module start-up */
+extern void _PG_init(void);
+
+/* hannoyxact.c: transaction callbacks */
+extern void HannoyXactCallback(XactEvent event, void *arg);
+extern void HannoySubXactCallback(SubXactEvent event, SubTransactionId mySubid,
+                                  SubTransactionId parentSubid, void *arg);
+
+/* hannoysweeper.c: the start-up sweep's background workers */
+extern void HannoyRegisterSweeper(void);
+
+/* hannoyinspect.c: hannoy_verify(), hannoy_index_stats(), hannoy_index_size() */
+
+/* hannoyheapcheck.c: the sidecar's rows against the heap */
+extern void HannoyCheckHeap(Relation index, Relation heap, HannoyEnv *env,
+                            HannoyProblemReport report, void *report_arg);
+
+/* hannoybuild.c: ambuild, ambuildempty */
+extern IndexBuildResult *hannoybuild(Relation heap, Relation index, IndexInfo *indexInfo);
+extern void              hannoybuildempty(Relation index);
+
+/* hannoyscan.c: ambeginscan, amrescan, amgettuple, amendscan */
+extern IndexScanDesc hannoybeginscan(Relation index, int nkeys, int norderbys);
+extern void          hannoyrescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys,
+                                  int norderbys);
+extern bool          hannoygettuple(IndexScanDesc scan, ScanDirection dir);
+extern void          hannoyendscan(IndexScanDesc scan);
+
+/* hannoyvacuum.c: ambulkdelete, amvacuumcleanup */
+extern IndexBulkDeleteResult *hannoybulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
+                                               IndexBulkDeleteCallback callback,
+                                               void                   *callback_state);
+extern IndexBulkDeleteResult *hannoyvacuumcleanup(IndexVacuumInfo       *info,
+                                                  IndexBulkDeleteResult *stats);
+
+/* hannoyinsert.c: aminsert and the per-backend insert queues */
+extern bool hannoyinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
+                         Relation heap, IndexUniqueCheck checkUnique, bool indexUnchanged,
+                         IndexInfo *indexInfo);
+extern void HannoyFlushQueue(Relation index);
+extern void HannoyFlushAllQueues(void);
+extern void HannoyDropQueue(RelFileNodeBackend rnode);
+extern void HannoyQueueAtXactEnd(void);
+
+/* hannoysync.c: grouped syncs of committed sidecar writes */
+extern void HannoySyncInit(void);
+extern void HannoySyncCommitted(Relation index, HannoyEnv *env, uint64 generation);
+
+/* hannoylifecycle.c: sidecars live and die with their relation files */
+extern void HannoyLifecycleInit(void);
+extern void HannoyRegisterCreatedSidecar(RelFileNodeBackend rnode);
+extern void HannoyLifecyclePreCommit(void);
+extern void HannoyLifecycleAtEnd(bool committed, bool forget_all);
+extern void HannoyLifecycleSubXact(SubXactEvent event, SubTransactionId mySubid,
+                                   SubTransactionId parentSubid);
+extern int  HannoySweep(void);
+extern void HannoySweepDroppedDatabase(Oid db);
+extern void HannoyRemoveTempSidecarsAtStart(void);
+
+/* hannoyenv.c: sidecar names, creation, the environment cache, usability */
+extern char           *HannoySidecarRoot(void);
+extern char           *HannoySidecarPath(RelFileNodeBackend rnode);
+extern bool            HannoyParseSidecarName(const char *name, RelFileNodeBackend *rnode);
+extern void            HannoyForEachSidecar(int elevel, HannoySidecarVisitor fn, void *arg);
+extern HannoyEnvConfig HannoyDefaultEnvConfig(void);
+extern HannoyEnv      *HannoyCreateSidecar(Relation index, HannoyMetaPageData *meta, uint32 dims,
+                                           bool new_page);
+extern HannoyEnv      *HannoyRecreateSidecar(Relation index, HannoyMetaPageData *meta);
+extern HannoyEnv      *HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok,
+                                     const char **why);
+extern void            HannoyForgetEnv(RelFileNodeBackend rnode);
+extern void            HannoyEnvPin(HannoyEnv *env);
+extern void            HannoyEnvUnpin(HannoyEnv *env);
+extern void            HannoyRelcacheCallback(Datum arg, Oid relid);
+extern void            HannoyMarkBroken(Relation index, const char *why);
+extern bool            HannoyIndexUsable(Relation index, const char **why);
+extern void            HannoyRemoveSidecar(RelFileNodeBackend rnode);
+
+/* hannoymeta.c: the metric, the options and the metapage of an index */
+extern void          HannoyDefineOptions(void);
+extern bytea        *HannoyParseOptions(Datum reloptions, bool validate);
+extern HannoyOptions HannoyGetOptions(Relation index);
+extern HannoyMetric  HannoyIndexMetric(Relation index);
+extern void HannoyInitMetaPage(Relation index, HannoyMetaPageData *meta, uint32 dims, uint32 flags);
+extern bool HannoyReadMetaPage(Relation index, HannoyMetaPageData *meta);
+extern void HannoyWriteMetaPage(Relation index, ForkNumber fork, const HannoyMetaPageData *meta,
+                                bool new_page);
+extern bool HannoyAwaitsSidecar(const HannoyMetaPageData *meta);
+
+/* hannoyvector.c: SQL values to vectors */
+extern void  HannoyCheckVectorArray(ArrayType *array, const char *what);
+extern void *HannoyDatumToVector(Relation index, Datum value, HannoyMetric metric,
+                                 uint32 expected_dims, bool query, uint32 *dims, bool *is_zero);
+
+/* hannoyerror.c: core statuses and unusable indexes as ereports */
+extern void HannoyReportError(HannoyStatus status, const HannoyError *err, Relation index);
+extern void HannoyReportUnusable(Relation index, const char *why, int elevel,
+                                 const char *consequence);
+
+/* hannoyguc.c: GUCs */
+extern int  hannoy_ef_search;
+extern int  hannoy_build_threads;
+extern bool hannoy_preloaded;
+extern int  hannoy_test_search_delay;
+extern int  hannoy_test_verify_delay;
+extern void HannoyDefineGucs(void);
+
+/* Packs an ItemPointer for the core. */
+static inline HannoyTid
+HannoyTidFromItemPointer(ItemPointer tid)
+{
+	return ((HannoyTid) ItemPointerGetBlockNumberNoCheck(tid) << 16) |
+	       ItemPointerGetOffsetNumberNoCheck(tid);
+}
+
+/* Unpacks a core TID into an ItemPointer. */
+static inline void
+HannoyTidToItemPointer(HannoyTid tid, ItemPointer out)
+{
+	ItemPointerSet(out, (BlockNumber) (tid >> 16), (OffsetNumber) (tid & 0xFFFF));
+}
+
+#endif /* HANNOY_AM_H */

@@ -1,0 +1,532 @@
+/*
+ * hannoyenv.c
+ *	  Sidecars as this backend sees them: their names under the data
+ *	  directory, their creation, the per-backend cache of open environments
+ *	  (DESIGN.md "Invariants: one open per process"), and whether an index's
+ *	  sidecar can be trusted (DESIGN.md "Unusable sidecars").
+ */
+#include "postgres.h"
+
+#include <dirent.h>
+
+#include "access/twophase.h"
+#include "access/xlog.h"
+#include "common/file_perm.h"
+#include "miscadmin.h"
+#include "storage/fd.h"
+#include "storage/lmgr.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "hannoy_am.h"
+
+/* Environments one backend keeps open at once. */
+#define HANNOY_ENV_CACHE_SIZE 32
+/* File descriptors LMDB uses per environment (data, lock, meta writes). */
+#define HANNOY_FDS_PER_ENV 3
+/* Address space reserved per environment; the file grows only as needed. */
+#define HANNOY_MAP_SIZE ((uint64) 1 << 40)
+
+typedef struct HannoyEnvCacheEntry
+{
+	RelFileNodeBackend rnode;
+	Oid                indexoid;
+	HannoyEnv         *env;
+	uint64             generation;
+	TimeLineID         checked_tli; /* timeline its sidecar was last checked on, 0: never */
+	int                pins;        /* open scans using it */
+	uint64             last_used;
+} HannoyEnvCacheEntry;
+
+/* Reasons an index is unusable for good (compared by address). */
+static const char HANNOY_REASON_MISSING[] = "its sidecar is missing";
+static const char HANNOY_REASON_OTHER_BUILD[] = "its sidecar belongs to another build";
+static const char HANNOY_REASON_OTHER_SYSTEM[] =
+    "its sidecar was written by another database system";
+static const char HANNOY_REASON_OTHER_TIMELINE[] = "its sidecar was written on another timeline";
+static const char HANNOY_REASON_BROKEN[] =
+    "it was marked broken when its sidecar was found unusable";
+
+/*
+ * Open environments.  At most HANNOY_ENV_CACHE_SIZE stay open while idle;
+ * the array grows past that only while scans pin them all (a query over
+ * many partitions).
+ */
+static HannoyEnvCacheEntry *env_cache = NULL;
+static int                  env_cache_used = 0;
+static int                  env_cache_capacity = 0;
+static uint64               env_cache_clock = 0;
+
+/*
+ * HannoySidecarRoot returns the directory under the data directory that
+ * holds every sidecar.
+ */
+char *
+HannoySidecarRoot(void)
+{
+	return psprintf("%s/hannoy", DataDir);
+}
+
+/*
+ * HannoySidecarPath names the sidecar of a relation file the way
+ * PostgreSQL names relation files: tablespace, database, relfilenode, and
+ * the backend of a temporary relation.
+ */
+char *
+HannoySidecarPath(RelFileNodeBackend rnode)
+{
+	if (rnode.backend == InvalidBackendId)
+		return psprintf("%s/hannoy/%u_%u_%u", DataDir, rnode.node.spcNode, rnode.node.dbNode,
+		                rnode.node.relNode);
+	return psprintf("%s/hannoy/t%d_%u_%u_%u", DataDir, rnode.backend, rnode.node.spcNode,
+	                rnode.node.dbNode, rnode.node.relNode);
+}
+
+/*
+ * HannoyParseSidecarName parses a sidecar directory name ("spc_db_rel" or
+ * "tBACKEND_spc_db_rel"); false for anything else.
+ */
+bool
+HannoyParseSidecarName(const char *name, RelFileNodeBackend *rnode)
+{
+	unsigned int spc, db, rel;
+	int          backend;
+	char         tail;
+
+	if (name[0] == 't')
+	{
+		if (sscanf(name, "t%d_%u_%u_%u%c", &backend, &spc, &db, &rel, &tail) != 4)
+			return false;
+		rnode->backend = backend;
+	}
+	else
+	{
+		if (sscanf(name, "%u_%u_%u%c", &spc, &db, &rel, &tail) != 3)
+			return false;
+		rnode->backend = InvalidBackendId;
+	}
+	rnode->node.spcNode = spc;
+	rnode->node.dbNode = db;
+	rnode->node.relNode = rel;
+	return true;
+}
+
+/*
+ * HannoyForEachSidecar calls 'fn' for every sidecar directory under the data
+ * directory, with its relation file and path; directory read errors are
+ * reported at 'elevel'.  Nothing happens when no sidecar was ever made.
+ */
+void
+HannoyForEachSidecar(int elevel, HannoySidecarVisitor fn, void *arg)
+{
+	char          *root = HannoySidecarRoot();
+	DIR           *dir = AllocateDir(root);
+	struct dirent *de;
+
+	if (dir != NULL)
+	{
+		while ((de = ReadDirExtended(dir, root, elevel)) != NULL)
+		{
+			RelFileNodeBackend rnode;
+			char              *path;
+
+			if (!HannoyParseSidecarName(de->d_name, &rnode))
+				continue;
+			path = psprintf("%s/%s", root, de->d_name);
+			fn(arg, rnode, path);
+			pfree(path);
+		}
+		FreeDir(dir);
+	}
+	pfree(root);
+}
+
+/*
+ * HannoyDefaultEnvConfig returns how this backend opens environments.
+ */
+HannoyEnvConfig
+HannoyDefaultEnvConfig(void)
+{
+	HannoyEnvConfig config;
+
+	/* every backend may hold several scans of one index at once */
+	config.max_readers = (uint32) Max(126, (MaxBackends + max_prepared_xacts + 8) * 4);
+	config.map_size = HANNOY_MAP_SIZE;
+	config.file_mode = pg_file_create_mode;
+	config.dir_mode = pg_dir_create_mode;
+	config.durable = enableFsync;
+	return config;
+}
+
+/* Closes the cache entry at 'i' and compacts the cache. */
+static void
+env_cache_drop(int i)
+{
+	hannoy_env_close(env_cache[i].env);
+	for (int fds = 0; fds < HANNOY_FDS_PER_ENV; fds++)
+		ReleaseExternalFD();
+	env_cache[i] = env_cache[--env_cache_used];
+}
+
+/*
+ * HannoyRelcacheCallback closes idle handles on the sidecar of an index
+ * whose relcache entry was invalidated (DROP, REINDEX, TRUNCATE...): a
+ * handle on a removed sidecar would keep its deleted files, and their disk
+ * space, alive.  The next use reopens it.
+ */
+void
+HannoyRelcacheCallback(Datum arg, Oid relid)
+{
+	for (int i = env_cache_used - 1; i >= 0; i--)
+	{
+		if (env_cache[i].pins == 0 && (relid == InvalidOid || env_cache[i].indexoid == relid))
+			env_cache_drop(i);
+	}
+}
+
+/*
+ * HannoyForgetEnv closes this backend's handle on a relation file's sidecar
+ * (before the sidecar is rebuilt or removed).
+ */
+void
+HannoyForgetEnv(RelFileNodeBackend rnode)
+{
+	for (int i = 0; i < env_cache_used; i++)
+	{
+		if (RelFileNodeBackendEquals(env_cache[i].rnode, rnode))
+		{
+			if (env_cache[i].pins > 0)
+				elog(ERROR, "hannoy sidecar is still in use by a scan");
+			env_cache_drop(i);
+			return;
+		}
+	}
+}
+
+/* Finds the cache entry of an open environment. */
+static HannoyEnvCacheEntry *
+env_cache_entry(HannoyEnv *env)
+{
+	for (int i = 0; i < env_cache_used; i++)
+		if (env_cache[i].env == env)
+			return &env_cache[i];
+	elog(ERROR, "hannoy environment is not in the cache");
+	pg_unreachable();
+}
+
+/* HannoyEnvPin keeps an environment open while a scan uses it. */
+void
+HannoyEnvPin(HannoyEnv *env)
+{
+	env_cache_entry(env)->pins++;
+}
+
+/* HannoyEnvUnpin releases HannoyEnvPin (safe during abort cleanup). */
+void
+HannoyEnvUnpin(HannoyEnv *env)
+{
+	for (int i = 0; i < env_cache_used; i++)
+		if (env_cache[i].env == env && env_cache[i].pins > 0)
+			env_cache[i].pins--;
+}
+
+/*
+ * HannoyOpenEnv returns this backend's handle on the index's sidecar,
+ * opening it on first use (never creating one), and checks that it belongs
+ * to this index, this build, this system and this timeline (I6).  When it is
+ * unusable it returns NULL with the reason in *why if missing_ok, and
+ * raises an error otherwise.
+ */
+HannoyEnv *
+HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const char **why)
+{
+	RelFileNodeBackend   rnode;
+	HannoyEnvCacheEntry *entry = NULL;
+	HannoyMeta           smeta;
+	HannoyError          err;
+	HannoyStatus         st;
+	const char          *reason = NULL;
+
+	if (!HannoyReadMetaPage(index, meta))
+		reason = "its metapage is missing or invalid";
+	else if (meta->flags & HANNOY_META_BROKEN)
+		reason = HANNOY_REASON_BROKEN;
+	else if (RecoveryInProgress())
+		reason = "its sidecar cannot be read while the server is in recovery";
+	else if (meta->flags & HANNOY_META_INIT_FORK)
+		reason = "it has no sidecar yet";
+
+	if (reason == NULL)
+	{
+		rnode.node = index->rd_node;
+		rnode.backend = index->rd_backend;
+		for (int i = 0; i < env_cache_used; i++)
+		{
+			if (RelFileNodeBackendEquals(env_cache[i].rnode, rnode))
+			{
+				entry = &env_cache[i];
+				break;
+			}
+		}
+		/* a handle on an older sidecar of a reused relfilenode is stale */
+		if (entry != NULL && entry->generation != meta->generation && entry->pins == 0)
+		{
+			env_cache_drop((int) (entry - env_cache));
+			entry = NULL;
+		}
+		if (entry == NULL)
+		{
+			char           *path = HannoySidecarPath(rnode);
+			HannoyEnvConfig config = HannoyDefaultEnvConfig();
+			HannoyEnv      *env;
+
+			if (env_cache_used >= HANNOY_ENV_CACHE_SIZE)
+			{
+				int victim = -1;
+
+				for (int i = 0; i < env_cache_used; i++)
+					if (env_cache[i].pins == 0 &&
+					    (victim < 0 || env_cache[i].last_used < env_cache[victim].last_used))
+						victim = i;
+				if (victim >= 0)
+					env_cache_drop(victim);
+			}
+			if (env_cache_used == env_cache_capacity)
+			{
+				int newcap = Max(HANNOY_ENV_CACHE_SIZE, env_cache_capacity * 2);
+
+				if (env_cache == NULL)
+					env_cache =
+					    MemoryContextAlloc(TopMemoryContext, sizeof(HannoyEnvCacheEntry) * newcap);
+				else
+					env_cache = repalloc(env_cache, sizeof(HannoyEnvCacheEntry) * newcap);
+				env_cache_capacity = newcap;
+			}
+			for (int fds = 0; fds < HANNOY_FDS_PER_ENV; fds++)
+			{
+				if (!AcquireExternalFD())
+				{
+					while (fds-- > 0)
+						ReleaseExternalFD();
+					ereport(ERROR,
+					        (errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+					         errmsg("out of file descriptors for hannoy sidecars"),
+					         errhint("Raise max_files_per_process or use fewer hannoy indexes "
+					                 "in one query.")));
+				}
+			}
+			st = hannoy_env_open(path, &config, &env, &err);
+			if (st != HANNOY_OK)
+			{
+				for (int fds = 0; fds < HANNOY_FDS_PER_ENV; fds++)
+					ReleaseExternalFD();
+				if (st != HANNOY_ERR_NOT_FOUND && !missing_ok)
+					HannoyReportError(st, &err, index);
+				reason = st == HANNOY_ERR_NOT_FOUND ? HANNOY_REASON_MISSING
+				                                    : "its sidecar cannot be opened";
+			}
+			else
+			{
+				entry = &env_cache[env_cache_used++];
+				entry->rnode = rnode;
+				entry->indexoid = RelationGetRelid(index);
+				entry->env = env;
+				entry->pins = 0;
+				entry->generation = 0;
+				entry->checked_tli = 0;
+			}
+			pfree(path);
+		}
+	}
+
+	/*
+	 * The sidecar's identity was checked against this metapage generation on
+	 * this timeline already: nothing but a REINDEX (another generation) or a
+	 * promotion (another timeline) changes it, so a scan need not read it.
+	 */
+	if (reason == NULL && entry->generation == meta->generation &&
+	    entry->checked_tli == GetWALInsertionTimeLine())
+	{
+		entry->last_used = ++env_cache_clock;
+		return entry->env;
+	}
+
+	if (reason == NULL)
+	{
+		st = hannoy_env_meta(entry->env, &smeta, &err);
+		if (st != HANNOY_OK)
+		{
+			if (!missing_ok)
+				HannoyReportError(st, &err, index);
+			reason = "its sidecar cannot be read";
+		}
+		else if (smeta.generation != meta->generation)
+			reason = HANNOY_REASON_OTHER_BUILD;
+		else if (smeta.system_id != GetSystemIdentifier())
+			reason = HANNOY_REASON_OTHER_SYSTEM;
+		else if (smeta.timeline != GetWALInsertionTimeLine())
+			reason = HANNOY_REASON_OTHER_TIMELINE;
+		else if (smeta.metric != meta->metric)
+			reason = "its sidecar uses another metric";
+		else
+		{
+			entry->generation = meta->generation;
+			entry->checked_tli = smeta.timeline;
+			entry->last_used = ++env_cache_clock;
+			return entry->env;
+		}
+	}
+
+	if (why)
+		*why = reason;
+	if (missing_ok)
+		return NULL;
+	HannoyReportUnusable(index, reason, ERROR, NULL);
+	pg_unreachable();
+}
+
+/*
+ * HannoyMarkBroken records in the metapage that the index's sidecar is
+ * unusable for good ('why' one of the permanent reasons: missing, another
+ * build, system or timeline), so every backend stops trusting it until
+ * REINDEX writes a new metapage.  Nothing happens during recovery or for a
+ * passing reason (such as running out of file descriptors).
+ */
+void
+HannoyMarkBroken(Relation index, const char *why)
+{
+	HannoyMetaPageData meta;
+
+	if (RecoveryInProgress() ||
+	    (why != HANNOY_REASON_MISSING && why != HANNOY_REASON_OTHER_BUILD &&
+	     why != HANNOY_REASON_OTHER_SYSTEM && why != HANNOY_REASON_OTHER_TIMELINE))
+		return;
+	LockPage(index, HANNOY_METAPAGE_BLKNO, ExclusiveLock);
+	if (HannoyReadMetaPage(index, &meta) && !(meta.flags & HANNOY_META_BROKEN))
+	{
+		meta.flags |= HANNOY_META_BROKEN;
+		HannoyWriteMetaPage(index, MAIN_FORKNUM, &meta, false);
+	}
+	UnlockPage(index, HANNOY_METAPAGE_BLKNO, ExclusiveLock);
+}
+
+/*
+ * HannoyIndexUsable tells whether scans of the index can be trusted (I6);
+ * an index whose metapage says it is empty and has no sidecar yet is
+ * usable.
+ */
+bool
+HannoyIndexUsable(Relation index, const char **why)
+{
+	HannoyMetaPageData meta;
+	const char        *reason = NULL;
+
+	if (HannoyOpenEnv(index, &meta, true, &reason) != NULL)
+		return true;
+	if (why)
+		*why = reason;
+	return HannoyAwaitsSidecar(&meta);
+}
+
+/*
+ * HannoyRemoveSidecar removes a relation file's sidecar and this backend's
+ * handle on it; failures are WARNINGs (it runs at commit and abort).
+ */
+void
+HannoyRemoveSidecar(RelFileNodeBackend rnode)
+{
+	char       *path = HannoySidecarPath(rnode);
+	HannoyError err;
+
+	/*
+	 * A scan of the aborting transaction may still hold a read transaction
+	 * (its memory is freed after this callback): keep such a handle open on
+	 * the unlinked files; the generation check retires it later.
+	 */
+	for (int i = 0; i < env_cache_used; i++)
+	{
+		if (RelFileNodeBackendEquals(env_cache[i].rnode, rnode))
+		{
+			if (env_cache[i].pins == 0)
+				env_cache_drop(i);
+			else
+				env_cache[i].generation = 0;
+			break;
+		}
+	}
+	if (hannoy_env_remove(path, &err) != HANNOY_OK)
+		ereport(WARNING, (errcode(ERRCODE_IO_ERROR),
+		                  errmsg("could not remove hannoy sidecar \"%s\": %s", path, err.message)));
+	pfree(path);
+}
+
+/*
+ * HannoyCreateSidecar gives 'index' a fresh sidecar (replacing any earlier
+ * one of its relation file) described by a new metapage with 'dims', writes
+ * that metapage (as a new block when 'new_page') and returns the sidecar
+ * opened through this backend's cache, the handle later scans use.  The
+ * caller has made sure that a sidecar new in this transaction is removed
+ * if it aborts (HannoyRegisterCreatedSidecar).
+ */
+HannoyEnv *
+HannoyCreateSidecar(Relation index, HannoyMetaPageData *meta, uint32 dims, bool new_page)
+{
+	RelFileNodeBackend rnode;
+	char              *root = HannoySidecarRoot();
+	char              *path;
+	HannoyEnvConfig    config = HannoyDefaultEnvConfig();
+	HannoyMetaPageData check;
+	HannoyMeta         smeta;
+	HannoyEnv         *env;
+	HannoyError        err;
+	HannoyStatus       st;
+
+	rnode.node = index->rd_node;
+	rnode.backend = index->rd_backend;
+	if (MakePGDirectory(root) != 0 && errno != EEXIST)
+		ereport(ERROR,
+		        (errcode_for_file_access(), errmsg("could not create directory \"%s\": %m", root)));
+	path = HannoySidecarPath(rnode);
+
+	/* this backend may hold a handle on an earlier sidecar of the same file */
+	HannoyForgetEnv(rnode);
+
+	HannoyInitMetaPage(index, meta, dims, 0);
+	memset(&smeta, 0, sizeof(smeta));
+	smeta.format_version = HANNOY_FORMAT_VERSION;
+	smeta.metric = meta->metric;
+	smeta.dims = dims;
+	smeta.options = meta->options;
+	smeta.m0 = 2 * meta->options.m;
+	smeta.generation = meta->generation;
+	smeta.system_id = GetSystemIdentifier();
+	smeta.timeline = GetWALInsertionTimeLine();
+	smeta.index_oid = RelationGetRelid(index);
+	smeta.seed = meta->generation;
+
+	st = hannoy_env_create(path, &config, &smeta, &env, &err);
+	if (st != HANNOY_OK)
+		HannoyReportError(st, &err, index);
+	hannoy_env_close(env);
+	pfree(path);
+	pfree(root);
+
+	HannoyWriteMetaPage(index, MAIN_FORKNUM, meta, new_page);
+	return HannoyOpenEnv(index, &check, false, NULL);
+}
+
+/*
+ * HannoyRecreateSidecar gives an index whose metapage has no sidecar (an
+ * unlogged index after a crash) a fresh, empty one, keeping a dimension
+ * count a first insert has set.  The caller holds the metapage's page lock,
+ * which serialises metapage updates.
+ */
+HannoyEnv *
+HannoyRecreateSidecar(Relation index, HannoyMetaPageData *meta)
+{
+	HannoyMetaPageData fresh;
+	HannoyEnv         *env = HannoyCreateSidecar(index, &fresh, meta->dims, false);
+
+	*meta = fresh;
+	return env;
+}

@@ -1,0 +1,56 @@
+/*
+ * hannoyguc.c
+ *	  hannoy's configuration parameters (GUCs), among them the test-only
+ *	  hannoy.test_* ones, the one way tests slow hannoy down to watch it.
+ */
+#include "postgres.h"
+
+#include <unistd.h>
+
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include "hannoy_am.h"
+
+int  hannoy_ef_search = HANNOY_DEFAULT_EF_SEARCH;
+int  hannoy_build_threads = 1;
+bool hannoy_preloaded = false;
+int  hannoy_test_search_delay = 0;
+int  hannoy_test_verify_delay = 0;
+
+/*
+ * HannoyDefineGucs defines the GUCs and records whether the library is
+ * being preloaded, which CREATE EXTENSION requires.
+ */
+void
+HannoyDefineGucs(void)
+{
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+	hannoy_preloaded = process_shared_preload_libraries_in_progress;
+	hannoy_build_threads = (int) Min(Max(cores, 1), HANNOY_MAX_BUILD_THREADS);
+
+	DefineCustomIntVariable("hannoy.ef_search",
+	                        "Sets the size of the candidate list for hannoy index scans "
+	                        "(1 to 1000).",
+	                        "Larger values raise recall and cost time.", &hannoy_ef_search,
+	                        HANNOY_DEFAULT_EF_SEARCH, HANNOY_MIN_EF_SEARCH, HANNOY_MAX_EF_SEARCH,
+	                        PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("hannoy.build_threads",
+	                        "Sets the number of threads that build a hannoy index "
+	                        "(1 to 64; default: the number of cores).",
+	                        NULL, &hannoy_build_threads, hannoy_build_threads, 1,
+	                        HANNOY_MAX_BUILD_THREADS, PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("hannoy.test_search_delay",
+	                        "Test only: milliseconds every insert pauses inside its neighbour "
+	                        "search (0 to 10000).",
+	                        NULL, &hannoy_test_search_delay, 0, 0, 10000, PGC_SUSET,
+	                        GUC_UNIT_MS | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, NULL, NULL, NULL);
+	DefineCustomIntVariable("hannoy.test_verify_delay",
+	                        "Test only: milliseconds hannoy_verify waits after reading each "
+	                        "batch of rows from the sidecar, before it reads the heap "
+	                        "(0 to 10000).",
+	                        NULL, &hannoy_test_verify_delay, 0, 0, 10000, PGC_SUSET,
+	                        GUC_UNIT_MS | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("hannoy");
+}
