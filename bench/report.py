@@ -6,7 +6,7 @@ Usage: python3 bench/report.py RESULTS_DIR
 Reads queries.csv, builds.csv, inserts.csv and timings.csv (and the first
 section of machine.md) from RESULTS_DIR and writes there:
 
-  summary.md            the tables and the hannoy/pgvector ratios of issue 4
+  summary.md            the tables and the hannoy/pgvector ratios against the targets below
   plot-<data set>.gp    a gnuplot script drawing recall-qps-<data set>.png
   plot-<data set>-<series>.dat   the points it draws
 
@@ -20,7 +20,7 @@ import os
 import re
 import sys
 
-# Issue 4's targets, as ratios of hannoy to pgvector.
+# The benchmark's targets, as ratios of hannoy to pgvector.
 RECALL_LEVELS = (0.95, 0.99)
 QPS_TARGET = 1.5
 BUILD_TARGET = 0.5
@@ -128,7 +128,7 @@ def ratio_of(a, b):
 
 
 def comparison(ds, queries, builds, inserts):
-    """Returns the hannoy-versus-pgvector table of one data set (issue 4 item 5)."""
+    """Returns the hannoy-versus-pgvector table of one data set ."""
     rows = []
     for level in RECALL_LEVELS:
         efcs = [None] + sorted({r["efc"] for r in queries if r["system"] == "hannoy"}, key=int)

@@ -2,7 +2,7 @@
 # Benchmarks hannoy side by side with pgvector's hnsw (when the server has
 # it), hnswlib in-process, an exact scan and the SQL floor, on
 # random-xs-20-euclidean, fashion-mnist-784-euclidean and a synthetic
-# clustered 128-d set (issue 4; bench/README.md explains what is measured).
+# clustered 128-d set (bench/README.md explains what is measured).
 #
 #   bash bench/run.sh            as root: the full run (all data sets)
 #   bash bench/run.sh --smoke    random-xs-20 only, 2 ef values, about a minute

@@ -2,7 +2,8 @@
 # Runs hannoy's whole test suite: builds and installs the extension
 # (scripts/setup.sh), then three layers, and counts each test case:
 #
-#   style    clang-format --dry-run -Werror over every C/C++ source: one check
+#   style    clang-format --dry-run -Werror over every C/C++ source, and the
+#            layering rules (scripts/check_layers.sh): two checks
 #   unit     the core's GoogleTest suite (make unittest / ctest): ctest tests
 #   regress  pg_regress on test/sql/*.sql against expected/*.out: SQL files
 #   tap      prove on test/t/*.pl (PostgreSQL::Test::Cluster): test files
@@ -318,14 +319,23 @@ show_tap_failure() {
 }
 
 # Builds and installs the extension; a failure counts as one failed test.
-# Checks that every C and C++ source is formatted as .clang-format says.
+# Checks that every C and C++ source is formatted as .clang-format says, and
+# that the tree keeps its layers (scripts/check_layers.sh): two checks.
 run_style() {
+	local passed=0 failed=0
 	say "style: make format-check"
 	if make -s -C "$ROOT" format-check; then
-		record style 1 0 check
+		passed=$((passed + 1))
 	else
-		record style 0 1 check
+		failed=$((failed + 1))
 	fi
+	say "style: make check-layers"
+	if make -s -C "$ROOT" check-layers; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+	fi
+	record style "$passed" "$failed" checks
 }
 
 run_setup() {

@@ -3,7 +3,7 @@
  *	  ambuild and ambuildempty: the heap scan streams vectors into a fresh
  *	  sidecar, then the core links the graph in slices of at most
  *	  HANNOY_SLICE_MS, with interrupt checks and progress reports between
- *	  slices (DESIGN section 5).
+ *	  slices (DESIGN.md "Build").
  */
 #include "postgres.h"
 

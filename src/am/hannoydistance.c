@@ -2,7 +2,7 @@
  * hannoydistance.c
  *	  The SQL distance functions behind hannoy's operators.  They call the
  *	  core's kernels, the same ones the index uses, so an index scan and a
- *	  sequential scan report identical distances (I7).
+ *	  sequential scan report identical distances (DESIGN.md "Exact distances").
  */
 #include "postgres.h"
 

@@ -12,7 +12,7 @@
  *	  vector) and compares it with what the sidecar stored, bit for bit:
  *
  *	  - a TID whose line pointer is unused or was never valid, or that holds
- *	    a heap-only tuple, is a stale mapping (I1): "heap tuple missing";
+ *	    a heap-only tuple, is a stale mapping (DESIGN.md "WAL before sidecar"): "heap tuple missing";
  *	  - a stored vector (or its absence) that no member of the HOT chain
  *	    still present agrees with: "vector differs from heap tuple".
  *
@@ -29,7 +29,7 @@
  *	  sidecar's row for that TID is read again: a row VACUUM removed, or one
  *	  that changed meanwhile, is looked at again rather than reported.  No
  *	  core frame is on the stack while the heap is read or interrupts are
- *	  checked (DESIGN section 2).
+ *	  checked (DESIGN.md "The C / C++ boundary").
  */
 #include "postgres.h"
 

@@ -1,10 +1,10 @@
 /*
  * hannoyinsert.c
  *	  aminsert: rows are checked at once and queued per backend and index,
- *	  then applied to the sidecar together (DESIGN section 6) before commit
+ *	  then applied to the sidecar together (DESIGN.md "Insert") before commit
  *	  or prepare, before a scan of that index in this backend, before a
  *	  parallel plan starts, and when the queue grows past a bound.  Applying
- *	  a queue flushes WAL first (I1) and syncs the sidecar once.
+ *	  a queue flushes WAL first (DESIGN.md "WAL before sidecar") and syncs the sidecar once.
  */
 #include "postgres.h"
 
@@ -99,7 +99,7 @@ set_index_dims(Relation index, uint32 dims)
 /*
  * open_for_insert returns the sidecar to apply rows to: it creates a fresh
  * one for an unlogged index reset after a crash, and returns NULL with a
- * WARNING for an unusable index (I6: writes never block on it).
+ * WARNING for an unusable index (DESIGN.md "Never silently wrong": writes never block on it).
  */
 static HannoyEnv *
 open_for_insert(Relation index, HannoyMetaPageData *meta)
@@ -217,7 +217,7 @@ apply_queue(Relation index, HannoyInsertQueue *q)
 			HannoyReportError(st, &err, index);
 	}
 
-	/* I1: the heap rows' WAL is on disk before the sidecar maps their TIDs */
+	/* DESIGN.md "WAL before sidecar": the heap rows' WAL is on disk before the sidecar maps their TIDs */
 	if (RelationNeedsWAL(index))
 		XLogFlush(wal_end_of_inserted());
 

@@ -10,7 +10,7 @@
  *	  runs in the core in slices of at most HANNOY_SLICE_MS, with interrupt
  *	  checks between them and no core frame on the stack then (DESIGN
  *	  section 2); it keeps one LMDB read transaction across slices (never a
- *	  write transaction), released on ERROR by PG_FINALLY (I9).
+ *	  write transaction), released on ERROR by PG_FINALLY (DESIGN.md "Nothing leaks on error").
  */
 #include "postgres.h"
 
@@ -283,7 +283,7 @@ PG_FUNCTION_INFO_V1(hannoy_index_stats);
 /*
  * hannoy_index_stats returns the counters of the index and the shape of
  * its graph, read in one LMDB snapshot.  This backend's queued rows are
- * applied first, as before a scan.  An unusable index (I6) is an error
+ * applied first, as before a scan.  An unusable index (DESIGN.md "Never silently wrong") is an error
  * with a REINDEX hint.
  */
 Datum
@@ -343,7 +343,7 @@ PG_FUNCTION_INFO_V1(hannoy_verify);
 /*
  * hannoy_verify checks the index and returns one row per problem, none
  * when it is healthy: first the sidecar on its own (the core's walk), then
- * against the heap (HannoyCheckHeap).  An index whose sidecar is unusable (I6) is reported
+ * against the heap (HannoyCheckHeap).  An index whose sidecar is unusable (DESIGN.md "Never silently wrong") is reported
  * as a row, not an error; one with no sidecar yet (an unlogged index reset
  * after a crash) is healthy and empty.
  */

@@ -1,7 +1,7 @@
 /*
  * hannoylifecycle.c
  *	  Sidecars live and die with their relation files, transactionally
- *	  (DESIGN I5).
+ *	  (DESIGN.md "Sidecar follows the relation file").
  *
  *	  At pre-commit, the relation files PostgreSQL will delete when this
  *	  transaction commits (DROP of an index, table or schema; the old file

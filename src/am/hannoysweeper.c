@@ -1,6 +1,6 @@
 /*
  * hannoysweeper.c
- *	  The sweep at server start (DESIGN I5): a background worker removes the
+ *	  The sweep at server start (DESIGN.md "Sidecar follows the relation file"): a background worker removes the
  *	  sidecars that nothing owns any more, as hannoy_sweep() would in each
  *	  database, without waiting for someone to call it or to build an index.
  *

@@ -2,12 +2,12 @@
  * hannoysync.c
  *	  Group commit for sidecar syncs.  Every transaction that inserted rows
  *	  must have its sidecar commit on disk before its own commit record is
- *	  written (DESIGN I1), and an fsync costs milliseconds.  Backends
+ *	  written (DESIGN.md "WAL before sidecar"), and an fsync costs milliseconds.  Backends
  *	  inserting into the same index at the same time share one: the first
  *	  takes the index's sync lock and syncs everything committed so far; the
  *	  others wait on the lock, then find their commit covered and return, as
  *	  PostgreSQL's own WAL flushes do.  The lock is an LWLock held only
- *	  across the fsync, never while an LMDB write transaction is open (I3).
+ *	  across the fsync, never while an LMDB write transaction is open (DESIGN.md "Short write transactions").
  *
  *	  Slots live in shared memory, so this needs hannoy in
  *	  shared_preload_libraries (as everything does); without it every

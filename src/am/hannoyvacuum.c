@@ -1,10 +1,10 @@
 /*
  * hannoyvacuum.c
- *	  ambulkdelete and amvacuumcleanup (DESIGN section 8).  The shim walks
+ *	  ambulkdelete and amvacuumcleanup (DESIGN.md "VACUUM").  The shim walks
  *	  the indexed rows in batches, asks VACUUM's callback about each one with
  *	  no core frame on the stack, and hands the dead ones back to the core,
  *	  which removes them in one short, synced write transaction per batch
- *	  (I2, I3).  Removed graph nodes stay as tombstones that searches walk
+ *	  (DESIGN.md "Durable removal", "Short write transactions").  Removed graph nodes stay as tombstones that searches walk
  *	  through but never return.
  */
 #include "postgres.h"
@@ -19,7 +19,7 @@
 
 #define HANNOY_VACUUM_BATCH 1024
 
-/* Opens the sidecar for VACUUM, or warns and returns NULL (I6). */
+/* Opens the sidecar for VACUUM, or warns and returns NULL (DESIGN.md "Never silently wrong"). */
 static HannoyEnv *
 open_for_vacuum(Relation index)
 {

@@ -1,6 +1,6 @@
 /*
  * scan.cpp
- *	  Ordered index scans that never stop early (DESIGN I8).
+ *	  Ordered index scans that never stop early (DESIGN.md "Complete scans").
  *
  *	  A scan descends from the entry point to layer 0 and runs a best-first
  *	  search in rounds.  Round one is exactly HNSW's beam search with width

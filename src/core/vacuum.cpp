@@ -1,6 +1,6 @@
 /*
  * vacuum.cpp
- *	  Graph repair after VACUUM (DESIGN section 8).
+ *	  Graph repair after VACUUM (DESIGN.md "VACUUM").
  *
  *	  hannoy_delete_entries turns removed rows into tombstones: their TIDs are
  *	  gone at once, but searches still walk through them.  The repair then

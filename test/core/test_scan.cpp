@@ -2,7 +2,7 @@
  * test_scan.cpp
  *	  The core as a whole through its C ABI, without PostgreSQL: build,
  *	  graph invariants (degree bounds, reachability), recall against brute
- *	  force, inserts after the build, scans that never stop early (I8),
+ *	  force, inserts after the build, scans that never stop early (DESIGN.md "Complete scans"),
  *	  VACUUM tombstones and storage round trips.
  */
 #include <gtest/gtest.h>

@@ -11,7 +11,7 @@
 #    a hit when its distance is <= the true 10th distance (ties count), so a
 #    broken index (random or unordered rows) fails;
 #  - the plan is an index scan with no Sort above it, so the order comes from
-#    the distances the index reports (I7: xs_recheckorderby is false, the
+#    the distances the index reports (DESIGN.md "Exact distances": xs_recheckorderby is false, the
 #    executor trusts them), and within the first ef rows the operator's own
 #    distances never decrease;
 #  - a longer LIMIT returns the same first rows as LIMIT 10 (the scan does

@@ -1,4 +1,4 @@
-# Inserts after CREATE INDEX (DESIGN section 6).
+# Inserts after CREATE INDEX (DESIGN.md "Insert").
 #
 # Proves, for an index built on 2,000 rows and then given 3,000 more, and for
 # an index built on an EMPTY table and then filled only by inserts (12,300
@@ -14,7 +14,7 @@
 #    appear, even when queried with their own vectors;
 #  - rows of a prepared but not yet committed transaction are invisible;
 #  - an unbounded ordered index scan returns exactly the rows a sequential
-#    scan returns (no row lost, none twice, none extra: I8);
+#    scan returns (no row lost, none twice, none extra: DESIGN.md "Complete scans");
 #  - nothing of this logs a WARNING or an ERROR.
 use strict;
 use warnings;

@@ -1,4 +1,4 @@
-# Filtered and unbounded scans: the I8 acceptance test.
+# Filtered and unbounded scans: DESIGN.md "Complete scans".
 #
 # A 20,000-row table of seeded 32-d vectors with a category column: ten
 # categories of about 10% each (id % 10), and one rare category (99) of 20

@@ -7,8 +7,8 @@
 #      nothing installed;
 #  (b) a build cancelled by statement_timeout = '1s', and a build cancelled
 #      by pg_cancel_backend() while it links the graph, stop within a few
-#      seconds (DESIGN section 2: slices of at most ~100 ms between
-#      interrupt checks), leave no sidecar directory in $PGDATA/hannoy (I5)
+#      seconds (DESIGN.md "The C / C++ boundary": slices of at most ~100 ms between
+#      interrupt checks), leave no sidecar directory in $PGDATA/hannoy (DESIGN.md "Sidecar follows the relation file")
 #      and leave the table intact;
 #  (c) while a build runs, pg_stat_progress_create_index shows hannoy's
 #      phases ('loading vectors', 'linking graph', 'writing links');

@@ -5,7 +5,7 @@
 # committed inserts (and rows that were rolled back):
 #  - the index is still used and answers without error;
 #  - an unbounded ordered index scan returns exactly the rows a sequential
-#    scan returns (I8);
+#    scan returns (DESIGN.md "Complete scans");
 #  - every committed row's own vector finds it among the first 10 rows;
 #  - rows never committed are never returned, including the rows of a
 #    transaction that was still open (and had flushed its rows to the

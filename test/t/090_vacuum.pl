@@ -1,4 +1,4 @@
-# VACUUM repairs the graph (DESIGN section 8), on 10,000 Fashion-MNIST
+# VACUUM repairs the graph (DESIGN.md "VACUUM"), on 10,000 Fashion-MNIST
 # images built with one thread:
 #  - after deleting half the rows (chosen by a fixed hash) and VACUUM,
 #    hannoy_verify finds nothing (no dangling link, nothing unreachable),

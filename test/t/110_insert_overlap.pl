@@ -1,5 +1,5 @@
 # Inserting backends do not serialise for the whole neighbour search
-# (DESIGN section 6, I3): the search runs in an LMDB read transaction, and
+# (DESIGN.md "Insert", "Short write transactions"): the search runs in an LMDB read transaction, and
 # only linking the new node takes the writer lock.  With the test-only
 # setting hannoy.test_search_delay every search pauses 1.5 s; two sessions
 # committing an insert at the same moment finish in well under the 3 s

@@ -1,4 +1,4 @@
-# pg_upgrade (DESIGN section 9, I6): an upgraded cluster's hannoy indexes
+# pg_upgrade (DESIGN.md "Lifecycle", "Never silently wrong"): an upgraded cluster's hannoy indexes
 # are unusable until REINDEX, never silently wrong.
 #
 # pg_upgrade (15 to 15, default copy mode) keeps relfilenodes and database

@@ -1,4 +1,4 @@
-# The sweep at server start (issue 3, item 1; DESIGN I5): sidecars that
+# The sweep at server start (DESIGN.md "Lifecycle"): sidecars that
 # nothing owns are removed by a background worker once the server has
 # started, without anyone calling hannoy_sweep() or building an index.
 #
@@ -11,7 +11,7 @@
 #    taken before DROP DATABASE.
 # A prepared transaction's CREATE INDEX is not an orphan: its index is
 # uncommitted, and the sweep must keep its sidecar (conditional lock on the
-# recorded index, I5).
+# recorded index, DESIGN.md "Sidecar follows the relation file").
 #
 # After the restart, with nothing but waiting: the sidecar directories are
 # exactly those of the hannoy indexes plus the prepared one's, each removal

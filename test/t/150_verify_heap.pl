@@ -1,11 +1,11 @@
-# hannoy_verify compares the sidecar with the heap (issue 3, items 4 and 6).
+# hannoy_verify compares the sidecar with the heap (DESIGN.md "Inspection").
 #
-# A sidecar that lags behind its heap is what I1 and I2 exist to prevent.
+# A sidecar that lags behind its heap is what DESIGN.md's "WAL before sidecar" and "Durable removal" exist to prevent.
 # This test makes one on purpose, to show that the verifier catches it: it
 # keeps a copy of an index's sidecar (with the server stopped), then deletes
 # rows and VACUUMs (the heap frees their line pointers), inserts rows that
 # reuse some of those TIDs and rows past the old end of the table, and puts
-# the old copy back (same build, system and timeline, so I6 accepts it).
+# the old copy back (same build, system and timeline, so the "Never silently wrong" checks accept it).
 # hannoy_verify must then report exactly
 #  - "heap tuple missing" for each freed TID no new row took,
 #  - "vector differs from heap tuple" for each TID a new row took,
