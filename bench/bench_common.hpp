@@ -233,7 +233,7 @@ RunPass(size_t nqueries, const GroundTruth &truth, bool measured, PassStats &sta
 }
 
 /* The CSV header of query results (queries.csv), shared by every program. */
-constexpr const char *kQueryCsvHeader =
+constexpr const char *QUERY_CSV_HEADER =
     "dataset,filter,system,m,efc,ef,k,queries,passes,recall,qps,qps_min,qps_max,p50_ms,p99_ms,plan";
 
 /*
@@ -281,7 +281,7 @@ ReportQueries(const char *program, const std::string &label, const std::string &
 		fprintf(stderr, "%s: warning: %s ef=%s returned fewer than %zu rows %zu times\n", program,
 		        label.c_str(), ef.c_str(), stats.k, stats.short_results);
 	if (!csv.empty())
-		AppendCsv(csv, kQueryCsvHeader, row);
+		AppendCsv(csv, QUERY_CSV_HEADER, row);
 	fflush(stdout);
 }
 

@@ -32,7 +32,7 @@ namespace hannoy
 namespace tools
 {
 
-constexpr const char *kProgram = "hannoy_bench";
+constexpr const char *PROGRAM = "hannoy_bench";
 
 /* ---------------------------------------------------------------------
  * synth
@@ -430,13 +430,13 @@ RunQuery(int argc, char **argv)
 	GroundTruth truth(args.Required("groundtruth"), queries.literals.size(), k);
 
 	if (pin_client >= 0)
-		PinToCpu(0, int(pin_client), kProgram);
+		PinToCpu(0, int(pin_client), PROGRAM);
 	for (Target &t : targets)
 	{
 		t.conn = std::make_unique<Connection>(conninfo);
 		t.backend_pid = pid_t(std::stol(t.conn->Run("SELECT pg_backend_pid()").at(0)));
 		if (pin_backend >= 0)
-			PinToCpu(t.backend_pid, int(pin_backend), kProgram);
+			PinToCpu(t.backend_pid, int(pin_backend), PROGRAM);
 		t.conn->Prepare("knn", t.sql);
 	}
 	printf("# %zu queries x %zu passes, k=%zu, targets (backend pid):", queries.literals.size(),
@@ -470,7 +470,7 @@ RunQuery(int argc, char **argv)
 			std::string row =
 			    QueryCsvRow(args.Get("dataset", "-"), args.Get("filter", "none"), t.label,
 			                args.Get("m", "-"), args.Get("efc", "-"), ef, t.stats, t.plan);
-			ReportQueries(kProgram, t.label, ef, t.stats, row, args.Get("csv", ""));
+			ReportQueries(PROGRAM, t.label, ef, t.stats, row, args.Get("csv", ""));
 		}
 	}
 	return 0;
@@ -498,7 +498,7 @@ static int
 Main(int argc, char **argv)
 {
 	return RunSubcommand(
-	    kProgram, PrintUsage,
+	    PROGRAM, PrintUsage,
 	    {{"synth", RunSynth}, {"groundtruth", RunGroundTruth}, {"query", RunQuery}}, argc, argv);
 }
 

@@ -19,10 +19,10 @@ namespace hannoy
 namespace tools
 {
 
-constexpr const char *kProgram = "hnswlib_bench";
+constexpr const char *PROGRAM = "hnswlib_bench";
 
 /* The CSV header of build results (builds.csv), as bench/run.sh writes it. */
-constexpr const char *kBuildCsvHeader =
+constexpr const char *BUILD_CSV_HEADER =
     "dataset,system,m,efc,rows,threads,build_s,size_bytes,peak_rss_kb,worker_peak_rss_kb";
 
 /* Returns the bytes hnswlib's index holds: layer 0 (links, vector, label) and upper links. */
@@ -75,7 +75,7 @@ Run(int argc, char **argv)
 	size_t      seed = size_t(args.Integer("seed", 100, 0, INT64_MAX));
 	std::string dataset = args.Get("dataset", "-");
 	if (args.Has("pin"))
-		PinToCpu(0, int(args.Integer("pin", 0, 0, CPU_SETSIZE - 1)), kProgram);
+		PinToCpu(0, int(args.Integer("pin", 0, 0, CPU_SETSIZE - 1)), PROGRAM);
 
 	VectorSet   base = ReadBase(args.Required("base"));
 	QuerySet    queries = ReadQueries(args.Required("queries"), 0);
@@ -100,7 +100,7 @@ Run(int argc, char **argv)
 		printf("hnswlib    efc=%lld build_s=%.2f size_bytes=%zu peak_rss_kb=%ld\n", efc, build_s,
 		       bytes, rss);
 		if (args.Has("csv-builds"))
-			AppendCsv(args.Get("csv-builds", ""), kBuildCsvHeader,
+			AppendCsv(args.Get("csv-builds", ""), BUILD_CSV_HEADER,
 			          Format("%s,hnswlib,%zu,%lld,%zu,1,%.3f,%zu,%ld,", dataset.c_str(), m, efc,
 			                 base.Count(), build_s, bytes, rss));
 		for (long long ef : efs)
@@ -116,7 +116,7 @@ Run(int argc, char **argv)
 			std::string row =
 			    QueryCsvRow(dataset, "none", "hnswlib", std::to_string(m), std::to_string(efc),
 			                std::to_string(ef), stats, "in-process");
-			ReportQueries(kProgram, "hnswlib    efc=" + std::to_string(efc), std::to_string(ef),
+			ReportQueries(PROGRAM, "hnswlib    efc=" + std::to_string(efc), std::to_string(ef),
 			              stats, row, args.Get("csv-queries", ""));
 		}
 	}
@@ -137,7 +137,7 @@ PrintUsage(FILE *out)
 static int
 Main(int argc, char **argv)
 {
-	return RunProgram(kProgram, PrintUsage, [&]() { return Run(argc, argv); });
+	return RunProgram(PROGRAM, PrintUsage, [&]() { return Run(argc, argv); });
 }
 
 } // namespace tools

@@ -21,7 +21,7 @@ namespace tools
 {
 
 /* Relative tolerance under which two true distances count as tied. */
-constexpr double kTieTolerance = 1e-6;
+constexpr double TIE_TOLERANCE = 1e-6;
 
 /* The exact nearest neighbours of one query: base ids, nearest first, and their distances. */
 struct Neighbours
@@ -116,7 +116,7 @@ class GroundTruth
 				if (r == k - 1)
 				{
 					query.kth = d;
-					query.threshold = d * (1.0 + kTieTolerance);
+					query.threshold = d * (1.0 + TIE_TOLERANCE);
 				}
 				last = d;
 			}

@@ -26,9 +26,9 @@ namespace tools
 {
 
 /* Where the Debian package dataset-fashion-mnist puts the IDX files. */
-constexpr const char *kDefaultFmnistDir = "/usr/share/datasets/fashion-mnist";
-constexpr size_t      kDefaultQueries = 1000;
-constexpr size_t      kDefaultGroundTruthK = 100;
+constexpr const char *DEFAULT_FMNIST_DIR = "/usr/share/datasets/fashion-mnist";
+constexpr size_t      DEFAULT_QUERIES = 1000;
+constexpr size_t      DEFAULT_GROUND_TRUTH_K = 100;
 
 /* ---------------------------------------------------------------------
  * Files
@@ -247,15 +247,15 @@ RunFmnistPrep(int argc, char **argv)
 {
 	Args args(argc, argv, 2, {"out", "train-limit", "queries", "data-dir", "threads", "gt-k"}, {});
 	std::string out = args.Required("out");
-	std::string data_dir = args.Get("data-dir", kDefaultFmnistDir);
+	std::string data_dir = args.Get("data-dir", DEFAULT_FMNIST_DIR);
 	unsigned    hw = std::max(1u, std::thread::hardware_concurrency());
 	unsigned    threads = unsigned(args.Integer("threads", hw, 1, 1024));
-	size_t      nqueries = size_t(args.Integer("queries", kDefaultQueries, 1, 10000));
+	size_t      nqueries = size_t(args.Integer("queries", DEFAULT_QUERIES, 1, 10000));
 
 	auto     start = std::chrono::steady_clock::now();
 	IdxArray probe = ReadIdxGz(data_dir + "/train-labels-idx1-ubyte.gz", 1);
 	size_t   train_limit = size_t(args.Integer("train-limit", probe.dims[0], 1, probe.dims[0]));
-	size_t   gt_k = size_t(args.Integer("gt-k", kDefaultGroundTruthK, 1, 100000));
+	size_t   gt_k = size_t(args.Integer("gt-k", DEFAULT_GROUND_TRUTH_K, 1, 100000));
 	gt_k = std::min(gt_k, train_limit);
 
 	ImageSet base = LoadSplit(data_dir, "train", train_limit);
@@ -304,7 +304,7 @@ struct BenchSetup
 	size_t                   k = 10;
 	size_t                   repeat = 1;
 	bool                     warmup = false;
-	double                   tolerance = kTieTolerance;
+	double                   tolerance = TIE_TOLERANCE;
 };
 
 /* Counts rows of 'res' (columns id, d) within the true k-th distance, each id once. */
@@ -418,7 +418,7 @@ RunBench(int argc, char **argv)
 	setup.k = size_t(args.Integer("k", 10, 1, 100000));
 	setup.repeat = size_t(args.Integer("repeat", 1, 1, 1000000));
 	setup.warmup = args.Has("warmup");
-	setup.tolerance = args.Real("tolerance", kTieTolerance, 0.0);
+	setup.tolerance = args.Real("tolerance", TIE_TOLERANCE, 0.0);
 	setup.queries = ReadLines(args.Required("queries"));
 	if (setup.queries.empty())
 		throw Fatal("\"" + args.Required("queries") + "\" holds no queries");

@@ -5,7 +5,8 @@
  *
  *	  scan_bench <dir> [ef ...]
  *	  reads Fashion-MNIST from Debian's dataset-fashion-mnist, builds an index
- *	  in <dir> (m = 16, ef_construction = $EFC or 200, 2 threads) unless one is there,
+ *	  in <dir> (m = 16, ef_construction = $EFC or 200, $THREADS or 2 build threads,
+ *	  seed 42: with THREADS=1 the same build every time) unless one is there,
  *	  then runs the first 1,000 test images as queries for 10 rows at each ef
  *	  and prints recall@10 (exact top 10 by brute force) and queries/second
  *	  (thread CPU time, so other work on the machine counts less).
@@ -109,12 +110,14 @@ main(int argc, char **argv)
 		    getenv("EFC") ? static_cast<uint32_t>(atoi(getenv("EFC"))) : 200;
 		meta.seed = 42;
 		check(hannoy_env_create(path.c_str(), &cfg, &meta, &env, &err), err);
+		const uint32_t threads =
+		    getenv("THREADS") ? static_cast<uint32_t>(atoi(getenv("THREADS"))) : 2;
 		HannoyBuilder *b;
 		auto           t0 = std::chrono::steady_clock::now();
-		check(hannoy_build_begin(env, 2, &b, &err), err);
+		check(hannoy_build_begin(env, threads, &b, &err), err);
 		for (size_t i = 0; i < n; i++)
 			check(hannoy_build_add(b, HannoyTid(((i / 100 + 1) << 16) | (i % 100 + 1)),
-			                       &base[i * dims], 0, &err),
+			                       &base[i * dims], HANNOY_ROW_INDEXED, &err),
 			      err);
 		bool                done = false;
 		HannoyBuildProgress p;
@@ -202,7 +205,6 @@ main(int argc, char **argv)
 						break;
 					hits += std::count(truth[q].begin(), truth[q].end(), tid);
 				}
-				hannoy_scan_end(scan);
 			}
 			best = std::min(best, thread_seconds() - t0);
 		}

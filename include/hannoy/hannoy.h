@@ -384,9 +384,6 @@ extern "C"
 	extern HannoyStatus hannoy_scan_next(HannoyScan *scan, HannoyTid *tid, double *distance,
 	                                     bool *isnull, bool *found, HannoyError *err);
 
-	/* Ends the scan's read transaction, if any. */
-	extern void hannoy_scan_end(HannoyScan *scan);
-
 	/* Frees the scan and ends its read transaction. */
 	extern void hannoy_scan_free(HannoyScan *scan);
 

@@ -81,9 +81,9 @@ _PG_init(void)
 
 /*
  * hannoycostestimate makes the planner choose the index only for an ORDER
- * BY on its operator, and never when its sidecar is unusable (DESIGN.md "Never silently wrong").  The
- * startup cost is the search (about ef distance computations per layer);
- * each further row costs little.
+ * BY on its operator, and never when its sidecar is unusable (DESIGN.md "Never silently wrong").
+ * The startup cost is the search (about ef distance computations per layer); each further row costs
+ * little.
  */
 static void
 hannoycostestimate(PlannerInfo *root, IndexPath *path, double loop_count, Cost *indexStartupCost,

@@ -233,9 +233,9 @@ HannoyEnvUnpin(HannoyEnv *env)
 /*
  * HannoyOpenEnv returns this backend's handle on the index's sidecar,
  * opening it on first use (never creating one), and checks that it belongs
- * to this index, this build, this system and this timeline (DESIGN.md "Never silently wrong").  When it is
- * unusable it returns NULL with the reason in *why if missing_ok, and
- * raises an error otherwise.
+ * to this index, this build, this system and this timeline (DESIGN.md "Never silently wrong"). When
+ * it is unusable it returns NULL with the reason in *why if missing_ok, and raises an error
+ * otherwise.
  */
 HannoyEnv *
 HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const char **why)
@@ -411,9 +411,8 @@ HannoyMarkBroken(Relation index, const char *why)
 }
 
 /*
- * HannoyIndexUsable tells whether scans of the index can be trusted (DESIGN.md "Never silently wrong");
- * an index whose metapage says it is empty and has no sidecar yet is
- * usable.
+ * HannoyIndexUsable tells whether scans of the index can be trusted (DESIGN.md "Never silently
+ * wrong"); an index whose metapage says it is empty and has no sidecar yet is usable.
  */
 bool
 HannoyIndexUsable(Relation index, const char **why)

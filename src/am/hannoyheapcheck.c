@@ -12,7 +12,8 @@
  *	  vector) and compares it with what the sidecar stored, bit for bit:
  *
  *	  - a TID whose line pointer is unused or was never valid, or that holds
- *	    a heap-only tuple, is a stale mapping (DESIGN.md "WAL before sidecar"): "heap tuple missing";
+ *	    a heap-only tuple, is a stale mapping (DESIGN.md "WAL before sidecar"): "heap tuple
+ *missing";
  *	  - a stored vector (or its absence) that no member of the HOT chain
  *	    still present agrees with: "vector differs from heap tuple".
  *

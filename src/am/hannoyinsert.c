@@ -217,7 +217,8 @@ apply_queue(Relation index, HannoyInsertQueue *q)
 			HannoyReportError(st, &err, index);
 	}
 
-	/* DESIGN.md "WAL before sidecar": the heap rows' WAL is on disk before the sidecar maps their TIDs */
+	/* DESIGN.md "WAL before sidecar": the heap rows' WAL is on disk before the sidecar maps their
+	 * TIDs */
 	if (RelationNeedsWAL(index))
 		XLogFlush(wal_end_of_inserted());
 

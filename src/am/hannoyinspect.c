@@ -283,8 +283,8 @@ PG_FUNCTION_INFO_V1(hannoy_index_stats);
 /*
  * hannoy_index_stats returns the counters of the index and the shape of
  * its graph, read in one LMDB snapshot.  This backend's queued rows are
- * applied first, as before a scan.  An unusable index (DESIGN.md "Never silently wrong") is an error
- * with a REINDEX hint.
+ * applied first, as before a scan.  An unusable index (DESIGN.md "Never silently wrong") is an
+ * error with a REINDEX hint.
  */
 Datum
 hannoy_index_stats(PG_FUNCTION_ARGS)
@@ -343,9 +343,9 @@ PG_FUNCTION_INFO_V1(hannoy_verify);
 /*
  * hannoy_verify checks the index and returns one row per problem, none
  * when it is healthy: first the sidecar on its own (the core's walk), then
- * against the heap (HannoyCheckHeap).  An index whose sidecar is unusable (DESIGN.md "Never silently wrong") is reported
- * as a row, not an error; one with no sidecar yet (an unlogged index reset
- * after a crash) is healthy and empty.
+ * against the heap (HannoyCheckHeap).  An index whose sidecar is unusable (DESIGN.md "Never
+ * silently wrong") is reported as a row, not an error; one with no sidecar yet (an unlogged index
+ * reset after a crash) is healthy and empty.
  */
 Datum
 hannoy_verify(PG_FUNCTION_ARGS)

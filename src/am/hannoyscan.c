@@ -2,8 +2,8 @@
  * hannoyscan.c
  *	  Ordered index scans (DESIGN.md "Scan"): each scan has its own LMDB
  *	  read transaction, taken in amrescan after the scan's snapshot; rows
- *	  come with exact distances (DESIGN.md "Exact distances") and the scan never stops early (DESIGN.md "Complete scans").
- *	  A memory-context callback releases the core scan when a query errors
+ *	  come with exact distances (DESIGN.md "Exact distances") and the scan never stops early
+ *(DESIGN.md "Complete scans"). A memory-context callback releases the core scan when a query errors
  *	  and amendscan is never called (DESIGN.md "Nothing leaks on error").
  */
 #include "postgres.h"

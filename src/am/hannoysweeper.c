@@ -1,8 +1,8 @@
 /*
  * hannoysweeper.c
- *	  The sweep at server start (DESIGN.md "Sidecar follows the relation file"): a background worker removes the
- *	  sidecars that nothing owns any more, as hannoy_sweep() would in each
- *	  database, without waiting for someone to call it or to build an index.
+ *	  The sweep at server start (DESIGN.md "Sidecar follows the relation file"): a background worker
+ *removes the sidecars that nothing owns any more, as hannoy_sweep() would in each database, without
+ *waiting for someone to call it or to build an index.
  *
  *	  When hannoy is in shared_preload_libraries, the postmaster starts a
  *	  launcher once recovery has finished (never on a standby).  The launcher

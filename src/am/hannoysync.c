@@ -7,7 +7,8 @@
  *	  takes the index's sync lock and syncs everything committed so far; the
  *	  others wait on the lock, then find their commit covered and return, as
  *	  PostgreSQL's own WAL flushes do.  The lock is an LWLock held only
- *	  across the fsync, never while an LMDB write transaction is open (DESIGN.md "Short write transactions").
+ *	  across the fsync, never while an LMDB write transaction is open (DESIGN.md "Short write
+ *transactions").
  *
  *	  Slots live in shared memory, so this needs hannoy in
  *	  shared_preload_libraries (as everything does); without it every

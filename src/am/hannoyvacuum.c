@@ -4,8 +4,8 @@
  *	  the indexed rows in batches, asks VACUUM's callback about each one with
  *	  no core frame on the stack, and hands the dead ones back to the core,
  *	  which removes them in one short, synced write transaction per batch
- *	  (DESIGN.md "Durable removal", "Short write transactions").  Removed graph nodes stay as tombstones that searches walk
- *	  through but never return.
+ *	  (DESIGN.md "Durable removal", "Short write transactions").  Removed graph nodes stay as
+ *tombstones that searches walk through but never return.
  */
 #include "postgres.h"
 

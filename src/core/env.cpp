@@ -293,35 +293,29 @@ hannoy_entries_next(HannoyEnv *env, HannoyEntryPosition *pos, HannoyEntry *entri
 extern "C" HannoyStatus
 hannoy_delete_entries(HannoyEnv *env, const HannoyEntry *entries, uint32_t count, HannoyError *err)
 {
-	return hannoy::run_guarded(
-	    err,
-	    [&]
-	    {
-		    hannoy::Store     &s = store_of(env);
-		    hannoy::Txn        txn(s.env(), false);
-		    hannoy::GraphState state = s.read_state(txn.get());
-		    for (uint32_t i = 0; i < count; i++)
-		    {
-			    hannoy::TidKey tkey(entries[i].tid);
-			    if (entries[i].id == UINT32_MAX)
-			    {
-				    if (hannoy::del(txn.get(), s.dbi_unindexed, tkey.val()))
-					    state.unindexed--;
-				    continue;
-			    }
-			    MDB_val data;
-			    if (!hannoy::get(txn.get(), s.dbi_items, tkey.val(), data) ||
-			        hannoy::decode_id(data) != entries[i].id)
-				    continue;
-			    hannoy::IdKey key(entries[i].id);
-			    hannoy::del(txn.get(), s.dbi_items, tkey.val());
-			    hannoy::del(txn.get(), s.dbi_tids, key.val());
-			    hannoy::put(txn.get(), s.dbi_deleted, key.val(), MDB_val{0, nullptr});
-			    state.items--;
-			    state.deleted++;
-		    }
-		    s.write_state(txn.get(), state);
-		    txn.commit();
-		    s.sync(true);
-	    });
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           hannoy::Store     &s = store_of(env);
+		                           hannoy::Txn        txn(s.env(), false);
+		                           hannoy::GraphState state = s.read_state(txn.get());
+		                           for (uint32_t i = 0; i < count; i++)
+		                           {
+			                           hannoy::TidKey tkey(entries[i].tid);
+			                           if (entries[i].id == UINT32_MAX)
+			                           {
+				                           if (hannoy::del(txn.get(), s.dbi_unindexed, tkey.val()))
+					                           state.unindexed--;
+				                           continue;
+			                           }
+			                           MDB_val data;
+			                           if (!hannoy::get(txn.get(), s.dbi_items, tkey.val(), data) ||
+			                               hannoy::decode_id(data) != entries[i].id)
+				                           continue;
+			                           s.tombstone(txn.get(), entries[i].tid, entries[i].id, state);
+		                           }
+		                           s.write_state(txn.get(), state);
+		                           txn.commit();
+		                           s.sync(true);
+	                           });
 }

@@ -158,15 +158,7 @@ forget_tid(hannoy::Store &s, MDB_txn *txn, HannoyTid tid, hannoy::GraphState &st
 	hannoy::TidKey tkey(tid);
 	MDB_val        data;
 	if (hannoy::get(txn, s.dbi_items, tkey.val(), data))
-	{
-		uint32_t      old = hannoy::decode_id(data);
-		hannoy::IdKey okey(old);
-		hannoy::del(txn, s.dbi_tids, okey.val());
-		hannoy::del(txn, s.dbi_items, tkey.val());
-		hannoy::put(txn, s.dbi_deleted, okey.val(), MDB_val{0, nullptr});
-		state.items--;
-		state.deleted++;
-	}
+		s.tombstone(txn, tid, hannoy::decode_id(data), state);
 	if (hannoy::del(txn, s.dbi_unindexed, tkey.val()))
 		state.unindexed--;
 }

@@ -109,10 +109,9 @@ struct HannoyInspect
 	hannoy::GraphState           state;
 	uint64_t                     range = 0; /* ids below this can have a vector */
 
-	Stage                           stage = Stage::Vectors;
-	std::unique_ptr<hannoy::Cursor> cursor;
-	bool                            cursor_started = false;
-	uint64_t                        pos = 0; /* next id of an id pass */
+	Stage                stage = Stage::Vectors;
+	hannoy::DatabaseWalk walk;    /* over the database of the current stage */
+	uint64_t             pos = 0; /* next id of an id pass */
 
 	/* what the stages learn about each id below 'range' */
 	Bits                  vectors, tids, tombstones, visited;
@@ -152,25 +151,11 @@ report(HannoyInspect *w, HannoyProblemKind kind, int64_t item, const char *fmt, 
 	w->pending.push_back(p);
 }
 
-/* Steps the walk's cursor over 'dbi'; false at the end of the database. */
-bool
-step_cursor(HannoyInspect *w, MDB_dbi dbi, MDB_val &key, MDB_val &data)
-{
-	if (!w->cursor_started)
-	{
-		w->cursor = std::make_unique<hannoy::Cursor>(w->txn->get(), dbi);
-		w->cursor_started = true;
-		return w->cursor->get(key, data, MDB_FIRST);
-	}
-	return w->cursor->get(key, data, MDB_NEXT);
-}
-
 /* Moves on to 'next', closing the cursor of the stage just finished. */
 void
 enter(HannoyInspect *w, Stage next)
 {
-	w->cursor.reset();
-	w->cursor_started = false;
+	w->walk.reset();
 	w->pos = 0;
 	w->stage = next;
 }
@@ -546,7 +531,7 @@ run_slice(HannoyInspect *w, Clock::time_point deadline)
 		switch (w->stage)
 		{
 			case Stage::Vectors:
-				if (step_cursor(w, s.dbi_vectors, key, data))
+				if (w->walk.step(w->txn->get(), s.dbi_vectors, key, data))
 					check_vector(w, key, data);
 				else
 				{
@@ -555,37 +540,37 @@ run_slice(HannoyInspect *w, Clock::time_point deadline)
 				}
 				break;
 			case Stage::Tids:
-				if (step_cursor(w, s.dbi_tids, key, data))
+				if (w->walk.step(w->txn->get(), s.dbi_tids, key, data))
 					check_tid(w, key, data);
 				else
 					enter(w, Stage::Items);
 				break;
 			case Stage::Items:
-				if (step_cursor(w, s.dbi_items, key, data))
+				if (w->walk.step(w->txn->get(), s.dbi_items, key, data))
 					check_item(w, key, data);
 				else
 					enter(w, Stage::Tombstones);
 				break;
 			case Stage::Tombstones:
-				if (step_cursor(w, s.dbi_deleted, key, data))
+				if (w->walk.step(w->txn->get(), s.dbi_deleted, key, data))
 					check_tombstone(w, key);
 				else
 					enter(w, Stage::Unindexed);
 				break;
 			case Stage::Unindexed:
-				if (step_cursor(w, s.dbi_unindexed, key, data))
+				if (w->walk.step(w->txn->get(), s.dbi_unindexed, key, data))
 					check_unindexed(w, key, data);
 				else
 					enter(w, Stage::LinkKeys);
 				break;
 			case Stage::LinkKeys:
-				if (step_cursor(w, s.dbi_links, key, data))
+				if (w->walk.step(w->txn->get(), s.dbi_links, key, data))
 					check_link_key(w, key);
 				else
 					enter(w, Stage::LinkLists);
 				break;
 			case Stage::LinkLists:
-				if (step_cursor(w, s.dbi_links, key, data))
+				if (w->walk.step(w->txn->get(), s.dbi_links, key, data))
 					check_link_list(w, key, data);
 				else
 					enter(w, w->verify ? Stage::Ids : Stage::Done);

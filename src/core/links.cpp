@@ -35,22 +35,22 @@ namespace
 {
 
 /* Cookie of a portable bitmap without run containers (CRoaring's SERIAL_COOKIE_NO_RUNCONTAINER). */
-constexpr uint32_t cookie_no_run = 12346;
+constexpr uint32_t COOKIE_NO_RUN = 12346;
 
 /* Cookie (low 16 bits) of a portable bitmap with run containers (CRoaring's SERIAL_COOKIE). */
-constexpr uint32_t cookie_run = 12347;
+constexpr uint32_t COOKIE_RUN = 12347;
 
 /* Bitmaps with run containers and fewer containers than this carry no offsets. */
-constexpr uint32_t no_offset_threshold = 4;
+constexpr uint32_t NO_OFFSET_THRESHOLD = 4;
 
 /* A bitmap has at most one container per 16-bit key. */
-constexpr uint32_t max_containers = 65536;
+constexpr uint32_t MAX_CONTAINER_COUNT = 65536;
 
 /* Containers with more values than this are bitsets (unless flagged as runs). */
-constexpr uint32_t max_array_cardinality = 4096;
+constexpr uint32_t MAX_ARRAY_CARDINALITY = 4096;
 
 /* Bytes of a serialised bitset container: 65536 bits. */
-constexpr size_t bitset_bytes = 8192;
+constexpr size_t BITSET_BYTES = 8192;
 
 /* Frees a CRoaring bitmap when its owner goes out of scope. */
 struct BitmapDeleter
@@ -144,7 +144,7 @@ bool
 decode_bitset(const unsigned char *p, size_t size, size_t *pos, uint32_t base, uint32_t cardinality,
               std::vector<uint32_t> &out)
 {
-	if (size - *pos < bitset_bytes)
+	if (size - *pos < BITSET_BYTES)
 		return false;
 
 	const unsigned char *words = p + *pos;
@@ -154,7 +154,7 @@ decode_bitset(const unsigned char *p, size_t size, size_t *pos, uint32_t base, u
 	uint32_t *dst = out.data() + first;
 	uint32_t  filled = 0;
 
-	for (uint32_t w = 0; w < bitset_bytes / sizeof(uint64_t); w++)
+	for (uint32_t w = 0; w < BITSET_BYTES / sizeof(uint64_t); w++)
 	{
 		uint64_t word = read_u64(words + sizeof(uint64_t) * w);
 
@@ -170,7 +170,7 @@ decode_bitset(const unsigned char *p, size_t size, size_t *pos, uint32_t base, u
 	}
 	if (filled != cardinality)
 		return false;
-	*pos += bitset_bytes;
+	*pos += BITSET_BYTES;
 	return true;
 }
 
@@ -247,19 +247,19 @@ decode_portable(const unsigned char *p, size_t size, std::vector<uint32_t> &out)
 	const uint32_t cookie = read_u32(p);
 
 	pos += sizeof(uint32_t);
-	if ((cookie & 0xFFFF) == cookie_run)
+	if ((cookie & 0xFFFF) == COOKIE_RUN)
 	{
 		has_runs = true;
 		ncontainers = (cookie >> 16) + 1;
 	}
-	else if (cookie == cookie_no_run)
+	else if (cookie == COOKIE_NO_RUN)
 	{
 		has_runs = false;
 		if (size - pos < sizeof(uint32_t))
 			return false;
 		ncontainers = read_u32(p + pos);
 		pos += sizeof(uint32_t);
-		if (ncontainers > max_containers)
+		if (ncontainers > MAX_CONTAINER_COUNT)
 			return false;
 	}
 	else
@@ -288,7 +288,7 @@ decode_portable(const unsigned char *p, size_t size, std::vector<uint32_t> &out)
 
 	const unsigned char *offsets = nullptr;
 
-	if (!has_runs || ncontainers >= no_offset_threshold)
+	if (!has_runs || ncontainers >= NO_OFFSET_THRESHOLD)
 	{
 		if (size - pos < table_bytes)
 			return false;
@@ -313,7 +313,7 @@ decode_portable(const unsigned char *p, size_t size, std::vector<uint32_t> &out)
 
 		if (run_flags != nullptr && (run_flags[k / 8] >> (k % 8)) & 1)
 			ok = decode_runs(p, size, &pos, base, cardinality, out);
-		else if (cardinality > max_array_cardinality)
+		else if (cardinality > MAX_ARRAY_CARDINALITY)
 			ok = decode_bitset(p, size, &pos, base, cardinality, out);
 		else
 			ok = decode_array(p, size, &pos, base, cardinality, out);

@@ -48,11 +48,10 @@ enum class Phase
 
 struct HannoyScan
 {
-	hannoy::Store                  *store = nullptr;
-	MDB_txn                        *txn = nullptr; /* kept between rescans (reset/renew) */
-	bool                            txn_active = false;
-	std::unique_ptr<hannoy::Cursor> cursor;
-	bool                            cursor_started = false;
+	hannoy::Store       *store = nullptr;
+	MDB_txn             *txn = nullptr; /* kept between rescans (reset/renew) */
+	bool                 txn_active = false;
+	hannoy::DatabaseWalk walk; /* over the unindexed rows or the items */
 
 	std::vector<unsigned char> query;
 	bool                       all_rows = false;
@@ -74,7 +73,7 @@ struct HannoyScan
 
 	~HannoyScan()
 	{
-		cursor.reset();
+		walk.reset();
 		if (txn != nullptr)
 			mdb_txn_abort(txn);
 	}
@@ -208,25 +207,11 @@ seed_unreached(HannoyScan *scan)
 	return false;
 }
 
-/* Steps the scan's cursor over 'dbi'; false at the end. */
-bool
-cursor_step(HannoyScan *scan, MDB_dbi dbi, MDB_val &key, MDB_val &data)
-{
-	if (!scan->cursor_started)
-	{
-		scan->cursor = std::make_unique<hannoy::Cursor>(scan->txn, dbi);
-		scan->cursor_started = true;
-		return scan->cursor->get(key, data, MDB_FIRST);
-	}
-	return scan->cursor->get(key, data, MDB_NEXT);
-}
-
 /* Moves to 'next' phase, dropping the cursor of the previous one. */
 void
 enter(HannoyScan *scan, Phase next)
 {
-	scan->cursor.reset();
-	scan->cursor_started = false;
+	scan->walk.reset();
 	scan->phase = next;
 }
 
@@ -272,7 +257,7 @@ next_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
 				/* NaN distances sort before NULL ones: one pass for each kind */
 				uint8_t want = scan->phase == Phase::UnindexedNan ? HANNOY_ROW_UNINDEXED_NAN
 				                                                  : HANNOY_ROW_UNINDEXED_NULL;
-				while (cursor_step(scan, s.dbi_unindexed, key, data))
+				while (scan->walk.step(scan->txn, s.dbi_unindexed, key, data))
 				{
 					uint8_t kind = *static_cast<const uint8_t *>(data.mv_data);
 					if (kind != want)
@@ -289,7 +274,7 @@ next_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
 				continue;
 			}
 			case Phase::AllItems:
-				if (cursor_step(scan, s.dbi_items, key, data))
+				if (scan->walk.step(scan->txn, s.dbi_items, key, data))
 				{
 					*tid = hannoy::decode_tid(key);
 					*distance = std::nan("");
@@ -308,8 +293,7 @@ next_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
 void
 end_txn(HannoyScan *scan)
 {
-	scan->cursor.reset();
-	scan->cursor_started = false;
+	scan->walk.reset();
 	if (scan->txn != nullptr && scan->txn_active)
 		mdb_txn_reset(scan->txn);
 	scan->txn_active = false;
@@ -417,12 +401,6 @@ hannoy_scan_next(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnul
 			                                               "scan was not started");
 		                           *found = next_row(scan, tid, distance, isnull);
 	                           });
-}
-
-extern "C" void
-hannoy_scan_end(HannoyScan *scan)
-{
-	end_txn(scan);
 }
 
 extern "C" void

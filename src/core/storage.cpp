@@ -386,6 +386,19 @@ Store::write_meta(MDB_txn *txn, const HannoyMeta &meta)
 	set_meta(copy);
 }
 
+void
+Store::tombstone(MDB_txn *txn, HannoyTid tid, uint32_t id, GraphState &state) const
+{
+	TidKey tkey(tid);
+	IdKey  key(id);
+
+	del(txn, dbi_items, tkey.val());
+	del(txn, dbi_tids, key.val());
+	put(txn, dbi_deleted, key.val(), MDB_val{0, nullptr});
+	state.items--;
+	state.deleted++;
+}
+
 GraphState
 Store::read_state(MDB_txn *txn) const
 {

@@ -147,6 +147,35 @@ class Cursor
 };
 
 /*
+ * A walk over one database that goes on where it stopped, across calls: the
+ * first step opens a cursor on the first record, each later one moves to
+ * the next; reset() ends the walk.
+ */
+class DatabaseWalk
+{
+  public:
+	/* The next record of 'dbi' (opened in 'txn' on the first step); false at the end. */
+	bool
+	step(MDB_txn *txn, MDB_dbi dbi, MDB_val &key, MDB_val &data)
+	{
+		if (!cursor_)
+		{
+			cursor_ = std::make_unique<Cursor>(txn, dbi);
+			return cursor_->get(key, data, MDB_FIRST);
+		}
+		return cursor_->get(key, data, MDB_NEXT);
+	}
+	void
+	reset()
+	{
+		cursor_.reset();
+	}
+
+  private:
+	std::unique_ptr<Cursor> cursor_;
+};
+
+/*
  * How a vector is cut into records of the vectors database (format 3).
  *
  * A vector that fits a B-tree leaf is one record.  A larger one would take
@@ -357,6 +386,13 @@ class Store
 	GraphState read_state(MDB_txn *txn) const;
 	GraphState read_state_record(MDB_txn *txn) const;
 	void       write_state(MDB_txn *txn, const GraphState &state) const;
+
+	/*
+	 * Makes node 'id' of row 'tid' a tombstone in write transaction 'txn':
+	 * its TID mappings go, so scans never return it, while its vector and
+	 * links stay for searches to walk through until a repair frees the id.
+	 */
+	void tombstone(MDB_txn *txn, HannoyTid tid, uint32_t id, GraphState &state) const;
 
 	/*
 	 * The pieces of the vector of 'id' into out[0 .. layout().pieces() - 1]

@@ -22,8 +22,8 @@
 namespace
 {
 
-constexpr uint32_t cookie_no_run = 12346;
-constexpr uint32_t cookie_run = 12347;
+constexpr uint32_t COOKIE_NO_RUN = 12346;
+constexpr uint32_t COOKIE_RUN = 12347;
 
 /* Frees a CRoaring bitmap at the end of a test. */
 struct BitmapDeleter
@@ -124,7 +124,7 @@ check_round_trip(const std::vector<uint32_t> &ids)
 	EXPECT_TRUE(decode_exact(bytes, bytes.size(), decoded));
 	EXPECT_EQ(decoded, sorted(ids));
 	/* Our encoding never holds run containers. */
-	EXPECT_EQ(cookie_of(bytes), cookie_no_run);
+	EXPECT_EQ(cookie_of(bytes), COOKIE_NO_RUN);
 	/* CRoaring reads what we wrote. */
 	BitmapPtr back(roaring_bitmap_portable_deserialize_safe(bytes.data(), bytes.size()));
 	EXPECT_TRUE(back != nullptr);
@@ -277,7 +277,7 @@ TEST(Links, DecodesRunContainersFromCRoaring)
 		const std::string     bytes = roaring_serialize(bitmap.get());
 		std::vector<uint32_t> decoded;
 
-		ASSERT_EQ(cookie_of(bytes) & 0xFFFF, cookie_run);
+		ASSERT_EQ(cookie_of(bytes) & 0xFFFF, COOKIE_RUN);
 		ASSERT_EQ((cookie_of(bytes) >> 16) + 1, containers);
 		EXPECT_TRUE(decode_exact(bytes, bytes.size(), decoded));
 		EXPECT_EQ(decoded, roaring_values(bitmap.get()));
@@ -348,7 +348,7 @@ TEST(Links, RejectsBadCookies)
 	std::string           bytes = encode({1, 2, 3});
 	std::vector<uint32_t> out;
 
-	for (uint32_t cookie : {0u, 12345u, 12348u, 13766u, 0xFFFFFFFFu, cookie_no_run | (1u << 16)})
+	for (uint32_t cookie : {0u, 12345u, 12348u, 13766u, 0xFFFFFFFFu, COOKIE_NO_RUN | (1u << 16)})
 	{
 		std::memcpy(&bytes[0], &cookie, sizeof(cookie));
 		EXPECT_FALSE(decode_exact(bytes, bytes.size(), out)) << cookie;
@@ -364,7 +364,7 @@ TEST(Links, RejectsMalformedContainers)
 	{
 		std::string s;
 
-		put_u32(s, cookie_no_run);
+		put_u32(s, COOKIE_NO_RUN);
 		put_u32(s, 65537);
 		s.append(65537 * 8 + 65537 * 2, '\0');
 		EXPECT_FALSE(decode_exact(s, s.size(), out));
@@ -375,7 +375,7 @@ TEST(Links, RejectsMalformedContainers)
 	{
 		std::string s;
 
-		put_u32(s, cookie_no_run);
+		put_u32(s, COOKIE_NO_RUN);
 		put_u32(s, 2);
 		put_u16(s, key0);
 		put_u16(s, 1); /* 2 values */
@@ -417,7 +417,7 @@ TEST(Links, RejectsMalformedContainers)
 	{
 		std::string s;
 
-		put_u32(s, cookie_run); /* one container */
+		put_u32(s, COOKIE_RUN); /* one container */
 		s.push_back('\x01');    /* container 0 is a run container */
 		put_u16(s, 0);
 		put_u16(s, card_minus_1);
@@ -458,7 +458,7 @@ TEST(Links, RejectsMalformedContainers)
 	{
 		std::string s;
 
-		put_u32(s, cookie_no_run);
+		put_u32(s, COOKIE_NO_RUN);
 		put_u32(s, 1);
 		put_u16(s, 0);
 		put_u16(s, 5000 - 1);
@@ -508,7 +508,7 @@ TEST(Links, SurvivesGarbage)
 			c = static_cast<char>(rng());
 		if (round % 4 == 1 && bytes.size() >= 8)
 		{
-			const uint32_t cookie = cookie_no_run;
+			const uint32_t cookie = COOKIE_NO_RUN;
 			const uint32_t count = rng() % 4;
 
 			std::memcpy(&bytes[0], &cookie, 4);
@@ -516,7 +516,7 @@ TEST(Links, SurvivesGarbage)
 		}
 		else if (round % 4 == 2 && bytes.size() >= 4)
 		{
-			const uint32_t cookie = cookie_run | ((rng() % 6) << 16);
+			const uint32_t cookie = COOKIE_RUN | ((rng() % 6) << 16);
 
 			std::memcpy(&bytes[0], &cookie, 4);
 		}
