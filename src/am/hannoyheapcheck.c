@@ -518,7 +518,8 @@ move_to_block(HeapCheckState *hc, BlockNumber block)
  * heap tuple at its TID, and the heap's live rows with the sidecar's, and
  * reports each problem through 'report' (see the file's comment).  Tables
  * of other access methods than heap are not checked.  The caller keeps
- * 'env' pinned.
+ * 'env' pinned, and runs this as the table's owner in a security-restricted
+ * operation: the index's expressions and predicate are that owner's code.
  */
 void
 HannoyCheckHeap(Relation index, Relation heap, HannoyEnv *env, HannoyProblemReport report,

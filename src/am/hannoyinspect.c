@@ -29,6 +29,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/rel.h"
 #include "utils/tuplestore.h"
 
@@ -357,12 +358,28 @@ hannoy_verify(PG_FUNCTION_ARGS)
 	HannoyProblemSink  sink;
 	HannoyEnv         *env;
 	const char        *why = NULL;
+	Oid                save_userid;
+	int                save_sec_context;
+	int                save_nestlevel;
 
 	InitMaterializedSRF(fcinfo, 0);
 	sink.tupstore = rsinfo->setResult;
 	sink.tupdesc = rsinfo->setDesc;
 
 	index = open_index(PG_GETARG_OID(0), false, &heap);
+
+	/*
+	 * The heap check runs the index's expressions and predicate, which are
+	 * the table owner's code: run everything from here on as the owner in a
+	 * security-restricted operation, as REINDEX does, so that the rights of
+	 * a caller with more (a superuser) are lent to nobody.  The caller's
+	 * ownership was checked as the caller.  An ERROR restores both.
+	 */
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(heap->rd_rel->relowner,
+	                       save_sec_context | SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+
 	HannoyFlushQueue(index);
 	env = HannoyOpenEnv(index, &meta, true, &why);
 	if (env != NULL)
@@ -384,6 +401,9 @@ hannoy_verify(PG_FUNCTION_ARGS)
 		            -1, why ? why : "the index cannot be used");
 		pfree(path);
 	}
+
+	AtEOXact_GUC(false, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
 	close_index(index, heap);
 	return (Datum) 0;
 }

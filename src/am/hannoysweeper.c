@@ -14,7 +14,17 @@
  *	  records is gone, after a conditional lock on that index and a second
  *	  look at the catalog, so the sidecar of an uncommitted CREATE INDEX (a
  *	  prepared transaction's, too) is never removed.  Every removal is
- *	  logged.  None of them is restarted.
+ *	  logged.
+ *
+ *	  The sweep must run again after a crash-restart (a killed CREATE INDEX
+ *	  leaves its sidecar behind), but the postmaster forgets a worker that
+ *	  exited with status 0 and, at a crash-restart, every worker registered
+ *	  with BGW_NEVER_RESTART.  So the launcher has a restart time, and after
+ *	  its sweep it stays, idle on its latch: a crash-restart kills it like
+ *	  every other process and the postmaster starts it again, at once, once
+ *	  crash recovery has finished, and it sweeps again.  It leaves with
+ *	  status 0 on SIGTERM (a shutdown).  The per-database workers are never
+ *	  restarted.
  */
 #include "postgres.h"
 
@@ -26,6 +36,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
 #include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -39,6 +50,9 @@
 /* How long the launcher keeps trying when no worker slot is free. */
 #define HANNOY_SWEEPER_RETRY_MS 1000
 #define HANNOY_SWEEPER_RETRIES  60
+
+/* Seconds before the postmaster starts the launcher again after an ERROR. */
+#define HANNOY_SWEEPER_RESTART_S 60
 
 /* Fills the fields every sweep worker shares. */
 static void
@@ -65,6 +79,7 @@ HannoyRegisterSweeper(void)
 
 	init_worker(&worker, "HannoySweeperLauncherMain", (Datum) 0);
 	strlcpy(worker.bgw_name, "hannoy sweep launcher", BGW_MAXLEN);
+	worker.bgw_restart_time = HANNOY_SWEEPER_RESTART_S;
 	RegisterBackgroundWorker(&worker);
 }
 
@@ -131,27 +146,20 @@ PGDLLEXPORT void HannoySweeperLauncherMain(Datum arg);
 PGDLLEXPORT void HannoySweeperMain(Datum arg);
 
 /*
- * HannoySweeperLauncherMain is the launcher's entry point: it removes the
- * sidecars of databases that no longer exist and sweeps every other
- * database that has sidecars, through one worker per database.
+ * sweep_all removes the sidecars of databases that no longer exist and
+ * sweeps every other database that has sidecars, through one worker per
+ * database.
  */
-void
-HannoySweeperLauncherMain(Datum arg)
+static void
+sweep_all(void)
 {
 	List     *dbs;
 	List     *live = NIL;
 	ListCell *lc;
 
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	/* shared catalogs only: pg_database */
-	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
-	if (RecoveryInProgress())
-		proc_exit(0);
-
 	dbs = sidecar_databases();
 	if (dbs == NIL)
-		proc_exit(0);
+		return;
 
 	StartTransactionCommand();
 	foreach (lc, dbs)
@@ -174,6 +182,31 @@ HannoySweeperLauncherMain(Datum arg)
 			ereport(LOG, (errmsg("hannoy could not start the sidecar sweep of database %u", db),
 			              errhint("Raise max_worker_processes, or call hannoy_sweep() in "
 			                      "that database.")));
+	}
+}
+
+/*
+ * HannoySweeperLauncherMain is the launcher's entry point: it sweeps once
+ * (never while recovery runs), then waits idle for a shutdown, so that the
+ * postmaster keeps it registered and starts it again after a crash-restart.
+ */
+void
+HannoySweeperLauncherMain(Datum arg)
+{
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	/* shared catalogs only: pg_database */
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	if (!RecoveryInProgress())
+		sweep_all();
+
+	/* idle: SIGTERM now only asks it to leave, with status 0 */
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	while (!ShutdownRequestPending)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, -1L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
 	}
 	proc_exit(0);
 }
