@@ -227,14 +227,17 @@ check_meta(Relation index, HannoyEnv *env, const HannoyMetaPageData *meta, Hanno
 		put_problem(
 		    sink, HANNOY_PROBLEM_META_MISMATCH, -1,
 		    psprintf("the metapage has %u dimensions, the sidecar %u", meta->dims, smeta.dims));
-	if (smeta.options.m != meta->options.m || smeta.m0 != 2 * meta->options.m)
-		put_problem(sink, HANNOY_PROBLEM_META_MISMATCH, -1,
-		            psprintf("the metapage has m = %u, the sidecar m = %u and m0 = %u",
-		                     meta->options.m, smeta.options.m, smeta.m0));
-	if (smeta.options.ef_construction != meta->options.ef_construction)
-		put_problem(sink, HANNOY_PROBLEM_META_MISMATCH, -1,
-		            psprintf("the metapage has ef_construction = %u, the sidecar %u",
-		                     meta->options.ef_construction, smeta.options.ef_construction));
+#define HANNOY_OPTION_CHECK(NAME, DEFAULT, MIN, MAX, DESCRIPTION)                                  \
+	if (smeta.options.NAME != meta->options.NAME)                                                  \
+		put_problem(sink, HANNOY_PROBLEM_META_MISMATCH, -1,                                        \
+		            psprintf("the metapage has " #NAME " = %u, the sidecar %u",                    \
+		                     meta->options.NAME, smeta.options.NAME));
+	HANNOY_OPTIONS(HANNOY_OPTION_CHECK)
+#undef HANNOY_OPTION_CHECK
+	if (smeta.m0 != 2 * smeta.options.m)
+		put_problem(
+		    sink, HANNOY_PROBLEM_META_MISMATCH, -1,
+		    psprintf("the sidecar has m = %u and m0 = %u, not 2m", smeta.options.m, smeta.m0));
 }
 
 /*

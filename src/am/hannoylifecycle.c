@@ -17,7 +17,6 @@
  */
 #include "postgres.h"
 
-#include <dirent.h>
 #include <sys/stat.h>
 
 #include "access/htup_details.h"

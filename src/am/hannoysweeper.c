@@ -28,8 +28,6 @@
  */
 #include "postgres.h"
 
-#include <dirent.h>
-
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_database.h"
@@ -83,6 +81,15 @@ HannoyRegisterSweeper(void)
 	RegisterBackgroundWorker(&worker);
 }
 
+/* Adds the database of one sidecar to the list at 'arg'. */
+static void
+add_sidecar_database(void *arg, RelFileNodeBackend rnode, const char *path)
+{
+	List **dbs = arg;
+
+	*dbs = list_append_unique_oid(*dbs, rnode.node.dbNode);
+}
+
 /*
  * sidecar_databases returns the OIDs of the databases that have at least
  * one sidecar directory.
@@ -90,25 +97,9 @@ HannoyRegisterSweeper(void)
 static List *
 sidecar_databases(void)
 {
-	char          *root = HannoySidecarRoot();
-	DIR           *dir = AllocateDir(root);
-	struct dirent *de;
-	List          *dbs = NIL;
+	List *dbs = NIL;
 
-	if (dir == NULL)
-	{
-		pfree(root);
-		return NIL;
-	}
-	while ((de = ReadDirExtended(dir, root, LOG)) != NULL)
-	{
-		RelFileNodeBackend rnode;
-
-		if (HannoyParseSidecarName(de->d_name, &rnode))
-			dbs = list_append_unique_oid(dbs, rnode.node.dbNode);
-	}
-	FreeDir(dir);
-	pfree(root);
+	HannoyForEachSidecar(LOG, add_sidecar_database, &dbs);
 	return dbs;
 }
 

@@ -546,4 +546,45 @@ TEST(DistanceKernels, VectorBytes)
 	EXPECT_EQ(hannoy_vector_bytes(static_cast<HannoyMetric>(0), 10), 0u);
 }
 
+/*
+ * Every row of the metric table has kernels, whole and by segments, that
+ * agree bit for bit; the C ABI answers with them; a number that names no
+ * metric has none (NaN, no bytes).
+ */
+TEST(DistanceKernels, EveryMetricOfTheTableHasKernels)
+{
+	std::mt19937              rng(7);
+	const std::vector<float>  a = random_vector(rng, 100);
+	const std::vector<float>  b = random_vector(rng, 100);
+	std::vector<HannoyMetric> ids;
+#define HANNOY_METRIC_ID(NAME, KEY, ID, STRATEGY, ELEMENT, ZERO_NAN, FILL, SQLFUNC)                \
+	ids.push_back(HANNOY_METRIC_##NAME);
+	HANNOY_METRICS(HANNOY_METRIC_ID)
+#undef HANNOY_METRIC_ID
+
+	for (HannoyMetric metric : ids)
+	{
+		const HannoyMetricInfo            info = hannoy_metric_info(metric);
+		const bool                        bits = info.element == HANNOY_ELEMENT_BIT;
+		const hannoy::DistanceFn          whole = hannoy::distance_function(metric);
+		const hannoy::SegmentedDistanceFn pieces = hannoy::segmented_distance_function(metric);
+		const uint32_t                    dims = bits ? 800 : 100;
+		const size_t                      bytes = hannoy_vector_bytes(metric, dims);
+		const hannoy::Segment             one{a.data(), b.data(), bits ? bytes : size_t(dims)};
+
+		EXPECT_EQ(info.id, uint32_t(metric));
+		EXPECT_GE(info.fill, 1u);
+		ASSERT_NE(whole, nullptr) << "metric " << metric;
+		ASSERT_NE(pieces, nullptr) << "metric " << metric;
+		EXPECT_EQ(bytes, bits ? 100u : 400u);
+		EXPECT_TRUE(same_bits(whole(a.data(), b.data(), dims), pieces(&one, 1)));
+		EXPECT_TRUE(same_bits(hannoy_distance(metric, a.data(), b.data(), dims),
+		                      whole(a.data(), b.data(), dims)));
+	}
+	EXPECT_EQ(hannoy_metric_info(0).id, 0u);
+	EXPECT_EQ(hannoy::distance_function(static_cast<HannoyMetric>(99)), nullptr);
+	EXPECT_TRUE(std::isnan(hannoy_distance(static_cast<HannoyMetric>(99), a.data(), b.data(), 10)));
+	EXPECT_EQ(hannoy_vector_bytes(99, 10), 0u);
+}
+
 } // namespace
