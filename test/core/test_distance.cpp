@@ -156,36 +156,9 @@ same_bits(float x, float y)
 
 /* The C ABI distance of a float metric. */
 double
-abi_distance(HannoyMetric metric, const float *a, const float *b, uint32_t dims)
+abi_distance(HannoyMetric metric, const void *a, const void *b, uint32_t dims)
 {
 	return hannoy_distance(metric, a, b, dims);
-}
-
-/* The C ABI distance of each metric, by name. */
-double
-l2_distance(const float *a, const float *b, uint32_t dims)
-{
-	return hannoy_distance(HANNOY_METRIC_L2, a, b, dims);
-}
-double
-cosine_distance(const float *a, const float *b, uint32_t dims)
-{
-	return hannoy_distance(HANNOY_METRIC_COSINE, a, b, dims);
-}
-double
-negative_inner_product(const float *a, const float *b, uint32_t dims)
-{
-	return hannoy_distance(HANNOY_METRIC_IP, a, b, dims);
-}
-double
-l1_distance(const float *a, const float *b, uint32_t dims)
-{
-	return hannoy_distance(HANNOY_METRIC_L1, a, b, dims);
-}
-double
-hamming_distance(const uint8_t *a, const uint8_t *b, uint32_t nbits)
-{
-	return hannoy_distance(HANNOY_METRIC_HAMMING, a, b, nbits);
 }
 
 /* Reports which kernel set the process uses, and that HANNOY_SIMD=scalar is obeyed. */
@@ -216,16 +189,17 @@ TEST(DistanceKernels, FloatMetricsMatchReference)
 		const double             tolerance = 1e-4;
 
 		const double l2 = std::sqrt(reference_l2_squared(a, b));
-		EXPECT_NEAR(l2_distance(a.data(), b.data(), n), l2, tolerance * l2);
+		EXPECT_NEAR(abi_distance(HANNOY_METRIC_L2, a.data(), b.data(), n), l2, tolerance * l2);
 
 		const double l1 = reference_l1(a, b);
-		EXPECT_NEAR(l1_distance(a.data(), b.data(), n), l1, tolerance * l1);
+		EXPECT_NEAR(abi_distance(HANNOY_METRIC_L1, a.data(), b.data(), n), l1, tolerance * l1);
 
-		EXPECT_NEAR(negative_inner_product(a.data(), b.data(), n), -reference_dot(a, b),
+		EXPECT_NEAR(abi_distance(HANNOY_METRIC_IP, a.data(), b.data(), n), -reference_dot(a, b),
 		            tolerance * dot_magnitude(a, b));
 
 		/* The similarity's error is bounded by the dot's error over |a||b|. */
-		EXPECT_NEAR(cosine_distance(a.data(), b.data(), n), reference_cosine(a, b), tolerance);
+		EXPECT_NEAR(abi_distance(HANNOY_METRIC_COSINE, a.data(), b.data(), n),
+		            reference_cosine(a, b), tolerance);
 	}
 }
 
@@ -333,8 +307,8 @@ TEST(DistanceKernels, DistanceFunctionMatchesAbi)
 		const hannoy::DistanceFn   hamming = hannoy::distance_function(HANNOY_METRIC_HAMMING);
 
 		ASSERT_NE(hamming, nullptr);
-		EXPECT_TRUE(
-		    same_bits(hamming(x.data(), y.data(), n), hamming_distance(x.data(), y.data(), n)));
+		EXPECT_TRUE(same_bits(hamming(x.data(), y.data(), n),
+		                      abi_distance(HANNOY_METRIC_HAMMING, x.data(), y.data(), n)));
 	}
 	EXPECT_EQ(hannoy::distance_function(static_cast<HannoyMetric>(0)), nullptr);
 	EXPECT_EQ(hannoy::distance_function(static_cast<HannoyMetric>(99)), nullptr);
@@ -359,7 +333,8 @@ TEST(DistanceKernels, CosineMatchesCachedNorms)
 		double                   similarity = ab / std::sqrt(aa * bb);
 
 		similarity = std::fmin(1.0, std::fmax(-1.0, similarity));
-		EXPECT_TRUE(same_bits(cosine_distance(a.data(), b.data(), n), 1.0 - similarity));
+		EXPECT_TRUE(
+		    same_bits(abi_distance(HANNOY_METRIC_COSINE, a.data(), b.data(), n), 1.0 - similarity));
 	}
 }
 
@@ -377,19 +352,19 @@ TEST(DistanceKernels, CosineSpecialCases)
 
 		for (float &x : negated)
 			x = -x;
-		EXPECT_TRUE(std::isnan(cosine_distance(a.data(), zero.data(), n)));
-		EXPECT_TRUE(std::isnan(cosine_distance(zero.data(), a.data(), n)));
-		EXPECT_TRUE(std::isnan(cosine_distance(zero.data(), zero.data(), n)));
+		EXPECT_TRUE(std::isnan(abi_distance(HANNOY_METRIC_COSINE, a.data(), zero.data(), n)));
+		EXPECT_TRUE(std::isnan(abi_distance(HANNOY_METRIC_COSINE, zero.data(), a.data(), n)));
+		EXPECT_TRUE(std::isnan(abi_distance(HANNOY_METRIC_COSINE, zero.data(), zero.data(), n)));
 
-		const double self = cosine_distance(a.data(), a.data(), n);
-		const double opposite = cosine_distance(a.data(), negated.data(), n);
+		const double self = abi_distance(HANNOY_METRIC_COSINE, a.data(), a.data(), n);
+		const double opposite = abi_distance(HANNOY_METRIC_COSINE, a.data(), negated.data(), n);
 
 		EXPECT_GE(self, 0.0);
 		EXPECT_NEAR(self, 0.0, 1e-6);
 		EXPECT_LE(opposite, 2.0);
 		EXPECT_NEAR(opposite, 2.0, 1e-6);
-		EXPECT_EQ(l2_distance(a.data(), a.data(), n), 0.0);
-		EXPECT_EQ(l1_distance(a.data(), a.data(), n), 0.0);
+		EXPECT_EQ(abi_distance(HANNOY_METRIC_L2, a.data(), a.data(), n), 0.0);
+		EXPECT_EQ(abi_distance(HANNOY_METRIC_L1, a.data(), a.data(), n), 0.0);
 	}
 }
 
@@ -399,23 +374,24 @@ TEST(DistanceKernels, HandComputedValues)
 	const float a[3] = {1.0f, 2.0f, 3.0f};
 	const float b[3] = {4.0f, 6.0f, 3.0f};
 
-	EXPECT_DOUBLE_EQ(l2_distance(a, b, 3), 5.0);
-	EXPECT_DOUBLE_EQ(l1_distance(a, b, 3), 7.0);
-	EXPECT_DOUBLE_EQ(negative_inner_product(a, b, 3), -25.0);
+	EXPECT_DOUBLE_EQ(abi_distance(HANNOY_METRIC_L2, a, b, 3), 5.0);
+	EXPECT_DOUBLE_EQ(abi_distance(HANNOY_METRIC_L1, a, b, 3), 7.0);
+	EXPECT_DOUBLE_EQ(abi_distance(HANNOY_METRIC_IP, a, b, 3), -25.0);
 	/* orthogonal vectors: +0, which PostgreSQL prints as 0 rather than -0 */
 	const float ox[2] = {1.0f, 0.0f};
 	const float oy[2] = {0.0f, 1.0f};
-	EXPECT_EQ(negative_inner_product(ox, oy, 2), 0.0);
-	EXPECT_FALSE(std::signbit(negative_inner_product(ox, oy, 2)));
-	EXPECT_NEAR(cosine_distance(a, b, 3), 1.0 - 25.0 / std::sqrt(14.0 * 61.0), 1e-7);
-	EXPECT_DOUBLE_EQ(l2_distance(a, b, 0), 0.0);
-	EXPECT_TRUE(std::isnan(cosine_distance(a, b, 0)));
+	EXPECT_EQ(abi_distance(HANNOY_METRIC_IP, ox, oy, 2), 0.0);
+	EXPECT_FALSE(std::signbit(abi_distance(HANNOY_METRIC_IP, ox, oy, 2)));
+	EXPECT_NEAR(abi_distance(HANNOY_METRIC_COSINE, a, b, 3), 1.0 - 25.0 / std::sqrt(14.0 * 61.0),
+	            1e-7);
+	EXPECT_DOUBLE_EQ(abi_distance(HANNOY_METRIC_L2, a, b, 0), 0.0);
+	EXPECT_TRUE(std::isnan(abi_distance(HANNOY_METRIC_COSINE, a, b, 0)));
 
 	const uint8_t x[2] = {0xF0, 0x80};
 	const uint8_t y[2] = {0x0F, 0x00};
 
-	EXPECT_EQ(hamming_distance(x, y, 9), 9.0);
-	EXPECT_EQ(hamming_distance(x, y, 0), 0.0);
+	EXPECT_EQ(abi_distance(HANNOY_METRIC_HAMMING, x, y, 9), 9.0);
+	EXPECT_EQ(abi_distance(HANNOY_METRIC_HAMMING, x, y, 0), 0.0);
 }
 
 /* Hamming equals a bit-by-bit count for every length from 1 to 130 bits and a few larger ones. */
@@ -438,12 +414,13 @@ TEST(DistanceKernels, HammingMatchesBitByBit)
 		std::vector<uint8_t>       shifted(a.size() + 3);
 
 		std::memcpy(shifted.data() + 3, a.data(), a.size());
-		EXPECT_EQ(hamming_distance(a.data(), b.data(), nbits), static_cast<double>(expected));
-		EXPECT_EQ(hamming_distance(shifted.data() + 3, b.data(), nbits),
+		EXPECT_EQ(abi_distance(HANNOY_METRIC_HAMMING, a.data(), b.data(), nbits),
+		          static_cast<double>(expected));
+		EXPECT_EQ(abi_distance(HANNOY_METRIC_HAMMING, shifted.data() + 3, b.data(), nbits),
 		          static_cast<double>(expected));
 		EXPECT_EQ(hannoy::kernel_popcount_xor(a.data(), b.data(), a.size()), expected);
 		EXPECT_EQ(hannoy::scalar_popcount_xor(a.data(), b.data(), a.size()), expected);
-		EXPECT_EQ(hamming_distance(a.data(), a.data(), nbits), 0.0);
+		EXPECT_EQ(abi_distance(HANNOY_METRIC_HAMMING, a.data(), a.data(), nbits), 0.0);
 	}
 }
 
@@ -506,7 +483,7 @@ TEST(DistanceKernels, NoReadPastTheEnd)
 			std::memcpy(pa, a.data(), nbytes);
 			std::memcpy(pb, b.data(), nbytes);
 		}
-		EXPECT_EQ(hamming_distance(pa, pb, nbits),
+		EXPECT_EQ(abi_distance(HANNOY_METRIC_HAMMING, pa, pb, nbits),
 		          static_cast<double>(reference_hamming(a, b, nbits)));
 		EXPECT_EQ(hannoy::scalar_popcount_xor(pa, pb, nbytes), reference_hamming(a, b, nbits));
 	}

@@ -25,7 +25,6 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
 
 use HannoyTestUtil;
 
@@ -43,19 +42,6 @@ sub make_table
 	my $values = join(',', map { sprintf("(%d, '%s')", $_ + 1, vector_literal($vecs->[$_])) } 0 .. $rows - 1);
 	$node->safe_psql($db, "CREATE TABLE $table (id int, v real[]); INSERT INTO $table VALUES $values;");
 	$node->safe_psql($db, "CREATE INDEX ${table}_v ON $table USING hannoy (v)") unless $o{noindex};
-}
-
-# Waits up to $secs seconds until $cond returns true; returns its last value.
-sub wait_until
-{
-	my ($secs, $cond) = @_;
-	my $t0 = now_s();
-	my $ok;
-	until (($ok = $cond->()) || now_s() - $t0 > $secs)
-	{
-		usleep(50_000);
-	}
-	return $ok;
 }
 
 # Sidecar directories present now that are not in the list $old.

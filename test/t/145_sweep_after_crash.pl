@@ -14,25 +14,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
 
 use HannoyTestUtil;
 
 my $node = hannoy_node('sweep_after_crash', conf => "restart_after_crash = on\nautovacuum = off");
 my $dir = PostgreSQL::Test::Utils::tempdir;
-
-# Waits up to $secs seconds until $cond returns true; returns its last value.
-sub wait_until
-{
-	my ($secs, $cond) = @_;
-	my $t0 = now_s();
-	my $ok;
-	until (($ok = $cond->()) || now_s() - $t0 > $secs)
-	{
-		usleep(100_000);
-	}
-	return $ok;
-}
 
 # The postmaster's PID, from postmaster.pid.
 sub postmaster_pid

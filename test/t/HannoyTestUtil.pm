@@ -26,6 +26,7 @@ our @EXPORT = qw(
   sidecar_dirs
   elapsed_since
   now_s
+  wait_until
   scan_ids
   compare_id_sets
   self_lookup_misses
@@ -294,6 +295,20 @@ sub now_s
 	return Time::HiRes::time();
 }
 
+# Waits up to $secs seconds until $cond returns true, polling every 50 ms;
+# returns its last value.
+sub wait_until
+{
+	my ($secs, $cond) = @_;
+	my $t0 = now_s();
+	my $ok;
+	until (($ok = $cond->()) || now_s() - $t0 > $secs)
+	{
+		Time::HiRes::usleep(50_000);
+	}
+	return $ok;
+}
+
 # Returns the seconds elapsed since $t0, rounded to milliseconds.
 sub elapsed_since
 {
@@ -301,8 +316,7 @@ sub elapsed_since
 	return sprintf('%.3f', Time::HiRes::time() - $t0);
 }
 
-
-# Helpers added for the crash and concurrency tests (070, 080).
+# Helpers of the crash and concurrency tests (070, 080).
 push @EXPORT, qw(
   expected_sidecar_dirs
   verify_problems
