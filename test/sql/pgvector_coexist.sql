@@ -14,6 +14,10 @@
 --
 -- Everything happens in a database of its own, so that dropping and
 -- creating the extension touches no other test.
+SELECT current_database() AS home_database \gset
+SET client_min_messages = warning;
+DROP DATABASE IF EXISTS hannoy_coexist;
+RESET client_min_messages;
 CREATE DATABASE hannoy_coexist;
 \c hannoy_coexist
 
@@ -221,5 +225,5 @@ DROP FUNCTION hamming_distance(bit, bit), jaccard_distance(bit, bit) CASCADE;
 SELECT '{1,2}'::real[] <-> '{4,6}'::real[] AS five, B'1010' <^> B'0110' AS two;
 SELECT count(*) AS stand_in_operators_left
   FROM pg_operator WHERE oprname IN ('<~>', '<%>') OR oprleft IN (SELECT oid FROM pg_type WHERE typname IN ('vector', 'halfvec', 'sparsevec'));
-\c regression
+\c :home_database
 DROP DATABASE hannoy_coexist;
