@@ -4,8 +4,9 @@
  *	  query client (bench/run.sh drives it; bench/README.md describes it).
  *
  *	  synth        writes a clustered synthetic data set with a fixed seed
- *	  groundtruth  writes the exact top-K neighbours of every query, on all
- *	               cores, optionally among the rows a selectivity filter keeps
+ *	  groundtruth  writes the exact top-K neighbours of every query (euclidean
+ *	               or cosine distance), on all cores, optionally among the
+ *	               rows a selectivity filter keeps
  *	  query        measures recall@k and queries per second of several SQL
  *	               statements ("targets") with one client, interleaved: per
  *	               ef_search value every target gets a warm-up pass, then
@@ -215,21 +216,61 @@ SquaredL2(const float *a, const float *b, size_t dims)
 	return sum;
 }
 
+/* Returns the euclidean norm of a float vector, summed in double like SquaredL2. */
+static double
+Norm(const float *a, size_t dims)
+{
+	double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+	size_t j = 0;
+	for (; j + 8 <= dims; j += 8)
+		for (size_t l = 0; l < 8; l++)
+			lane[l] += double(a[j + l]) * double(a[j + l]);
+	double sum =
+	    ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+	for (; j < dims; j++)
+		sum += double(a[j]) * double(a[j]);
+	return std::sqrt(sum);
+}
+
+/* Returns the dot product of two float vectors, summed in double like SquaredL2. */
+static double
+Dot(const float *a, const float *b, size_t dims)
+{
+	double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+	size_t j = 0;
+	for (; j + 8 <= dims; j += 8)
+		for (size_t l = 0; l < 8; l++)
+			lane[l] += double(a[j + l]) * double(b[j + l]);
+	double sum =
+	    ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+	for (; j < dims; j++)
+		sum += double(a[j]) * double(b[j]);
+	return sum;
+}
+
 /*
  * Runs "groundtruth": the exact top-K base rows of every query by euclidean
- * distance, ties broken by id, among the rows whose id % mod < below when a
- * filter is given (the "sel" column bench/run.sh creates is id % 100).
+ * distance (--metric l2) or cosine distance, 1 - cos(angle) (--metric
+ * cosine: pgvector's <=> and hannoy's real_cosine_ops), ties broken by id,
+ * among the rows whose id % mod < below when a filter is given (the "sel"
+ * column bench/run.sh creates is id % 100).  Rows or queries of norm 0 have
+ * no cosine distance and are refused.
  */
 static int
 RunGroundTruth(int argc, char **argv)
 {
-	Args args(argc, argv, 2, {"base", "queries", "out", "k", "threads", "id-mod", "id-below"}, {});
+	Args        args(argc, argv, 2,
+	                 {"base", "queries", "out", "k", "threads", "id-mod", "id-below", "metric"}, {});
 	std::string out = args.Required("out");
-	size_t      k = size_t(args.Integer("k", 100, 1, 100000));
-	unsigned    hw = std::max(1u, std::thread::hardware_concurrency());
-	unsigned    threads = unsigned(args.Integer("threads", hw, 1, 1024));
-	long long   mod = args.Integer("id-mod", 0, 1, INT32_MAX);
-	long long   below = args.Integer("id-below", mod, 0, INT32_MAX);
+	std::string metric = args.Get("metric", "l2");
+	if (metric != "l2" && metric != "cosine")
+		throw UsageError("--metric must be l2 or cosine, got \"" + metric + "\"");
+	bool      cosine = metric == "cosine";
+	size_t    k = size_t(args.Integer("k", 100, 1, 100000));
+	unsigned  hw = std::max(1u, std::thread::hardware_concurrency());
+	unsigned  threads = unsigned(args.Integer("threads", hw, 1, 1024));
+	long long mod = args.Integer("id-mod", 0, 1, INT32_MAX);
+	long long below = args.Integer("id-below", mod, 0, INT32_MAX);
 	if (args.Has("id-below") && !args.Has("id-mod"))
 		throw UsageError("--id-below needs --id-mod");
 
@@ -245,10 +286,21 @@ RunGroundTruth(int argc, char **argv)
 			rows.push_back(i);
 	if (rows.empty())
 		throw Fatal("no base row passes the filter");
+	/* Cosine: the norms of the base rows, once. */
+	std::vector<double> norms;
+	if (cosine)
+	{
+		norms.resize(base.Count());
+		for (size_t i = 0; i < base.Count(); i++)
+			if ((norms[i] = Norm(base.Row(i), base.dims)) == 0)
+				throw Fatal(Format("base row %lld has norm 0: it has no cosine distance",
+				                   (long long) base.ids[i]));
+	}
 	k = std::min(k, rows.size()); /* a 1% filter of a small set keeps fewer than K rows */
 	double load_s = SecondsSince(start);
 
-	using Entry = std::pair<double, int64_t>; /* squared distance, id: ordered like the output */
+	/* squared euclidean or cosine distance, id: ordered like the output */
+	using Entry = std::pair<double, int64_t>;
 	size_t                  nq = queries.vectors.Count();
 	std::vector<Neighbours> truth(nq);
 	std::atomic<size_t>     next{0};
@@ -257,10 +309,16 @@ RunGroundTruth(int argc, char **argv)
 		for (size_t q; (q = next.fetch_add(1)) < nq;)
 		{
 			const float               *query = queries.vectors.Row(q);
+			double                     query_norm = cosine ? Norm(query, base.dims) : 0;
 			std::priority_queue<Entry> heap; /* the farthest kept entry on top */
+			if (cosine && query_norm == 0)
+				throw Fatal(Format("query %zu has norm 0: it has no cosine distance", q + 1));
 			for (size_t i : rows)
 			{
-				Entry e(SquaredL2(query, base.Row(i), base.dims), base.ids[i]);
+				double d = cosine
+				               ? 1.0 - Dot(query, base.Row(i), base.dims) / (query_norm * norms[i])
+				               : SquaredL2(query, base.Row(i), base.dims);
+				Entry  e(d, base.ids[i]);
 				if (heap.size() < k)
 					heap.push(e);
 				else if (e < heap.top())
@@ -275,18 +333,22 @@ RunGroundTruth(int argc, char **argv)
 			for (size_t r = heap.size(); r-- > 0; heap.pop())
 			{
 				n.ids[r] = heap.top().second;
-				n.distances[r] = std::sqrt(heap.top().first);
+				n.distances[r] =
+				    cosine ? std::max(0.0, heap.top().first) : std::sqrt(heap.top().first);
 			}
 		}
 	};
 	auto gt_start = std::chrono::steady_clock::now();
 	RunOnThreads(threads, worker);
 
-	WriteGroundTruth(out, truth,
-	                 mod == 0 ? "" : Format(" (rows with id %% %lld < %lld)", mod, below));
-	printf("wrote exact top-%zu of %zu queries among %zu of %zu rows to %s (read %.1f s, search "
-	       "%.1f s on %u threads)\n",
-	       k, nq, rows.size(), base.Count(), out.c_str(), load_s, SecondsSince(gt_start), threads);
+	std::string note = mod == 0 ? "" : Format(" (rows with id %% %lld < %lld)", mod, below);
+	if (cosine)
+		note += "; metric: cosine distance 1 - cos, not euclidean";
+	WriteGroundTruth(out, truth, note);
+	printf("wrote exact top-%zu (%s) of %zu queries among %zu of %zu rows to %s (read %.1f s, "
+	       "search %.1f s on %u threads)\n",
+	       k, metric.c_str(), nq, rows.size(), base.Count(), out.c_str(), load_s,
+	       SecondsSince(gt_start), threads);
 	return 0;
 }
 
@@ -486,6 +548,7 @@ PrintUsage(FILE *out)
 	        "                     [--clusters 1000] [--latent 16] [--seed 42] [--precision 4]\n"
 	        "  hannoy_bench groundtruth --base FILE --queries FILE --out FILE [--k 100]\n"
 	        "                     [--threads T] [--id-mod M [--id-below B]]\n"
+	        "                     [--metric l2|cosine]\n"
 	        "  hannoy_bench query --conninfo STR --queries FILE --groundtruth FILE [--k 10]\n"
 	        "                     [--max-queries N] [--ef LIST] [--repeat 3] [--warmup]\n"
 	        "                     [--explain] [--pin-client CPU] [--pin-backend CPU]\n"

@@ -36,10 +36,28 @@ IndexBytes(const hnswlib::HierarchicalNSW<float> &index)
 	return bytes;
 }
 
+/* Scales every row of 'set' to length 1 (cosine: hnswlib's inner product on unit vectors). */
+static void
+NormaliseRows(VectorSet &set)
+{
+	for (size_t i = 0; i < set.Count(); i++)
+	{
+		float *row = set.data.data() + i * set.dims;
+		double sum = 0;
+		for (size_t j = 0; j < set.dims; j++)
+			sum += double(row[j]) * double(row[j]);
+		if (sum == 0)
+			throw Fatal(Format("row %zu has norm 0: it has no cosine distance", i + 1));
+		double scale = 1.0 / std::sqrt(sum);
+		for (size_t j = 0; j < set.dims; j++)
+			row[j] = float(double(row[j]) * scale);
+	}
+}
+
 /* Runs every query once; adds to 'stats' when 'measured'. */
 static void
 RunIndexPass(const hnswlib::HierarchicalNSW<float> &index, const QuerySet &queries,
-             const GroundTruth &truth, bool measured, PassStats &stats)
+             const GroundTruth &truth, bool measured, PassStats &stats, bool cosine)
 {
 	auto run_query = [&](size_t q, std::vector<int64_t> &ids, std::vector<double> &dists)
 	{
@@ -47,8 +65,12 @@ RunIndexPass(const hnswlib::HierarchicalNSW<float> &index, const QuerySet &queri
 		auto result = index.searchKnn(queries.vectors.Row(q), truth.K());
 		for (; !result.empty(); result.pop())
 		{
-			/* hnswlib's L2 space reports squared distances, farthest first. */
-			dists.push_back(std::sqrt(double(result.top().first)));
+			/*
+			 * Farthest first; hnswlib's L2 space reports squared distances, its
+			 * inner product space 1 - dot, the cosine distance of unit vectors.
+			 */
+			double d = double(result.top().first);
+			dists.push_back(cosine ? d : std::sqrt(d));
 			ids.push_back(int64_t(result.top().second));
 		}
 		return SecondsSince(t0) * 1000.0;
@@ -62,7 +84,7 @@ Run(int argc, char **argv)
 {
 	Args                   args(argc, argv, 1,
 	                            {"base", "queries", "groundtruth", "k", "m", "efc", "ef", "repeat", "pin", "dataset",
-	                             "csv-queries", "csv-builds", "seed"},
+	                             "csv-queries", "csv-builds", "seed", "metric"},
 	                            {"warmup"});
 	size_t                 k = size_t(args.Integer("k", 10, 1, 100000));
 	size_t                 m = size_t(args.Integer("m", 16, 2, 1000));
@@ -74,6 +96,10 @@ Run(int argc, char **argv)
 	bool        warmup = args.Has("warmup");
 	size_t      seed = size_t(args.Integer("seed", 100, 0, INT64_MAX));
 	std::string dataset = args.Get("dataset", "-");
+	std::string metric = args.Get("metric", "l2");
+	if (metric != "l2" && metric != "cosine")
+		throw UsageError("--metric must be l2 or cosine, got \"" + metric + "\"");
+	bool cosine = metric == "cosine";
 	if (args.Has("pin"))
 		PinToCpu(0, int(args.Integer("pin", 0, 0, CPU_SETSIZE - 1)), PROGRAM);
 
@@ -83,9 +109,18 @@ Run(int argc, char **argv)
 	if (base.dims != queries.vectors.dims)
 		throw Fatal(Format("base vectors have %zu dimensions but queries have %zu", base.dims,
 		                   queries.vectors.dims));
-	hnswlib::L2Space space(base.dims);
-	printf("# hnswlib: %zu base rows, %zu queries, %zu dimensions, m=%zu, one thread\n",
-	       base.Count(), queries.vectors.Count(), base.dims, m);
+	if (cosine)
+	{
+		NormaliseRows(base);
+		NormaliseRows(queries.vectors);
+	}
+	hnswlib::L2Space                l2(base.dims);
+	hnswlib::InnerProductSpace      ip(base.dims);
+	hnswlib::SpaceInterface<float> &space = cosine
+	                                            ? static_cast<hnswlib::SpaceInterface<float> &>(ip)
+	                                            : static_cast<hnswlib::SpaceInterface<float> &>(l2);
+	printf("# hnswlib: %zu base rows, %zu queries, %zu dimensions, m=%zu, %s, one thread\n",
+	       base.Count(), queries.vectors.Count(), base.dims, m, metric.c_str());
 
 	for (long long efc : efcs)
 	{
@@ -110,9 +145,9 @@ Run(int argc, char **argv)
 			stats.queries = queries.vectors.Count();
 			stats.k = k;
 			if (warmup)
-				RunIndexPass(*index, queries, truth, false, stats);
+				RunIndexPass(*index, queries, truth, false, stats, cosine);
 			for (size_t rep = 0; rep < repeat; rep++)
-				RunIndexPass(*index, queries, truth, true, stats);
+				RunIndexPass(*index, queries, truth, true, stats, cosine);
 			std::string row =
 			    QueryCsvRow(dataset, "none", "hnswlib", std::to_string(m), std::to_string(efc),
 			                std::to_string(ef), stats, "in-process");
@@ -130,7 +165,7 @@ PrintUsage(FILE *out)
 	fprintf(out, "usage: hnswlib_bench --base FILE --queries FILE --groundtruth FILE\n"
 	             "         --efc LIST --ef LIST [--k 10] [--m 16] [--repeat 3] [--warmup]\n"
 	             "         [--pin CPU] [--seed 100] [--dataset D] [--csv-queries FILE]\n"
-	             "         [--csv-builds FILE]\n");
+	             "         [--csv-builds FILE] [--metric l2|cosine]\n");
 }
 
 /* Runs the program and turns errors into messages and exit codes. */
