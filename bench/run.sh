@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Benchmarks hannoy side by side with pgvector's hnsw (when the server has
 # it), hnswlib in-process, an exact scan and the SQL floor, on
-# random-xs-20-euclidean, fashion-mnist-784-euclidean and a synthetic
-# clustered 128-d set (bench/README.md explains what is measured).
+# random-xs-20-euclidean, Fashion-MNIST (euclidean and cosine), synthetic
+# sets that stress the graph (clustered with a common component, angular and
+# cosine; uniform 64-d) and a synthetic clustered 128-d set of 1,000,000 rows
+# (bench/README.md explains what is measured).  The columns keep PostgreSQL's
+# default storage, as users have them.
 #
-#   bash bench/run.sh            as root: the full run (all data sets)
+#   bash bench/run.sh            as root: the full run (the default data sets)
 #   bash bench/run.sh --smoke    random-xs-20 only, 2 ef values, about a minute
 #
 # It runs scripts/setup.sh (skip with HANNOY_SKIP_SETUP=1), builds the
@@ -20,11 +23,14 @@
 # A full run also copies summary.md and the plots to bench/results/latest/.
 #
 # Environment (defaults in brackets; --smoke changes the marked ones):
-#   HANNOY_BENCH_DATASETS     random-xs-20,fashion-mnist,clustered-128  [smoke: random-xs-20]
-#   HANNOY_BENCH_BIG_ROWS     rows of the clustered set [1000000]
+#   HANNOY_BENCH_DATASETS     any of random-xs-20, fashion-mnist, fashion-mnist-cosine,
+#                             clustered-angular, clustered-cosine, uniform-64, clustered-128
+#                             [all but clustered-128]                   [smoke: random-xs-20]
+#   HANNOY_BENCH_BIG_ROWS     rows of clustered-128 [1000000]
+#   HANNOY_BENCH_UNIFORM_ROWS rows of uniform-64 [100000]
 #   HANNOY_BENCH_M            m of every HNSW index [16]
 #   HANNOY_BENCH_EFC          ef_construction values [64,200]            [smoke: 64]
-#   HANNOY_BENCH_EF           ef_search values [10,20,40,80,120,200,400] [smoke: 20,80]
+#   HANNOY_BENCH_EF           ef_search values [10,20,40,80,160,320,640,1000]  [smoke: 20,80]
 #   HANNOY_BENCH_REPEAT       measured passes per setting; QPS is their median [5]  [smoke: 1]
 #   HANNOY_BENCH_FILTER_EF    ef_search values of the filtered queries [40,200]  [smoke: 40]
 #   HANNOY_BENCH_INSERT_ROWS  rows inserted per insert run [2000]        [smoke: 200]
@@ -35,6 +41,10 @@
 #   HANNOY_BENCH_CPU          the CPU the query client, its backends and hnswlib are pinned
 #                             to [the last CPU]
 #   HANNOY_BENCH_SHARED_BUFFERS  shared_buffers of the cluster [2GB]
+#   HANNOY_BENCH_PLAIN=1      also build and query copies of the tables whose vector column
+#                             has STORAGE PLAIN (systems hannoy-plain, pgvector-plain), an
+#                             extra line beside the default storage [0]
+#   HANNOY_PG_BIN             the PostgreSQL 15 bin directory [/usr/lib/postgresql/15/bin]
 #   HANNOY_BENCH_KEEP=1       leave the cluster running at the end
 #   HANNOY_SKIP_SETUP=1       do not run scripts/setup.sh (already built and installed)
 set -euo pipefail
@@ -90,15 +100,17 @@ configure() {
 		FILTER_EF=${HANNOY_BENCH_FILTER_EF:-40}
 		INSERT_ROWS=${HANNOY_BENCH_INSERT_ROWS:-200}
 	else
-		DATASETS=${HANNOY_BENCH_DATASETS:-random-xs-20,fashion-mnist,clustered-128}
+		DATASETS=${HANNOY_BENCH_DATASETS:-random-xs-20,fashion-mnist,fashion-mnist-cosine,clustered-angular,clustered-cosine,uniform-64}
 		EFC_LIST=${HANNOY_BENCH_EFC:-64,200}
-		EF_LIST=${HANNOY_BENCH_EF:-10,20,40,80,120,200,400}
+		EF_LIST=${HANNOY_BENCH_EF:-10,20,40,80,160,320,640,1000}
 		REPEAT=${HANNOY_BENCH_REPEAT:-5}
 		FILTER_EF=${HANNOY_BENCH_FILTER_EF:-40,200}
 		INSERT_ROWS=${HANNOY_BENCH_INSERT_ROWS:-2000}
 	fi
 	M=${HANNOY_BENCH_M:-16}
 	BIG_ROWS=${HANNOY_BENCH_BIG_ROWS:-1000000}
+	UNIFORM_ROWS=${HANNOY_BENCH_UNIFORM_ROWS:-100000}
+	PLAIN=${HANNOY_BENCH_PLAIN:-0}
 	INSERT_EFC=${HANNOY_BENCH_INSERT_EFC:-${EFC_LIST%%,*}}
 	PGVECTOR_MODE=${HANNOY_BENCH_PGVECTOR:-auto}
 	HNSWLIB=${HANNOY_BENCH_HNSWLIB:-1}
@@ -109,11 +121,13 @@ configure() {
 		value=${!name}
 		[[ $value =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "$name must be a list like 40,200, got '$value'"
 	done
-	for name in M BIG_ROWS REPEAT INSERT_ROWS INSERT_EFC CPU; do
+	for name in M BIG_ROWS UNIFORM_ROWS REPEAT INSERT_ROWS INSERT_EFC CPU; do
 		value=${!name}
 		[[ $value =~ ^[0-9]+$ ]] || die "$name must be a number, got '$value'"
 	done
 	((BIG_ROWS >= 1000)) || die "HANNOY_BENCH_BIG_ROWS must be at least 1000"
+	((UNIFORM_ROWS >= 1000)) || die "HANNOY_BENCH_UNIFORM_ROWS must be at least 1000"
+	[[ $PLAIN == 0 || $PLAIN == 1 ]] || die "HANNOY_BENCH_PLAIN must be 0 or 1, got '$PLAIN'"
 	((INSERT_ROWS >= 8)) || die "HANNOY_BENCH_INSERT_ROWS must be at least 8"
 	((CPU < NPROC)) || die "HANNOY_BENCH_CPU must be below $NPROC"
 	[[ $PGVECTOR_MODE == auto || $PGVECTOR_MODE == off ]] ||
@@ -121,8 +135,9 @@ configure() {
 	local ds
 	for ds in ${DATASETS//,/ }; do
 		case $ds in
-		random-xs-20 | fashion-mnist | clustered-128) ;;
-		*) die "unknown data set '$ds' (random-xs-20, fashion-mnist, clustered-128)" ;;
+		random-xs-20 | fashion-mnist | fashion-mnist-cosine | clustered-angular | clustered-cosine | \
+			uniform-64 | clustered-128) ;;
+		*) die "unknown data set '$ds' (random-xs-20, fashion-mnist, fashion-mnist-cosine, clustered-angular, clustered-cosine, uniform-64, clustered-128)" ;;
 		esac
 	done
 	require_root
@@ -131,7 +146,8 @@ configure() {
 # Installs and builds what the benchmark needs.
 setup() {
 	run_setup
-	# Beyond scripts/setup.sh: scikit-learn generates random-xs-20.
+	# Beyond scripts/setup.sh: scikit-learn generates random-xs-20, numpy
+	# (which it pulls in) the other synthetic sets.
 	local pkg missing=()
 	for pkg in python3-sklearn gnuplot-nox libhnswlib-dev libpq-dev dataset-fashion-mnist \
 		postgresql-contrib; do
@@ -162,15 +178,36 @@ dataset_dir() {
 	case $1 in
 	random-xs-20) echo "$CACHE/random-xs-20-euclidean" ;;
 	fashion-mnist) echo "$CACHE/fashion-mnist-784-euclidean" ;;
+	fashion-mnist-cosine) echo "$CACHE/fashion-mnist-784-cosine" ;;
+	clustered-angular) echo "$CACHE/clustered-angular-32-euclidean" ;;
+	clustered-cosine) echo "$CACHE/clustered-cosine-32-cosine" ;;
+	uniform-64) echo "$CACHE/uniform-64-euclidean-$UNIFORM_ROWS" ;;
 	clustered-128) echo "$CACHE/clustered-128-euclidean-$BIG_ROWS" ;;
+	esac
+}
+
+# Prints the metric data set $1 is searched with: l2 or cosine.
+dataset_metric() {
+	case $1 in
+	fashion-mnist-cosine | clustered-cosine) echo cosine ;;
+	*) echo l2 ;;
+	esac
+}
+
+# Prints the distance operator of metric $1 (the same for hannoy and pgvector).
+metric_operator() {
+	case $1 in
+	l2) echo '<->' ;;
+	cosine) echo '<=>' ;;
 	esac
 }
 
 # Writes base.copy, queries.txt and the ground truth files of data set $1
 # into its cache directory, unless an earlier run did ("done" is written last).
 prepare_dataset() {
-	local ds=$1 dir
+	local ds=$1 dir metric
 	dir=$(dataset_dir "$ds")
+	metric=$(dataset_metric "$ds")
 	if [[ -f $dir/done ]]; then
 		say "data: $ds cached in $dir"
 		return 0
@@ -185,6 +222,25 @@ prepare_dataset() {
 	fashion-mnist)
 		"$TOOLS/hannoy_data" fmnist-prep --out "$dir" --queries 1000 --gt-k "$GT_K"
 		;;
+	fashion-mnist-cosine)
+		# The same rows and queries as fashion-mnist, with cosine ground truth.
+		local l2_dir
+		l2_dir=$(dataset_dir fashion-mnist)
+		prepare_dataset fashion-mnist
+		cp -- "$l2_dir/base.copy" "$l2_dir/queries.txt" "$dir/"
+		;;
+	clustered-angular)
+		/usr/bin/python3 "$BENCH/make_synthetic.py" angular "$dir" --rows 30000 --queries 300 \
+			--dims 32 --seed 42
+		;;
+	clustered-cosine)
+		/usr/bin/python3 "$BENCH/make_synthetic.py" cosine "$dir" --rows 30000 --queries 300 \
+			--dims 32 --seed 42
+		;;
+	uniform-64)
+		/usr/bin/python3 "$BENCH/make_synthetic.py" uniform "$dir" --rows "$UNIFORM_ROWS" \
+			--queries 300 --dims 64 --seed 42
+		;;
 	clustered-128)
 		"$TOOLS/hannoy_bench" synth --out "$dir" --rows "$BIG_ROWS" --queries 1000 --dims 128 \
 			--clusters 1000 --latent 16 --seed 42
@@ -192,13 +248,14 @@ prepare_dataset() {
 	esac
 	if [[ ! -f $dir/groundtruth.tsv ]]; then
 		"$TOOLS/hannoy_bench" groundtruth --base "$dir/base.copy" --queries "$dir/queries.txt" \
-			--out "$dir/groundtruth.tsv" --k "$GT_K"
+			--out "$dir/groundtruth.tsv" --k "$GT_K" --metric "$metric"
 	fi
 	# The filtered queries keep rows with sel = id % 100 below 10 (10%) or 1 (1%).
 	local below
 	for below in 10 1; do
 		"$TOOLS/hannoy_bench" groundtruth --base "$dir/base.copy" --queries "$dir/queries.txt" \
-			--out "$dir/groundtruth-sel$below.tsv" --k "$GT_K" --id-mod 100 --id-below "$below"
+			--out "$dir/groundtruth-sel$below.tsv" --k "$GT_K" --id-mod 100 --id-below "$below" \
+			--metric "$metric"
 	done
 	touch "$dir/done"
 }
@@ -266,6 +323,11 @@ write_machine_info() {
 		printf -- '- query client and its backends pinned to CPU %s (taskset / sched_setaffinity); hnswlib too\n' "$CPU"
 		printf -- '- builds: hannoy.build_threads = %s; pgvector max_parallel_maintenance_workers = %s and the table'"'"'s parallel_workers = %s (leader + workers = %s processes); maintenance_work_mem per build = rows x (4 x dims + 64 x m) x 1.25 + 64 MB, for both\n' \
 			"$NPROC" "$((NPROC - 1))" "$((NPROC - 1))" "$NPROC"
+		local plain_note=
+		if ((PLAIN)); then plain_note="; also STORAGE PLAIN copies (hannoy-plain, pgvector-plain)"; fi
+		printf -- '- column storage: each type'"'"'s default (%s; p = plain, e = external, x = extended)%s\n' \
+			"$(cluster_value "SELECT string_agg(format_type(oid, NULL) || ': ' || typstorage, ', ')
+				FROM pg_type WHERE typname IN ('_float4', 'vector')")" "$plain_note"
 		printf -- '- inserts: %s rows per run, one row per transaction, pgbench with 1 and 8 clients, into the ef_construction = %s index\n' \
 			"$INSERT_ROWS" "$INSERT_EFC"
 		printf '\n## Server settings\n\n```\n'
@@ -295,8 +357,41 @@ perf_counters() {
 	fi
 }
 
-# Loads data set $1 into <tab> (real[]) and, with pgvector, <tab>_vec; creates
-# the staging tables the insert runs copy from.
+# Prints the systems measured on every data set: hannoy, pgvector when the
+# server has it, and with HANNOY_BENCH_PLAIN=1 the same on STORAGE PLAIN copies.
+systems() {
+	local list=(hannoy)
+	if ((PGVECTOR)); then list+=(pgvector); fi
+	if ((PLAIN)); then
+		list+=(hannoy-plain)
+		if ((PGVECTOR)); then list+=(pgvector-plain); fi
+	fi
+	echo "${list[@]}"
+}
+
+# Prints the table system $2 reads of the data set loaded into <$1>: <tab>
+# (real[]), <tab>_vec (vector), <tab>_plain, <tab>_vec_plain.
+system_table() {
+	local tab=$1 system=$2
+	case $system in
+	hannoy) echo "$tab" ;;
+	pgvector) echo "${tab}_vec" ;;
+	hannoy-plain) echo "${tab}_plain" ;;
+	pgvector-plain) echo "${tab}_vec_plain" ;;
+	esac
+}
+
+# Prints the cast of a real[] query parameter to the column type of system $1.
+system_cast() {
+	case $1 in
+	pgvector*) echo '::vector' ;;
+	*) echo '' ;;
+	esac
+}
+
+# Loads data set $1 into <tab> (real[]) and, with pgvector, <tab>_vec, both
+# with the columns' default storage; creates the staging tables the insert
+# runs copy from, and with HANNOY_BENCH_PLAIN=1 the STORAGE PLAIN copies.
 load_dataset() {
 	local ds=$1 tab=$2 dir=$3 dims=$4 rows=$5 noise=$6 stage_rows
 	stage_rows=$((2 * INSERT_ROWS < rows ? 2 * INSERT_ROWS : rows))
@@ -305,10 +400,10 @@ load_dataset() {
 DROP TABLE IF EXISTS $tab, ${tab}_vec, ${tab}_stage, ${tab}_vec_stage CASCADE;
 DROP SEQUENCE IF EXISTS ${tab}_stage_seq, ${tab}_vec_stage_seq;
 -- sel = id % 100 drives the filtered queries: sel < 10 keeps 10%, sel < 1 keeps 1%.
+-- The vector column keeps its type's default storage (real[]: EXTENDED, so long
+-- arrays are compressed or moved to TOAST), as users store it.
 CREATE TABLE $tab (id int PRIMARY KEY, label int, v real[],
                    sel int GENERATED ALWAYS AS (id % 100) STORED);
--- Vectors stay inline in the heap (no TOAST, no compression) for both systems.
-ALTER TABLE $tab ALTER v SET STORAGE PLAIN;
 ALTER TABLE $tab SET (parallel_workers = $((NPROC - 1)));
 EOF
 	cluster_psql -c "\\copy $tab (id, label, v) FROM '$dir/base.copy'"
@@ -328,7 +423,6 @@ EOF
 		cluster_psql <<EOF
 CREATE TABLE ${tab}_vec (id int PRIMARY KEY, label int, v vector($dims),
                          sel int GENERATED ALWAYS AS (id % 100) STORED);
-ALTER TABLE ${tab}_vec ALTER v SET STORAGE PLAIN;
 ALTER TABLE ${tab}_vec SET (parallel_workers = $((NPROC - 1)));
 INSERT INTO ${tab}_vec (id, label, v) SELECT id, label, v::vector($dims) FROM $tab;
 CREATE TABLE ${tab}_vec_stage AS SELECT id, label, v::vector($dims) AS v FROM ${tab}_stage;
@@ -336,19 +430,43 @@ ALTER TABLE ${tab}_vec_stage ADD PRIMARY KEY (id);
 CREATE SEQUENCE ${tab}_vec_stage_seq START $((rows + 1));
 EOF
 	fi
-	cluster_psql -c "VACUUM ANALYZE" -c "CHECKPOINT"
-	printf 'heap: %s (real[])\n' "$(cluster_value "SELECT pg_size_pretty(pg_table_size('$tab'))")"
-	if ((PGVECTOR)); then
-		printf 'heap: %s (vector)\n' "$(cluster_value "SELECT pg_size_pretty(pg_table_size('${tab}_vec'))")"
+	local system plain
+	if ((PLAIN)); then
+		# The extra line: the same rows with the vectors inline in the heap (no
+		# TOAST, no compression); only builds and unfiltered queries use them.
+		for system in hannoy pgvector; do
+			[[ $system == hannoy ]] || ((PGVECTOR)) || continue
+			plain=$(system_table "$tab" "$system-plain")
+			cluster_psql <<EOF
+DROP TABLE IF EXISTS $plain CASCADE;
+CREATE TABLE $plain (LIKE $(system_table "$tab" "$system") INCLUDING ALL);
+ALTER TABLE $plain ALTER v SET STORAGE PLAIN;
+ALTER TABLE $plain SET (parallel_workers = $((NPROC - 1)));
+INSERT INTO $plain (id, label, v) SELECT id, label, v FROM $(system_table "$tab" "$system");
+EOF
+		done
 	fi
+	cluster_psql -c "VACUUM ANALYZE" -c "CHECKPOINT"
+	for system in $(systems); do
+		printf 'heap: %s (%s, %s)\n' \
+			"$(cluster_value "SELECT pg_size_pretty(pg_table_size('$(system_table "$tab" "$system")'))")" \
+			"$(system_table "$tab" "$system")" "$system"
+	done
 }
 
-# The knn statement of a system on table $1: prints the SQL.
+# The knn statement of a system on table $1 with the parameter's cast $2,
+# distance operator $3 and optional condition $4: prints the SQL.
 knn_sql() {
-	local table=$1 cast=$2 where=${3:-}
+	local table=$1 cast=$2 op=$3 where=${4:-}
 	# shellcheck disable=SC2016 # $1 is the statement's parameter, not a shell variable
-	printf 'SELECT id, v <-> $1::real[]%s AS d FROM %s %sORDER BY v <-> $1::real[]%s LIMIT %s' \
-		"$cast" "$table" "${where:+WHERE $where }" "$cast" "$K"
+	printf 'SELECT id, v %s $1::real[]%s AS d FROM %s %sORDER BY v %s $1::real[]%s LIMIT %s' \
+		"$op" "$cast" "$table" "${where:+WHERE $where }" "$op" "$cast" "$K"
+}
+
+# The floor statement: the knn statement's shape and vector parameter (operator
+# $2), but the 10 rows come from a primary-key range of table $1.
+floor_sql() {
+	knn_sql "$1" '' "$2" 'id BETWEEN 1 AND 10'
 }
 
 # Runs the query client with common arguments plus "$@", logging to the run's log.
@@ -363,18 +481,19 @@ query_client() {
 # Measures the SQL floor and the exact scan of data set $1, unfiltered and
 # filtered, before any vector index exists.
 run_baselines() {
-	local ds=$1 tab=$2 dir=$3 exact_queries=$4 below
+	local ds=$1 tab=$2 dir=$3 exact_queries=$4 op below
+	op=$(metric_operator "$(dataset_metric "$ds")")
 	say "baselines: $ds SQL floor and exact scan ($exact_queries queries)"
 	query_client --dataset "$ds" --queries "$dir/queries.txt" --groundtruth "$dir/groundtruth.tsv" \
-		--target floor --sql "$(knn_sql "$tab" '' 'id BETWEEN 1 AND 10')"
+		--target floor --sql "$(floor_sql "$tab" "$op")"
 	query_client --dataset "$ds" --queries "$dir/queries.txt" --groundtruth "$dir/groundtruth.tsv" \
 		--max-queries "$exact_queries" --target exact --setup "SET enable_indexscan = off" \
-		--sql "$(knn_sql "$tab" '')"
+		--sql "$(knn_sql "$tab" '' "$op")"
 	for below in 10 1; do
 		query_client --dataset "$ds" --filter "$below%" --queries "$dir/queries.txt" \
 			--groundtruth "$dir/groundtruth-sel$below.tsv" --max-queries "$exact_queries" \
 			--target exact --setup "SET enable_indexscan = off" \
-			--sql "$(knn_sql "$tab" '' "sel < $below")"
+			--sql "$(knn_sql "$tab" '' "$op" "sel < $below")"
 	done
 }
 
@@ -404,18 +523,19 @@ build_memory_mb() {
 # Builds one index and appends its build time, size and peak memory to builds.csv.
 build_index() {
 	local ds=$1 system=$2 table=$3 index=$4 efc=$5 rows=$6 dims=$7 create settings size_sql threads
-	local memory
+	local memory metric
 	memory="SET maintenance_work_mem = '$(build_memory_mb "$rows" "$dims")MB'"
-	case $system in
+	metric=$(dataset_metric "$ds")
+	case ${system%-plain} in
 	hannoy)
 		settings="SET hannoy.build_threads = $NPROC"
-		create="CREATE INDEX $index ON $table USING hannoy (v real_l2_ops) WITH (m = $M, ef_construction = $efc)"
+		create="CREATE INDEX $index ON $table USING hannoy (v real_${metric}_ops) WITH (m = $M, ef_construction = $efc)"
 		size_sql="SELECT hannoy_index_size('$index')"
 		threads=$NPROC
 		;;
 	pgvector)
 		settings="SET max_parallel_maintenance_workers = $((NPROC - 1))"
-		create="CREATE INDEX $index ON $table USING hnsw (v vector_l2_ops) WITH (m = $M, ef_construction = $efc)"
+		create="CREATE INDEX $index ON $table USING hnsw (v vector_${metric}_ops) WITH (m = $M, ef_construction = $efc)"
 		size_sql="SELECT pg_relation_size('$index')"
 		threads=$NPROC
 		;;
@@ -454,35 +574,41 @@ build_index() {
 	cluster_psql -c "ANALYZE $table"
 }
 
-# Measures recall and QPS of hannoy (and pgvector) on the built indexes.
+# Measures recall and QPS of hannoy (and pgvector) on the built indexes: per
+# ef_search value the systems' passes alternate, and the SQL floor's passes
+# alternate with them, so that each setting has a floor measured at the same
+# time (the machine's speed drifts).
 run_queries() {
-	local ds=$1 tab=$2 dir=$3 efc=$4 targets=()
+	local ds=$1 tab=$2 dir=$3 efc=$4 op system guc targets=()
+	op=$(metric_operator "$(dataset_metric "$ds")")
 	say "queries: $ds ef_construction=$efc, ef_search $EF_LIST"
-	targets=(--target hannoy --setup 'SET hannoy.ef_search = {ef}' --sql "$(knn_sql "$tab" '')")
-	if ((PGVECTOR)); then
-		targets+=(--target pgvector --setup 'SET hnsw.ef_search = {ef}'
-			--sql "$(knn_sql "${tab}_vec" '::vector')")
-	fi
+	for system in $(systems); do
+		[[ $system == hannoy* ]] && guc=hannoy.ef_search || guc=hnsw.ef_search
+		targets+=(--target "$system" --setup "SET $guc = {ef}"
+			--sql "$(knn_sql "$(system_table "$tab" "$system")" "$(system_cast "$system")" "$op")")
+	done
+	targets+=(--target floor --sql "$(floor_sql "$tab" "$op")")
 	query_client --dataset "$ds" --efc "$efc" --ef "$EF_LIST" --queries "$dir/queries.txt" \
 		--groundtruth "$dir/groundtruth.tsv" "${targets[@]}"
 }
 
 # Measures filtered queries (10% and 1% of the rows pass) on the built indexes.
 run_filtered() {
-	local ds=$1 tab=$2 dir=$3 efc=$4 targets=()
+	local ds=$1 tab=$2 dir=$3 efc=$4 op targets=()
+	op=$(metric_operator "$(dataset_metric "$ds")")
 	# Filtered: the vector indexes are forced (enable_seqscan = off) because at 1%
 	# a planner may prefer a sequential scan; the exact baseline shows what that costs.
 	local below
 	for below in 10 1; do
 		say "filtered queries: $ds ef_construction=$efc, sel < $below ($below%), ef_search $FILTER_EF"
 		targets=(--target hannoy --setup 'SET hannoy.ef_search = {ef}'
-			--setup 'SET enable_seqscan = off' --sql "$(knn_sql "$tab" '' "sel < $below")")
+			--setup 'SET enable_seqscan = off' --sql "$(knn_sql "$tab" '' "$op" "sel < $below")")
 		if ((PGVECTOR)); then
 			# Without iterative scans pgvector returns fewer than k rows once the filter
 			# rejects candidates; relaxed_order is the counterpart of hannoy's resumed scan.
 			targets+=(--target pgvector --setup 'SET hnsw.ef_search = {ef}'
 				--setup 'SET hnsw.iterative_scan = relaxed_order' --setup 'SET enable_seqscan = off'
-				--sql "$(knn_sql "${tab}_vec" '::vector' "sel < $below")")
+				--sql "$(knn_sql "${tab}_vec" '::vector' "$op" "sel < $below")")
 		fi
 		query_client --dataset "$ds" --efc "$efc" --filter "$below%" --ef "$FILTER_EF" \
 			--queries "$dir/queries.txt" --groundtruth "$dir/groundtruth-sel$below.tsv" \
@@ -523,11 +649,14 @@ run_inserts() {
 
 # Drops the indexes, removes inserted rows and resets the staging sequences.
 reset_tables() {
-	local tab=$1 rows=$2 t tables=("$1")
-	if ((PGVECTOR)); then tables+=("${tab}_vec"); fi
-	for t in "${tables[@]}"; do
-		cluster_psql -c "DROP INDEX IF EXISTS ${t}_idx" -c "DELETE FROM $t WHERE id > $rows" \
-			-c "ALTER SEQUENCE ${t}_stage_seq RESTART" -c "VACUUM ANALYZE $t" -c "CHECKPOINT"
+	local tab=$1 rows=$2 t system
+	for system in $(systems); do
+		t=$(system_table "$tab" "$system")
+		cluster_psql -c "DROP INDEX IF EXISTS ${t}_idx" -c "DELETE FROM $t WHERE id > $rows"
+		if [[ $system != *-plain ]]; then
+			cluster_psql -c "ALTER SEQUENCE ${t}_stage_seq RESTART"
+		fi
+		cluster_psql -c "VACUUM ANALYZE $t" -c "CHECKPOINT"
 	done
 }
 
@@ -537,7 +666,7 @@ run_hnswlib() {
 	say "hnswlib: $ds m=$M ef_construction=$efc, one thread on CPU $CPU"
 	taskset -c "$CPU" "$TOOLS/hnswlib_bench" --base "$dir/base.copy" --queries "$dir/queries.txt" \
 		--groundtruth "$dir/groundtruth.tsv" --k "$K" --m "$M" --efc "$efc" --ef "$EF_LIST" \
-		--repeat "$REPEAT" --warmup --pin "$CPU" --dataset "$ds" \
+		--repeat "$REPEAT" --warmup --pin "$CPU" --dataset "$ds" --metric "$(dataset_metric "$ds")" \
 		--csv-queries "$OUT/queries.csv" --csv-builds "$OUT/builds.csv"
 }
 
@@ -548,6 +677,10 @@ bench_dataset() {
 	case $ds in
 	random-xs-20) tab=xs20 noise=0.5 exact_queries=1000 ;;
 	fashion-mnist) tab=fmnist noise=16 exact_queries=100 ;;
+	fashion-mnist-cosine) tab=fmnist_cos noise=16 exact_queries=100 ;;
+	clustered-angular) tab=angular noise=0.05 exact_queries=300 ;;
+	clustered-cosine) tab=cosine noise=0.1 exact_queries=300 ;;
+	uniform-64) tab=uniform noise=0.1 exact_queries=100 ;;
 	clustered-128) tab=clustered noise=0.5 exact_queries=20 ;;
 	esac
 	if ((SMOKE)); then exact_queries=$((exact_queries < 200 ? exact_queries : 200)); fi
@@ -556,16 +689,18 @@ bench_dataset() {
 	rows=$(wc -l <"$dir/base.copy")
 	timed "$ds" load load_dataset "$ds" "$tab" "$dir" "$dims" "$rows" "$noise"
 	timed "$ds" baselines run_baselines "$ds" "$tab" "$dir" "$exact_queries"
-	order=(hannoy pgvector)
+	local reversed
+	read -r -a order <<<"$(systems)"
 	for efc in ${EFC_LIST//,/ }; do
 		for system in "${order[@]}"; do
-			((PGVECTOR)) || [[ $system == hannoy ]] || continue
-			[[ $system == hannoy ]] && t=$tab || t=${tab}_vec
+			t=$(system_table "$tab" "$system")
 			timed "$ds" "build $system efc=$efc" build_index "$ds" "$system" "$t" "${t}_idx" \
 				"$efc" "$rows" "$dims"
 		done
-		# The next round builds in the other order, so neither system always goes first.
-		order=("${order[1]}" "${order[0]}")
+		# The next round builds in the reverse order, so no system always goes first.
+		reversed=()
+		for system in "${order[@]}"; do reversed=("$system" "${reversed[@]}"); done
+		order=("${reversed[@]}")
 		timed "$ds" "queries efc=$efc" run_queries "$ds" "$tab" "$dir" "$efc"
 		timed "$ds" "filtered efc=$efc" run_filtered "$ds" "$tab" "$dir" "$efc"
 		if [[ $efc == "$INSERT_EFC" ]]; then
@@ -578,7 +713,7 @@ bench_dataset() {
 	done
 	# HANNOY_BENCH_KEEP=1 keeps the tables too, for profiling by hand.
 	if [[ ${HANNOY_BENCH_KEEP:-0} != 1 ]]; then
-		cluster_psql -c "DROP TABLE IF EXISTS $tab, ${tab}_stage, ${tab}_vec, ${tab}_vec_stage CASCADE"
+		cluster_psql -c "DROP TABLE IF EXISTS $tab, ${tab}_stage, ${tab}_vec, ${tab}_vec_stage, ${tab}_plain, ${tab}_vec_plain CASCADE"
 	fi
 }
 
