@@ -20,10 +20,14 @@ import os
 import re
 import sys
 
-# The benchmark's targets, as ratios of hannoy to pgvector.
-RECALL_LEVELS = (0.95, 0.99)
-QPS_TARGET = 1.5
-BUILD_TARGET = 0.5
+# The benchmark's targets, hannoy against pgvector with the same m and ef_construction.
+MAX_EF = 1000  # the recall ceiling is the best recall at ef_search <= MAX_EF
+CEILING_TOLERANCE = 0.005  # hannoy's ceiling >= pgvector's - this
+EQUAL_EF_TOLERANCE = 0.005  # hannoy's recall at every ef_search >= pgvector's - this
+QPS_LEVELS = (0.9, 0.95, 0.99)  # the QPS ratio is reported at these recalls (no target)
+FLOOR_LEVELS = (0.95, 0.99)  # the time above the SQL floor is compared at these recalls
+ABOVE_FLOOR_TARGET = 0.5  # hannoy's time per query above the floor <= this x pgvector's
+BUILD_TARGET = 0.5  # build time, default column storage
 SIZE_TARGET = 0.9
 INSERT_TARGET = 1.0
 
@@ -112,6 +116,75 @@ def setting(row):
     return "-" if row is None else f"efc={row['efc']}, ef={row['ef']}"
 
 
+def floor_qps(queries, efc, ef):
+    """Returns the floor's QPS measured beside the setting (efc, ef), else the run's first floor."""
+    floors = [r for r in queries if r["system"] == "floor"]
+    same = next((r for r in floors if r["efc"] == efc and r["ef"] == ef), None)
+    row = same or next((r for r in floors if r["efc"] == "-"), None) or (floors[0] if floors else None)
+    return float(row["qps"]) if row else None
+
+
+def above_floor_us(queries, row):
+    """Returns the microseconds per query of a query row above the SQL floor, or None."""
+    floor = floor_qps(queries, row["efc"], row["ef"])
+    qps = float(row["qps"])
+    if floor is None or qps <= 0:
+        return None
+    return (1.0 / qps - 1.0 / floor) * 1e6
+
+
+def best_above_floor(rows, system, level, efc=None):
+    """Returns (us, row): the least time above the floor of system at recall >= level."""
+    best = (None, None)
+    for row in rows:
+        if row["system"] != system or (efc is not None and row["efc"] != efc):
+            continue
+        if float(row["recall"]) + 1e-9 >= level:
+            us = above_floor_us(rows, row)
+            if us is not None and (best[0] is None or us < best[0]):
+                best = (us, row)
+    return best
+
+
+def ceiling(rows, system, efc=None):
+    """Returns (recall, row): the best recall of system at ef_search <= MAX_EF."""
+    best = (None, None)
+    for row in rows:
+        if row["system"] != system or (efc is not None and row["efc"] != efc):
+            continue
+        if row["ef"] != "-" and int(row["ef"]) <= MAX_EF:
+            recall = float(row["recall"])
+            if best[0] is None or recall > best[0]:
+                best = (recall, row)
+    return best
+
+
+def equal_ef_pairs(rows, efc):
+    """Returns [(ef, hannoy row, pgvector row)] of the ef_search values both measured at efc."""
+    pairs = []
+    for h in sorted((r for r in rows if r["system"] == "hannoy" and r["efc"] == efc), key=ef_key):
+        p = next((r for r in rows if r["system"] == "pgvector" and r["efc"] == efc
+                  and r["ef"] == h["ef"]), None)
+        if p is not None:
+            pairs.append((h["ef"], h, p))
+    return pairs
+
+
+def worst_equal_ef(rows, efc):
+    """Returns (difference, ef): the lowest hannoy - pgvector recall at equal ef_search."""
+    worst = (None, None)
+    for ef, h, p in equal_ef_pairs(rows, efc):
+        d = float(h["recall"]) - float(p["recall"])
+        if worst[0] is None or d < worst[0]:
+            worst = (d, ef)
+    return worst
+
+
+def fmt_us(value):
+    """Formats microseconds."""
+    return "-" if value is None else f"{value:,.0f} us"
+
+
 def reached(queries, system, level, efc=None):
     """Formats the best QPS of system at recall >= level, or says how far it got."""
     qps, row = best_qps(queries, system, level, efc)
@@ -127,30 +200,78 @@ def ratio_of(a, b):
     return a / b if a is not None and b not in (None, 0) else None
 
 
+def efcs_of(queries):
+    """Returns the ef_construction values hannoy was measured with, in order."""
+    return sorted({r["efc"] for r in queries if r["system"] == "hannoy" and r["efc"] != "-"},
+                  key=int)
+
+
+def efc_choices(queries):
+    """Returns None (the best of any ef_construction) and each ef_construction, or the one."""
+    efcs = efcs_of(queries)
+    return efcs if len(efcs) == 1 else [None] + efcs
+
+
+def build_of(builds, system, efc):
+    """Returns the build row of system at efc, or None."""
+    return next((b for b in builds if b["system"] == system and b["efc"] == efc), None)
+
+
 def comparison(ds, queries, builds, inserts):
-    """Returns the hannoy-versus-pgvector table of one data set ."""
+    """Returns the hannoy-versus-pgvector tables of one data set."""
     rows = []
-    for level in RECALL_LEVELS:
-        efcs = [None] + sorted({r["efc"] for r in queries if r["system"] == "hannoy"}, key=int)
-        for efc in efcs:
-            h, hrow = best_qps(queries, "hannoy", level, efc)
-            p, prow = best_qps(queries, "pgvector", level, efc)
-            r = ratio_of(h, p)
+    has_pgvector = any(q["system"] == "pgvector" for q in queries)
+    for efc in efcs_of(queries):
+        h, _ = ceiling(queries, "hannoy", efc)
+        p, _ = ceiling(queries, "pgvector", efc)
+        d = None if h is None or p is None else h - p
+        rows.append([f"recall ceiling (best at ef_search <= {MAX_EF}), efc={efc}",
+                     "-" if h is None else f"{h:.4f}", "-" if p is None else f"{p:.4f}",
+                     "-" if d is None else f"{d:+.4f}", f">= -{CEILING_TOLERANCE}",
+                     "-" if d is None else verdict(d, -CEILING_TOLERANCE - 1e-9, True)])
+    for efc in efcs_of(queries):
+        d, ef = worst_equal_ef(queries, efc)
+        rows.append([f"recall at equal ef_search, lowest hannoy - pgvector, efc={efc}",
+                     "-", "-", "-" if d is None else f"{d:+.4f} (ef={ef})",
+                     f">= -{EQUAL_EF_TOLERANCE}",
+                     "-" if d is None else verdict(d, -EQUAL_EF_TOLERANCE - 1e-9, True)])
+    for level in QPS_LEVELS:
+        for efc in efc_choices(queries):
+            h, _ = best_qps(queries, "hannoy", level, efc)
+            p, _ = best_qps(queries, "pgvector", level, efc)
             what = f"QPS at recall@10 >= {level}" + (" (any efc)" if efc is None else f" (efc={efc})")
-            if h is not None and p is None and any(q["system"] == "pgvector" for q in queries):
-                outcome = "met (pgvector does not reach it)"
-            else:
-                outcome = verdict(r, QPS_TARGET, True)
             rows.append([what, reached(queries, "hannoy", level, efc),
-                         reached(queries, "pgvector", level, efc), fmt_ratio(r),
-                         f">= {QPS_TARGET}x", outcome])
+                         reached(queries, "pgvector", level, efc), fmt_ratio(ratio_of(h, p)),
+                         "(reported)", "-"])
+    for level in FLOOR_LEVELS:
+        for efc in efc_choices(queries):
+            h, hrow = best_above_floor(queries, "hannoy", level, efc)
+            p, prow = best_above_floor(queries, "pgvector", level, efc)
+            r = ratio_of(h, p)
+            what = (f"time per query above the SQL floor at recall@10 >= {level}"
+                    + (" (any efc)" if efc is None else f" (efc={efc})"))
+            if p is None and has_pgvector:
+                outcome = "- (pgvector does not reach it)"
+            elif h is None:
+                outcome = "missed (hannoy does not reach it)"
+            else:
+                outcome = verdict(r, ABOVE_FLOOR_TARGET, False)
+            rows.append([what, f"{fmt_us(h)} ({setting(hrow)})" if h is not None else "not reached",
+                         f"{fmt_us(p)} ({setting(prow)})" if p is not None else "not reached",
+                         fmt_ratio(r), f"<= {ABOVE_FLOOR_TARGET}x", outcome])
     for efc in sorted({b["efc"] for b in builds if b["system"] == "hannoy"}, key=int):
-        hb = next((b for b in builds if b["system"] == "hannoy" and b["efc"] == efc), None)
-        pb = next((b for b in builds if b["system"] == "pgvector" and b["efc"] == efc), None)
+        hb, pb = build_of(builds, "hannoy", efc), build_of(builds, "pgvector", efc)
         ht, pt = num(hb["build_s"]), num(pb["build_s"]) if pb else None
         r = ratio_of(ht, pt)
-        rows.append([f"build time, efc={efc}", f"{ht:.1f} s", "-" if pt is None else f"{pt:.1f} s",
-                     fmt_ratio(r), f"<= {BUILD_TARGET}x", verdict(r, BUILD_TARGET, False)])
+        rows.append([f"build time, default storage, efc={efc}", f"{ht:.1f} s",
+                     "-" if pt is None else f"{pt:.1f} s", fmt_ratio(r), f"<= {BUILD_TARGET}x",
+                     verdict(r, BUILD_TARGET, False)])
+        hpb, ppb = build_of(builds, "hannoy-plain", efc), build_of(builds, "pgvector-plain", efc)
+        if hpb is not None:
+            hpt, ppt = num(hpb["build_s"]), num(ppb["build_s"]) if ppb else None
+            rows.append([f"build time, STORAGE PLAIN (extra), efc={efc}", f"{hpt:.1f} s",
+                         "-" if ppt is None else f"{ppt:.1f} s", fmt_ratio(ratio_of(hpt, ppt)),
+                         "(reported)", "-"])
         hs, ps = num(hb["size_bytes"]), num(pb["size_bytes"]) if pb else None
         r = ratio_of(hs, ps)
         rows.append([f"index size, efc={efc}", f"{fmt_mb(hs)} MB", f"{fmt_mb(ps)} MB",
@@ -167,11 +288,33 @@ def comparison(ds, queries, builds, inserts):
         rows.append([f"inserts, {clients} client(s), rows/s", fmt_int(h), fmt_int(p), fmt_ratio(r),
                      target, verdict(r, INSERT_TARGET, True) if clients == "8" else "-"])
     out = f"### hannoy vs pgvector ({ds})\n\n"
-    out += table(["measure", "hannoy", "pgvector", "hannoy / pgvector", "target", ""], rows)
+    out += table(["measure", "hannoy", "pgvector", "hannoy / pgvector (recall: difference)",
+                  "target", ""], rows)
+    out += ("\nTime above the SQL floor: 1/QPS - 1/QPS of the floor statement (same statement "
+            "shape, client and vector parameter, 10 rows by primary key) measured in the same "
+            "interleaved passes; the least such time of any setting that reaches the recall.\n")
+    # Recall and time at equal ef_search, side by side.
+    for efc in efcs_of(queries):
+        pairs = equal_ef_pairs(queries, efc)
+        if not pairs:
+            continue
+        eq = []
+        for ef, h, p in pairs:
+            hu, pu = above_floor_us(queries, h), above_floor_us(queries, p)
+            eq.append([ef, h["recall"], p["recall"],
+                       f"{float(h['recall']) - float(p['recall']):+.4f}",
+                       fmt_int(num(h["qps"])), fmt_int(num(p["qps"])),
+                       fmt_ratio(ratio_of(num(h["qps"]), num(p["qps"]))),
+                       fmt_int(floor_qps(queries, efc, ef)), fmt_us(hu), fmt_us(pu),
+                       fmt_ratio(ratio_of(hu, pu))])
+        out += f"\n#### Equal ef_search, efc={efc}\n\n"
+        out += table(["ef_search", "hannoy recall", "pgvector recall", "hannoy - pgvector",
+                      "hannoy QPS", "pgvector QPS", "QPS ratio", "floor QPS",
+                      "hannoy above floor", "pgvector above floor", "above-floor ratio"], eq)
     # Context: the in-process library and the SQL floor.
     ctx = []
-    floor = next((float(r["qps"]) for r in queries if r["system"] == "floor"), None)
-    for level in RECALL_LEVELS:
+    floor = floor_qps(queries, "-", "-")
+    for level in FLOOR_LEVELS:
         h, _ = best_qps(queries, "hannoy", level)
         lib, _ = best_qps(queries, "hnswlib", level)
         ctx.append([f"QPS at recall@10 >= {level}", reached(queries, "hannoy", level),
@@ -179,6 +322,60 @@ def comparison(ds, queries, builds, inserts):
                     fmt_int(floor), fmt_ratio(ratio_of(h, floor))])
     out += "\n" + table(["measure", "hannoy", "hnswlib", "hannoy / hnswlib", "SQL floor",
                          "hannoy / floor"], ctx)
+    return out
+
+
+def overview(queries, builds):
+    """Returns the one-line-per-data-set table of the measures the targets name."""
+    rows = []
+    for ds in datasets_in(queries, builds):
+        q = [r for r in queries if r["dataset"] == ds and r["filter"] == "none"]
+        b = [r for r in builds if r["dataset"] == ds]
+        if not any(r["system"] == "pgvector" for r in q):
+            continue
+        ceilings, worst, builds_r = [], [], []
+        for efc in efcs_of(q):
+            h, _ = ceiling(q, "hannoy", efc)
+            p, _ = ceiling(q, "pgvector", efc)
+            if h is not None and p is not None:
+                ceilings.append(f"{h:.4f} / {p:.4f}")
+            d, ef = worst_equal_ef(q, efc)
+            if d is not None:
+                worst.append(f"{d:+.4f} (ef {ef})")
+            hb, pb = build_of(b, "hannoy", efc), build_of(b, "pgvector", efc)
+            if hb is not None and pb is not None:
+                builds_r.append(fmt_ratio(ratio_of(num(hb["build_s"]), num(pb["build_s"]))))
+        qps = []
+        for level in QPS_LEVELS:
+            h, _ = best_qps(q, "hannoy", level)
+            p, _ = best_qps(q, "pgvector", level)
+            qps.append(fmt_ratio(ratio_of(h, p)) if h and p else
+                       ("pgv -" if h else ("hannoy -" if p else "-")))
+        floors = []
+        for level in FLOOR_LEVELS:
+            h, _ = best_above_floor(q, "hannoy", level)
+            p, _ = best_above_floor(q, "pgvector", level)
+            floors.append(fmt_ratio(ratio_of(h, p)) if h is not None and p is not None else
+                          ("pgv -" if h is not None else ("hannoy -" if p is not None else "-")))
+        rows.append([ds, "; ".join(ceilings) or "-", "; ".join(worst) or "-", " / ".join(qps),
+                     " / ".join(floors), " / ".join(builds_r) or "-"])
+    if not rows:
+        return ""
+    out = "## Overview: hannoy against pgvector\n\n"
+    out += table(["data set", f"recall ceiling (ef <= {MAX_EF}) hannoy / pgvector",
+                  "lowest recall difference at equal ef_search",
+                  "QPS ratio at recall " + " / ".join(str(x) for x in QPS_LEVELS),
+                  "time above floor, ratio at recall " + " / ".join(str(x) for x in FLOOR_LEVELS),
+                  "build time ratio (default storage)"], rows)
+    out += (f"\nTargets: ceiling within {CEILING_TOLERANCE} of pgvector's; recall at every "
+            f"ef_search >= pgvector's - {EQUAL_EF_TOLERANCE}; time per query above the SQL floor "
+            f"<= {ABOVE_FLOOR_TARGET}x pgvector's at recall "
+            + " and ".join(str(x) for x in FLOOR_LEVELS)
+            + f" (where pgvector reaches it); build time <= {BUILD_TARGET}x.  Ratios are hannoy / "
+            "pgvector, recall differences hannoy - pgvector; one value per ef_construction where "
+            "several are given (ceiling, difference, build), the best setting of any "
+            "ef_construction otherwise.  'pgv -': pgvector does not reach the recall, "
+            "'hannoy -': hannoy does not.\n\n")
     return out
 
 
@@ -194,7 +391,7 @@ def write_plot(directory, ds, queries):
             # Solid line for the first ef_construction, dashed for the others.
             series.append((f"{system} efc={efc}", system, points, 1 if j == 0 else 2))
     exact = [r for r in queries if r["system"] == "exact"]
-    floor = [r for r in queries if r["system"] == "floor"]
+    floor = [r for r in queries if r["system"] == "floor" and r["efc"] == "-"]
     recalls = [float(r["recall"]) for _, _, pts, _ in series for r in pts]
     if not recalls:
         return None
@@ -273,9 +470,11 @@ def dataset_section(directory, ds, queries, builds, inserts, repeat_note):
     unfiltered = [r for r in q if r["filter"] == "none"]
     if unfiltered:
         out += f"### Recall@10 and throughput ({repeat_note})\n\n"
-        order = {"floor": 0, "exact": 1, "hannoy": 2, "pgvector": 3, "hnswlib": 4}
+        order = {"floor": 0, "exact": 1, "hannoy": 2, "pgvector": 3, "hannoy-plain": 4,
+                 "pgvector-plain": 5, "hnswlib": 6}
         rows = []
-        for r in sorted(unfiltered, key=lambda r: (order.get(r["system"], 9), ef_key(r))):
+        shown = [r for r in unfiltered if not (r["system"] == "floor" and r["efc"] != "-")]
+        for r in sorted(shown, key=lambda r: (order.get(r["system"], 9), ef_key(r))):
             recall = "-" if r["system"] == "floor" else r["recall"]
             rows.append([r["system"], r["efc"], r["ef"], recall, fmt_int(num(r["qps"])),
                          f"{fmt_int(num(r['qps_min']))}-{fmt_int(num(r['qps_max']))}",
@@ -284,7 +483,9 @@ def dataset_section(directory, ds, queries, builds, inserts, repeat_note):
                       "QPS range", "p50 ms", "p99 ms", "queries"], rows)
         out += ("\nexact: sequential scan and sort (no vector index); floor: the same statement "
                 "shape and vector parameter, rows 1-10 fetched by a primary-key range (its "
-                "recall is meaningless).\n\n")
+                "recall is meaningless; the floor measured beside each setting is in the equal "
+                "ef_search tables).  hannoy-plain, pgvector-plain: the same on copies of the "
+                "table whose vector column has STORAGE PLAIN (HANNOY_BENCH_PLAIN=1).\n\n")
     filtered = [r for r in q if r["filter"] != "none"]
     if filtered:
         out += "### Filtered queries (WHERE sel < 10: 10% of rows, sel < 1: 1%)\n\n"
@@ -334,6 +535,7 @@ def main():
     repeat_note = f"one client, QPS = median of {'/'.join(passes) or '?'} passes"
     out = f"# hannoy benchmark: {os.path.basename(os.path.normpath(directory))}\n\n"
     out += machine + "\n\n"
+    out += overview(queries, builds)
     for ds in datasets_in(queries, builds, inserts):
         out += dataset_section(directory, ds, queries, builds, inserts, repeat_note)
     if timings:
