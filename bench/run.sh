@@ -326,7 +326,7 @@ write_machine_info() {
 		local plain_note=
 		if ((PLAIN)); then plain_note="; also STORAGE PLAIN copies (hannoy-plain, pgvector-plain)"; fi
 		printf -- '- column storage: each type'"'"'s default (%s; p = plain, e = external, x = extended)%s\n' \
-			"$(cluster_value "SELECT string_agg(format_type(oid, NULL) || ': ' || typstorage, ', ')
+			"$(cluster_value "SELECT string_agg(format_type(oid, NULL) || ': ' || typstorage::text, ', ')
 				FROM pg_type WHERE typname IN ('_float4', 'vector')")" "$plain_note"
 		printf -- '- inserts: %s rows per run, one row per transaction, pgbench with 1 and 8 clients, into the ef_construction = %s index\n' \
 			"$INSERT_ROWS" "$INSERT_EFC"
