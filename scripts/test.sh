@@ -22,6 +22,9 @@
 #   HANNOY_TAP_TESTS       subset of TAP files ("000_smoke.pl t/010_wal.pl")
 #   HANNOY_SKIP_SETUP=1    do not run scripts/setup.sh (already built)
 #   HANNOY_KEEP_TMP=1      keep the temporary directory (path is printed)
+#   HANNOY_SMALL_FS_MB     size of the small file system the full-disk test
+#                          fills (default 16); it is mounted (tmpfs) only when
+#                          run as root, else that test is skipped
 #   HANNOY_PG_BIN          bin directory of the PostgreSQL 15 to test against (with
 #                          HANNOY_SKIP_SETUP=1: a relocated copy the build went into)
 #   CI=true                build with WERROR=1
@@ -35,6 +38,7 @@ readonly PG_PERL=$PGXS_DIR/src/test/perl
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly ROOT
 TOP= # the temporary directory; every layer stages under it
+SMALL_FS= # a small tmpfs for the full-disk test, mounted while TAP runs
 TOTAL_PASSED=0
 TOTAL_FAILED=0
 
@@ -109,6 +113,7 @@ stop_servers() {
 # exit, including failures and interrupts.
 cleanup() {
 	stop_servers
+	unmount_small_fs
 	if [[ -n $TOP && -d $TOP ]]; then
 		if [[ ${HANNOY_KEEP_TMP:-0} == 1 ]]; then
 			echo "test.sh: kept $TOP" >&2
@@ -266,6 +271,29 @@ tap_tests() {
 	((${#names[@]} == 0)) || sorted "${names[@]}"
 }
 
+# Mounts a small tmpfs, owned by postgres, that a TAP test can fill to see a
+# full disk (test/t/190_os_errors.pl); only root can mount, so as another
+# user nothing is mounted and that test skips its full-disk part.
+mount_small_fs() {
+	local dir=$1
+	((EUID == 0)) || return 0
+	mkdir -p "$dir"
+	if mount -t tmpfs -o "size=${HANNOY_SMALL_FS_MB:-16}m,mode=0700" tmpfs "$dir" 2>/dev/null; then
+		chown postgres: "$dir"
+		SMALL_FS=$dir
+	else
+		say "tap: could not mount a tmpfs at $dir: the full-disk test will be skipped"
+	fi
+}
+
+# Unmounts the small tmpfs, if mounted.
+unmount_small_fs() {
+	if [[ -n $SMALL_FS ]]; then
+		umount "$SMALL_FS" 2>/dev/null || umount -l "$SMALL_FS" || true
+		SMALL_FS=
+	fi
+}
+
 # Layer c: runs each TAP file with prove as postgres, with cwd and TESTDIR at
 # the stage (so tmp_check/ and its logs end up there); counts test files.
 run_tap() {
@@ -279,6 +307,7 @@ run_tap() {
 	cp -r "$ROOT/test/t" "$stage/t"
 	mkdir -p "$stage/tmp"
 	own_stage "$stage"
+	mount_small_fs "$TOP/smallfs"
 	for test in "${tests[@]}"; do
 		name=${test#t/}
 		name=${name%.pl}
@@ -296,6 +325,7 @@ run_tap() {
 			PG_REGRESS="$PG_REGRESS" \
 			TESTDIR="$stage" \
 			TMPDIR="$stage/tmp" \
+			HANNOY_TEST_SMALL_FS="$SMALL_FS" \
 			prove -v -I "$PG_PERL" -I "$stage/t" "$test"); then
 			passed=$((passed + 1))
 		else
@@ -303,6 +333,7 @@ run_tap() {
 			show_tap_failure "$stage/tmp_check/log" "$name"
 		fi
 	done
+	unmount_small_fs
 	record tap "$passed" "$failed" "test files"
 }
 

@@ -42,6 +42,7 @@ extern "C"
 	typedef struct HannoyError
 	{
 		HannoyStatus status;
+		int          sys_errno; /* the operating system's error behind it (ENOSPC...), or 0 */
 		char         message[512];
 	} HannoyError;
 
@@ -223,7 +224,8 @@ extern "C"
 	typedef struct HannoyEnvConfig
 	{
 		uint32_t max_readers; /* LMDB reader slots (all backends together) */
-		uint64_t map_size;    /* bytes of address space reserved */
+		uint64_t map_room;    /* bytes the memory map keeps beyond the data (0: 64 MiB); the
+		                         map is sized from the file and grows with it */
 		uint32_t file_mode;   /* mode of files the core creates, e.g. 0600 */
 		uint32_t dir_mode;    /* mode of directories the core creates */
 		bool     durable;     /* false when fsync = off: never sync */
@@ -244,7 +246,7 @@ extern "C"
 	extern HannoyStatus hannoy_env_open(const char *path, const HannoyEnvConfig *config,
 	                                    HannoyEnv **env, HannoyError *err);
 
-	/* Closes an environment; all its scans must be freed first. */
+	/* Closes an environment; all its scans must be freed or detached first. */
 	extern void hannoy_env_close(HannoyEnv *env);
 
 	/* Removes the environment's files and its directory (missing is fine). */
@@ -384,7 +386,19 @@ extern "C"
 	extern HannoyStatus hannoy_scan_next(HannoyScan *scan, HannoyTid *tid, double *distance,
 	                                     bool *isnull, bool *found, HannoyError *err);
 
-	/* Frees the scan and ends its read transaction. */
+	/*
+	 * Detaches a scan from its environment between calls: its read
+	 * transaction (and reader slot) ends, and its position and pending
+	 * results stay in memory, so the environment may be closed.  Then
+	 * hannoy_scan_attach to an environment of the same sidecar (reopened)
+	 * before the next hannoy_scan_next, which goes on in a new read
+	 * transaction.  A scan also ends its read transaction on its own when
+	 * the environment's map must grow; either way it returns no row twice.
+	 */
+	extern void         hannoy_scan_detach(HannoyScan *scan);
+	extern HannoyStatus hannoy_scan_attach(HannoyScan *scan, HannoyEnv *env, HannoyError *err);
+
+	/* Frees the scan and ends its read transaction (attached or not). */
 	extern void hannoy_scan_free(HannoyScan *scan);
 
 	/* ---------------------------------------------------------------------

@@ -72,6 +72,9 @@ typedef struct HannoyMetaPageData
 #define HANNOY_META_INIT_FORK 0x0001 /* written by ambuildempty: no sidecar yet */
 #define HANNOY_META_BROKEN    0x0002 /* the sidecar was found unusable: REINDEX */
 
+/* Detaches a scan from an environment about to close (HannoyEnvAttach). */
+typedef void (*HannoyEnvDetachFn)(void *arg);
+
 /* A function called for each sidecar directory (HannoyForEachSidecar). */
 typedef void (*HannoySidecarVisitor)(void *arg, RelFileNodeBackend rnode, const char *path);
 
@@ -156,6 +159,9 @@ extern HannoyEnv      *HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, b
 extern void            HannoyForgetEnv(RelFileNodeBackend rnode);
 extern void            HannoyEnvPin(HannoyEnv *env);
 extern void            HannoyEnvUnpin(HannoyEnv *env);
+extern void            HannoyEnvAttach(HannoyEnv *env, HannoyEnvDetachFn detach, void *arg);
+extern void            HannoyEnvDetach(HannoyEnv *env, void *arg);
+extern void            HannoyEnvTouch(HannoyEnv *env);
 extern void            HannoyRelcacheCallback(Datum arg, Oid relid);
 extern void            HannoyMarkBroken(Relation index, const char *why);
 extern bool            HannoyIndexUsable(Relation index, const char **why);

@@ -20,12 +20,24 @@
 
 #include "hannoy_am.h"
 
-/* Environments one backend keeps open at once. */
+/*
+ * Environments one backend keeps open at once, unless more are pinned (in
+ * use by a build, an insert, VACUUM or an inspection right now): 32 take 96
+ * descriptors.  Scans do not pin: they are detached when their
+ * environment is closed and reattach when asked for the next row.
+ */
 #define HANNOY_ENV_CACHE_SIZE 32
 /* File descriptors LMDB uses per environment (data, lock, meta writes). */
 #define HANNOY_FDS_PER_ENV 3
-/* Address space reserved per environment; the file grows only as needed. */
-#define HANNOY_MAP_SIZE ((uint64) 1 << 40)
+/* Room each memory map keeps beyond the data; maps grow with their files. */
+#define HANNOY_MAP_ROOM ((uint64) 64 << 20)
+
+/* A scan attached to an environment: detached through 'detach' before it closes. */
+typedef struct HannoyEnvUser
+{
+	HannoyEnvDetachFn detach;
+	void             *arg;
+} HannoyEnvUser;
 
 typedef struct HannoyEnvCacheEntry
 {
@@ -34,7 +46,10 @@ typedef struct HannoyEnvCacheEntry
 	HannoyEnv         *env;
 	uint64             generation;
 	TimeLineID         checked_tli; /* timeline its sidecar was last checked on, 0: never */
-	int                pins;        /* open scans using it */
+	int                pins;        /* users that must not see it closed now */
+	HannoyEnvUser     *users;       /* attached scans (TopMemoryContext) */
+	int                nusers;
+	int                maxusers;
 	uint64             last_used;
 } HannoyEnvCacheEntry;
 
@@ -48,9 +63,8 @@ static const char HANNOY_REASON_BROKEN[] =
     "it was marked broken when its sidecar was found unusable";
 
 /*
- * Open environments.  At most HANNOY_ENV_CACHE_SIZE stay open while idle;
- * the array grows past that only while scans pin them all (a query over
- * many partitions).
+ * Open environments.  At most HANNOY_ENV_CACHE_SIZE stay open; the array
+ * grows past that only while more are pinned.
  */
 static HannoyEnvCacheEntry *env_cache = NULL;
 static int                  env_cache_used = 0;
@@ -151,21 +165,76 @@ HannoyDefaultEnvConfig(void)
 
 	/* every backend may hold several scans of one index at once */
 	config.max_readers = (uint32) Max(126, (MaxBackends + max_prepared_xacts + 8) * 4);
-	config.map_size = HANNOY_MAP_SIZE;
+	config.map_room = HANNOY_MAP_ROOM;
 	config.file_mode = pg_file_create_mode;
 	config.dir_mode = pg_dir_create_mode;
 	config.durable = enableFsync;
 	return config;
 }
 
-/* Closes the cache entry at 'i' and compacts the cache. */
+/*
+ * Closes the cache entry at 'i', detaching its scans first (they reopen
+ * it when they need it again), and compacts the cache.
+ */
 static void
 env_cache_drop(int i)
 {
-	hannoy_env_close(env_cache[i].env);
+	HannoyEnvCacheEntry *entry = &env_cache[i];
+
+	/* a detach callback never reenters the cache */
+	for (int u = 0; u < entry->nusers; u++)
+		entry->users[u].detach(entry->users[u].arg);
+	if (entry->users != NULL)
+		pfree(entry->users);
+	hannoy_env_close(entry->env);
 	for (int fds = 0; fds < HANNOY_FDS_PER_ENV; fds++)
 		ReleaseExternalFD();
 	env_cache[i] = env_cache[--env_cache_used];
+}
+
+/*
+ * Closes the least recently used environment nobody pins; false when every
+ * open one is pinned.
+ */
+static bool
+env_cache_evict(void)
+{
+	int victim = -1;
+
+	for (int i = 0; i < env_cache_used; i++)
+		if (env_cache[i].pins == 0 &&
+		    (victim < 0 || env_cache[i].last_used < env_cache[victim].last_used))
+			victim = i;
+	if (victim < 0)
+		return false;
+	env_cache_drop(victim);
+	return true;
+}
+
+/*
+ * Takes the descriptors one more environment needs, closing idle
+ * environments while PostgreSQL has none to spare; an error only when
+ * every open environment is in use at once.
+ */
+static void
+env_cache_acquire_fds(void)
+{
+	for (int fds = 0; fds < HANNOY_FDS_PER_ENV; fds++)
+	{
+		while (!AcquireExternalFD())
+		{
+			if (env_cache_evict())
+				continue;
+			while (fds-- > 0)
+				ReleaseExternalFD();
+			ereport(ERROR,
+			        (errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+			         errmsg("out of file descriptors for hannoy sidecars: %d are in use at once, "
+			                "%d descriptors each",
+			                env_cache_used, HANNOY_FDS_PER_ENV),
+			         errhint("Raise max_files_per_process (and the server's descriptor limit).")));
+		}
+	}
 }
 
 /*
@@ -179,7 +248,8 @@ HannoyRelcacheCallback(Datum arg, Oid relid)
 {
 	for (int i = env_cache_used - 1; i >= 0; i--)
 	{
-		if (env_cache[i].pins == 0 && (relid == InvalidOid || env_cache[i].indexoid == relid))
+		if (i < env_cache_used && env_cache[i].pins == 0 &&
+		    (relid == InvalidOid || env_cache[i].indexoid == relid))
 			env_cache_drop(i);
 	}
 }
@@ -214,11 +284,69 @@ env_cache_entry(HannoyEnv *env)
 	pg_unreachable();
 }
 
-/* HannoyEnvPin keeps an environment open while a scan uses it. */
+/* HannoyEnvPin keeps an environment open while a caller uses it. */
 void
 HannoyEnvPin(HannoyEnv *env)
 {
 	env_cache_entry(env)->pins++;
+}
+
+/*
+ * HannoyEnvAttach records that a scan uses 'env' between calls without
+ * pinning it: before the environment closes, detach(arg) is called, and
+ * the scan opens it again when it needs it.  It also marks the environment
+ * as just used.
+ */
+void
+HannoyEnvAttach(HannoyEnv *env, HannoyEnvDetachFn detach, void *arg)
+{
+	HannoyEnvCacheEntry *entry = env_cache_entry(env);
+
+	if (entry->nusers == entry->maxusers)
+	{
+		int newmax = Max(4, entry->maxusers * 2);
+
+		if (entry->users == NULL)
+			entry->users = MemoryContextAlloc(TopMemoryContext, sizeof(HannoyEnvUser) * newmax);
+		else
+			entry->users = repalloc(entry->users, sizeof(HannoyEnvUser) * newmax);
+		entry->maxusers = newmax;
+	}
+	entry->users[entry->nusers].detach = detach;
+	entry->users[entry->nusers].arg = arg;
+	entry->nusers++;
+	entry->last_used = ++env_cache_clock;
+}
+
+/* HannoyEnvDetach forgets HannoyEnvAttach's 'arg' (safe during abort cleanup). */
+void
+HannoyEnvDetach(HannoyEnv *env, void *arg)
+{
+	for (int i = 0; i < env_cache_used; i++)
+	{
+		HannoyEnvCacheEntry *entry = &env_cache[i];
+
+		if (entry->env != env)
+			continue;
+		for (int u = 0; u < entry->nusers; u++)
+			if (entry->users[u].arg == arg)
+			{
+				entry->users[u] = entry->users[--entry->nusers];
+				return;
+			}
+	}
+}
+
+/* HannoyEnvTouch marks an environment as just used (the cache closes the least recent first). */
+void
+HannoyEnvTouch(HannoyEnv *env)
+{
+	for (int i = 0; i < env_cache_used; i++)
+		if (env_cache[i].env == env)
+		{
+			env_cache[i].last_used = ++env_cache_clock;
+			return;
+		}
 }
 
 /* HannoyEnvUnpin releases HannoyEnvPin (safe during abort cleanup). */
@@ -231,14 +359,24 @@ HannoyEnvUnpin(HannoyEnv *env)
 }
 
 /*
- * HannoyOpenEnv returns this backend's handle on the index's sidecar,
- * opening it on first use (never creating one), and checks that it belongs
- * to this index, this build, this system and this timeline (DESIGN.md "Never silently wrong"). When
- * it is unusable it returns NULL with the reason in *why if missing_ok, and raises an error
- * otherwise.
+ * Whether a failure to open or read a sidecar says something about the
+ * sidecar (it is missing, or damaged: the index is unusable) rather than
+ * about the system right now (EACCES, ENOSPC, EMFILE, ENOMEM, a full
+ * reader table...), which is raised as the error it is and never costs the
+ * index (DESIGN.md "Unusable sidecars").
  */
-HannoyEnv *
-HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const char **why)
+static bool
+says_unusable(HannoyStatus st)
+{
+	return st == HANNOY_ERR_NOT_FOUND || st == HANNOY_ERR_CORRUPT;
+}
+
+/*
+ * open_env is HannoyOpenEnv; 'quiet' (the planner's question) returns
+ * NULL with a reason for a passing failure too, instead of raising it.
+ */
+static HannoyEnv *
+open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, const char **why)
 {
 	RelFileNodeBackend   rnode;
 	HannoyEnvCacheEntry *entry = NULL;
@@ -280,17 +418,8 @@ HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const c
 			HannoyEnvConfig config = HannoyDefaultEnvConfig();
 			HannoyEnv      *env;
 
-			if (env_cache_used >= HANNOY_ENV_CACHE_SIZE)
-			{
-				int victim = -1;
-
-				for (int i = 0; i < env_cache_used; i++)
-					if (env_cache[i].pins == 0 &&
-					    (victim < 0 || env_cache[i].last_used < env_cache[victim].last_used))
-						victim = i;
-				if (victim >= 0)
-					env_cache_drop(victim);
-			}
+			while (env_cache_used >= HANNOY_ENV_CACHE_SIZE && env_cache_evict())
+				;
 			if (env_cache_used == env_cache_capacity)
 			{
 				int newcap = Max(HANNOY_ENV_CACHE_SIZE, env_cache_capacity * 2);
@@ -302,25 +431,23 @@ HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const c
 					env_cache = repalloc(env_cache, sizeof(HannoyEnvCacheEntry) * newcap);
 				env_cache_capacity = newcap;
 			}
-			for (int fds = 0; fds < HANNOY_FDS_PER_ENV; fds++)
+			env_cache_acquire_fds();
+			for (;;)
 			{
-				if (!AcquireExternalFD())
-				{
-					while (fds-- > 0)
-						ReleaseExternalFD();
-					ereport(ERROR,
-					        (errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-					         errmsg("out of file descriptors for hannoy sidecars"),
-					         errhint("Raise max_files_per_process or use fewer hannoy indexes "
-					                 "in one query.")));
-				}
+				st = hannoy_env_open(path, &config, &env, &err);
+				/* out of descriptors or address space: close an idle environment and retry */
+				if (st != HANNOY_OK &&
+				    (st == HANNOY_ERR_NOMEM || err.sys_errno == EMFILE || err.sys_errno == ENFILE ||
+				     err.sys_errno == ENOMEM) &&
+				    env_cache_evict())
+					continue;
+				break;
 			}
-			st = hannoy_env_open(path, &config, &env, &err);
 			if (st != HANNOY_OK)
 			{
 				for (int fds = 0; fds < HANNOY_FDS_PER_ENV; fds++)
 					ReleaseExternalFD();
-				if (st != HANNOY_ERR_NOT_FOUND && !missing_ok)
+				if ((!missing_ok || !says_unusable(st)) && !quiet)
 					HannoyReportError(st, &err, index);
 				reason = st == HANNOY_ERR_NOT_FOUND ? HANNOY_REASON_MISSING
 				                                    : "its sidecar cannot be opened";
@@ -332,6 +459,9 @@ HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const c
 				entry->indexoid = RelationGetRelid(index);
 				entry->env = env;
 				entry->pins = 0;
+				entry->users = NULL;
+				entry->nusers = 0;
+				entry->maxusers = 0;
 				entry->generation = 0;
 				entry->checked_tli = 0;
 			}
@@ -356,7 +486,7 @@ HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const c
 		st = hannoy_env_meta(entry->env, &smeta, &err);
 		if (st != HANNOY_OK)
 		{
-			if (!missing_ok)
+			if ((!missing_ok || !says_unusable(st)) && !quiet)
 				HannoyReportError(st, &err, index);
 			reason = "its sidecar cannot be read";
 		}
@@ -379,10 +509,25 @@ HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const c
 
 	if (why)
 		*why = reason;
-	if (missing_ok)
+	if (missing_ok || quiet)
 		return NULL;
 	HannoyReportUnusable(index, reason, ERROR, NULL);
 	pg_unreachable();
+}
+
+/*
+ * HannoyOpenEnv returns this backend's handle on the index's sidecar,
+ * opening it on first use (never creating one), and checks that it belongs
+ * to this index, this build, this system and this timeline (DESIGN.md
+ * "Never silently wrong").  When it is unusable it returns NULL with the
+ * reason in *why if missing_ok, and raises an error otherwise.  A failure
+ * of the system rather than of the sidecar (permissions, a full disk, out
+ * of descriptors or memory) is always raised as what it is.
+ */
+HannoyEnv *
+HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const char **why)
+{
+	return open_env(index, meta, missing_ok, false, why);
 }
 
 /*
@@ -420,7 +565,8 @@ HannoyIndexUsable(Relation index, const char **why)
 	HannoyMetaPageData meta;
 	const char        *reason = NULL;
 
-	if (HannoyOpenEnv(index, &meta, true, &reason) != NULL)
+	/* planning never fails because of the sidecar: a passing failure is a reason too */
+	if (open_env(index, &meta, true, true, &reason) != NULL)
 		return true;
 	if (why)
 		*why = reason;

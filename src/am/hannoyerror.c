@@ -12,6 +12,33 @@
 #include "hannoy_am.h"
 
 /*
+ * The SQLSTATE of an operating system error behind a storage failure, as
+ * PostgreSQL's own file accesses report it (errcode_for_file_access).
+ */
+static int
+sqlstate_of_errno(int sys_errno)
+{
+	switch (sys_errno)
+	{
+		case EPERM:
+		case EACCES:
+		case EROFS:
+			return ERRCODE_INSUFFICIENT_PRIVILEGE;
+		case ENOENT:
+			return ERRCODE_UNDEFINED_FILE;
+		case ENOSPC:
+			return ERRCODE_DISK_FULL;
+		case EMFILE:
+		case ENFILE:
+			return ERRCODE_INSUFFICIENT_RESOURCES;
+		case ENOMEM:
+			return ERRCODE_OUT_OF_MEMORY;
+		default:
+			return ERRCODE_IO_ERROR;
+	}
+}
+
+/*
  * HannoyReportError turns a core status into an ereport(ERROR) with a
  * SQLSTATE that says what kind of failure it was.
  */
@@ -29,11 +56,15 @@ HannoyReportError(HannoyStatus status, const HannoyError *err, Relation index)
 			code = ERRCODE_OUT_OF_MEMORY;
 			break;
 		case HANNOY_ERR_STORAGE:
-			code = ERRCODE_IO_ERROR;
+			code = sqlstate_of_errno(err->sys_errno);
+			if (err->sys_errno == ENOSPC)
+				hint = "Free space on the file system that holds the data directory's hannoy "
+				       "directory.";
 			break;
 		case HANNOY_ERR_MAP_FULL:
 			code = ERRCODE_PROGRAM_LIMIT_EXCEEDED;
-			hint = "The sidecar reached its reserved map size.";
+			hint = "Retry the statement: the map grows when no read transaction of this "
+			       "backend holds the sidecar.";
 			break;
 		case HANNOY_ERR_CORRUPT:
 		case HANNOY_ERR_NOT_FOUND:

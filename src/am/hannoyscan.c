@@ -1,7 +1,9 @@
 /*
  * hannoyscan.c
  *	  Ordered index scans (DESIGN.md "Scan"): each scan has its own LMDB
- *	  read transaction, taken in amrescan after the scan's snapshot; rows
+ *	  read transaction, taken in amrescan after the scan's snapshot, and
+ *	  keeps its environment only until the cache closes it (a scan is
+ *	  detached then, and reattaches for its next row); rows
  *	  come with exact distances (DESIGN.md "Exact distances") and the scan never stops early
  *(DESIGN.md "Complete scans"). A memory-context callback releases the core scan when a query errors
  *	  and amendscan is never called (DESIGN.md "Nothing leaks on error").
@@ -18,7 +20,7 @@
 
 typedef struct HannoyScanOpaqueData
 {
-	HannoyEnv            *env; /* pinned while core != NULL */
+	HannoyEnv            *env; /* the environment 'core' is attached to; NULL while detached */
 	HannoyScan           *core;
 	HannoyMetaPageData    meta;
 	bool                  empty; /* index without a sidecar yet: no rows */
@@ -27,7 +29,20 @@ typedef struct HannoyScanOpaqueData
 
 typedef HannoyScanOpaqueData *HannoyScanOpaque;
 
-/* Frees the core scan and unpins its environment; safe to call twice. */
+/*
+ * Detaches the core scan from an environment the cache is closing; the
+ * next call reopens it (HannoyEnvAttach).
+ */
+static void
+detach_scan(void *arg)
+{
+	HannoyScanOpaque so = (HannoyScanOpaque) arg;
+
+	hannoy_scan_detach(so->core);
+	so->env = NULL;
+}
+
+/* Frees the core scan and leaves its environment; safe to call twice. */
 static void
 release_scan(void *arg)
 {
@@ -35,11 +50,63 @@ release_scan(void *arg)
 
 	if (so->core != NULL)
 	{
+		if (so->env != NULL)
+			HannoyEnvDetach(so->env, so);
 		hannoy_scan_free(so->core);
 		so->core = NULL;
-		HannoyEnvUnpin(so->env);
 		so->env = NULL;
 	}
+}
+
+/*
+ * attach_scan makes sure the scan's core is attached to an open
+ * environment of its sidecar, creating the core scan on first use; false
+ * for an index with no sidecar yet (no rows).  A scan whose environment
+ * the cache closed reopens it here: its sidecar must be the one it began
+ * with (the index's lock keeps REINDEX away, so this is a safeguard).
+ */
+static bool
+attach_scan(IndexScanDesc scan)
+{
+	HannoyScanOpaque   so = (HannoyScanOpaque) scan->opaque;
+	Relation           index = scan->indexRelation;
+	HannoyMetaPageData meta;
+	const char        *why = NULL;
+	HannoyEnv         *env;
+	HannoyError        err;
+	HannoyStatus       st;
+
+	if (so->env != NULL)
+	{
+		HannoyEnvTouch(so->env);
+		return true;
+	}
+	env = HannoyOpenEnv(index, &meta, true, &why);
+	if (env == NULL)
+	{
+		if (so->core == NULL && HannoyAwaitsSidecar(&meta))
+		{
+			so->meta = meta;
+			return false;
+		}
+		HannoyReportUnusable(index, why, ERROR, NULL);
+	}
+	if (so->core == NULL)
+	{
+		so->meta = meta;
+		st = hannoy_scan_create(env, &so->core, &err);
+	}
+	else if (meta.generation != so->meta.generation)
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+		                errmsg("hannoy index \"%s\" was rebuilt during the scan",
+		                       RelationGetRelationName(index))));
+	else
+		st = hannoy_scan_attach(so->core, env, &err);
+	if (st != HANNOY_OK)
+		HannoyReportError(st, &err, index);
+	HannoyEnvAttach(env, detach_scan, so);
+	so->env = env;
+	return true;
 }
 
 /*
@@ -86,31 +153,8 @@ hannoyrescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int 
 	/* this backend's own queued rows must be visible to its scans */
 	HannoyFlushQueue(index);
 
-	if (so->core == NULL && !so->empty)
-	{
-		const char *why = NULL;
-		HannoyEnv  *env = HannoyOpenEnv(index, &so->meta, true, &why);
-
-		if (env == NULL)
-		{
-			if (HannoyAwaitsSidecar(&so->meta))
-				so->empty = true;
-			else
-				HannoyReportUnusable(index, why, ERROR, NULL);
-		}
-		else
-		{
-			HannoyEnvPin(env);
-			so->env = env;
-			st = hannoy_scan_create(env, &so->core, &err);
-			if (st != HANNOY_OK)
-			{
-				HannoyEnvUnpin(env);
-				so->env = NULL;
-				HannoyReportError(st, &err, index);
-			}
-		}
-	}
+	if (!so->empty && !attach_scan(scan))
+		so->empty = true;
 	if (so->empty)
 		return;
 
@@ -152,6 +196,8 @@ hannoygettuple(IndexScanDesc scan, ScanDirection dir)
 
 	if (so->empty || so->core == NULL)
 		return false;
+	/* the cache may have closed the environment since the last row */
+	attach_scan(scan);
 	st = hannoy_scan_next(so->core, &tid, &distance, &isnull, &found, &err);
 	if (st != HANNOY_OK)
 		HannoyReportError(st, &err, scan->indexRelation);

@@ -229,6 +229,9 @@ struct HannoyBuilder
 namespace
 {
 
+/* What LMDB adds to a small record at most: node header, key, alignment, page index. */
+constexpr uint64_t LMDB_RECORD_BYTES = 32;
+
 /* Writes the buffered rows in one LMDB write transaction. */
 void
 flush_batch(HannoyBuilder *b)
@@ -236,8 +239,11 @@ flush_batch(HannoyBuilder *b)
 	if (b->batch_tids.empty() && b->batch_unindexed.empty())
 		return;
 	hannoy::Store &s = *b->store;
-	hannoy::Txn    txn(s.env(), false);
-	uint32_t       first = b->next_id - static_cast<uint32_t>(b->batch_tids.size());
+	/* the map must hold the whole batch: twice its records leaves room for the B-trees */
+	s.reserve(2 * (b->batch_vectors.size() +
+	               (b->batch_tids.size() + b->batch_unindexed.size()) * LMDB_RECORD_BYTES));
+	hannoy::Txn txn(s.env(), false);
+	uint32_t    first = b->next_id - static_cast<uint32_t>(b->batch_tids.size());
 	s.put_vectors(txn.get(), first, b->batch_tids.size(), b->batch_vectors.data());
 	for (size_t i = 0; i < b->batch_tids.size(); i++)
 	{
@@ -362,6 +368,13 @@ start_linking(HannoyBuilder *b)
 	hannoy::Store &s = *b->store;
 	size_t         n = b->next_id;
 	BuildGraph    &g = b->graph;
+	/*
+	 * The read transaction below maps every vector until the links are
+	 * written, so the map cannot move until then: make room for every
+	 * list first, with a Roaring list taking at most 10 bytes per link.
+	 */
+	s.reserve(static_cast<uint64_t>(n) *
+	          ((s.meta().m0 + s.meta().options.m) * 10 + LMDB_RECORD_BYTES) * 2);
 	b->read_txn = std::make_unique<hannoy::Txn>(s.env(), true);
 	g.layout = &s.layout();
 	g.per_node = s.layout().pieces();

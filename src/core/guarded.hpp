@@ -19,13 +19,14 @@
 namespace hannoy
 {
 
-/* Fills 'err' (which may be null) with a status and message. */
+/* Fills 'err' (which may be null) with a status, message and operating system error. */
 inline HannoyStatus
-set_error(HannoyError *err, HannoyStatus status, const char *message)
+set_error(HannoyError *err, HannoyStatus status, const char *message, int sys_errno = 0)
 {
 	if (err != nullptr)
 	{
 		err->status = status;
+		err->sys_errno = sys_errno;
 		std::snprintf(err->message, sizeof(err->message), "%s", message);
 	}
 	return status;
@@ -42,13 +43,14 @@ run_guarded(HannoyError *err, F &&body) noexcept
 		if (err != nullptr)
 		{
 			err->status = HANNOY_OK;
+			err->sys_errno = 0;
 			err->message[0] = '\0';
 		}
 		return HANNOY_OK;
 	}
 	catch (const Error &e)
 	{
-		return set_error(err, e.status(), e.what());
+		return set_error(err, e.status(), e.what(), e.sys_errno());
 	}
 	catch (const std::bad_alloc &)
 	{

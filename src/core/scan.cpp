@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,14 +45,77 @@ enum class Phase
 	Done
 };
 
+/*
+ * A walk over one database that survives the end of its read transaction:
+ * it remembers the last key it returned and, in a new transaction, goes on
+ * after it.  The databases it walks are keyed by heap TID, so a row the
+ * new snapshot adds or removes is either ahead of it or behind it, and no
+ * row is returned twice.
+ */
+class ResumableWalk
+{
+  public:
+	/* The next record of 'dbi' through 'txn'; false at the end. */
+	bool
+	step(MDB_txn *txn, MDB_dbi dbi, MDB_val &key, MDB_val &data)
+	{
+		bool ok;
+		if (cursor_)
+			ok = cursor_->get(key, data, MDB_NEXT);
+		else
+		{
+			cursor_ = std::make_unique<hannoy::Cursor>(txn, dbi);
+			if (last_.empty())
+				ok = cursor_->get(key, data, MDB_FIRST);
+			else
+			{
+				key = MDB_val{last_.size(), last_.data()};
+				ok = cursor_->get(key, data, MDB_SET_RANGE);
+				if (ok && key.mv_size == last_.size() &&
+				    std::memcmp(key.mv_data, last_.data(), last_.size()) == 0)
+					ok = cursor_->get(key, data, MDB_NEXT);
+			}
+		}
+		if (ok)
+			last_.assign(static_cast<const unsigned char *>(key.mv_data),
+			             static_cast<const unsigned char *>(key.mv_data) + key.mv_size);
+		return ok;
+	}
+	/* Closes the cursor (before its transaction ends), keeping the position. */
+	void
+	suspend()
+	{
+		cursor_.reset();
+	}
+	/* Starts over from the first record. */
+	void
+	reset()
+	{
+		cursor_.reset();
+		last_.clear();
+	}
+
+  private:
+	std::unique_ptr<hannoy::Cursor> cursor_;
+	std::vector<unsigned char>      last_;
+};
+
 } // namespace
 
-struct HannoyScan
+/*
+ * A scan.  Between calls it holds only item ids, distances and walk
+ * positions (never a pointer into the map), so it can end its read
+ * transaction and go on in a new one (DESIGN.md "Scan"): when the map must
+ * move (release_snapshot) and when the shim detaches it to close the
+ * environment.
+ */
+struct HannoyScan final : hannoy::SnapshotHolder
 {
-	hannoy::Store       *store = nullptr;
-	MDB_txn             *txn = nullptr; /* kept between rescans (reset/renew) */
-	bool                 txn_active = false;
-	hannoy::DatabaseWalk walk; /* over the unindexed rows or the items */
+	hannoy::Store *store = nullptr; /* nullptr while detached */
+	MDB_txn       *txn = nullptr;   /* kept between rescans (reset/renew) */
+	bool           txn_active = false;
+	bool           started = false;
+	ResumableWalk  walk; /* over the unindexed rows or the items */
 
 	std::vector<unsigned char> query;
 	bool                       all_rows = false;
@@ -71,11 +135,75 @@ struct HannoyScan
 	std::vector<uint32_t>          scratch;
 	std::vector<const void *>      vectors; /* pieces of the neighbours in scratch, nullptr: none */
 
+	/* Ends the read transaction, keeping its handle (and reader slot) for a renewal. */
+	void
+	end_txn()
+	{
+		walk.suspend();
+		if (txn != nullptr && txn_active)
+		{
+			mdb_txn_reset(txn);
+			store->txn_ended();
+		}
+		txn_active = false;
+	}
+	/* Begins (or renews) the read transaction: the latest committed snapshot. */
+	void
+	begin_txn()
+	{
+		for (int attempt = 0;; attempt++)
+		{
+			int rc;
+			store->txn_began();
+			if (txn == nullptr)
+			{
+				rc = mdb_txn_begin(store->env(), nullptr, MDB_RDONLY, &txn);
+				if (rc != 0)
+					txn = nullptr;
+			}
+			else
+				rc = mdb_txn_renew(txn);
+			if (rc == 0)
+				break;
+			store->txn_ended();
+			if (rc == MDB_MAP_RESIZED && attempt == 0)
+			{
+				store->adopt_growth();
+				continue;
+			}
+			hannoy::throw_lmdb(rc, "beginning a read transaction");
+		}
+		txn_active = true;
+		store->arm_cache(txn);
+	}
+	void
+	release_snapshot() override
+	{
+		end_txn();
+	}
+	/* Leaves the store: the transaction handle and reader slot go with it. */
+	void
+	detach()
+	{
+		if (store == nullptr)
+			return;
+		end_txn();
+		if (txn != nullptr)
+			mdb_txn_abort(txn);
+		txn = nullptr;
+		store->remove_holder(this);
+		store = nullptr;
+	}
+
 	~HannoyScan()
 	{
 		walk.reset();
 		if (txn != nullptr)
+		{
+			if (txn_active)
+				store->txn_ended();
 			mdb_txn_abort(txn);
+		}
 	}
 };
 
@@ -289,38 +417,15 @@ next_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
 	}
 }
 
-/* Ends the read transaction but keeps its handle for the next rescan. */
-void
-end_txn(HannoyScan *scan)
-{
-	scan->walk.reset();
-	if (scan->txn != nullptr && scan->txn_active)
-		mdb_txn_reset(scan->txn);
-	scan->txn_active = false;
-}
-
 /* Starts the scan: a fresh snapshot, then the descent to layer 0. */
 void
 start_scan(HannoyScan *scan, const void *query, uint32_t dims, uint32_t ef, uint8_t null_kind)
 {
 	hannoy::Store &s = *scan->store;
-	end_txn(scan);
-	int rc;
-	if (scan->txn == nullptr)
-	{
-		rc = mdb_txn_begin(s.env(), nullptr, MDB_RDONLY, &scan->txn);
-		if (rc == MDB_MAP_RESIZED && mdb_env_set_mapsize(s.env(), 0) == 0)
-			rc = mdb_txn_begin(s.env(), nullptr, MDB_RDONLY, &scan->txn);
-		if (rc != 0)
-		{
-			scan->txn = nullptr;
-			hannoy::throw_lmdb(rc, "beginning a read transaction");
-		}
-	}
-	else if ((rc = mdb_txn_renew(scan->txn)) != 0)
-		hannoy::throw_lmdb(rc, "renewing a read transaction");
-	scan->txn_active = true;
-	s.arm_cache(scan->txn);
+	scan->started = false;
+	scan->end_txn();
+	scan->walk.reset();
+	scan->begin_txn();
 	if (s.meta().dims == 0)
 		s.reload_meta(scan->txn);
 	/* the index's length may have been fixed by another backend since the caller checked */
@@ -345,6 +450,7 @@ start_scan(HannoyScan *scan, const void *query, uint32_t dims, uint32_t ef, uint
 	scan->window = std::max<uint32_t>(ef, 1);
 	scan->null_kind = null_kind;
 	scan->all_rows = query == nullptr;
+	scan->started = true;
 	if (query == nullptr)
 	{
 		scan->phase = Phase::AllItems;
@@ -372,11 +478,15 @@ hannoy_scan_create(HannoyEnv *env, HannoyScan **scan, HannoyError *err)
 	                           [&]
 	                           {
 		                           auto *store = reinterpret_cast<hannoy::Store *>(env);
-		                           *scan = static_cast<HannoyScan *>(store->take_idle_scan());
-		                           if (*scan != nullptr)
-			                           return;
-		                           auto s = std::make_unique<HannoyScan>();
-		                           s->store = store;
+		                           std::unique_ptr<HannoyScan> s(
+		                               static_cast<HannoyScan *>(store->take_idle_scan()));
+		                           if (!s)
+		                           {
+			                           s = std::make_unique<HannoyScan>();
+			                           s->store = store;
+		                           }
+		                           s->started = false;
+		                           store->add_holder(s.get());
 		                           *scan = s.release();
 	                           });
 }
@@ -385,7 +495,14 @@ extern "C" HannoyStatus
 hannoy_scan_start(HannoyScan *scan, const void *query, uint32_t dims, uint32_t ef,
                   uint8_t null_kind, HannoyError *err)
 {
-	return hannoy::run_guarded(err, [&] { start_scan(scan, query, dims, ef, null_kind); });
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           if (scan->store == nullptr)
+			                           throw hannoy::Error(HANNOY_ERR_INVALID,
+			                                               "scan is detached from its sidecar");
+		                           start_scan(scan, query, dims, ef, null_kind);
+	                           });
 }
 
 extern "C" HannoyStatus
@@ -396,17 +513,49 @@ hannoy_scan_next(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnul
 	return hannoy::run_guarded(err,
 	                           [&]
 	                           {
-		                           if (!scan->txn_active)
+		                           if (!scan->started || scan->store == nullptr)
 			                           throw hannoy::Error(HANNOY_ERR_INVALID,
 			                                               "scan was not started");
+		                           /* a scan that ended its snapshot goes on in a new one */
+		                           if (!scan->txn_active)
+			                           scan->begin_txn();
 		                           *found = next_row(scan, tid, distance, isnull);
+	                           });
+}
+
+extern "C" void
+hannoy_scan_detach(HannoyScan *scan)
+{
+	scan->detach();
+}
+
+extern "C" HannoyStatus
+hannoy_scan_attach(HannoyScan *scan, HannoyEnv *env, HannoyError *err)
+{
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           if (scan->store != nullptr)
+			                           throw hannoy::Error(HANNOY_ERR_INVALID,
+			                                               "scan is attached already");
+		                           auto *store = reinterpret_cast<hannoy::Store *>(env);
+		                           store->add_holder(scan);
+		                           scan->store = store;
 	                           });
 }
 
 extern "C" void
 hannoy_scan_free(HannoyScan *scan)
 {
-	end_txn(scan);
-	if (!scan->store->keep_idle_scan(scan, [](void *p) { delete static_cast<HannoyScan *>(p); }))
+	hannoy::Store *store = scan->store;
+	if (store == nullptr)
+	{
+		delete scan;
+		return;
+	}
+	scan->end_txn();
+	scan->started = false;
+	store->remove_holder(scan);
+	if (!store->keep_idle_scan(scan, [](void *p) { delete static_cast<HannoyScan *>(p); }))
 		delete scan;
 }

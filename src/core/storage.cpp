@@ -7,11 +7,13 @@
 #include "storage.hpp"
 
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "links.hpp"
@@ -52,6 +54,25 @@ struct StateRecord
 	uint32_t entry_point;
 };
 
+/* Room the map keeps beyond the data when the configuration names none. */
+constexpr uint64_t DEFAULT_MAP_ROOM = uint64_t(64) << 20;
+/* Map sizes are whole multiples of this. */
+constexpr uint64_t MAP_GRAIN = uint64_t(1) << 20;
+/* A write that fails with EIO while less than this is free found a full file system. */
+constexpr uint64_t FULL_BELOW = uint64_t(1) << 20;
+
+uint64_t
+round_map(uint64_t bytes)
+{
+	return (bytes + MAP_GRAIN - 1) / MAP_GRAIN * MAP_GRAIN;
+}
+
+std::string
+mib(uint64_t bytes)
+{
+	return std::to_string((bytes + (1 << 20) - 1) >> 20) + " MiB";
+}
+
 /* The splitmix64 finaliser: a good 64-bit mix for seeding. */
 uint64_t
 mix64(uint64_t x)
@@ -75,7 +96,37 @@ throw_lmdb(int rc, const char *what)
 		status = HANNOY_ERR_CORRUPT;
 	else if (rc == ENOMEM)
 		status = HANNOY_ERR_NOMEM;
-	throw Error(status, std::string("LMDB ") + what + ": " + mdb_strerror(rc));
+	/* LMDB passes the operating system's errors on as they are */
+	throw Error(status, std::string("LMDB ") + what + ": " + mdb_strerror(rc), rc > 0 ? rc : 0);
+}
+
+MDB_txn *
+begin_txn(Store *store, MDB_env *env, bool read_only)
+{
+	if (store != nullptr && !read_only)
+		store->before_write();
+	for (int attempt = 0;; attempt++)
+	{
+		MDB_txn *txn = nullptr;
+		if (store != nullptr)
+			store->txn_began();
+		int rc = mdb_txn_begin(env, nullptr, read_only ? MDB_RDONLY : 0, &txn);
+		if (rc == 0)
+			return txn;
+		if (store != nullptr)
+			store->txn_ended();
+		if (rc == MDB_MAP_RESIZED && attempt == 0)
+		{
+			/* another process grew the file past this map (no txn of ours is open here) */
+			if (store != nullptr)
+				store->adopt_growth();
+			else if ((rc = mdb_env_set_mapsize(env, 0)) != 0)
+				throw_lmdb(rc, "adopting the map size");
+			continue;
+		}
+		throw_lmdb(rc,
+		           read_only ? "beginning a read transaction" : "beginning a write transaction");
+	}
 }
 
 IdKey::IdKey(uint32_t id)
@@ -122,24 +173,9 @@ decode_tid(const MDB_val &v)
 	return tid;
 }
 
-Txn::Txn(MDB_env *env, bool read_only)
+Txn::Txn(MDB_env *env, bool read_only) : store_(static_cast<Store *>(mdb_env_get_userctx(env)))
 {
-	for (int attempt = 0;; attempt++)
-	{
-		int rc = mdb_txn_begin(env, nullptr, read_only ? MDB_RDONLY : 0, &txn_);
-		if (rc == MDB_MAP_RESIZED && attempt == 0)
-		{
-			/* Another process grew the map; adopt its size (no txn is open here). */
-			int rc2 = mdb_env_set_mapsize(env, 0);
-			if (rc2 != 0)
-				throw_lmdb(rc2, "adopting the map size");
-			continue;
-		}
-		if (rc != 0)
-			throw_lmdb(rc, read_only ? "beginning a read transaction"
-			                         : "beginning a write transaction");
-		break;
-	}
+	txn_ = begin_txn(store_, env, read_only);
 }
 
 Txn::~Txn()
@@ -153,15 +189,25 @@ Txn::commit()
 	MDB_txn *t = txn_;
 	txn_ = nullptr;
 	int rc = mdb_txn_commit(t);
+	if (store_ != nullptr)
+		store_->txn_ended();
 	if (rc != 0)
+	{
+		if (store_ != nullptr)
+			store_->throw_write_error(rc, "committing");
 		throw_lmdb(rc, "committing");
+	}
 }
 
 void
 Txn::abort()
 {
 	if (txn_ != nullptr)
+	{
 		mdb_txn_abort(txn_);
+		if (store_ != nullptr)
+			store_->txn_ended();
+	}
 	txn_ = nullptr;
 }
 
@@ -240,11 +286,21 @@ Store::Store(const std::string &path, const HannoyEnvConfig &config, bool create
 			throw Error(HANNOY_ERR_STORAGE,
 			            "could not create directory \"" + path + "\": " + strerror(errno));
 	}
-	else
+	uint64_t data_bytes = 0;
+	if (!create)
 	{
+		/* only a file that is not there is missing: EACCES, EIO... are errors as they are */
 		struct stat st;
-		if (stat((path + "/data.mdb").c_str(), &st) != 0)
-			throw Error(HANNOY_ERR_NOT_FOUND, "no sidecar at \"" + path + "\"");
+		std::string file = path + "/data.mdb";
+		if (stat(file.c_str(), &st) != 0)
+		{
+			int e = errno;
+			if (e == ENOENT || e == ENOTDIR)
+				throw Error(HANNOY_ERR_NOT_FOUND, "no sidecar at \"" + path + "\"", e);
+			throw Error(HANNOY_ERR_STORAGE,
+			            "could not access \"" + file + "\": " + std::strerror(e), e);
+		}
+		data_bytes = static_cast<uint64_t>(st.st_size);
 	}
 
 	int rc = mdb_env_create(&env_);
@@ -256,8 +312,11 @@ Store::Store(const std::string &path, const HannoyEnvConfig &config, bool create
 			throw_lmdb(rc, "setting maxdbs");
 		if ((rc = mdb_env_set_maxreaders(env_, config.max_readers ? config.max_readers : 126)) != 0)
 			throw_lmdb(rc, "setting maxreaders");
-		if ((rc = mdb_env_set_mapsize(env_, config.map_size)) != 0)
+		/* the map covers the data and room to grow; it grows as the data does */
+		if ((rc = mdb_env_set_mapsize(env_, round_map(data_bytes + room_for(data_bytes)))) != 0)
 			throw_lmdb(rc, "setting the map size");
+		if ((rc = mdb_env_set_userctx(env_, this)) != 0)
+			throw_lmdb(rc, "setting the environment's context");
 		/*
 		 * MDB_NOTLS: a backend holds several read transactions at once.
 		 * MDB_NOSYNC: commits are synced explicitly, grouped per PostgreSQL
@@ -268,6 +327,12 @@ Store::Store(const std::string &path, const HannoyEnvConfig &config, bool create
 		                  static_cast<mdb_mode_t>(config.file_mode));
 		if (rc != 0)
 			throw_lmdb(rc, ("opening \"" + path + "\"").c_str());
+		MDB_envinfo info;
+		MDB_stat    est;
+		if ((rc = mdb_env_info(env_, &info)) != 0 || (rc = mdb_env_stat(env_, &est)) != 0)
+			throw_lmdb(rc, "reading the environment's state");
+		map_size_ = info.me_mapsize;
+		page_size_ = est.ms_psize;
 		int dead = 0;
 		mdb_reader_check(env_, &dead);
 		open_databases(create);
@@ -299,6 +364,142 @@ Store::~Store()
 		idle_scan_free_(idle_scan_);
 	if (env_ != nullptr)
 		mdb_env_close(env_);
+}
+
+uint64_t
+Store::room_for(uint64_t used) const
+{
+	uint64_t room = config_.map_room != 0 ? config_.map_room : DEFAULT_MAP_ROOM;
+	return std::max(room, used / 2);
+}
+
+uint64_t
+Store::used_bytes() const
+{
+	MDB_envinfo info;
+	int         rc = mdb_env_info(env_, &info);
+	if (rc != 0)
+		throw_lmdb(rc, "reading the environment's state");
+	return (static_cast<uint64_t>(info.me_last_pgno) + 1) * page_size_;
+}
+
+uint64_t
+Store::map_size() const
+{
+	std::lock_guard<std::mutex> guard(map_lock_);
+	return map_size_;
+}
+
+void
+Store::txn_began()
+{
+	std::lock_guard<std::mutex> guard(map_lock_);
+	open_txns_++;
+}
+
+void
+Store::txn_ended()
+{
+	std::lock_guard<std::mutex> guard(map_lock_);
+	open_txns_--;
+}
+
+void
+Store::add_holder(SnapshotHolder *holder)
+{
+	std::lock_guard<std::mutex> guard(map_lock_);
+	holders_.push_back(Holder{holder, pthread_self()});
+}
+
+void
+Store::remove_holder(SnapshotHolder *holder)
+{
+	std::lock_guard<std::mutex> guard(map_lock_);
+	for (size_t i = 0; i < holders_.size(); i++)
+		if (holders_[i].holder == holder)
+		{
+			holders_[i] = holders_.back();
+			holders_.pop_back();
+			return;
+		}
+}
+
+bool
+Store::move_map(uint64_t size)
+{
+	/* scans of this thread end their snapshots; they go on in new ones */
+	std::vector<SnapshotHolder *> mine;
+	{
+		std::lock_guard<std::mutex> guard(map_lock_);
+		for (const Holder &h : holders_)
+			if (pthread_equal(h.thread, pthread_self()))
+				mine.push_back(h.holder);
+	}
+	for (SnapshotHolder *h : mine)
+		h->release_snapshot();
+	std::lock_guard<std::mutex> guard(map_lock_);
+	if (open_txns_ != 0)
+		return false;
+	/* the cached pointers point into the old map */
+	cache_.disarm();
+	int rc = mdb_env_set_mapsize(env_, size);
+	if (rc != 0)
+		throw_lmdb(rc, "growing the memory map");
+	MDB_envinfo info;
+	if ((rc = mdb_env_info(env_, &info)) != 0)
+		throw_lmdb(rc, "reading the environment's state");
+	map_size_ = info.me_mapsize;
+	return true;
+}
+
+void
+Store::before_write()
+{
+	uint64_t used = used_bytes();
+	uint64_t room = room_for(used);
+	if (map_size() < used + room / 2)
+		move_map(round_map(used + room)); /* else the write may still fit */
+}
+
+void
+Store::reserve(uint64_t bytes)
+{
+	uint64_t used = used_bytes();
+	uint64_t room = room_for(used);
+	if (map_size() < used + bytes + room / 2)
+		move_map(round_map(used + bytes + room));
+}
+
+void
+Store::adopt_growth()
+{
+	uint64_t used = used_bytes();
+	if (!move_map(round_map(used + room_for(used))))
+		throw Error(HANNOY_ERR_MAP_FULL,
+		            "the sidecar grew to " + mib(used) + ", past this backend's memory map of " +
+		                mib(map_size()) +
+		                ", while the backend held a read transaction on it (the map cannot move "
+		                "under one)");
+}
+
+void
+Store::throw_write_error(int rc, const char *what) const
+{
+	/* LMDB reports a short write, which is how a full file system shows, as EIO */
+	struct statvfs fs;
+	if (rc == EIO && statvfs(path_.c_str(), &fs) == 0 &&
+	    static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize < FULL_BELOW)
+		throw Error(HANNOY_ERR_STORAGE,
+		            std::string("LMDB ") + what + ": " + std::strerror(ENOSPC) +
+		                " (the file system of \"" + path_ + "\" is full)",
+		            ENOSPC);
+	if (rc == MDB_MAP_FULL)
+		throw Error(HANNOY_ERR_MAP_FULL,
+		            std::string("LMDB ") + what + ": the sidecar's memory map of " +
+		                mib(map_size()) +
+		                " is full (it grows before a write transaction, but not while this "
+		                "backend holds a read transaction on the sidecar)");
+	throw_lmdb(rc, what);
 }
 
 void

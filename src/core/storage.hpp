@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -26,12 +27,15 @@
 namespace hannoy
 {
 
-/* An error the C ABI turns into a status code and a message. */
+/*
+ * An error the C ABI turns into a status code and a message, with the
+ * operating system's error number behind it when there is one.
+ */
 class Error : public std::runtime_error
 {
   public:
-	Error(HannoyStatus status, const std::string &message)
-	    : std::runtime_error(message), status_(status)
+	Error(HannoyStatus status, const std::string &message, int sys_errno = 0)
+	    : std::runtime_error(message), status_(status), sys_errno_(sys_errno)
 	{
 	}
 	HannoyStatus
@@ -39,9 +43,15 @@ class Error : public std::runtime_error
 	{
 		return status_;
 	}
+	int
+	sys_errno() const
+	{
+		return sys_errno_;
+	}
 
   private:
 	HannoyStatus status_;
+	int          sys_errno_;
 };
 
 /* Throws an Error describing LMDB return code 'rc' during 'what'. */
@@ -106,7 +116,14 @@ struct TidKey
 uint32_t  decode_id(const MDB_val &v);
 HannoyTid decode_tid(const MDB_val &v);
 
-/* A transaction that aborts unless committed. */
+class Store;
+
+/*
+ * A transaction that aborts unless committed.  On a Store's environment it
+ * counts as one of the store's open transactions while it lives (the map
+ * is never moved under it), and a write transaction first gives the map
+ * room to grow (Store::before_write).
+ */
 class Txn
 {
   public:
@@ -124,6 +141,29 @@ class Txn
 
   private:
 	MDB_txn *txn_ = nullptr;
+	Store   *store_ = nullptr; /* counted in the store's open transactions */
+};
+
+/*
+ * Begins a transaction on a Store's environment ('parent' none): counts it
+ * among the store's open transactions, adopts a map another process grew,
+ * and for a write transaction first gives the map room to grow.  The
+ * caller calls Store::txn_ended after ending it (Txn does both).
+ */
+MDB_txn *begin_txn(Store *store, MDB_env *env, bool read_only);
+
+/*
+ * Something that keeps a read transaction of a store between core calls (a
+ * scan) and can end it when asked, to go on later in a new one: a map that
+ * must move (grow) asks every holder on its thread first.
+ */
+class SnapshotHolder
+{
+  public:
+	virtual void release_snapshot() = 0;
+
+  protected:
+	~SnapshotHolder() = default;
 };
 
 /* A cursor closed with its scope (read cursors must close before their txn ends). */
@@ -285,6 +325,12 @@ class SnapshotCache
 
 	/* Makes the cache serve read transaction 'txn', emptying it if 'txn' sees another snapshot. */
 	void arm(MDB_txn *txn);
+	/* Forgets the armed snapshot (the map moved: every pointer is stale). */
+	void
+	disarm()
+	{
+		armed_ = false;
+	}
 	/* True when lookups through 'txn' may use the cache. */
 	bool
 	serves(MDB_txn *txn) const
@@ -461,6 +507,34 @@ class Store
 		return true;
 	}
 
+	/*
+	 * The memory map (DESIGN.md "The LMDB environment").  It is sized from
+	 * the data with room to grow (config.map_room, or half the data if
+	 * more), and moved to a larger size before a write transaction once
+	 * less than half that room is left, or when another process grew the
+	 * file past it.  Moving it invalidates every pointer into it, so it
+	 * moves only while this process has no transaction open on the store:
+	 * scans (SnapshotHolders) are asked to end theirs first, and the
+	 * snapshot cache is emptied.
+	 */
+	/* Called before a write transaction begins: grows the map if its room runs low. */
+	void before_write();
+	/* Grows the map to hold the data (another process grew it); throws if it cannot move. */
+	void adopt_growth();
+	/* Makes room for 'bytes' more data before a long read transaction (the build's) is opened. */
+	void reserve(uint64_t bytes);
+	/* Bytes the map covers now. */
+	uint64_t map_size() const;
+	/* Counting this process's open transactions of the store (see begin_txn). */
+	void txn_began();
+	void txn_ended();
+	/* Holders asked to end their snapshot before the map moves (only those of the calling thread).
+	 */
+	void add_holder(SnapshotHolder *holder);
+	void remove_holder(SnapshotHolder *holder);
+	/* Names a failed write's real cause: EIO with a full file system is ENOSPC. */
+	[[noreturn]] void throw_write_error(int rc, const char *what) const;
+
 	/* Lets lookups through read transaction 'txn' use (and fill) the snapshot cache. */
 	void
 	arm_cache(MDB_txn *txn) const
@@ -474,6 +548,13 @@ class Store
   private:
 	void open_databases(bool create);
 	void set_meta(const HannoyMeta &meta);
+	/* Bytes of data the environment holds (its last page), as last committed. */
+	uint64_t used_bytes() const;
+	/* The room the map keeps beyond 'used' bytes of data. */
+	uint64_t room_for(uint64_t used) const;
+	/* Moves the map to 'size' bytes if no transaction is open (after asking holders); false if one
+	 * is. */
+	bool move_map(uint64_t size);
 
 	MDB_env              *env_ = nullptr;
 	std::string           path_;
@@ -483,6 +564,17 @@ class Store
 	mutable SnapshotCache cache_;
 	void                 *idle_scan_ = nullptr;
 	void (*idle_scan_free_)(void *) = nullptr;
+
+	struct Holder
+	{
+		SnapshotHolder *holder;
+		pthread_t       thread;
+	};
+	mutable std::mutex  map_lock_; /* guards open_txns_, holders_ and moves of the map */
+	int                 open_txns_ = 0;
+	std::vector<Holder> holders_;
+	uint64_t            map_size_ = 0;
+	size_t              page_size_ = 4096;
 };
 
 /* Reads piece number and id of a key of the vectors database; false when malformed. */

@@ -227,6 +227,82 @@ TEST(Index, ScanNeverStopsEarly)
 	hannoy_env_close(env);
 }
 
+/*
+ * A scan that ends its read transaction between rows goes on in a new one
+ * and still returns every row it could see exactly once (DESIGN.md "Scan"):
+ * here it is detached while its environment is closed and reopened, while
+ * rows are inserted (each new row may or may not be returned, never
+ * twice), while another scan on the same store forces its map to move, and
+ * in the middle of the unindexed rows.
+ */
+TEST(Index, DetachedScanReturnsEveryRowOnce)
+{
+	const uint32_t  dims = 16;
+	TempEnvDir      dir;
+	auto            base = clustered(2000, dims, 5);
+	HannoyMeta      meta = test_meta(HANNOY_METRIC_L2, dims, 6, 12);
+	HannoyEnv      *env = build(dir.path(), meta, base, 2, 9);
+	HannoyEnvConfig config = test_config();
+	HannoyError     err;
+	for (int query_kind = 0; query_kind < 2; query_kind++)
+	{
+		HannoyScan *scan = nullptr;
+		ASSERT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
+		ASSERT_EQ(hannoy_scan_start(scan, query_kind == 0 ? &base[0] : nullptr, dims, 4, 0, &err),
+		          HANNOY_OK);
+		std::set<HannoyTid> seen;
+		size_t              rows = 0, inserted = 0;
+		auto                extra = clustered(400, dims, 77 + query_kind);
+		const HannoyTid     first_new = 100000 + 1000 * query_kind;
+		for (;;)
+		{
+			HannoyTid tid;
+			double    distance;
+			bool      isnull, found;
+			ASSERT_EQ(hannoy_scan_next(scan, &tid, &distance, &isnull, &found, &err), HANNOY_OK)
+			    << err.message;
+			if (!found)
+				break;
+			rows++;
+			EXPECT_TRUE(seen.insert(tid).second) << "row " << tid << " returned twice";
+			if (rows % 97 == 0)
+			{
+				/* close the environment under the scan, write, reopen */
+				hannoy_scan_detach(scan);
+				hannoy_env_close(env);
+				ASSERT_EQ(hannoy_env_open(dir.path(), &config, &env, &err), HANNOY_OK);
+				for (int i = 0; i < 20 && inserted < 400; i++, inserted++)
+					ASSERT_EQ(hannoy_insert(env, first_new + inserted, &extra[inserted * dims],
+					                        HANNOY_ROW_INDEXED, &err),
+					          HANNOY_OK)
+					    << err.message;
+				ASSERT_EQ(hannoy_scan_attach(scan, env, &err), HANNOY_OK);
+			}
+			else if (rows % 89 == 0)
+			{
+				/* inserts on the same open store: the map may move under the (released) scan */
+				for (int i = 0; i < 20 && inserted < 400; i++, inserted++)
+					ASSERT_EQ(hannoy_insert(env, first_new + inserted, &extra[inserted * dims],
+					                        HANNOY_ROW_INDEXED, &err),
+					          HANNOY_OK)
+					    << err.message;
+			}
+		}
+		/* every row there before the scan began, new ones at most once */
+		auto old_row = [](HannoyTid t)
+		{ return (t >= 1 && t <= 2000) || (t >= 1000000 && t < 1000009); };
+		for (HannoyTid t = 1; t <= 2000; t++)
+			EXPECT_TRUE(seen.count(t)) << "row " << t << " was never returned";
+		for (HannoyTid t = 1000000; t < 1000009; t++)
+			EXPECT_TRUE(seen.count(t)) << "row " << t << " was never returned";
+		for (HannoyTid t : seen)
+			EXPECT_TRUE(old_row(t) || (t >= 100000 && t < first_new + inserted)) << t;
+		EXPECT_GT(inserted, 0u);
+		hannoy_scan_free(scan);
+	}
+	hannoy_env_close(env);
+}
+
 TEST(Index, NullQueryReturnsEveryRow)
 {
 	const uint32_t dims = 4;
