@@ -90,7 +90,6 @@ main(int argc, char **argv)
 	size_t          n = base.size() / dims, nq = queries.size() / dims;
 	HannoyEnvConfig cfg{};
 	cfg.max_readers = 126;
-	cfg.map_size = uint64_t(1) << 36;
 	cfg.file_mode = 0600;
 	cfg.dir_mode = 0700;
 	cfg.durable = false;
