@@ -79,9 +79,9 @@ struct BuildGraph
 	std::vector<std::vector<std::vector<uint32_t>>> links;  /* [node][layer] */
 	std::unique_ptr<NodeLock[]>                     locks;
 	/*
-	 * Layer 0's top-up, deferred: per node, the nearest candidates its
-	 * heuristic passed over (fill_ of them at most), added once every node
-	 * is linked (see top_up_lists).
+	 * Layer 0's top-up, deferred: per node, the next nearest candidates
+	 * its search found beyond those it linked (up to fill0 in all), added
+	 * once every node is linked (see top_up_lists).
 	 */
 	std::vector<uint32_t>       spare;  /* node id * fill0 + i */
 	std::vector<uint8_t>        spares; /* per node */
@@ -290,12 +290,17 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 		if (layer == 0)
 		{
 			/*
-			 * Layer 0 links the heuristic's choice now and keeps the nearest
-			 * candidates it passed over for the end: the build's searches then
-			 * walk shorter lists (fewer distances), the finished graph gets the
-			 * full lists queries gain recall per hop from.
+			 * Layer 0 links the heuristic's choice topped up to half the fill
+			 * now and keeps the next nearest candidates for the end: the
+			 * build's searches walk lists shorter than full (fewer distances),
+			 * the finished graph gets the full lists queries gain recall per
+			 * hop from.  Not the heuristic's choice alone: where it keeps few
+			 * links (rows crowding along a common direction: 8 of 32 on
+			 * bench/make_clustered.py's set), the build's own searches walked
+			 * a graph too sparse to find the true neighbours, and no top-up
+			 * at the end could mend lists chosen from what they found.
 			 */
-			hannoy::select_neighbors(g, w.found, max_links, w.selected);
+			hannoy::select_neighbors(g, w.found, max_links, w.selected, g.fill0 / 2);
 			uint32_t *spare = &g.spare[size_t(id) * g.fill0];
 			uint8_t   kept = 0;
 			for (const hannoy::Candidate &c : w.found)
