@@ -239,6 +239,7 @@ link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid ti
 
 	hannoy::StoredEditor g(s, txn);
 	g.may_have_tombstones(state.deleted > 0);
+	g.cache_vectors(true); /* linking writes lists only */
 	for (int layer = 0; layer <= level; layer++)
 	{
 		std::vector<uint32_t> &mine = plan.neighbors[layer];
