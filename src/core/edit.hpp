@@ -9,8 +9,11 @@
 
 #include "core_guard.hpp"
 
+#include <cmath>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "graph.hpp"
@@ -40,7 +43,29 @@ class StoredEditor
 	double
 	distance_between(uint32_t a, uint32_t b) const
 	{
-		return graph_.distance_between(a, b);
+		if (!cache_vectors_)
+			return graph_.distance_between(a, b);
+		const std::string *va = cached_vector(a), *vb = cached_vector(b);
+		if (va == nullptr || vb == nullptr)
+			return HUGE_VAL;
+		const VectorLayout &layout = store_.layout();
+		const void         *pieces[VectorLayout::MAX_PIECES];
+		for (uint32_t i = 0; i < layout.pieces(); i++)
+			pieces[i] = va->data() + layout.piece_offset(i);
+		return layout.distance(pieces, vb->data());
+	}
+	/*
+	 * Keeps a copy of each vector distance_between reads for the rest of
+	 * this editor's life.  Linking a new node prunes up to m0 lists, each
+	 * measuring the same few dozen vectors against each other hundreds of
+	 * times, and every read is a B-tree descent.  Only for edits that
+	 * change no vector while the editor lives (an insert's linking).
+	 */
+	void
+	cache_vectors(bool yes)
+	{
+		cache_vectors_ = yes;
+		vectors_.clear();
 	}
 	/* Neighbours a search follows: the stored list without hidden nodes. */
 	void
@@ -129,6 +154,21 @@ class StoredEditor
 	}
 
   private:
+	/* The copy of the vector of 'id', read on first use; nullptr when it has none. */
+	const std::string *
+	cached_vector(uint32_t id) const
+	{
+		auto it = vectors_.find(id);
+		if (it == vectors_.end())
+		{
+			std::string buf(store_.vector_bytes(), '\0');
+			if (!store_.copy_vector(txn_, id, &buf[0]))
+				buf.clear();
+			it = vectors_.emplace(id, std::move(buf)).first;
+		}
+		return it->second.empty() ? nullptr : &it->second;
+	}
+
 	/* Removes from adopt_ the farthest entry of 'into' that no edit relies on. */
 	bool
 	make_room_in(uint32_t into)
@@ -152,14 +192,16 @@ class StoredEditor
 		return true;
 	}
 
-	const Store                        &store_;
-	MDB_txn                            *txn_;
-	StoredGraph                         graph_;
-	const std::unordered_set<uint32_t> *hidden_;
-	std::vector<uint32_t>               adopt_, relied_;
-	uint32_t                            new_node_ = NO_NODE;
-	int                                 new_layer_ = -1;
-	bool                                tombstones_ = true;
+	const Store                                      &store_;
+	MDB_txn                                          *txn_;
+	StoredGraph                                       graph_;
+	const std::unordered_set<uint32_t>               *hidden_;
+	std::vector<uint32_t>                             adopt_, relied_;
+	uint32_t                                          new_node_ = NO_NODE;
+	int                                               new_layer_ = -1;
+	bool                                              tombstones_ = true;
+	bool                                              cache_vectors_ = false;
+	mutable std::unordered_map<uint32_t, std::string> vectors_; /* see cache_vectors */
 };
 
 } // namespace hannoy
