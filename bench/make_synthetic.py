@@ -13,18 +13,20 @@
 The angular and cosine points, per row, with the constants below:
 
   c         one random unit vector (the common component)
+  w         the row's weight on it, exp(WEIGHT_SIGMA * N(0, 1))
   centre_i  CLUSTERS random unit vectors times CENTRE_SCALE
-  x         COMMON_SCALE * c + centre_(random i) + N(0, NOISE_SD^2) per dimension
+  e         N(0, 1) per dimension, divided by sqrt(dims)
+  x         COMMON_SCALE * w * c + centre_(random i) + NOISE_SCALE * e
   angular   x / |x|
   cosine    x * s, s = exp(uniform(log(1/SCALE_SPREAD), log(SCALE_SPREAD)))
 
-NOISE_SD = 0.5 is the largest noise that keeps the common direction
-dominant (a point's cosine with c is about 0.7) and the hardest of the
-settings tried in 32 dimensions (0.03 to 1.0): with m = 16 and
-ef_construction = 64, hannoy and pgvector reach recall@10 of about 0.88 at
-ef_search 40 and 0.99 at 160 (bench/README.md has the numbers).  The queries
-are held-out rows of the same draw (the last --queries of rows + queries
-points), so they follow the data.
+The weight is what makes the set hard: with one weight for every row the
+common component is a mere translation, which L2 neighbourhoods do not see;
+with weights that vary, the normalised rows crowd towards c with a density
+that changes along it, as the hubs of real text embeddings do, and a graph
+whose new nodes keep only the neighbour heuristic's few choices loses whole
+queries there.  The queries are held-out rows of the same draw (the last
+--queries of rows + queries points), so they follow the data.
 
 Random numbers come from numpy's legacy RandomState (Mersenne Twister), whose
 streams numpy keeps stable across versions: one --seed gives the same data
@@ -42,9 +44,10 @@ text that reads back as the same float32; the ground truth is computed from
 these files.
 
 Usage: python3 bench/make_synthetic.py angular|cosine|uniform OUT_DIR
-           [--rows N] [--queries Q] [--dims D] [--seed S]
-           [--common 3.0] [--clusters 10] [--centre 1.0] [--noise 0.5]
-(the last four change the constants of the clustered sets, for experiments)
+           [--rows N] [--queries Q] [--dims D] [--seed S] [--npy]
+           [--common 4.0] [--weight-sigma 1.0] [--clusters 10] [--centre 1.0] [--noise 1.0]
+(the last five change the constants of the clustered sets, for experiments;
+--npy also writes base.npy and queries.npy for bench/core/graph_bench)
 """
 
 import argparse
@@ -53,10 +56,11 @@ import os
 import numpy
 
 # The clustered sets (angular, cosine).
-COMMON_SCALE = 3.0  # length of the common component
+COMMON_SCALE = 4.0  # length of the common component (times the row's weight)
+WEIGHT_SIGMA = 1.0  # spread of the log-normal weight of each row on the common component
 CLUSTERS = 10  # cluster centres
 CENTRE_SCALE = 1.0  # length of each centre
-NOISE_SD = 0.5  # standard deviation of the noise, per dimension
+NOISE_SCALE = 1.0  # length (expected) of the noise vector
 SCALE_SPREAD = 2.0  # cosine: each row's length is multiplied by 1/2 .. 2 (log-uniform)
 
 # Defaults per kind: rows, queries, dimensions.
@@ -92,8 +96,9 @@ def clustered(kind, total, dims, seed, shape):
     common = unit_rows(rng, 1, dims)[0] * shape.common
     centres = unit_rows(rng, shape.clusters, dims) * shape.centre
     labels = rng.randint(shape.clusters, size=total)
-    noise = rng.standard_normal((total, dims)) * shape.noise
-    points = common + centres[labels] + noise
+    weights = numpy.exp(shape.weight_sigma * rng.standard_normal((total, 1)))
+    noise = rng.standard_normal((total, dims)) * (shape.noise / numpy.sqrt(dims))
+    points = common * weights + centres[labels] + noise
     if kind == "angular":
         points /= numpy.linalg.norm(points, axis=1, keepdims=True)
     else:
@@ -116,7 +121,10 @@ def main():
     parser.add_argument("--common", type=float, default=COMMON_SCALE)
     parser.add_argument("--clusters", type=int, default=CLUSTERS)
     parser.add_argument("--centre", type=float, default=CENTRE_SCALE)
-    parser.add_argument("--noise", type=float, default=NOISE_SD)
+    parser.add_argument("--noise", type=float, default=NOISE_SCALE)
+    parser.add_argument("--weight-sigma", type=float, default=WEIGHT_SIGMA)
+    parser.add_argument("--npy", action="store_true",
+                        help="write base.npy and queries.npy (float32) for bench/core/graph_bench")
     args = parser.parse_args()
     rows, queries, dims = DEFAULTS[args.kind]
     rows = args.rows or rows
@@ -131,6 +139,11 @@ def main():
         points, labels = clustered(args.kind, total, dims, args.seed, args)
     points = points.astype(numpy.float32)
     os.makedirs(args.out_dir, exist_ok=True)
+    if args.npy:
+        for name, part in (("base.npy", points[:rows]), ("queries.npy", points[rows:])):
+            tmp = os.path.join(args.out_dir, name + ".tmp.npy")
+            numpy.save(tmp, numpy.ascontiguousarray(part))
+            os.replace(tmp, os.path.join(args.out_dir, name))
     write_atomically(
         os.path.join(args.out_dir, "base.copy"),
         (f"{i + 1}\t{int(labels[i])}\t{literal(points[i])}\n" for i in range(rows)),

@@ -12,7 +12,8 @@
  *	  the layer-0 walk from the entry point reaches, and per ef recall@10,
  *	  distances per query and how many queries find 0, 1, ... of their 10.
  *
- *	  graph_bench BASE.npy QUERIES.npy
+ *	  graph_bench BASE.npy QUERIES.npy   (python3 bench/make_synthetic.py angular DIR --npy
+ *	                                      writes a clustered set with a common direction)
  *	  environment: METRIC l2 | cosine (l2), M (16), EFC (64), EF (list,
  *	  "10,20,40,80,160,320,640,1000"), SYSTEMS (list of build, insert,
  *	  hnswlib, pgvector; all), THREADS (1), NQ (every query), WORK (a
@@ -342,7 +343,6 @@ env_config()
 {
 	HannoyEnvConfig cfg{};
 	cfg.max_readers = 126;
-	cfg.map_size = uint64_t(1) << 36;
 	cfg.file_mode = 0600;
 	cfg.dir_mode = 0700;
 	cfg.durable = false;

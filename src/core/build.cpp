@@ -302,7 +302,7 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 			 * the finished graph gets the full lists queries gain recall per
 			 * hop from.  Not the heuristic's choice alone: where it keeps few
 			 * links (rows crowding along a common direction: 8 of 32 on
-			 * bench/make_clustered.py's set), the build's own searches walked
+			 * bench/make_synthetic.py's angular set), the build's own searches walked
 			 * a graph too sparse to find the true neighbours, and no top-up
 			 * at the end could mend lists chosen from what they found.
 			 */

@@ -69,7 +69,7 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 		 * The heuristic's choice topped up with the nearest candidates it
 		 * passed over, as the build's lists are: the choice alone keeps few
 		 * links where rows crowd along a common direction (a mean degree of
-		 * 8 of 32 at layer 0 on bench/make_clustered.py's set), and later
+		 * 8 of 32 at layer 0 on bench/make_synthetic.py's angular set), and later
 		 * inserts then search a graph too sparse to find their neighbours.
 		 */
 		hannoy::select_neighbors(g, *choice, s.max_links(layer), plan.neighbors[layer],

@@ -1,6 +1,6 @@
 /*
  * common_direction.hpp
- *	  Test data in the shape of text embeddings, as bench/make_clustered.py
+ *	  Test data in the shape of text embeddings, as bench/make_synthetic.py's angular set
  *	  draws it: ten clusters that share one large common direction, whose
  *	  weight varies per row (log-normally), L2-normalised.  The heuristic's
  *	  choice alone keeps few links on it (a mean layer-0 degree of 8 of 32),

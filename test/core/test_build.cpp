@@ -2,7 +2,7 @@
  * test_build.cpp
  *	  The bulk build's graph quality: recall on data where the heuristic's
  *	  choice alone keeps few links (ten clusters sharing a large common
- *	  direction, bench/make_clustered.py's shape).  A build whose layer 0
+ *	  direction, bench/make_synthetic.py's angular shape).  A build whose layer 0
  *	  linked only that choice until every node was linked searched a graph
  *	  too sparse to find the true neighbours: recall@10 0.93 at ef 40 here.
  */
