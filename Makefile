@@ -65,7 +65,7 @@ regress-stage:
 prove_installcheck:
 	rm -rf '$(CURDIR)'/tmp_check
 	mkdir -p '$(CURDIR)'/tmp_check
-	TESTDIR='$(CURDIR)' PATH="$(bindir):$$PATH" PGPORT='6$(DEF_PGPORT)' \
+	TESTDIR='$(CURDIR)' PATH="$(bindir):$$PATH" PGPORT='6$(DEF_PGPORT)' HANNOY_BENCH_DIR='$(CURDIR)/bench' \
 	  PG_REGRESS='$(top_builddir)/src/test/regress/pg_regress' \
 	  $(PROVE) $(PG_PROVE_FLAGS) -I test/t $(PROVE_FLAGS) \
 	  $(if $(PROVE_TESTS),$(PROVE_TESTS),$(sort $(wildcard test/t/*.pl)))

@@ -25,6 +25,7 @@ readonly PACKAGES=(
 	libhnswlib-dev
 	dataset-fashion-mnist
 	gnuplot-nox
+	python3-numpy
 )
 
 # Prints a progress line, prefixed so that it stands out in CI logs.

@@ -305,6 +305,9 @@ run_tap() {
 	fi
 	stage=$(make_stage tap)
 	cp -r "$ROOT/test/t" "$stage/t"
+	# the data generators some tests run (bench/make_synthetic.py)
+	mkdir -p "$stage/bench"
+	cp "$ROOT"/bench/make_*.py "$stage/bench/"
 	mkdir -p "$stage/tmp"
 	own_stage "$stage"
 	mount_small_fs "$TOP/smallfs"
@@ -326,6 +329,7 @@ run_tap() {
 			TESTDIR="$stage" \
 			TMPDIR="$stage/tmp" \
 			HANNOY_TEST_SMALL_FS="$SMALL_FS" \
+			HANNOY_BENCH_DIR="$stage/bench" \
 			prove -v -I "$PG_PERL" -I "$stage/t" "$test"); then
 			passed=$((passed + 1))
 		else
