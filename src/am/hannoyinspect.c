@@ -8,9 +8,10 @@
  *	  Only the index's owner or a superuser may call them.  They hold
  *	  AccessShareLock on the index and its table.  The walk over the graph
  *	  runs in the core in slices of at most HANNOY_SLICE_MS, with interrupt
- *	  checks between them and no core frame on the stack then (DESIGN
- *	  section 2); it keeps one LMDB read transaction across slices (never a
- *	  write transaction), released on ERROR by PG_FINALLY (DESIGN.md "Nothing leaks on error").
+ *	  checks between them and no core frame on the stack then (DESIGN.md
+ *	  "The C / C++ boundary"); it keeps one LMDB read transaction across
+ *	  slices (never a write transaction), released on ERROR by PG_FINALLY
+ *	  (DESIGN.md "Nothing leaks on error").
  */
 #include "postgres.h"
 

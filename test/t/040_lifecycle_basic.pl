@@ -8,7 +8,8 @@
 #  (b) a build cancelled by statement_timeout = '1s', and a build cancelled
 #      by pg_cancel_backend() while it links the graph, stop within a few
 #      seconds (DESIGN.md "The C / C++ boundary": slices of at most ~100 ms between
-#      interrupt checks), leave no sidecar directory in $PGDATA/hannoy (DESIGN.md "Sidecar follows the relation file")
+#      interrupt checks), leave no sidecar directory in $PGDATA/hannoy (DESIGN.md "Sidecar follows
+#      the relation file")
 #      and leave the table intact;
 #  (c) while a build runs, pg_stat_progress_create_index shows hannoy's
 #      phases ('loading vectors', 'linking graph', 'writing links');

@@ -1,4 +1,5 @@
-# Sidecar files follow their index through DDL, transactionally (DESIGN.md "Sidecar follows the relation file").
+# Sidecar files follow their index through DDL, transactionally (DESIGN.md "Sidecar follows the
+# relation file").
 #
 # After each event below, the sidecar directories in $PGDATA/hannoy are
 # exactly those of the relation files of existing hannoy indexes (none left

@@ -1,4 +1,5 @@
-# Crash safety of hannoy indexes (DESIGN.md "WAL before sidecar", "Durable removal", "Sidecar follows the relation file").
+# Crash safety of hannoy indexes (DESIGN.md "WAL before sidecar", "Durable removal", "Sidecar
+# follows the relation file").
 #
 # Kills the server (pg_ctl stop -m immediate: no shutdown checkpoint, WAL
 # replay at the next start) HANNOY_CRASH_KILLS times (default 6; the issue's
@@ -34,7 +35,8 @@
 #    else is.
 # Then VACUUM frees the slots of deleted rows, rows with NULL vectors and
 # rows with new vectors are inserted into those very TIDs (shown with
-# pageinspect), and no stale entry surfaces (DESIGN.md "WAL before sidecar", "Durable removal", "Exact distances"): the unbounded index
+# pageinspect), and no stale entry surfaces (DESIGN.md "WAL before sidecar", "Durable removal",
+# "Exact distances"): the unbounded index
 # scan equals a sequential scan, rows without a vector come after every row
 # with one, and the first rows for the old vectors of the reused TIDs come in
 # the order of the operator's value on each row's current vector.  The
@@ -44,7 +46,8 @@
 # The nodes run with fsync = off (as every TAP node does): a kill loses what
 # was in the server's memory (WAL buffers, shared buffers), not what was
 # written to the operating system.  So this proves the order in which WAL,
-# sidecar and heap are written (DESIGN.md "WAL before sidecar", "Durable removal"), not that the syncs happen.
+# sidecar and heap are written (DESIGN.md "WAL before sidecar", "Durable removal"), not that the
+# syncs happen.
 use strict;
 use warnings;
 

@@ -1,4 +1,5 @@
-# Concurrency (DESIGN.md "Short write transactions"): 16 pgbench clients insert, delete and query one
+# Concurrency (DESIGN.md "Short write transactions"): 16 pgbench clients insert, delete and query
+# one
 # hannoy index for HANNOY_CONCURRENCY_SECONDS (default 20; the issue asks
 # for 60, run by hand) while another session runs VACUUM in a loop.
 #

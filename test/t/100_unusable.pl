@@ -1,4 +1,5 @@
-# An index whose sidecar cannot be trusted is never silently wrong (DESIGN.md "Never silently wrong"):
+# An index whose sidecar cannot be trusted is never silently wrong (DESIGN.md "Never silently
+# wrong"):
 #  - a missing sidecar: the planner stops choosing the index, a scan forced
 #    onto it (enable_seqscan = off) fails with a HINT naming REINDEX,
 #    inserts and VACUUM go on with a WARNING and mark the index broken, and

@@ -1,4 +1,5 @@
-# Nothing leaks when queries fail (DESIGN.md "Nothing leaks on error"): amendscan is not called after an
+# Nothing leaks when queries fail (DESIGN.md "Nothing leaks on error"): amendscan is not called
+# after an
 # ERROR, so LMDB read transactions must be released by the scan's memory
 # context callback, and inserts of failed (sub)transactions must leave the
 # sidecar untouched.  One session, kept open, errors 300 times in the middle

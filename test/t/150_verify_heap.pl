@@ -1,6 +1,7 @@
 # hannoy_verify compares the sidecar with the heap (DESIGN.md "Inspection").
 #
-# A sidecar that lags behind its heap is what DESIGN.md's "WAL before sidecar" and "Durable removal" exist to prevent.
+# A sidecar that lags behind its heap is what DESIGN.md's "WAL before sidecar" and "Durable removal"
+# exist to prevent.
 # This test makes one on purpose, to show that the verifier catches it: it
 # keeps a copy of an index's sidecar (with the server stopped), then deletes
 # rows and VACUUMs (the heap frees their line pointers), inserts rows that
