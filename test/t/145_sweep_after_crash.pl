@@ -76,7 +76,9 @@ for my $round (1, 2)
 	is_deeply([ sidecar_dirs($node) ], \@kept, "$name: the committed index keeps its sidecar");
 	my $log = slurp_file($node->logfile, $log_offset);
 	like($log, qr/all server processes terminated; reinitializing/, "$name: it was a crash-restart");
-	like($log, qr/removed hannoy sidecar "[^"]*\/\Q$orphan[0]\E": no index owns it/,
+	# the worker logs right after it removed the directory: give the line time to arrive
+	my $removal = qr/removed hannoy sidecar "[^"]*\/\Q$orphan[0]\E": no index owns it/;
+	ok(wait_until(10, sub { slurp_file($node->logfile, $log_offset) =~ $removal }),
 		"$name: the removal is logged");
 }
 
