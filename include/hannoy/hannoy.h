@@ -265,6 +265,15 @@ extern "C"
 	/* Reads the counters as last committed. */
 	extern HannoyStatus hannoy_env_stats(HannoyEnv *env, HannoyStats *stats, HannoyError *err);
 
+	/*
+	 * Checks, before the environment is used, that data.mdb still holds what
+	 * LMDB's meta pages say it does (it was not truncated, its meta pages are
+	 * LMDB's) and that no earlier call found the sidecar damaged; damage is
+	 * HANNOY_ERR_CORRUPT.  One stat, no transaction: cheap enough for every
+	 * scan.
+	 */
+	extern HannoyStatus hannoy_env_check(HannoyEnv *env, HannoyError *err);
+
 	/* Flushes committed transactions to disk (no-op when not durable). */
 	extern HannoyStatus hannoy_env_sync(HannoyEnv *env, HannoyError *err);
 

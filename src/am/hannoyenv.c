@@ -340,6 +340,17 @@ HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const c
 	}
 
 	/*
+	 * A damaged file is found before LMDB reads through its map, also when
+	 * the handle is cached: DESIGN.md "Damaged sidecars".
+	 */
+	if (reason == NULL && (st = hannoy_env_check(entry->env, &err)) != HANNOY_OK)
+	{
+		if (entry->pins == 0)
+			env_cache_drop((int) (entry - env_cache));
+		reason = pstrdup(err.message);
+	}
+
+	/*
 	 * The sidecar's identity was checked against this metapage generation on
 	 * this timeline already: nothing but a REINDEX (another generation) or a
 	 * promotion (another timeline) changes it, so a scan need not read it.

@@ -686,31 +686,41 @@ hannoy_inspect_step(HannoyInspect *w, uint32_t budget_ms, HannoyProblem *problem
 extern "C" HannoyStatus
 hannoy_inspect_summary(HannoyInspect *w, HannoyInspectSummary *summary, HannoyError *err)
 {
-	return hannoy::run_guarded(err,
-	                           [&]
-	                           {
-		                           *summary = w->summary;
-		                           HannoyStats &st = summary->stats;
-		                           st.items = w->state.items;
-		                           st.unindexed = w->state.unindexed;
-		                           st.deleted = w->state.deleted;
-		                           MDB_stat free_stat;
-		                           mdb_stat(w->txn->get(), w->store->dbi_free, &free_stat);
-		                           st.free_ids = free_stat.ms_entries;
-		                           st.next_id = w->state.next_id;
-		                           st.max_level = w->state.max_level;
-		                           st.entry_point = w->state.entry_point;
-		                           MDB_envinfo info;
-		                           MDB_stat    mst;
-		                           mdb_env_info(w->store->env(), &info);
-		                           mdb_env_stat(w->store->env(), &mst);
-		                           st.used_pages = static_cast<uint64_t>(info.me_last_pgno) + 1;
-		                           struct stat fst;
-		                           st.file_bytes =
-		                               stat((w->store->path() + "/data.mdb").c_str(), &fst) == 0
-		                                   ? static_cast<uint64_t>(fst.st_size)
-		                                   : st.used_pages * mst.ms_psize;
-	                           });
+	return hannoy::run_guarded(
+	    err,
+	    [&]
+	    {
+		    *summary = w->summary;
+		    HannoyStats &st = summary->stats;
+		    st.items = w->state.items;
+		    st.unindexed = w->state.unindexed;
+		    st.deleted = w->state.deleted;
+		    MDB_stat free_stat;
+		    MDB_env *e = w->store->env();
+		    int      rc = hannoy::guarded(
+		             e, [&] { return mdb_stat(w->txn->get(), w->store->dbi_free, &free_stat); });
+		    if (rc != 0)
+			    hannoy::throw_lmdb(rc, "counting free ids");
+		    st.free_ids = free_stat.ms_entries;
+		    st.next_id = w->state.next_id;
+		    st.max_level = w->state.max_level;
+		    st.entry_point = w->state.entry_point;
+		    MDB_envinfo info;
+		    MDB_stat    mst;
+		    rc = hannoy::guarded(e,
+		                         [&]
+		                         {
+			                         mdb_env_info(e, &info);
+			                         return mdb_env_stat(e, &mst);
+		                         });
+		    if (rc != 0)
+			    hannoy::throw_lmdb(rc, "reading the environment's state");
+		    st.used_pages = static_cast<uint64_t>(info.me_last_pgno) + 1;
+		    struct stat fst;
+		    st.file_bytes = stat((w->store->path() + "/data.mdb").c_str(), &fst) == 0
+		                        ? static_cast<uint64_t>(fst.st_size)
+		                        : st.used_pages * mst.ms_psize;
+	    });
 }
 
 extern "C" void

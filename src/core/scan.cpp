@@ -308,16 +308,20 @@ start_scan(HannoyScan *scan, const void *query, uint32_t dims, uint32_t ef, uint
 	int rc;
 	if (scan->txn == nullptr)
 	{
-		rc = mdb_txn_begin(s.env(), nullptr, MDB_RDONLY, &scan->txn);
+		auto begin = [&] { return mdb_txn_begin(s.env(), nullptr, MDB_RDONLY, &scan->txn); };
+		rc = hannoy::guarded(s.env(), begin);
 		if (rc == MDB_MAP_RESIZED && mdb_env_set_mapsize(s.env(), 0) == 0)
-			rc = mdb_txn_begin(s.env(), nullptr, MDB_RDONLY, &scan->txn);
+		{
+			s.note_map();
+			rc = hannoy::guarded(s.env(), begin);
+		}
 		if (rc != 0)
 		{
 			scan->txn = nullptr;
 			hannoy::throw_lmdb(rc, "beginning a read transaction");
 		}
 	}
-	else if ((rc = mdb_txn_renew(scan->txn)) != 0)
+	else if ((rc = hannoy::guarded(s.env(), [&] { return mdb_txn_renew(scan->txn); })) != 0)
 		hannoy::throw_lmdb(rc, "renewing a read transaction");
 	scan->txn_active = true;
 	s.arm_cache(scan->txn);

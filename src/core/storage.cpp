@@ -7,7 +7,10 @@
 #include "storage.hpp"
 
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 #include <algorithm>
 #include <cerrno>
@@ -23,7 +26,9 @@ namespace
 {
 
 const char META_KEY[] = "meta";
-const char STATE_KEY[] = "state";
+/* The smallest page LMDB uses. */
+constexpr uint64_t PAGE_SIZE_MIN = 4096;
+const char         STATE_KEY[] = "state";
 
 /* Stores a u32 big-endian. */
 void
@@ -67,6 +72,16 @@ mix64(uint64_t x)
 void
 throw_lmdb(int rc, const char *what)
 {
+	if (rc == GUARD_FAULT_BUS || rc == GUARD_FAULT_SEGV)
+		throw Error(HANNOY_ERR_CORRUPT,
+		            std::string("LMDB ") + what + ": the sidecar is damaged (" +
+		                (rc == GUARD_FAULT_BUS ? "a read past the end of data.mdb"
+		                                       : "a read outside its map") +
+		                ")");
+	if (rc == GUARD_ASSERT)
+		throw Error(HANNOY_ERR_CORRUPT, std::string("LMDB ") + what +
+		                                    ": the sidecar is damaged (LMDB assertion: " +
+		                                    guard_assert_message() + ")");
 	HannoyStatus status = HANNOY_ERR_STORAGE;
 	if (rc == MDB_MAP_FULL)
 		status = HANNOY_ERR_MAP_FULL;
@@ -126,13 +141,28 @@ Txn::Txn(MDB_env *env, bool read_only)
 {
 	for (int attempt = 0;; attempt++)
 	{
-		int rc = mdb_txn_begin(env, nullptr, read_only ? MDB_RDONLY : 0, &txn_);
+		int rc = 0;
+		if (!read_only)
+		{
+			/*
+			 * A write transaction takes LMDB's writer lock before it reads
+			 * the meta pages: read them first, so that a fault there comes
+			 * while no lock is held.
+			 */
+			MDB_envinfo info;
+			rc = guarded(env, [&] { return mdb_env_info(env, &info); });
+		}
+		if (rc == 0)
+			rc =
+			    guarded(env, [&]
+			            { return mdb_txn_begin(env, nullptr, read_only ? MDB_RDONLY : 0, &txn_); });
 		if (rc == MDB_MAP_RESIZED && attempt == 0)
 		{
 			/* Another process grew the map; adopt its size (no txn is open here). */
 			int rc2 = mdb_env_set_mapsize(env, 0);
 			if (rc2 != 0)
 				throw_lmdb(rc2, "adopting the map size");
+			note_map_of(env);
 			continue;
 		}
 		if (rc != 0)
@@ -151,8 +181,11 @@ void
 Txn::commit()
 {
 	MDB_txn *t = txn_;
+	int      rc = guarded(mdb_txn_env(t), [&] { return mdb_txn_commit(t); });
+	/* a commit that faulted did not end: abort it, which releases the writer lock */
+	if (rc == GUARD_FAULT_BUS || rc == GUARD_FAULT_SEGV || rc == GUARD_ASSERT)
+		mdb_txn_abort(t);
 	txn_ = nullptr;
-	int rc = mdb_txn_commit(t);
 	if (rc != 0)
 		throw_lmdb(rc, "committing");
 }
@@ -167,7 +200,7 @@ Txn::abort()
 
 Cursor::Cursor(MDB_txn *txn, MDB_dbi dbi)
 {
-	int rc = mdb_cursor_open(txn, dbi, &cur_);
+	int rc = guarded(mdb_txn_env(txn), [&] { return mdb_cursor_open(txn, dbi, &cur_); });
 	if (rc != 0)
 		throw_lmdb(rc, "opening a cursor");
 }
@@ -181,18 +214,21 @@ Cursor::~Cursor()
 bool
 Cursor::get(MDB_val &key, MDB_val &data, MDB_cursor_op op)
 {
-	int rc = mdb_cursor_get(cur_, &key, &data, op);
+	MDB_env *env = mdb_txn_env(mdb_cursor_txn(cur_));
+	int      rc = guarded(env, [&] { return mdb_cursor_get(cur_, &key, &data, op); });
 	if (rc == MDB_NOTFOUND)
 		return false;
 	if (rc != 0)
 		throw_lmdb(rc, "moving a cursor");
+	check_span(env, key.mv_data, std::max<size_t>(key.mv_size, 8));
+	check_span(env, data.mv_data, data.mv_size);
 	return true;
 }
 
 void
 put(MDB_txn *txn, MDB_dbi dbi, MDB_val key, MDB_val data, unsigned flags)
 {
-	int rc = mdb_put(txn, dbi, &key, &data, flags);
+	int rc = guarded(mdb_txn_env(txn), [&] { return mdb_put(txn, dbi, &key, &data, flags); });
 	if (rc != 0)
 		throw_lmdb(rc, "writing");
 }
@@ -200,7 +236,7 @@ put(MDB_txn *txn, MDB_dbi dbi, MDB_val key, MDB_val data, unsigned flags)
 bool
 del(MDB_txn *txn, MDB_dbi dbi, MDB_val key)
 {
-	int rc = mdb_del(txn, dbi, &key, nullptr);
+	int rc = guarded(mdb_txn_env(txn), [&] { return mdb_del(txn, dbi, &key, nullptr); });
 	if (rc == MDB_NOTFOUND)
 		return false;
 	if (rc != 0)
@@ -211,11 +247,13 @@ del(MDB_txn *txn, MDB_dbi dbi, MDB_val key)
 bool
 get(MDB_txn *txn, MDB_dbi dbi, MDB_val key, MDB_val &data)
 {
-	int rc = mdb_get(txn, dbi, &key, &data);
+	MDB_env *env = mdb_txn_env(txn);
+	int      rc = guarded(env, [&] { return mdb_get(txn, dbi, &key, &data); });
 	if (rc == MDB_NOTFOUND)
 		return false;
 	if (rc != 0)
 		throw_lmdb(rc, "reading");
+	check_span(env, data.mv_data, data.mv_size);
 	return true;
 }
 
@@ -268,6 +306,11 @@ Store::Store(const std::string &path, const HannoyEnvConfig &config, bool create
 		                  static_cast<mdb_mode_t>(config.file_mode));
 		if (rc != 0)
 			throw_lmdb(rc, ("opening \"" + path + "\"").c_str());
+		bounds_ = std::make_unique<MapBounds>();
+		mdb_env_set_userctx(env_, bounds_.get());
+		guard_environment(env_);
+		note_map();
+		check_file();
 		int dead = 0;
 		mdb_reader_check(env_, &dead);
 		open_databases(create);
@@ -315,7 +358,7 @@ Store::open_databases(bool create)
 	           {"deleted", &dbi_deleted}, {"free", &dbi_free}};
 	for (auto &db : dbs)
 	{
-		int rc = mdb_dbi_open(txn.get(), db.name, flags, db.dbi);
+		int rc = guarded(env_, [&] { return mdb_dbi_open(txn.get(), db.name, flags, db.dbi); });
 		if (rc == MDB_NOTFOUND)
 			throw Error(HANNOY_ERR_CORRUPT,
 			            std::string("sidecar has no \"") + db.name + "\" database");
@@ -802,6 +845,201 @@ Store::tid_of(MDB_txn *txn, uint32_t id, HannoyTid *tid) const
 	}
 	*tid = e->tid;
 	return e->tid != SnapshotCache::NO_TID;
+}
+
+void
+note_map_of(MDB_env *env)
+{
+	MapBounds  *b = static_cast<MapBounds *>(mdb_env_get_userctx(env));
+	int         fd;
+	struct stat st;
+	if (b == nullptr || mdb_env_get_fd(env, &fd) != 0 || fstat(fd, &st) != 0)
+		return;
+	/* LMDB does not say where it mapped the file: the process's map table does */
+	FILE *maps = std::fopen("/proc/self/maps", "re");
+	if (maps == nullptr)
+		return;
+	char      line[1024];
+	uintptr_t lo = 0, hi = 0;
+	while (std::fgets(line, sizeof(line), maps) != nullptr)
+	{
+		unsigned long start, end, offset, inode;
+		unsigned int  major_no, minor_no;
+		char          perms[8];
+		if (std::sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &start, &end, perms, &offset, &major_no,
+		                &minor_no, &inode) != 7 ||
+		    inode != st.st_ino || makedev(major_no, minor_no) != st.st_dev || offset != 0)
+			continue;
+		if (end - start > hi - lo)
+		{
+			lo = start;
+			hi = end;
+		}
+	}
+	std::fclose(maps);
+	b->lo = lo;
+	b->hi = hi;
+	b->used_end = lo;
+}
+
+void
+Store::note_map()
+{
+	note_map_of(env_);
+}
+
+namespace
+{
+
+/* LMDB's on-disk meta page (format 1), as far as the file check reads it. */
+constexpr uint32_t LMDB_MAGIC = 0xBEEFC0DE, LMDB_DATA_VERSION = 1;
+constexpr uint16_t LMDB_P_META = 0x08;
+constexpr size_t   LMDB_PAGE_HEADER = 16, LMDB_DB_SIZE = 48;
+constexpr uint64_t LMDB_P_INVALID = ~uint64_t(0);
+
+struct MetaPage
+{
+	uint16_t flags;
+	uint32_t magic, version;
+	uint64_t roots[2], last_pg, txnid;
+};
+
+/* Reads the meta page at 'page' (unaligned). */
+MetaPage
+read_meta_page(const unsigned char *page)
+{
+	MetaPage    m;
+	const auto *meta = page + LMDB_PAGE_HEADER;
+	std::memcpy(&m.flags, page + 10, 2);
+	std::memcpy(&m.magic, meta, 4);
+	std::memcpy(&m.version, meta + 4, 4);
+	for (int i = 0; i < 2; i++)
+		std::memcpy(&m.roots[i], meta + 24 + i * LMDB_DB_SIZE + 40, 8);
+	std::memcpy(&m.last_pg, meta + 24 + 2 * LMDB_DB_SIZE, 8);
+	std::memcpy(&m.txnid, meta + 24 + 2 * LMDB_DB_SIZE + 8, 8);
+	return m;
+}
+
+} // namespace
+
+void
+Store::check_file()
+{
+	MapBounds  &b = *bounds_;
+	struct stat st;
+	int         fd;
+	if (b.damaged)
+		throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (an earlier read of it failed)");
+	/* the file LMDB has open and mapped, whatever its path names now */
+	int rc = mdb_env_get_fd(env_, &fd);
+	if (rc != 0)
+		throw_lmdb(rc, "reading the file descriptor");
+	if (fstat(fd, &st) != 0)
+		throw Error(HANNOY_ERR_STORAGE,
+		            "could not stat file \"" + path_ + "/data.mdb\": " + strerror(errno));
+	uint64_t size = static_cast<uint64_t>(st.st_size);
+	if (size < 2 * PAGE_SIZE_MIN)
+		throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (data.mdb has " +
+		                                    std::to_string(size) +
+		                                    " bytes, less than LMDB's two meta pages)");
+	MDB_stat ms;
+	rc = guarded(env_, [&] { return mdb_env_stat(env_, &ms); });
+	if (rc != 0)
+		throw_lmdb(rc, "reading the environment's state");
+	size_t psize = ms.ms_psize;
+	if (b.lo == 0 || size < 2 * psize)
+		return; /* the map is unknown (no guard) or the page size unusual: nothing more to read */
+	MetaPage m[2];
+	rc = guarded(env_,
+	             [&]
+	             {
+		             for (int i = 0; i < 2; i++)
+			             m[i] = read_meta_page(reinterpret_cast<const unsigned char *>(b.lo) +
+			                                   i * psize);
+		             return 0;
+	             });
+	if (rc != 0)
+		throw_lmdb(rc, "reading the meta pages");
+	uint64_t pages = size / psize;
+	for (int i = 0; i < 2; i++)
+	{
+		std::string which = "LMDB meta page " + std::to_string(i);
+		if (!(m[i].flags & LMDB_P_META) || m[i].magic != LMDB_MAGIC ||
+		    m[i].version != LMDB_DATA_VERSION)
+			throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (" + which + " is not one)");
+		/* LMDB writes transaction t's meta into page t % 2 (both hold 0 when created) */
+		if (m[i].txnid % 2 != static_cast<uint64_t>(i) && m[i].txnid != 0)
+			throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (" + which +
+			                                    " names transaction " + std::to_string(m[i].txnid) +
+			                                    ")");
+		for (uint64_t root : m[i].roots)
+			if (root != LMDB_P_INVALID && root > m[i].last_pg)
+				throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (" + which +
+				                                    " has a root page beyond its last page)");
+	}
+	uint64_t newer = std::max(m[0].txnid, m[1].txnid), older = std::min(m[0].txnid, m[1].txnid);
+	if (newer - older != 1 && newer != 0)
+		throw Error(HANNOY_ERR_CORRUPT,
+		            "the sidecar is damaged (its meta pages name transactions " +
+		                std::to_string(m[0].txnid) + " and " + std::to_string(m[1].txnid) + ")");
+	/*
+	 * Every page a snapshot reaches was written, so the file holds the root
+	 * pages of the newest one.  (The last page in use need not be in the
+	 * file: a page a transaction took at the end and freed again is never
+	 * written.  A read of a page past the end is the guard's.)
+	 */
+	const MetaPage &current = m[0].txnid > m[1].txnid ? m[0] : m[1];
+	for (uint64_t root : current.roots)
+		if (root != LMDB_P_INVALID && root >= pages)
+			throw Error(HANNOY_ERR_CORRUPT,
+			            "the sidecar is damaged (data.mdb has " + std::to_string(pages) +
+			                " pages, but its root page " + std::to_string(root) +
+			                " lies beyond them; truncated?)");
+	/*
+	 * Transaction ids only grow, and a meta page once written for one never
+	 * changes: a file rewritten in place (another sidecar's copied over
+	 * it) shows otherwise, and pointers kept into the old one (the
+	 * snapshot cache's) must not be followed.
+	 */
+	if (b.seen && (current.txnid < b.seen_txnid ||
+	               (current.txnid == b.seen_txnid &&
+	                (current.last_pg != b.seen_last_pg || current.roots[0] != b.seen_roots[0] ||
+	                 current.roots[1] != b.seen_roots[1]))))
+	{
+		b.damaged = true;
+		throw Error(HANNOY_ERR_CORRUPT,
+		            "the sidecar is damaged (its newest transaction went from " +
+		                std::to_string(b.seen_txnid) + " to " + std::to_string(current.txnid) +
+		                ": data.mdb was rewritten in place)");
+	}
+	b.seen = true;
+	b.seen_txnid = current.txnid;
+	b.seen_last_pg = current.last_pg;
+	b.seen_roots[0] = current.roots[0];
+	b.seen_roots[1] = current.roots[1];
+	b.page_size = psize;
+	b.used_end = b.lo + std::min<uint64_t>(size, b.hi - b.lo);
+}
+
+void
+check_span_slow(MDB_env *env, const void *p, size_t bytes)
+{
+	MapBounds  *b = static_cast<MapBounds *>(mdb_env_get_userctx(env));
+	uintptr_t   at = reinterpret_cast<uintptr_t>(p);
+	int         fd;
+	struct stat st;
+	/* the file may have grown since it was last looked at */
+	if (mdb_env_get_fd(env, &fd) == 0 && fstat(fd, &st) == 0)
+	{
+		uintptr_t end =
+		    b->lo + std::min<uint64_t>(static_cast<uint64_t>(st.st_size), b->hi - b->lo);
+		if (end > b->used_end)
+			b->used_end = end;
+	}
+	if (at + bytes > b->used_end || at + bytes < at)
+		throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (a record of " +
+		                                    std::to_string(bytes) +
+		                                    " bytes lies past the end of data.mdb)");
 }
 
 void

@@ -18,6 +18,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "distance.hpp"
@@ -46,6 +47,60 @@ class Error : public std::runtime_error
 
 /* Throws an Error describing LMDB return code 'rc' during 'what'. */
 [[noreturn]] void throw_lmdb(int rc, const char *what);
+
+/*
+ * The fault guard (fault.cpp, DESIGN.md "Damaged sidecars").  What it knows
+ * of one environment's map, kept as the environment's LMDB user context:
+ * the reserved address range and, below it, where the file ended when it
+ * was last looked at (a sound record never lies beyond the file's end).
+ */
+struct MapBounds
+{
+	uintptr_t lo = 0, hi = 0;   /* the map's address range, 0 before it is known */
+	uintptr_t used_end = 0;     /* where the file last ended in the map */
+	size_t    page_size = 4096; /* LMDB's page size */
+	bool      damaged = false;  /* a guarded call faulted or failed an LMDB assertion */
+	/* the newest meta page the last file check saw (a file rewritten in place differs) */
+	uint64_t seen_txnid = 0, seen_last_pg = 0, seen_roots[2] = {0, 0};
+	bool     seen = false;
+};
+
+/* What a guarded LMDB call returns when it faulted or failed an assertion (no LMDB code). */
+constexpr int GUARD_FAULT_BUS = -30700, GUARD_FAULT_SEGV = -30701, GUARD_ASSERT = -30702;
+
+/* Installs the fault handlers (once) and LMDB's assert callback on 'env'. */
+void guard_environment(MDB_env *env);
+/* The message of the last LMDB assertion a guarded call caught. */
+const char *guard_assert_message();
+/* Runs fn(arg), an LMDB call, under the guard of 'env' (see fault.cpp). */
+int guarded_call(MDB_env *env, int (*fn)(void *), void *arg);
+/* Runs 'f' (returning an LMDB code; owning nothing with a destructor) under the guard of 'env'. */
+template <class F>
+int
+guarded(MDB_env *env, F &&f)
+{
+	using Fn = std::remove_reference_t<F>;
+	return guarded_call(
+	    env, [](void *p) -> int { return (*static_cast<Fn *>(p))(); }, &f);
+}
+
+/*
+ * Throws HANNOY_ERR_CORRUPT unless the 'bytes' bytes at 'p', a record
+ * LMDB handed out through a transaction of 'env', lie inside the file (or
+ * outside the map: a write transaction's own pages), so that reading them
+ * can never fault.  Two compares, and one fstat when the file has grown.
+ */
+void check_span_slow(MDB_env *env, const void *p, size_t bytes);
+/* Records where LMDB mapped the file of 'env' (after opening it or adopting a new map size). */
+void note_map_of(MDB_env *env);
+inline void
+check_span(MDB_env *env, const void *p, size_t bytes)
+{
+	const MapBounds *b = static_cast<const MapBounds *>(mdb_env_get_userctx(env));
+	uintptr_t        at = reinterpret_cast<uintptr_t>(p);
+	if (b != nullptr && at >= b->lo && at < b->hi && (at + bytes > b->used_end || at + bytes < at))
+		check_span_slow(env, p, bytes);
+}
 
 /* Highest layer a node may get; far above what 2^32 items need. */
 constexpr int MAX_LEVEL = 15;
@@ -438,6 +493,18 @@ class Store
 	void sync(bool force);
 
 	/*
+	 * Throws HANNOY_ERR_CORRUPT when data.mdb ends before the root pages its
+	 * newest meta page names, or a meta page is not LMDB's or names the
+	 * wrong transaction, or a guarded call found the sidecar damaged: run
+	 * at open and whenever a cached environment is used again, before any
+	 * transaction, so the usual truncation is found before LMDB reads
+	 * through the map (DESIGN.md "Damaged sidecars").  One stat.
+	 */
+	void check_file();
+	/* Records where LMDB mapped the file (after opening or adopting a new map size). */
+	void note_map();
+
+	/*
 	 * One finished scan kept for the next one (scan.cpp): a query's scan
 	 * then starts without allocating, and renews its reset read transaction
 	 * in the reader slot it keeps instead of taking a new one.  Scans of one
@@ -475,13 +542,14 @@ class Store
 	void open_databases(bool create);
 	void set_meta(const HannoyMeta &meta);
 
-	MDB_env              *env_ = nullptr;
-	std::string           path_;
-	HannoyEnvConfig       config_;
-	HannoyMeta            meta_{};
-	VectorLayout          layout_;
-	mutable SnapshotCache cache_;
-	void                 *idle_scan_ = nullptr;
+	MDB_env                   *env_ = nullptr;
+	std::unique_ptr<MapBounds> bounds_;
+	std::string                path_;
+	HannoyEnvConfig            config_;
+	HannoyMeta                 meta_{};
+	VectorLayout               layout_;
+	mutable SnapshotCache      cache_;
+	void                      *idle_scan_ = nullptr;
 	void (*idle_scan_free_)(void *) = nullptr;
 };
 
