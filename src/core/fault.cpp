@@ -14,14 +14,18 @@
  *	  transaction (releasing the reader slot or the writer lock), as for any
  *	  LMDB error.  The handler acts only on the thread that armed it and only
  *	  for an address inside the environment's map (with a margin for the
- *	  offsets a page header can hold); any other fault goes on to the handler
- *	  that was installed before, or to the default action.
+ *	  offsets a page header can hold) or a fault in liblmdb's own code (on a
+ *	  damaged page LMDB may follow a null pointer, e.g. a sub-database cursor
+ *	  for a node that claims duplicates); any other fault goes on to the
+ *	  handler that was installed before, or to the default action.
  */
 #include "core_guard.hpp"
 
+#include <link.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <ucontext.h>
 
 #include <atomic>
 #include <cstring>
@@ -51,6 +55,40 @@ struct Armed
 Armed            armed;
 struct sigaction previous_segv, previous_bus;
 std::once_flag   installed;
+/* Where liblmdb's code lies: on a damaged page LMDB also follows its own null pointers. */
+uintptr_t lmdb_text_lo = 0, lmdb_text_hi = 0;
+
+/* Finds liblmdb's executable segment (dl_iterate_phdr callback). */
+int
+find_lmdb_text(struct dl_phdr_info *info, size_t, void *)
+{
+	if (info->dlpi_name == nullptr || std::strstr(info->dlpi_name, "/liblmdb.so") == nullptr)
+		return 0;
+	for (int i = 0; i < info->dlpi_phnum; i++)
+	{
+		const ElfW(Phdr) &ph = info->dlpi_phdr[i];
+		if (ph.p_type == PT_LOAD && (ph.p_flags & PF_X))
+		{
+			lmdb_text_lo = info->dlpi_addr + ph.p_vaddr;
+			lmdb_text_hi = lmdb_text_lo + ph.p_memsz;
+		}
+	}
+	return 1;
+}
+
+/* True when the faulting instruction is liblmdb's. */
+bool
+in_lmdb(void *context)
+{
+#if defined(__x86_64__)
+	uintptr_t ip =
+	    static_cast<uintptr_t>(static_cast<ucontext_t *>(context)->uc_mcontext.gregs[REG_RIP]);
+	return ip >= lmdb_text_lo && ip < lmdb_text_hi;
+#else
+	(void) context;
+	return false;
+#endif
+}
 
 /* Passes a fault that is not ours on to whoever handled it before. */
 void
@@ -81,7 +119,7 @@ on_fault(int sig, siginfo_t *info, void *context)
 	    pthread_equal(armed.owner, pthread_self()))
 	{
 		uintptr_t at = reinterpret_cast<uintptr_t>(info->si_addr);
-		if (at >= armed.lo && at < armed.hi)
+		if ((at >= armed.lo && at < armed.hi) || in_lmdb(context))
 		{
 			armed.state.store(0, std::memory_order_release);
 			siglongjmp(*armed.jump, sig == SIGBUS ? GUARD_FAULT_BUS : GUARD_FAULT_SEGV);
@@ -106,6 +144,7 @@ on_assert(MDB_env *, const char *message)
 void
 install_handlers()
 {
+	dl_iterate_phdr(find_lmdb_text, nullptr);
 	struct sigaction sa;
 	std::memset(&sa, 0, sizeof(sa));
 	sa.sa_sigaction = on_fault;

@@ -196,7 +196,9 @@ read_links(HannoyInspect *w, uint32_t id, int layer, std::vector<uint32_t> &out)
 	out.clear();
 	if (!hannoy::get(w->txn->get(), w->store->dbi_links, key.val(), data))
 		return false;
-	return hannoy::decode_links(data.mv_data, data.mv_size, out);
+	size_t trailer = w->store->trailer();
+	return data.mv_size >= trailer &&
+	       hannoy::decode_links(data.mv_data, data.mv_size - trailer, out);
 }
 
 /* Reports a vector whose pieces stage Vectors did not all find. */
@@ -216,13 +218,16 @@ check_vector(HannoyInspect *w, const MDB_val &key, const MDB_val &data)
 	const hannoy::VectorLayout &l = w->store->layout();
 	uint32_t                    id, piece;
 	if (!hannoy::decode_vector_key(key, &id, &piece) || piece >= l.pieces() ||
-	    data.mv_size != l.piece_size(piece))
+	    data.mv_size != l.record_size(piece))
 	{
 		report(w, HANNOY_PROBLEM_MALFORMED, -1,
 		       "vectors database has a malformed record (key of %zu bytes, value of %zu bytes)",
 		       key.mv_size, data.mv_size);
 		return;
 	}
+	if (w->store->checksummed() && !hannoy::checksum_holds(key, data))
+		report(w, HANNOY_PROBLEM_MALFORMED, id,
+		       "piece %u of the vector of item %u fails its checksum", piece, id);
 	if (piece != w->piece_next || (piece > 0 && id != w->piece_id))
 	{
 		report_incomplete(w);
@@ -394,7 +399,11 @@ check_link_list(HannoyInspect *w, const MDB_val &key, const MDB_val &data)
 	if (layer > hannoy::MAX_LEVEL || (w->verify && !has_vector(w, id)))
 		return; /* reported by LinkKeys */
 	std::vector<uint32_t> &list = w->scratch;
-	if (!hannoy::decode_links(data.mv_data, data.mv_size, list))
+	size_t                 trailer = w->store->trailer();
+	if (w->verify && trailer != 0 && !hannoy::checksum_holds(key, data))
+		report(w, HANNOY_PROBLEM_MALFORMED, id,
+		       "neighbour list of item %u at layer %d fails its checksum", id, layer);
+	if (data.mv_size < trailer || !hannoy::decode_links(data.mv_data, data.mv_size - trailer, list))
 	{
 		if (w->verify)
 			report(w, HANNOY_PROBLEM_MALFORMED, id,

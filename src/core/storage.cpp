@@ -120,18 +120,21 @@ TidKey::TidKey(HannoyTid tid)
 		bytes[i] = static_cast<unsigned char>(tid >> (8 * (5 - i)));
 }
 
+/* A damaged record may be shorter than its type: only its own bytes are read, zeros after. */
 uint32_t
 decode_id(const MDB_val &v)
 {
-	const unsigned char *p = static_cast<const unsigned char *>(v.mv_data);
+	unsigned char p[4] = {0, 0, 0, 0};
+	std::memcpy(p, v.mv_data, std::min<size_t>(v.mv_size, 4));
 	return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3];
 }
 
 HannoyTid
 decode_tid(const MDB_val &v)
 {
-	const unsigned char *p = static_cast<const unsigned char *>(v.mv_data);
-	HannoyTid            tid = 0;
+	unsigned char p[6] = {0, 0, 0, 0, 0, 0};
+	std::memcpy(p, v.mv_data, std::min<size_t>(v.mv_size, 6));
+	HannoyTid tid = 0;
 	for (int i = 0; i < 6; i++)
 		tid = (tid << 8) | p[i];
 	return tid;
@@ -141,7 +144,11 @@ Txn::Txn(MDB_env *env, bool read_only)
 {
 	for (int attempt = 0;; attempt++)
 	{
-		int rc = 0;
+		int              rc = 0;
+		const MapBounds *b = static_cast<const MapBounds *>(mdb_env_get_userctx(env));
+		if (!read_only && b != nullptr && b->damaged)
+			throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (an earlier read of it "
+			                                "failed): no more writes");
 		if (!read_only)
 		{
 			/*
@@ -193,9 +200,15 @@ Txn::commit()
 void
 Txn::abort()
 {
-	if (txn_ != nullptr)
-		mdb_txn_abort(txn_);
+	MDB_txn *t = txn_;
 	txn_ = nullptr;
+	if (t != nullptr)
+		guarded(mdb_txn_env(t),
+		        [&]
+		        {
+			        mdb_txn_abort(t);
+			        return 0;
+		        });
 }
 
 Cursor::Cursor(MDB_txn *txn, MDB_dbi dbi)
@@ -220,15 +233,36 @@ Cursor::get(MDB_val &key, MDB_val &data, MDB_cursor_op op)
 		return false;
 	if (rc != 0)
 		throw_lmdb(rc, "moving a cursor");
-	check_span(env, key.mv_data, std::max<size_t>(key.mv_size, 8));
+	check_span(env, key.mv_data, key.mv_size);
 	check_span(env, data.mv_data, data.mv_size);
 	return true;
+}
+
+/*
+ * Writes go through a cursor of their own, never mdb_put or mdb_del: those
+ * hang a cursor on their stack frame into the transaction's list, which a
+ * jump out of a damaged page would leave behind for mdb_txn_abort to free.
+ */
+int
+put_rc(MDB_txn *txn, MDB_dbi dbi, MDB_val *key, MDB_val *data, unsigned flags)
+{
+	return guarded(mdb_txn_env(txn),
+	               [&]
+	               {
+		               MDB_cursor *c;
+		               int         rc = mdb_cursor_open(txn, dbi, &c);
+		               if (rc != 0)
+			               return rc;
+		               rc = mdb_cursor_put(c, key, data, flags);
+		               mdb_cursor_close(c);
+		               return rc;
+	               });
 }
 
 void
 put(MDB_txn *txn, MDB_dbi dbi, MDB_val key, MDB_val data, unsigned flags)
 {
-	int rc = guarded(mdb_txn_env(txn), [&] { return mdb_put(txn, dbi, &key, &data, flags); });
+	int rc = put_rc(txn, dbi, &key, &data, flags);
 	if (rc != 0)
 		throw_lmdb(rc, "writing");
 }
@@ -236,7 +270,20 @@ put(MDB_txn *txn, MDB_dbi dbi, MDB_val key, MDB_val data, unsigned flags)
 bool
 del(MDB_txn *txn, MDB_dbi dbi, MDB_val key)
 {
-	int rc = guarded(mdb_txn_env(txn), [&] { return mdb_del(txn, dbi, &key, nullptr); });
+	int rc = guarded(mdb_txn_env(txn),
+	                 [&]
+	                 {
+		                 MDB_cursor *c;
+		                 MDB_val     data;
+		                 int         rc2 = mdb_cursor_open(txn, dbi, &c);
+		                 if (rc2 != 0)
+			                 return rc2;
+		                 rc2 = mdb_cursor_get(c, &key, &data, MDB_SET);
+		                 if (rc2 == 0)
+			                 rc2 = mdb_cursor_del(c, 0);
+		                 mdb_cursor_close(c);
+		                 return rc2;
+	                 });
 	if (rc == MDB_NOTFOUND)
 		return false;
 	if (rc != 0)
@@ -374,24 +421,30 @@ Store::set_meta(const HannoyMeta &meta)
 	if (hannoy_metric_info(meta.metric).id == 0)
 		throw Error(HANNOY_ERR_CORRUPT, "unknown metric " + std::to_string(meta.metric));
 	meta_ = meta;
-	layout_ = VectorLayout(static_cast<HannoyMetric>(meta.metric), meta.dims);
+	layout_ = VectorLayout(static_cast<HannoyMetric>(meta.metric), meta.dims,
+	                       meta.format_version >= 4 ? CHECKSUM_BYTES : 0);
 }
 
 void
 Store::reload_meta(MDB_txn *txn)
 {
-	MDB_val data;
-	if (!hannoy::get(txn, dbi_meta, MDB_val{sizeof(META_KEY) - 1, const_cast<char *>(META_KEY)},
-	                 data) ||
-	    data.mv_size != sizeof(MetaRecord))
-		throw Error(HANNOY_ERR_CORRUPT, "sidecar meta record is missing or malformed");
+	MDB_val key{sizeof(META_KEY) - 1, const_cast<char *>(META_KEY)}, data;
+	if (!hannoy::get(txn, dbi_meta, key, data))
+		throw Error(HANNOY_ERR_CORRUPT, "sidecar meta record is missing");
 	MetaRecord r;
+	if (data.mv_size < sizeof(r.format_version))
+		throw Error(HANNOY_ERR_CORRUPT, "sidecar meta record is malformed");
+	std::memcpy(&r.format_version, data.mv_data, sizeof(r.format_version));
+	if (r.format_version < HANNOY_MIN_FORMAT_VERSION || r.format_version > HANNOY_FORMAT_VERSION)
+		throw Error(HANNOY_ERR_CORRUPT,
+		            "sidecar format version " + std::to_string(r.format_version) +
+		                " is not supported (expected " + std::to_string(HANNOY_MIN_FORMAT_VERSION) +
+		                " to " + std::to_string(HANNOY_FORMAT_VERSION) + ")");
+	size_t trailer = r.format_version >= 4 ? CHECKSUM_BYTES : 0;
+	if (data.mv_size != sizeof(MetaRecord) + trailer ||
+	    (trailer != 0 && !checksum_holds(key, data)))
+		throw Error(HANNOY_ERR_CORRUPT, "sidecar meta record is malformed or fails its checksum");
 	std::memcpy(&r, data.mv_data, sizeof(r));
-	if (r.format_version != HANNOY_FORMAT_VERSION)
-		throw Error(HANNOY_ERR_CORRUPT, "sidecar format version " +
-		                                    std::to_string(r.format_version) +
-		                                    " is not supported (expected " +
-		                                    std::to_string(HANNOY_FORMAT_VERSION) + ")");
 	HannoyMeta m{};
 	m.format_version = r.format_version;
 	m.metric = r.metric;
@@ -410,8 +463,13 @@ Store::reload_meta(MDB_txn *txn)
 void
 Store::write_meta(MDB_txn *txn, const HannoyMeta &meta)
 {
+	/* a sidecar keeps its format: format 3 stays without checksums */
+	uint32_t format = meta.format_version;
+	if (format < HANNOY_MIN_FORMAT_VERSION || format > HANNOY_FORMAT_VERSION)
+		throw Error(HANNOY_ERR_INVALID,
+		            "sidecar format version " + std::to_string(format) + " is not supported");
 	MetaRecord r{};
-	r.format_version = HANNOY_FORMAT_VERSION;
+	r.format_version = format;
 	r.metric = meta.metric;
 	r.dims = meta.dims;
 	r.m = meta.options.m;
@@ -422,11 +480,15 @@ Store::write_meta(MDB_txn *txn, const HannoyMeta &meta)
 	r.timeline = meta.timeline;
 	r.index_oid = meta.index_oid;
 	r.seed = meta.seed;
-	put(txn, dbi_meta, MDB_val{sizeof(META_KEY) - 1, const_cast<char *>(META_KEY)},
-	    MDB_val{sizeof(r), &r});
-	HannoyMeta copy = meta;
-	copy.format_version = HANNOY_FORMAT_VERSION;
-	set_meta(copy);
+	MDB_val     key{sizeof(META_KEY) - 1, const_cast<char *>(META_KEY)};
+	std::string record(reinterpret_cast<const char *>(&r), sizeof(r));
+	if (format >= 4)
+	{
+		uint32_t sum = record_checksum(key, record.data(), record.size());
+		record.append(reinterpret_cast<const char *>(&sum), sizeof(sum));
+	}
+	put(txn, dbi_meta, key, MDB_val{record.size(), record.data()});
+	set_meta(meta);
 }
 
 void
@@ -457,11 +519,11 @@ Store::read_state(MDB_txn *txn) const
 GraphState
 Store::read_state_record(MDB_txn *txn) const
 {
-	MDB_val data;
-	if (!hannoy::get(txn, dbi_meta, MDB_val{sizeof(STATE_KEY) - 1, const_cast<char *>(STATE_KEY)},
-	                 data) ||
-	    data.mv_size != sizeof(StateRecord))
-		throw Error(HANNOY_ERR_CORRUPT, "sidecar state record is missing or malformed");
+	MDB_val key{sizeof(STATE_KEY) - 1, const_cast<char *>(STATE_KEY)}, data;
+	if (!hannoy::get(txn, dbi_meta, key, data) || data.mv_size != sizeof(StateRecord) + trailer() ||
+	    (checksummed() && !checksum_holds(key, data)))
+		throw Error(HANNOY_ERR_CORRUPT,
+		            "sidecar state record is missing, malformed or fails its checksum");
 	StateRecord r;
 	std::memcpy(&r, data.mv_data, sizeof(r));
 	GraphState s;
@@ -484,8 +546,93 @@ Store::write_state(MDB_txn *txn, const GraphState &s) const
 	r.next_id = s.next_id;
 	r.max_level = s.max_level;
 	r.entry_point = s.entry_point;
-	put(txn, dbi_meta, MDB_val{sizeof(STATE_KEY) - 1, const_cast<char *>(STATE_KEY)},
-	    MDB_val{sizeof(r), &r});
+	MDB_val key{sizeof(STATE_KEY) - 1, const_cast<char *>(STATE_KEY)};
+	char    record[sizeof(r) + CHECKSUM_BYTES];
+	std::memcpy(record, &r, sizeof(r));
+	if (checksummed())
+	{
+		uint32_t sum = record_checksum(key, &r, sizeof(r));
+		std::memcpy(record + sizeof(r), &sum, sizeof(sum));
+	}
+	put(txn, dbi_meta, key, MDB_val{sizeof(r) + trailer(), record});
+}
+
+namespace
+{
+
+/* CRC32C (Castagnoli), reflected, one table. */
+struct Crc32cTable
+{
+	uint32_t t[256];
+	Crc32cTable()
+	{
+		for (uint32_t i = 0; i < 256; i++)
+		{
+			uint32_t c = i;
+			for (int k = 0; k < 8; k++)
+				c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+			t[i] = c;
+		}
+	}
+};
+
+uint32_t
+crc32c_table(uint32_t crc, const unsigned char *p, size_t n)
+{
+	static const Crc32cTable table;
+	for (size_t i = 0; i < n; i++)
+		crc = table.t[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
+	return crc;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) uint32_t
+crc32c_sse42(uint32_t crc, const unsigned char *p, size_t n)
+{
+	uint64_t c = crc;
+	for (; n >= 8; n -= 8, p += 8)
+	{
+		uint64_t word;
+		std::memcpy(&word, p, 8);
+		c = __builtin_ia32_crc32di(c, word);
+	}
+	uint32_t c32 = static_cast<uint32_t>(c);
+	for (; n > 0; n--, p++)
+		c32 = __builtin_ia32_crc32qi(c32, *p);
+	return c32;
+}
+#endif
+
+} // namespace
+
+uint32_t
+crc32c(uint32_t crc, const void *data, size_t n)
+{
+	const unsigned char *p = static_cast<const unsigned char *>(data);
+#if defined(__x86_64__)
+	static const bool hardware = __builtin_cpu_supports("sse4.2");
+	if (hardware)
+		return crc32c_sse42(crc, p, n);
+#endif
+	return crc32c_table(crc, p, n);
+}
+
+uint32_t
+record_checksum(const MDB_val &key, const void *value, size_t size)
+{
+	uint32_t crc = crc32c(0xFFFFFFFFu, key.mv_data, key.mv_size);
+	return ~crc32c(crc, value, size);
+}
+
+bool
+checksum_holds(const MDB_val &key, const MDB_val &data)
+{
+	if (data.mv_size < CHECKSUM_BYTES)
+		return false;
+	size_t   size = data.mv_size - CHECKSUM_BYTES;
+	uint32_t stored;
+	std::memcpy(&stored, static_cast<const char *>(data.mv_data) + size, sizeof(stored));
+	return stored == record_checksum(key, data.mv_data, size);
 }
 
 void
@@ -559,16 +706,19 @@ leaf_cost(size_t data)
 	return ((NODE_HEADER + VECTOR_KEY + data + 1) & ~size_t(1)) + NODE_SLOT;
 }
 
-/* Pages per vector when vectors of 'bytes' are cut into pieces of 'piece' and appended in order. */
+/*
+ * Pages per vector when vectors of 'bytes' are cut into pieces of 'piece',
+ * each record 'trailer' bytes longer, and appended in order.
+ */
 double
-pages_per_vector(size_t bytes, size_t piece)
+pages_per_vector(size_t bytes, size_t piece, size_t trailer)
 {
 	constexpr int VECTORS = 64;
 	size_t        n = bytes / piece, pages = 1, used = 0;
 	for (int v = 0; v < VECTORS; v++)
 		for (size_t i = 0; i < n; i++)
 		{
-			size_t cost = leaf_cost(i + 1 < n ? piece : bytes - piece * (n - 1));
+			size_t cost = leaf_cost((i + 1 < n ? piece : bytes - piece * (n - 1)) + trailer);
 			if (used + cost > PAGE - PAGE_HEADER)
 			{
 				pages++;
@@ -582,23 +732,24 @@ pages_per_vector(size_t bytes, size_t piece)
 } // namespace
 
 size_t
-vector_piece_bytes(size_t bytes)
+vector_piece_bytes(size_t bytes, size_t trailer)
 {
 	/* a vector that fits a leaf page stays whole */
-	if (NODE_HEADER + VECTOR_KEY + bytes <= NODE_MAX)
+	if (NODE_HEADER + VECTOR_KEY + bytes + trailer <= NODE_MAX)
 		return bytes;
 	/* else whole in overflow pages, or cut: the fewest pieces within 3% of the fewest pages */
 	constexpr size_t SIZES = NODE_MAX / SEGMENT_ALIGN;
 	double           cost[SIZES + 1];
-	double           best = double((PAGE_HEADER + bytes + PAGE - 1) / PAGE);
+	double           best = double((PAGE_HEADER + bytes + trailer + PAGE - 1) / PAGE);
 	for (size_t k = 1; k <= SIZES; k++)
 	{
 		size_t piece = k * SEGMENT_ALIGN, n = bytes / piece;
 		cost[k] = HUGE_VAL;
 		if (piece >= bytes || n > VectorLayout::MAX_PIECES ||
-		    NODE_HEADER + VECTOR_KEY + bytes - piece * (n - 1) > NODE_MAX)
+		    NODE_HEADER + VECTOR_KEY + bytes - piece * (n - 1) + trailer > NODE_MAX ||
+		    NODE_HEADER + VECTOR_KEY + piece + trailer > NODE_MAX)
 			continue;
-		cost[k] = pages_per_vector(bytes, piece);
+		cost[k] = pages_per_vector(bytes, piece, trailer);
 		best = std::min(best, cost[k]);
 	}
 	/* larger pieces first: fewer records to read per vector */
@@ -608,12 +759,12 @@ vector_piece_bytes(size_t bytes)
 	return bytes;
 }
 
-VectorLayout::VectorLayout(HannoyMetric metric, uint32_t dims)
-    : bytes_(hannoy_vector_bytes(metric, dims)),
+VectorLayout::VectorLayout(HannoyMetric metric, uint32_t dims, size_t trailer)
+    : bytes_(hannoy_vector_bytes(metric, dims)), trailer_(trailer),
       unit_(hannoy_metric_info(metric).element == HANNOY_ELEMENT_BIT ? 1 : 4), dims_(dims),
       whole_(distance_function(metric)), segmented_(segmented_distance_function(metric))
 {
-	piece_bytes_ = bytes_ == 0 ? 0 : vector_piece_bytes(bytes_);
+	piece_bytes_ = bytes_ == 0 ? 0 : vector_piece_bytes(bytes_, trailer_);
 	pieces_ = piece_bytes_ == 0 ? 1 : static_cast<uint32_t>(bytes_ / piece_bytes_);
 }
 
@@ -656,11 +807,11 @@ lookup_vector(const Store &s, MDB_txn *txn, uint32_t id, const void **out)
 	MDB_val             k = key.val(), data;
 	auto                take = [&](uint32_t i)
 	{
-		if (data.mv_size != l.piece_size(i))
+		if (data.mv_size != l.record_size(i))
 			throw Error(HANNOY_ERR_CORRUPT, "piece " + std::to_string(i) + " of vector " +
 			                                    std::to_string(id) + " has " +
 			                                    std::to_string(data.mv_size) + " bytes, expected " +
-			                                    std::to_string(l.piece_size(i)));
+			                                    std::to_string(l.record_size(i)));
 		out[i] = data.mv_data;
 	};
 	if (l.pieces() == 1)
@@ -732,12 +883,20 @@ Store::copy_vector(MDB_txn *txn, uint32_t id, void *out) const
 void
 Store::put_vector(MDB_txn *txn, uint32_t id, const void *v, bool append) const
 {
+	std::string record;
 	for (uint32_t i = 0; i < layout_.pieces(); i++)
 	{
-		VectorKey key(id, i);
-		MDB_val   k = key.val();
-		MDB_val   data{layout_.piece_size(i),
-                     const_cast<char *>(static_cast<const char *>(v) + layout_.piece_offset(i))};
+		VectorKey   key(id, i);
+		MDB_val     k = key.val();
+		const char *piece = static_cast<const char *>(v) + layout_.piece_offset(i);
+		MDB_val     data{layout_.piece_size(i), const_cast<char *>(piece)};
+		if (checksummed())
+		{
+			uint32_t sum = record_checksum(k, piece, layout_.piece_size(i));
+			record.assign(piece, layout_.piece_size(i));
+			record.append(reinterpret_cast<const char *>(&sum), sizeof(sum));
+			data = MDB_val{record.size(), record.data()};
+		}
 		/*
 		 * Appended when no higher key exists, even for a reused id (a refill
 		 * after VACUUM freed everything): LMDB then leaves the full page full
@@ -745,7 +904,7 @@ Store::put_vector(MDB_txn *txn, uint32_t id, const void *v, bool append) const
 		 */
 		if (i == 0 && !append)
 		{
-			int rc = mdb_put(txn, dbi_vectors, &k, &data, MDB_APPEND);
+			int rc = put_rc(txn, dbi_vectors, &k, &data, MDB_APPEND);
 			if (rc == 0)
 			{
 				append = true;
@@ -802,7 +961,7 @@ Store::links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &out) c
 		out.clear();
 		return;
 	}
-	if (!decode_links(data.mv_data, data.mv_size, out))
+	if (data.mv_size < trailer() || !decode_links(data.mv_data, data.mv_size - trailer(), out))
 		throw Error(HANNOY_ERR_CORRUPT, "neighbour list of item " + std::to_string(id) +
 		                                    " at layer " + std::to_string(layer) + " is malformed");
 }
@@ -814,6 +973,11 @@ Store::put_links(MDB_txn *txn, uint32_t id, int layer, const std::vector<uint32_
 	std::string buf;
 	encode_links(ids.data(), ids.size(), buf);
 	LinkKey key(id, layer);
+	if (checksummed())
+	{
+		uint32_t sum = record_checksum(key.val(), buf.data(), buf.size());
+		buf.append(reinterpret_cast<const char *>(&sum), sizeof(sum));
+	}
 	put(txn, dbi_links, key.val(), MDB_val{buf.size(), buf.data()}, flags);
 }
 
@@ -833,8 +997,15 @@ Store::tid_of(MDB_txn *txn, uint32_t id, HannoyTid *tid) const
 	{
 		IdKey     key(id);
 		MDB_val   data;
-		HannoyTid found =
-		    hannoy::get(txn, dbi_tids, key.val(), data) ? decode_tid(data) : SnapshotCache::NO_TID;
+		HannoyTid found = SnapshotCache::NO_TID;
+		if (hannoy::get(txn, dbi_tids, key.val(), data))
+		{
+			if (data.mv_size != 6)
+				throw Error(HANNOY_ERR_CORRUPT, "the TID of item " + std::to_string(id) + " has " +
+				                                    std::to_string(data.mv_size) +
+				                                    " bytes, expected 6");
+			found = decode_tid(data);
+		}
 		if (e == nullptr)
 		{
 			*tid = found;

@@ -250,7 +250,8 @@ class VectorLayout
 	static constexpr uint32_t MAX_PIECES = 32;
 
 	VectorLayout() = default;
-	VectorLayout(HannoyMetric metric, uint32_t dims);
+	/* 'trailer': bytes each record carries after its piece (a checksum, format 4) */
+	VectorLayout(HannoyMetric metric, uint32_t dims, size_t trailer = 0);
 
 	uint32_t
 	pieces() const
@@ -271,6 +272,17 @@ class VectorLayout
 	piece_size(uint32_t piece) const
 	{
 		return piece + 1 < pieces_ ? piece_bytes_ : bytes_ - piece_bytes_ * (pieces_ - 1);
+	}
+	/* Bytes of the record of piece 'piece': the piece and its trailer. */
+	size_t
+	record_size(uint32_t piece) const
+	{
+		return piece_size(piece) + trailer_;
+	}
+	size_t
+	trailer() const
+	{
+		return trailer_;
 	}
 	/* Distance from a vector in pieces to a whole one ('query'). */
 	double distance(const void *const *a, const void *query) const;
@@ -299,14 +311,30 @@ class VectorLayout
 	uint32_t            pieces_ = 1;
 	size_t              piece_bytes_ = 0;
 	size_t              bytes_ = 0;
+	size_t              trailer_ = 0;
 	size_t              unit_ = 1; /* bytes per element of a Segment */
 	uint32_t            dims_ = 0;
 	DistanceFn          whole_ = nullptr;
 	SegmentedDistanceFn segmented_ = nullptr;
 };
 
-/* Bytes of every piece but the last of a vector of 'bytes' bytes (see VectorLayout). */
-size_t vector_piece_bytes(size_t bytes);
+/*
+ * Bytes of every piece but the last of a vector of 'bytes' bytes whose
+ * records carry 'trailer' bytes more (see VectorLayout).
+ */
+size_t vector_piece_bytes(size_t bytes, size_t trailer = 0);
+
+/*
+ * Record checksums (format 4, DESIGN.md "Storage format"): CRC32C of the
+ * key and the value, stored as 4 bytes after the value.  Scans never read
+ * them; hannoy_verify checks them.
+ */
+constexpr size_t CHECKSUM_BYTES = 4;
+uint32_t         crc32c(uint32_t crc, const void *data, size_t n);
+/* The checksum of record (key, value[0 .. size)). */
+uint32_t record_checksum(const MDB_val &key, const void *value, size_t size);
+/* True when the last CHECKSUM_BYTES of 'data' are the checksum of (key, the rest). */
+bool checksum_holds(const MDB_val &key, const MDB_val &data);
 
 /*
  * Pointers into one committed LMDB snapshot, kept between read transactions.
@@ -410,6 +438,18 @@ class Store
 	layout() const
 	{
 		return layout_;
+	}
+	/* True when the records carry checksums (format 4 and later). */
+	bool
+	checksummed() const
+	{
+		return meta_.format_version >= 4;
+	}
+	/* Bytes after each vector piece and neighbour list: the checksum, or none (format 3). */
+	size_t
+	trailer() const
+	{
+		return checksummed() ? CHECKSUM_BYTES : 0;
 	}
 	uint32_t
 	max_links(int layer) const
@@ -568,7 +608,7 @@ Store::for_each_vector(MDB_txn *txn, F f) const
 	{
 		uint32_t id, piece;
 		if (!decode_vector_key(key, &id, &piece) || piece != have || (have > 0 && id != current) ||
-		    data.mv_size != layout_.piece_size(piece))
+		    data.mv_size != layout_.record_size(piece))
 			throw Error(HANNOY_ERR_CORRUPT, "malformed record in the vectors database");
 		current = id;
 		pieces[have++] = data.mv_data;
@@ -584,6 +624,8 @@ Store::for_each_vector(MDB_txn *txn, F f) const
 
 /* Puts key/value, throwing on failure. */
 void put(MDB_txn *txn, MDB_dbi dbi, MDB_val key, MDB_val data, unsigned flags = 0);
+/* Puts key/value under the guard; LMDB's return code. */
+int put_rc(MDB_txn *txn, MDB_dbi dbi, MDB_val *key, MDB_val *data, unsigned flags);
 /* Deletes key; false when absent. */
 bool del(MDB_txn *txn, MDB_dbi dbi, MDB_val key);
 /* Gets key; false when absent. */
