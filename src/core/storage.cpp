@@ -526,6 +526,11 @@ Store::read_state_record(MDB_txn *txn) const
 		            "sidecar state record is missing, malformed or fails its checksum");
 	StateRecord r;
 	std::memcpy(&r, data.mv_data, sizeof(r));
+	/* next_id never shrinks: the largest seen bounds every id a sound snapshot holds */
+	uint64_t bound = id_bound_.load(std::memory_order_relaxed);
+	while (r.next_id > bound && !id_bound_.compare_exchange_weak(bound, r.next_id))
+	{
+	}
 	GraphState s;
 	s.items = r.items;
 	s.unindexed = r.unindexed;
@@ -964,6 +969,21 @@ Store::links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &out) c
 	if (data.mv_size < trailer() || !decode_links(data.mv_data, data.mv_size - trailer(), out))
 		throw Error(HANNOY_ERR_CORRUPT, "neighbour list of item " + std::to_string(id) +
 		                                    " at layer " + std::to_string(layer) + " is malformed");
+	/*
+	 * A damaged list can name any id; searches size their visited sets by
+	 * the ids they meet, so one beyond next_id is refused (the list is
+	 * sorted: one compare, and a look at the state record only when the
+	 * bound seen so far is passed).
+	 */
+	if (!out.empty() && out.back() >= id_bound_.load(std::memory_order_relaxed))
+	{
+		read_state_record(txn);
+		if (out.back() >= id_bound_.load(std::memory_order_relaxed))
+			throw Error(HANNOY_ERR_CORRUPT, "neighbour list of item " + std::to_string(id) +
+			                                    " at layer " + std::to_string(layer) +
+			                                    " names item " + std::to_string(out.back()) +
+			                                    ", beyond next_id");
+	}
 }
 
 void

@@ -12,6 +12,7 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -525,6 +526,15 @@ class Store
 	void links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &out) const;
 	void put_links(MDB_txn *txn, uint32_t id, int layer, const std::vector<uint32_t> &ids,
 	               unsigned flags = 0) const;
+	/* Raises the bound on ids in neighbour lists to cover 'id', a new item's. */
+	void
+	note_id(uint64_t id) const
+	{
+		uint64_t bound = id_bound_.load(std::memory_order_relaxed);
+		while (id + 1 > bound && !id_bound_.compare_exchange_weak(bound, id + 1))
+		{
+		}
+	}
 	/* True when 'id' is a tombstone (removed by VACUUM, not yet repaired around). */
 	bool is_deleted(MDB_txn *txn, uint32_t id) const;
 	/* TID of an item; false for tombstones and unknown ids. */
@@ -589,7 +599,9 @@ class Store
 	HannoyMeta                 meta_{};
 	VectorLayout               layout_;
 	mutable SnapshotCache      cache_;
-	void                      *idle_scan_ = nullptr;
+	/* the largest next_id any state record read showed (ids in lists lie below it) */
+	mutable std::atomic<uint64_t> id_bound_{0};
+	void                         *idle_scan_ = nullptr;
 	void (*idle_scan_free_)(void *) = nullptr;
 };
 
