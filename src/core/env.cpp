@@ -288,6 +288,15 @@ hannoy_entries_next(HannoyEnv *env, HannoyEntryPosition *pos, HannoyEntry *entri
 				    ok = cur.get(key, data, MDB_NEXT);
 			    while (ok && n < capacity)
 			    {
+				    /* a damaged tree can hand keys out of order: the walk must move on */
+				    if (key.mv_size != 6 ||
+				        (pos->source == HANNOY_ENTRIES_GRAPH && data.mv_size != 4) ||
+				        (pos->started && hannoy::decode_tid(key) <= pos->after))
+					    throw hannoy::Error(
+					        HANNOY_ERR_CORRUPT,
+					        std::string("the ") +
+					            (pos->source == HANNOY_ENTRIES_GRAPH ? "items" : "unindexed") +
+					            " database is damaged (a malformed or misplaced key)");
 				    entries[n].tid = hannoy::decode_tid(key);
 				    entries[n].id =
 				        pos->source == HANNOY_ENTRIES_GRAPH ? hannoy::decode_id(data) : UINT32_MAX;

@@ -86,7 +86,7 @@ throw_lmdb(int rc, const char *what)
 	if (rc == MDB_MAP_FULL)
 		status = HANNOY_ERR_MAP_FULL;
 	else if (rc == MDB_CORRUPTED || rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH ||
-	         rc == MDB_PAGE_NOTFOUND)
+	         rc == MDB_PAGE_NOTFOUND || rc == MDB_PAGE_FULL || rc == MDB_CURSOR_FULL)
 		status = HANNOY_ERR_CORRUPT;
 	else if (rc == ENOMEM)
 		status = HANNOY_ERR_NOMEM;
