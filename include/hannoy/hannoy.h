@@ -21,10 +21,12 @@ extern "C"
 #endif
 
 /* Limits shared by the shim and the core. */
-#define HANNOY_MAX_DIMS       16000
-#define HANNOY_MAX_BITS       (HANNOY_MAX_DIMS * 64)
-#define HANNOY_MAX_ITEMS      UINT32_MAX
-#define HANNOY_FORMAT_VERSION 3
+#define HANNOY_MAX_DIMS  16000
+#define HANNOY_MAX_BITS  (HANNOY_MAX_DIMS * 64)
+#define HANNOY_MAX_ITEMS UINT32_MAX
+/* The storage format new sidecars get; older ones down to the minimum stay readable. */
+#define HANNOY_FORMAT_VERSION     4
+#define HANNOY_MIN_FORMAT_VERSION 3
 
 	typedef enum HannoyStatus
 	{
@@ -194,16 +196,16 @@ extern "C"
 	/* Identity and shape of an index, stored in the sidecar's meta database. */
 	typedef struct HannoyMeta
 	{
-		uint32_t      format_version;
-		uint32_t      metric;     /* HannoyMetric */
-		uint32_t      dims;       /* 0 until the first vector is seen */
-		HannoyOptions options;    /* the index options (m: links per node above layer 0) */
-		uint32_t      m0;         /* links per node at layer 0 */
-		uint64_t      generation; /* must equal the metapage's */
-		uint64_t      system_id;  /* pg_control system identifier of the writer */
-		uint32_t      timeline;   /* timeline of the last writer */
-		uint32_t      index_oid;  /* OID of the owning index */
-		uint64_t      seed;       /* seed of the level generator */
+		uint32_t      format_version; /* HANNOY_MIN_FORMAT_VERSION .. HANNOY_FORMAT_VERSION */
+		uint32_t      metric;         /* HannoyMetric */
+		uint32_t      dims;           /* 0 until the first vector is seen */
+		HannoyOptions options;        /* the index options (m: links per node above layer 0) */
+		uint32_t      m0;             /* links per node at layer 0 */
+		uint64_t      generation;     /* must equal the metapage's */
+		uint64_t      system_id;      /* pg_control system identifier of the writer */
+		uint32_t      timeline;       /* timeline of the last writer */
+		uint32_t      index_oid;      /* OID of the owning index */
+		uint64_t      seed;           /* seed of the level generator */
 	} HannoyMeta;
 
 	/* Counters kept by the sidecar. */
@@ -266,6 +268,15 @@ extern "C"
 
 	/* Reads the counters as last committed. */
 	extern HannoyStatus hannoy_env_stats(HannoyEnv *env, HannoyStats *stats, HannoyError *err);
+
+	/*
+	 * Checks, before the environment is used, that data.mdb still holds what
+	 * LMDB's meta pages say it does (it was not truncated, its meta pages are
+	 * LMDB's) and that no earlier call found the sidecar damaged; damage is
+	 * HANNOY_ERR_CORRUPT.  One stat, no transaction: cheap enough for every
+	 * scan.
+	 */
+	extern HannoyStatus hannoy_env_check(HannoyEnv *env, HannoyError *err);
 
 	/* Flushes committed transactions to disk (no-op when not durable). */
 	extern HannoyStatus hannoy_env_sync(HannoyEnv *env, HannoyError *err);

@@ -470,6 +470,20 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
 	}
 
 	/*
+	 * A damaged file is found before LMDB reads through its map, also when
+	 * the handle is cached: DESIGN.md "Damaged sidecars".  A failure of the
+	 * system instead (the file cannot be looked at) is raised as what it is.
+	 */
+	if (reason == NULL && (st = hannoy_env_check(entry->env, &err)) != HANNOY_OK)
+	{
+		if (entry->pins == 0)
+			env_cache_drop((int) (entry - env_cache));
+		if (!says_unusable(st) && !quiet)
+			HannoyReportError(st, &err, index);
+		reason = pstrdup(err.message);
+	}
+
+	/*
 	 * The sidecar's identity was checked against this metapage generation on
 	 * this timeline already: nothing but a REINDEX (another generation) or a
 	 * promotion (another timeline) changes it, so a scan need not read it.

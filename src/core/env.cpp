@@ -176,32 +176,47 @@ hannoy_env_meta(HannoyEnv *env, HannoyMeta *meta, HannoyError *err)
 extern "C" HannoyStatus
 hannoy_env_stats(HannoyEnv *env, HannoyStats *stats, HannoyError *err)
 {
-	return hannoy::run_guarded(err,
-	                           [&]
-	                           {
-		                           hannoy::Store     &s = store_of(env);
-		                           hannoy::Txn        txn(s.env(), true);
-		                           hannoy::GraphState st = s.read_state(txn.get());
-		                           stats->items = st.items;
-		                           stats->unindexed = st.unindexed;
-		                           stats->deleted = st.deleted;
-		                           MDB_stat fst_free;
-		                           mdb_stat(txn.get(), s.dbi_free, &fst_free);
-		                           stats->free_ids = fst_free.ms_entries;
-		                           stats->next_id = st.next_id;
-		                           stats->max_level = st.max_level;
-		                           stats->entry_point = st.entry_point;
-		                           MDB_envinfo info;
-		                           mdb_env_info(s.env(), &info);
-		                           MDB_stat mst;
-		                           mdb_env_stat(s.env(), &mst);
-		                           stats->used_pages = static_cast<uint64_t>(info.me_last_pgno) + 1;
-		                           struct stat fst;
-		                           stats->file_bytes =
-		                               stat((s.path() + "/data.mdb").c_str(), &fst) == 0
-		                                   ? static_cast<uint64_t>(fst.st_size)
-		                                   : stats->used_pages * mst.ms_psize;
-	                           });
+	return hannoy::run_guarded(
+	    err,
+	    [&]
+	    {
+		    hannoy::Store     &s = store_of(env);
+		    hannoy::Txn        txn(s.env(), true);
+		    hannoy::GraphState st = s.read_state(txn.get());
+		    stats->items = st.items;
+		    stats->unindexed = st.unindexed;
+		    stats->deleted = st.deleted;
+		    MDB_stat fst_free;
+		    int      rc = hannoy::guarded(s.env(),
+		                                  [&] { return mdb_stat(txn.get(), s.dbi_free, &fst_free); });
+		    if (rc != 0)
+			    hannoy::throw_lmdb(rc, "counting free ids");
+		    stats->free_ids = fst_free.ms_entries;
+		    stats->next_id = st.next_id;
+		    stats->max_level = st.max_level;
+		    stats->entry_point = st.entry_point;
+		    MDB_envinfo info;
+		    MDB_stat    mst;
+		    rc = hannoy::guarded(s.env(),
+		                         [&]
+		                         {
+			                         mdb_env_info(s.env(), &info);
+			                         return mdb_env_stat(s.env(), &mst);
+		                         });
+		    if (rc != 0)
+			    hannoy::throw_lmdb(rc, "reading the environment's state");
+		    stats->used_pages = static_cast<uint64_t>(info.me_last_pgno) + 1;
+		    struct stat fst;
+		    stats->file_bytes = stat((s.path() + "/data.mdb").c_str(), &fst) == 0
+		                            ? static_cast<uint64_t>(fst.st_size)
+		                            : stats->used_pages * mst.ms_psize;
+	    });
+}
+
+extern "C" HannoyStatus
+hannoy_env_check(HannoyEnv *env, HannoyError *err)
+{
+	return hannoy::run_guarded(err, [&] { store_of(env).check_file(); });
 }
 
 extern "C" HannoyStatus
@@ -218,7 +233,9 @@ hannoy_env_last_commit(HannoyEnv *env, uint64_t *txnid, HannoyError *err)
 	                           [&]
 	                           {
 		                           MDB_envinfo info;
-		                           int         rc = mdb_env_info(store_of(env).env(), &info);
+		                           MDB_env    *e = store_of(env).env();
+		                           int         rc =
+		                               hannoy::guarded(e, [&] { return mdb_env_info(e, &info); });
 		                           if (rc != 0)
 			                           hannoy::throw_lmdb(rc, "reading the environment's state");
 		                           *txnid = info.me_last_txnid;
@@ -271,6 +288,15 @@ hannoy_entries_next(HannoyEnv *env, HannoyEntryPosition *pos, HannoyEntry *entri
 				    ok = cur.get(key, data, MDB_NEXT);
 			    while (ok && n < capacity)
 			    {
+				    /* a damaged tree can hand keys out of order: the walk must move on */
+				    if (key.mv_size != 6 ||
+				        (pos->source == HANNOY_ENTRIES_GRAPH && data.mv_size != 4) ||
+				        (pos->started && hannoy::decode_tid(key) <= pos->after))
+					    throw hannoy::Error(
+					        HANNOY_ERR_CORRUPT,
+					        std::string("the ") +
+					            (pos->source == HANNOY_ENTRIES_GRAPH ? "items" : "unindexed") +
+					            " database is damaged (a malformed or misplaced key)");
 				    entries[n].tid = hannoy::decode_tid(key);
 				    entries[n].id =
 				        pos->source == HANNOY_ENTRIES_GRAPH ? hannoy::decode_id(data) : UINT32_MAX;

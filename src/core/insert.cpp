@@ -216,6 +216,7 @@ link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid ti
 			if (state.next_id >= HANNOY_MAX_ITEMS)
 				throw hannoy::Error(HANNOY_ERR_LIMIT, "an index holds at most 4294967295 vectors");
 			id = static_cast<uint32_t>(state.next_id++);
+			s.note_id(id); /* lists written in this transaction name it before the state does */
 		}
 	}
 	hannoy::IdKey  key(id);

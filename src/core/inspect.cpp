@@ -196,7 +196,9 @@ read_links(HannoyInspect *w, uint32_t id, int layer, std::vector<uint32_t> &out)
 	out.clear();
 	if (!hannoy::get(w->txn->get(), w->store->dbi_links, key.val(), data))
 		return false;
-	return hannoy::decode_links(data.mv_data, data.mv_size, out);
+	size_t trailer = w->store->trailer();
+	return data.mv_size >= trailer &&
+	       hannoy::decode_links(data.mv_data, data.mv_size - trailer, out);
 }
 
 /* Reports a vector whose pieces stage Vectors did not all find. */
@@ -216,13 +218,16 @@ check_vector(HannoyInspect *w, const MDB_val &key, const MDB_val &data)
 	const hannoy::VectorLayout &l = w->store->layout();
 	uint32_t                    id, piece;
 	if (!hannoy::decode_vector_key(key, &id, &piece) || piece >= l.pieces() ||
-	    data.mv_size != l.piece_size(piece))
+	    data.mv_size != l.record_size(piece))
 	{
 		report(w, HANNOY_PROBLEM_MALFORMED, -1,
 		       "vectors database has a malformed record (key of %zu bytes, value of %zu bytes)",
 		       key.mv_size, data.mv_size);
 		return;
 	}
+	if (w->store->checksummed() && !hannoy::checksum_holds(key, data))
+		report(w, HANNOY_PROBLEM_MALFORMED, id,
+		       "piece %u of the vector of item %u fails its checksum", piece, id);
 	if (piece != w->piece_next || (piece > 0 && id != w->piece_id))
 	{
 		report_incomplete(w);
@@ -394,7 +399,11 @@ check_link_list(HannoyInspect *w, const MDB_val &key, const MDB_val &data)
 	if (layer > hannoy::MAX_LEVEL || (w->verify && !has_vector(w, id)))
 		return; /* reported by LinkKeys */
 	std::vector<uint32_t> &list = w->scratch;
-	if (!hannoy::decode_links(data.mv_data, data.mv_size, list))
+	size_t                 trailer = w->store->trailer();
+	if (w->verify && trailer != 0 && !hannoy::checksum_holds(key, data))
+		report(w, HANNOY_PROBLEM_MALFORMED, id,
+		       "neighbour list of item %u at layer %d fails its checksum", id, layer);
+	if (data.mv_size < trailer || !hannoy::decode_links(data.mv_data, data.mv_size - trailer, list))
 	{
 		if (w->verify)
 			report(w, HANNOY_PROBLEM_MALFORMED, id,
@@ -686,31 +695,41 @@ hannoy_inspect_step(HannoyInspect *w, uint32_t budget_ms, HannoyProblem *problem
 extern "C" HannoyStatus
 hannoy_inspect_summary(HannoyInspect *w, HannoyInspectSummary *summary, HannoyError *err)
 {
-	return hannoy::run_guarded(err,
-	                           [&]
-	                           {
-		                           *summary = w->summary;
-		                           HannoyStats &st = summary->stats;
-		                           st.items = w->state.items;
-		                           st.unindexed = w->state.unindexed;
-		                           st.deleted = w->state.deleted;
-		                           MDB_stat free_stat;
-		                           mdb_stat(w->txn->get(), w->store->dbi_free, &free_stat);
-		                           st.free_ids = free_stat.ms_entries;
-		                           st.next_id = w->state.next_id;
-		                           st.max_level = w->state.max_level;
-		                           st.entry_point = w->state.entry_point;
-		                           MDB_envinfo info;
-		                           MDB_stat    mst;
-		                           mdb_env_info(w->store->env(), &info);
-		                           mdb_env_stat(w->store->env(), &mst);
-		                           st.used_pages = static_cast<uint64_t>(info.me_last_pgno) + 1;
-		                           struct stat fst;
-		                           st.file_bytes =
-		                               stat((w->store->path() + "/data.mdb").c_str(), &fst) == 0
-		                                   ? static_cast<uint64_t>(fst.st_size)
-		                                   : st.used_pages * mst.ms_psize;
-	                           });
+	return hannoy::run_guarded(
+	    err,
+	    [&]
+	    {
+		    *summary = w->summary;
+		    HannoyStats &st = summary->stats;
+		    st.items = w->state.items;
+		    st.unindexed = w->state.unindexed;
+		    st.deleted = w->state.deleted;
+		    MDB_stat free_stat;
+		    MDB_env *e = w->store->env();
+		    int      rc = hannoy::guarded(
+		             e, [&] { return mdb_stat(w->txn->get(), w->store->dbi_free, &free_stat); });
+		    if (rc != 0)
+			    hannoy::throw_lmdb(rc, "counting free ids");
+		    st.free_ids = free_stat.ms_entries;
+		    st.next_id = w->state.next_id;
+		    st.max_level = w->state.max_level;
+		    st.entry_point = w->state.entry_point;
+		    MDB_envinfo info;
+		    MDB_stat    mst;
+		    rc = hannoy::guarded(e,
+		                         [&]
+		                         {
+			                         mdb_env_info(e, &info);
+			                         return mdb_env_stat(e, &mst);
+		                         });
+		    if (rc != 0)
+			    hannoy::throw_lmdb(rc, "reading the environment's state");
+		    st.used_pages = static_cast<uint64_t>(info.me_last_pgno) + 1;
+		    struct stat fst;
+		    st.file_bytes = stat((w->store->path() + "/data.mdb").c_str(), &fst) == 0
+		                        ? static_cast<uint64_t>(fst.st_size)
+		                        : st.used_pages * mst.ms_psize;
+	    });
 }
 
 extern "C" void

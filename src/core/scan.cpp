@@ -155,19 +155,22 @@ struct HannoyScan final : hannoy::SnapshotHolder
 		{
 			int rc;
 			store->txn_began();
+			MDB_env *env = store->env();
 			if (txn == nullptr)
 			{
-				rc = mdb_txn_begin(store->env(), nullptr, MDB_RDONLY, &txn);
+				rc = hannoy::guarded(env,
+				                     [&] { return mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn); });
 				if (rc != 0)
 					txn = nullptr;
 			}
 			else
-				rc = mdb_txn_renew(txn);
+				rc = hannoy::guarded(env, [&] { return mdb_txn_renew(txn); });
 			if (rc == 0)
 				break;
 			store->txn_ended();
 			if (rc == MDB_MAP_RESIZED && attempt == 0)
 			{
+				/* moves the map (mdb_env_set_mapsize) and notes where it went (note_map) */
 				store->adopt_growth();
 				continue;
 			}

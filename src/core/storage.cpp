@@ -8,7 +8,10 @@
 
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 #include <algorithm>
 #include <cerrno>
@@ -25,7 +28,9 @@ namespace
 {
 
 const char META_KEY[] = "meta";
-const char STATE_KEY[] = "state";
+/* The smallest page LMDB uses. */
+constexpr uint64_t PAGE_SIZE_MIN = 4096;
+const char         STATE_KEY[] = "state";
 
 /* Stores a u32 big-endian. */
 void
@@ -88,11 +93,21 @@ mix64(uint64_t x)
 void
 throw_lmdb(int rc, const char *what)
 {
+	if (rc == GUARD_FAULT_BUS || rc == GUARD_FAULT_SEGV)
+		throw Error(HANNOY_ERR_CORRUPT,
+		            std::string("LMDB ") + what + ": the sidecar is damaged (" +
+		                (rc == GUARD_FAULT_BUS ? "a read past the end of data.mdb"
+		                                       : "a read outside its map") +
+		                ")");
+	if (rc == GUARD_ASSERT)
+		throw Error(HANNOY_ERR_CORRUPT, std::string("LMDB ") + what +
+		                                    ": the sidecar is damaged (LMDB assertion: " +
+		                                    guard_assert_message() + ")");
 	HannoyStatus status = HANNOY_ERR_STORAGE;
 	if (rc == MDB_MAP_FULL)
 		status = HANNOY_ERR_MAP_FULL;
 	else if (rc == MDB_CORRUPTED || rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH ||
-	         rc == MDB_PAGE_NOTFOUND)
+	         rc == MDB_PAGE_NOTFOUND || rc == MDB_PAGE_FULL || rc == MDB_CURSOR_FULL)
 		status = HANNOY_ERR_CORRUPT;
 	else if (rc == ENOMEM)
 		status = HANNOY_ERR_NOMEM;
@@ -103,14 +118,34 @@ throw_lmdb(int rc, const char *what)
 MDB_txn *
 begin_txn(Store *store, MDB_env *env, bool read_only)
 {
-	if (store != nullptr && !read_only)
-		store->before_write();
+	if (!read_only)
+	{
+		const MapBounds *b = map_bounds_of(env);
+		if (b != nullptr && b->damaged)
+			throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (an earlier read of it "
+			                                "failed): no more writes");
+		/*
+		 * A write transaction takes LMDB's writer lock before it reads the
+		 * meta pages: read them first (before_write does, through
+		 * used_bytes), so that a fault there comes while no lock is held.
+		 */
+		if (store != nullptr)
+			store->before_write();
+		else
+		{
+			MDB_envinfo info;
+			int         rc = guarded(env, [&] { return mdb_env_info(env, &info); });
+			if (rc != 0)
+				throw_lmdb(rc, "reading the environment's state");
+		}
+	}
 	for (int attempt = 0;; attempt++)
 	{
 		MDB_txn *txn = nullptr;
 		if (store != nullptr)
 			store->txn_began();
-		int rc = mdb_txn_begin(env, nullptr, read_only ? MDB_RDONLY : 0, &txn);
+		int rc = guarded(env, [&]
+		                 { return mdb_txn_begin(env, nullptr, read_only ? MDB_RDONLY : 0, &txn); });
 		if (rc == 0)
 			return txn;
 		if (store != nullptr)
@@ -119,9 +154,14 @@ begin_txn(Store *store, MDB_env *env, bool read_only)
 		{
 			/* another process grew the file past this map (no txn of ours is open here) */
 			if (store != nullptr)
-				store->adopt_growth();
-			else if ((rc = mdb_env_set_mapsize(env, 0)) != 0)
-				throw_lmdb(rc, "adopting the map size");
+				store->adopt_growth(); /* moves the map and notes where it went */
+			else
+			{
+				rc = mdb_env_set_mapsize(env, 0);
+				note_map_of(env);
+				if (rc != 0)
+					throw_lmdb(rc, "adopting the map size");
+			}
 			continue;
 		}
 		throw_lmdb(rc,
@@ -156,18 +196,21 @@ TidKey::TidKey(HannoyTid tid)
 		bytes[i] = static_cast<unsigned char>(tid >> (8 * (5 - i)));
 }
 
+/* A damaged record may be shorter than its type: only its own bytes are read, zeros after. */
 uint32_t
 decode_id(const MDB_val &v)
 {
-	const unsigned char *p = static_cast<const unsigned char *>(v.mv_data);
+	unsigned char p[4] = {0, 0, 0, 0};
+	std::memcpy(p, v.mv_data, std::min<size_t>(v.mv_size, 4));
 	return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3];
 }
 
 HannoyTid
 decode_tid(const MDB_val &v)
 {
-	const unsigned char *p = static_cast<const unsigned char *>(v.mv_data);
-	HannoyTid            tid = 0;
+	unsigned char p[6] = {0, 0, 0, 0, 0, 0};
+	std::memcpy(p, v.mv_data, std::min<size_t>(v.mv_size, 6));
+	HannoyTid tid = 0;
 	for (int i = 0; i < 6; i++)
 		tid = (tid << 8) | p[i];
 	return tid;
@@ -187,8 +230,11 @@ void
 Txn::commit()
 {
 	MDB_txn *t = txn_;
+	int      rc = guarded(mdb_txn_env(t), [&] { return mdb_txn_commit(t); });
+	/* a commit that faulted did not end: abort it, which releases the writer lock */
+	if (rc == GUARD_FAULT_BUS || rc == GUARD_FAULT_SEGV || rc == GUARD_ASSERT)
+		mdb_txn_abort(t);
 	txn_ = nullptr;
-	int rc = mdb_txn_commit(t);
 	if (store_ != nullptr)
 		store_->txn_ended();
 	if (rc != 0)
@@ -202,18 +248,24 @@ Txn::commit()
 void
 Txn::abort()
 {
-	if (txn_ != nullptr)
+	MDB_txn *t = txn_;
+	txn_ = nullptr;
+	if (t != nullptr)
 	{
-		mdb_txn_abort(txn_);
+		guarded(mdb_txn_env(t),
+		        [&]
+		        {
+			        mdb_txn_abort(t);
+			        return 0;
+		        });
 		if (store_ != nullptr)
 			store_->txn_ended();
 	}
-	txn_ = nullptr;
 }
 
 Cursor::Cursor(MDB_txn *txn, MDB_dbi dbi)
 {
-	int rc = mdb_cursor_open(txn, dbi, &cur_);
+	int rc = guarded(mdb_txn_env(txn), [&] { return mdb_cursor_open(txn, dbi, &cur_); });
 	if (rc != 0)
 		throw_lmdb(rc, "opening a cursor");
 }
@@ -227,18 +279,42 @@ Cursor::~Cursor()
 bool
 Cursor::get(MDB_val &key, MDB_val &data, MDB_cursor_op op)
 {
-	int rc = mdb_cursor_get(cur_, &key, &data, op);
+	MDB_env *env = mdb_txn_env(mdb_cursor_txn(cur_));
+	int      rc = guarded(env, [&] { return mdb_cursor_get(cur_, &key, &data, op); });
 	if (rc == MDB_NOTFOUND)
 		return false;
 	if (rc != 0)
 		throw_lmdb(rc, "moving a cursor");
+	check_span(env, key.mv_data, key.mv_size);
+	check_span(env, data.mv_data, data.mv_size);
 	return true;
+}
+
+/*
+ * Writes go through a cursor of their own, never mdb_put or mdb_del: those
+ * hang a cursor on their stack frame into the transaction's list, which a
+ * jump out of a damaged page would leave behind for mdb_txn_abort to free.
+ */
+int
+put_rc(MDB_txn *txn, MDB_dbi dbi, MDB_val *key, MDB_val *data, unsigned flags)
+{
+	return guarded(mdb_txn_env(txn),
+	               [&]
+	               {
+		               MDB_cursor *c;
+		               int         rc = mdb_cursor_open(txn, dbi, &c);
+		               if (rc != 0)
+			               return rc;
+		               rc = mdb_cursor_put(c, key, data, flags);
+		               mdb_cursor_close(c);
+		               return rc;
+	               });
 }
 
 void
 put(MDB_txn *txn, MDB_dbi dbi, MDB_val key, MDB_val data, unsigned flags)
 {
-	int rc = mdb_put(txn, dbi, &key, &data, flags);
+	int rc = put_rc(txn, dbi, &key, &data, flags);
 	if (rc != 0)
 		throw_lmdb(rc, "writing");
 }
@@ -246,7 +322,20 @@ put(MDB_txn *txn, MDB_dbi dbi, MDB_val key, MDB_val data, unsigned flags)
 bool
 del(MDB_txn *txn, MDB_dbi dbi, MDB_val key)
 {
-	int rc = mdb_del(txn, dbi, &key, nullptr);
+	int rc = guarded(mdb_txn_env(txn),
+	                 [&]
+	                 {
+		                 MDB_cursor *c;
+		                 MDB_val     data;
+		                 int         rc2 = mdb_cursor_open(txn, dbi, &c);
+		                 if (rc2 != 0)
+			                 return rc2;
+		                 rc2 = mdb_cursor_get(c, &key, &data, MDB_SET);
+		                 if (rc2 == 0)
+			                 rc2 = mdb_cursor_del(c, 0);
+		                 mdb_cursor_close(c);
+		                 return rc2;
+	                 });
 	if (rc == MDB_NOTFOUND)
 		return false;
 	if (rc != 0)
@@ -257,11 +346,13 @@ del(MDB_txn *txn, MDB_dbi dbi, MDB_val key)
 bool
 get(MDB_txn *txn, MDB_dbi dbi, MDB_val key, MDB_val &data)
 {
-	int rc = mdb_get(txn, dbi, &key, &data);
+	MDB_env *env = mdb_txn_env(txn);
+	int      rc = guarded(env, [&] { return mdb_get(txn, dbi, &key, &data); });
 	if (rc == MDB_NOTFOUND)
 		return false;
 	if (rc != 0)
 		throw_lmdb(rc, "reading");
+	check_span(env, data.mv_data, data.mv_size);
 	return true;
 }
 
@@ -315,6 +406,7 @@ Store::Store(const std::string &path, const HannoyEnvConfig &config, bool create
 		/* the map covers the data and room to grow; it grows as the data does */
 		if ((rc = mdb_env_set_mapsize(env_, round_map(data_bytes + room_for(data_bytes)))) != 0)
 			throw_lmdb(rc, "setting the map size");
+		/* the one user context: Txn, begin_txn and the fault guard (bounds_) reach the store */
 		if ((rc = mdb_env_set_userctx(env_, this)) != 0)
 			throw_lmdb(rc, "setting the environment's context");
 		/*
@@ -327,9 +419,18 @@ Store::Store(const std::string &path, const HannoyEnvConfig &config, bool create
 		                  static_cast<mdb_mode_t>(config.file_mode));
 		if (rc != 0)
 			throw_lmdb(rc, ("opening \"" + path + "\"").c_str());
+		guard_environment(env_);
+		note_map();
+		check_file();
 		MDB_envinfo info;
 		MDB_stat    est;
-		if ((rc = mdb_env_info(env_, &info)) != 0 || (rc = mdb_env_stat(env_, &est)) != 0)
+		rc = guarded(env_,
+		             [&]
+		             {
+			             int r = mdb_env_info(env_, &info);
+			             return r != 0 ? r : mdb_env_stat(env_, &est);
+		             });
+		if (rc != 0)
 			throw_lmdb(rc, "reading the environment's state");
 		map_size_ = info.me_mapsize;
 		page_size_ = est.ms_psize;
@@ -377,7 +478,7 @@ uint64_t
 Store::used_bytes() const
 {
 	MDB_envinfo info;
-	int         rc = mdb_env_info(env_, &info);
+	int         rc = guarded(env_, [&] { return mdb_env_info(env_, &info); });
 	if (rc != 0)
 		throw_lmdb(rc, "reading the environment's state");
 	return (static_cast<uint64_t>(info.me_last_pgno) + 1) * page_size_;
@@ -443,10 +544,12 @@ Store::move_map(uint64_t size)
 	/* the cached pointers point into the old map */
 	cache_.disarm();
 	int rc = mdb_env_set_mapsize(env_, size);
+	/* the map moved (or is gone): the fault guard and the record checks must know where */
+	note_map();
 	if (rc != 0)
 		throw_lmdb(rc, "growing the memory map");
 	MDB_envinfo info;
-	if ((rc = mdb_env_info(env_, &info)) != 0)
+	if ((rc = guarded(env_, [&] { return mdb_env_info(env_, &info); })) != 0)
 		throw_lmdb(rc, "reading the environment's state");
 	map_size_ = info.me_mapsize;
 	return true;
@@ -516,7 +619,7 @@ Store::open_databases(bool create)
 	           {"deleted", &dbi_deleted}, {"free", &dbi_free}};
 	for (auto &db : dbs)
 	{
-		int rc = mdb_dbi_open(txn.get(), db.name, flags, db.dbi);
+		int rc = guarded(env_, [&] { return mdb_dbi_open(txn.get(), db.name, flags, db.dbi); });
 		if (rc == MDB_NOTFOUND)
 			throw Error(HANNOY_ERR_CORRUPT,
 			            std::string("sidecar has no \"") + db.name + "\" database");
@@ -532,24 +635,30 @@ Store::set_meta(const HannoyMeta &meta)
 	if (hannoy_metric_info(meta.metric).id == 0)
 		throw Error(HANNOY_ERR_CORRUPT, "unknown metric " + std::to_string(meta.metric));
 	meta_ = meta;
-	layout_ = VectorLayout(static_cast<HannoyMetric>(meta.metric), meta.dims);
+	layout_ = VectorLayout(static_cast<HannoyMetric>(meta.metric), meta.dims,
+	                       meta.format_version >= 4 ? CHECKSUM_BYTES : 0);
 }
 
 void
 Store::reload_meta(MDB_txn *txn)
 {
-	MDB_val data;
-	if (!hannoy::get(txn, dbi_meta, MDB_val{sizeof(META_KEY) - 1, const_cast<char *>(META_KEY)},
-	                 data) ||
-	    data.mv_size != sizeof(MetaRecord))
-		throw Error(HANNOY_ERR_CORRUPT, "sidecar meta record is missing or malformed");
+	MDB_val key{sizeof(META_KEY) - 1, const_cast<char *>(META_KEY)}, data;
+	if (!hannoy::get(txn, dbi_meta, key, data))
+		throw Error(HANNOY_ERR_CORRUPT, "sidecar meta record is missing");
 	MetaRecord r;
+	if (data.mv_size < sizeof(r.format_version))
+		throw Error(HANNOY_ERR_CORRUPT, "sidecar meta record is malformed");
+	std::memcpy(&r.format_version, data.mv_data, sizeof(r.format_version));
+	if (r.format_version < HANNOY_MIN_FORMAT_VERSION || r.format_version > HANNOY_FORMAT_VERSION)
+		throw Error(HANNOY_ERR_CORRUPT,
+		            "sidecar format version " + std::to_string(r.format_version) +
+		                " is not supported (expected " + std::to_string(HANNOY_MIN_FORMAT_VERSION) +
+		                " to " + std::to_string(HANNOY_FORMAT_VERSION) + ")");
+	size_t trailer = r.format_version >= 4 ? CHECKSUM_BYTES : 0;
+	if (data.mv_size != sizeof(MetaRecord) + trailer ||
+	    (trailer != 0 && !checksum_holds(key, data)))
+		throw Error(HANNOY_ERR_CORRUPT, "sidecar meta record is malformed or fails its checksum");
 	std::memcpy(&r, data.mv_data, sizeof(r));
-	if (r.format_version != HANNOY_FORMAT_VERSION)
-		throw Error(HANNOY_ERR_CORRUPT, "sidecar format version " +
-		                                    std::to_string(r.format_version) +
-		                                    " is not supported (expected " +
-		                                    std::to_string(HANNOY_FORMAT_VERSION) + ")");
 	HannoyMeta m{};
 	m.format_version = r.format_version;
 	m.metric = r.metric;
@@ -568,8 +677,13 @@ Store::reload_meta(MDB_txn *txn)
 void
 Store::write_meta(MDB_txn *txn, const HannoyMeta &meta)
 {
+	/* a sidecar keeps its format: format 3 stays without checksums */
+	uint32_t format = meta.format_version;
+	if (format < HANNOY_MIN_FORMAT_VERSION || format > HANNOY_FORMAT_VERSION)
+		throw Error(HANNOY_ERR_INVALID,
+		            "sidecar format version " + std::to_string(format) + " is not supported");
 	MetaRecord r{};
-	r.format_version = HANNOY_FORMAT_VERSION;
+	r.format_version = format;
 	r.metric = meta.metric;
 	r.dims = meta.dims;
 	r.m = meta.options.m;
@@ -580,11 +694,15 @@ Store::write_meta(MDB_txn *txn, const HannoyMeta &meta)
 	r.timeline = meta.timeline;
 	r.index_oid = meta.index_oid;
 	r.seed = meta.seed;
-	put(txn, dbi_meta, MDB_val{sizeof(META_KEY) - 1, const_cast<char *>(META_KEY)},
-	    MDB_val{sizeof(r), &r});
-	HannoyMeta copy = meta;
-	copy.format_version = HANNOY_FORMAT_VERSION;
-	set_meta(copy);
+	MDB_val     key{sizeof(META_KEY) - 1, const_cast<char *>(META_KEY)};
+	std::string record(reinterpret_cast<const char *>(&r), sizeof(r));
+	if (format >= 4)
+	{
+		uint32_t sum = record_checksum(key, record.data(), record.size());
+		record.append(reinterpret_cast<const char *>(&sum), sizeof(sum));
+	}
+	put(txn, dbi_meta, key, MDB_val{record.size(), record.data()});
+	set_meta(meta);
 }
 
 void
@@ -615,13 +733,18 @@ Store::read_state(MDB_txn *txn) const
 GraphState
 Store::read_state_record(MDB_txn *txn) const
 {
-	MDB_val data;
-	if (!hannoy::get(txn, dbi_meta, MDB_val{sizeof(STATE_KEY) - 1, const_cast<char *>(STATE_KEY)},
-	                 data) ||
-	    data.mv_size != sizeof(StateRecord))
-		throw Error(HANNOY_ERR_CORRUPT, "sidecar state record is missing or malformed");
+	MDB_val key{sizeof(STATE_KEY) - 1, const_cast<char *>(STATE_KEY)}, data;
+	if (!hannoy::get(txn, dbi_meta, key, data) || data.mv_size != sizeof(StateRecord) + trailer() ||
+	    (checksummed() && !checksum_holds(key, data)))
+		throw Error(HANNOY_ERR_CORRUPT,
+		            "sidecar state record is missing, malformed or fails its checksum");
 	StateRecord r;
 	std::memcpy(&r, data.mv_data, sizeof(r));
+	/* next_id never shrinks: the largest seen bounds every id a sound snapshot holds */
+	uint64_t bound = id_bound_.load(std::memory_order_relaxed);
+	while (r.next_id > bound && !id_bound_.compare_exchange_weak(bound, r.next_id))
+	{
+	}
 	GraphState s;
 	s.items = r.items;
 	s.unindexed = r.unindexed;
@@ -642,8 +765,93 @@ Store::write_state(MDB_txn *txn, const GraphState &s) const
 	r.next_id = s.next_id;
 	r.max_level = s.max_level;
 	r.entry_point = s.entry_point;
-	put(txn, dbi_meta, MDB_val{sizeof(STATE_KEY) - 1, const_cast<char *>(STATE_KEY)},
-	    MDB_val{sizeof(r), &r});
+	MDB_val key{sizeof(STATE_KEY) - 1, const_cast<char *>(STATE_KEY)};
+	char    record[sizeof(r) + CHECKSUM_BYTES];
+	std::memcpy(record, &r, sizeof(r));
+	if (checksummed())
+	{
+		uint32_t sum = record_checksum(key, &r, sizeof(r));
+		std::memcpy(record + sizeof(r), &sum, sizeof(sum));
+	}
+	put(txn, dbi_meta, key, MDB_val{sizeof(r) + trailer(), record});
+}
+
+namespace
+{
+
+/* CRC32C (Castagnoli), reflected, one table. */
+struct Crc32cTable
+{
+	uint32_t t[256];
+	Crc32cTable()
+	{
+		for (uint32_t i = 0; i < 256; i++)
+		{
+			uint32_t c = i;
+			for (int k = 0; k < 8; k++)
+				c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+			t[i] = c;
+		}
+	}
+};
+
+uint32_t
+crc32c_table(uint32_t crc, const unsigned char *p, size_t n)
+{
+	static const Crc32cTable table;
+	for (size_t i = 0; i < n; i++)
+		crc = table.t[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
+	return crc;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) uint32_t
+crc32c_sse42(uint32_t crc, const unsigned char *p, size_t n)
+{
+	uint64_t c = crc;
+	for (; n >= 8; n -= 8, p += 8)
+	{
+		uint64_t word;
+		std::memcpy(&word, p, 8);
+		c = __builtin_ia32_crc32di(c, word);
+	}
+	uint32_t c32 = static_cast<uint32_t>(c);
+	for (; n > 0; n--, p++)
+		c32 = __builtin_ia32_crc32qi(c32, *p);
+	return c32;
+}
+#endif
+
+} // namespace
+
+uint32_t
+crc32c(uint32_t crc, const void *data, size_t n)
+{
+	const unsigned char *p = static_cast<const unsigned char *>(data);
+#if defined(__x86_64__)
+	static const bool hardware = __builtin_cpu_supports("sse4.2");
+	if (hardware)
+		return crc32c_sse42(crc, p, n);
+#endif
+	return crc32c_table(crc, p, n);
+}
+
+uint32_t
+record_checksum(const MDB_val &key, const void *value, size_t size)
+{
+	uint32_t crc = crc32c(0xFFFFFFFFu, key.mv_data, key.mv_size);
+	return ~crc32c(crc, value, size);
+}
+
+bool
+checksum_holds(const MDB_val &key, const MDB_val &data)
+{
+	if (data.mv_size < CHECKSUM_BYTES)
+		return false;
+	size_t   size = data.mv_size - CHECKSUM_BYTES;
+	uint32_t stored;
+	std::memcpy(&stored, static_cast<const char *>(data.mv_data) + size, sizeof(stored));
+	return stored == record_checksum(key, data.mv_data, size);
 }
 
 void
@@ -717,16 +925,19 @@ leaf_cost(size_t data)
 	return ((NODE_HEADER + VECTOR_KEY + data + 1) & ~size_t(1)) + NODE_SLOT;
 }
 
-/* Pages per vector when vectors of 'bytes' are cut into pieces of 'piece' and appended in order. */
+/*
+ * Pages per vector when vectors of 'bytes' are cut into pieces of 'piece',
+ * each record 'trailer' bytes longer, and appended in order.
+ */
 double
-pages_per_vector(size_t bytes, size_t piece)
+pages_per_vector(size_t bytes, size_t piece, size_t trailer)
 {
 	constexpr int VECTORS = 64;
 	size_t        n = bytes / piece, pages = 1, used = 0;
 	for (int v = 0; v < VECTORS; v++)
 		for (size_t i = 0; i < n; i++)
 		{
-			size_t cost = leaf_cost(i + 1 < n ? piece : bytes - piece * (n - 1));
+			size_t cost = leaf_cost((i + 1 < n ? piece : bytes - piece * (n - 1)) + trailer);
 			if (used + cost > PAGE - PAGE_HEADER)
 			{
 				pages++;
@@ -740,23 +951,24 @@ pages_per_vector(size_t bytes, size_t piece)
 } // namespace
 
 size_t
-vector_piece_bytes(size_t bytes)
+vector_piece_bytes(size_t bytes, size_t trailer)
 {
 	/* a vector that fits a leaf page stays whole */
-	if (NODE_HEADER + VECTOR_KEY + bytes <= NODE_MAX)
+	if (NODE_HEADER + VECTOR_KEY + bytes + trailer <= NODE_MAX)
 		return bytes;
 	/* else whole in overflow pages, or cut: the fewest pieces within 3% of the fewest pages */
 	constexpr size_t SIZES = NODE_MAX / SEGMENT_ALIGN;
 	double           cost[SIZES + 1];
-	double           best = double((PAGE_HEADER + bytes + PAGE - 1) / PAGE);
+	double           best = double((PAGE_HEADER + bytes + trailer + PAGE - 1) / PAGE);
 	for (size_t k = 1; k <= SIZES; k++)
 	{
 		size_t piece = k * SEGMENT_ALIGN, n = bytes / piece;
 		cost[k] = HUGE_VAL;
 		if (piece >= bytes || n > VectorLayout::MAX_PIECES ||
-		    NODE_HEADER + VECTOR_KEY + bytes - piece * (n - 1) > NODE_MAX)
+		    NODE_HEADER + VECTOR_KEY + bytes - piece * (n - 1) + trailer > NODE_MAX ||
+		    NODE_HEADER + VECTOR_KEY + piece + trailer > NODE_MAX)
 			continue;
-		cost[k] = pages_per_vector(bytes, piece);
+		cost[k] = pages_per_vector(bytes, piece, trailer);
 		best = std::min(best, cost[k]);
 	}
 	/* larger pieces first: fewer records to read per vector */
@@ -766,12 +978,12 @@ vector_piece_bytes(size_t bytes)
 	return bytes;
 }
 
-VectorLayout::VectorLayout(HannoyMetric metric, uint32_t dims)
-    : bytes_(hannoy_vector_bytes(metric, dims)),
+VectorLayout::VectorLayout(HannoyMetric metric, uint32_t dims, size_t trailer)
+    : bytes_(hannoy_vector_bytes(metric, dims)), trailer_(trailer),
       unit_(hannoy_metric_info(metric).element == HANNOY_ELEMENT_BIT ? 1 : 4), dims_(dims),
       whole_(distance_function(metric)), segmented_(segmented_distance_function(metric))
 {
-	piece_bytes_ = bytes_ == 0 ? 0 : vector_piece_bytes(bytes_);
+	piece_bytes_ = bytes_ == 0 ? 0 : vector_piece_bytes(bytes_, trailer_);
 	pieces_ = piece_bytes_ == 0 ? 1 : static_cast<uint32_t>(bytes_ / piece_bytes_);
 }
 
@@ -814,11 +1026,11 @@ lookup_vector(const Store &s, MDB_txn *txn, uint32_t id, const void **out)
 	MDB_val             k = key.val(), data;
 	auto                take = [&](uint32_t i)
 	{
-		if (data.mv_size != l.piece_size(i))
+		if (data.mv_size != l.record_size(i))
 			throw Error(HANNOY_ERR_CORRUPT, "piece " + std::to_string(i) + " of vector " +
 			                                    std::to_string(id) + " has " +
 			                                    std::to_string(data.mv_size) + " bytes, expected " +
-			                                    std::to_string(l.piece_size(i)));
+			                                    std::to_string(l.record_size(i)));
 		out[i] = data.mv_data;
 	};
 	if (l.pieces() == 1)
@@ -890,12 +1102,20 @@ Store::copy_vector(MDB_txn *txn, uint32_t id, void *out) const
 void
 Store::put_vector(MDB_txn *txn, uint32_t id, const void *v, bool append) const
 {
+	std::string record;
 	for (uint32_t i = 0; i < layout_.pieces(); i++)
 	{
-		VectorKey key(id, i);
-		MDB_val   k = key.val();
-		MDB_val   data{layout_.piece_size(i),
-                     const_cast<char *>(static_cast<const char *>(v) + layout_.piece_offset(i))};
+		VectorKey   key(id, i);
+		MDB_val     k = key.val();
+		const char *piece = static_cast<const char *>(v) + layout_.piece_offset(i);
+		MDB_val     data{layout_.piece_size(i), const_cast<char *>(piece)};
+		if (checksummed())
+		{
+			uint32_t sum = record_checksum(k, piece, layout_.piece_size(i));
+			record.assign(piece, layout_.piece_size(i));
+			record.append(reinterpret_cast<const char *>(&sum), sizeof(sum));
+			data = MDB_val{record.size(), record.data()};
+		}
 		/*
 		 * Appended when no higher key exists, even for a reused id (a refill
 		 * after VACUUM freed everything): LMDB then leaves the full page full
@@ -903,7 +1123,7 @@ Store::put_vector(MDB_txn *txn, uint32_t id, const void *v, bool append) const
 		 */
 		if (i == 0 && !append)
 		{
-			int rc = mdb_put(txn, dbi_vectors, &k, &data, MDB_APPEND);
+			int rc = put_rc(txn, dbi_vectors, &k, &data, MDB_APPEND);
 			if (rc == 0)
 			{
 				append = true;
@@ -960,9 +1180,24 @@ Store::links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &out) c
 		out.clear();
 		return;
 	}
-	if (!decode_links(data.mv_data, data.mv_size, out))
+	if (data.mv_size < trailer() || !decode_links(data.mv_data, data.mv_size - trailer(), out))
 		throw Error(HANNOY_ERR_CORRUPT, "neighbour list of item " + std::to_string(id) +
 		                                    " at layer " + std::to_string(layer) + " is malformed");
+	/*
+	 * A damaged list can name any id; searches size their visited sets by
+	 * the ids they meet, so one beyond next_id is refused (the list is
+	 * sorted: one compare, and a look at the state record only when the
+	 * bound seen so far is passed).
+	 */
+	if (!out.empty() && out.back() >= id_bound_.load(std::memory_order_relaxed))
+	{
+		read_state_record(txn);
+		if (out.back() >= id_bound_.load(std::memory_order_relaxed))
+			throw Error(HANNOY_ERR_CORRUPT, "neighbour list of item " + std::to_string(id) +
+			                                    " at layer " + std::to_string(layer) +
+			                                    " names item " + std::to_string(out.back()) +
+			                                    ", beyond next_id");
+	}
 }
 
 void
@@ -972,6 +1207,11 @@ Store::put_links(MDB_txn *txn, uint32_t id, int layer, const std::vector<uint32_
 	std::string buf;
 	encode_links(ids.data(), ids.size(), buf);
 	LinkKey key(id, layer);
+	if (checksummed())
+	{
+		uint32_t sum = record_checksum(key.val(), buf.data(), buf.size());
+		buf.append(reinterpret_cast<const char *>(&sum), sizeof(sum));
+	}
 	put(txn, dbi_links, key.val(), MDB_val{buf.size(), buf.data()}, flags);
 }
 
@@ -991,8 +1231,15 @@ Store::tid_of(MDB_txn *txn, uint32_t id, HannoyTid *tid) const
 	{
 		IdKey     key(id);
 		MDB_val   data;
-		HannoyTid found =
-		    hannoy::get(txn, dbi_tids, key.val(), data) ? decode_tid(data) : SnapshotCache::NO_TID;
+		HannoyTid found = SnapshotCache::NO_TID;
+		if (hannoy::get(txn, dbi_tids, key.val(), data))
+		{
+			if (data.mv_size != 6)
+				throw Error(HANNOY_ERR_CORRUPT, "the TID of item " + std::to_string(id) + " has " +
+				                                    std::to_string(data.mv_size) +
+				                                    " bytes, expected 6");
+			found = decode_tid(data);
+		}
 		if (e == nullptr)
 		{
 			*tid = found;
@@ -1003,6 +1250,201 @@ Store::tid_of(MDB_txn *txn, uint32_t id, HannoyTid *tid) const
 	}
 	*tid = e->tid;
 	return e->tid != SnapshotCache::NO_TID;
+}
+
+void
+note_map_of(MDB_env *env)
+{
+	MapBounds  *b = map_bounds_of(env);
+	int         fd;
+	struct stat st;
+	if (b == nullptr || mdb_env_get_fd(env, &fd) != 0 || fstat(fd, &st) != 0)
+		return;
+	/* LMDB does not say where it mapped the file: the process's map table does */
+	FILE *maps = std::fopen("/proc/self/maps", "re");
+	if (maps == nullptr)
+		return;
+	char      line[1024];
+	uintptr_t lo = 0, hi = 0;
+	while (std::fgets(line, sizeof(line), maps) != nullptr)
+	{
+		unsigned long start, end, offset, inode;
+		unsigned int  major_no, minor_no;
+		char          perms[8];
+		if (std::sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &start, &end, perms, &offset, &major_no,
+		                &minor_no, &inode) != 7 ||
+		    inode != st.st_ino || makedev(major_no, minor_no) != st.st_dev || offset != 0)
+			continue;
+		if (end - start > hi - lo)
+		{
+			lo = start;
+			hi = end;
+		}
+	}
+	std::fclose(maps);
+	b->lo = lo;
+	b->hi = hi;
+	b->used_end = lo;
+}
+
+void
+Store::note_map()
+{
+	note_map_of(env_);
+}
+
+namespace
+{
+
+/* LMDB's on-disk meta page (format 1), as far as the file check reads it. */
+constexpr uint32_t LMDB_MAGIC = 0xBEEFC0DE, LMDB_DATA_VERSION = 1;
+constexpr uint16_t LMDB_P_META = 0x08;
+constexpr size_t   LMDB_PAGE_HEADER = 16, LMDB_DB_SIZE = 48;
+constexpr uint64_t LMDB_P_INVALID = ~uint64_t(0);
+
+struct MetaPage
+{
+	uint16_t flags;
+	uint32_t magic, version;
+	uint64_t roots[2], last_pg, txnid;
+};
+
+/* Reads the meta page at 'page' (unaligned). */
+MetaPage
+read_meta_page(const unsigned char *page)
+{
+	MetaPage    m;
+	const auto *meta = page + LMDB_PAGE_HEADER;
+	std::memcpy(&m.flags, page + 10, 2);
+	std::memcpy(&m.magic, meta, 4);
+	std::memcpy(&m.version, meta + 4, 4);
+	for (int i = 0; i < 2; i++)
+		std::memcpy(&m.roots[i], meta + 24 + i * LMDB_DB_SIZE + 40, 8);
+	std::memcpy(&m.last_pg, meta + 24 + 2 * LMDB_DB_SIZE, 8);
+	std::memcpy(&m.txnid, meta + 24 + 2 * LMDB_DB_SIZE + 8, 8);
+	return m;
+}
+
+} // namespace
+
+void
+Store::check_file()
+{
+	MapBounds  &b = bounds_;
+	struct stat st;
+	int         fd;
+	if (b.damaged)
+		throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (an earlier read of it failed)");
+	/* the file LMDB has open and mapped, whatever its path names now */
+	int rc = mdb_env_get_fd(env_, &fd);
+	if (rc != 0)
+		throw_lmdb(rc, "reading the file descriptor");
+	if (fstat(fd, &st) != 0)
+		throw Error(HANNOY_ERR_STORAGE,
+		            "could not stat file \"" + path_ + "/data.mdb\": " + strerror(errno));
+	uint64_t size = static_cast<uint64_t>(st.st_size);
+	if (size < 2 * PAGE_SIZE_MIN)
+		throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (data.mdb has " +
+		                                    std::to_string(size) +
+		                                    " bytes, less than LMDB's two meta pages)");
+	MDB_stat ms;
+	rc = guarded(env_, [&] { return mdb_env_stat(env_, &ms); });
+	if (rc != 0)
+		throw_lmdb(rc, "reading the environment's state");
+	size_t psize = ms.ms_psize;
+	if (b.lo == 0 || size < 2 * psize)
+		return; /* the map is unknown (no guard) or the page size unusual: nothing more to read */
+	MetaPage m[2];
+	rc = guarded(env_,
+	             [&]
+	             {
+		             for (int i = 0; i < 2; i++)
+			             m[i] = read_meta_page(reinterpret_cast<const unsigned char *>(b.lo) +
+			                                   i * psize);
+		             return 0;
+	             });
+	if (rc != 0)
+		throw_lmdb(rc, "reading the meta pages");
+	uint64_t pages = size / psize;
+	for (int i = 0; i < 2; i++)
+	{
+		std::string which = "LMDB meta page " + std::to_string(i);
+		if (!(m[i].flags & LMDB_P_META) || m[i].magic != LMDB_MAGIC ||
+		    m[i].version != LMDB_DATA_VERSION)
+			throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (" + which + " is not one)");
+		/* LMDB writes transaction t's meta into page t % 2 (both hold 0 when created) */
+		if (m[i].txnid % 2 != static_cast<uint64_t>(i) && m[i].txnid != 0)
+			throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (" + which +
+			                                    " names transaction " + std::to_string(m[i].txnid) +
+			                                    ")");
+		for (uint64_t root : m[i].roots)
+			if (root != LMDB_P_INVALID && root > m[i].last_pg)
+				throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (" + which +
+				                                    " has a root page beyond its last page)");
+	}
+	uint64_t newer = std::max(m[0].txnid, m[1].txnid), older = std::min(m[0].txnid, m[1].txnid);
+	if (newer - older != 1 && newer != 0)
+		throw Error(HANNOY_ERR_CORRUPT,
+		            "the sidecar is damaged (its meta pages name transactions " +
+		                std::to_string(m[0].txnid) + " and " + std::to_string(m[1].txnid) + ")");
+	/*
+	 * Every page a snapshot reaches was written, so the file holds the root
+	 * pages of the newest one.  (The last page in use need not be in the
+	 * file: a page a transaction took at the end and freed again is never
+	 * written.  A read of a page past the end is the guard's.)
+	 */
+	const MetaPage &current = m[0].txnid > m[1].txnid ? m[0] : m[1];
+	for (uint64_t root : current.roots)
+		if (root != LMDB_P_INVALID && root >= pages)
+			throw Error(HANNOY_ERR_CORRUPT,
+			            "the sidecar is damaged (data.mdb has " + std::to_string(pages) +
+			                " pages, but its root page " + std::to_string(root) +
+			                " lies beyond them; truncated?)");
+	/*
+	 * Transaction ids only grow, and a meta page once written for one never
+	 * changes: a file rewritten in place (another sidecar's copied over
+	 * it) shows otherwise, and pointers kept into the old one (the
+	 * snapshot cache's) must not be followed.
+	 */
+	if (b.seen && (current.txnid < b.seen_txnid ||
+	               (current.txnid == b.seen_txnid &&
+	                (current.last_pg != b.seen_last_pg || current.roots[0] != b.seen_roots[0] ||
+	                 current.roots[1] != b.seen_roots[1]))))
+	{
+		b.damaged = true;
+		throw Error(HANNOY_ERR_CORRUPT,
+		            "the sidecar is damaged (its newest transaction went from " +
+		                std::to_string(b.seen_txnid) + " to " + std::to_string(current.txnid) +
+		                ": data.mdb was rewritten in place)");
+	}
+	b.seen = true;
+	b.seen_txnid = current.txnid;
+	b.seen_last_pg = current.last_pg;
+	b.seen_roots[0] = current.roots[0];
+	b.seen_roots[1] = current.roots[1];
+	b.page_size = psize;
+	b.used_end = b.lo + std::min<uint64_t>(size, b.hi - b.lo);
+}
+
+void
+check_span_slow(MDB_env *env, const void *p, size_t bytes)
+{
+	MapBounds  *b = map_bounds_of(env);
+	uintptr_t   at = reinterpret_cast<uintptr_t>(p);
+	int         fd;
+	struct stat st;
+	/* the file may have grown since it was last looked at */
+	if (mdb_env_get_fd(env, &fd) == 0 && fstat(fd, &st) == 0)
+	{
+		uintptr_t end =
+		    b->lo + std::min<uint64_t>(static_cast<uint64_t>(st.st_size), b->hi - b->lo);
+		if (end > b->used_end)
+			b->used_end = end;
+	}
+	if (at + bytes > b->used_end || at + bytes < at)
+		throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (a record of " +
+		                                    std::to_string(bytes) +
+		                                    " bytes lies past the end of data.mdb)");
 }
 
 void

@@ -12,6 +12,7 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -19,6 +20,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "distance.hpp"
@@ -56,6 +58,63 @@ class Error : public std::runtime_error
 
 /* Throws an Error describing LMDB return code 'rc' during 'what'. */
 [[noreturn]] void throw_lmdb(int rc, const char *what);
+
+/*
+ * The fault guard (fault.cpp, DESIGN.md "Damaged sidecars").  What it knows
+ * of one environment's map, kept in the environment's Store (the LMDB user
+ * context is the Store; map_bounds_of reaches the bounds): the reserved
+ * address range and, below it, where the file ended when it was last looked
+ * at (a sound record never lies beyond the file's end).
+ */
+struct MapBounds
+{
+	uintptr_t lo = 0, hi = 0;   /* the map's address range, 0 before it is known */
+	uintptr_t used_end = 0;     /* where the file last ended in the map */
+	size_t    page_size = 4096; /* LMDB's page size */
+	bool      damaged = false;  /* a guarded call faulted or failed an LMDB assertion */
+	/* the newest meta page the last file check saw (a file rewritten in place differs) */
+	uint64_t seen_txnid = 0, seen_last_pg = 0, seen_roots[2] = {0, 0};
+	bool     seen = false;
+};
+
+/* What a guarded LMDB call returns when it faulted or failed an assertion (no LMDB code). */
+constexpr int GUARD_FAULT_BUS = -30700, GUARD_FAULT_SEGV = -30701, GUARD_ASSERT = -30702;
+
+/* Installs the fault handlers (once) and LMDB's assert callback on 'env'. */
+void guard_environment(MDB_env *env);
+/* The message of the last LMDB assertion a guarded call caught. */
+const char *guard_assert_message();
+/* Runs fn(arg), an LMDB call, under the guard of 'env' (see fault.cpp). */
+int guarded_call(MDB_env *env, int (*fn)(void *), void *arg);
+/* Runs 'f' (returning an LMDB code; owning nothing with a destructor) under the guard of 'env'. */
+template <class F>
+int
+guarded(MDB_env *env, F &&f)
+{
+	using Fn = std::remove_reference_t<F>;
+	return guarded_call(
+	    env, [](void *p) -> int { return (*static_cast<Fn *>(p))(); }, &f);
+}
+
+/*
+ * Throws HANNOY_ERR_CORRUPT unless the 'bytes' bytes at 'p', a record
+ * LMDB handed out through a transaction of 'env', lie inside the file (or
+ * outside the map: a write transaction's own pages), so that reading them
+ * can never fault.  Two compares, and one fstat when the file has grown.
+ */
+void check_span_slow(MDB_env *env, const void *p, size_t bytes);
+/* Records where LMDB mapped the file of 'env' (after opening it or moving its map). */
+void note_map_of(MDB_env *env);
+/* The map bounds of 'env', a Store's environment (its user context); nullptr for any other. */
+inline MapBounds *map_bounds_of(MDB_env *env);
+inline void
+check_span(MDB_env *env, const void *p, size_t bytes)
+{
+	const MapBounds *b = map_bounds_of(env);
+	uintptr_t        at = reinterpret_cast<uintptr_t>(p);
+	if (b != nullptr && at >= b->lo && at < b->hi && (at + bytes > b->used_end || at + bytes < at))
+		check_span_slow(env, p, bytes);
+}
 
 /* Highest layer a node may get; far above what 2^32 items need. */
 constexpr int MAX_LEVEL = 15;
@@ -235,7 +294,8 @@ class VectorLayout
 	static constexpr uint32_t MAX_PIECES = 32;
 
 	VectorLayout() = default;
-	VectorLayout(HannoyMetric metric, uint32_t dims);
+	/* 'trailer': bytes each record carries after its piece (a checksum, format 4) */
+	VectorLayout(HannoyMetric metric, uint32_t dims, size_t trailer = 0);
 
 	uint32_t
 	pieces() const
@@ -256,6 +316,17 @@ class VectorLayout
 	piece_size(uint32_t piece) const
 	{
 		return piece + 1 < pieces_ ? piece_bytes_ : bytes_ - piece_bytes_ * (pieces_ - 1);
+	}
+	/* Bytes of the record of piece 'piece': the piece and its trailer. */
+	size_t
+	record_size(uint32_t piece) const
+	{
+		return piece_size(piece) + trailer_;
+	}
+	size_t
+	trailer() const
+	{
+		return trailer_;
 	}
 	/* Distance from a vector in pieces to a whole one ('query'). */
 	double distance(const void *const *a, const void *query) const;
@@ -284,14 +355,30 @@ class VectorLayout
 	uint32_t            pieces_ = 1;
 	size_t              piece_bytes_ = 0;
 	size_t              bytes_ = 0;
+	size_t              trailer_ = 0;
 	size_t              unit_ = 1; /* bytes per element of a Segment */
 	uint32_t            dims_ = 0;
 	DistanceFn          whole_ = nullptr;
 	SegmentedDistanceFn segmented_ = nullptr;
 };
 
-/* Bytes of every piece but the last of a vector of 'bytes' bytes (see VectorLayout). */
-size_t vector_piece_bytes(size_t bytes);
+/*
+ * Bytes of every piece but the last of a vector of 'bytes' bytes whose
+ * records carry 'trailer' bytes more (see VectorLayout).
+ */
+size_t vector_piece_bytes(size_t bytes, size_t trailer = 0);
+
+/*
+ * Record checksums (format 4, DESIGN.md "Storage format"): CRC32C of the
+ * key and the value, stored as 4 bytes after the value.  Scans never read
+ * them; hannoy_verify checks them.
+ */
+constexpr size_t CHECKSUM_BYTES = 4;
+uint32_t         crc32c(uint32_t crc, const void *data, size_t n);
+/* The checksum of record (key, value[0 .. size)). */
+uint32_t record_checksum(const MDB_val &key, const void *value, size_t size);
+/* True when the last CHECKSUM_BYTES of 'data' are the checksum of (key, the rest). */
+bool checksum_holds(const MDB_val &key, const MDB_val &data);
 
 /*
  * Pointers into one committed LMDB snapshot, kept between read transactions.
@@ -402,6 +489,18 @@ class Store
 	{
 		return layout_;
 	}
+	/* True when the records carry checksums (format 4 and later). */
+	bool
+	checksummed() const
+	{
+		return meta_.format_version >= 4;
+	}
+	/* Bytes after each vector piece and neighbour list: the checksum, or none (format 3). */
+	size_t
+	trailer() const
+	{
+		return checksummed() ? CHECKSUM_BYTES : 0;
+	}
 	uint32_t
 	max_links(int layer) const
 	{
@@ -476,12 +575,43 @@ class Store
 	void links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &out) const;
 	void put_links(MDB_txn *txn, uint32_t id, int layer, const std::vector<uint32_t> &ids,
 	               unsigned flags = 0) const;
+	/* Raises the bound on ids in neighbour lists to cover 'id', a new item's. */
+	void
+	note_id(uint64_t id) const
+	{
+		uint64_t bound = id_bound_.load(std::memory_order_relaxed);
+		while (id + 1 > bound && !id_bound_.compare_exchange_weak(bound, id + 1))
+		{
+		}
+	}
 	/* True when 'id' is a tombstone (removed by VACUUM, not yet repaired around). */
 	bool is_deleted(MDB_txn *txn, uint32_t id) const;
 	/* TID of an item; false for tombstones and unknown ids. */
 	bool tid_of(MDB_txn *txn, uint32_t id, HannoyTid *tid) const;
 
 	void sync(bool force);
+
+	/*
+	 * Throws HANNOY_ERR_CORRUPT when data.mdb ends before the root pages its
+	 * newest meta page names, or a meta page is not LMDB's or names the
+	 * wrong transaction, or a guarded call found the sidecar damaged: run
+	 * at open and whenever a cached environment is used again, before any
+	 * transaction, so the usual truncation is found before LMDB reads
+	 * through the map (DESIGN.md "Damaged sidecars").  One stat.
+	 */
+	void check_file();
+	/*
+	 * Records where LMDB mapped the file: after opening it and after every
+	 * mdb_env_set_mapsize (move_map), so that the fault guard and the
+	 * record checks know the current map.
+	 */
+	void note_map();
+	/* The fault guard's view of the map (the environment's user context is this Store). */
+	MapBounds *
+	bounds()
+	{
+		return &bounds_;
+	}
 
 	/*
 	 * One finished scan kept for the next one (scan.cpp): a query's scan
@@ -557,12 +687,15 @@ class Store
 	bool move_map(uint64_t size);
 
 	MDB_env              *env_ = nullptr;
+	MapBounds             bounds_; /* the fault guard's, reached through the user context */
 	std::string           path_;
 	HannoyEnvConfig       config_;
 	HannoyMeta            meta_{};
 	VectorLayout          layout_;
 	mutable SnapshotCache cache_;
-	void                 *idle_scan_ = nullptr;
+	/* the largest next_id any state record read showed (ids in lists lie below it) */
+	mutable std::atomic<uint64_t> id_bound_{0};
+	void                         *idle_scan_ = nullptr;
 	void (*idle_scan_free_)(void *) = nullptr;
 
 	struct Holder
@@ -576,6 +709,17 @@ class Store
 	uint64_t            map_size_ = 0;
 	size_t              page_size_ = 4096;
 };
+
+/*
+ * One user context per environment: the Store (Txn, begin_txn and the
+ * fault guard all read it).  The guard's bounds live in the Store.
+ */
+inline MapBounds *
+map_bounds_of(MDB_env *env)
+{
+	Store *store = env != nullptr ? static_cast<Store *>(mdb_env_get_userctx(env)) : nullptr;
+	return store != nullptr ? store->bounds() : nullptr;
+}
 
 /* Reads piece number and id of a key of the vectors database; false when malformed. */
 bool decode_vector_key(const MDB_val &key, uint32_t *id, uint32_t *piece);
@@ -592,7 +736,7 @@ Store::for_each_vector(MDB_txn *txn, F f) const
 	{
 		uint32_t id, piece;
 		if (!decode_vector_key(key, &id, &piece) || piece != have || (have > 0 && id != current) ||
-		    data.mv_size != layout_.piece_size(piece))
+		    data.mv_size != layout_.record_size(piece))
 			throw Error(HANNOY_ERR_CORRUPT, "malformed record in the vectors database");
 		current = id;
 		pieces[have++] = data.mv_data;
@@ -608,6 +752,8 @@ Store::for_each_vector(MDB_txn *txn, F f) const
 
 /* Puts key/value, throwing on failure. */
 void put(MDB_txn *txn, MDB_dbi dbi, MDB_val key, MDB_val data, unsigned flags = 0);
+/* Puts key/value under the guard; LMDB's return code. */
+int put_rc(MDB_txn *txn, MDB_dbi dbi, MDB_val *key, MDB_val *data, unsigned flags);
 /* Deletes key; false when absent. */
 bool del(MDB_txn *txn, MDB_dbi dbi, MDB_val key);
 /* Gets key; false when absent. */

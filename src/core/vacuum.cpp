@@ -118,6 +118,8 @@ highest_node(HannoyRepair *r, MDB_txn *txn, uint32_t prefer, int &level)
 	MDB_val        key, data;
 	for (bool ok = cur.get(key, data, MDB_FIRST); ok; ok = cur.get(key, data, MDB_NEXT))
 	{
+		if (key.mv_size != 5)
+			throw hannoy::Error(HANNOY_ERR_CORRUPT, "links database has a malformed key");
 		uint32_t id = hannoy::decode_id(key);
 		int      layer = static_cast<const unsigned char *>(key.mv_data)[4];
 		if (r->tombstones.count(id) > 0 || layer < level)

@@ -134,7 +134,7 @@ TEST(Vacuum, RemovingEverythingThenRefilling)
 	EXPECT_EQ(stats.items, 0u);
 	EXPECT_EQ(stats.max_level, -1); /* the entry point went with everything else */
 	for (size_t i = 0; i < 1500; i++)
-		ASSERT_EQ(hannoy_insert(env, 5000 + i, &v[i * DIMS], 0, &err), HANNOY_OK);
+		ASSERT_EQ(hannoy_insert(env, 5000 + i, &v[i * DIMS], 0, &err), HANNOY_OK) << err.message;
 	stats = env_stats(env);
 	EXPECT_EQ(stats.items, 1500u);
 	EXPECT_EQ(stats.next_id, 1500u); /* every id reused */
