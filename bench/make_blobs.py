@@ -25,18 +25,7 @@ import numpy
 from sklearn.datasets import make_blobs
 from sklearn.model_selection import train_test_split
 
-
-def literal(row):
-    """Returns the PostgreSQL array literal of one float32 vector."""
-    return "{" + ",".join(str(value) for value in row) + "}"
-
-
-def write_atomically(path, lines):
-    """Writes lines to path through a temporary file renamed into place."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="ascii") as out:
-        out.writelines(lines)
-    os.replace(tmp, path)
+from make_synthetic import literal, write_atomically
 
 
 def main():
