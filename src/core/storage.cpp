@@ -106,8 +106,14 @@ throw_lmdb(int rc, const char *what)
 	HannoyStatus status = HANNOY_ERR_STORAGE;
 	if (rc == MDB_MAP_FULL)
 		status = HANNOY_ERR_MAP_FULL;
+	/*
+	 * MDB_BAD_TXN: LMDB failed the transaction in a call that hid the cause
+	 * (a read transaction's first look at a named database whose record it
+	 * could not reach); the core never uses a transaction after an error
+	 */
 	else if (rc == MDB_CORRUPTED || rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH ||
-	         rc == MDB_PAGE_NOTFOUND || rc == MDB_PAGE_FULL || rc == MDB_CURSOR_FULL)
+	         rc == MDB_PAGE_NOTFOUND || rc == MDB_PAGE_FULL || rc == MDB_CURSOR_FULL ||
+	         rc == MDB_BAD_TXN)
 		status = HANNOY_ERR_CORRUPT;
 	else if (rc == ENOMEM)
 		status = HANNOY_ERR_NOMEM;
@@ -147,7 +153,11 @@ begin_txn(Store *store, MDB_env *env, bool read_only)
 		int rc = guarded(env, [&]
 		                 { return mdb_txn_begin(env, nullptr, read_only ? MDB_RDONLY : 0, &txn); });
 		if (rc == 0)
+		{
+			if (store != nullptr && !read_only)
+				store->write_began();
 			return txn;
+		}
 		if (store != nullptr)
 			store->txn_ended();
 		if (rc == MDB_MAP_RESIZED && attempt == 0)
@@ -291,6 +301,18 @@ Cursor::get(MDB_val &key, MDB_val &data, MDB_cursor_op op)
 }
 
 /*
+ * Runs the page check (pagecheck.cpp) of a Store's environment before
+ * LMDB writes or deletes 'key' of 'dbi' in write transaction 'txn'.
+ */
+static void
+check_before_write(MDB_txn *txn, MDB_dbi dbi, const MDB_val &key, bool append)
+{
+	Store *store = static_cast<Store *>(mdb_env_get_userctx(mdb_txn_env(txn)));
+	if (store != nullptr)
+		store->check_write(txn, dbi, key, append);
+}
+
+/*
  * Writes go through a cursor of their own, never mdb_put or mdb_del: those
  * hang a cursor on their stack frame into the transaction's list, which a
  * jump out of a damaged page would leave behind for mdb_txn_abort to free.
@@ -298,6 +320,7 @@ Cursor::get(MDB_val &key, MDB_val &data, MDB_cursor_op op)
 int
 put_rc(MDB_txn *txn, MDB_dbi dbi, MDB_val *key, MDB_val *data, unsigned flags)
 {
+	check_before_write(txn, dbi, *key, flags & MDB_APPEND);
 	return guarded(mdb_txn_env(txn),
 	               [&]
 	               {
@@ -322,6 +345,7 @@ put(MDB_txn *txn, MDB_dbi dbi, MDB_val key, MDB_val data, unsigned flags)
 bool
 del(MDB_txn *txn, MDB_dbi dbi, MDB_val key)
 {
+	check_before_write(txn, dbi, key, false);
 	int rc = guarded(mdb_txn_env(txn),
 	                 [&]
 	                 {
@@ -331,8 +355,13 @@ del(MDB_txn *txn, MDB_dbi dbi, MDB_val key)
 		                 if (rc2 != 0)
 			                 return rc2;
 		                 rc2 = mdb_cursor_get(c, &key, &data, MDB_SET);
-		                 if (rc2 == 0)
-			                 rc2 = mdb_cursor_del(c, 0);
+		                 /*
+		                  * the record is there: "not found" from the delete is
+		                  * a rebalance that met a damaged page, and LMDB has
+		                  * failed the transaction
+		                  */
+		                 if (rc2 == 0 && (rc2 = mdb_cursor_del(c, 0)) == MDB_NOTFOUND)
+			                 rc2 = MDB_CORRUPTED;
 		                 mdb_cursor_close(c);
 		                 return rc2;
 	                 });
@@ -399,7 +428,7 @@ Store::Store(const std::string &path, const HannoyEnvConfig &config, bool create
 		throw_lmdb(rc, "creating an environment handle");
 	try
 	{
-		if ((rc = mdb_env_set_maxdbs(env_, 16)) != 0)
+		if ((rc = mdb_env_set_maxdbs(env_, DATABASES)) != 0)
 			throw_lmdb(rc, "setting maxdbs");
 		if ((rc = mdb_env_set_maxreaders(env_, config.max_readers ? config.max_readers : 126)) != 0)
 			throw_lmdb(rc, "setting maxreaders");
@@ -620,6 +649,8 @@ Store::open_databases(bool create)
 	for (auto &db : dbs)
 	{
 		int rc = guarded(env_, [&] { return mdb_dbi_open(txn.get(), db.name, flags, db.dbi); });
+		if (rc == 0 && *db.dbi < DATABASES)
+			db_names_[*db.dbi] = db.name;
 		if (rc == MDB_NOTFOUND)
 			throw Error(HANNOY_ERR_CORRUPT,
 			            std::string("sidecar has no \"") + db.name + "\" database");
@@ -627,6 +658,13 @@ Store::open_databases(bool create)
 			throw_lmdb(rc, "opening a database");
 	}
 	txn.commit();
+}
+
+void
+Store::check_write(MDB_txn *txn, MDB_dbi dbi, const MDB_val &key, bool append)
+{
+	if (dbi < DATABASES && db_names_[dbi] != nullptr)
+		page_check_.before_write(env_, bounds_, txn, db_names_[dbi], key, append);
 }
 
 void
@@ -1293,40 +1331,6 @@ Store::note_map()
 	note_map_of(env_);
 }
 
-namespace
-{
-
-/* LMDB's on-disk meta page (format 1), as far as the file check reads it. */
-constexpr uint32_t LMDB_MAGIC = 0xBEEFC0DE, LMDB_DATA_VERSION = 1;
-constexpr uint16_t LMDB_P_META = 0x08;
-constexpr size_t   LMDB_PAGE_HEADER = 16, LMDB_DB_SIZE = 48;
-constexpr uint64_t LMDB_P_INVALID = ~uint64_t(0);
-
-struct MetaPage
-{
-	uint16_t flags;
-	uint32_t magic, version;
-	uint64_t roots[2], last_pg, txnid;
-};
-
-/* Reads the meta page at 'page' (unaligned). */
-MetaPage
-read_meta_page(const unsigned char *page)
-{
-	MetaPage    m;
-	const auto *meta = page + LMDB_PAGE_HEADER;
-	std::memcpy(&m.flags, page + 10, 2);
-	std::memcpy(&m.magic, meta, 4);
-	std::memcpy(&m.version, meta + 4, 4);
-	for (int i = 0; i < 2; i++)
-		std::memcpy(&m.roots[i], meta + 24 + i * LMDB_DB_SIZE + 40, 8);
-	std::memcpy(&m.last_pg, meta + 24 + 2 * LMDB_DB_SIZE, 8);
-	std::memcpy(&m.txnid, meta + 24 + 2 * LMDB_DB_SIZE + 8, 8);
-	return m;
-}
-
-} // namespace
-
 void
 Store::check_file()
 {
@@ -1354,12 +1358,12 @@ Store::check_file()
 	size_t psize = ms.ms_psize;
 	if (b.lo == 0 || size < 2 * psize)
 		return; /* the map is unknown (no guard) or the page size unusual: nothing more to read */
-	MetaPage m[2];
+	LmdbMeta m[2];
 	rc = guarded(env_,
 	             [&]
 	             {
 		             for (int i = 0; i < 2; i++)
-			             m[i] = read_meta_page(reinterpret_cast<const unsigned char *>(b.lo) +
+			             m[i] = read_lmdb_meta(reinterpret_cast<const unsigned char *>(b.lo) +
 			                                   i * psize);
 		             return 0;
 	             });
@@ -1369,16 +1373,16 @@ Store::check_file()
 	for (int i = 0; i < 2; i++)
 	{
 		std::string which = "LMDB meta page " + std::to_string(i);
-		if (!(m[i].flags & LMDB_P_META) || m[i].magic != LMDB_MAGIC ||
-		    m[i].version != LMDB_DATA_VERSION)
+		if (!(m[i].flags & lmdb_format::P_META) || m[i].magic != lmdb_format::MAGIC ||
+		    m[i].version != lmdb_format::DATA_VERSION)
 			throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (" + which + " is not one)");
 		/* LMDB writes transaction t's meta into page t % 2 (both hold 0 when created) */
 		if (m[i].txnid % 2 != static_cast<uint64_t>(i) && m[i].txnid != 0)
 			throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (" + which +
 			                                    " names transaction " + std::to_string(m[i].txnid) +
 			                                    ")");
-		for (uint64_t root : m[i].roots)
-			if (root != LMDB_P_INVALID && root > m[i].last_pg)
+		for (uint64_t root : {m[i].free_db.root, m[i].main_db.root})
+			if (root != lmdb_format::P_INVALID && root > m[i].last_pg)
 				throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (" + which +
 				                                    " has a root page beyond its last page)");
 	}
@@ -1393,9 +1397,9 @@ Store::check_file()
 	 * file: a page a transaction took at the end and freed again is never
 	 * written.  A read of a page past the end is the guard's.)
 	 */
-	const MetaPage &current = m[0].txnid > m[1].txnid ? m[0] : m[1];
-	for (uint64_t root : current.roots)
-		if (root != LMDB_P_INVALID && root >= pages)
+	const LmdbMeta &current = m[0].txnid > m[1].txnid ? m[0] : m[1];
+	for (uint64_t root : {current.free_db.root, current.main_db.root})
+		if (root != lmdb_format::P_INVALID && root >= pages)
 			throw Error(HANNOY_ERR_CORRUPT,
 			            "the sidecar is damaged (data.mdb has " + std::to_string(pages) +
 			                " pages, but its root page " + std::to_string(root) +
@@ -1408,8 +1412,8 @@ Store::check_file()
 	 */
 	if (b.seen && (current.txnid < b.seen_txnid ||
 	               (current.txnid == b.seen_txnid &&
-	                (current.last_pg != b.seen_last_pg || current.roots[0] != b.seen_roots[0] ||
-	                 current.roots[1] != b.seen_roots[1]))))
+	                (current.last_pg != b.seen_last_pg || current.free_db.root != b.seen_roots[0] ||
+	                 current.main_db.root != b.seen_roots[1]))))
 	{
 		b.damaged = true;
 		throw Error(HANNOY_ERR_CORRUPT,
@@ -1420,8 +1424,8 @@ Store::check_file()
 	b.seen = true;
 	b.seen_txnid = current.txnid;
 	b.seen_last_pg = current.last_pg;
-	b.seen_roots[0] = current.roots[0];
-	b.seen_roots[1] = current.roots[1];
+	b.seen_roots[0] = current.free_db.root;
+	b.seen_roots[1] = current.main_db.root;
 	b.page_size = psize;
 	b.used_end = b.lo + std::min<uint64_t>(size, b.hi - b.lo);
 }

@@ -25,6 +25,7 @@
 
 #include "distance.hpp"
 #include "hannoy/hannoy.h"
+#include "pagecheck.hpp"
 
 namespace hannoy
 {
@@ -665,6 +666,20 @@ class Store
 	/* Names a failed write's real cause: EIO with a full file system is ENOSPC. */
 	[[noreturn]] void throw_write_error(int rc, const char *what) const;
 
+	/* Called when a write transaction began: its page checks start afresh. */
+	void
+	write_began()
+	{
+		page_check_.begin();
+	}
+	/*
+	 * Before LMDB writes or deletes 'key' of 'dbi' ('append': with
+	 * MDB_APPEND) in write transaction 'txn': throws HANNOY_ERR_CORRUPT, and
+	 * marks the sidecar damaged, when a committed page the write may change
+	 * is not sound (pagecheck.cpp).
+	 */
+	void check_write(MDB_txn *txn, MDB_dbi dbi, const MDB_val &key, bool append);
+
 	/* Lets lookups through read transaction 'txn' use (and fill) the snapshot cache. */
 	void
 	arm_cache(MDB_txn *txn) const
@@ -676,6 +691,9 @@ class Store
 	    dbi_free;
 
   private:
+	/* The most named databases an environment has (LMDB's maxdbs). */
+	static constexpr unsigned DATABASES = 16;
+
 	void open_databases(bool create);
 	void set_meta(const HannoyMeta &meta);
 	/* Bytes of data the environment holds (its last page), as last committed. */
@@ -687,7 +705,9 @@ class Store
 	bool move_map(uint64_t size);
 
 	MDB_env              *env_ = nullptr;
-	MapBounds             bounds_; /* the fault guard's, reached through the user context */
+	MapBounds             bounds_;     /* the fault guard's, reached through the user context */
+	PageCheck             page_check_; /* of the write transactions */
+	const char           *db_names_[DATABASES] = {nullptr}; /* by handle, for the page check */
 	std::string           path_;
 	HannoyEnvConfig       config_;
 	HannoyMeta            meta_{};
