@@ -35,7 +35,8 @@ store_of(HannoyEnv *env)
 class TidStream
 {
   public:
-	TidStream(MDB_txn *txn, MDB_dbi dbi, const HannoyRowPosition &pos) : cursor_(txn, dbi)
+	TidStream(MDB_txn *txn, MDB_dbi dbi, const char *name, const HannoyRowPosition &pos)
+	    : cursor_(txn, dbi), name_(name)
 	{
 		hannoy::TidKey start(pos.started ? pos.after : 0);
 		key_ = start.val();
@@ -58,14 +59,21 @@ class TidStream
 	{
 		return data_;
 	}
+	/* Moves on; a damaged tree can hand keys out of order (or in a cycle): the walk must end. */
 	void
 	next()
 	{
+		HannoyTid before = tid();
 		valid_ = cursor_.get(key_, data_, MDB_NEXT);
+		if (valid_ && (key_.mv_size != 6 || tid() <= before))
+			throw hannoy::Error(HANNOY_ERR_CORRUPT,
+			                    std::string("the ") + name_ +
+			                        " database is damaged (a malformed or misplaced key)");
 	}
 
   private:
 	hannoy::Cursor cursor_;
+	const char    *name_;
 	MDB_val        key_{}, data_{};
 	bool           valid_ = false;
 };
@@ -95,8 +103,8 @@ hannoy_stored_rows_next(HannoyEnv *env, HannoyRowPosition *pos, HannoyStoredRow 
 		    if (stride > 0 && vectors_size / stride < capacity)
 			    capacity = static_cast<uint32_t>(vectors_size / stride);
 
-		    TidStream graph(txn.get(), s.dbi_items, *pos);
-		    TidStream unindexed(txn.get(), s.dbi_unindexed, *pos);
+		    TidStream graph(txn.get(), s.dbi_items, "items", *pos);
+		    TidStream unindexed(txn.get(), s.dbi_unindexed, "unindexed", *pos);
 		    uint32_t  n = 0;
 		    while (n < capacity && (graph.valid() || unindexed.valid()))
 		    {

@@ -297,6 +297,18 @@ Cursor::get(MDB_val &key, MDB_val &data, MDB_cursor_op op)
 		throw_lmdb(rc, "moving a cursor");
 	check_span(env, key.mv_data, key.mv_size);
 	check_span(env, data.mv_data, data.mv_size);
+	if (op == MDB_NEXT && last_size_ != NO_KEY)
+	{
+		/* LMDB's key order: bytes as unsigned, then the shorter first */
+		size_t n = std::min(key.mv_size, last_size_);
+		int    c = n == 0 ? 0 : std::memcmp(key.mv_data, last_, n);
+		if (c < 0 || (c == 0 && key.mv_size <= last_size_))
+			throw Error(HANNOY_ERR_CORRUPT,
+			            "the sidecar is damaged (a database hands out its keys out of order)");
+	}
+	last_size_ = key.mv_size <= sizeof(last_) ? key.mv_size : NO_KEY;
+	if (last_size_ != NO_KEY && key.mv_size > 0)
+		std::memcpy(last_, key.mv_data, key.mv_size);
 	return true;
 }
 

@@ -226,7 +226,11 @@ class SnapshotHolder
 	~SnapshotHolder() = default;
 };
 
-/* A cursor closed with its scope (read cursors must close before their txn ends). */
+/*
+ * A cursor closed with its scope (read cursors must close before their txn
+ * ends).  MDB_NEXT must hand out a key above the last one: a damaged tree
+ * can hand keys out of order or in a cycle, and every walk must end.
+ */
 class Cursor
 {
   public:
@@ -243,7 +247,10 @@ class Cursor
 	}
 
   private:
-	MDB_cursor *cur_ = nullptr;
+	static constexpr size_t NO_KEY = ~size_t(0);
+	MDB_cursor             *cur_ = nullptr;
+	unsigned char           last_[16]; /* the last key handed out (hannoy's keys are short) */
+	size_t                  last_size_ = NO_KEY; /* NO_KEY: none, or longer than last_ */
 };
 
 /*
