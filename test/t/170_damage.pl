@@ -168,6 +168,9 @@ sub open_session
 	# after a crash the server first recovers
 	$node->poll_query_until('postgres', 'SELECT true');
 	$session = $node->background_psql('postgres', on_error_stop => 0);
+	# the session's timeout counts per query: it lives through the whole run,
+	# longer than the default timeout, which would otherwise expire under it
+	$session->set_query_timer_restart();
 	$session_pid = $session->query_safe('SELECT pg_backend_pid()');
 	$session->{stderr} = '';
 }
@@ -263,10 +266,16 @@ for my $trial (1 .. $TRIALS)
 		$log_offset = -s $node->logfile;
 	}
 	my ($pid) = eval { $session->query('SELECT pg_backend_pid()') };
+	my $failure = $@;
+	my $pid_err = $session ? $session->{stderr} : '';
 	$session->{stderr} = '' if $session;
 	if (!defined($pid) || $pid ne $session_pid)
 	{
-		push @lost, "trial $trial: the test session's backend changed" unless grep { /^trial $trial / } @lost;
+		my $got = defined($pid) ? "pg_backend_pid() gave '$pid'" : "the query failed: $failure";
+		$got .= ", stderr '$pid_err'" if $pid_err ne '';
+		$got .= "; the server log shows its exit: $1" if $log =~ /^(.*\bPID $session_pid\b.*)$/m;
+		push @lost, "trial $trial: the test session's backend changed ($got, expected $session_pid)"
+		  unless grep { /^trial $trial / } @lost;
 		open_session();
 	}
 
