@@ -139,7 +139,10 @@ start_walk(HannoyRepair *r, uint32_t root, int level)
 {
 	r->root = root;
 	r->root_level = level;
-	r->reached.assign(r->next_id, 0);
+	/* a restarted walk's root may be a node inserted after the repair began (id >= next_id) */
+	r->reached.assign(root == hannoy::NO_NODE ? r->next_id
+	                                          : std::max<uint64_t>(r->next_id, uint64_t(root) + 1),
+	                  0);
 	r->stack.clear();
 	r->orphans.clear();
 	r->orphan_pos = 0;
