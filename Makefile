@@ -5,7 +5,8 @@
 #                               preloads hannoy (as a user PostgreSQL accepts, not root)
 #   make prove_installcheck     the TAP tests in test/t, each on its own throwaway
 #                               cluster of the installed server (as postgres, not root)
-#   make unittest               build and run the core's GoogleTest suite (ctest)
+#   make unittest               build and run the core's GoogleTest suite (ctest);
+#                               SANITIZE=address builds it with AddressSanitizer
 #   make format-check           clang-format --dry-run -Werror on every source
 #   make check-layers           the layering rules (scripts/check_layers.sh)
 #   WERROR=1 make               treat compiler warnings as errors (CI)
@@ -73,10 +74,13 @@ prove_installcheck:
 check-layers:
 	bash scripts/check_layers.sh
 
+# SANITIZE=address builds the unit tests with AddressSanitizer in build/core-address; the
+# fault guard's handlers must be allowed to take SIGSEGV and SIGBUS (allow_user_segv_handler).
+UNIT_DIR = build/core$(if $(SANITIZE),-$(SANITIZE))
 unittest:
-	cmake -S test/core -B build/core -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHANNOY_WERROR=$(if $(filter 1,$(WERROR)),ON,OFF) >/dev/null
-	cmake --build build/core -j2
-	ctest --test-dir build/core --output-on-failure
+	cmake -S test/core -B $(UNIT_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHANNOY_WERROR=$(if $(filter 1,$(WERROR)),ON,OFF) -DHANNOY_SANITIZE=$(SANITIZE) >/dev/null
+	cmake --build $(UNIT_DIR) -j2
+	ASAN_OPTIONS=allow_user_segv_handler=1:detect_leaks=0$(if $(ASAN_OPTIONS),:$(ASAN_OPTIONS)) ctest --test-dir $(UNIT_DIR) --output-on-failure
 
 format-check:
 	clang-format --dry-run -Werror $(SHIM_SRCS) $(CORE_SRCS) $(HANNOY_HEADERS) $(wildcard test/core/*.cpp test/core/*.hpp tools/*.cpp tools/*.hpp bench/*.cpp bench/*.hpp bench/core/*.cpp)
