@@ -420,10 +420,10 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 void
 make_codes(HannoyBuilder *b)
 {
-	BuildGraph         &g = b->graph;
-	size_t              n = g.size();
-	const HannoyMeta   &meta = b->store->meta();
-	std::string         buf; /* a vector stored in pieces, gathered */
+	BuildGraph          &g = b->graph;
+	size_t               n = g.size();
+	const HannoyMeta    &meta = b->store->meta();
+	std::string          buf; /* a vector stored in pieces, gathered */
 	hannoy::QuantizerFit fit(meta.dims);
 	for (size_t id = 0; id < n; id++)
 		fit.add(g.vector(static_cast<uint32_t>(id), buf));

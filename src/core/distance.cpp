@@ -493,8 +493,8 @@ avx2_decode(const uint8_t *code, const float *offset, const float *scale, size_t
  */
 template <typename Op>
 HANNOY_TARGET_AVX2 HANNOY_INLINE void
-avx2_code_run(const uint8_t *code, const float *offset, const float *scale,
-              const unsigned char *q, size_t n, typename Op::Lane (&lane)[4])
+avx2_code_run(const uint8_t *code, const float *offset, const float *scale, const unsigned char *q,
+              size_t n, typename Op::Lane (&lane)[4])
 {
 	size_t i = 0;
 
@@ -524,8 +524,7 @@ avx2_code_run(const uint8_t *code, const float *offset, const float *scale,
 /* Runs a one-quantity AVX2 operation over a code and a query and sums its lanes. */
 template <typename Op>
 HANNOY_TARGET_AVX2 HANNOY_INLINE float
-avx2_code_sum(const uint8_t *code, const float *offset, const float *scale, const void *q,
-              size_t n)
+avx2_code_sum(const uint8_t *code, const float *offset, const float *scale, const void *q, size_t n)
 {
 	typename Op::Lane lane[4] = {};
 
@@ -553,8 +552,8 @@ avx2_code_l1(const uint8_t *c, const float *o, const float *k, const void *q, si
 }
 
 HANNOY_TARGET_AVX2 void
-avx2_code_dot3(const uint8_t *c, const float *o, const float *k, const void *q, size_t n,
-               float *ab, float *aa, float *bb)
+avx2_code_dot3(const uint8_t *c, const float *o, const float *k, const void *q, size_t n, float *ab,
+               float *aa, float *bb)
 {
 	Avx2Dot3Op::Lane lane[4] = {};
 
@@ -873,7 +872,7 @@ avx512_code_run(const uint8_t *code, const float *offset, const float *scale,
 		Op::step(lane[0], avx512_decode(code, offset, scale, i), avx512_load(q, i));
 	if (i < n)
 	{
-		const __mmask16 mask = static_cast<__mmask16>((1u << (n - i)) - 1u);
+		const __mmask16     mask = static_cast<__mmask16>((1u << (n - i)) - 1u);
 		alignas(16) uint8_t tail[16] = {0};
 
 		std::memcpy(tail, code + i, n - i);

@@ -118,7 +118,7 @@ struct HannoyInspect
 	uint64_t             pos = 0; /* next id of an id pass */
 
 	/* what the stages learn about each id below 'range' */
-	Bits                  vectors, codes, tids, tombstones, visited;
+	Bits                                     vectors, codes, tids, tombstones, visited;
 	std::shared_ptr<const hannoy::Quantizer> quantizer; /* the codes', nullptr when none */
 	std::vector<uint8_t>                     code;      /* scratch: a vector's quantization */
 	std::vector<unsigned char>               vector;    /* scratch: a vector, gathered */
@@ -267,15 +267,15 @@ check_code(HannoyInspect *w, const MDB_val &key, const MDB_val &data)
 	const hannoy::Quantizer *q = w->quantizer.get();
 	if (key.mv_size != 4)
 	{
-		report(w, HANNOY_PROBLEM_MALFORMED, -1,
-		       "codes database has a malformed key of %zu bytes", key.mv_size);
+		report(w, HANNOY_PROBLEM_MALFORMED, -1, "codes database has a malformed key of %zu bytes",
+		       key.mv_size);
 		return;
 	}
 	uint32_t id = hannoy::decode_id(key);
 	if (q == nullptr)
 	{
-		report(w, HANNOY_PROBLEM_MALFORMED, id, "item %u has a code but the sidecar has no quantizer",
-		       id);
+		report(w, HANNOY_PROBLEM_MALFORMED, id,
+		       "item %u has a code but the sidecar has no quantizer", id);
 		return;
 	}
 	if (data.mv_size != q->code_bytes() + hannoy::CHECKSUM_BYTES)

@@ -43,7 +43,8 @@ Quantizer::Quantizer(HannoyMetric metric, uint32_t dims)
 		throw Error(HANNOY_ERR_INVALID, "this metric has no codes");
 }
 
-QuantizerFit::QuantizerFit(uint32_t dims) : dims_(dims), lo_(dims, HUGE_VALF), hi_(dims, -HUGE_VALF)
+QuantizerFit::QuantizerFit(uint32_t dims)
+    : dims_(dims), lo_(dims, HUGE_VALF), hi_(dims, -HUGE_VALF), fraction_(dims, 0)
 {
 }
 
@@ -59,6 +60,8 @@ QuantizerFit::add(const void *v)
 			continue;
 		lo_[i] = std::min(lo_[i], x);
 		hi_[i] = std::max(hi_[i], x);
+		if (x != std::nearbyint(x))
+			fraction_[i] = 1;
 	}
 }
 
@@ -72,6 +75,9 @@ QuantizerFit::quantizer(HannoyMetric metric) const
 		if (lo > hi)
 			lo = hi = 0.0f; /* no finite value seen */
 		float scale = (hi - lo) / CODE_MAX;
+		/* integers with a range of at most 255 (pixels, counts) take one step each: exact codes */
+		if (!fraction_[i] && hi - lo <= CODE_MAX && hi > lo)
+			scale = 1.0f;
 		q.offset_[i] = lo;
 		q.scale_[i] = std::isfinite(scale) ? scale : 0.0f;
 	}
@@ -88,8 +94,8 @@ Quantizer::from_record(HannoyMetric metric, uint32_t dims, const void *data, siz
 	if (h.kind != QUANTIZER_SCALAR8 || h.dims != dims || h.code_bytes != dims ||
 	    size != sizeof(h) + 2 * size_t(dims) * sizeof(float))
 		throw Error(HANNOY_ERR_CORRUPT, "quantizer record is malformed (kind " +
-		                                    std::to_string(h.kind) + ", " +
-		                                    std::to_string(h.dims) + " dimensions)");
+		                                    std::to_string(h.kind) + ", " + std::to_string(h.dims) +
+		                                    " dimensions)");
 	Quantizer   q(metric, dims);
 	const char *p = static_cast<const char *>(data) + sizeof(h);
 	std::memcpy(q.offset_.data(), p, dims * sizeof(float));

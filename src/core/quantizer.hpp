@@ -45,8 +45,7 @@ class Quantizer
 {
   public:
 	/* The quantizer a record holds; throws HANNOY_ERR_CORRUPT when the record is malformed. */
-	static Quantizer from_record(HannoyMetric metric, uint32_t dims, const void *data,
-	                             size_t size);
+	static Quantizer from_record(HannoyMetric metric, uint32_t dims, const void *data, size_t size);
 	/* The record (without checksum) that stores this quantizer in the meta database. */
 	std::string record() const;
 
@@ -89,19 +88,25 @@ class Quantizer
 	CodeDistanceFn     fn_ = nullptr;
 };
 
-/* Fits a quantizer to vectors seen one at a time: the range of each dimension. */
+/*
+ * Fits a quantizer to vectors seen one at a time: the range of each
+ * dimension, over 255 steps; a dimension of integers whose range is at most
+ * 255 (pixels, counts) gets steps of 1, so its codes are exact.
+ */
 class QuantizerFit
 {
   public:
 	explicit QuantizerFit(uint32_t dims);
-	/* Takes in float vector 'v' (dims floats, possibly unaligned); NaN and infinities are skipped. */
+	/* Takes in float vector 'v' (dims floats, possibly unaligned); NaN and infinities are skipped.
+	 */
 	void add(const void *v);
 	/* The quantizer of the ranges seen. */
 	Quantizer quantizer(HannoyMetric metric) const;
 
   private:
-	uint32_t           dims_;
-	std::vector<float> lo_, hi_;
+	uint32_t             dims_;
+	std::vector<float>   lo_, hi_;
+	std::vector<uint8_t> fraction_; /* per dimension: a value that is no integer was seen */
 };
 
 } // namespace hannoy

@@ -296,9 +296,8 @@ code_distances(HannoyScan *scan, size_t fresh, std::vector<double> &out)
 	}
 	out.resize(fresh);
 	for (size_t i = 0; i < fresh; i++)
-		out[i] = scan->code_ptrs[i] != nullptr
-		             ? q.distance(scan->code_ptrs[i], scan->query.data())
-		             : item_distance(scan, scan->scratch[i]);
+		out[i] = scan->code_ptrs[i] != nullptr ? q.distance(scan->code_ptrs[i], scan->query.data())
+		                                       : item_distance(scan, scan->scratch[i]);
 }
 
 /* Marks a newly discovered node: it is both to be expanded and to be returned. */

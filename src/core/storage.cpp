@@ -775,8 +775,8 @@ Store::put_code(MDB_txn *txn, uint32_t id, const uint8_t *code, bool append) con
 	std::shared_ptr<const Quantizer> q = quantizer();
 	IdKey                            key(id);
 	MDB_val                          k = key.val();
-	std::string record(reinterpret_cast<const char *>(code), q->code_bytes());
-	uint32_t    sum = record_checksum(k, record.data(), record.size());
+	std::string                      record(reinterpret_cast<const char *>(code), q->code_bytes());
+	uint32_t                         sum = record_checksum(k, record.data(), record.size());
 	record.append(reinterpret_cast<const char *>(&sum), sizeof(sum));
 	put(txn, dbi_codes, k, MDB_val{record.size(), record.data()}, append ? MDB_APPEND : 0);
 }

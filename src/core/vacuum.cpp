@@ -163,7 +163,7 @@ start_repair(HannoyRepair *r)
 {
 	hannoy::Store &s = *r->store;
 	r->snapshot = std::make_unique<hannoy::Txn>(s.env(), true);
-	MDB_txn           *txn = r->snapshot->get();
+	MDB_txn *txn = r->snapshot->get();
 	/* the tombstones' codes go with them (delete_tombstone) */
 	s.refresh_quantizer(txn);
 	hannoy::GraphState state = s.read_state(txn);
