@@ -447,7 +447,7 @@ class SnapshotCache
 
   private:
 	static constexpr size_t BLOCK = 4096;         /* entries per block */
-	static constexpr size_t MAX_ITEMS = 1u << 21; /* ids cached: 80 MB of entries at most */
+	static constexpr size_t MAX_ITEMS = 1u << 21; /* ids cached: 100 MB of entries at most */
 
 	static constexpr size_t TABLE_BLOCK = 64 * 1024; /* piece pointers per block */
 
