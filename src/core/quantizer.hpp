@@ -27,10 +27,11 @@ enum QuantizerKind : uint32_t
 
 /*
  * The fewest dimensions for which a build gives an index codes.  Below it a
- * float vector is a cache line or two, and reading its code instead saves
- * less than the re-ranking costs (DESIGN.md "Codes").
+ * float vector is a few cache lines, and walking on codes (whose kernel does
+ * more arithmetic than the float one) plus re-ranking saves too little
+ * (measured: DESIGN.md "Codes").
  */
-constexpr uint32_t CODES_MIN_DIMS = 64;
+constexpr uint32_t CODES_MIN_DIMS = 256;
 
 /* Whether a build of 'metric' with 'dims' dimensions gives the index codes. */
 bool codes_pay(HannoyMetric metric, uint32_t dims);

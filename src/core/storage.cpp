@@ -704,6 +704,7 @@ Store::refresh_quantizer(MDB_txn *txn) const
 	    Quantizer::from_record(static_cast<HannoyMetric>(meta_.metric), meta_.dims, data.mv_data,
 	                           data.mv_size - CHECKSUM_BYTES));
 	std::atomic_store(&quantizer_, std::shared_ptr<const Quantizer>(q));
+	code_bytes_.store(q->code_bytes(), std::memory_order_release);
 }
 
 void
@@ -719,6 +720,7 @@ Store::write_quantizer(MDB_txn *txn, const Quantizer &q)
 	record.append(reinterpret_cast<const char *>(&sum), sizeof(sum));
 	put(txn, dbi_meta, key, MDB_val{record.size(), record.data()});
 	std::atomic_store(&quantizer_, std::make_shared<const Quantizer>(q));
+	code_bytes_.store(q.code_bytes(), std::memory_order_release);
 }
 
 void
@@ -754,8 +756,8 @@ Store::code_of(MDB_txn *txn, uint32_t id, const uint8_t **out) const
 	bool    found = hannoy::get(txn, dbi_codes, key.val(), data);
 	if (found)
 	{
-		std::shared_ptr<const Quantizer> q = quantizer();
-		if (!q || data.mv_size != q->code_bytes() + CHECKSUM_BYTES)
+		size_t bytes = code_bytes_.load(std::memory_order_acquire);
+		if (bytes == 0 || data.mv_size != bytes + CHECKSUM_BYTES)
 			throw Error(HANNOY_ERR_CORRUPT, "code of item " + std::to_string(id) + " has " +
 			                                    std::to_string(data.mv_size) +
 			                                    " bytes, or the sidecar has no quantizer");

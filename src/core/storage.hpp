@@ -735,6 +735,8 @@ class Store
 	/* the codes' quantizer (format 5), read with the meta record or found later */
 	mutable std::shared_ptr<const Quantizer> quantizer_;
 	bool                                     codes_db_found_ = false;
+	/* the quantizer's code size, for the record checks of code_of (0: no quantizer yet) */
+	mutable std::atomic<size_t> code_bytes_{0};
 	/* the largest next_id any state record read showed (ids in lists lie below it) */
 	mutable std::atomic<uint64_t> id_bound_{0};
 	void                         *idle_scan_ = nullptr;

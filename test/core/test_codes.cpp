@@ -37,7 +37,7 @@ using hannoy_test::test_meta;
 using hannoy_test::uniform;
 using hannoy_test::verify;
 
-constexpr uint32_t DIMS = 96;
+constexpr uint32_t DIMS = 256;
 
 const HannoyMetric FLOAT_METRICS[] = {HANNOY_METRIC_L2, HANNOY_METRIC_COSINE, HANNOY_METRIC_IP,
                                       HANNOY_METRIC_L1};
@@ -201,7 +201,7 @@ TEST(CodeKernels, MatchTheFloatReference)
 		}
 }
 
-/* Builds a 96-d index with codes over 'v' and three NULL rows; checks it has them. */
+/* Builds a 256-d index with codes over 'v' and three NULL rows; checks it has them. */
 HannoyEnv *
 coded_index(const char *path, HannoyMetric metric, const std::vector<float> &v, uint32_t threads)
 {

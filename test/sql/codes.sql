@@ -1,9 +1,9 @@
--- codes: an index of 64 or more dimensions walks on 8-bit codes of its
+-- codes: an index of 256 or more dimensions walks on 8-bit codes of its
 -- vectors (DESIGN.md "Codes"), yet every row a scan returns carries the
 -- exact distance the operator computes, and an unbounded scan returns every
 -- row once.
 --
--- 400 rows of 64 dimensions with fractional values, so the codes are not
+-- 400 rows of 256 dimensions with fractional values, so the codes are not
 -- exact; queries compare the index scan with a sequential scan.  Rows with
 -- equal distances are listed by id, and nothing shows an order the index
 -- does not guarantee: the first hannoy.ef_search rows come nearest first.
@@ -15,7 +15,7 @@ RESET client_min_messages;
 CREATE TABLE codes_t (id int PRIMARY KEY, v real[]);
 INSERT INTO codes_t
   SELECT i, ARRAY(SELECT ((i * 7919 + d * 104729) % 1000) / 37.0
-                  FROM generate_series(1, 64) d)::real[]
+                  FROM generate_series(1, 256) d)::real[]
   FROM generate_series(1, 400) i;
 INSERT INTO codes_t VALUES (401, NULL);
 CREATE INDEX codes_l2 ON codes_t USING hannoy (v real_l2_ops);
@@ -63,7 +63,7 @@ RESET hannoy.ef_search;
 -- a row far outside the range the build saw gets a clamped code; VACUUM
 -- frees the codes of deleted rows; the index verifies clean throughout
 INSERT INTO codes_t
-  SELECT 500, ARRAY(SELECT 1000.0 * d FROM generate_series(1, 64) d)::real[];
+  SELECT 500, ARRAY(SELECT 1000.0 * d FROM generate_series(1, 256) d)::real[];
 SELECT live_items, codes FROM hannoy_index_stats('codes_l2');
 SELECT * FROM hannoy_verify('codes_l2');
 DELETE FROM codes_t WHERE id % 4 = 0;
@@ -72,7 +72,7 @@ SELECT live_items, codes FROM hannoy_index_stats('codes_l2');
 SELECT * FROM hannoy_verify('codes_l2');
 SELECT * FROM hannoy_verify('codes_cos');
 
--- below 64 dimensions, and for an index created empty, there are no codes
+-- below 256 dimensions, and for an index created empty, there are no codes
 CREATE TABLE codes_small (id int, v real[]);
 INSERT INTO codes_small SELECT i, ARRAY[i, i % 7, i % 11]::real[] FROM generate_series(1, 200) i;
 CREATE INDEX codes_small_idx ON codes_small USING hannoy (v);
