@@ -1515,10 +1515,21 @@ Store::check_file()
 	const MetaPage &current = m[0].txnid > m[1].txnid ? m[0] : m[1];
 	for (uint64_t root : current.roots)
 		if (root != LMDB_P_INVALID && root >= pages)
+		{
+			/*
+			 * Another process may have committed between the fstat and the
+			 * read of the meta pages, growing the file first: look again.
+			 */
+			if (fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) / psize > root)
+			{
+				pages = static_cast<uint64_t>(st.st_size) / psize;
+				continue;
+			}
 			throw Error(HANNOY_ERR_CORRUPT,
 			            "the sidecar is damaged (data.mdb has " + std::to_string(pages) +
 			                " pages, but its root page " + std::to_string(root) +
 			                " lies beyond them; truncated?)");
+		}
 	/*
 	 * Transaction ids only grow, and a meta page once written for one never
 	 * changes: a file rewritten in place (another sidecar's copied over
