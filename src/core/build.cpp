@@ -94,6 +94,7 @@ struct BuildGraph
 	/* the codes (format 5, when they pay): node id * code bytes */
 	std::shared_ptr<const hannoy::Quantizer> quantizer;
 	std::vector<uint8_t>                     codes;
+	bool search_codes = false; /* the searches rank by codes (they are lossless) */
 
 	size_t
 	size() const
@@ -305,7 +306,7 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 	const void       *q = g.vector(id, w.query);
 	int               level = g.levels[id];
 	CodedBuildGraph   coded{g};
-	bool              by_codes = g.quantizer != nullptr;
+	bool              by_codes = g.search_codes;
 	hannoy::Candidate ep{by_codes ? coded.distance(q, b->entry_point)
 	                              : g.distance(q, b->entry_point),
 	                     b->entry_point};
@@ -414,8 +415,8 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 
 /*
  * Fits the quantizer to every vector of the build and encodes them all
- * (DESIGN.md "Codes"): the build's searches rank by these codes, and the
- * writing phase stores them.
+ * (DESIGN.md "Codes"): the writing phase stores them, and when they are
+ * lossless the build's searches rank by them.
  */
 void
 make_codes(HannoyBuilder *b)
@@ -434,6 +435,12 @@ make_codes(HannoyBuilder *b)
 	for (size_t id = 0; id < n; id++)
 		q->encode(g.vector(static_cast<uint32_t>(id), buf), &g.codes[id * bytes]);
 	g.quantizer = q;
+	/*
+	 * Lossy codes would steer the build's searches to other candidates: on
+	 * a 256-d clustered set that cost recall at some ef_search and saved no
+	 * time (DESIGN.md "Build"), so only lossless codes (pixels) are searched.
+	 */
+	g.search_codes = fit.lossless();
 }
 
 /* Prepares the linking phase: maps every stored vector and orders nodes by level. */

@@ -57,12 +57,26 @@ QuantizerFit::add(const void *v)
 		float x;
 		std::memcpy(&x, p + i * sizeof(float), sizeof(x));
 		if (!std::isfinite(x))
+		{
+			nonfinite_ = true;
 			continue;
+		}
 		lo_[i] = std::min(lo_[i], x);
 		hi_[i] = std::max(hi_[i], x);
 		if (x != std::nearbyint(x))
 			fraction_[i] = 1;
 	}
+}
+
+bool
+QuantizerFit::lossless() const
+{
+	if (nonfinite_)
+		return false;
+	for (uint32_t i = 0; i < dims_; i++)
+		if (lo_[i] < hi_[i] && (fraction_[i] || hi_[i] - lo_[i] > CODE_MAX))
+			return false;
+	return true;
 }
 
 Quantizer

@@ -103,11 +103,18 @@ class QuantizerFit
 	void add(const void *v);
 	/* The quantizer of the ranges seen. */
 	Quantizer quantizer(HannoyMetric metric) const;
+	/*
+	 * True when that quantizer encodes every vector seen without loss: every
+	 * value finite, and every dimension constant or of integers spanning at
+	 * most 255 (steps of 1).
+	 */
+	bool lossless() const;
 
   private:
 	uint32_t             dims_;
 	std::vector<float>   lo_, hi_;
 	std::vector<uint8_t> fraction_; /* per dimension: a value that is no integer was seen */
+	bool                 nonfinite_ = false; /* a NaN or an infinity was seen */
 };
 
 } // namespace hannoy
