@@ -25,7 +25,7 @@ extern "C"
 #define HANNOY_MAX_BITS  (HANNOY_MAX_DIMS * 64)
 #define HANNOY_MAX_ITEMS UINT32_MAX
 /* The storage format new sidecars get; older ones down to the minimum stay readable. */
-#define HANNOY_FORMAT_VERSION     4
+#define HANNOY_FORMAT_VERSION     5
 #define HANNOY_MIN_FORMAT_VERSION 3
 
 	typedef enum HannoyStatus
@@ -220,6 +220,8 @@ extern "C"
 		uint32_t entry_point;
 		uint64_t file_bytes; /* size of data.mdb */
 		uint64_t used_pages; /* pages LMDB uses (last page number + 1) */
+		uint64_t codes;      /* codes stored (storage format 5), one per vector */
+		uint32_t code_bytes; /* bytes of one code, 0 when the index has no codes */
 	} HannoyStats;
 
 	/* How an environment is opened. */

@@ -40,7 +40,7 @@
 #define HANNOY_INSPECT_BATCH 64
 
 /* Columns of hannoy_index_stats and hannoy_verify. */
-#define HANNOY_STATS_COLS  11
+#define HANNOY_STATS_COLS  13
 #define HANNOY_VERIFY_COLS 3
 
 /* Where hannoy_verify's rows go. */
@@ -338,6 +338,8 @@ hannoy_index_stats(PG_FUNCTION_ARGS)
 	nulls[8] = summary.lists[0] == 0;
 	values[9] = Int64GetDatum(sidecar_bytes(index));
 	values[10] = Int64GetDatum((int64) summary.stats.used_pages);
+	values[11] = Int64GetDatum((int64) summary.stats.codes);
+	values[12] = Int32GetDatum((int32) summary.stats.code_bytes);
 
 	close_index(index, heap);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));

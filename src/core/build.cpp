@@ -32,6 +32,8 @@ namespace
 
 /* Rows buffered before one LMDB write transaction stores them. */
 constexpr size_t LOAD_BATCH_BYTES = 16u << 20;
+/* The fewest vectors a build fits a quantizer to (DESIGN.md "Codes"). */
+constexpr size_t CODES_MIN_ROWS = 100;
 /* Links written per write transaction slice check. */
 constexpr uint32_t WRITE_CHECK_EVERY = 256;
 
@@ -89,6 +91,10 @@ struct BuildGraph
 	const hannoy::VectorLayout *layout = nullptr;
 	uint32_t                    per_node = 1; /* pieces per vector */
 	uint32_t                    m = 0, m0 = 0;
+	/* the codes (format 5, when they pay): node id * code bytes */
+	std::shared_ptr<const hannoy::Quantizer> quantizer;
+	std::vector<uint8_t>                     codes;
+	bool search_codes = false; /* the searches rank by codes (they are lossless) */
 
 	size_t
 	size() const
@@ -182,12 +188,32 @@ struct BuildGraph
 	}
 };
 
+/*
+ * The build's graph as its searches walk it when it has codes: distances
+ * to codes.  Neighbour selection keeps BuildGraph's exact distances.
+ */
+struct CodedBuildGraph
+{
+	BuildGraph &g;
+
+	double
+	distance(const void *query, uint32_t id) const
+	{
+		return g.quantizer->distance(&g.codes[size_t(id) * g.quantizer->code_bytes()], query);
+	}
+	void
+	neighbors(uint32_t id, int layer, std::vector<uint32_t> &out)
+	{
+		g.neighbors(id, layer, out);
+	}
+};
+
 /* Per-thread scratch space, reused across insertions. */
 struct BuildWorker
 {
 	hannoy::VisitedSet             visited;
 	hannoy::CoverCache             cover;
-	std::vector<hannoy::Candidate> found, entries, pruning;
+	std::vector<hannoy::Candidate> found, exact, entries, pruning;
 	std::vector<uint32_t>          scratch, selected, pruned;
 	std::string                    query; /* the node being linked, when stored in pieces */
 };
@@ -279,19 +305,40 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 	const HannoyMeta &meta = b->store->meta();
 	const void       *q = g.vector(id, w.query);
 	int               level = g.levels[id];
-	hannoy::Candidate ep{g.distance(q, b->entry_point), b->entry_point};
+	CodedBuildGraph   coded{g};
+	bool              by_codes = g.search_codes;
+	hannoy::Candidate ep{by_codes ? coded.distance(q, b->entry_point)
+	                              : g.distance(q, b->entry_point),
+	                     b->entry_point};
 	if (level < b->max_level)
-		ep = hannoy::greedy_descend(g, q, ep, b->max_level, level, w.scratch);
+		ep = by_codes ? hannoy::greedy_descend(coded, q, ep, b->max_level, level, w.scratch)
+		              : hannoy::greedy_descend(g, q, ep, b->max_level, level, w.scratch);
 	w.entries.assign(1, ep);
 	for (int layer = std::min(level, b->max_level); layer >= 0; layer--)
 	{
 		w.visited.reset(g.size());
-		hannoy::search_layer(g, q, w.entries, meta.options.ef_construction, layer, w.visited,
-		                     w.found, w.scratch);
+		if (by_codes)
+			hannoy::search_layer(coded, q, w.entries, meta.options.ef_construction, layer,
+			                     w.visited, w.found, w.scratch);
+		else
+			hannoy::search_layer(g, q, w.entries, meta.options.ef_construction, layer, w.visited,
+			                     w.found, w.scratch);
 		/* a concurrent insertion may already have linked this node: never link to itself */
 		w.found.erase(std::remove_if(w.found.begin(), w.found.end(),
 		                             [id](const hannoy::Candidate &c) { return c.id == id; }),
 		              w.found.end());
+		/*
+		 * Found by codes: the choice of neighbours needs exact distances, the
+		 * next layer's search goes on from the code distances it ranked by.
+		 */
+		std::vector<hannoy::Candidate> &chosen_from = by_codes ? w.exact : w.found;
+		if (by_codes)
+		{
+			w.exact.resize(w.found.size());
+			for (size_t i = 0; i < w.found.size(); i++)
+				w.exact[i] = hannoy::Candidate{g.distance(q, w.found[i].id), w.found[i].id};
+			std::sort(w.exact.begin(), w.exact.end());
+		}
 		size_t max_links = g.max_links(layer);
 		if (layer == 0)
 		{
@@ -306,10 +353,10 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 			 * a graph too sparse to find the true neighbours, and no top-up
 			 * at the end could mend lists chosen from what they found.
 			 */
-			hannoy::select_neighbors(g, w.found, max_links, w.selected, g.fill0 / 2);
+			hannoy::select_neighbors(g, chosen_from, max_links, w.selected, g.fill0 / 2);
 			uint32_t *spare = &g.spare[size_t(id) * g.fill0];
 			uint8_t   kept = 0;
-			for (const hannoy::Candidate &c : w.found)
+			for (const hannoy::Candidate &c : chosen_from)
 			{
 				if (w.selected.size() + kept >= g.fill0)
 					break;
@@ -319,7 +366,7 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 			g.spares[id] = kept;
 		}
 		else
-			hannoy::select_neighbors(g, w.found, max_links, w.selected,
+			hannoy::select_neighbors(g, chosen_from, max_links, w.selected,
 			                         b->store->fill_links(layer));
 
 		/*
@@ -366,6 +413,36 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 	}
 }
 
+/*
+ * Fits the quantizer to every vector of the build and encodes them all
+ * (DESIGN.md "Codes"): the writing phase stores them, and when they are
+ * lossless the build's searches rank by them.
+ */
+void
+make_codes(HannoyBuilder *b)
+{
+	BuildGraph          &g = b->graph;
+	size_t               n = g.size();
+	const HannoyMeta    &meta = b->store->meta();
+	std::string          buf; /* a vector stored in pieces, gathered */
+	hannoy::QuantizerFit fit(meta.dims);
+	for (size_t id = 0; id < n; id++)
+		fit.add(g.vector(static_cast<uint32_t>(id), buf));
+	auto q = std::make_shared<const hannoy::Quantizer>(
+	    fit.quantizer(static_cast<HannoyMetric>(meta.metric)));
+	size_t bytes = q->code_bytes();
+	g.codes.resize(n * bytes);
+	for (size_t id = 0; id < n; id++)
+		q->encode(g.vector(static_cast<uint32_t>(id), buf), &g.codes[id * bytes]);
+	g.quantizer = q;
+	/*
+	 * Lossy codes would steer the build's searches to other candidates: on
+	 * a 256-d clustered set that cost recall at some ef_search and saved no
+	 * time (DESIGN.md "Build"), so only lossless codes (pixels) are searched.
+	 */
+	g.search_codes = fit.lossless();
+}
+
 /* Prepares the linking phase: maps every stored vector and orders nodes by level. */
 void
 start_linking(HannoyBuilder *b)
@@ -378,8 +455,13 @@ start_linking(HannoyBuilder *b)
 	 * written, so the map cannot move until then: make room for every
 	 * list first, with a Roaring list taking at most 10 bytes per link.
 	 */
+	bool codes = n >= CODES_MIN_ROWS && s.has_codes_db() &&
+	             hannoy::codes_pay(static_cast<HannoyMetric>(s.meta().metric), s.meta().dims);
+	size_t code_bytes = codes ? s.meta().dims : 0;
 	s.reserve(static_cast<uint64_t>(n) *
-	          ((s.meta().m0 + s.meta().options.m) * 10 + LMDB_RECORD_BYTES) * 2);
+	          ((s.meta().m0 + s.meta().options.m) * 10 + LMDB_RECORD_BYTES +
+	           (codes ? code_bytes + hannoy::CHECKSUM_BYTES + LMDB_RECORD_BYTES : 0)) *
+	          2);
 	b->read_txn = std::make_unique<hannoy::Txn>(s.env(), true);
 	g.layout = &s.layout();
 	g.per_node = s.layout().pieces();
@@ -401,9 +483,12 @@ start_linking(HannoyBuilder *b)
 		    std::copy(pieces, pieces + g.per_node, &g.pieces[size_t(id) * g.per_node]);
 	    });
 	for (size_t id = 0; id < n; id++)
-	{
 		if (g.pieces[id * g.per_node] == nullptr)
 			throw hannoy::Error(HANNOY_ERR_CORRUPT, "vector missing during build");
+	if (codes)
+		make_codes(b);
+	for (size_t id = 0; id < n; id++)
+	{
 		int level = hannoy::draw_level(s.meta().seed, id, s.meta().options.m);
 		g.levels[id] = static_cast<uint8_t>(level);
 		g.links[id].resize(level + 1);
@@ -584,9 +669,14 @@ write_slice(HannoyBuilder *b, Clock::time_point deadline)
 	if (b->write_pos < n)
 	{
 		hannoy::Txn txn(s.env(), false);
+		/* the quantizer before the first code (put_code reads its size) */
+		if (b->write_pos == 0 && g.quantizer)
+			s.write_quantizer(txn.get(), *g.quantizer);
 		while (b->write_pos < n)
 		{
 			uint32_t id = b->write_pos++;
+			if (g.quantizer)
+				s.put_code(txn.get(), id, &g.codes[size_t(id) * g.quantizer->code_bytes()], true);
 			for (size_t layer = 0; layer < g.links[id].size(); layer++)
 			{
 				s.put_links(txn.get(), id, static_cast<int>(layer), g.links[id][layer], MDB_APPEND);

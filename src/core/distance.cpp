@@ -165,6 +165,37 @@ scalar_sum(const Segment *s, size_t count)
 	return scalar_reduce(lane[0].s, lane[1].s, lane[2].s, lane[3].s);
 }
 
+/*
+ * Drives a scalar accumulation over an 8-bit code, decoded element by
+ * element (offset + scale * code), and a float query.
+ */
+template <typename Op>
+inline void
+scalar_code_run(const uint8_t *code, const float *offset, const float *scale,
+                const unsigned char *q, size_t n, typename Op::Lane (&lane)[4])
+{
+	size_t i = 0;
+
+	for (; i + 4 <= n; i += 4)
+		for (size_t k = 0; k < 4; k++)
+			Op::step(lane[k], offset[i + k] + scale[i + k] * static_cast<float>(code[i + k]),
+			         load_float(q, i + k));
+	for (; i < n; i++)
+		Op::step(lane[0], offset[i] + scale[i] * static_cast<float>(code[i]), load_float(q, i));
+}
+
+/* Runs a one-quantity scalar operation over a code and a query and sums its lanes. */
+template <typename Op>
+inline float
+scalar_code_sum(const uint8_t *code, const float *offset, const float *scale, const void *q,
+                size_t n)
+{
+	typename Op::Lane lane[4] = {};
+
+	scalar_code_run<Op>(code, offset, scale, as_bytes(q), n, lane);
+	return scalar_reduce(lane[0].s, lane[1].s, lane[2].s, lane[3].s);
+}
+
 /* Counts the set bits of a ^ b a word at a time, for CPUs without POPCNT. */
 uint64_t
 scalar_popcount_bytes(const unsigned char *a, const unsigned char *b, size_t nbytes)
@@ -230,6 +261,36 @@ struct ScalarKernels
 	popcount_xor(const Segment *s, size_t count)
 	{
 		return sum_bit_counts<scalar_popcount_bytes>(s, count);
+	}
+
+	static float
+	code_l2_squared(const uint8_t *c, const float *o, const float *k, const void *q, size_t n)
+	{
+		return scalar_code_sum<ScalarL2Op>(c, o, k, q, n);
+	}
+
+	static float
+	code_dot(const uint8_t *c, const float *o, const float *k, const void *q, size_t n)
+	{
+		return scalar_code_sum<ScalarDotOp>(c, o, k, q, n);
+	}
+
+	static float
+	code_l1(const uint8_t *c, const float *o, const float *k, const void *q, size_t n)
+	{
+		return scalar_code_sum<ScalarL1Op>(c, o, k, q, n);
+	}
+
+	static void
+	code_dot3(const uint8_t *c, const float *o, const float *k, const void *q, size_t n, float *ab,
+	          float *aa, float *bb)
+	{
+		ScalarDot3Op::Lane lane[4] = {};
+
+		scalar_code_run<ScalarDot3Op>(c, o, k, as_bytes(q), n, lane);
+		*ab = scalar_reduce(lane[0].ab, lane[1].ab, lane[2].ab, lane[3].ab);
+		*aa = scalar_reduce(lane[0].aa, lane[1].aa, lane[2].aa, lane[3].aa);
+		*bb = scalar_reduce(lane[0].bb, lane[1].bb, lane[2].bb, lane[3].bb);
 	}
 };
 
@@ -415,6 +476,93 @@ avx2_sum(const Segment *s, size_t count)
 	return avx2_reduce(lane[0].s, lane[1].s, lane[2].s, lane[3].s);
 }
 
+/* Decodes eight code bytes from offset 'i' to floats: offset + scale * code. */
+HANNOY_TARGET_AVX2 HANNOY_INLINE __m256
+avx2_decode(const uint8_t *code, const float *offset, const float *scale, size_t i)
+{
+	const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(code + i));
+	const __m256  c = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
+
+	return _mm256_fmadd_ps(_mm256_loadu_ps(scale + i), c, _mm256_loadu_ps(offset + i));
+}
+
+/*
+ * Drives an AVX2 accumulation over an 8-bit code and a float query: 32
+ * elements per round into four lanes, 8 at a time, and the last 1..7 with
+ * the scalar step into a zeroed lane (codes need no bit-exact order).
+ */
+template <typename Op>
+HANNOY_TARGET_AVX2 HANNOY_INLINE void
+avx2_code_run(const uint8_t *code, const float *offset, const float *scale, const unsigned char *q,
+              size_t n, typename Op::Lane (&lane)[4])
+{
+	size_t i = 0;
+
+	for (; i + 32 <= n; i += 32)
+	{
+		Op::step(lane[0], avx2_decode(code, offset, scale, i), avx2_load(q, i));
+		Op::step(lane[1], avx2_decode(code, offset, scale, i + 8), avx2_load(q, i + 8));
+		Op::step(lane[2], avx2_decode(code, offset, scale, i + 16), avx2_load(q, i + 16));
+		Op::step(lane[3], avx2_decode(code, offset, scale, i + 24), avx2_load(q, i + 24));
+	}
+	for (; i + 8 <= n; i += 8)
+		Op::step(lane[0], avx2_decode(code, offset, scale, i), avx2_load(q, i));
+	if (i < n)
+	{
+		alignas(32) float x[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+		alignas(32) float y[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+
+		for (size_t k = 0; i + k < n; k++)
+		{
+			x[k] = offset[i + k] + scale[i + k] * static_cast<float>(code[i + k]);
+			y[k] = load_float(q, i + k);
+		}
+		Op::step(lane[1], _mm256_load_ps(x), _mm256_load_ps(y));
+	}
+}
+
+/* Runs a one-quantity AVX2 operation over a code and a query and sums its lanes. */
+template <typename Op>
+HANNOY_TARGET_AVX2 HANNOY_INLINE float
+avx2_code_sum(const uint8_t *code, const float *offset, const float *scale, const void *q, size_t n)
+{
+	typename Op::Lane lane[4] = {};
+
+	avx2_code_run<Op>(code, offset, scale, as_bytes(q), n, lane);
+	return avx2_reduce(lane[0].s, lane[1].s, lane[2].s, lane[3].s);
+}
+
+/* AVX2 code kernels, one per accumulation. */
+HANNOY_TARGET_AVX2 float
+avx2_code_l2_squared(const uint8_t *c, const float *o, const float *k, const void *q, size_t n)
+{
+	return avx2_code_sum<Avx2L2Op>(c, o, k, q, n);
+}
+
+HANNOY_TARGET_AVX2 float
+avx2_code_dot(const uint8_t *c, const float *o, const float *k, const void *q, size_t n)
+{
+	return avx2_code_sum<Avx2DotOp>(c, o, k, q, n);
+}
+
+HANNOY_TARGET_AVX2 float
+avx2_code_l1(const uint8_t *c, const float *o, const float *k, const void *q, size_t n)
+{
+	return avx2_code_sum<Avx2L1Op>(c, o, k, q, n);
+}
+
+HANNOY_TARGET_AVX2 void
+avx2_code_dot3(const uint8_t *c, const float *o, const float *k, const void *q, size_t n, float *ab,
+               float *aa, float *bb)
+{
+	Avx2Dot3Op::Lane lane[4] = {};
+
+	avx2_code_run<Avx2Dot3Op>(c, o, k, as_bytes(q), n, lane);
+	*ab = avx2_reduce(lane[0].ab, lane[1].ab, lane[2].ab, lane[3].ab);
+	*aa = avx2_reduce(lane[0].aa, lane[1].aa, lane[2].aa, lane[3].aa);
+	*bb = avx2_reduce(lane[0].bb, lane[1].bb, lane[2].bb, lane[3].bb);
+}
+
 /* AVX2 squared euclidean distance. */
 HANNOY_TARGET_AVX2 float
 avx2_l2_squared(const Segment *s, size_t count)
@@ -531,6 +679,31 @@ struct Avx2Kernels
 	popcount_xor(const Segment *s, size_t count)
 	{
 		return sum_bit_counts<avx2_popcount_xor>(s, count);
+	}
+
+	static float
+	code_l2_squared(const uint8_t *c, const float *o, const float *k, const void *q, size_t n)
+	{
+		return avx2_code_l2_squared(c, o, k, q, n);
+	}
+
+	static float
+	code_dot(const uint8_t *c, const float *o, const float *k, const void *q, size_t n)
+	{
+		return avx2_code_dot(c, o, k, q, n);
+	}
+
+	static float
+	code_l1(const uint8_t *c, const float *o, const float *k, const void *q, size_t n)
+	{
+		return avx2_code_l1(c, o, k, q, n);
+	}
+
+	static void
+	code_dot3(const uint8_t *c, const float *o, const float *k, const void *q, size_t n, float *ab,
+	          float *aa, float *bb)
+	{
+		avx2_code_dot3(c, o, k, q, n, ab, aa, bb);
 	}
 };
 
@@ -665,6 +838,99 @@ avx512_sum(const Segment *s, size_t count)
 	return avx512_reduce(lane[0].s, lane[1].s, lane[2].s, lane[3].s);
 }
 
+/* Decodes sixteen code bytes from offset 'i' to floats: offset + scale * code. */
+HANNOY_TARGET_AVX512 HANNOY_INLINE __m512
+avx512_decode(const uint8_t *code, const float *offset, const float *scale, size_t i)
+{
+	const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i *>(code + i));
+	/* the maskz forms: GCC 12 warns about the undefined source of the plain ones */
+	const __m512 c = _mm512_maskz_cvtepi32_ps(0xffff, _mm512_maskz_cvtepu8_epi32(0xffff, bytes));
+
+	return _mm512_fmadd_ps(_mm512_loadu_ps(scale + i), c, _mm512_loadu_ps(offset + i));
+}
+
+/*
+ * Drives an AVX-512 accumulation over an 8-bit code and a float query: 64
+ * elements per round into four lanes, 16 at a time, and the last 1..15
+ * through a zero-padded copy (masked-off elements decode to zero).
+ */
+template <typename Op>
+HANNOY_TARGET_AVX512 HANNOY_INLINE void
+avx512_code_run(const uint8_t *code, const float *offset, const float *scale,
+                const unsigned char *q, size_t n, typename Op::Lane (&lane)[4])
+{
+	size_t i = 0;
+
+	for (; i + 64 <= n; i += 64)
+	{
+		Op::step(lane[0], avx512_decode(code, offset, scale, i), avx512_load(q, i));
+		Op::step(lane[1], avx512_decode(code, offset, scale, i + 16), avx512_load(q, i + 16));
+		Op::step(lane[2], avx512_decode(code, offset, scale, i + 32), avx512_load(q, i + 32));
+		Op::step(lane[3], avx512_decode(code, offset, scale, i + 48), avx512_load(q, i + 48));
+	}
+	for (; i + 16 <= n; i += 16)
+		Op::step(lane[0], avx512_decode(code, offset, scale, i), avx512_load(q, i));
+	if (i < n)
+	{
+		const __mmask16     mask = static_cast<__mmask16>((1u << (n - i)) - 1u);
+		alignas(16) uint8_t tail[16] = {0};
+
+		std::memcpy(tail, code + i, n - i);
+		const __m512 c = _mm512_maskz_cvtepi32_ps(
+		    0xffff, _mm512_maskz_cvtepu8_epi32(
+		                0xffff, _mm_load_si128(reinterpret_cast<const __m128i *>(tail))));
+		const __m512 x = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, scale + i), c,
+		                                 _mm512_maskz_loadu_ps(mask, offset + i));
+		const __m512 y =
+		    _mm512_maskz_loadu_ps(mask, reinterpret_cast<const float *>(q + i * sizeof(float)));
+
+		Op::step(lane[1], x, y);
+	}
+}
+
+/* Runs a one-quantity AVX-512 operation over a code and a query and sums its lanes. */
+template <typename Op>
+HANNOY_TARGET_AVX512 HANNOY_INLINE float
+avx512_code_sum(const uint8_t *code, const float *offset, const float *scale, const void *q,
+                size_t n)
+{
+	typename Op::Lane lane[4] = {};
+
+	avx512_code_run<Op>(code, offset, scale, as_bytes(q), n, lane);
+	return avx512_reduce(lane[0].s, lane[1].s, lane[2].s, lane[3].s);
+}
+
+/* AVX-512 code kernels, one per accumulation. */
+HANNOY_TARGET_AVX512 float
+avx512_code_l2_squared(const uint8_t *c, const float *o, const float *k, const void *q, size_t n)
+{
+	return avx512_code_sum<Avx512L2Op>(c, o, k, q, n);
+}
+
+HANNOY_TARGET_AVX512 float
+avx512_code_dot(const uint8_t *c, const float *o, const float *k, const void *q, size_t n)
+{
+	return avx512_code_sum<Avx512DotOp>(c, o, k, q, n);
+}
+
+HANNOY_TARGET_AVX512 float
+avx512_code_l1(const uint8_t *c, const float *o, const float *k, const void *q, size_t n)
+{
+	return avx512_code_sum<Avx512L1Op>(c, o, k, q, n);
+}
+
+HANNOY_TARGET_AVX512 void
+avx512_code_dot3(const uint8_t *c, const float *o, const float *k, const void *q, size_t n,
+                 float *ab, float *aa, float *bb)
+{
+	Avx512Dot3Op::Lane lane[4] = {};
+
+	avx512_code_run<Avx512Dot3Op>(c, o, k, as_bytes(q), n, lane);
+	*ab = avx512_reduce(lane[0].ab, lane[1].ab, lane[2].ab, lane[3].ab);
+	*aa = avx512_reduce(lane[0].aa, lane[1].aa, lane[2].aa, lane[3].aa);
+	*bb = avx512_reduce(lane[0].bb, lane[1].bb, lane[2].bb, lane[3].bb);
+}
+
 /* AVX-512 squared euclidean distance. */
 HANNOY_TARGET_AVX512 float
 avx512_l2_squared(const Segment *s, size_t count)
@@ -726,6 +992,31 @@ struct Avx512Kernels : Avx2Kernels
 	dot3(const Segment *s, size_t count, float *ab, float *aa, float *bb)
 	{
 		avx512_dot3(s, count, ab, aa, bb);
+	}
+
+	static float
+	code_l2_squared(const uint8_t *c, const float *o, const float *k, const void *q, size_t n)
+	{
+		return avx512_code_l2_squared(c, o, k, q, n);
+	}
+
+	static float
+	code_dot(const uint8_t *c, const float *o, const float *k, const void *q, size_t n)
+	{
+		return avx512_code_dot(c, o, k, q, n);
+	}
+
+	static float
+	code_l1(const uint8_t *c, const float *o, const float *k, const void *q, size_t n)
+	{
+		return avx512_code_l1(c, o, k, q, n);
+	}
+
+	static void
+	code_dot3(const uint8_t *c, const float *o, const float *k, const void *q, size_t n, float *ab,
+	          float *aa, float *bb)
+	{
+		avx512_code_dot3(c, o, k, q, n, ab, aa, bb);
 	}
 };
 
@@ -813,6 +1104,51 @@ whole(const void *a, const void *b, uint32_t dims)
 	return F(&one, 1);
 }
 
+/* Euclidean distance from a query to a code, in a kernel set. */
+template <typename K>
+double
+l2_code(const uint8_t *c, const float *o, const float *k, const void *q, uint32_t dims)
+{
+	return std::sqrt(static_cast<double>(K::code_l2_squared(c, o, k, q, dims)));
+}
+
+/* Cosine distance from a query to a code, in a kernel set. */
+template <typename K>
+double
+cosine_code(const uint8_t *c, const float *o, const float *k, const void *q, uint32_t dims)
+{
+	float ab;
+	float aa;
+	float bb;
+
+	K::code_dot3(c, o, k, q, dims, &ab, &aa, &bb);
+	return cosine_from_dots(ab, aa, bb);
+}
+
+/* Negative inner product of a query and a code, in a kernel set. */
+template <typename K>
+double
+ip_code(const uint8_t *c, const float *o, const float *k, const void *q, uint32_t dims)
+{
+	return 0.0 - static_cast<double>(K::code_dot(c, o, k, q, dims));
+}
+
+/* Manhattan distance from a query to a code, in a kernel set. */
+template <typename K>
+double
+l1_code(const uint8_t *c, const float *o, const float *k, const void *q, uint32_t dims)
+{
+	return static_cast<double>(K::code_l1(c, o, k, q, dims));
+}
+
+/* Bit strings have no codes: never in a kernel table's use (code_distance_function). */
+template <typename K>
+double
+hamming_code(const uint8_t *, const float *, const float *, const void *, uint32_t)
+{
+	return std::numeric_limits<double>::quiet_NaN();
+}
+
 /* Position of each metric in the tables of a kernel set: its row in the metric table. */
 enum MetricSlot
 {
@@ -848,6 +1184,7 @@ struct KernelSet
 	uint64_t (*popcount_xor)(const Segment *, size_t);
 	DistanceFn          whole[METRIC_COUNT];
 	SegmentedDistanceFn segments[METRIC_COUNT];
+	CodeDistanceFn      code[METRIC_COUNT];
 };
 
 /* Builds the table of a kernel set from its static functions and the metric table. */
@@ -871,6 +1208,12 @@ make_kernel_set()
 	&KEY##_segments<K>,
 	                     HANNOY_METRICS(HANNOY_METRIC_SEGMENTS)
 #undef HANNOY_METRIC_SEGMENTS
+	                 },
+	                 {
+#define HANNOY_METRIC_CODE(NAME, KEY, ID, STRATEGY, ELEMENT, ZERO_NAN, FILL, SQLFUNC)              \
+	&KEY##_code<K>,
+	                     HANNOY_METRICS(HANNOY_METRIC_CODE)
+#undef HANNOY_METRIC_CODE
 	                 }};
 }
 
@@ -955,6 +1298,28 @@ segmented_distance_function(HannoyMetric metric)
 	const int slot = metric_slot(metric);
 
 	return slot < 0 ? nullptr : kernels().segments[slot];
+}
+
+/* The code kernel of a metric, or nullptr for bit metrics and unknown ones. */
+CodeDistanceFn
+code_distance_function(HannoyMetric metric)
+{
+	const int slot = metric_slot(metric);
+
+	if (slot < 0 || hannoy_metric_info(metric).element != HANNOY_ELEMENT_FLOAT4)
+		return nullptr;
+	return kernels().code[slot];
+}
+
+/* The scalar code kernel of a metric, or nullptr (see code_distance_function). */
+CodeDistanceFn
+scalar_code_distance_function(HannoyMetric metric)
+{
+	const int slot = metric_slot(metric);
+
+	if (slot < 0 || hannoy_metric_info(metric).element != HANNOY_ELEMENT_FLOAT4)
+		return nullptr;
+	return scalar_kernel_set.code[slot];
 }
 
 /* Sum of squared differences with the process's kernel set. */

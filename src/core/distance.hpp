@@ -44,6 +44,21 @@ constexpr size_t SEGMENT_ALIGN = 256;
 
 SegmentedDistanceFn segmented_distance_function(HannoyMetric metric);
 
+/*
+ * A distance from a float query to a vector held as an 8-bit code
+ * (quantizer.hpp): element i of the vector stands for offset[i] + scale[i] *
+ * code[i].  Each kernel decodes the code in float lanes and applies its
+ * metric's accumulation to (decoded vector, query), so it approximates the
+ * metric's distance to the decoded vector; nullptr for metrics whose
+ * elements are bits.
+ */
+using CodeDistanceFn = double (*)(const uint8_t *code, const float *offset, const float *scale,
+                                  const void *query, uint32_t dims);
+
+CodeDistanceFn code_distance_function(HannoyMetric metric);
+/* The scalar code kernel of a metric, the reference for the SIMD ones (tests). */
+CodeDistanceFn scalar_code_distance_function(HannoyMetric metric);
+
 /* Kernel primitives, exposed for tests: float accumulations in a fixed order. */
 float    kernel_l2_squared(const float *a, const float *b, uint32_t n);
 float    kernel_dot(const float *a, const float *b, uint32_t n);

@@ -224,6 +224,14 @@ link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid ti
 	if (append == 0)
 		hannoy::del(txn, s.dbi_free, key.val());
 	s.put_vector(txn, id, vector, append != 0);
+	/* a build committed the quantizer after this handle read the meta database */
+	s.refresh_quantizer(txn);
+	if (std::shared_ptr<const hannoy::Quantizer> q = s.quantizer())
+	{
+		std::vector<uint8_t> code(q->code_bytes());
+		q->encode(vector, code.data());
+		s.put_code(txn, id, code.data(), append != 0);
+	}
 	hannoy::put(txn, s.dbi_tids, key.val(), tkey.val(), append);
 	hannoy::put(txn, s.dbi_items, tkey.val(), key.val());
 

@@ -11,6 +11,8 @@
  *	  walk (a bounded number at a time) until the caller collects them.
  *
  *	  A verifying walk checks, in order: vectors (size, id below next_id);
+ *	  codes (size, checksum, a vector behind each, each the quantization of
+ *	  its vector, and every vector with a code when there is a quantizer);
  *	  tids and items (each the inverse of the other); tombstones; unindexed
  *	  rows; the shape of each node's layers; every neighbour list (degree,
  *	  self links, dangling neighbours, neighbours without that layer); that
@@ -25,6 +27,7 @@
 #include <chrono>
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <memory>
 #include <string>
@@ -53,6 +56,7 @@ constexpr size_t MAX_PENDING = 4096;
 enum class Stage
 {
 	Vectors,    /* vectors: sizes, ids below next_id */
+	Codes,      /* codes: sizes, checksums, each its vector's quantization */
 	Tids,       /* tids: each maps back through items */
 	Items,      /* items: each maps back through tids */
 	Tombstones, /* deleted: tombstones have vectors and no TID */
@@ -114,7 +118,10 @@ struct HannoyInspect
 	uint64_t             pos = 0; /* next id of an id pass */
 
 	/* what the stages learn about each id below 'range' */
-	Bits                  vectors, tids, tombstones, visited;
+	Bits                                     vectors, codes, tids, tombstones, visited;
+	std::shared_ptr<const hannoy::Quantizer> quantizer; /* the codes', nullptr when none */
+	std::vector<uint8_t>                     code;      /* scratch: a vector's quantization */
+	std::vector<unsigned char>               vector;    /* scratch: a vector, gathered */
 	std::vector<uint16_t> layers; /* bit L: the node has a neighbour list at layer L */
 
 	/* LinkKeys: the node whose layers are being followed */
@@ -248,6 +255,52 @@ check_vector(HannoyInspect *w, const MDB_val &key, const MDB_val &data)
 		       static_cast<unsigned long long>(w->state.next_id));
 	else
 		w->vectors.set(id);
+}
+
+/*
+ * Stage Codes: one code (format 5): its size and checksum, an item with a
+ * vector, and the quantization of that vector, byte for byte.
+ */
+void
+check_code(HannoyInspect *w, const MDB_val &key, const MDB_val &data)
+{
+	const hannoy::Quantizer *q = w->quantizer.get();
+	if (key.mv_size != 4)
+	{
+		report(w, HANNOY_PROBLEM_MALFORMED, -1, "codes database has a malformed key of %zu bytes",
+		       key.mv_size);
+		return;
+	}
+	uint32_t id = hannoy::decode_id(key);
+	if (q == nullptr)
+	{
+		report(w, HANNOY_PROBLEM_MALFORMED, id,
+		       "item %u has a code but the sidecar has no quantizer", id);
+		return;
+	}
+	if (data.mv_size != q->code_bytes() + hannoy::CHECKSUM_BYTES)
+	{
+		report(w, HANNOY_PROBLEM_MALFORMED, id, "code of item %u has %zu bytes, expected %zu", id,
+		       data.mv_size, q->code_bytes() + hannoy::CHECKSUM_BYTES);
+		return;
+	}
+	if (!hannoy::checksum_holds(key, data))
+		report(w, HANNOY_PROBLEM_MALFORMED, id, "code of item %u fails its checksum", id);
+	if (!has_vector(w, id))
+	{
+		report(w, HANNOY_PROBLEM_MALFORMED, id, "item %u has a code but no vector", id);
+		return;
+	}
+	w->codes.set(id);
+	w->vector.resize(w->store->vector_bytes());
+	w->code.resize(q->code_bytes());
+	if (w->store->copy_vector(w->txn->get(), id, w->vector.data()))
+	{
+		q->encode(w->vector.data(), w->code.data());
+		if (std::memcmp(w->code.data(), data.mv_data, q->code_bytes()) != 0)
+			report(w, HANNOY_PROBLEM_MALFORMED, id,
+			       "code of item %u is not the quantization of its vector", id);
+	}
 }
 
 /* Stage Tids: one entry, which items must map back. */
@@ -443,6 +496,8 @@ check_id(HannoyInspect *w, uint32_t id)
 {
 	if (!has_vector(w, id))
 		return;
+	if (w->quantizer && !w->codes.test(id))
+		report(w, HANNOY_PROBLEM_MALFORMED, id, "item %u has a vector but no code", id);
 	if (!w->tids.test(id) && !w->tombstones.test(id))
 		report(w, HANNOY_PROBLEM_TID_MAP, id,
 		       "item %u has a vector but neither a TID nor a tombstone", id);
@@ -545,8 +600,14 @@ run_slice(HannoyInspect *w, Clock::time_point deadline)
 				else
 				{
 					report_incomplete(w);
-					enter(w, Stage::Tids);
+					enter(w, s.has_codes_db() ? Stage::Codes : Stage::Tids);
 				}
+				break;
+			case Stage::Codes:
+				if (w->walk.step(w->txn->get(), s.dbi_codes, key, data))
+					check_code(w, key, data);
+				else
+					enter(w, Stage::Tids);
 				break;
 			case Stage::Tids:
 				if (w->walk.step(w->txn->get(), s.dbi_tids, key, data))
@@ -627,6 +688,7 @@ begin_walk(hannoy::Store &s, bool verify)
 	w->txn = std::make_unique<hannoy::Txn>(s.env(), true);
 	s.reload_meta(w->txn->get());
 	w->stage = verify ? Stage::Vectors : Stage::LinkLists;
+	w->quantizer = s.quantizer();
 	try
 	{
 		w->state = s.read_state(w->txn->get());
@@ -651,6 +713,7 @@ begin_walk(hannoy::Store &s, bool verify)
 		max_id = uint64_t(hannoy::decode_id(key)) + 1;
 	w->range = std::min(w->state.next_id, max_id);
 	w->vectors.reset(w->range);
+	w->codes.reset(w->range);
 	w->tids.reset(w->range);
 	w->tombstones.reset(w->range);
 	w->visited.reset(w->range);
@@ -711,6 +774,7 @@ hannoy_inspect_summary(HannoyInspect *w, HannoyInspectSummary *summary, HannoyEr
 		    if (rc != 0)
 			    hannoy::throw_lmdb(rc, "counting free ids");
 		    st.free_ids = free_stat.ms_entries;
+		    w->store->count_codes(w->txn->get(), &st.codes, &st.code_bytes);
 		    st.next_id = w->state.next_id;
 		    st.max_level = w->state.max_level;
 		    st.entry_point = w->state.entry_point;

@@ -134,6 +134,10 @@ struct HannoyScan final : hannoy::SnapshotHolder
 	size_t                         batch_pos = 0;
 	std::vector<uint32_t>          scratch;
 	std::vector<const void *>      vectors; /* pieces of the neighbours in scratch, nullptr: none */
+	/* the codes' quantizer: the walk ranks by code distances (format 5), else nullptr */
+	std::shared_ptr<const hannoy::Quantizer> codes;
+	std::vector<const uint8_t *>             code_ptrs; /* codes of the neighbours in scratch */
+	std::vector<double>                      dists;     /* distances of the neighbours in scratch */
 
 	/* Ends the read transaction, keeping its handle (and reader slot) for a renewal. */
 	void
@@ -216,11 +220,84 @@ namespace
 /* Bytes of every new neighbour's vector fetched ahead before any distance is computed. */
 constexpr size_t PREFETCH_FIRST_BYTES = 256;
 
+/* Bytes of every new neighbour's code fetched ahead before any distance is computed. */
+constexpr size_t PREFETCH_CODE_BYTES = 1024;
+
 /* Distance from a stored item to the query; +inf if the item has no vector. */
 double
 item_distance(HannoyScan *scan, uint32_t id)
 {
 	return scan->store->distance_to(scan->txn, id, scan->query.data());
+}
+
+/*
+ * Distance by which the walk ranks an item: to its code when the sidecar
+ * has codes, else (or when the item has no code) to its vector.
+ */
+double
+walk_distance(HannoyScan *scan, uint32_t id)
+{
+	const uint8_t *code;
+	if (scan->codes && scan->store->code_of(scan->txn, id, &code))
+		return scan->codes->distance(code, scan->query.data());
+	return item_distance(scan, id);
+}
+
+/*
+ * Gives each candidate of a window found by code distances its exact
+ * distance and sorts the window by it: every row a scan returns carries
+ * its exact distance, nearest first within its window (DESIGN.md "Scan").
+ */
+void
+rerank(HannoyScan *scan, std::vector<hannoy::Candidate> &window)
+{
+	const hannoy::VectorLayout &layout = scan->store->layout();
+	uint32_t                    per = layout.pieces();
+	if (scan->vectors.size() < window.size() * per)
+		scan->vectors.resize(window.size() * per);
+	for (size_t i = 0; i < window.size(); i++)
+	{
+		const void **pieces = &scan->vectors[i * per];
+		if (!scan->store->vector_pieces(scan->txn, window[i].id, pieces))
+			pieces[0] = nullptr;
+		layout.prefetch(pieces, PREFETCH_FIRST_BYTES);
+	}
+	for (size_t i = 0; i < window.size(); i++)
+	{
+		const void *const *pieces = &scan->vectors[i * per];
+		if (i + 1 < window.size())
+			layout.prefetch(pieces + per, SIZE_MAX);
+		window[i].dist =
+		    pieces[0] == nullptr ? HUGE_VAL : layout.distance(pieces, scan->query.data());
+	}
+	std::sort(window.begin(), window.end());
+}
+
+/*
+ * Distances from the query to the new neighbours scratch[0 .. fresh) by
+ * their codes (by their vectors for any without one), into 'out'.
+ */
+void
+code_distances(HannoyScan *scan, size_t fresh, std::vector<double> &out)
+{
+	const hannoy::Quantizer &q = *scan->codes;
+	size_t                   bytes = std::min(q.code_bytes(), PREFETCH_CODE_BYTES);
+	if (scan->code_ptrs.size() < fresh)
+		scan->code_ptrs.resize(fresh);
+	for (size_t i = 0; i < fresh; i++)
+	{
+		const uint8_t *code;
+		if (!scan->store->code_of(scan->txn, scan->scratch[i], &code))
+			code = nullptr;
+		scan->code_ptrs[i] = code;
+		if (code != nullptr)
+			for (size_t off = 0; off < bytes; off += 64)
+				__builtin_prefetch(code + off);
+	}
+	out.resize(fresh);
+	for (size_t i = 0; i < fresh; i++)
+		out[i] = scan->code_ptrs[i] != nullptr ? q.distance(scan->code_ptrs[i], scan->query.data())
+		                                       : item_distance(scan, scan->scratch[i]);
 }
 
 /* Marks a newly discovered node: it is both to be expanded and to be returned. */
@@ -261,6 +338,7 @@ run_round(HannoyScan *scan)
 	hannoy::StoredGraph         g(*scan->store, scan->txn);
 	const hannoy::VectorLayout &layout = scan->store->layout();
 	uint32_t                    per = layout.pieces();
+	std::vector<double>        &dists = scan->dists;
 	while (!scan->frontier.empty())
 	{
 		hannoy::Candidate c = scan->frontier.top();
@@ -268,28 +346,41 @@ run_round(HannoyScan *scan)
 			break;
 		scan->frontier.pop();
 		g.neighbors(c.id, 0, scan->scratch);
-		/* look up the new neighbours' vectors first, so memory loads overlap */
-		if (scan->vectors.size() < scan->scratch.size() * per)
-			scan->vectors.resize(scan->scratch.size() * per);
 		size_t fresh = 0;
-		for (uint32_t n : scan->scratch)
-			if (scan->visited.insert(n))
+		if (scan->codes)
+		{
+			for (uint32_t n : scan->scratch)
+				if (scan->visited.insert(n))
+					scan->scratch[fresh++] = n;
+			code_distances(scan, fresh, dists);
+		}
+		else
+		{
+			/* look up the new neighbours' vectors first, so memory loads overlap */
+			if (scan->vectors.size() < scan->scratch.size() * per)
+				scan->vectors.resize(scan->scratch.size() * per);
+			for (uint32_t n : scan->scratch)
+				if (scan->visited.insert(n))
+				{
+					const void **pieces = &scan->vectors[fresh * per];
+					if (!scan->store->vector_pieces(scan->txn, n, pieces))
+						pieces[0] = nullptr;
+					scan->scratch[fresh++] = n;
+					layout.prefetch(pieces, PREFETCH_FIRST_BYTES);
+				}
+			dists.resize(fresh);
+			for (size_t i = 0; i < fresh; i++)
 			{
-				const void **pieces = &scan->vectors[fresh * per];
-				if (!scan->store->vector_pieces(scan->txn, n, pieces))
-					pieces[0] = nullptr;
-				scan->scratch[fresh++] = n;
-				layout.prefetch(pieces, PREFETCH_FIRST_BYTES);
+				const void *const *pieces = &scan->vectors[i * per];
+				if (i + 1 < fresh)
+					layout.prefetch(pieces + per, SIZE_MAX);
+				dists[i] =
+				    pieces[0] == nullptr ? HUGE_VAL : layout.distance(pieces, scan->query.data());
 			}
+		}
 		for (size_t i = 0; i < fresh; i++)
 		{
-			uint32_t           n = scan->scratch[i];
-			const void *const *pieces = &scan->vectors[i * per];
-			if (i + 1 < fresh)
-				layout.prefetch(pieces + per, SIZE_MAX);
-			double dist =
-			    pieces[0] == nullptr ? HUGE_VAL : layout.distance(pieces, scan->query.data());
-			hannoy::Candidate cand{dist, n};
+			hannoy::Candidate cand{dists[i], scan->scratch[i]};
 			/*
 			 * Farther than a full window: the window's worst only gets nearer,
 			 * so this round will neither expand nor return it.
@@ -316,6 +407,8 @@ run_round(HannoyScan *scan)
 		scan->batch[i] = top.top();
 		top.pop();
 	}
+	if (scan->codes)
+		rerank(scan, scan->batch);
 	scan->batch_pos = 0;
 	scan->window = std::min(window * 2, MAX_WINDOW);
 }
@@ -329,7 +422,7 @@ seed_unreached(HannoyScan *scan)
 		uint32_t id = scan->linear_next++;
 		if (!scan->visited.insert(id))
 			continue;
-		double dist = item_distance(scan, id);
+		double dist = walk_distance(scan, id);
 		if (dist == HUGE_VAL && !scan->store->has_vector(scan->txn, id))
 			continue;
 		discover(scan, hannoy::Candidate{dist, id});
@@ -453,6 +546,7 @@ start_scan(HannoyScan *scan, const void *query, uint32_t dims, uint32_t ef, uint
 	scan->window = std::max<uint32_t>(ef, 1);
 	scan->null_kind = null_kind;
 	scan->all_rows = query == nullptr;
+	scan->codes.reset();
 	scan->started = true;
 	if (query == nullptr)
 	{
@@ -464,9 +558,19 @@ start_scan(HannoyScan *scan, const void *query, uint32_t dims, uint32_t ef, uint
 	scan->phase = Phase::Graph;
 	if (state.max_level < 0)
 		return;
-	hannoy::StoredGraph g(s, scan->txn);
-	hannoy::Candidate   ep{item_distance(scan, state.entry_point), state.entry_point};
-	ep = hannoy::greedy_descend(g, scan->query.data(), ep, state.max_level, 0, scan->scratch);
+	s.refresh_quantizer(scan->txn);
+	scan->codes = s.quantizer();
+	hannoy::Candidate ep{walk_distance(scan, state.entry_point), state.entry_point};
+	if (scan->codes)
+	{
+		hannoy::CodedGraph g(s, scan->txn, *scan->codes);
+		ep = hannoy::greedy_descend(g, scan->query.data(), ep, state.max_level, 0, scan->scratch);
+	}
+	else
+	{
+		hannoy::StoredGraph g(s, scan->txn);
+		ep = hannoy::greedy_descend(g, scan->query.data(), ep, state.max_level, 0, scan->scratch);
+	}
 	scan->visited.insert(ep.id);
 	discover(scan, ep);
 }

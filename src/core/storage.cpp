@@ -31,6 +31,7 @@ const char META_KEY[] = "meta";
 /* The smallest page LMDB uses. */
 constexpr uint64_t PAGE_SIZE_MIN = 4096;
 const char         STATE_KEY[] = "state";
+const char         QUANTIZER_KEY[] = "quantizer";
 
 /* Stores a u32 big-endian. */
 void
@@ -477,7 +478,7 @@ Store::Store(const std::string &path, const HannoyEnvConfig &config, bool create
 		page_size_ = est.ms_psize;
 		int dead = 0;
 		mdb_reader_check(env_, &dead);
-		open_databases(create);
+		open_databases(create, create ? meta->format_version : 0);
 		if (create)
 		{
 			Txn txn(env_, false);
@@ -647,7 +648,7 @@ Store::throw_write_error(int rc, const char *what) const
 }
 
 void
-Store::open_databases(bool create)
+Store::open_databases(bool create, uint32_t format)
 {
 	Txn      txn(env_, !create);
 	unsigned flags = create ? MDB_CREATE : 0;
@@ -668,6 +669,17 @@ Store::open_databases(bool create)
 			            std::string("sidecar has no \"") + db.name + "\" database");
 		if (rc != 0)
 			throw_lmdb(rc, "opening a database");
+	}
+	/* the codes of format 5: reload_meta finds a format 5 sidecar without them damaged */
+	if (!create || format >= 5)
+	{
+		int rc = guarded(env_, [&] { return mdb_dbi_open(txn.get(), "codes", flags, &dbi_codes); });
+		if (rc == MDB_NOTFOUND)
+			codes_db_found_ = false;
+		else if (rc != 0)
+			throw_lmdb(rc, "opening a database");
+		else
+			codes_db_found_ = true;
 	}
 	txn.commit();
 }
@@ -721,7 +733,114 @@ Store::reload_meta(MDB_txn *txn)
 	m.timeline = r.timeline;
 	m.index_oid = r.index_oid;
 	m.seed = r.seed;
+	if (m.format_version >= 5 && !codes_db_found_)
+		throw Error(HANNOY_ERR_CORRUPT, "sidecar has no \"codes\" database");
 	set_meta(m);
+	/* a sidecar's quantizer never changes once written: one found already stays */
+	refresh_quantizer(txn);
+}
+
+void
+Store::refresh_quantizer(MDB_txn *txn) const
+{
+	if (!has_codes_db() || meta_.dims == 0 || std::atomic_load(&quantizer_))
+		return;
+	MDB_val key{sizeof(QUANTIZER_KEY) - 1, const_cast<char *>(QUANTIZER_KEY)}, data;
+	if (!hannoy::get(txn, dbi_meta, key, data))
+		return;
+	if (data.mv_size < CHECKSUM_BYTES || !checksum_holds(key, data))
+		throw Error(HANNOY_ERR_CORRUPT, "quantizer record is malformed or fails its checksum");
+	auto q = std::make_shared<const Quantizer>(
+	    Quantizer::from_record(static_cast<HannoyMetric>(meta_.metric), meta_.dims, data.mv_data,
+	                           data.mv_size - CHECKSUM_BYTES));
+	std::atomic_store(&quantizer_, std::shared_ptr<const Quantizer>(q));
+	code_bytes_.store(q->code_bytes(), std::memory_order_release);
+}
+
+void
+Store::write_quantizer(MDB_txn *txn, const Quantizer &q)
+{
+	if (!has_codes_db())
+		throw Error(HANNOY_ERR_INVALID, "a sidecar of format " +
+		                                    std::to_string(meta_.format_version) +
+		                                    " holds no codes");
+	MDB_val     key{sizeof(QUANTIZER_KEY) - 1, const_cast<char *>(QUANTIZER_KEY)};
+	std::string record = q.record();
+	uint32_t    sum = record_checksum(key, record.data(), record.size());
+	record.append(reinterpret_cast<const char *>(&sum), sizeof(sum));
+	put(txn, dbi_meta, key, MDB_val{record.size(), record.data()});
+	std::atomic_store(&quantizer_, std::make_shared<const Quantizer>(q));
+	code_bytes_.store(q.code_bytes(), std::memory_order_release);
+}
+
+void
+Store::count_codes(MDB_txn *txn, uint64_t *codes, uint32_t *code_bytes) const
+{
+	*codes = 0;
+	*code_bytes = 0;
+	refresh_quantizer(txn);
+	std::shared_ptr<const Quantizer> q = quantizer();
+	if (!q)
+		return;
+	MDB_stat st;
+	int      rc = guarded(env_, [&] { return mdb_stat(txn, dbi_codes, &st); });
+	if (rc != 0)
+		throw_lmdb(rc, "counting codes");
+	*codes = st.ms_entries;
+	*code_bytes = static_cast<uint32_t>(q->code_bytes());
+}
+
+bool
+Store::code_of(MDB_txn *txn, uint32_t id, const uint8_t **out) const
+{
+	if (!has_codes_db())
+		return false;
+	SnapshotCache::Entry *e = cache_.serves(txn) ? cache_.entry(id) : nullptr;
+	if (e != nullptr && (e->known & SnapshotCache::KNOWN_CODE))
+	{
+		*out = static_cast<const uint8_t *>(e->code);
+		return e->code != nullptr;
+	}
+	IdKey   key(id);
+	MDB_val data;
+	bool    found = hannoy::get(txn, dbi_codes, key.val(), data);
+	if (found)
+	{
+		size_t bytes = code_bytes_.load(std::memory_order_acquire);
+		if (bytes == 0 || data.mv_size != bytes + CHECKSUM_BYTES)
+			throw Error(HANNOY_ERR_CORRUPT, "code of item " + std::to_string(id) + " has " +
+			                                    std::to_string(data.mv_size) +
+			                                    " bytes, or the sidecar has no quantizer");
+		*out = static_cast<const uint8_t *>(data.mv_data);
+	}
+	if (e != nullptr)
+	{
+		e->known |= SnapshotCache::KNOWN_CODE;
+		e->code = found ? data.mv_data : nullptr;
+	}
+	return found;
+}
+
+void
+Store::put_code(MDB_txn *txn, uint32_t id, const uint8_t *code, bool append) const
+{
+	std::shared_ptr<const Quantizer> q = quantizer();
+	IdKey                            key(id);
+	MDB_val                          k = key.val();
+	std::string                      record(reinterpret_cast<const char *>(code), q->code_bytes());
+	uint32_t                         sum = record_checksum(k, record.data(), record.size());
+	record.append(reinterpret_cast<const char *>(&sum), sizeof(sum));
+	put(txn, dbi_codes, k, MDB_val{record.size(), record.data()}, append ? MDB_APPEND : 0);
+}
+
+bool
+Store::delete_code(MDB_txn *txn, uint32_t id) const
+{
+	/* no quantizer, no codes (the record comes before any code): no lookup */
+	if (!quantizer())
+		return false;
+	IdKey key(id);
+	return del(txn, dbi_codes, key.val());
 }
 
 void
@@ -1412,10 +1531,21 @@ Store::check_file()
 	const LmdbMeta &current = m[0].txnid > m[1].txnid ? m[0] : m[1];
 	for (uint64_t root : {current.free_db.root, current.main_db.root})
 		if (root != lmdb_format::P_INVALID && root >= pages)
+		{
+			/*
+			 * Another process may have committed between the fstat and the
+			 * read of the meta pages, growing the file first: look again.
+			 */
+			if (fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) / psize > root)
+			{
+				pages = static_cast<uint64_t>(st.st_size) / psize;
+				continue;
+			}
 			throw Error(HANNOY_ERR_CORRUPT,
 			            "the sidecar is damaged (data.mdb has " + std::to_string(pages) +
 			                " pages, but its root page " + std::to_string(root) +
 			                " lies beyond them; truncated?)");
+		}
 	/*
 	 * Transaction ids only grow, and a meta page once written for one never
 	 * changes: a file rewritten in place (another sidecar's copied over

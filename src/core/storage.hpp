@@ -26,6 +26,7 @@
 #include "distance.hpp"
 #include "hannoy/hannoy.h"
 #include "pagecheck.hpp"
+#include "quantizer.hpp"
 
 namespace hannoy
 {
@@ -407,6 +408,7 @@ class SnapshotCache
 	struct Entry
 	{
 		const void *vector; /* nullptr: no vector; else the vector, or its piece table */
+		const void *code;   /* nullptr: no code; else the code (format 5) */
 		const void *links0; /* layer-0 neighbour list, encoded */
 		HannoyTid   tid;    /* NO_TID: none (a tombstone) */
 		uint32_t    links0_size;
@@ -416,6 +418,7 @@ class SnapshotCache
 	static constexpr uint8_t   KNOWN_VECTOR = 1;
 	static constexpr uint8_t   KNOWN_LINKS0 = 2;
 	static constexpr uint8_t   KNOWN_TID = 4;
+	static constexpr uint8_t   KNOWN_CODE = 8;
 	static constexpr HannoyTid NO_TID = ~HannoyTid(0);
 
 	/* Makes the cache serve read transaction 'txn', emptying it if 'txn' sees another snapshot. */
@@ -452,7 +455,7 @@ class SnapshotCache
 
   private:
 	static constexpr size_t BLOCK = 4096;         /* entries per block */
-	static constexpr size_t MAX_ITEMS = 1u << 21; /* ids cached: 80 MB of entries at most */
+	static constexpr size_t MAX_ITEMS = 1u << 21; /* ids cached: 100 MB of entries at most */
 
 	static constexpr size_t TABLE_BLOCK = 64 * 1024; /* piece pointers per block */
 
@@ -503,6 +506,40 @@ class Store
 	{
 		return meta_.format_version >= 4;
 	}
+	/* True when the sidecar has a codes database (format 5 and later). */
+	bool
+	has_codes_db() const
+	{
+		return meta_.format_version >= 5;
+	}
+	/*
+	 * The quantizer of the codes, or nullptr when the sidecar has none (formats
+	 * 3 and 4, an index built without codes): searches then walk on vectors.
+	 */
+	std::shared_ptr<const Quantizer>
+	quantizer() const
+	{
+		return std::atomic_load(&quantizer_);
+	}
+	/*
+	 * Looks for a quantizer record a build committed since this store read the
+	 * meta database (a handle opened during another backend's build); cheap
+	 * when there is one already.
+	 */
+	void refresh_quantizer(MDB_txn *txn) const;
+	/* How many codes 'txn' sees and the bytes of one: (0, 0) without codes. */
+	void count_codes(MDB_txn *txn, uint64_t *codes, uint32_t *code_bytes) const;
+	/* Stores the quantizer record (the build, once it fitted one). */
+	void write_quantizer(MDB_txn *txn, const Quantizer &q);
+	/* The code of 'id' (a pointer into the map, valid until 'txn' ends); false when it has none. */
+	bool code_of(MDB_txn *txn, uint32_t id, const uint8_t **out) const;
+	/* Stores the code of 'id'; 'append': no higher id has one. */
+	void put_code(MDB_txn *txn, uint32_t id, const uint8_t *code, bool append) const;
+	/*
+	 * Removes the code of 'id'; false when it had none.  Looks only when the
+	 * store knows a quantizer (a repair refreshes it when it starts).
+	 */
+	bool delete_code(MDB_txn *txn, uint32_t id) const;
 	/* Bytes after each vector piece and neighbour list: the checksum, or none (format 3). */
 	size_t
 	trailer() const
@@ -696,12 +733,14 @@ class Store
 
 	MDB_dbi dbi_meta, dbi_vectors, dbi_links, dbi_tids, dbi_items, dbi_unindexed, dbi_deleted,
 	    dbi_free;
+	MDB_dbi dbi_codes = 0; /* format 5 and later */
 
   private:
 	/* The most named databases an environment has (LMDB's maxdbs). */
 	static constexpr unsigned DATABASES = 16;
 
-	void open_databases(bool create);
+	/* Opens the named databases; 'format', when creating, says whether codes get one. */
+	void open_databases(bool create, uint32_t format);
 	void set_meta(const HannoyMeta &meta);
 	/* Bytes of data the environment holds (its last page), as last committed. */
 	uint64_t used_bytes() const;
@@ -720,6 +759,11 @@ class Store
 	HannoyMeta            meta_{};
 	VectorLayout          layout_;
 	mutable SnapshotCache cache_;
+	/* the codes' quantizer (format 5), read with the meta record or found later */
+	mutable std::shared_ptr<const Quantizer> quantizer_;
+	bool                                     codes_db_found_ = false;
+	/* the quantizer's code size, for the record checks of code_of (0: no quantizer yet) */
+	mutable std::atomic<size_t> code_bytes_{0};
 	/* the largest next_id any state record read showed (ids in lists lie below it) */
 	mutable std::atomic<uint64_t> id_bound_{0};
 	void                         *idle_scan_ = nullptr;
@@ -814,6 +858,39 @@ class StoredGraph
   private:
 	const Store &store_;
 	MDB_txn     *txn_;
+};
+
+/*
+ * The stored graph as searches walk it when the sidecar has codes: the
+ * distance to a node is the query's distance to its code (to its vector
+ * when a node lacks one).  Never for choosing neighbours, which needs
+ * exact distances.
+ */
+class CodedGraph
+{
+  public:
+	CodedGraph(const Store &store, MDB_txn *txn, const Quantizer &q)
+	    : store_(store), txn_(txn), q_(q)
+	{
+	}
+	double
+	distance(const void *query, uint32_t id) const
+	{
+		const uint8_t *code;
+		if (store_.code_of(txn_, id, &code))
+			return q_.distance(code, query);
+		return store_.distance_to(txn_, id, query);
+	}
+	void
+	neighbors(uint32_t id, int layer, std::vector<uint32_t> &out) const
+	{
+		store_.links(txn_, id, layer, out);
+	}
+
+  private:
+	const Store     &store_;
+	MDB_txn         *txn_;
+	const Quantizer &q_;
 };
 
 /* The level of a new node: -ln(U) / ln(m) with U drawn from (seed, salt). */

@@ -166,7 +166,9 @@ start_repair(HannoyRepair *r)
 {
 	hannoy::Store &s = *r->store;
 	r->snapshot = std::make_unique<hannoy::Txn>(s.env(), true);
-	MDB_txn           *txn = r->snapshot->get();
+	MDB_txn *txn = r->snapshot->get();
+	/* the tombstones' codes go with them (delete_tombstone) */
+	s.refresh_quantizer(txn);
 	hannoy::GraphState state = s.read_state(txn);
 	r->next_id = state.next_id;
 	{
@@ -378,6 +380,7 @@ delete_tombstone(hannoy::Store &s, MDB_txn *txn, uint32_t d)
 	if (!hannoy::del(txn, s.dbi_deleted, key.val()))
 		return false;
 	s.delete_vector(txn, d);
+	s.delete_code(txn, d);
 	for (int layer = 0; layer <= hannoy::MAX_LEVEL; layer++)
 	{
 		hannoy::LinkKey lkey(d, layer);
