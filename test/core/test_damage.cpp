@@ -27,6 +27,20 @@ namespace
 
 constexpr uint32_t DIMS = 16;
 
+/* The whole content of the file at 'path'. */
+std::string
+file_bytes(const std::string &path)
+{
+	std::string bytes;
+	int         fd = open(path.c_str(), O_RDONLY);
+	char        buf[65536];
+	for (ssize_t n; fd >= 0 && (n = read(fd, buf, sizeof(buf))) > 0;)
+		bytes.append(buf, static_cast<size_t>(n));
+	if (fd >= 0)
+		close(fd);
+	return bytes;
+}
+
 /* Flips bit 'bit' of the value of (dbi, key) in place, keeping its stored checksum. */
 void
 flip_value_bit(const char *path, MDB_dbi hannoy::Store::*dbi, MDB_val key, size_t bit)
@@ -183,15 +197,8 @@ TEST(Damage, GarbagePagesGiveReadsErrorsNotCrashes)
 	std::vector<float> v = uniform(2000, DIMS, 6);
 	HannoyEnv         *env = build_all(dir.path(), test_meta(HANNOY_METRIC_L2, DIMS), v, 1);
 	hannoy_env_close(env);
-	std::string file = std::string(dir.path()) + "/data.mdb";
-	std::string pristine;
-	{
-		int  fd = open(file.c_str(), O_RDONLY);
-		char buf[65536];
-		for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;)
-			pristine.append(buf, static_cast<size_t>(n));
-		close(fd);
-	}
+	std::string     file = std::string(dir.path()) + "/data.mdb";
+	std::string     pristine = file_bytes(file);
 	size_t          pages = pristine.size() / 4096;
 	std::mt19937_64 rng(170);
 	HannoyEnvConfig config = test_config();
@@ -307,15 +314,8 @@ TEST(Damage, GarbageOnTheWritePathGivesErrorsNotCrashes)
 		repair(env);
 	}
 	hannoy_env_close(env);
-	std::string file = std::string(dir.path()) + "/data.mdb";
-	std::string pristine;
-	{
-		int  fd = open(file.c_str(), O_RDONLY);
-		char buf[65536];
-		for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;)
-			pristine.append(buf, static_cast<size_t>(n));
-		close(fd);
-	}
+	std::string     file = std::string(dir.path()) + "/data.mdb";
+	std::string     pristine = file_bytes(file);
 	size_t          pages = pristine.size() / 4096;
 	std::mt19937_64 rng(1712);
 	HannoyEnvConfig config = test_config();
