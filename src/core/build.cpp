@@ -95,6 +95,11 @@ struct BuildGraph
 	std::shared_ptr<const hannoy::Quantizer> quantizer;
 	std::vector<uint8_t>                     codes;
 	bool search_codes = false; /* the searches rank by codes (they are lossless) */
+	/*
+	 * Cosine: each vector's a.a, so that a distance takes one dot product
+	 * instead of three (empty for other metrics).
+	 */
+	std::vector<float> sq_norms;
 
 	size_t
 	size() const
@@ -114,6 +119,9 @@ struct BuildGraph
 	double
 	distance_between(uint32_t a, uint32_t b) const
 	{
+		if (!sq_norms.empty())
+			return hannoy::cosine_distance_from_dots(layout->dot(pieces_of(a), pieces_of(b)),
+			                                         sq_norms[a], sq_norms[b]);
 		return layout->distance(pieces_of(a), pieces_of(b));
 	}
 	void
@@ -189,17 +197,46 @@ struct BuildGraph
 };
 
 /*
+ * The build's graph as the searches that link node 'self' walk it: the
+ * query is the node's own vector, so a distance is distance_between's
+ * (under cosine one dot product and the cached norms).
+ */
+struct SelfSearchGraph
+{
+	BuildGraph &g;
+	uint32_t    self;
+
+	double
+	distance(const void *, uint32_t id) const
+	{
+		return g.distance_between(self, id);
+	}
+	void
+	neighbors(uint32_t id, int layer, std::vector<uint32_t> &out)
+	{
+		g.neighbors(id, layer, out);
+	}
+};
+
+/*
  * The build's graph as its searches walk it when it has codes: distances
- * to codes.  Neighbour selection keeps BuildGraph's exact distances.
+ * to codes.  Neighbour selection keeps BuildGraph's exact distances.  The
+ * searches rank by codes only when they are lossless (make_codes), so under
+ * cosine a code's norm is its vector's, and the query's is cached too.
  */
 struct CodedBuildGraph
 {
 	BuildGraph &g;
+	uint32_t    self;
 
 	double
 	distance(const void *query, uint32_t id) const
 	{
-		return g.quantizer->distance(&g.codes[size_t(id) * g.quantizer->code_bytes()], query);
+		const uint8_t *code = &g.codes[size_t(id) * g.quantizer->code_bytes()];
+		if (!g.sq_norms.empty())
+			return hannoy::cosine_distance_from_dots(g.quantizer->dot(code, query),
+			                                         g.sq_norms[self], g.sq_norms[id]);
+		return g.quantizer->distance(code, query);
 	}
 	void
 	neighbors(uint32_t id, int layer, std::vector<uint32_t> &out)
@@ -305,14 +342,15 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 	const HannoyMeta &meta = b->store->meta();
 	const void       *q = g.vector(id, w.query);
 	int               level = g.levels[id];
-	CodedBuildGraph   coded{g};
+	CodedBuildGraph   coded{g, id};
+	SelfSearchGraph   exact{g, id};
 	bool              by_codes = g.search_codes;
 	hannoy::Candidate ep{by_codes ? coded.distance(q, b->entry_point)
-	                              : g.distance(q, b->entry_point),
+	                              : exact.distance(q, b->entry_point),
 	                     b->entry_point};
 	if (level < b->max_level)
 		ep = by_codes ? hannoy::greedy_descend(coded, q, ep, b->max_level, level, w.scratch)
-		              : hannoy::greedy_descend(g, q, ep, b->max_level, level, w.scratch);
+		              : hannoy::greedy_descend(exact, q, ep, b->max_level, level, w.scratch);
 	w.entries.assign(1, ep);
 	for (int layer = std::min(level, b->max_level); layer >= 0; layer--)
 	{
@@ -321,8 +359,8 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 			hannoy::search_layer(coded, q, w.entries, meta.options.ef_construction, layer,
 			                     w.visited, w.found, w.scratch);
 		else
-			hannoy::search_layer(g, q, w.entries, meta.options.ef_construction, layer, w.visited,
-			                     w.found, w.scratch);
+			hannoy::search_layer(exact, q, w.entries, meta.options.ef_construction, layer,
+			                     w.visited, w.found, w.scratch);
 		/* a concurrent insertion may already have linked this node: never link to itself */
 		w.found.erase(std::remove_if(w.found.begin(), w.found.end(),
 		                             [id](const hannoy::Candidate &c) { return c.id == id; }),
@@ -336,7 +374,8 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 		{
 			w.exact.resize(w.found.size());
 			for (size_t i = 0; i < w.found.size(); i++)
-				w.exact[i] = hannoy::Candidate{g.distance(q, w.found[i].id), w.found[i].id};
+				w.exact[i] =
+				    hannoy::Candidate{g.distance_between(id, w.found[i].id), w.found[i].id};
 			std::sort(w.exact.begin(), w.exact.end());
 		}
 		size_t max_links = g.max_links(layer);
@@ -485,6 +524,12 @@ start_linking(HannoyBuilder *b)
 	for (size_t id = 0; id < n; id++)
 		if (g.pieces[id * g.per_node] == nullptr)
 			throw hannoy::Error(HANNOY_ERR_CORRUPT, "vector missing during build");
+	if (s.meta().metric == HANNOY_METRIC_COSINE)
+	{
+		g.sq_norms.resize(n);
+		for (uint32_t id = 0; id < n; id++)
+			g.sq_norms[id] = g.layout->dot(g.pieces_of(id), g.pieces_of(id));
+	}
 	if (codes)
 		make_codes(b);
 	for (size_t id = 0; id < n; id++)

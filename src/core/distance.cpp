@@ -1322,6 +1322,18 @@ scalar_code_distance_function(HannoyMetric metric)
 	return scalar_kernel_set.code[slot];
 }
 
+double
+cosine_distance_from_dots(float ab, float aa, float bb)
+{
+	return cosine_from_dots(ab, aa, bb);
+}
+
+float
+kernel_dot_segments(const Segment *segments, size_t count)
+{
+	return kernels().dot(segments, count);
+}
+
 /* Sum of squared differences with the process's kernel set. */
 float
 kernel_l2_squared(const float *a, const float *b, uint32_t n)

@@ -59,6 +59,15 @@ CodeDistanceFn code_distance_function(HannoyMetric metric);
 /* The scalar code kernel of a metric, the reference for the SIMD ones (tests). */
 CodeDistanceFn scalar_code_distance_function(HannoyMetric metric);
 
+/*
+ * The cosine distance from the three dot products a.b, a.a and b.b, as the
+ * cosine kernels compute it: a caller that caches a.a (kernel_dot or
+ * kernel_dot_segments of a vector with itself) gets the same result.
+ */
+double cosine_distance_from_dots(float ab, float aa, float bb);
+/* Dot product over matching segments with the process's kernel set. */
+float kernel_dot_segments(const Segment *segments, size_t count);
+
 /* Kernel primitives, exposed for tests: float accumulations in a fixed order. */
 float    kernel_l2_squared(const float *a, const float *b, uint32_t n);
 float    kernel_dot(const float *a, const float *b, uint32_t n);

@@ -37,7 +37,8 @@ codes_pay(HannoyMetric metric, uint32_t dims)
 }
 
 Quantizer::Quantizer(HannoyMetric metric, uint32_t dims)
-    : dims_(dims), offset_(dims, 0.0f), scale_(dims, 0.0f), fn_(code_distance_function(metric))
+    : dims_(dims), offset_(dims, 0.0f), scale_(dims, 0.0f), fn_(code_distance_function(metric)),
+      dot_fn_(code_distance_function(HANNOY_METRIC_IP))
 {
 	if (fn_ == nullptr)
 		throw Error(HANNOY_ERR_INVALID, "this metric has no codes");

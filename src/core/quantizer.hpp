@@ -80,6 +80,14 @@ class Quantizer
 		return fn_(code, offset_.data(), scale_.data(), query, dims_);
 	}
 
+	/* The dot product of float vector 'query' and the vector behind 'code'. */
+	float
+	dot(const uint8_t *code, const void *query) const
+	{
+		/* the inner product kernel's distance is 0 - the float dot product: exact to negate */
+		return static_cast<float>(-dot_fn_(code, offset_.data(), scale_.data(), query, dims_));
+	}
+
   private:
 	friend class QuantizerFit;
 	Quantizer(HannoyMetric metric, uint32_t dims);
@@ -87,6 +95,7 @@ class Quantizer
 	uint32_t           dims_ = 0;
 	std::vector<float> offset_, scale_;
 	CodeDistanceFn     fn_ = nullptr;
+	CodeDistanceFn     dot_fn_ = nullptr; /* the inner product's code kernel */
 };
 
 /*

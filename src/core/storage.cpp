@@ -1179,6 +1179,15 @@ VectorLayout::distance(const void *const *a, const void *const *b) const
 	return segmented_(seg, pieces_);
 }
 
+float
+VectorLayout::dot(const void *const *a, const void *const *b) const
+{
+	Segment seg[MAX_PIECES];
+	for (uint32_t i = 0; i < pieces_; i++)
+		seg[i] = Segment{a[i], b[i], piece_size(i) / unit_};
+	return kernel_dot_segments(seg, pieces_);
+}
+
 void
 VectorLayout::gather(const void *const *a, void *out) const
 {

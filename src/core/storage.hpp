@@ -341,6 +341,8 @@ class VectorLayout
 	double distance(const void *const *a, const void *query) const;
 	/* Distance between two vectors in pieces. */
 	double distance(const void *const *a, const void *const *b) const;
+	/* Dot product of two float vectors in pieces (a.a: the squared norm cosine uses). */
+	float dot(const void *const *a, const void *const *b) const;
 	/* Asks the CPU to start loading the first 'bytes' of a vector in pieces (none when a[0] is
 	 * nullptr). */
 	void

@@ -121,6 +121,33 @@ TEST(Quantizer, IntegerPixelsAreExact)
 	}
 }
 
+/*
+ * Quantizer::dot is the dot product with the decoded vector, so a cosine
+ * code distance from cached norms (the build's, on lossless codes) is the
+ * code kernel's.
+ */
+TEST(Quantizer, DotGivesTheCosineCodeDistanceFromCachedNorms)
+{
+	std::mt19937       rng(5);
+	const uint32_t     dims = 300;
+	std::vector<float> v(64 * dims);
+	for (float &x : v)
+		x = static_cast<float>(rng() % 256);
+	hannoy::Quantizer    q = fitted(HANNOY_METRIC_COSINE, v, dims);
+	std::vector<uint8_t> code(dims);
+	for (size_t i = 1; i < 64; i++)
+	{
+		const float *x = &v[i * dims], *y = &v[(i - 1) * dims];
+		q.encode(x, code.data());
+		std::vector<float> back = decoded(q, code);
+		ASSERT_NEAR(q.dot(code.data(), y), hannoy::kernel_dot(back.data(), y, dims),
+		            1e-6 * std::fabs(hannoy::kernel_dot(back.data(), y, dims)));
+		double cached = hannoy::cosine_distance_from_dots(
+		    q.dot(code.data(), y), hannoy::kernel_dot(y, y, dims), hannoy::kernel_dot(x, x, dims));
+		EXPECT_NEAR(cached, q.distance(code.data(), y), 1e-6);
+	}
+}
+
 TEST(Quantizer, ErrorIsAtMostHalfAStep)
 {
 	std::vector<float>   v = clustered(500, DIMS, 3);

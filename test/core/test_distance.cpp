@@ -338,6 +338,33 @@ TEST(DistanceKernels, CosineMatchesCachedNorms)
 	}
 }
 
+/*
+ * A vector stored in pieces: the dot product over its segments gives the
+ * cosine distance of the segmented kernel from cached norms, bit for bit.
+ */
+TEST(DistanceKernels, SegmentedDotMatchesSegmentedCosine)
+{
+	std::mt19937                rng(17);
+	const uint32_t              n = 784;
+	const std::vector<float>    a = random_vector(rng, n);
+	const std::vector<float>    b = random_vector(rng, n);
+	hannoy::SegmentedDistanceFn cosine = hannoy::segmented_distance_function(HANNOY_METRIC_COSINE);
+	for (uint32_t cut : {64u, 256u, 320u, 512u})
+	{
+		SCOPED_TRACE("cut " + std::to_string(cut));
+		hannoy::Segment ab[2] = {{a.data(), b.data(), cut},
+		                         {a.data() + cut, b.data() + cut, n - cut}};
+		hannoy::Segment aa[2] = {{a.data(), a.data(), cut},
+		                         {a.data() + cut, a.data() + cut, n - cut}};
+		hannoy::Segment bb[2] = {{b.data(), b.data(), cut},
+		                         {b.data() + cut, b.data() + cut, n - cut}};
+		EXPECT_TRUE(same_bits(
+		    cosine(ab, 2), hannoy::cosine_distance_from_dots(hannoy::kernel_dot_segments(ab, 2),
+		                                                     hannoy::kernel_dot_segments(aa, 2),
+		                                                     hannoy::kernel_dot_segments(bb, 2))));
+	}
+}
+
 /* Cosine: NaN for a zero vector, ~0 against itself, ~2 against its negation. */
 TEST(DistanceKernels, CosineSpecialCases)
 {
