@@ -1,7 +1,8 @@
 # A hot standby that streams from before an index is created keeps that
 # index's sidecar from hannoy's WAL records (DESIGN.md "Replication and
-# recovery"): after inserts, UPDATE, DELETE, VACUUM, a standby restart,
-# TRUNCATE, DROP INDEX and DROP TABLE on the primary,
+# recovery"): after inserts, UPDATE, DELETE, VACUUM, a standby restart, a
+# prepared transaction, REINDEX CONCURRENTLY, TRUNCATE, DROP INDEX and DROP
+# TABLE on the primary,
 #  - an unbounded ordered index scan on the standby returns exactly the
 #    rows a sequential scan returns;
 #  - the top 10 at a wide ef_search equal the exact top 10, distances too;
@@ -24,7 +25,7 @@ use Test::More;
 use HannoyTestUtil;
 
 my $primary = hannoy_node('primary',
-	conf => "wal_level = replica\nmax_wal_senders = 4\nautovacuum = off");
+	conf => "wal_level = replica\nmax_wal_senders = 4\nautovacuum = off\nmax_prepared_transactions = 4");
 $primary->append_conf('pg_hba.conf', 'local replication all trust');
 $primary->reload;
 
@@ -107,6 +108,18 @@ standby_answers_exactly('items', 'after UPDATE, DELETE, VACUUM and reuse');
 $standby->restart;
 insert_rows('items', 650, 699);
 standby_answers_exactly('items', 'after a standby restart');
+
+# rows of a prepared transaction, committed later by another session
+$primary->safe_psql('postgres',
+	"BEGIN; INSERT INTO items VALUES (1003, '" . vector_literal($vectors->[700]) . "'), (1004, '"
+	  . vector_literal($vectors->[701])
+	  . "'); PREPARE TRANSACTION 'p1'");
+$primary->safe_psql('postgres', "COMMIT PREPARED 'p1'");
+standby_answers_exactly('items', 'after a prepared transaction');
+
+# REINDEX CONCURRENTLY builds a new sidecar, validates with inserts, drops the old one
+$primary->safe_psql('postgres', 'REINDEX INDEX CONCURRENTLY items_v');
+standby_answers_exactly('items', 'after REINDEX CONCURRENTLY');
 
 ############################################################################
 # VACUUM's removals reach the standby: heap slots VACUUM freed are reused by
