@@ -296,6 +296,52 @@ extern "C"
 	extern HannoyStatus hannoy_env_set_dims(HannoyEnv *env, uint32_t dims, HannoyError *err);
 
 	/* ---------------------------------------------------------------------
+	 * Replicas: a sidecar that a standby's WAL redo made and fills with
+	 * staged rows (DESIGN.md "Replication and recovery").  Redo calls these;
+	 * scans of such a sidecar take its staged rows exactly.
+	 * ---------------------------------------------------------------------
+	 */
+
+	/* One row a record of the primary added: 'vector' NULL for an unindexed row ('kind'). */
+	typedef struct HannoyStagedRow
+	{
+		HannoyTid   tid;
+		uint8_t     kind; /* HannoyUnindexedKind */
+		const void *vector;
+	} HannoyStagedRow;
+
+	/*
+	 * Creates a fresh replica sidecar in 'path' (replacing what is there)
+	 * with 'meta', no graph, no staged row and WAL applied up to 'lsn',
+	 * synced, and then its marker file, which says that redo made it.
+	 */
+	extern HannoyStatus hannoy_replica_create(const char *path, const HannoyEnvConfig *config,
+	                                          const HannoyMeta *meta, uint64_t lsn,
+	                                          HannoyError *err);
+	/* True when 'path' holds a sidecar that redo made (its marker file is there). */
+	extern bool hannoy_replica_marked(const char *path);
+	/*
+	 * Removes the marker file of 'path' durably: the sidecar is no longer
+	 * trusted as a replica (a failed redo, a copied data directory).
+	 */
+	extern HannoyStatus hannoy_replica_unmark(const char *path, HannoyError *err);
+	/*
+	 * Stages 'count' rows (replacing staged rows of the same TIDs) and
+	 * records WAL up to 'lsn' as applied, in one synced write transaction;
+	 * nothing when the sidecar's stamp is at or past 'lsn' (*applied false).
+	 * 'dims' fixes the dimension count of a sidecar that has none yet.
+	 */
+	extern HannoyStatus hannoy_replica_stage(HannoyEnv *env, uint64_t lsn, uint32_t dims,
+	                                         const HannoyStagedRow *rows, uint32_t count,
+	                                         bool *applied, HannoyError *err);
+	/* Removes the staged rows of 'count' TIDs, gated by 'lsn' as hannoy_replica_stage. */
+	extern HannoyStatus hannoy_replica_unstage(HannoyEnv *env, uint64_t lsn, const HannoyTid *tids,
+	                                           uint32_t count, bool *applied, HannoyError *err);
+	/* The number of staged rows and the applied-LSN stamp (0, 0 for a sidecar not from WAL). */
+	extern HannoyStatus hannoy_replica_state(HannoyEnv *env, uint64_t *staged, uint64_t *lsn,
+	                                         HannoyError *err);
+
+	/* ---------------------------------------------------------------------
 	 * Build: vectors are streamed into LMDB, then the graph is built by worker
 	 * threads in time-bounded slices so the caller can check for interrupts
 	 * between slices.

@@ -68,7 +68,13 @@ _PG_init(void)
 	 * recovery has finished (not while pg_upgrade runs the server).
 	 */
 	if (hannoy_preloaded && !IsUnderPostmaster)
+	{
 		HannoyRemoveTempSidecarsAtStart();
+		HannoyDistrustCopiedReplicas();
+	}
+	/* every process that may replay WAL must know hannoy's records */
+	if (hannoy_preloaded)
+		HannoyRegisterRmgr();
 	if (hannoy_preloaded && !IsBinaryUpgrade)
 		HannoyRegisterSweeper();
 

@@ -145,6 +145,21 @@ extern int  HannoySweep(void);
 extern void HannoySweepDroppedDatabase(Oid db);
 extern void HannoyRemoveTempSidecarsAtStart(void);
 
+/* hannoywal.c: the WAL resource manager: row-set records and their redo */
+typedef struct HannoyWalRows HannoyWalRows;
+extern void                  HannoyRegisterRmgr(void);
+extern bool                  HannoyWalLogs(Relation index);
+extern void                  HannoyLogCreate(Relation index, const HannoyMetaPageData *meta);
+extern HannoyWalRows        *HannoyWalRowsBegin(Relation index, uint64 generation);
+extern void HannoyWalRowsAdd(HannoyWalRows *rows, HannoyTid tid, uint8 kind, const void *vector,
+                             uint32 dims, uint32 bytes);
+extern void HannoyWalRowsEnd(HannoyWalRows *rows);
+extern void HannoyLogRemove(Relation index, uint64 generation, const HannoyEntry *entries,
+                            uint32 count);
+extern void HannoyLogDrop(RelFileNodeBackend rnode, bool whole_database);
+extern void HannoyLogDistrust(Relation index);
+extern void HannoyDistrustCopiedReplicas(void);
+
 /* hannoyenv.c: sidecar names, creation, the environment cache, usability */
 extern char           *HannoySidecarRoot(void);
 extern char           *HannoySidecarPath(RelFileNodeBackend rnode);
@@ -194,6 +209,7 @@ extern int  hannoy_build_threads;
 extern bool hannoy_preloaded;
 extern int  hannoy_test_search_delay;
 extern int  hannoy_test_verify_delay;
+extern bool hannoy_test_fail_redo;
 extern void HannoyDefineGucs(void);
 
 /* Packs an ItemPointer for the core. */

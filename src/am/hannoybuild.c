@@ -30,6 +30,7 @@ typedef struct HannoyBuildState
 	HannoyEnv         *env;
 	HannoyBuilder     *builder;
 	HannoyMetaPageData meta;
+	HannoyWalRows     *wal; /* the row set as logged for standbys (NULL: not logged) */
 	double             heap_tuples;
 	double             index_tuples;
 	MemoryContext      tmpctx;
@@ -85,6 +86,8 @@ build_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull, boo
 	st = hannoy_build_add(state->builder, HannoyTidFromItemPointer(tid), vec, kind, &err);
 	if (st != HANNOY_OK)
 		build_fail(state, st, &err);
+	HannoyWalRowsAdd(state->wal, HannoyTidFromItemPointer(tid), kind, vec, state->meta.dims,
+	                 (uint32) hannoy_vector_bytes(state->metric, state->meta.dims));
 	state->index_tuples++;
 	if ((uint64) state->index_tuples % 1024 == 0)
 		pgstat_progress_update_param(PROGRESS_CREATEIDX_TUPLES_DONE, (int64) state->index_tuples);
@@ -139,6 +142,9 @@ hannoybuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	state.tmpctx =
 	    AllocSetContextCreate(CurrentMemoryContext, "hannoy build row", ALLOCSET_DEFAULT_SIZES);
 	state.env = new_sidecar(index, &state.meta);
+	/* a standby rebuilds the row set from WAL: DESIGN.md "Replication and recovery" */
+	HannoyLogCreate(index, &state.meta);
+	state.wal = HannoyWalRowsBegin(index, state.meta.generation);
 
 	st = hannoy_build_begin(state.env, (uint32) hannoy_build_threads, &state.builder, &err);
 	if (st != HANNOY_OK)
@@ -150,6 +156,8 @@ hannoybuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	PG_TRY();
 	{
 		table_index_build_scan(heap, index, indexInfo, true, true, build_callback, &state, NULL);
+		HannoyWalRowsEnd(state.wal);
+		state.wal = NULL;
 
 		while (!done)
 		{

@@ -61,6 +61,8 @@ static const char HANNOY_REASON_OTHER_SYSTEM[] =
 static const char HANNOY_REASON_OTHER_TIMELINE[] = "its sidecar was written on another timeline";
 static const char HANNOY_REASON_BROKEN[] =
     "it was marked broken when its sidecar was found unusable";
+static const char HANNOY_REASON_STAGED[] =
+    "its sidecar was staged from WAL while the server was a standby";
 
 /*
  * Open environments.  At most HANNOY_ENV_CACHE_SIZE stay open; the array
@@ -384,20 +386,32 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
 	HannoyError          err;
 	HannoyStatus         st;
 	const char          *reason = NULL;
+	bool                 in_recovery = RecoveryInProgress();
+	/* a replica (staged from WAL) records timeline 0 and is trusted only in recovery */
+	TimeLineID tli = in_recovery ? 0 : GetWALInsertionTimeLine();
 
+	rnode.node = index->rd_node;
+	rnode.backend = index->rd_backend;
 	if (!HannoyReadMetaPage(index, meta))
 		reason = "its metapage is missing or invalid";
 	else if (meta->flags & HANNOY_META_BROKEN)
 		reason = HANNOY_REASON_BROKEN;
-	else if (RecoveryInProgress())
-		reason = "its sidecar cannot be read while the server is in recovery";
 	else if (meta->flags & HANNOY_META_INIT_FORK)
-		reason = "it has no sidecar yet";
+		reason = in_recovery ? "its sidecar cannot be read while the server is in recovery"
+		                     : "it has no sidecar yet";
+	else if (in_recovery)
+	{
+		/* redo may have stopped trusting it since the last look: one stat */
+		char *path = HannoySidecarPath(rnode);
+
+		if (!hannoy_replica_marked(path))
+			reason = "its sidecar cannot be read while the server is in recovery (it was not "
+			         "staged from this server's WAL)";
+		pfree(path);
+	}
 
 	if (reason == NULL)
 	{
-		rnode.node = index->rd_node;
-		rnode.backend = index->rd_backend;
 		for (int i = 0; i < env_cache_used; i++)
 		{
 			if (RelFileNodeBackendEquals(env_cache[i].rnode, rnode))
@@ -488,8 +502,7 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
 	 * this timeline already: nothing but a REINDEX (another generation) or a
 	 * promotion (another timeline) changes it, so a scan need not read it.
 	 */
-	if (reason == NULL && entry->generation == meta->generation &&
-	    entry->checked_tli == GetWALInsertionTimeLine())
+	if (reason == NULL && entry->generation == meta->generation && entry->checked_tli == tli)
 	{
 		entry->last_used = ++env_cache_clock;
 		return entry->env;
@@ -508,7 +521,9 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
 			reason = HANNOY_REASON_OTHER_BUILD;
 		else if (smeta.system_id != GetSystemIdentifier())
 			reason = HANNOY_REASON_OTHER_SYSTEM;
-		else if (smeta.timeline != GetWALInsertionTimeLine())
+		else if (smeta.timeline == 0 && !in_recovery)
+			reason = HANNOY_REASON_STAGED;
+		else if (smeta.timeline != tli)
 			reason = HANNOY_REASON_OTHER_TIMELINE;
 		else if (smeta.metric != meta->metric)
 			reason = "its sidecar uses another metric";
@@ -558,7 +573,8 @@ HannoyMarkBroken(Relation index, const char *why)
 
 	if (RecoveryInProgress() ||
 	    (why != HANNOY_REASON_MISSING && why != HANNOY_REASON_OTHER_BUILD &&
-	     why != HANNOY_REASON_OTHER_SYSTEM && why != HANNOY_REASON_OTHER_TIMELINE))
+	     why != HANNOY_REASON_OTHER_SYSTEM && why != HANNOY_REASON_OTHER_TIMELINE &&
+	     why != HANNOY_REASON_STAGED))
 		return;
 	LockPage(index, HANNOY_METAPAGE_BLKNO, ExclusiveLock);
 	if (HannoyReadMetaPage(index, &meta) && !(meta.flags & HANNOY_META_BROKEN))

@@ -17,6 +17,7 @@ int  hannoy_build_threads = 1;
 bool hannoy_preloaded = false;
 int  hannoy_test_search_delay = 0;
 int  hannoy_test_verify_delay = 0;
+bool hannoy_test_fail_redo = false;
 
 /*
  * HannoyDefineGucs defines the GUCs and records whether the library is
@@ -52,5 +53,10 @@ HannoyDefineGucs(void)
 	                        "(0 to 10000).",
 	                        NULL, &hannoy_test_verify_delay, 0, 0, 10000, PGC_SUSET,
 	                        GUC_UNIT_MS | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, NULL, NULL, NULL);
+	DefineCustomBoolVariable("hannoy.test_fail_redo",
+	                         "Test only: WAL redo of hannoy rows records fails, as a full disk "
+	                         "would make it.",
+	                         NULL, &hannoy_test_fail_redo, false, PGC_SIGHUP,
+	                         GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("hannoy");
 }

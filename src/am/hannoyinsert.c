@@ -121,6 +121,8 @@ open_for_insert(Relation index, HannoyMetaPageData *meta)
 	}
 	HannoyMarkBroken(index, why);
 	HannoyReportUnusable(index, why, WARNING, "new rows are not added to it");
+	/* a standby's replica would lack the rows too, and answer without them */
+	HannoyLogDistrust(index);
 	return NULL;
 }
 
@@ -169,10 +171,14 @@ row_still_ours(Relation heap, HannoyTid tid)
  * 'heap' NULL: all) into 'env'.
  */
 static void
-insert_rows(Relation index, HannoyEnv *env, Relation heap, HannoyInsertQueue *q)
+insert_rows(Relation index, HannoyEnv *env, Relation heap, HannoyInsertQueue *q,
+            const HannoyMetaPageData *meta)
 {
-	HannoyError  err;
-	HannoyStatus st;
+	HannoyError    err;
+	HannoyStatus   st;
+	HannoyWalRows *wal = HannoyWalRowsBegin(index, meta->generation);
+	uint32         dims = meta->dims;
+	uint32         bytes = (uint32) hannoy_vector_bytes((HannoyMetric) meta->metric, dims);
 
 	/* one write transaction per row, its search before the writer lock */
 	for (int i = 0; i < q->nrows; i++)
@@ -186,7 +192,10 @@ insert_rows(Relation index, HannoyEnv *env, Relation heap, HannoyInsertQueue *q)
 		st = hannoy_insert(env, row->tid, row->vector, row->kind, &err);
 		if (st != HANNOY_OK)
 			HannoyReportError(st, &err, index);
+		/* logged once the sidecar has it: a row it lacks must never reach a standby */
+		HannoyWalRowsAdd(wal, row->tid, row->kind, row->vector, dims, bytes);
 	}
+	HannoyWalRowsEnd(wal);
 }
 
 /* Applies one queue to its index's sidecar. */
@@ -240,7 +249,7 @@ apply_queue(Relation index, HannoyInsertQueue *q)
 			table_close(heap, NoLock);
 			heap = NULL;
 		}
-		insert_rows(index, env, heap, q);
+		insert_rows(index, env, heap, q, &meta);
 		if (heap != NULL)
 			table_close(heap, NoLock);
 		HannoySyncCommitted(index, env, meta.generation);

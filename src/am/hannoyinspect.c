@@ -268,6 +268,24 @@ verify_usable(Relation index, Relation heap, HannoyEnv *env, const HannoyMetaPag
 PG_FUNCTION_INFO_V1(hannoy_index_size);
 
 /*
+ * open_for_inspection opens the index's sidecar as HannoyOpenEnv does,
+ * except while the server is in recovery: a standby's sidecar holds staged
+ * rows that the walk and the heap check do not read yet, so it is reported
+ * as unusable for inspection rather than as damaged.
+ */
+static HannoyEnv *
+open_for_inspection(Relation index, HannoyMetaPageData *meta, const char **why)
+{
+	if (RecoveryInProgress())
+	{
+		HannoyReadMetaPage(index, meta);
+		*why = "hannoy cannot inspect a sidecar while the server is in recovery";
+		return NULL;
+	}
+	return HannoyOpenEnv(index, meta, true, why);
+}
+
+/*
  * hannoy_index_size returns the bytes the index's sidecar takes on disk
  * (its data and lock files; 0 when it has none).  The metapage in the
  * relation file itself is what pg_relation_size reports.
@@ -312,7 +330,7 @@ hannoy_index_stats(PG_FUNCTION_ARGS)
 	HannoyFlushQueue(index);
 	memset(&summary, 0, sizeof(summary));
 	summary.stats.max_level = -1;
-	env = HannoyOpenEnv(index, &meta, true, &why);
+	env = open_for_inspection(index, &meta, &why);
 	if (env != NULL)
 		run_walk(index, env, NULL, &summary);
 	else if (!HannoyAwaitsSidecar(&meta))
@@ -387,7 +405,7 @@ hannoy_verify(PG_FUNCTION_ARGS)
 	save_nestlevel = NewGUCNestLevel();
 
 	HannoyFlushQueue(index);
-	env = HannoyOpenEnv(index, &meta, true, &why);
+	env = open_for_inspection(index, &meta, &why);
 	if (env != NULL)
 	{
 		verify_usable(index, heap, env, &meta, &sink);

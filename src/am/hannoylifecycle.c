@@ -244,6 +244,8 @@ run_removal(const HannoyRemoval *r)
 		remove_database_sidecars(r->rnode.node.dbNode, NULL);
 	else
 		HannoyRemoveSidecar(r->rnode);
+	/* a standby's replica goes too (DESIGN.md "Replication and recovery") */
+	HannoyLogDrop(r->rnode, r->whole_db);
 }
 
 /*

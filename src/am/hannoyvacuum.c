@@ -21,16 +21,17 @@
 
 /* Opens the sidecar for VACUUM, or warns and returns NULL (DESIGN.md "Never silently wrong"). */
 static HannoyEnv *
-open_for_vacuum(Relation index)
+open_for_vacuum(Relation index, HannoyMetaPageData *meta)
 {
-	HannoyMetaPageData meta;
-	const char        *why = NULL;
-	HannoyEnv         *env = HannoyOpenEnv(index, &meta, true, &why);
+	const char *why = NULL;
+	HannoyEnv  *env = HannoyOpenEnv(index, meta, true, &why);
 
-	if (env == NULL && !HannoyAwaitsSidecar(&meta))
+	if (env == NULL && !HannoyAwaitsSidecar(meta))
 	{
 		HannoyMarkBroken(index, why);
 		HannoyReportUnusable(index, why, WARNING, "skipping it");
+		/* a standby's replica would keep the dead rows, whose slots the heap may reuse */
+		HannoyLogDistrust(index);
 	}
 	return env;
 }
@@ -93,10 +94,11 @@ hannoybulkdelete(IndexVacuumInfo        *info, IndexBulkDeleteResult *volatile s
 	HannoyEntry        *dead;
 	HannoyError         err;
 	HannoyStatus        st;
+	HannoyMetaPageData  meta;
 
 	if (stats == NULL)
 		stats = (IndexBulkDeleteResult *) palloc0(sizeof(IndexBulkDeleteResult));
-	env = open_for_vacuum(index);
+	env = open_for_vacuum(index, &meta);
 	if (env == NULL)
 		return stats;
 	HannoyEnvPin(env);
@@ -129,6 +131,8 @@ hannoybulkdelete(IndexVacuumInfo        *info, IndexBulkDeleteResult *volatile s
 			}
 			if (ndead > 0)
 			{
+				/* on disk before the sidecar forgets them: DESIGN.md "Replication and recovery" */
+				HannoyLogRemove(index, meta.generation, dead, ndead);
 				st = hannoy_delete_entries(env, dead, ndead, &err);
 				if (st != HANNOY_OK)
 					HannoyReportError(st, &err, index);

@@ -65,6 +65,8 @@ write_owner(const std::string &path, uint32_t index_oid, uint32_t mode)
 void
 remove_env(const std::string &path)
 {
+	/* the replica marker first: a half-removed sidecar is never trusted as a replica */
+	remove_file(path + "/replica");
 	remove_file(path + "/data.mdb");
 	remove_file(path + "/lock.mdb");
 	remove_file(path + "/owner");

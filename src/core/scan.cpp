@@ -100,6 +100,26 @@ class ResumableWalk
 	std::vector<unsigned char>      last_;
 };
 
+/*
+ * A row in merge order: 'rank' 0 for a distance, 1 for NaN (a zero vector
+ * under cosine), 2 for NULL, as PostgreSQL sorts float8 and NULL.
+ */
+struct StagedRow
+{
+	int       rank;
+	double    dist;
+	HannoyTid tid;
+	bool
+	operator<(const StagedRow &o) const
+	{
+		if (rank != o.rank)
+			return rank < o.rank;
+		if (rank == 0 && dist != o.dist)
+			return dist < o.dist;
+		return tid < o.tid;
+	}
+};
+
 } // namespace
 
 /*
@@ -138,6 +158,18 @@ struct HannoyScan final : hannoy::SnapshotHolder
 	std::shared_ptr<const hannoy::Quantizer> codes;
 	std::vector<const uint8_t *>             code_ptrs; /* codes of the neighbours in scratch */
 	std::vector<double>                      dists;     /* distances of the neighbours in scratch */
+
+	/*
+	 * The staged rows of a sidecar that WAL redo made (replica.cpp), all
+	 * measured when the scan starts and sorted; rows are merged with the
+	 * graph's by (rank, distance).  'lookahead' is the graph's next row,
+	 * held while staged rows nearer than it are returned.
+	 */
+	std::vector<StagedRow> staged;
+	size_t                 staged_pos = 0;
+	bool                   graph_done = false;
+	bool                   have_lookahead = false;
+	StagedRow              lookahead{};
 
 	/* Ends the read transaction, keeping its handle (and reader slot) for a renewal. */
 	void
@@ -513,6 +545,88 @@ next_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
 	}
 }
 
+/*
+ * Reads and measures every staged row (a sidecar WAL redo made) and sorts
+ * them; with no query ('measure' false) every row gets the scan's NULL or
+ * NaN distance.
+ */
+void
+load_staged(HannoyScan *scan, bool measure)
+{
+	hannoy::Store &s = *scan->store;
+	scan->staged.clear();
+	scan->staged_pos = 0;
+	if (!s.has_staged())
+		return;
+	HannoyMetric   metric = static_cast<HannoyMetric>(s.meta().metric);
+	uint32_t       dims = s.meta().dims;
+	size_t         bytes = s.vector_bytes();
+	hannoy::Cursor cur(scan->txn, s.dbi_staged);
+	MDB_val        key, data;
+	int            none = scan->null_kind == HANNOY_ROW_UNINDEXED_NAN ? 1 : 2;
+	for (bool more = cur.get(key, data, MDB_FIRST); more; more = cur.get(key, data, MDB_NEXT))
+	{
+		const unsigned char *v = static_cast<const unsigned char *>(data.mv_data);
+		if (data.mv_size < 1)
+			throw hannoy::Error(HANNOY_ERR_CORRUPT, "a staged row has no kind byte");
+		StagedRow row{0, std::nan(""), hannoy::decode_tid(key)};
+		if (v[0] == HANNOY_ROW_UNINDEXED_NULL)
+			row.rank = 2;
+		else if (v[0] == HANNOY_ROW_UNINDEXED_NAN)
+			row.rank = measure ? 1 : none;
+		else if (data.mv_size != 1 + bytes)
+			throw hannoy::Error(HANNOY_ERR_CORRUPT, "a staged vector has " +
+			                                            std::to_string(data.mv_size - 1) +
+			                                            " bytes, not " + std::to_string(bytes));
+		else if (!measure)
+			row.rank = none;
+		else
+		{
+			row.dist = hannoy_distance(metric, v + 1, scan->query.data(), dims);
+			row.rank = std::isnan(row.dist) ? 1 : 0;
+		}
+		scan->staged.push_back(row);
+	}
+	std::sort(scan->staged.begin(), scan->staged.end());
+}
+
+/*
+ * The next row of the scan: the graph's rows (next_row) and the staged
+ * rows merged, nearest first where both are in order.
+ */
+bool
+merged_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
+{
+	if (!scan->have_lookahead && !scan->graph_done)
+	{
+		StagedRow &g = scan->lookahead;
+		bool       null = false;
+		if (next_row(scan, &g.tid, &g.dist, &null))
+		{
+			g.rank = null ? 2 : (std::isnan(g.dist) ? 1 : 0);
+			scan->have_lookahead = true;
+		}
+		else
+			scan->graph_done = true;
+	}
+	bool staged_left = scan->staged_pos < scan->staged.size();
+	if (staged_left && (!scan->have_lookahead || scan->staged[scan->staged_pos] < scan->lookahead))
+	{
+		const StagedRow &r = scan->staged[scan->staged_pos++];
+		*tid = r.tid;
+		*distance = r.dist;
+		*isnull = r.rank == 2;
+		return true;
+	}
+	if (!scan->have_lookahead)
+		return false;
+	scan->have_lookahead = false;
+	*tid = scan->lookahead.tid;
+	*distance = scan->lookahead.dist;
+	*isnull = scan->lookahead.rank == 2;
+	return true;
+}
+
 /* Starts the scan: a fresh snapshot, then the descent to layer 0. */
 void
 start_scan(HannoyScan *scan, const void *query, uint32_t dims, uint32_t ef, uint8_t null_kind)
@@ -548,13 +662,17 @@ start_scan(HannoyScan *scan, const void *query, uint32_t dims, uint32_t ef, uint
 	scan->all_rows = query == nullptr;
 	scan->codes.reset();
 	scan->started = true;
+	scan->graph_done = false;
+	scan->have_lookahead = false;
+	if (query != nullptr)
+		scan->query.assign(static_cast<const unsigned char *>(query),
+		                   static_cast<const unsigned char *>(query) + s.vector_bytes());
+	load_staged(scan, query != nullptr);
 	if (query == nullptr)
 	{
 		scan->phase = Phase::AllItems;
 		return;
 	}
-	scan->query.assign(static_cast<const unsigned char *>(query),
-	                   static_cast<const unsigned char *>(query) + s.vector_bytes());
 	scan->phase = Phase::Graph;
 	if (state.max_level < 0)
 		return;
@@ -626,7 +744,7 @@ hannoy_scan_next(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnul
 		                           /* a scan that ended its snapshot goes on in a new one */
 		                           if (!scan->txn_active)
 			                           scan->begin_txn();
-		                           *found = next_row(scan, tid, distance, isnull);
+		                           *found = merged_row(scan, tid, distance, isnull);
 	                           });
 }
 

@@ -31,7 +31,9 @@ const char META_KEY[] = "meta";
 /* The smallest page LMDB uses. */
 constexpr uint64_t PAGE_SIZE_MIN = 4096;
 const char         STATE_KEY[] = "state";
-const char         QUANTIZER_KEY[] = "quantizer";
+/* key of the applied-LSN stamp of a sidecar staged from WAL (replica.cpp) */
+const char APPLIED_KEY[] = "applied";
+const char QUANTIZER_KEY[] = "quantizer";
 
 /* Stores a u32 big-endian. */
 void
@@ -681,7 +683,57 @@ Store::open_databases(bool create, uint32_t format)
 		else
 			codes_db_found_ = true;
 	}
+	/* the staged rows of a sidecar that redo made (replica.cpp); none elsewhere */
+	if (!create)
+	{
+		int rc = guarded(env_, [&] { return mdb_dbi_open(txn.get(), "staged", 0, &dbi_staged); });
+		if (rc == 0)
+		{
+			staged_found_ = true;
+			if (dbi_staged < DATABASES)
+				db_names_[dbi_staged] = "staged";
+		}
+		else if (rc != MDB_NOTFOUND)
+			throw_lmdb(rc, "opening a database");
+	}
 	txn.commit();
+}
+
+void
+Store::create_staged(uint64_t lsn)
+{
+	Txn txn(env_, false);
+	int rc =
+	    guarded(env_, [&] { return mdb_dbi_open(txn.get(), "staged", MDB_CREATE, &dbi_staged); });
+	if (rc != 0)
+		throw_lmdb(rc, "creating a database");
+	if (dbi_staged < DATABASES)
+		db_names_[dbi_staged] = "staged";
+	write_applied(txn.get(), lsn);
+	txn.commit();
+	staged_found_ = true;
+}
+
+uint64_t
+Store::read_applied(MDB_txn *txn) const
+{
+	MDB_val  key{sizeof(APPLIED_KEY) - 1, const_cast<char *>(APPLIED_KEY)};
+	MDB_val  data;
+	uint64_t lsn = 0;
+	if (!hannoy::get(txn, dbi_meta, key, data))
+		return 0;
+	if (data.mv_size != sizeof(lsn))
+		throw Error(HANNOY_ERR_CORRUPT,
+		            "the applied-LSN record has " + std::to_string(data.mv_size) + " bytes, not 8");
+	std::memcpy(&lsn, data.mv_data, sizeof(lsn));
+	return lsn;
+}
+
+void
+Store::write_applied(MDB_txn *txn, uint64_t lsn) const
+{
+	MDB_val key{sizeof(APPLIED_KEY) - 1, const_cast<char *>(APPLIED_KEY)};
+	put(txn, dbi_meta, key, MDB_val{sizeof(lsn), &lsn});
 }
 
 void

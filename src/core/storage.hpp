@@ -735,7 +735,21 @@ class Store
 
 	MDB_dbi dbi_meta, dbi_vectors, dbi_links, dbi_tids, dbi_items, dbi_unindexed, dbi_deleted,
 	    dbi_free;
-	MDB_dbi dbi_codes = 0; /* format 5 and later */
+	MDB_dbi dbi_codes = 0;  /* format 5 and later */
+	MDB_dbi dbi_staged = 0; /* a sidecar staged from WAL (replica.cpp) */
+
+	/* True when the sidecar was staged from WAL: it has the staged rows database. */
+	bool
+	has_staged() const
+	{
+		return staged_found_;
+	}
+	/* Creates the staged rows database and writes the applied-LSN stamp (a new replica). */
+	void create_staged(uint64_t lsn);
+	/* The applied-LSN stamp of a sidecar staged from WAL (0 when it has none). */
+	uint64_t read_applied(MDB_txn *txn) const;
+	/* Records that WAL up to 'lsn' is applied, in the caller's write transaction. */
+	void write_applied(MDB_txn *txn, uint64_t lsn) const;
 
   private:
 	/* The most named databases an environment has (LMDB's maxdbs). */
@@ -764,6 +778,7 @@ class Store
 	/* the codes' quantizer (format 5), read with the meta record or found later */
 	mutable std::shared_ptr<const Quantizer> quantizer_;
 	bool                                     codes_db_found_ = false;
+	bool                                     staged_found_ = false;
 	/* the quantizer's code size, for the record checks of code_of (0: no quantizer yet) */
 	mutable std::atomic<size_t> code_bytes_{0};
 	/* the largest next_id any state record read showed (ids in lists lie below it) */

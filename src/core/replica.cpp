@@ -1,0 +1,233 @@
+/*
+ * replica.cpp
+ *	  The C ABI of replica sidecars: a standby's WAL redo creates them and
+ *	  stages the primary's rows in them (DESIGN.md "Replication and
+ *	  recovery").  Every change is one synced write transaction that also
+ *	  moves the applied-LSN stamp, so replaying a record twice changes
+ *	  nothing.
+ */
+#include "core_guard.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "guarded.hpp"
+#include "hannoy/hannoy.h"
+#include "storage.hpp"
+
+namespace
+{
+
+/* Casts the opaque C handle to the core object. */
+hannoy::Store &
+store_of(HannoyEnv *env)
+{
+	return *reinterpret_cast<hannoy::Store *>(env);
+}
+
+/* The marker file that says redo made the sidecar in 'path'. */
+std::string
+marker_of(const std::string &path)
+{
+	return path + "/replica";
+}
+
+/* Flushes a file or directory to disk; 'what' names it in the error. */
+void
+sync_path(const std::string &path, bool directory)
+{
+	int fd = open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDWR) | O_CLOEXEC);
+	if (fd < 0)
+		throw hannoy::Error(HANNOY_ERR_STORAGE,
+		                    "could not open \"" + path + "\": " + std::strerror(errno), errno);
+	int rc = fsync(fd);
+	int saved = errno;
+	close(fd);
+	if (rc != 0)
+		throw hannoy::Error(HANNOY_ERR_STORAGE,
+		                    "could not fsync \"" + path + "\": " + std::strerror(saved), saved);
+}
+
+/*
+ * Begins the write transaction of one redo record: false (nothing to do)
+ * when the sidecar's stamp shows WAL up to 'lsn' applied already.
+ */
+bool
+needs_apply(hannoy::Store &s, MDB_txn *txn, uint64_t lsn)
+{
+	if (!s.has_staged())
+		throw hannoy::Error(HANNOY_ERR_INVALID, "the sidecar was not made by WAL redo");
+	return s.read_applied(txn) < lsn;
+}
+
+} // namespace
+
+extern "C" HannoyStatus
+hannoy_replica_create(const char *path, const HannoyEnvConfig *config, const HannoyMeta *meta,
+                      uint64_t lsn, HannoyError *err)
+{
+	HannoyEnv   *env = nullptr;
+	HannoyStatus st = hannoy_env_create(path, config, meta, &env, err);
+	if (st != HANNOY_OK)
+		return st;
+	st = hannoy::run_guarded(err,
+	                         [&]
+	                         {
+		                         hannoy::Store &s = store_of(env);
+		                         s.create_staged(lsn);
+		                         s.sync(true);
+	                         });
+	hannoy_env_close(env);
+	if (st != HANNOY_OK)
+		return st;
+	return hannoy::run_guarded(
+	    err,
+	    [&]
+	    {
+		    /* the marker last: a crash before it leaves a sidecar nobody trusts */
+		    std::string marker = marker_of(path);
+		    int         fd = open(marker.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+		                          static_cast<mode_t>(config->file_mode));
+		    if (fd < 0)
+			    throw hannoy::Error(
+			        HANNOY_ERR_STORAGE,
+			        "could not create file \"" + marker + "\": " + std::strerror(errno), errno);
+		    close(fd);
+		    if (config->durable)
+		    {
+			    sync_path(marker, false);
+			    sync_path(path, true);
+		    }
+	    });
+}
+
+extern "C" bool
+hannoy_replica_marked(const char *path)
+{
+	struct stat st;
+	return stat(marker_of(path).c_str(), &st) == 0;
+}
+
+extern "C" HannoyStatus
+hannoy_replica_unmark(const char *path, HannoyError *err)
+{
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           std::string marker = marker_of(path);
+		                           if (unlink(marker.c_str()) != 0)
+		                           {
+			                           if (errno == ENOENT)
+				                           return;
+			                           throw hannoy::Error(HANNOY_ERR_STORAGE,
+			                                               "could not remove file \"" + marker +
+			                                                   "\": " + std::strerror(errno),
+			                                               errno);
+		                           }
+		                           sync_path(path, true);
+	                           });
+}
+
+extern "C" HannoyStatus
+hannoy_replica_stage(HannoyEnv *env, uint64_t lsn, uint32_t dims, const HannoyStagedRow *rows,
+                     uint32_t count, bool *applied, HannoyError *err)
+{
+	*applied = false;
+	return hannoy::run_guarded(
+	    err,
+	    [&]
+	    {
+		    hannoy::Store &s = store_of(env);
+		    hannoy::Txn    txn(s.env(), false);
+		    if (!needs_apply(s, txn.get(), lsn))
+			    return;
+		    s.reload_meta(txn.get());
+		    HannoyMeta meta = s.meta();
+		    bool       vectors = false;
+		    for (uint32_t i = 0; i < count && !vectors; i++)
+			    vectors = rows[i].vector != nullptr;
+		    if (vectors && meta.dims == 0)
+		    {
+			    if (dims == 0)
+				    throw hannoy::Error(HANNOY_ERR_INVALID, "staged vectors without dimensions");
+			    meta.dims = dims;
+			    s.write_meta(txn.get(), meta);
+		    }
+		    else if (vectors && meta.dims != dims)
+			    throw hannoy::Error(HANNOY_ERR_INVALID,
+			                        "staged vectors of " + std::to_string(dims) +
+			                            " dimensions in an index of " + std::to_string(meta.dims));
+		    size_t                     bytes = hannoy_vector_bytes(meta.metric, meta.dims);
+		    std::vector<unsigned char> value;
+		    for (uint32_t i = 0; i < count; i++)
+		    {
+			    const HannoyStagedRow &row = rows[i];
+			    hannoy::TidKey         key(row.tid);
+			    value.assign(1, row.vector != nullptr ? static_cast<uint8_t>(HANNOY_ROW_INDEXED)
+			                                          : row.kind);
+			    if (row.vector != nullptr)
+				    value.insert(value.end(), static_cast<const unsigned char *>(row.vector),
+				                 static_cast<const unsigned char *>(row.vector) + bytes);
+			    hannoy::put(txn.get(), s.dbi_staged, key.val(),
+			                MDB_val{value.size(), value.data()});
+		    }
+		    s.write_applied(txn.get(), lsn);
+		    txn.commit();
+		    s.sync(true);
+		    *applied = true;
+	    });
+}
+
+extern "C" HannoyStatus
+hannoy_replica_unstage(HannoyEnv *env, uint64_t lsn, const HannoyTid *tids, uint32_t count,
+                       bool *applied, HannoyError *err)
+{
+	*applied = false;
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           hannoy::Store &s = store_of(env);
+		                           hannoy::Txn    txn(s.env(), false);
+		                           if (!needs_apply(s, txn.get(), lsn))
+			                           return;
+		                           for (uint32_t i = 0; i < count; i++)
+		                           {
+			                           hannoy::TidKey key(tids[i]);
+			                           hannoy::del(txn.get(), s.dbi_staged, key.val());
+		                           }
+		                           s.write_applied(txn.get(), lsn);
+		                           txn.commit();
+		                           s.sync(true);
+		                           *applied = true;
+	                           });
+}
+
+extern "C" HannoyStatus
+hannoy_replica_state(HannoyEnv *env, uint64_t *staged, uint64_t *lsn, HannoyError *err)
+{
+	*staged = 0;
+	*lsn = 0;
+	return hannoy::run_guarded(
+	    err,
+	    [&]
+	    {
+		    hannoy::Store &s = store_of(env);
+		    if (!s.has_staged())
+			    return;
+		    hannoy::Txn txn(s.env(), true);
+		    MDB_stat    st;
+		    int         rc =
+		        hannoy::guarded(s.env(), [&] { return mdb_stat(txn.get(), s.dbi_staged, &st); });
+		    if (rc != 0)
+			    hannoy::throw_lmdb(rc, "counting staged rows");
+		    *staged = st.ms_entries;
+		    *lsn = s.read_applied(txn.get());
+	    });
+}

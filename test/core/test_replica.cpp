@@ -1,0 +1,183 @@
+/*
+ * test_replica.cpp
+ *	  Replica sidecars through the C ABI (DESIGN.md "Replication and
+ *	  recovery"): created by redo with a marker, rows staged and unstaged
+ *	  under the applied-LSN stamp, and scans that return the staged rows in
+ *	  exact distance order, unindexed rows last.
+ */
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <vector>
+
+#include "hannoy/hannoy.h"
+#include "test_util.hpp"
+
+namespace
+{
+
+using hannoy_test::Row;
+using hannoy_test::scan_rows;
+using hannoy_test::TempEnvDir;
+using hannoy_test::test_config;
+using hannoy_test::test_meta;
+
+constexpr uint32_t DIMS = 8;
+
+/* Stages rows[i] (vector i of 'vectors', TID tids[i]) at 'lsn'; returns whether it applied. */
+bool
+stage(HannoyEnv *env, uint64_t lsn, const std::vector<HannoyTid> &tids, const float *vectors)
+{
+	std::vector<HannoyStagedRow> rows;
+	for (size_t i = 0; i < tids.size(); i++)
+		rows.push_back({tids[i], HANNOY_ROW_INDEXED, vectors + i * DIMS});
+	HannoyError err;
+	bool        applied = false;
+	EXPECT_EQ(hannoy_replica_stage(env, lsn, DIMS, rows.data(), static_cast<uint32_t>(rows.size()),
+	                               &applied, &err),
+	          HANNOY_OK)
+	    << err.message;
+	return applied;
+}
+
+/* Opens the replica at 'path'. */
+HannoyEnv *
+open_replica(const char *path)
+{
+	HannoyEnvConfig config = test_config();
+	HannoyEnv      *env = nullptr;
+	HannoyError     err;
+	EXPECT_EQ(hannoy_env_open(path, &config, &env, &err), HANNOY_OK) << err.message;
+	return env;
+}
+
+TEST(Replica, StagedRowsComeBackInExactOrderAndRedoIsIdempotent)
+{
+	TempEnvDir      dir;
+	HannoyEnvConfig config = test_config();
+	HannoyMeta      meta = test_meta(HANNOY_METRIC_L2, 0);
+	HannoyError     err;
+
+	meta.timeline = 0;
+	ASSERT_EQ(hannoy_replica_create(dir.path(), &config, &meta, 100, &err), HANNOY_OK)
+	    << err.message;
+	EXPECT_TRUE(hannoy_replica_marked(dir.path()));
+	HannoyEnv *env = open_replica(dir.path());
+	ASSERT_NE(env, nullptr);
+
+	std::vector<float>     vectors = hannoy_test::uniform(300, DIMS, 5);
+	std::vector<HannoyTid> tids;
+	for (HannoyTid t = 0; t < 300; t++)
+		tids.push_back((t / 50 + 1) << 16 | (t % 50 + 1));
+	/* a record at or below the creation's stamp is not applied */
+	EXPECT_FALSE(stage(env, 100, tids, vectors.data()));
+	EXPECT_TRUE(stage(env, 200, tids, vectors.data()));
+	EXPECT_FALSE(stage(env, 200, tids, vectors.data()));
+
+	/* unindexed rows, and a removal of every third row */
+	HannoyStagedRow none[2] = {{HannoyTid(9) << 16 | 1, HANNOY_ROW_UNINDEXED_NULL, nullptr},
+	                           {HannoyTid(9) << 16 | 2, HANNOY_ROW_UNINDEXED_NAN, nullptr}};
+	bool            applied = false;
+	ASSERT_EQ(hannoy_replica_stage(env, 300, 0, none, 2, &applied, &err), HANNOY_OK) << err.message;
+	EXPECT_TRUE(applied);
+	std::vector<HannoyTid> gone;
+	for (size_t i = 0; i < tids.size(); i += 3)
+		gone.push_back(tids[i]);
+	ASSERT_EQ(hannoy_replica_unstage(env, 400, gone.data(), static_cast<uint32_t>(gone.size()),
+	                                 &applied, &err),
+	          HANNOY_OK)
+	    << err.message;
+	EXPECT_TRUE(applied);
+	ASSERT_EQ(hannoy_replica_unstage(env, 400, gone.data(), static_cast<uint32_t>(gone.size()),
+	                                 &applied, &err),
+	          HANNOY_OK);
+	EXPECT_FALSE(applied);
+
+	uint64_t staged = 0, lsn = 0;
+	ASSERT_EQ(hannoy_replica_state(env, &staged, &lsn, &err), HANNOY_OK) << err.message;
+	EXPECT_EQ(staged, 300u - gone.size() + 2);
+	EXPECT_EQ(lsn, 400u);
+
+	/* the exact answer: every remaining vector by (distance, TID), then NaN, then NULL */
+	std::vector<float> q = hannoy_test::uniform(1, DIMS, 77);
+	std::vector<Row>   want;
+	for (size_t i = 0; i < tids.size(); i++)
+		if (i % 3 != 0)
+			want.push_back({tids[i],
+			                hannoy_distance(HANNOY_METRIC_L2, &vectors[i * DIMS], q.data(), DIMS),
+			                false});
+	std::sort(want.begin(), want.end(),
+	          [](const Row &a, const Row &b)
+	          { return a.distance != b.distance ? a.distance < b.distance : a.tid < b.tid; });
+	want.push_back({none[1].tid, std::nan(""), false});
+	want.push_back({none[0].tid, std::nan(""), true});
+
+	HannoyScan *scan = nullptr;
+	ASSERT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK) << err.message;
+	ASSERT_EQ(hannoy_scan_start(scan, q.data(), DIMS, 10, HANNOY_ROW_UNINDEXED_NULL, &err),
+	          HANNOY_OK)
+	    << err.message;
+	std::vector<Row> got = scan_rows(scan);
+	ASSERT_EQ(got.size(), want.size());
+	for (size_t i = 0; i < want.size(); i++)
+	{
+		EXPECT_EQ(got[i].tid, want[i].tid) << "row " << i;
+		EXPECT_EQ(got[i].isnull, want[i].isnull) << "row " << i;
+		if (!std::isnan(want[i].distance))
+			EXPECT_EQ(got[i].distance, want[i].distance) << "row " << i;
+		else
+			EXPECT_TRUE(std::isnan(got[i].distance)) << "row " << i;
+	}
+
+	/* a detached scan goes on where it was, from memory */
+	ASSERT_EQ(hannoy_scan_start(scan, q.data(), DIMS, 10, HANNOY_ROW_UNINDEXED_NULL, &err),
+	          HANNOY_OK);
+	std::vector<Row> first = scan_rows(scan, 5);
+	hannoy_scan_detach(scan);
+	ASSERT_EQ(hannoy_scan_attach(scan, env, &err), HANNOY_OK) << err.message;
+	std::vector<Row> rest = scan_rows(scan);
+	EXPECT_EQ(first.size() + rest.size(), want.size());
+	if (!rest.empty())
+	{
+		EXPECT_EQ(rest[0].tid, want[5].tid);
+	}
+	hannoy_scan_free(scan);
+
+	/* a NULL query returns every row with a NULL distance */
+	ASSERT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
+	ASSERT_EQ(hannoy_scan_start(scan, nullptr, 0, 10, HANNOY_ROW_UNINDEXED_NULL, &err), HANNOY_OK);
+	std::vector<Row> all = scan_rows(scan);
+	EXPECT_EQ(all.size(), want.size());
+	EXPECT_TRUE(std::all_of(all.begin(), all.end(), [](const Row &r) { return r.isnull; }));
+	hannoy_scan_free(scan);
+
+	hannoy_env_close(env);
+	ASSERT_EQ(hannoy_replica_unmark(dir.path(), &err), HANNOY_OK) << err.message;
+	EXPECT_FALSE(hannoy_replica_marked(dir.path()));
+}
+
+TEST(Replica, ASidecarNotMadeByRedoTakesNoStagedRows)
+{
+	TempEnvDir      dir;
+	HannoyEnvConfig config = test_config();
+	HannoyMeta      meta = test_meta(HANNOY_METRIC_L2, DIMS);
+	HannoyEnv      *env = nullptr;
+	HannoyError     err;
+
+	ASSERT_EQ(hannoy_env_create(dir.path(), &config, &meta, &env, &err), HANNOY_OK) << err.message;
+	EXPECT_FALSE(hannoy_replica_marked(dir.path()));
+	std::vector<float> v = hannoy_test::uniform(1, DIMS, 3);
+	HannoyStagedRow    row{1, HANNOY_ROW_INDEXED, v.data()};
+	bool               applied = true;
+	EXPECT_EQ(hannoy_replica_stage(env, 10, DIMS, &row, 1, &applied, &err), HANNOY_ERR_INVALID);
+	EXPECT_FALSE(applied);
+	uint64_t staged = 1, lsn = 1;
+	ASSERT_EQ(hannoy_replica_state(env, &staged, &lsn, &err), HANNOY_OK);
+	EXPECT_EQ(staged, 0u);
+	EXPECT_EQ(lsn, 0u);
+	hannoy_env_close(env);
+}
+
+} // namespace

@@ -1,0 +1,251 @@
+# A hot standby that streams from before an index is created keeps that
+# index's sidecar from hannoy's WAL records (DESIGN.md "Replication and
+# recovery"): after inserts, UPDATE, DELETE, VACUUM, a standby restart, a
+# prepared transaction, REINDEX CONCURRENTLY, TRUNCATE, DROP INDEX and DROP
+# TABLE on the primary,
+#  - an unbounded ordered index scan on the standby returns exactly the
+#    rows a sequential scan returns;
+#  - the top 10 at a wide ef_search equal the exact top 10, distances too;
+#  - the planner uses the index on the standby (EXPLAIN);
+#  - the standby keeps no sidecar the primary does not have;
+#  - redo logged no WARNING;
+# an index that existed before the standby's base backup stays unused there
+# (its copied sidecar is not trusted), while the standby still answers
+# exactly; and a record redo cannot apply (hannoy.test_fail_redo) leaves the
+# standby up, the index unusable there until a REINDEX on the primary.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use HannoyTestUtil;
+
+my $primary = hannoy_node('primary',
+	conf => "wal_level = replica\nmax_wal_senders = 4\nautovacuum = off\nmax_prepared_transactions = 4");
+$primary->append_conf('pg_hba.conf', 'local replication all trust');
+$primary->reload;
+
+# a table and index that exist before the base backup: copied, never trusted
+my $dims = 12;
+my $old = seeded_vectors(200, $dims, 7);
+$primary->safe_psql('postgres', 'CREATE TABLE before_backup (id int PRIMARY KEY, v real[])');
+$primary->safe_psql('postgres',
+	'INSERT INTO before_backup VALUES '
+	  . join(',', map { "($_, '" . vector_literal($old->[$_]) . "')" } 0 .. $#$old));
+$primary->safe_psql('postgres',
+	'CREATE INDEX before_backup_v ON before_backup USING hannoy (v real_l2_ops)');
+
+$primary->backup('base');
+my $standby = PostgreSQL::Test::Cluster->new('standby');
+$standby->init_from_backup($primary, 'base', has_streaming => 1);
+$standby->start;
+
+my $vectors = seeded_vectors(900, $dims, 11);
+my $query = "'" . vector_literal(seeded_vectors(1, $dims, 99)->[0]) . "'::real[]";
+
+# Inserts rows $from..$to of the seeded vectors into $table.
+sub insert_rows
+{
+	my ($table, $from, $to) = @_;
+	$primary->safe_psql('postgres',
+		"INSERT INTO $table VALUES "
+		  . join(',', map { "($_, '" . vector_literal($vectors->[$_]) . "')" } $from .. $to));
+}
+
+# Checks on the standby, once it has replayed everything: complete index
+# scan = seq scan, top 10 = exact top 10 (ids and distances), the planner's
+# choice, and the sidecar directories.
+sub standby_answers_exactly
+{
+	my ($table, $label) = @_;
+	$primary->wait_for_catchup($standby);
+	my ($got) = scan_ids($standby, $table, 'index', query => $query);
+	my ($want) = scan_ids($standby, $table, 'seq');
+	compare_id_sets($got, $want, "$label: the standby's unbounded index scan returns every row");
+
+	my $top = "SELECT id, v <-> $query FROM $table ORDER BY v <-> $query LIMIT 10";
+	my $idx = $standby->safe_psql('postgres',
+		"SET hannoy.ef_search = 1000; SET enable_seqscan = off; $top");
+	my $exact = $standby->safe_psql('postgres',
+		"SET enable_indexscan = off; SET enable_bitmapscan = off; $top");
+	is($idx, $exact, "$label: the standby's top 10 equal the exact top 10");
+
+	my $plan = $standby->safe_psql('postgres', "EXPLAIN (COSTS OFF) $top");
+	like($plan, qr/Index Scan using ${table}_v on $table/,
+		"$label: the standby's planner uses the index");
+
+	is(join(',', sidecar_dirs($standby)), join(',', sidecar_dirs($primary)),
+		"$label: the standby has the primary's sidecars, no more");
+}
+
+############################################################################
+# Created after the standby started: built from WAL on the standby.
+############################################################################
+$primary->safe_psql('postgres', 'CREATE TABLE items (id int PRIMARY KEY, v real[])');
+insert_rows('items', 0, 299);
+$primary->safe_psql('postgres', 'INSERT INTO items VALUES (1000, NULL), (1001, NULL)');
+$primary->safe_psql('postgres', 'CREATE INDEX items_v ON items USING hannoy (v real_l2_ops)');
+standby_answers_exactly('items', 'after CREATE INDEX');
+
+insert_rows('items', 300, 499);
+$primary->safe_psql('postgres', 'INSERT INTO items VALUES (1002, NULL)');
+standby_answers_exactly('items', 'after inserts');
+
+# UPDATE moves rows to new TIDs; DELETE and VACUUM remove the old ones
+$primary->safe_psql('postgres',
+	"UPDATE items SET v = array_fill(0.5::real, ARRAY[$dims]) WHERE id % 7 = 0");
+$primary->safe_psql('postgres', 'DELETE FROM items WHERE id % 5 = 1');
+$primary->safe_psql('postgres', 'VACUUM items');
+# a reused heap slot must name its new row's vector on the standby
+insert_rows('items', 500, 649);
+standby_answers_exactly('items', 'after UPDATE, DELETE, VACUUM and reuse');
+
+# a restart replays from the last restartpoint: records already applied change nothing
+$standby->restart;
+insert_rows('items', 650, 699);
+standby_answers_exactly('items', 'after a standby restart');
+
+# rows of a prepared transaction, committed later by another session
+$primary->safe_psql('postgres',
+	"BEGIN; INSERT INTO items VALUES (1003, '" . vector_literal($vectors->[700]) . "'), (1004, '"
+	  . vector_literal($vectors->[701])
+	  . "'); PREPARE TRANSACTION 'p1'");
+$primary->safe_psql('postgres', "COMMIT PREPARED 'p1'");
+standby_answers_exactly('items', 'after a prepared transaction');
+
+# REINDEX CONCURRENTLY builds a new sidecar, validates with inserts, drops the old one
+$primary->safe_psql('postgres', 'REINDEX INDEX CONCURRENTLY items_v');
+standby_answers_exactly('items', 'after REINDEX CONCURRENTLY');
+
+############################################################################
+# VACUUM's removals reach the standby: heap slots VACUUM freed are reused by
+# rows a partial index leaves out, which a stale staged TID would return.
+############################################################################
+$primary->safe_psql('postgres', 'CREATE TABLE part (id int PRIMARY KEY, v real[])');
+$primary->safe_psql('postgres',
+	'CREATE INDEX part_v ON part USING hannoy (v real_l2_ops) WHERE id < 100000');
+insert_rows('part', 0, 199);
+my $freed = $primary->safe_psql('postgres', 'SELECT array_agg(ctid) FROM part WHERE id % 2 = 0');
+$primary->safe_psql('postgres', 'DELETE FROM part WHERE id % 2 = 0');
+$primary->safe_psql('postgres', 'VACUUM part');
+$primary->safe_psql('postgres',
+	"INSERT INTO part SELECT 100000 + id, v FROM part WHERE id < 100000");
+$primary->safe_psql('postgres', 'INSERT INTO part SELECT id + 200000, v FROM part WHERE id >= 100000');
+my $reused = $primary->safe_psql('postgres',
+	"SELECT count(*) FROM part WHERE id >= 100000 AND ctid = ANY('$freed'::tid[])");
+cmp_ok($reused, '>', 0, 'rows outside the partial index reuse slots VACUUM freed');
+$primary->wait_for_catchup($standby);
+{
+	my $sql = "SELECT id FROM part WHERE id < 100000 ORDER BY v <-> $query";
+	my $plan = $standby->safe_psql('postgres',
+		"SET enable_seqscan = off; SET enable_bitmapscan = off; EXPLAIN (COSTS OFF) $sql");
+	like($plan, qr/Index Scan using part_v on part/, 'the partial index is used on the standby');
+	my @got = split /\n/, $standby->safe_psql('postgres',
+		"SET enable_seqscan = off; SET enable_bitmapscan = off; $sql");
+	my @want = split /\n/,
+	  $standby->safe_psql('postgres', 'SELECT id FROM part WHERE id < 100000');
+	compare_id_sets(\@got, \@want,
+		'after VACUUM and slot reuse the standby\'s partial index returns exactly its rows');
+}
+
+############################################################################
+# TRUNCATE, DROP INDEX, DROP TABLE: the standby's sidecars follow.
+############################################################################
+$primary->safe_psql('postgres', 'TRUNCATE items');
+insert_rows('items', 700, 799);
+standby_answers_exactly('items', 'after TRUNCATE');
+
+$primary->safe_psql('postgres', 'CREATE TABLE dropped (id int PRIMARY KEY, v real[])');
+$primary->safe_psql('postgres', 'CREATE INDEX dropped_v ON dropped USING hannoy (v real_l2_ops)');
+insert_rows('dropped', 800, 899);
+standby_answers_exactly('dropped', 'a second index');
+$primary->safe_psql('postgres', 'DROP INDEX dropped_v');
+$primary->wait_for_catchup($standby);
+is(join(',', sidecar_dirs($standby)), join(',', sidecar_dirs($primary)),
+	'after DROP INDEX the standby has the primary\'s sidecars, no more');
+$primary->safe_psql('postgres', 'DROP TABLE items');
+$primary->wait_for_catchup($standby);
+is(join(',', sidecar_dirs($standby)), join(',', sidecar_dirs($primary)),
+	'after DROP TABLE the standby has the primary\'s sidecars, no more');
+
+# an index created in an aborted transaction leaves nothing on the standby
+$primary->safe_psql('postgres',
+	'BEGIN; CREATE INDEX aborted_v ON dropped USING hannoy (v real_l2_ops); ROLLBACK');
+$primary->wait_for_catchup($standby);
+is(join(',', sidecar_dirs($standby)), join(',', sidecar_dirs($primary)),
+	'after an aborted CREATE INDEX the standby has the primary\'s sidecars, no more');
+
+############################################################################
+# Copied with the base backup: never trusted on the standby.
+############################################################################
+$primary->safe_psql('postgres',
+	"INSERT INTO before_backup VALUES (5000, '" . vector_literal($vectors->[0]) . "')");
+$primary->wait_for_catchup($standby);
+my $bplan = $standby->safe_psql('postgres',
+	"EXPLAIN (COSTS OFF) SELECT id FROM before_backup ORDER BY v <-> $query LIMIT 5");
+unlike($bplan, qr/Index Scan using before_backup_v/,
+	'an index copied by the base backup is not used on the standby');
+is( $standby->safe_psql('postgres',
+		"SELECT id FROM before_backup ORDER BY v <-> '"
+		  . vector_literal($vectors->[0])
+		  . "'::real[] LIMIT 1"),
+	'5000',
+	'and the standby answers exactly without it');
+
+is( join("\n",
+		@{ HannoyTestUtil::log_problems($standby, allow => qr/terminating walreceiver process/) }),
+	'',
+	'the standby logged no problem');
+
+############################################################################
+# A record redo cannot apply: the standby stays up and goes on replaying,
+# the index becomes unusable there (never wrong), and a REINDEX on the
+# primary gives the standby a new replica.
+############################################################################
+$primary->safe_psql('postgres', 'CREATE TABLE inj (id int PRIMARY KEY, v real[])');
+$primary->safe_psql('postgres', 'CREATE INDEX inj_v ON inj USING hannoy (v real_l2_ops)');
+insert_rows('inj', 0, 99);
+standby_answers_exactly('inj', 'before a failed redo');
+my $offset = -s $standby->logfile;
+$standby->append_conf('postgresql.conf', 'hannoy.test_fail_redo = on');
+$standby->reload;
+# the startup process takes the setting when it next handles its signals
+my $next = 300;
+my $failed = wait_until(
+	30,
+	sub {
+		insert_rows('inj', $next, $next);
+		$next++;
+		$primary->wait_for_catchup($standby);
+		return PostgreSQL::Test::Utils::slurp_file($standby->logfile, $offset) =~
+		  /could not replay a hannoy WAL record/;
+	});
+ok($failed, 'redo reports the record it cannot apply');
+like(PostgreSQL::Test::Utils::slurp_file($standby->logfile, $offset),
+	qr/WARNING:  hannoy sidecar "[^"]+" is no longer kept from WAL/,
+	'and stops trusting the replica');
+$standby->append_conf('postgresql.conf', 'hannoy.test_fail_redo = off');
+$standby->reload;
+insert_rows('inj', 150, 199);
+$primary->wait_for_catchup($standby);
+is($standby->safe_psql('postgres', 'SELECT count(*) FROM inj'),
+	$primary->safe_psql('postgres', 'SELECT count(*) FROM inj'),
+	'the standby stays up and goes on replaying');
+unlike(
+	$standby->safe_psql('postgres',
+		"EXPLAIN (COSTS OFF) SELECT id FROM inj ORDER BY v <-> $query LIMIT 10"),
+	qr/Index Scan using inj_v/,
+	'the planner no longer uses the index on the standby');
+my ($rc, $out, $err) = $standby->psql('postgres',
+	"SET enable_seqscan = off; SELECT id FROM inj ORDER BY v <-> $query LIMIT 10");
+like($err, qr/hannoy index "inj_v" cannot be used/, 'a forced scan fails rather than answer wrongly');
+$primary->safe_psql('postgres', 'REINDEX INDEX inj_v');
+standby_answers_exactly('inj', 'after REINDEX on the primary');
+
+$standby->stop;
+$primary->stop;
+done_testing();
