@@ -621,6 +621,7 @@ hannoy_scan_create(HannoyEnv *env, HannoyScan **scan, HannoyError *err)
 			                           s->store = store;
 		                           }
 		                           s->started = false;
+		                           s->rerank_window = 0; /* an idle scan kept its last caller's */
 		                           store->add_holder(s.get());
 		                           *scan = s.release();
 	                           });
