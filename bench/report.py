@@ -325,6 +325,49 @@ def comparison(ds, queries, builds, inserts):
     return out
 
 
+QUANTIZED_SYSTEMS = ("hannoy-binary", "hannoy-scalar8", "hannoy-none", "hannoy", "pgvector-bq")
+# Issue 15's targets on Fashion-MNIST (for heap re-ranking): per system, (bytes <= x pgvector,
+# recall level, QPS >= x pgvector at that level).
+QUANTIZED_TARGETS = {"hannoy-binary": (0.1, 0.95, 1.0), "hannoy-scalar8": (0.35, 0.99, 1.5)}
+
+
+def quantized(ds, queries, builds):
+    """Returns the table of the quantized variants beside pgvector's full-float hnsw."""
+    if not any(r["system"] in ("hannoy-binary", "hannoy-scalar8") for r in queries):
+        return ""
+    rows = []
+    for efc in efcs_of(queries):
+        pb = build_of(builds, "pgvector", efc)
+        psize = num(pb["size_bytes"]) if pb else None
+        for system in QUANTIZED_SYSTEMS:
+            b = build_of(builds, system, efc)
+            if b is None:
+                continue
+            size = num(b["size_bytes"])
+            line = [system, efc, f"{fmt_mb(size)} MB", fmt_ratio(ratio_of(size, psize)),
+                    f"{float(b['build_s']):.1f} s"]
+            top, top_row = ceiling(queries, system, efc)
+            line.append("-" if top is None else f"{top:.4f} ({setting(top_row)})")
+            for level in (0.95, 0.99):
+                q, _ = best_qps(queries, system, level, efc)
+                p, _ = best_qps(queries, "pgvector", level, efc)
+                line += [reached(queries, system, level, efc), fmt_ratio(ratio_of(q, p))]
+            target = QUANTIZED_TARGETS.get(system)
+            line.append("-" if target is None else
+                        f"bytes <= {target[0]}x, QPS at {target[1]} >= {target[2]}x")
+            rows.append(line)
+    out = f"### Quantized variants ({ds})\n\n"
+    out += table(["system", "efc", "size", "size / pgvector hnsw", "build", "best recall@10",
+                  "QPS at 0.95", "/ pgvector", "QPS at 0.99", "/ pgvector", "issue 15 target"],
+                 rows)
+    out += ("\nhannoy-binary, hannoy-scalar8, hannoy-none: quantizer = 'binary', 'scalar8', "
+            "'none' (hannoy: 'auto'); every hannoy sidecar here stores the float vectors for "
+            "re-ranking (heap re-ranking is not built), so the size targets, set for heap "
+            "re-ranking, cannot be met by these variants.  pgvector-bq: pgvector's "
+            "binary_quantize(v)::bit(d) hnsw index, ef_search candidates re-ranked in SQL.\n\n")
+    return out
+
+
 def overview(queries, builds):
     """Returns the one-line-per-data-set table of the measures the targets name."""
     rows = []
@@ -471,7 +514,8 @@ def dataset_section(directory, ds, queries, builds, inserts, repeat_note):
     if unfiltered:
         out += f"### Recall@10 and throughput ({repeat_note})\n\n"
         order = {"floor": 0, "exact": 1, "hannoy": 2, "pgvector": 3, "hannoy-plain": 4,
-                 "pgvector-plain": 5, "hnswlib": 6}
+                 "pgvector-plain": 5, "hnswlib": 6, "hannoy-binary": 7, "hannoy-scalar8": 8,
+                 "hannoy-none": 9, "pgvector-bq": 10}
         rows = []
         shown = [r for r in unfiltered if not (r["system"] == "floor" and r["efc"] != "-")]
         for r in sorted(shown, key=lambda r: (order.get(r["system"], 9), ef_key(r))):
@@ -508,6 +552,7 @@ def dataset_section(directory, ds, queries, builds, inserts, repeat_note):
         out += "\n"
     if any(r["system"] == "pgvector" for r in q):
         out += comparison(ds, unfiltered, b, ins) + "\n"
+        out += quantized(ds, unfiltered, b)
     else:
         out += "pgvector was not measured (the vector extension is not available).\n\n"
     return out

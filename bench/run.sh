@@ -41,6 +41,12 @@
 #   HANNOY_BENCH_CPU          the CPU the query client, its backends and hnswlib are pinned
 #                             to [the last CPU]
 #   HANNOY_BENCH_SHARED_BUFFERS  shared_buffers of the cluster [2GB]
+#   HANNOY_BENCH_QUANTIZED=1  also build and query the quantized variants on copies of each
+#                             table: hannoy with quantizer = 'binary', 'scalar8' and 'none'
+#                             (systems hannoy-binary, hannoy-scalar8, hannoy-none) and, with
+#                             pgvector, its binary_quantize expression index re-ranked in SQL
+#                             the way its README shows (pgvector-bq; the subquery fetches
+#                             ef_search candidates) [0]
 #   HANNOY_BENCH_PLAIN=1      also build and query copies of the tables whose vector column
 #                             has STORAGE PLAIN (systems hannoy-plain, pgvector-plain), an
 #                             extra line beside the default storage [0]
@@ -111,6 +117,7 @@ configure() {
 	BIG_ROWS=${HANNOY_BENCH_BIG_ROWS:-1000000}
 	UNIFORM_ROWS=${HANNOY_BENCH_UNIFORM_ROWS:-100000}
 	PLAIN=${HANNOY_BENCH_PLAIN:-0}
+	QUANTIZED=${HANNOY_BENCH_QUANTIZED:-0}
 	INSERT_EFC=${HANNOY_BENCH_INSERT_EFC:-${EFC_LIST%%,*}}
 	PGVECTOR_MODE=${HANNOY_BENCH_PGVECTOR:-auto}
 	HNSWLIB=${HANNOY_BENCH_HNSWLIB:-1}
@@ -128,6 +135,8 @@ configure() {
 	((BIG_ROWS >= 1000)) || die "HANNOY_BENCH_BIG_ROWS must be at least 1000"
 	((UNIFORM_ROWS >= 1000)) || die "HANNOY_BENCH_UNIFORM_ROWS must be at least 1000"
 	[[ $PLAIN == 0 || $PLAIN == 1 ]] || die "HANNOY_BENCH_PLAIN must be 0 or 1, got '$PLAIN'"
+	[[ $QUANTIZED == 0 || $QUANTIZED == 1 ]] ||
+		die "HANNOY_BENCH_QUANTIZED must be 0 or 1, got '$QUANTIZED'"
 	((INSERT_ROWS >= 8)) || die "HANNOY_BENCH_INSERT_ROWS must be at least 8"
 	((CPU < NPROC)) || die "HANNOY_BENCH_CPU must be below $NPROC"
 	[[ $PGVECTOR_MODE == auto || $PGVECTOR_MODE == off ]] ||
@@ -366,7 +375,21 @@ systems() {
 		list+=(hannoy-plain)
 		if ((PGVECTOR)); then list+=(pgvector-plain); fi
 	fi
+	if ((QUANTIZED)); then
+		list+=(hannoy-binary hannoy-scalar8 hannoy-none)
+		if ((PGVECTOR)); then list+=(pgvector-bq); fi
+	fi
 	echo "${list[@]}"
+}
+
+# Prints the quantized variants of $(systems): each reads a copy of its base table.
+quantized_systems() {
+	local system
+	for system in $(systems); do
+		case $system in
+		hannoy-binary | hannoy-scalar8 | hannoy-none | pgvector-bq) echo "$system" ;;
+		esac
+	done
 }
 
 # Prints the table system $2 reads of the data set loaded into <$1>: <tab>
@@ -378,6 +401,18 @@ system_table() {
 	pgvector) echo "${tab}_vec" ;;
 	hannoy-plain) echo "${tab}_plain" ;;
 	pgvector-plain) echo "${tab}_vec_plain" ;;
+	hannoy-binary) echo "${tab}_bin" ;;
+	hannoy-scalar8) echo "${tab}_s8" ;;
+	hannoy-none) echo "${tab}_none" ;;
+	pgvector-bq) echo "${tab}_vec_bq" ;;
+	esac
+}
+
+# Prints the base table the copy of system $2 is made from (<$1> or <$1>_vec).
+system_source_table() {
+	case $2 in
+	pgvector*) echo "${1}_vec" ;;
+	*) echo "$1" ;;
 	esac
 }
 
@@ -446,6 +481,17 @@ INSERT INTO $plain (id, label, v) SELECT id, label, v FROM $(system_table "$tab"
 EOF
 		done
 	fi
+	for system in $(quantized_systems); do
+		# The same rows with the default storage, one table per variant: two hannoy
+		# indexes on one column would leave the choice between them to the planner.
+		cluster_psql <<EOF
+DROP TABLE IF EXISTS $(system_table "$tab" "$system") CASCADE;
+CREATE TABLE $(system_table "$tab" "$system") (LIKE $(system_source_table "$tab" "$system") INCLUDING ALL);
+ALTER TABLE $(system_table "$tab" "$system") SET (parallel_workers = $((NPROC - 1)));
+INSERT INTO $(system_table "$tab" "$system") (id, label, v)
+  SELECT id, label, v FROM $(system_source_table "$tab" "$system");
+EOF
+	done
 	cluster_psql -c "VACUUM ANALYZE" -c "CHECKPOINT"
 	for system in $(systems); do
 		printf 'heap: %s (%s, %s)\n' \
@@ -461,6 +507,16 @@ knn_sql() {
 	# shellcheck disable=SC2016 # $1 is the statement's parameter, not a shell variable
 	printf 'SELECT id, v %s $1::real[]%s AS d FROM %s %sORDER BY v %s $1::real[]%s LIMIT %s' \
 		"$op" "$cast" "$table" "${where:+WHERE $where }" "$op" "$cast" "$K"
+}
+
+# The knn statement of pgvector's binary-quantized index on table $1 ($2 dimensions, operator
+# $3): ef_search candidates by Hamming distance of binary_quantize, re-ranked exactly in SQL,
+# as pgvector's README writes it; the subquery's LIMIT reads hnsw.ef_search.  Prints the SQL.
+bq_knn_sql() {
+	local table=$1 dims=$2 op=$3
+	# shellcheck disable=SC2016 # $1 is the statement's parameter, not a shell variable
+	printf 'SELECT id, v %s $1::real[]::vector AS d FROM (SELECT id, v FROM %s ORDER BY binary_quantize(v)::bit(%s) <~> binary_quantize($1::real[]::vector) LIMIT current_setting('"'"'hnsw.ef_search'"'"')::int) c ORDER BY d LIMIT %s' \
+		"$op" "$table" "$dims" "$K"
 }
 
 # The floor statement: the knn statement's shape and vector parameter (operator
@@ -526,16 +582,28 @@ build_index() {
 	local memory metric
 	memory="SET maintenance_work_mem = '$(build_memory_mb "$rows" "$dims")MB'"
 	metric=$(dataset_metric "$ds")
+	local quantizer=
+	case $system in
+	hannoy-binary) quantizer=", quantizer = 'binary'" ;;
+	hannoy-scalar8) quantizer=", quantizer = 'scalar8'" ;;
+	hannoy-none) quantizer=", quantizer = 'none'" ;;
+	esac
 	case ${system%-plain} in
-	hannoy)
+	hannoy | hannoy-binary | hannoy-scalar8 | hannoy-none)
 		settings="SET hannoy.build_threads = $NPROC"
-		create="CREATE INDEX $index ON $table USING hannoy (v real_${metric}_ops) WITH (m = $M, ef_construction = $efc)"
+		create="CREATE INDEX $index ON $table USING hannoy (v real_${metric}_ops) WITH (m = $M, ef_construction = $efc$quantizer)"
 		size_sql="SELECT hannoy_index_size('$index')"
 		threads=$NPROC
 		;;
 	pgvector)
 		settings="SET max_parallel_maintenance_workers = $((NPROC - 1))"
 		create="CREATE INDEX $index ON $table USING hnsw (v vector_${metric}_ops) WITH (m = $M, ef_construction = $efc)"
+		size_sql="SELECT pg_relation_size('$index')"
+		threads=$NPROC
+		;;
+	pgvector-bq)
+		settings="SET max_parallel_maintenance_workers = $((NPROC - 1))"
+		create="CREATE INDEX $index ON $table USING hnsw ((binary_quantize(v)::bit($dims)) bit_hamming_ops) WITH (m = $M, ef_construction = $efc)"
 		size_sql="SELECT pg_relation_size('$index')"
 		threads=$NPROC
 		;;
@@ -579,13 +647,17 @@ build_index() {
 # alternate with them, so that each setting has a floor measured at the same
 # time (the machine's speed drifts).
 run_queries() {
-	local ds=$1 tab=$2 dir=$3 efc=$4 op system guc targets=()
+	local ds=$1 tab=$2 dir=$3 efc=$4 dims=$5 op system guc sql targets=()
 	op=$(metric_operator "$(dataset_metric "$ds")")
 	say "queries: $ds ef_construction=$efc, ef_search $EF_LIST"
 	for system in $(systems); do
 		[[ $system == hannoy* ]] && guc=hannoy.ef_search || guc=hnsw.ef_search
-		targets+=(--target "$system" --setup "SET $guc = {ef}"
-			--sql "$(knn_sql "$(system_table "$tab" "$system")" "$(system_cast "$system")" "$op")")
+		if [[ $system == pgvector-bq ]]; then
+			sql=$(bq_knn_sql "$(system_table "$tab" "$system")" "$dims" "$op")
+		else
+			sql=$(knn_sql "$(system_table "$tab" "$system")" "$(system_cast "$system")" "$op")
+		fi
+		targets+=(--target "$system" --setup "SET $guc = {ef}" --sql "$sql")
 	done
 	targets+=(--target floor --sql "$(floor_sql "$tab" "$op")")
 	query_client --dataset "$ds" --efc "$efc" --ef "$EF_LIST" --queries "$dir/queries.txt" \
@@ -653,7 +725,7 @@ reset_tables() {
 	for system in $(systems); do
 		t=$(system_table "$tab" "$system")
 		cluster_psql -c "DROP INDEX IF EXISTS ${t}_idx" -c "DELETE FROM $t WHERE id > $rows"
-		if [[ $system != *-plain ]]; then
+		if [[ $system == hannoy || $system == pgvector ]]; then
 			cluster_psql -c "ALTER SEQUENCE ${t}_stage_seq RESTART"
 		fi
 		cluster_psql -c "VACUUM ANALYZE $t" -c "CHECKPOINT"
@@ -701,7 +773,7 @@ bench_dataset() {
 		reversed=()
 		for system in "${order[@]}"; do reversed=("$system" "${reversed[@]}"); done
 		order=("${reversed[@]}")
-		timed "$ds" "queries efc=$efc" run_queries "$ds" "$tab" "$dir" "$efc"
+		timed "$ds" "queries efc=$efc" run_queries "$ds" "$tab" "$dir" "$efc" "$dims"
 		timed "$ds" "filtered efc=$efc" run_filtered "$ds" "$tab" "$dir" "$efc"
 		if [[ $efc == "$INSERT_EFC" ]]; then
 			timed "$ds" "inserts efc=$efc" run_inserts "$ds" "$tab" "$efc"
@@ -713,7 +785,7 @@ bench_dataset() {
 	done
 	# HANNOY_BENCH_KEEP=1 keeps the tables too, for profiling by hand.
 	if [[ ${HANNOY_BENCH_KEEP:-0} != 1 ]]; then
-		cluster_psql -c "DROP TABLE IF EXISTS $tab, ${tab}_stage, ${tab}_vec, ${tab}_vec_stage, ${tab}_plain, ${tab}_vec_plain CASCADE"
+		cluster_psql -c "DROP TABLE IF EXISTS $tab, ${tab}_stage, ${tab}_vec, ${tab}_vec_stage, ${tab}_plain, ${tab}_vec_plain, ${tab}_bin, ${tab}_s8, ${tab}_none, ${tab}_vec_bq CASCADE"
 	fi
 }
 

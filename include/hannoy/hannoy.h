@@ -25,7 +25,7 @@ extern "C"
 #define HANNOY_MAX_BITS  (HANNOY_MAX_DIMS * 64)
 #define HANNOY_MAX_ITEMS UINT32_MAX
 /* The storage format new sidecars get; older ones down to the minimum stay readable. */
-#define HANNOY_FORMAT_VERSION     5
+#define HANNOY_FORMAT_VERSION     6
 #define HANNOY_MIN_FORMAT_VERSION 3
 
 	typedef enum HannoyStatus
@@ -156,6 +156,24 @@ extern "C"
 #undef HANNOY_OPTION_FIELD
 	} HannoyOptions;
 
+/*
+ * The values of the index option "quantizer": which codes the build gives
+ * the index (DESIGN.md "Codes").  Columns: NAME (the option's value), ID
+ * (stored in the reloptions), whether codes fit only float metrics.
+ */
+#define HANNOY_QUANTIZERS(X)                                                                       \
+	X(AUTO, auto, 0, 0)                                                                            \
+	X(NONE, none, 1, 0)                                                                            \
+	X(SCALAR8, scalar8, 2, 1)                                                                      \
+	X(BINARY, binary, 3, 1)
+
+	typedef enum HannoyQuantizerChoice
+	{
+#define HANNOY_QUANTIZER_ENUM(NAME, KEY, ID, FLOAT_ONLY) HANNOY_QUANTIZER_##NAME = ID,
+		HANNOY_QUANTIZERS(HANNOY_QUANTIZER_ENUM)
+#undef HANNOY_QUANTIZER_ENUM
+	} HannoyQuantizerChoice;
+
 /* ef_construction when the option is not set: at least 64 and at least 2m. */
 #define HANNOY_MIN_DEFAULT_EF_CONSTRUCTION 64
 
@@ -222,6 +240,8 @@ extern "C"
 		uint64_t used_pages; /* pages LMDB uses (last page number + 1) */
 		uint64_t codes;      /* codes stored (storage format 5), one per vector */
 		uint32_t code_bytes; /* bytes of one code, 0 when the index has no codes */
+		uint32_t quantizer;  /* kind of the codes: 0 none, 1 8-bit scalar, 2 1-bit (format 6) */
+		uint64_t quantizer_bytes; /* bytes of the quantizer record (mean, offsets, scales) */
 	} HannoyStats;
 
 	/* How an environment is opened. */
@@ -368,6 +388,14 @@ extern "C"
 	                                       HannoyBuilder **builder, HannoyError *err);
 
 	/*
+	 * Chooses the codes the build gives the index (a HannoyQuantizerChoice;
+	 * HANNOY_QUANTIZER_AUTO when never called).  A choice that does not fit
+	 * the sidecar's metric is HANNOY_ERR_INVALID.  Call before the first row.
+	 */
+	extern HannoyStatus hannoy_build_set_quantizer(HannoyBuilder *builder, uint32_t choice,
+	                                               HannoyError *err);
+
+	/*
 	 * Adds one heap row.  'vector' NULL means the row has no indexable vector
 	 * (NULL, or a vector the metric gives no distance: 'unindexed_kind', a
 	 * HannoyUnindexedKind); it is returned last by scans.  Vectors are written to LMDB in
@@ -435,6 +463,14 @@ extern "C"
 	 */
 	extern HannoyStatus hannoy_scan_start(HannoyScan *scan, const void *query, uint32_t dims,
 	                                      uint32_t ef, uint8_t null_kind, HannoyError *err);
+
+	/*
+	 * Sets how many rows the first window of a scan on codes re-ranks by
+	 * exact distance and returns (0: ef).  A window larger than ef widens
+	 * the first round's search to it; a smaller one returns the rest of the
+	 * round in later windows.  Takes effect at the next hannoy_scan_start.
+	 */
+	extern void hannoy_scan_set_rerank_window(HannoyScan *scan, uint32_t window);
 
 	/*
 	 * Returns the next row.  *found false means the scan is exhausted.  Rows

@@ -29,6 +29,9 @@
 #define HANNOY_MIN_EF_SEARCH     1
 #define HANNOY_MAX_EF_SEARCH     1000
 
+/* Rows the first window of a scan on codes re-ranks (GUC hannoy.rerank_window; 0: ef_search) */
+#define HANNOY_MAX_RERANK_WINDOW 65536
+
 /* Build threads (GUC hannoy.build_threads) */
 #define HANNOY_MAX_BUILD_THREADS 64
 
@@ -186,6 +189,7 @@ extern void            HannoyRemoveSidecar(RelFileNodeBackend rnode);
 extern void          HannoyDefineOptions(void);
 extern bytea        *HannoyParseOptions(Datum reloptions, bool validate);
 extern HannoyOptions HannoyGetOptions(Relation index);
+extern uint32        HannoyGetQuantizer(Relation index);
 extern HannoyMetric  HannoyIndexMetric(Relation index);
 extern void HannoyInitMetaPage(Relation index, HannoyMetaPageData *meta, uint32 dims, uint32 flags);
 extern bool HannoyReadMetaPage(Relation index, HannoyMetaPageData *meta);
@@ -205,6 +209,7 @@ extern void HannoyReportUnusable(Relation index, const char *why, int elevel,
 
 /* hannoyguc.c: GUCs */
 extern int  hannoy_ef_search;
+extern int  hannoy_rerank_window;
 extern int  hannoy_build_threads;
 extern bool hannoy_preloaded;
 extern int  hannoy_test_search_delay;

@@ -16,6 +16,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/bufmgr.h"
+#include "utils/builtins.h"
 #include "storage/fd.h"
 #include "storage/smgr.h"
 #include "utils/memutils.h"
@@ -129,6 +130,7 @@ hannoybuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	HannoyStatus        st;
 	HannoyBuildProgress progress;
 	bool                done = false;
+	uint32              quantizer;
 
 	if (RelationGetNumberOfBlocks(index) != 0)
 		elog(ERROR, "index \"%s\" already contains data", RelationGetRelationName(index));
@@ -139,6 +141,17 @@ hannoybuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	memset(&state, 0, sizeof(state));
 	state.index = index;
 	state.metric = HannoyIndexMetric(index);
+	quantizer = HannoyGetQuantizer(index);
+	if ((quantizer == HANNOY_QUANTIZER_SCALAR8 || quantizer == HANNOY_QUANTIZER_BINARY) &&
+	    hannoy_metric_info(state.metric).element != HANNOY_ELEMENT_FLOAT4)
+		ereport(ERROR,
+		        (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+		         errmsg("quantizer \"%s\" does not fit type %s of index \"%s\"",
+		                quantizer == HANNOY_QUANTIZER_BINARY ? "binary" : "scalar8",
+		                format_type_be(index->rd_opcintype[0]), RelationGetRelationName(index)),
+		         errdetail("Only float vectors (real[], vector) have codes; bit strings are "
+		                   "compared whole."),
+		         errhint("Use quantizer = 'none' or 'auto', or a float operator class.")));
 	state.tmpctx =
 	    AllocSetContextCreate(CurrentMemoryContext, "hannoy build row", ALLOCSET_DEFAULT_SIZES);
 	state.env = new_sidecar(index, &state.meta);
@@ -147,6 +160,12 @@ hannoybuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	state.wal = HannoyWalRowsBegin(index, state.meta.generation);
 
 	st = hannoy_build_begin(state.env, (uint32) hannoy_build_threads, &state.builder, &err);
+	if (st == HANNOY_OK &&
+	    (st = hannoy_build_set_quantizer(state.builder, quantizer, &err)) != HANNOY_OK)
+	{
+		hannoy_build_free(state.builder);
+		state.builder = NULL;
+	}
 	if (st != HANNOY_OK)
 		HannoyReportError(st, &err, index);
 

@@ -13,6 +13,7 @@
 #include "hannoy_am.h"
 
 int  hannoy_ef_search = HANNOY_DEFAULT_EF_SEARCH;
+int  hannoy_rerank_window = 0;
 int  hannoy_build_threads = 1;
 bool hannoy_preloaded = false;
 int  hannoy_test_search_delay = 0;
@@ -37,6 +38,14 @@ HannoyDefineGucs(void)
 	                        "Larger values raise recall and cost time.", &hannoy_ef_search,
 	                        HANNOY_DEFAULT_EF_SEARCH, HANNOY_MIN_EF_SEARCH, HANNOY_MAX_EF_SEARCH,
 	                        PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("hannoy.rerank_window",
+	                        "Sets how many rows the first window of a scan on codes re-ranks "
+	                        "by exact distance (0 to 65536; 0: hannoy.ef_search).",
+	                        "A window above hannoy.ef_search also widens the search to it; "
+	                        "the rows of a quantized index's first window come in exact "
+	                        "distance order.",
+	                        &hannoy_rerank_window, 0, 0, HANNOY_MAX_RERANK_WINDOW, PGC_USERSET, 0,
+	                        NULL, NULL, NULL);
 	DefineCustomIntVariable("hannoy.build_threads",
 	                        "Sets the number of threads that build a hannoy index "
 	                        "(1 to 64; default: the number of cores).",

@@ -40,7 +40,7 @@
 #define HANNOY_INSPECT_BATCH 64
 
 /* Columns of hannoy_index_stats and hannoy_verify. */
-#define HANNOY_STATS_COLS  13
+#define HANNOY_STATS_COLS  16
 #define HANNOY_VERIFY_COLS 3
 
 /* Where hannoy_verify's rows go. */
@@ -358,6 +358,14 @@ hannoy_index_stats(PG_FUNCTION_ARGS)
 	values[10] = Int64GetDatum((int64) summary.stats.used_pages);
 	values[11] = Int64GetDatum((int64) summary.stats.codes);
 	values[12] = Int32GetDatum((int32) summary.stats.code_bytes);
+	values[13] = CStringGetTextDatum(summary.stats.quantizer == 2   ? "binary"
+	                                 : summary.stats.quantizer == 1 ? "scalar8"
+	                                                                : "none");
+	values[14] = Int64GetDatum((int64) summary.stats.quantizer_bytes);
+	values[15] = Float8GetDatum(summary.stats.items > 0
+	                                ? (double) sidecar_bytes(index) / (double) summary.stats.items
+	                                : 0.0);
+	nulls[15] = summary.stats.items == 0;
 
 	close_index(index, heap);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));

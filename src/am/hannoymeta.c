@@ -22,9 +22,17 @@ typedef struct HannoyRelOptions
 #define HANNOY_RELOPTION_FIELD(NAME, DEFAULT, MIN, MAX, DESCRIPTION) int NAME;
 	HANNOY_OPTIONS(HANNOY_RELOPTION_FIELD)
 #undef HANNOY_RELOPTION_FIELD
+	int quantizer; /* HannoyQuantizerChoice */
 } HannoyRelOptions;
 
 static relopt_kind hannoy_relopt_kind;
+
+/* The values of the option "quantizer", from the quantizer table. */
+static relopt_enum_elt_def hannoy_quantizer_values[] = {
+#define HANNOY_QUANTIZER_VALUE(NAME, KEY, ID, FLOAT_ONLY) {#KEY, HANNOY_QUANTIZER_##NAME},
+    HANNOY_QUANTIZERS(HANNOY_QUANTIZER_VALUE)
+#undef HANNOY_QUANTIZER_VALUE
+        {(const char *) NULL}};
 
 /* HannoyDefineOptions registers one reloption per row of the option table. */
 void
@@ -36,6 +44,12 @@ HannoyDefineOptions(void)
 	                  AccessExclusiveLock);
 	HANNOY_OPTIONS(HANNOY_RELOPTION_ADD)
 #undef HANNOY_RELOPTION_ADD
+	add_enum_reloption(hannoy_relopt_kind, "quantizer",
+	                   "Codes the graph walk reads: auto, none, scalar8 (8 bits per dimension) "
+	                   "or binary (1 bit per rotated dimension)",
+	                   hannoy_quantizer_values, HANNOY_QUANTIZER_AUTO,
+	                   "Valid values are \"auto\", \"none\", \"scalar8\" and \"binary\".",
+	                   AccessExclusiveLock);
 }
 
 /*
@@ -50,6 +64,7 @@ HannoyParseOptions(Datum reloptions, bool validate)
 	{#NAME, RELOPT_TYPE_INT, offsetof(HannoyRelOptions, NAME)},
 	    HANNOY_OPTIONS(HANNOY_RELOPTION_PARSE)
 #undef HANNOY_RELOPTION_PARSE
+	        {"quantizer", RELOPT_TYPE_ENUM, offsetof(HannoyRelOptions, quantizer)},
 	};
 	HannoyRelOptions *opts;
 
@@ -80,6 +95,19 @@ HannoyGetOptions(Relation index)
 	if (options.ef_construction == 0)
 		options.ef_construction = Max(HANNOY_MIN_DEFAULT_EF_CONSTRUCTION, 2 * options.m);
 	return options;
+}
+
+/*
+ * HannoyGetQuantizer returns the index option "quantizer" (a
+ * HannoyQuantizerChoice): which codes a build gives the index.  It is read
+ * by builds only; the sidecar's quantizer record says what a build made.
+ */
+uint32
+HannoyGetQuantizer(Relation index)
+{
+	HannoyRelOptions *opts = (HannoyRelOptions *) index->rd_options;
+
+	return (uint32) (opts ? opts->quantizer : HANNOY_QUANTIZER_AUTO);
 }
 
 /*

@@ -175,6 +175,7 @@ hannoyrescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int 
 		else
 			query = vec;
 	}
+	hannoy_scan_set_rerank_window(so->core, (uint32) hannoy_rerank_window);
 	st = hannoy_scan_start(so->core, query, dims, (uint32) hannoy_ef_search, null_kind, &err);
 	if (st != HANNOY_OK)
 		HannoyReportError(st, &err, index);

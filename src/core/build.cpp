@@ -259,6 +259,7 @@ struct HannoyBuilder
 {
 	hannoy::Store   *store = nullptr;
 	uint32_t         threads = 1;
+	uint32_t         quantizer = HANNOY_QUANTIZER_AUTO; /* the index option */
 	HannoyBuildPhase phase = HANNOY_BUILD_LOADING;
 
 	/* loading */
@@ -458,7 +459,7 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
  * lossless the build's searches rank by them.
  */
 void
-make_codes(HannoyBuilder *b)
+make_codes(HannoyBuilder *b, uint32_t kind)
 {
 	BuildGraph          &g = b->graph;
 	size_t               n = g.size();
@@ -467,8 +468,9 @@ make_codes(HannoyBuilder *b)
 	hannoy::QuantizerFit fit(meta.dims);
 	for (size_t id = 0; id < n; id++)
 		fit.add(g.vector(static_cast<uint32_t>(id), buf));
+	auto metric = static_cast<HannoyMetric>(meta.metric);
 	auto q = std::make_shared<const hannoy::Quantizer>(
-	    fit.quantizer(static_cast<HannoyMetric>(meta.metric)));
+	    kind == hannoy::QUANTIZER_BINARY ? fit.binary(metric, meta.seed) : fit.quantizer(metric));
 	size_t bytes = q->code_bytes();
 	g.codes.resize(n * bytes);
 	for (size_t id = 0; id < n; id++)
@@ -479,7 +481,7 @@ make_codes(HannoyBuilder *b)
 	 * a 256-d clustered set that cost recall at some ef_search and saved no
 	 * time (DESIGN.md "Build"), so only lossless codes (pixels) are searched.
 	 */
-	g.search_codes = fit.lossless();
+	g.search_codes = kind == hannoy::QUANTIZER_SCALAR8 && fit.lossless();
 }
 
 /* Prepares the linking phase: maps every stored vector and orders nodes by level. */
@@ -494,9 +496,15 @@ start_linking(HannoyBuilder *b)
 	 * written, so the map cannot move until then: make room for every
 	 * list first, with a Roaring list taking at most 10 bytes per link.
 	 */
-	bool codes = n >= CODES_MIN_ROWS && s.has_codes_db() &&
-	             hannoy::codes_pay(static_cast<HannoyMetric>(s.meta().metric), s.meta().dims);
-	size_t code_bytes = codes ? s.meta().dims : 0;
+	/* 'auto' gives codes from CODES_MIN_ROWS vectors on; a quantizer chosen by name from one */
+	uint32_t kind =
+	    s.has_codes_db() && n >= (b->quantizer == HANNOY_QUANTIZER_AUTO ? CODES_MIN_ROWS : 1)
+	        ? hannoy::quantizer_kind_for(b->quantizer, static_cast<HannoyMetric>(s.meta().metric),
+	                                     s.meta().dims)
+	        : 0;
+	bool codes = kind != 0;
+	/* at least either kind's code: 1-bit codes take at most max(dims, 64) bytes too */
+	size_t code_bytes = codes ? std::max<size_t>(s.meta().dims, 64) : 0;
 	s.reserve(static_cast<uint64_t>(n) *
 	          ((s.meta().m0 + s.meta().options.m) * 10 + LMDB_RECORD_BYTES +
 	           (codes ? code_bytes + hannoy::CHECKSUM_BYTES + LMDB_RECORD_BYTES : 0)) *
@@ -531,7 +539,7 @@ start_linking(HannoyBuilder *b)
 			g.sq_norms[id] = g.layout->dot(g.pieces_of(id), g.pieces_of(id));
 	}
 	if (codes)
-		make_codes(b);
+		make_codes(b, kind);
 	for (size_t id = 0; id < n; id++)
 	{
 		int level = hannoy::draw_level(s.meta().seed, id, s.meta().options.m);
@@ -762,6 +770,20 @@ hannoy_build_begin(HannoyEnv *env, uint32_t threads, HannoyBuilder **builder, Ha
 		                           b->store = reinterpret_cast<hannoy::Store *>(env);
 		                           b->threads = threads == 0 ? 1 : threads;
 		                           *builder = b.release();
+	                           });
+}
+
+extern "C" HannoyStatus
+hannoy_build_set_quantizer(HannoyBuilder *b, uint32_t choice, HannoyError *err)
+{
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           /* throws when the choice does not fit the metric */
+		                           hannoy::quantizer_kind_for(
+		                               choice, static_cast<HannoyMetric>(b->store->meta().metric),
+		                               b->store->meta().dims);
+		                           b->quantizer = choice;
 	                           });
 }
 

@@ -194,7 +194,7 @@ hannoy_env_stats(HannoyEnv *env, HannoyStats *stats, HannoyError *err)
 		    if (rc != 0)
 			    hannoy::throw_lmdb(rc, "counting free ids");
 		    stats->free_ids = fst_free.ms_entries;
-		    s.count_codes(txn.get(), &stats->codes, &stats->code_bytes);
+		    s.count_codes(txn.get(), stats);
 		    stats->next_id = st.next_id;
 		    stats->max_level = st.max_level;
 		    stats->entry_point = st.entry_point;

@@ -774,7 +774,7 @@ hannoy_inspect_summary(HannoyInspect *w, HannoyInspectSummary *summary, HannoyEr
 		    if (rc != 0)
 			    hannoy::throw_lmdb(rc, "counting free ids");
 		    st.free_ids = free_stat.ms_entries;
-		    w->store->count_codes(w->txn->get(), &st.codes, &st.code_bytes);
+		    w->store->count_codes(w->txn->get(), &st);
 		    st.next_id = w->state.next_id;
 		    st.max_level = w->state.max_level;
 		    st.entry_point = w->state.entry_point;

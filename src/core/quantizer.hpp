@@ -1,7 +1,7 @@
 /*
  * quantizer.hpp
  *	  Codes: a short copy of every vector that searches walk on (DESIGN.md
- *	  "Codes (storage format 5)").
+ *	  "Codes (storage format 5)" and "1-bit codes (storage format 6)").
  */
 #ifndef HANNOY_QUANTIZER_HPP
 #define HANNOY_QUANTIZER_HPP
@@ -22,8 +22,15 @@ namespace hannoy
 /* Kinds of quantizer, as stored in the quantizer record. */
 enum QuantizerKind : uint32_t
 {
-	QUANTIZER_SCALAR8 = 1 /* one byte per dimension: offset + scale * code */
+	QUANTIZER_SCALAR8 = 1, /* one byte per dimension: offset + scale * code */
+	QUANTIZER_BINARY = 2   /* one bit per rotated, centred dimension (format 6) */
 };
+
+/* How many sign-flip + Walsh-Hadamard rounds the 1-bit quantizer's rotation makes. */
+constexpr uint32_t BINARY_ROTATION_ROUNDS = 3;
+
+/* Bits of the query's quantization in the 1-bit kernel: bit planes of 4-bit values. */
+constexpr uint32_t BINARY_QUERY_BITS = 4;
 
 /*
  * The fewest dimensions for which a build gives an index codes.  Below it a
@@ -37,10 +44,38 @@ constexpr uint32_t CODES_MIN_DIMS = 256;
 bool codes_pay(HannoyMetric metric, uint32_t dims);
 
 /*
- * An 8-bit scalar quantizer: per dimension an offset (the smallest value
- * the build saw) and a scale (the range over 255), so each element becomes
- * one byte, clamped to the range.  Immutable once made: a store shares it
- * between its scans and inserts.
+ * The kind of codes a build of 'metric' with 'dims' dimensions makes for
+ * the index option 'choice' (a HannoyQuantizerChoice): 0 for none.  Throws
+ * HANNOY_ERR_INVALID when the choice does not fit the metric (bit strings).
+ */
+uint32_t quantizer_kind_for(uint32_t choice, HannoyMetric metric, uint32_t dims);
+
+/*
+ * A query made ready for one quantizer's kernel, once per scan: the float
+ * query itself for 8-bit codes; for 1-bit codes its rotated, centred copy
+ * quantized to BINARY_QUERY_BITS-bit values held as bit planes, and the
+ * scalars the estimates need.
+ */
+struct QueryForm
+{
+	std::vector<float>    query;            /* the float query (8-bit codes) */
+	std::vector<uint64_t> planes;           /* 1-bit codes: plane j holds bit j of every value */
+	float                 lo = 0, step = 0; /* value i stands for lo + step * u_i */
+	float                 sum = 0;          /* sum of the dequantized values */
+	float                 centred_sq = 0;   /* |q - mean|^2 */
+	float                 mean_dot = 0;     /* <mean, q> */
+	float                 norm_sq = 0;      /* |q|^2 */
+};
+
+/*
+ * A quantizer of one of two kinds.  8-bit scalar: per dimension an offset
+ * (the smallest value the build saw) and a scale (the range over 255), so
+ * each element becomes one byte, clamped to the range.  1-bit: the vector
+ * minus the mean the build saw, padded to a power of two and rotated
+ * (random signs and a Walsh-Hadamard transform, BINARY_ROTATION_ROUNDS
+ * times, drawn from a stored seed), becomes its sign bits plus three
+ * floats; distances are estimated as RaBitQ does.  Immutable once made: a
+ * store shares it between its scans and inserts.
  */
 class Quantizer
 {
@@ -55,12 +90,19 @@ class Quantizer
 	{
 		return dims_;
 	}
+	QuantizerKind
+	kind() const
+	{
+		return kind_;
+	}
 	/* Bytes of one code. */
 	size_t
 	code_bytes() const
 	{
-		return dims_;
+		return kind_ == QUANTIZER_BINARY ? padded_ / 8 + BINARY_EXTRA_BYTES : dims_;
 	}
+	/* Bytes the quantizer itself takes in the sidecar (its record, without checksum). */
+	size_t record_bytes() const;
 	const float *
 	offset() const
 	{
@@ -73,14 +115,42 @@ class Quantizer
 	}
 	/* The code of float vector 'v' (code_bytes() bytes into 'out'). */
 	void encode(const void *v, uint8_t *out) const;
-	/* The approximate distance from float vector 'query' to the vector behind 'code'. */
+	/* Makes float vector 'query' ready for distance(code, form). */
+	void prepare(const void *query, QueryForm &form) const;
+	/* The approximate distance from a prepared query to the vector behind 'code'. */
+	double
+	distance(const uint8_t *code, const QueryForm &form) const
+	{
+		if (kind_ == QUANTIZER_SCALAR8)
+			return fn_(code, offset_.data(), scale_.data(), form.query.data(), dims_);
+		return binary_distance(code, form);
+	}
+	/*
+	 * The approximate distance from float vector 'query' to the vector
+	 * behind 'code', preparing the query on each call (8-bit codes need
+	 * nothing prepared; for 1-bit codes prefer prepare() once).
+	 */
 	double
 	distance(const uint8_t *code, const void *query) const
 	{
-		return fn_(code, offset_.data(), scale_.data(), query, dims_);
+		if (kind_ == QUANTIZER_SCALAR8)
+			return fn_(code, offset_.data(), scale_.data(), query, dims_);
+		QueryForm form;
+		prepare(query, form);
+		return binary_distance(code, form);
 	}
+	/* 1-bit: the rotation of 'in' (padded() floats) into 'out', in place allowed. */
+	void rotate(const float *in, float *out) const;
+	/* 1-bit: the rotated length, dims rounded up to a power of two (at least 64). */
+	uint32_t
+	padded() const
+	{
+		return padded_;
+	}
+	/* 1-bit: the bytes after the sign bits: |x - mean|^2, its RaBitQ factor, <x - mean, mean>. */
+	static constexpr size_t BINARY_EXTRA_BYTES = 3 * sizeof(float);
 
-	/* The dot product of float vector 'query' and the vector behind 'code'. */
+	/* 8-bit: the dot product of float vector 'query' and the vector behind 'code'. */
 	float
 	dot(const uint8_t *code, const void *query) const
 	{
@@ -90,12 +160,22 @@ class Quantizer
 
   private:
 	friend class QuantizerFit;
-	Quantizer(HannoyMetric metric, uint32_t dims);
+	Quantizer(QuantizerKind kind, HannoyMetric metric, uint32_t dims);
+	double binary_distance(const uint8_t *code, const QueryForm &form) const;
+	void   draw_signs();
 
+	QuantizerKind      kind_ = QUANTIZER_SCALAR8;
+	HannoyMetric       metric_;
 	uint32_t           dims_ = 0;
-	std::vector<float> offset_, scale_;
+	std::vector<float> offset_, scale_; /* 8-bit: per dimension */
 	CodeDistanceFn     fn_ = nullptr;
 	CodeDistanceFn     dot_fn_ = nullptr; /* the inner product's code kernel */
+	/* 1-bit: the mean, the seed of the rotation, the rotated length and the signs it draws */
+	std::vector<float>   mean_;
+	uint64_t             seed_ = 0;
+	uint32_t             padded_ = 0;
+	std::vector<uint8_t> signs_; /* BINARY_ROTATION_ROUNDS x padded_: 1 flips the sign */
+	float                mean_norm_sq_ = 0;
 };
 
 /*
@@ -110,8 +190,10 @@ class QuantizerFit
 	/* Takes in float vector 'v' (dims floats, possibly unaligned); NaN and infinities are skipped.
 	 */
 	void add(const void *v);
-	/* The quantizer of the ranges seen. */
+	/* The 8-bit quantizer of the ranges seen. */
 	Quantizer quantizer(HannoyMetric metric) const;
+	/* The 1-bit quantizer of the mean seen, its rotation drawn from 'seed'. */
+	Quantizer binary(HannoyMetric metric, uint64_t seed) const;
 	/*
 	 * True when that quantizer encodes every vector seen without loss: every
 	 * value finite, and every dimension constant or of integers spanning at
@@ -120,10 +202,12 @@ class QuantizerFit
 	bool lossless() const;
 
   private:
-	uint32_t             dims_;
-	std::vector<float>   lo_, hi_;
-	std::vector<uint8_t> fraction_; /* per dimension: a value that is no integer was seen */
-	bool                 nonfinite_ = false; /* a NaN or an infinity was seen */
+	uint32_t              dims_;
+	std::vector<float>    lo_, hi_;
+	std::vector<uint8_t>  fraction_; /* per dimension: a value that is no integer was seen */
+	std::vector<double>   sum_;      /* per dimension: the sum of the finite values seen */
+	std::vector<uint64_t> count_;    /* per dimension: how many finite values were seen */
+	bool                  nonfinite_ = false; /* a NaN or an infinity was seen */
 };
 
 } // namespace hannoy

@@ -156,6 +156,9 @@ struct HannoyScan final : hannoy::SnapshotHolder
 	std::vector<const void *>      vectors; /* pieces of the neighbours in scratch, nullptr: none */
 	/* the codes' quantizer: the walk ranks by code distances (format 5), else nullptr */
 	std::shared_ptr<const hannoy::Quantizer> codes;
+	hannoy::QueryForm                        form; /* the query made ready for the codes */
+	uint32_t                                 rerank_window = 0; /* 0: ef (set by the caller) */
+	size_t                                   first_limit = 0;   /* rows the first window returns */
 	std::vector<const uint8_t *>             code_ptrs; /* codes of the neighbours in scratch */
 	std::vector<double>                      dists;     /* distances of the neighbours in scratch */
 
@@ -271,7 +274,7 @@ walk_distance(HannoyScan *scan, uint32_t id)
 {
 	const uint8_t *code;
 	if (scan->codes && scan->store->code_of(scan->txn, id, &code))
-		return scan->codes->distance(code, scan->query.data());
+		return scan->codes->distance(code, scan->form);
 	return item_distance(scan, id);
 }
 
@@ -328,7 +331,7 @@ code_distances(HannoyScan *scan, size_t fresh, std::vector<double> &out)
 	}
 	out.resize(fresh);
 	for (size_t i = 0; i < fresh; i++)
-		out[i] = scan->code_ptrs[i] != nullptr ? q.distance(scan->code_ptrs[i], scan->query.data())
+		out[i] = scan->code_ptrs[i] != nullptr ? q.distance(scan->code_ptrs[i], scan->form)
 		                                       : item_distance(scan, scan->scratch[i]);
 }
 
@@ -440,7 +443,21 @@ run_round(HannoyScan *scan)
 		top.pop();
 	}
 	if (scan->codes)
+	{
+		/*
+		 * A first window narrower than the round (hannoy.rerank_window below
+		 * ef_search) re-ranks and returns the nearest by code; the rest wait
+		 * in 'pending' for the next round, unreturned.
+		 */
+		if (scan->first_limit > 0 && scan->batch.size() > scan->first_limit)
+		{
+			for (size_t i = scan->first_limit; i < scan->batch.size(); i++)
+				scan->pending.push(scan->batch[i]);
+			scan->batch.resize(scan->first_limit);
+		}
 		rerank(scan, scan->batch);
+	}
+	scan->first_limit = 0;
 	scan->batch_pos = 0;
 	scan->window = std::min(window * 2, MAX_WINDOW);
 }
@@ -678,10 +695,21 @@ start_scan(HannoyScan *scan, const void *query, uint32_t dims, uint32_t ef, uint
 		return;
 	s.refresh_quantizer(scan->txn);
 	scan->codes = s.quantizer();
+	scan->first_limit = 0;
+	if (scan->codes)
+	{
+		/* the first window: hannoy.rerank_window rows, searched at least ef wide */
+		scan->codes->prepare(scan->query.data(), scan->form);
+		if (scan->rerank_window > 0)
+		{
+			scan->first_limit = scan->rerank_window;
+			scan->window = std::max<size_t>(scan->window, scan->rerank_window);
+		}
+	}
 	hannoy::Candidate ep{walk_distance(scan, state.entry_point), state.entry_point};
 	if (scan->codes)
 	{
-		hannoy::CodedGraph g(s, scan->txn, *scan->codes);
+		hannoy::CodedGraph g(s, scan->txn, *scan->codes, scan->form);
 		ep = hannoy::greedy_descend(g, scan->query.data(), ep, state.max_level, 0, scan->scratch);
 	}
 	else
@@ -711,6 +739,7 @@ hannoy_scan_create(HannoyEnv *env, HannoyScan **scan, HannoyError *err)
 			                           s->store = store;
 		                           }
 		                           s->started = false;
+		                           s->rerank_window = 0; /* an idle scan kept its last caller's */
 		                           store->add_holder(s.get());
 		                           *scan = s.release();
 	                           });
@@ -728,6 +757,12 @@ hannoy_scan_start(HannoyScan *scan, const void *query, uint32_t dims, uint32_t e
 			                                               "scan is detached from its sidecar");
 		                           start_scan(scan, query, dims, ef, null_kind);
 	                           });
+}
+
+extern "C" void
+hannoy_scan_set_rerank_window(HannoyScan *scan, uint32_t window)
+{
+	scan->rerank_window = std::min<uint32_t>(window, MAX_WINDOW);
 }
 
 extern "C" HannoyStatus

@@ -826,10 +826,12 @@ Store::write_quantizer(MDB_txn *txn, const Quantizer &q)
 }
 
 void
-Store::count_codes(MDB_txn *txn, uint64_t *codes, uint32_t *code_bytes) const
+Store::count_codes(MDB_txn *txn, HannoyStats *stats) const
 {
-	*codes = 0;
-	*code_bytes = 0;
+	stats->codes = 0;
+	stats->code_bytes = 0;
+	stats->quantizer = 0;
+	stats->quantizer_bytes = 0;
 	refresh_quantizer(txn);
 	std::shared_ptr<const Quantizer> q = quantizer();
 	if (!q)
@@ -838,8 +840,10 @@ Store::count_codes(MDB_txn *txn, uint64_t *codes, uint32_t *code_bytes) const
 	int      rc = guarded(env_, [&] { return mdb_stat(txn, dbi_codes, &st); });
 	if (rc != 0)
 		throw_lmdb(rc, "counting codes");
-	*codes = st.ms_entries;
-	*code_bytes = static_cast<uint32_t>(q->code_bytes());
+	stats->codes = st.ms_entries;
+	stats->code_bytes = static_cast<uint32_t>(q->code_bytes());
+	stats->quantizer = q->kind();
+	stats->quantizer_bytes = q->record_bytes();
 }
 
 bool

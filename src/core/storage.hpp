@@ -529,8 +529,11 @@ class Store
 	 * when there is one already.
 	 */
 	void refresh_quantizer(MDB_txn *txn) const;
-	/* How many codes 'txn' sees and the bytes of one: (0, 0) without codes. */
-	void count_codes(MDB_txn *txn, uint64_t *codes, uint32_t *code_bytes) const;
+	/*
+	 * Fills the codes' part of 'stats': how many codes 'txn' sees, the bytes
+	 * of one, the quantizer's kind and record bytes (all 0 without codes).
+	 */
+	void count_codes(MDB_txn *txn, HannoyStats *stats) const;
 	/* Stores the quantizer record (the build, once it fitted one). */
 	void write_quantizer(MDB_txn *txn, const Quantizer &q);
 	/* The code of 'id' (a pointer into the map, valid until 'txn' ends); false when it has none. */
@@ -886,8 +889,9 @@ class StoredGraph
 class CodedGraph
 {
   public:
-	CodedGraph(const Store &store, MDB_txn *txn, const Quantizer &q)
-	    : store_(store), txn_(txn), q_(q)
+	/* 'form': the query as prepare() made it ready; distance() gets the float query itself */
+	CodedGraph(const Store &store, MDB_txn *txn, const Quantizer &q, const QueryForm &form)
+	    : store_(store), txn_(txn), q_(q), form_(form)
 	{
 	}
 	double
@@ -895,7 +899,7 @@ class CodedGraph
 	{
 		const uint8_t *code;
 		if (store_.code_of(txn_, id, &code))
-			return q_.distance(code, query);
+			return q_.distance(code, form_);
 		return store_.distance_to(txn_, id, query);
 	}
 	void
@@ -908,6 +912,7 @@ class CodedGraph
 	const Store     &store_;
 	MDB_txn         *txn_;
 	const Quantizer &q_;
+	const QueryForm &form_;
 };
 
 /* The level of a new node: -ln(U) / ln(m) with U drawn from (seed, salt). */

@@ -129,7 +129,8 @@ uniform(size_t n, uint32_t dims, uint32_t seed)
 inline HannoyEnv *
 build_rows(const char *path, const HannoyMeta &meta, const std::vector<float> &vectors,
            const std::vector<size_t> &rows, uint32_t threads, size_t null_rows = 0,
-           uint32_t budget_ms = 20, int *slices = nullptr)
+           uint32_t budget_ms = 20, int *slices = nullptr,
+           uint32_t quantizer = HANNOY_QUANTIZER_AUTO)
 {
 	HannoyEnvConfig config = test_config();
 	HannoyEnv      *env = nullptr;
@@ -137,6 +138,7 @@ build_rows(const char *path, const HannoyMeta &meta, const std::vector<float> &v
 	EXPECT_EQ(hannoy_env_create(path, &config, &meta, &env, &err), HANNOY_OK) << err.message;
 	HannoyBuilder *b = nullptr;
 	EXPECT_EQ(hannoy_build_begin(env, threads, &b, &err), HANNOY_OK) << err.message;
+	EXPECT_EQ(hannoy_build_set_quantizer(b, quantizer, &err), HANNOY_OK) << err.message;
 	for (size_t i : rows)
 		EXPECT_EQ(hannoy_build_add(b, i + 1, &vectors[i * meta.dims], 0, &err), HANNOY_OK);
 	for (size_t i = 0; i < null_rows; i++)
@@ -159,12 +161,13 @@ build_rows(const char *path, const HannoyMeta &meta, const std::vector<float> &v
 /* Builds an index over every row of 'vectors'; see build_rows. */
 inline HannoyEnv *
 build_all(const char *path, const HannoyMeta &meta, const std::vector<float> &vectors,
-          uint32_t threads, size_t null_rows = 0, uint32_t budget_ms = 20, int *slices = nullptr)
+          uint32_t threads, size_t null_rows = 0, uint32_t budget_ms = 20, int *slices = nullptr,
+          uint32_t quantizer = HANNOY_QUANTIZER_AUTO)
 {
 	std::vector<size_t> rows(vectors.size() / meta.dims);
 	for (size_t i = 0; i < rows.size(); i++)
 		rows[i] = i;
-	return build_rows(path, meta, vectors, rows, threads, null_rows, budget_ms, slices);
+	return build_rows(path, meta, vectors, rows, threads, null_rows, budget_ms, slices, quantizer);
 }
 
 /* The counters of 'env' as last committed. */

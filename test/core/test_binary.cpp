@@ -1,0 +1,380 @@
+/*
+ * test_binary.cpp
+ *	  1-bit codes (storage format 6, DESIGN.md "1-bit codes"): the rotation,
+ *	  the record, the distance estimates of every float metric, the choice
+ *	  of quantizer, and scans, inserts, VACUUM and hannoy_verify on an index
+ *	  built with them: every row once at its exact distance, the first
+ *	  window (hannoy.rerank_window) in exact order, and recall.
+ */
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "hannoy/hannoy.h"
+#include "quantizer.hpp"
+#include "storage.hpp"
+#include "test_util.hpp"
+
+namespace
+{
+
+using hannoy_test::build_all;
+using hannoy_test::clustered;
+using hannoy_test::env_stats;
+using hannoy_test::Row;
+using hannoy_test::scan_rows;
+using hannoy_test::TempEnvDir;
+using hannoy_test::test_meta;
+using hannoy_test::verify;
+
+constexpr uint32_t DIMS = 200; /* padded to 256 by the rotation */
+
+const HannoyMetric FLOAT_METRICS[] = {HANNOY_METRIC_L2, HANNOY_METRIC_COSINE, HANNOY_METRIC_IP,
+                                      HANNOY_METRIC_L1};
+
+/* A 1-bit quantizer fitted to the rows of 'v' (dims floats each). */
+hannoy::Quantizer
+binary_fitted(HannoyMetric metric, const std::vector<float> &v, uint32_t dims, uint64_t seed = 5)
+{
+	hannoy::QuantizerFit fit(dims);
+	for (size_t i = 0; i < v.size() / dims; i++)
+		fit.add(&v[i * dims]);
+	return fit.binary(metric, seed);
+}
+
+/* Rows drawn around 20 centres, shifted far from the origin, with uneven scales per dimension. */
+std::vector<float>
+skewed(size_t n, uint32_t dims, uint32_t seed)
+{
+	std::vector<float> v = clustered(n, dims, seed);
+	for (size_t i = 0; i < n; i++)
+		for (uint32_t d = 0; d < dims; d++)
+			v[i * dims + d] = 3.0f + v[i * dims + d] * (d % 7 == 0 ? 4.0f : 0.5f);
+	return v;
+}
+
+/* A scan with width 'ef' and first window 'rerank' (0: ef): every row it returns. */
+std::vector<Row>
+scan_all(HannoyEnv *env, const float *q, uint32_t ef, uint32_t rerank)
+{
+	HannoyError err;
+	HannoyScan *scan = nullptr;
+	EXPECT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
+	hannoy_scan_set_rerank_window(scan, rerank);
+	EXPECT_EQ(hannoy_scan_start(scan, q, DIMS, ef, 0, &err), HANNOY_OK) << err.message;
+	std::vector<Row> rows = scan_rows(scan);
+	hannoy_scan_free(scan);
+	return rows;
+}
+
+/* An index of 'base' with 1-bit codes (and three NULL rows). */
+HannoyEnv *
+binary_index(const char *path, HannoyMetric metric, const std::vector<float> &base)
+{
+	HannoyEnv  *env = build_all(path, test_meta(metric, DIMS, 8, 64), base, 2, 3, 20, nullptr,
+	                            HANNOY_QUANTIZER_BINARY);
+	HannoyStats st = env_stats(env);
+	EXPECT_EQ(st.quantizer, uint32_t(hannoy::QUANTIZER_BINARY));
+	EXPECT_EQ(st.code_bytes, 256u / 8 + 12);
+	EXPECT_EQ(st.codes, base.size() / DIMS);
+	EXPECT_EQ(st.quantizer_bytes, 16u + 8 + DIMS * 4);
+	return env;
+}
+
+/* The rotation keeps lengths and inner products, and the same seed gives the same rotation. */
+TEST(BinaryQuantizer, RotationIsOrthonormalAndSeeded)
+{
+	std::vector<float> rows = clustered(50, DIMS, 3);
+	hannoy::Quantizer  q = binary_fitted(HANNOY_METRIC_L2, rows, DIMS);
+	ASSERT_EQ(q.padded(), 256u);
+	std::mt19937                    rng(1);
+	std::normal_distribution<float> g;
+	std::vector<float>              a(q.padded()), b(q.padded()), ra(q.padded()), rb(q.padded());
+	for (int t = 0; t < 20; t++)
+	{
+		for (uint32_t i = 0; i < q.padded(); i++)
+		{
+			a[i] = g(rng);
+			b[i] = g(rng);
+		}
+		q.rotate(a.data(), ra.data());
+		q.rotate(b.data(), rb.data());
+		double dot = 0, rdot = 0, aa = 0, raa = 0;
+		for (uint32_t i = 0; i < q.padded(); i++)
+		{
+			dot += double(a[i]) * b[i];
+			rdot += double(ra[i]) * rb[i];
+			aa += double(a[i]) * a[i];
+			raa += double(ra[i]) * ra[i];
+		}
+		EXPECT_NEAR(raa, aa, 1e-4 * aa);
+		EXPECT_NEAR(rdot, dot, 1e-3 * std::sqrt(aa) * std::sqrt(aa));
+		/* the rotation is no permutation or sign change of the input: it mixes */
+		EXPECT_GT(std::fabs(ra[0] - a[0]) + std::fabs(ra[1] - a[1]), 1e-3);
+	}
+	hannoy::Quantizer    same = binary_fitted(HANNOY_METRIC_L2, rows, DIMS);
+	hannoy::Quantizer    other = binary_fitted(HANNOY_METRIC_L2, rows, DIMS, 6);
+	std::vector<uint8_t> c1(q.code_bytes()), c2(q.code_bytes()), c3(q.code_bytes());
+	q.encode(&rows[0], c1.data());
+	same.encode(&rows[0], c2.data());
+	other.encode(&rows[0], c3.data());
+	EXPECT_EQ(c1, c2);
+	EXPECT_NE(c1, c3);
+}
+
+/* The record holds the seed and the mean only (no d x d matrix) and refuses damage. */
+TEST(BinaryQuantizer, RecordRoundTripsAndRefusesDamage)
+{
+	std::vector<float> rows = skewed(100, DIMS, 4);
+	hannoy::Quantizer  q = binary_fitted(HANNOY_METRIC_COSINE, rows, DIMS);
+	std::string        r = q.record();
+	EXPECT_EQ(r.size(), 16u + 8u + DIMS * sizeof(float));
+	EXPECT_EQ(r.size(), q.record_bytes());
+	hannoy::Quantizer back =
+	    hannoy::Quantizer::from_record(HANNOY_METRIC_COSINE, DIMS, r.data(), r.size());
+	EXPECT_EQ(back.kind(), hannoy::QUANTIZER_BINARY);
+	std::vector<uint8_t> c1(q.code_bytes()), c2(q.code_bytes());
+	for (size_t i = 0; i < 100; i++)
+	{
+		q.encode(&rows[i * DIMS], c1.data());
+		back.encode(&rows[i * DIMS], c2.data());
+		ASSERT_EQ(c1, c2);
+	}
+	EXPECT_THROW(hannoy::Quantizer::from_record(HANNOY_METRIC_COSINE, DIMS, r.data(), r.size() - 4),
+	             hannoy::Error);
+	std::string bad = r;
+	float       nan = std::nanf("");
+	std::memcpy(&bad[16 + 8], &nan, sizeof(nan));
+	EXPECT_THROW(hannoy::Quantizer::from_record(HANNOY_METRIC_COSINE, DIMS, bad.data(), bad.size()),
+	             hannoy::Error);
+	std::string wrong_size = r;
+	uint32_t    code_bytes = 99;
+	std::memcpy(&wrong_size[8], &code_bytes, sizeof(code_bytes));
+	EXPECT_THROW(hannoy::Quantizer::from_record(HANNOY_METRIC_COSINE, DIMS, wrong_size.data(),
+	                                            wrong_size.size()),
+	             hannoy::Error);
+}
+
+/* Which codes each index option gives, and that bit strings take none by name. */
+TEST(BinaryQuantizer, ChoiceFitsTheMetric)
+{
+	EXPECT_EQ(hannoy::quantizer_kind_for(HANNOY_QUANTIZER_AUTO, HANNOY_METRIC_L2, 784),
+	          uint32_t(hannoy::QUANTIZER_SCALAR8));
+	EXPECT_EQ(hannoy::quantizer_kind_for(HANNOY_QUANTIZER_AUTO, HANNOY_METRIC_L2, 32), 0u);
+	EXPECT_EQ(hannoy::quantizer_kind_for(HANNOY_QUANTIZER_NONE, HANNOY_METRIC_L2, 784), 0u);
+	EXPECT_EQ(hannoy::quantizer_kind_for(HANNOY_QUANTIZER_SCALAR8, HANNOY_METRIC_IP, 8),
+	          uint32_t(hannoy::QUANTIZER_SCALAR8));
+	EXPECT_EQ(hannoy::quantizer_kind_for(HANNOY_QUANTIZER_BINARY, HANNOY_METRIC_L1, 8),
+	          uint32_t(hannoy::QUANTIZER_BINARY));
+	EXPECT_EQ(hannoy::quantizer_kind_for(HANNOY_QUANTIZER_AUTO, HANNOY_METRIC_HAMMING, 4096), 0u);
+	EXPECT_EQ(hannoy::quantizer_kind_for(HANNOY_QUANTIZER_NONE, HANNOY_METRIC_HAMMING, 4096), 0u);
+	EXPECT_THROW(hannoy::quantizer_kind_for(HANNOY_QUANTIZER_BINARY, HANNOY_METRIC_HAMMING, 64),
+	             hannoy::Error);
+	EXPECT_THROW(hannoy::quantizer_kind_for(HANNOY_QUANTIZER_SCALAR8, HANNOY_METRIC_HAMMING, 64),
+	             hannoy::Error);
+	EXPECT_THROW(hannoy::quantizer_kind_for(9, HANNOY_METRIC_L2, 64), hannoy::Error);
+}
+
+/*
+ * The estimates rank well enough to re-rank from: for every float metric,
+ * on data shifted off the origin with uneven scales, the true 10 nearest
+ * lie among the 100 nearest by estimate (of 2,000), and the estimate
+ * correlates with the exact distance.
+ */
+TEST(BinaryQuantizer, EstimatesRankEveryMetric)
+{
+	const size_t       n = 2000;
+	std::vector<float> v = skewed(n + 20, DIMS, 9);
+	std::vector<float> base(v.begin(), v.begin() + n * DIMS);
+	for (HannoyMetric metric : FLOAT_METRICS)
+	{
+		hannoy::Quantizer    q = binary_fitted(metric, base, DIMS);
+		std::vector<uint8_t> codes(n * q.code_bytes());
+		for (size_t i = 0; i < n; i++)
+			q.encode(&base[i * DIMS], &codes[i * q.code_bytes()]);
+		size_t hits = 0, total = 0;
+		double corr_sum = 0;
+		for (size_t qi = 0; qi < 20; qi++)
+		{
+			const float      *query = &v[(n + qi) * DIMS];
+			hannoy::QueryForm form;
+			q.prepare(query, form);
+			std::vector<std::pair<double, size_t>> exact, est;
+			for (size_t i = 0; i < n; i++)
+			{
+				exact.emplace_back(hannoy_distance(metric, query, &base[i * DIMS], DIMS), i);
+				est.emplace_back(q.distance(&codes[i * q.code_bytes()], form), i);
+			}
+			/* Pearson correlation of estimate and exact distance */
+			double mx = 0, my = 0;
+			for (size_t i = 0; i < n; i++)
+			{
+				mx += exact[i].first;
+				my += est[i].first;
+			}
+			mx /= n;
+			my /= n;
+			double sxy = 0, sxx = 0, syy = 0;
+			for (size_t i = 0; i < n; i++)
+			{
+				sxy += (exact[i].first - mx) * (est[i].first - my);
+				sxx += (exact[i].first - mx) * (exact[i].first - mx);
+				syy += (est[i].first - my) * (est[i].first - my);
+			}
+			corr_sum += sxy / std::sqrt(sxx * syy);
+			std::sort(exact.begin(), exact.end());
+			std::sort(est.begin(), est.end());
+			std::set<size_t> window;
+			for (size_t i = 0; i < 100; i++)
+				window.insert(est[i].second);
+			for (size_t k = 0; k < 10; k++)
+				hits += window.count(exact[k].second);
+			total += 10;
+		}
+		EXPECT_GE(double(hits) / total, 0.9) << "metric " << metric;
+		EXPECT_GE(corr_sum / 20, 0.8) << "metric " << metric;
+	}
+}
+
+/*
+ * Scans on 1-bit codes return each row once at its exact distance, the
+ * first window in exact order (both a window equal to ef and one set by
+ * hannoy.rerank_window, smaller and larger), NULL rows last, and find most
+ * of the true nearest.
+ */
+TEST(BinaryScans, ExactFirstWindowCompletenessAndRecall)
+{
+	for (HannoyMetric metric : FLOAT_METRICS)
+	{
+		TempEnvDir         dir;
+		const size_t       n = 1500;
+		std::vector<float> v = skewed(n + 20, DIMS, 11);
+		std::vector<float> base(v.begin(), v.begin() + n * DIMS);
+		HannoyEnv         *env = binary_index(dir.path(), metric, base);
+		size_t             hits = 0, total = 0;
+		for (size_t qi = 0; qi < 12; qi++)
+		{
+			const float     *q = &v[(n + qi) * DIMS];
+			const uint32_t   ef = 60;
+			const uint32_t   rerank = qi % 3 == 0 ? 0 : qi % 3 == 1 ? 20 : 150;
+			const size_t     first = rerank == 0 ? ef : rerank;
+			std::vector<Row> rows = scan_all(env, q, ef, rerank);
+			ASSERT_EQ(rows.size(), n + 3) << "metric " << metric;
+			std::set<HannoyTid> seen;
+			for (size_t i = 0; i < n; i++)
+			{
+				const Row &r = rows[i];
+				ASSERT_FALSE(r.isnull);
+				ASSERT_TRUE(r.tid >= 1 && r.tid <= n);
+				ASSERT_TRUE(seen.insert(r.tid).second) << "row " << r.tid << " twice";
+				ASSERT_EQ(r.distance, hannoy_distance(metric, q, &base[(r.tid - 1) * DIMS], DIMS))
+				    << "metric " << metric << ", row " << r.tid;
+				if (i > 0 && i < first)
+				{
+					ASSERT_LE(rows[i - 1].distance, r.distance)
+					    << "first window out of order, metric " << metric << ", rerank " << rerank;
+				}
+			}
+			for (size_t i = n; i < n + 3; i++)
+				EXPECT_TRUE(rows[i].isnull);
+			std::vector<std::pair<double, HannoyTid>> truth;
+			for (size_t i = 0; i < n; i++)
+				truth.emplace_back(hannoy_distance(metric, q, &base[i * DIMS], DIMS), i + 1);
+			std::sort(truth.begin(), truth.end());
+			std::set<HannoyTid> got;
+			for (size_t i = 0; i < 10; i++)
+				got.insert(rows[i].tid);
+			for (size_t k = 0; k < 10; k++)
+				hits += got.count(truth[k].second);
+			total += 10;
+		}
+		/* L1 walks on the Euclidean estimate (no rotation keeps L1): a looser bound */
+		EXPECT_GE(double(hits) / total, metric == HANNOY_METRIC_L1 ? 0.8 : 0.9)
+		    << "metric " << metric;
+		EXPECT_EQ(verify(env), std::vector<std::string>{});
+		hannoy_env_close(env);
+	}
+}
+
+/* Inserts encode with the build's quantizer, VACUUM removes codes, verify checks them. */
+TEST(BinaryScans, InsertsVacuumAndVerify)
+{
+	TempEnvDir         dir;
+	const size_t       n = 500;
+	std::vector<float> v = skewed(n + 200, DIMS, 13);
+	std::vector<float> base(v.begin(), v.begin() + n * DIMS);
+	HannoyEnv         *env = binary_index(dir.path(), HANNOY_METRIC_L2, base);
+	HannoyError        err;
+	for (size_t i = n; i < n + 200; i++)
+		ASSERT_EQ(hannoy_insert(env, i + 1, &v[i * DIMS], 0, &err), HANNOY_OK) << err.message;
+	EXPECT_EQ(env_stats(env).codes, n + 200);
+	EXPECT_EQ(verify(env), std::vector<std::string>{});
+	hannoy_test::vacuum(env, [](HannoyTid tid) { return tid % 4 == 0; });
+	EXPECT_EQ(env_stats(env).codes, n + 200 - (n + 200) / 4);
+	EXPECT_EQ(verify(env), std::vector<std::string>{});
+	std::vector<Row> rows = scan_all(env, &v[(n + 6) * DIMS], 40, 0); /* row n + 7 stays */
+	size_t           graph_rows = 0;
+	for (const Row &r : rows)
+		if (!r.isnull)
+		{
+			ASSERT_NE(r.tid % 4, 0u);
+			graph_rows++;
+		}
+	EXPECT_EQ(graph_rows, n + 200 - (n + 200) / 4);
+	EXPECT_EQ(rows.front().tid, n + 7);
+	EXPECT_EQ(rows.front().distance, 0.0);
+	hannoy_env_close(env);
+
+	/* a code that is not its vector's quantization */
+	HannoyEnvConfig config = hannoy_test::test_config();
+	{
+		hannoy::Store        store(dir.path(), config, false, nullptr);
+		hannoy::Txn          txn(store.env(), false);
+		std::vector<uint8_t> wrong(256 / 8 + 12, 7);
+		store.put_code(txn.get(), 5, wrong.data(), false);
+		txn.commit();
+	}
+	ASSERT_EQ(hannoy_env_open(dir.path(), &config, &env, &err), HANNOY_OK) << err.message;
+	std::vector<std::string> problems = verify(env);
+	EXPECT_TRUE(std::any_of(problems.begin(), problems.end(),
+	                        [](const std::string &p) {
+		                        return p.find("code of item 5 is not the quantization") !=
+		                               std::string::npos;
+	                        }))
+	    << ::testing::PrintToString(problems);
+	hannoy_env_close(env);
+}
+
+/* A quantizer chosen by name is refused for bit strings; 'none' gives no codes. */
+TEST(BinaryScans, BuildRefusesAQuantizerThatDoesNotFit)
+{
+	TempEnvDir      dir;
+	HannoyEnvConfig config = hannoy_test::test_config();
+	HannoyEnv      *env = nullptr;
+	HannoyError     err;
+	HannoyMeta      meta = test_meta(HANNOY_METRIC_HAMMING, 128);
+	ASSERT_EQ(hannoy_env_create(dir.path(), &config, &meta, &env, &err), HANNOY_OK);
+	HannoyBuilder *b = nullptr;
+	ASSERT_EQ(hannoy_build_begin(env, 1, &b, &err), HANNOY_OK);
+	EXPECT_EQ(hannoy_build_set_quantizer(b, HANNOY_QUANTIZER_BINARY, &err), HANNOY_ERR_INVALID);
+	EXPECT_NE(std::string(err.message).find("only float vectors have codes"), std::string::npos)
+	    << err.message;
+	EXPECT_EQ(hannoy_build_set_quantizer(b, HANNOY_QUANTIZER_NONE, &err), HANNOY_OK);
+	hannoy_build_free(b);
+	hannoy_env_close(env);
+
+	TempEnvDir         dir2;
+	std::vector<float> v = clustered(300, 300, 2);
+	env = build_all(dir2.path(), test_meta(HANNOY_METRIC_L2, 300), v, 1, 0, 20, nullptr,
+	                HANNOY_QUANTIZER_NONE);
+	EXPECT_EQ(env_stats(env).codes, 0u);
+	EXPECT_EQ(env_stats(env).quantizer, 0u);
+	hannoy_env_close(env);
+}
+
+} // namespace
