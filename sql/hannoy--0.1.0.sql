@@ -121,7 +121,7 @@ CREATE FUNCTION @extschema@.hannoy_index_stats(index pg_catalog.regclass,
 	OUT free_ids pg_catalog.int8, OUT next_id pg_catalog.int8, OUT layers pg_catalog.int4, OUT entry_point pg_catalog.int8,
 	OUT edges_per_layer pg_catalog.int8[], OUT mean_degree_layer0 pg_catalog.float8,
 	OUT sidecar_bytes pg_catalog.int8, OUT lmdb_pages pg_catalog.int8,
-	OUT codes pg_catalog.int8, OUT code_bytes pg_catalog.int4)
+	OUT codes pg_catalog.int8, OUT code_bytes pg_catalog.int4, OUT staged_rows pg_catalog.int8)
 	AS 'MODULE_PATHNAME', 'hannoy_index_stats'
 	LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
 
