@@ -17,6 +17,8 @@
  */
 #include "postgres.h"
 
+#include <sys/stat.h>
+
 #include "access/xlog.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -24,7 +26,9 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "hannoy_am.h"
 
@@ -39,6 +43,28 @@
 
 /* Seconds before the postmaster starts the linker again after it failed. */
 #define HANNOY_LINKER_RESTART_S 5
+
+/* Milliseconds before a replica whose linking or repair failed is tried again. */
+#define HANNOY_LINKER_RETRY_MS 60000
+
+/* Milliseconds after which an idle replica is opened again although its file looks unchanged. */
+#define HANNOY_LINKER_RECHECK_MS 10000
+
+/*
+ * What the linker remembers of a replica between rounds, so that an idle
+ * replica costs a stat() per round rather than opening its environment,
+ * and a failing one is not retried (and logged) every round.
+ */
+typedef struct LinkerReplica
+{
+	char        path[MAXPGPATH]; /* the hash key */
+	bool        idle;            /* nothing staged and no tombstone, as of 'file' */
+	struct stat file;            /* data.mdb when it was last found idle */
+	TimestampTz checked;         /* when it was last opened */
+	TimestampTz retry_at;        /* after a failure: not before then */
+} LinkerReplica;
+
+static HTAB *linker_replicas = NULL;
 
 PGDLLEXPORT void HannoyLinkerMain(Datum arg);
 
@@ -106,11 +132,45 @@ repair_replica(HannoyEnv *env, const char *path, long budget_ms)
 	return true;
 }
 
+/* True when stat() results 'a' and 'b' describe the same, unchanged file. */
+static bool
+same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_ino == b->st_ino && a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/*
+ * note_idle records whether 'entry' is idle: nothing staged and no
+ * tombstone.  Its data file is stat()ed before the counters are read, so a
+ * redo write after that changes the file again; since the file time's
+ * granularity may hide a write of the same instant, an idle replica is
+ * opened again every HANNOY_LINKER_RECHECK_MS anyway.
+ */
+static void
+note_idle(LinkerReplica *entry, HannoyEnv *env)
+{
+	char        file[MAXPGPATH];
+	struct stat st;
+	uint64_t    staged;
+	uint64_t    lsn;
+	HannoyStats stats;
+	HannoyError err;
+
+	snprintf(file, sizeof(file), "%s/data.mdb", entry->path);
+	entry->idle = stat(file, &st) == 0 &&
+	              hannoy_replica_state(env, &staged, &lsn, &err) == HANNOY_OK && staged == 0 &&
+	              hannoy_env_stats(env, &stats, &err) == HANNOY_OK && stats.deleted == 0;
+	if (entry->idle)
+		entry->file = st;
+}
+
 /*
  * link_replica links the staged rows of one sidecar (a visitor of
  * HannoyForEachSidecar), if it is a replica, for at most
  * HANNOY_LINKER_ROUND_MS, then repairs around removed rows; sets *arg
- * (bool) when it did any work.
+ * (bool) when it did any work.  A replica found idle before and unchanged
+ * since, or one that failed recently, is passed over.
  */
 static void
 link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
@@ -123,9 +183,33 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 	TimestampTz     start = GetCurrentTimestamp();
 	uint64_t        linked = 0;
 	uint64_t        staged = 1;
+	bool            failed = false;
+	LinkerReplica  *entry;
+	char            file[MAXPGPATH];
+	struct stat     st;
+	bool            found;
 
-	if (rnode.backend != InvalidBackendId || !hannoy_replica_marked(path) || linker_should_stop())
+	if (rnode.backend != InvalidBackendId || strlen(path) >= MAXPGPATH ||
+	    !hannoy_replica_marked(path) || linker_should_stop())
 		return;
+	snprintf(file, sizeof(file), "%s/data.mdb", path);
+	if (stat(file, &st) != 0)
+		return;
+	entry = hash_search(linker_replicas, path, HASH_ENTER, &found);
+	if (!found)
+	{
+		entry->idle = false;
+		entry->checked = 0;
+		entry->retry_at = 0;
+	}
+	if (start < entry->retry_at)
+		return;
+	if (entry->idle && same_file(&entry->file, &st) &&
+	    !TimestampDifferenceExceeds(entry->checked, start, HANNOY_LINKER_RECHECK_MS))
+		return;
+	entry->idle = false;
+	entry->checked = start;
+
 	config = HannoyDefaultEnvConfig();
 	if (hannoy_env_open(path, &config, &env, &err) != HANNOY_OK)
 	{
@@ -144,6 +228,7 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 			ereport(LOG, (errmsg("hannoy could not link the staged rows of replica sidecar "
 			                     "\"%s\": %s",
 			                     path, err.message)));
+			failed = true;
 			break;
 		}
 		linked += batch;
@@ -151,14 +236,21 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 	if (linked > 0)
 		*busy = true;
 	/* busy only when tombstones went: a repair that cannot finish never spins */
-	if (!linker_should_stop() && hannoy_env_stats(env, &stats, &err) == HANNOY_OK &&
-	    stats.deleted > 0 && repair_replica(env, path, HANNOY_LINKER_ROUND_MS))
+	if (!failed && !linker_should_stop() && hannoy_env_stats(env, &stats, &err) == HANNOY_OK &&
+	    stats.deleted > 0)
 	{
 		uint64_t before = stats.deleted;
 
-		if (hannoy_env_stats(env, &stats, &err) == HANNOY_OK && stats.deleted < before)
+		if (!repair_replica(env, path, HANNOY_LINKER_ROUND_MS))
+			failed = true;
+		else if (hannoy_env_stats(env, &stats, &err) == HANNOY_OK && stats.deleted < before)
 			*busy = true;
 	}
+	if (failed)
+		entry->retry_at =
+		    TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HANNOY_LINKER_RETRY_MS);
+	else
+		note_idle(entry, env);
 	hannoy_env_close(env);
 }
 
@@ -170,11 +262,16 @@ void
 HannoyLinkerMain(Datum arg)
 {
 	MemoryContext round_cxt;
+	HASHCTL       ctl;
 
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 	round_cxt =
 	    AllocSetContextCreate(TopMemoryContext, "hannoy linker round", ALLOCSET_DEFAULT_SIZES);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = MAXPGPATH;
+	ctl.entrysize = sizeof(LinkerReplica);
+	linker_replicas = hash_create("hannoy linker replicas", 64, &ctl, HASH_ELEM | HASH_STRINGS);
 	pgstat_report_activity(STATE_RUNNING, "hannoy replica linker");
 	while (!linker_should_stop())
 	{
