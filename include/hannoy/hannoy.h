@@ -357,6 +357,14 @@ extern "C"
 	/* Removes the staged rows of 'count' TIDs, gated by 'lsn' as hannoy_replica_stage. */
 	extern HannoyStatus hannoy_replica_unstage(HannoyEnv *env, uint64_t lsn, const HannoyTid *tids,
 	                                           uint32_t count, bool *applied, HannoyError *err);
+	/*
+	 * Links staged rows into the replica's graph, for about 'budget_ms' (at
+	 * least one row), in one synced write transaction that also removes them
+	 * from the staged rows, so a scan finds each row in exactly one of the
+	 * two.  *linked: rows linked; *staged: rows still staged.
+	 */
+	extern HannoyStatus hannoy_replica_link(HannoyEnv *env, uint32_t budget_ms, uint64_t *linked,
+	                                        uint64_t *staged, HannoyError *err);
 	/* The number of staged rows and the applied-LSN stamp (0, 0 for a sidecar not from WAL). */
 	extern HannoyStatus hannoy_replica_state(HannoyEnv *env, uint64_t *staged, uint64_t *lsn,
 	                                         HannoyError *err);

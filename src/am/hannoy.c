@@ -76,7 +76,10 @@ _PG_init(void)
 	if (hannoy_preloaded)
 		HannoyRegisterRmgr();
 	if (hannoy_preloaded && !IsBinaryUpgrade)
+	{
 		HannoyRegisterSweeper();
+		HannoyRegisterLinker();
+	}
 
 	RegisterXactCallback(HannoyXactCallback, NULL);
 	CacheRegisterRelcacheCallback(HannoyRelcacheCallback, (Datum) 0);

@@ -100,6 +100,9 @@ extern void HannoySubXactCallback(SubXactEvent event, SubTransactionId mySubid,
 /* hannoysweeper.c: the start-up sweep's background workers */
 extern void HannoyRegisterSweeper(void);
 
+/* hannoylinker.c: the background worker that links a hot standby's staged rows */
+extern void HannoyRegisterLinker(void);
+
 /* hannoyinspect.c: hannoy_verify(), hannoy_index_stats(), hannoy_index_size() */
 
 /* hannoyheapcheck.c: the sidecar's rows against the heap */

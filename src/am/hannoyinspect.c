@@ -40,7 +40,7 @@
 #define HANNOY_INSPECT_BATCH 64
 
 /* Columns of hannoy_index_stats and hannoy_verify. */
-#define HANNOY_STATS_COLS  16
+#define HANNOY_STATS_COLS  17
 #define HANNOY_VERIFY_COLS 3
 
 /* Where hannoy_verify's rows go. */
@@ -269,14 +269,15 @@ PG_FUNCTION_INFO_V1(hannoy_index_size);
 
 /*
  * open_for_inspection opens the index's sidecar as HannoyOpenEnv does,
- * except while the server is in recovery: a standby's sidecar holds staged
- * rows that the walk and the heap check do not read yet, so it is reported
- * as unusable for inspection rather than as damaged.
+ * except for a verification while the server is in recovery: a standby's
+ * sidecar holds staged rows that the walk and the heap check do not read
+ * yet, so it is reported as unusable for verification rather than as
+ * damaged.  The counters (no 'verify') are read in recovery too.
  */
 static HannoyEnv *
-open_for_inspection(Relation index, HannoyMetaPageData *meta, const char **why)
+open_for_inspection(Relation index, HannoyMetaPageData *meta, bool verify, const char **why)
 {
-	if (RecoveryInProgress())
+	if (verify && RecoveryInProgress())
 	{
 		HannoyReadMetaPage(index, meta);
 		*why = "hannoy cannot inspect a sidecar while the server is in recovery";
@@ -323,6 +324,7 @@ hannoy_index_stats(PG_FUNCTION_ARGS)
 	bool                 nulls[HANNOY_STATS_COLS] = {false};
 	Datum               *edges;
 	uint32               layers;
+	uint64               staged = 0;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
@@ -330,9 +332,18 @@ hannoy_index_stats(PG_FUNCTION_ARGS)
 	HannoyFlushQueue(index);
 	memset(&summary, 0, sizeof(summary));
 	summary.stats.max_level = -1;
-	env = open_for_inspection(index, &meta, &why);
+	env = open_for_inspection(index, &meta, false, &why);
 	if (env != NULL)
+	{
+		uint64       lsn;
+		HannoyError  err;
+		HannoyStatus st;
+
 		run_walk(index, env, NULL, &summary);
+		st = hannoy_replica_state(env, &staged, &lsn, &err);
+		if (st != HANNOY_OK)
+			HannoyReportError(st, &err, index);
+	}
 	else if (!HannoyAwaitsSidecar(&meta))
 		HannoyReportUnusable(index, why, ERROR, NULL);
 
@@ -366,6 +377,7 @@ hannoy_index_stats(PG_FUNCTION_ARGS)
 	                                ? (double) sidecar_bytes(index) / (double) summary.stats.items
 	                                : 0.0);
 	nulls[15] = summary.stats.items == 0;
+	values[16] = Int64GetDatum((int64) staged);
 
 	close_index(index, heap);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
@@ -413,7 +425,7 @@ hannoy_verify(PG_FUNCTION_ARGS)
 	save_nestlevel = NewGUCNestLevel();
 
 	HannoyFlushQueue(index);
-	env = open_for_inspection(index, &meta, &why);
+	env = open_for_inspection(index, &meta, true, &why);
 	if (env != NULL)
 	{
 		verify_usable(index, heap, env, &meta, &sink);

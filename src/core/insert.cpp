@@ -319,6 +319,26 @@ insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t unindexe
 
 } // namespace
 
+void
+hannoy::insert_in_txn(Store &s, MDB_txn *txn, GraphState &state, HannoyTid tid, const void *vector,
+                      uint8_t unindexed_kind)
+{
+	if (vector == nullptr)
+	{
+		record_unindexed(s, txn, state, tid, unindexed_kind);
+		return;
+	}
+	Plan plan;
+	plan_links(s, txn, vector, hannoy::draw_level(s.meta().seed, tid, s.meta().options.m), plan);
+	link_row(s, txn, state, tid, vector, plan);
+}
+
+void
+hannoy::forget_row(Store &s, MDB_txn *txn, HannoyTid tid, GraphState &state)
+{
+	forget_tid(s, txn, tid, state);
+}
+
 extern "C" HannoyStatus
 hannoy_insert(HannoyEnv *env, HannoyTid tid, const void *vector, uint8_t unindexed_kind,
               HannoyError *err)

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -166,10 +167,13 @@ hannoy_replica_stage(HannoyEnv *env, uint64_t lsn, uint32_t dims, const HannoySt
 			                            " dimensions in an index of " + std::to_string(meta.dims));
 		    size_t                     bytes = hannoy_vector_bytes(meta.metric, meta.dims);
 		    std::vector<unsigned char> value;
+		    hannoy::GraphState         state = s.read_state(txn.get());
 		    for (uint32_t i = 0; i < count; i++)
 		    {
 			    const HannoyStagedRow &row = rows[i];
 			    hannoy::TidKey         key(row.tid);
+			    /* a linked row of the same TID is replaced too: never one row twice */
+			    hannoy::forget_row(s, txn.get(), row.tid, state);
 			    value.assign(1, row.vector != nullptr ? static_cast<uint8_t>(HANNOY_ROW_INDEXED)
 			                                          : row.kind);
 			    if (row.vector != nullptr)
@@ -178,6 +182,7 @@ hannoy_replica_stage(HannoyEnv *env, uint64_t lsn, uint32_t dims, const HannoySt
 			    hannoy::put(txn.get(), s.dbi_staged, key.val(),
 			                MDB_val{value.size(), value.data()});
 		    }
+		    s.write_state(txn.get(), state);
 		    s.write_applied(txn.get(), lsn);
 		    txn.commit();
 		    s.sync(true);
@@ -197,16 +202,81 @@ hannoy_replica_unstage(HannoyEnv *env, uint64_t lsn, const HannoyTid *tids, uint
 		                           hannoy::Txn    txn(s.env(), false);
 		                           if (!needs_apply(s, txn.get(), lsn))
 			                           return;
+		                           /* a row linked already becomes a tombstone, as VACUUM's do */
+		                           hannoy::GraphState state = s.read_state(txn.get());
 		                           for (uint32_t i = 0; i < count; i++)
 		                           {
 			                           hannoy::TidKey key(tids[i]);
 			                           hannoy::del(txn.get(), s.dbi_staged, key.val());
+			                           hannoy::forget_row(s, txn.get(), tids[i], state);
 		                           }
+		                           s.write_state(txn.get(), state);
 		                           s.write_applied(txn.get(), lsn);
 		                           txn.commit();
 		                           s.sync(true);
 		                           *applied = true;
 	                           });
+}
+
+extern "C" HannoyStatus
+hannoy_replica_link(HannoyEnv *env, uint32_t budget_ms, uint64_t *linked, uint64_t *staged,
+                    HannoyError *err)
+{
+	*linked = 0;
+	*staged = 0;
+	return hannoy::run_guarded(
+	    err,
+	    [&]
+	    {
+		    hannoy::Store &s = store_of(env);
+		    if (!s.has_staged())
+			    throw hannoy::Error(HANNOY_ERR_INVALID, "the sidecar was not made by WAL redo");
+		    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(budget_ms);
+		    hannoy::Txn txn(s.env(), false);
+		    s.reload_meta(txn.get());
+		    size_t             bytes = s.vector_bytes();
+		    hannoy::GraphState state = s.read_state(txn.get());
+		    /* floats: the kernels read the vector aligned */
+		    std::vector<float> vector((bytes + sizeof(float) - 1) / sizeof(float) + 1);
+		    bool               more = true;
+		    while (more)
+		    {
+			    HannoyTid tid;
+			    uint8_t   kind;
+			    {
+				    hannoy::Cursor cur(txn.get(), s.dbi_staged);
+				    MDB_val        key, data;
+				    if (!cur.get(key, data, MDB_FIRST))
+					    break;
+				    const unsigned char *v = static_cast<const unsigned char *>(data.mv_data);
+				    if (data.mv_size < 1 ||
+				        (v[0] == HANNOY_ROW_INDEXED && data.mv_size != 1 + bytes))
+					    throw hannoy::Error(HANNOY_ERR_CORRUPT, "a staged row is malformed");
+				    tid = hannoy::decode_tid(key);
+				    kind = v[0];
+				    if (kind == HANNOY_ROW_INDEXED)
+					    std::memcpy(vector.data(), v + 1, bytes);
+			    }
+			    hannoy::TidKey key(tid);
+			    hannoy::del(txn.get(), s.dbi_staged, key.val());
+			    hannoy::insert_in_txn(s, txn.get(), state, tid,
+			                          kind == HANNOY_ROW_INDEXED ? vector.data() : nullptr, kind);
+			    /* the next row's search reads the state this one left */
+			    s.write_state(txn.get(), state);
+			    (*linked)++;
+			    more = std::chrono::steady_clock::now() < deadline;
+		    }
+		    MDB_stat st;
+		    int      rc =
+		        hannoy::guarded(s.env(), [&] { return mdb_stat(txn.get(), s.dbi_staged, &st); });
+		    if (rc != 0)
+			    hannoy::throw_lmdb(rc, "counting staged rows");
+		    *staged = st.ms_entries;
+		    if (*linked == 0)
+			    return;
+		    txn.commit();
+		    s.sync(true);
+	    });
 }
 
 extern "C" HannoyStatus

@@ -22,6 +22,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "graph.hpp"
@@ -170,9 +171,14 @@ struct HannoyScan final : hannoy::SnapshotHolder
 	 */
 	std::vector<StagedRow> staged;
 	size_t                 staged_pos = 0;
-	bool                   graph_done = false;
-	bool                   have_lookahead = false;
-	StagedRow              lookahead{};
+	/*
+	 * Their TIDs: the linker may move a staged row into the graph, which a
+	 * later snapshot of this scan then walks; the scan has it already.
+	 */
+	std::unordered_set<HannoyTid> staged_tids;
+	bool                          graph_done = false;
+	bool                          have_lookahead = false;
+	StagedRow                     lookahead{};
 
 	/* Ends the read transaction, keeping its handle (and reader slot) for a renewal. */
 	void
@@ -572,6 +578,7 @@ load_staged(HannoyScan *scan, bool measure)
 {
 	hannoy::Store &s = *scan->store;
 	scan->staged.clear();
+	scan->staged_tids.clear();
 	scan->staged_pos = 0;
 	if (!s.has_staged())
 		return;
@@ -603,6 +610,7 @@ load_staged(HannoyScan *scan, bool measure)
 			row.rank = std::isnan(row.dist) ? 1 : 0;
 		}
 		scan->staged.push_back(row);
+		scan->staged_tids.insert(row.tid);
 	}
 	std::sort(scan->staged.begin(), scan->staged.end());
 }
@@ -614,17 +622,17 @@ load_staged(HannoyScan *scan, bool measure)
 bool
 merged_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
 {
-	if (!scan->have_lookahead && !scan->graph_done)
+	while (!scan->have_lookahead && !scan->graph_done)
 	{
 		StagedRow &g = scan->lookahead;
 		bool       null = false;
-		if (next_row(scan, &g.tid, &g.dist, &null))
+		if (!next_row(scan, &g.tid, &g.dist, &null))
+			scan->graph_done = true;
+		else if (scan->staged_tids.count(g.tid) == 0)
 		{
 			g.rank = null ? 2 : (std::isnan(g.dist) ? 1 : 0);
 			scan->have_lookahead = true;
 		}
-		else
-			scan->graph_done = true;
 	}
 	bool staged_left = scan->staged_pos < scan->staged.size();
 	if (staged_left && (!scan->have_lookahead || scan->staged[scan->staged_pos] < scan->lookahead))

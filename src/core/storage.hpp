@@ -918,6 +918,22 @@ class CodedGraph
 /* The level of a new node: -ln(U) / ln(m) with U drawn from (seed, salt). */
 int draw_level(uint64_t seed, uint64_t salt, uint32_t m);
 
+/*
+ * Inserts row 'tid' in write transaction 'txn' with the graph state
+ * 'state' (insert.cpp): a node linked with neighbours searched in the same
+ * transaction, or an unindexed row when 'vector' is nullptr; whatever the
+ * TID named before goes (forget_row).  The replica linker's insert.
+ */
+void insert_in_txn(Store &s, MDB_txn *txn, GraphState &state, HannoyTid tid, const void *vector,
+                   uint8_t unindexed_kind);
+
+/*
+ * Removes what row 'tid' is in the graph, in write transaction 'txn': its
+ * node becomes a tombstone, or its unindexed entry goes; nothing when the
+ * TID names neither.
+ */
+void forget_row(Store &s, MDB_txn *txn, HannoyTid tid, GraphState &state);
+
 } // namespace hannoy
 
 #endif /* HANNOY_STORAGE_HPP */

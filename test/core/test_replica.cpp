@@ -181,3 +181,187 @@ TEST(Replica, ASidecarNotMadeByRedoTakesNoStagedRows)
 }
 
 } // namespace
+
+namespace
+{
+
+/*
+ * How many of rows 0..n-1 (TID i + 1) are not among the first 10 rows of a
+ * scan at 'ef' for their own vector.
+ */
+size_t
+self_misses(HannoyEnv *env, const std::vector<float> &vectors, size_t n, uint32_t dims, uint32_t ef)
+{
+	HannoyScan *scan = nullptr;
+	HannoyError err;
+	EXPECT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK) << err.message;
+	size_t misses = 0;
+	for (size_t i = 0; i < n; i++)
+	{
+		EXPECT_EQ(hannoy_scan_start(scan, vectors.data() + i * dims, dims, ef, 0, &err), HANNOY_OK)
+		    << err.message;
+		std::vector<Row> rows = scan_rows(scan, 10);
+		bool             found = false;
+		for (const Row &r : rows)
+			found = found || r.tid == i + 1;
+		misses += found ? 0 : 1;
+	}
+	hannoy_scan_free(scan);
+	return misses;
+}
+
+} // namespace
+
+/*
+ * Staged rows linked in batches make a graph that finds each row as one
+ * made by hannoy_insert does, and every row leaves the staged set.
+ */
+TEST(Replica, LinkedGraphFindsEveryRowAsInsertsDo)
+{
+	constexpr uint32_t D = 12;
+	constexpr size_t   N = 700;
+	std::vector<float> vectors = hannoy_test::uniform(N, D, 11);
+	HannoyEnvConfig    config = test_config();
+	HannoyError        err;
+
+	TempEnvDir rdir, idir;
+	HannoyMeta meta = test_meta(HANNOY_METRIC_L2, 0, 16, 64);
+	meta.timeline = 0;
+	ASSERT_EQ(hannoy_replica_create(rdir.path(), &config, &meta, 1, &err), HANNOY_OK);
+	HannoyEnv                   *renv = open_replica(rdir.path());
+	std::vector<HannoyStagedRow> rows;
+	for (size_t i = 0; i < N; i++)
+		rows.push_back({HannoyTid(i + 1), HANNOY_ROW_INDEXED, vectors.data() + i * D});
+	bool applied;
+	ASSERT_EQ(hannoy_replica_stage(renv, 2, D, rows.data(), N, &applied, &err), HANNOY_OK);
+	uint64_t linked = 0, staged = 1;
+	while (staged > 0)
+	{
+		uint64_t batch;
+		ASSERT_EQ(hannoy_replica_link(renv, 20, &batch, &staged, &err), HANNOY_OK) << err.message;
+		linked += batch;
+	}
+	EXPECT_EQ(linked, N);
+
+	HannoyMeta imeta = test_meta(HANNOY_METRIC_L2, D, 16, 64);
+	HannoyEnv *ienv = nullptr;
+	ASSERT_EQ(hannoy_env_create(idir.path(), &config, &imeta, &ienv, &err), HANNOY_OK);
+	for (size_t i = 0; i < N; i++)
+		ASSERT_EQ(hannoy_insert(ienv, i + 1, vectors.data() + i * D, 0, &err), HANNOY_OK);
+
+	size_t rm = self_misses(renv, vectors, N, D, 40), im = self_misses(ienv, vectors, N, D, 40);
+	EXPECT_EQ(rm, 0u);
+	EXPECT_LE(rm, im);
+	hannoy_env_close(renv);
+	hannoy_env_close(ienv);
+}
+
+/*
+ * Removals replayed after rows were linked make them tombstones (never
+ * returned), a repair deletes them, and rows linked before or after the
+ * repair still find themselves; a staged row of a TID the graph holds
+ * replaces it.
+ */
+TEST(Replica, RemovalsReachLinkedRows)
+{
+	constexpr uint32_t D = 12;
+	std::vector<float> vectors = hannoy_test::uniform(900, D, 11);
+	HannoyEnvConfig    config = test_config();
+	HannoyError        err;
+	for (int repair_first = 0; repair_first < 2; repair_first++)
+	{
+		TempEnvDir dir;
+		HannoyMeta meta = test_meta(HANNOY_METRIC_L2, 0, 16, 64);
+		meta.timeline = 0;
+		ASSERT_EQ(hannoy_replica_create(dir.path(), &config, &meta, 1, &err), HANNOY_OK);
+		HannoyEnv *env = open_replica(dir.path());
+		ASSERT_NE(env, nullptr);
+		auto stage12 = [&](uint64_t lsn, const std::vector<HannoyTid> &tids, const float *v)
+		{
+			std::vector<HannoyStagedRow> rows;
+			for (size_t k = 0; k < tids.size(); k++)
+				rows.push_back({tids[k], HANNOY_ROW_INDEXED, v + k * D});
+			bool applied = false;
+			EXPECT_EQ(hannoy_replica_stage(env, lsn, D, rows.data(),
+			                               static_cast<uint32_t>(rows.size()), &applied, &err),
+			          HANNOY_OK)
+			    << err.message;
+			return applied;
+		};
+		auto link_all = [&]
+		{
+			uint64_t staged = 1, batch;
+			while (staged > 0)
+				ASSERT_EQ(hannoy_replica_link(env, 20, &batch, &staged, &err), HANNOY_OK)
+				    << err.message;
+		};
+		auto repair = [&]
+		{
+			HannoyRepair *r = nullptr;
+			ASSERT_EQ(hannoy_repair_begin(env, &r, &err), HANNOY_OK) << err.message;
+			bool     done = false;
+			uint64_t n;
+			while (!done)
+				ASSERT_EQ(hannoy_repair_step(r, 20, &done, &n, &err), HANNOY_OK) << err.message;
+			hannoy_repair_free(r);
+		};
+		std::vector<HannoyTid> first, gone, later;
+		for (HannoyTid t = 1; t <= 500; t++)
+			first.push_back(t);
+		for (HannoyTid t = 1; t <= 500; t += 3)
+			gone.push_back(t);
+		for (HannoyTid t = 501; t <= 900; t++)
+			later.push_back(t);
+		ASSERT_TRUE(stage12(2, first, vectors.data()));
+		link_all();
+		bool applied = false;
+		ASSERT_EQ(hannoy_replica_unstage(env, 3, gone.data(), static_cast<uint32_t>(gone.size()),
+		                                 &applied, &err),
+		          HANNOY_OK)
+		    << err.message;
+		ASSERT_TRUE(applied);
+		HannoyStats stats;
+		ASSERT_EQ(hannoy_env_stats(env, &stats, &err), HANNOY_OK);
+		EXPECT_EQ(stats.items, 500u - gone.size());
+		EXPECT_EQ(stats.deleted, gone.size());
+		if (repair_first)
+			repair();
+		ASSERT_TRUE(stage12(4, later, vectors.data() + 500 * D));
+		link_all();
+		if (!repair_first)
+			repair();
+		ASSERT_EQ(hannoy_env_stats(env, &stats, &err), HANNOY_OK);
+		EXPECT_EQ(stats.items, 900u - gone.size());
+		EXPECT_EQ(stats.deleted, 0u);
+
+		/* every row still there finds itself; no removed row comes back */
+		HannoyScan *scan = nullptr;
+		ASSERT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
+		size_t misses = 0, removed_seen = 0;
+		for (size_t i = 0; i < 900; i++)
+		{
+			ASSERT_EQ(hannoy_scan_start(scan, vectors.data() + i * D, D, 40, 0, &err), HANNOY_OK);
+			bool found = false;
+			for (const Row &r : scan_rows(scan, 10))
+			{
+				found = found || r.tid == i + 1;
+				removed_seen += std::count(gone.begin(), gone.end(), r.tid);
+			}
+			bool removed = std::count(gone.begin(), gone.end(), HannoyTid(i + 1)) > 0;
+			misses += found || removed ? 0 : 1;
+		}
+		EXPECT_EQ(misses, 0u) << "repair first: " << repair_first;
+		EXPECT_EQ(removed_seen, 0u);
+
+		/* a row staged again under a linked row's TID replaces it: one row per TID */
+		std::vector<HannoyTid> again{900};
+		ASSERT_TRUE(stage12(5, again, vectors.data()));
+		ASSERT_EQ(hannoy_scan_start(scan, nullptr, D, 40, 0, &err), HANNOY_OK);
+		std::vector<Row> all = scan_rows(scan);
+		EXPECT_EQ(all.size(), 900u - gone.size());
+		EXPECT_EQ(std::count_if(all.begin(), all.end(), [](const Row &r) { return r.tid == 900; }),
+		          1);
+		hannoy_scan_free(scan);
+		hannoy_env_close(env);
+	}
+}

@@ -1,0 +1,291 @@
+/*
+ * hannoylinker.c
+ *	  The replica linker (DESIGN.md "Replication and recovery", "Linking on
+ *	  a hot standby"): a background worker that, on a hot standby, moves the
+ *	  rows WAL redo staged in replica sidecars into their graphs, and repairs
+ *	  the graphs around the rows redo removed.
+ *
+ *	  The postmaster starts it once the standby is consistent.  It connects
+ *	  to no database: it walks the sidecar directories, and for each replica
+ *	  links staged rows in write transactions of about
+ *	  HANNOY_LINKER_BATCH_MS each (the core's hannoy_replica_link), so the
+ *	  startup process, the only other writer, never waits longer than one
+ *	  batch for LMDB's writer lock.  When no replica has staged rows it
+ *	  sleeps.  It leaves with status 0 when recovery ends (promotion, or a
+ *	  primary's start), since replicas are not used outside recovery, and on
+ *	  SIGTERM; the postmaster starts it again after a crash-restart.
+ */
+#include "postgres.h"
+
+#include <sys/stat.h>
+
+#include "access/xlog.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "hannoy_am.h"
+
+/* Milliseconds of linking per write transaction (the writer lock is held that long). */
+#define HANNOY_LINKER_BATCH_MS 20
+
+/* Milliseconds one replica gets per round before the linker moves on to the next. */
+#define HANNOY_LINKER_ROUND_MS 1000
+
+/* Milliseconds the linker sleeps when no replica had work. */
+#define HANNOY_LINKER_NAP_MS 250
+
+/* Seconds before the postmaster starts the linker again after it failed. */
+#define HANNOY_LINKER_RESTART_S 5
+
+/* Milliseconds before a replica whose linking or repair failed is tried again. */
+#define HANNOY_LINKER_RETRY_MS 60000
+
+/* Milliseconds after which an idle replica is opened again although its file looks unchanged. */
+#define HANNOY_LINKER_RECHECK_MS 10000
+
+/*
+ * What the linker remembers of a replica between rounds, so that an idle
+ * replica costs a stat() per round rather than opening its environment,
+ * and a failing one is not retried (and logged) every round.
+ */
+typedef struct LinkerReplica
+{
+	char        path[MAXPGPATH]; /* the hash key */
+	bool        idle;            /* nothing staged and no tombstone, as of 'file' */
+	struct stat file;            /* data.mdb when it was last found idle */
+	TimestampTz checked;         /* when it was last opened */
+	TimestampTz retry_at;        /* after a failure: not before then */
+} LinkerReplica;
+
+static HTAB *linker_replicas = NULL;
+
+PGDLLEXPORT void HannoyLinkerMain(Datum arg);
+
+/*
+ * HannoyRegisterLinker registers the linker; called from _PG_init while
+ * shared_preload_libraries is being processed.
+ */
+void
+HannoyRegisterLinker(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	worker.bgw_restart_time = HANNOY_LINKER_RESTART_S;
+	strlcpy(worker.bgw_library_name, "hannoy", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "HannoyLinkerMain", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "hannoy replica linker", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "hannoy replica linker", BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
+}
+
+/* True when the linker should stop its current work: a shutdown or the end of recovery. */
+static bool
+linker_should_stop(void)
+{
+	CHECK_FOR_INTERRUPTS();
+	return ShutdownRequestPending || !RecoveryInProgress();
+}
+
+/*
+ * repair_replica repairs the graph of a replica around the rows redo
+ * removed, in steps of one batch, for at most 'budget_ms' in all; a repair
+ * cut short leaves the rest to the next round.  False when it failed.
+ */
+static bool
+repair_replica(HannoyEnv *env, const char *path, long budget_ms)
+{
+	HannoyRepair *repair;
+	HannoyError   err;
+	TimestampTz   start = GetCurrentTimestamp();
+	bool          done = false;
+	uint64_t      repaired;
+
+	if (hannoy_repair_begin(env, &repair, &err) != HANNOY_OK)
+	{
+		ereport(LOG,
+		        (errmsg("hannoy could not repair replica sidecar \"%s\": %s", path, err.message)));
+		return false;
+	}
+	while (!done && !linker_should_stop())
+	{
+		if (hannoy_repair_step(repair, HANNOY_LINKER_BATCH_MS, &done, &repaired, &err) != HANNOY_OK)
+		{
+			ereport(LOG, (errmsg("hannoy could not repair replica sidecar \"%s\": %s", path,
+			                     err.message)));
+			hannoy_repair_free(repair);
+			return false;
+		}
+		if (TimestampDifferenceExceeds(start, GetCurrentTimestamp(), (int) budget_ms))
+			break;
+	}
+	hannoy_repair_free(repair);
+	return true;
+}
+
+/* True when stat() results 'a' and 'b' describe the same, unchanged file. */
+static bool
+same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_ino == b->st_ino && a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/*
+ * note_idle records whether 'entry' is idle: nothing staged and no
+ * tombstone.  Its data file is stat()ed before the counters are read, so a
+ * redo write after that changes the file again; since the file time's
+ * granularity may hide a write of the same instant, an idle replica is
+ * opened again every HANNOY_LINKER_RECHECK_MS anyway.
+ */
+static void
+note_idle(LinkerReplica *entry, HannoyEnv *env)
+{
+	char        file[MAXPGPATH];
+	struct stat st;
+	uint64_t    staged;
+	uint64_t    lsn;
+	HannoyStats stats;
+	HannoyError err;
+
+	snprintf(file, sizeof(file), "%s/data.mdb", entry->path);
+	entry->idle = stat(file, &st) == 0 &&
+	              hannoy_replica_state(env, &staged, &lsn, &err) == HANNOY_OK && staged == 0 &&
+	              hannoy_env_stats(env, &stats, &err) == HANNOY_OK && stats.deleted == 0;
+	if (entry->idle)
+		entry->file = st;
+}
+
+/*
+ * link_replica links the staged rows of one sidecar (a visitor of
+ * HannoyForEachSidecar), if it is a replica, for at most
+ * HANNOY_LINKER_ROUND_MS, then repairs around removed rows; sets *arg
+ * (bool) when it did any work.  A replica found idle before and unchanged
+ * since, or one that failed recently, is passed over.
+ */
+static void
+link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
+{
+	bool           *busy = arg;
+	HannoyEnvConfig config;
+	HannoyEnv      *env;
+	HannoyError     err;
+	HannoyStats     stats;
+	TimestampTz     start = GetCurrentTimestamp();
+	uint64_t        linked = 0;
+	uint64_t        staged = 1;
+	bool            failed = false;
+	LinkerReplica  *entry;
+	char            file[MAXPGPATH];
+	struct stat     st;
+	bool            found;
+
+	if (rnode.backend != InvalidBackendId || strlen(path) >= MAXPGPATH ||
+	    !hannoy_replica_marked(path) || linker_should_stop())
+		return;
+	snprintf(file, sizeof(file), "%s/data.mdb", path);
+	if (stat(file, &st) != 0)
+		return;
+	entry = hash_search(linker_replicas, path, HASH_ENTER, &found);
+	if (!found)
+	{
+		entry->idle = false;
+		entry->checked = 0;
+		entry->retry_at = 0;
+	}
+	if (start < entry->retry_at)
+		return;
+	if (entry->idle && same_file(&entry->file, &st) &&
+	    !TimestampDifferenceExceeds(entry->checked, start, HANNOY_LINKER_RECHECK_MS))
+		return;
+	entry->idle = false;
+	entry->checked = start;
+
+	config = HannoyDefaultEnvConfig();
+	if (hannoy_env_open(path, &config, &env, &err) != HANNOY_OK)
+	{
+		/* redo may have dropped it meanwhile */
+		ereport(DEBUG1,
+		        (errmsg("hannoy could not open replica sidecar \"%s\": %s", path, err.message)));
+		return;
+	}
+	while (staged > 0 && !linker_should_stop() &&
+	       !TimestampDifferenceExceeds(start, GetCurrentTimestamp(), HANNOY_LINKER_ROUND_MS))
+	{
+		uint64_t batch;
+
+		if (hannoy_replica_link(env, HANNOY_LINKER_BATCH_MS, &batch, &staged, &err) != HANNOY_OK)
+		{
+			ereport(LOG, (errmsg("hannoy could not link the staged rows of replica sidecar "
+			                     "\"%s\": %s",
+			                     path, err.message)));
+			failed = true;
+			break;
+		}
+		linked += batch;
+	}
+	if (linked > 0)
+		*busy = true;
+	/* busy only when tombstones went: a repair that cannot finish never spins */
+	if (!failed && !linker_should_stop() && hannoy_env_stats(env, &stats, &err) == HANNOY_OK &&
+	    stats.deleted > 0)
+	{
+		uint64_t before = stats.deleted;
+
+		if (!repair_replica(env, path, HANNOY_LINKER_ROUND_MS))
+			failed = true;
+		else if (hannoy_env_stats(env, &stats, &err) == HANNOY_OK && stats.deleted < before)
+			*busy = true;
+	}
+	if (failed)
+		entry->retry_at =
+		    TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HANNOY_LINKER_RETRY_MS);
+	else
+		note_idle(entry, env);
+	hannoy_env_close(env);
+}
+
+/*
+ * HannoyLinkerMain is the linker's entry point: rounds over every replica
+ * while the server is in recovery, a nap after a round without work.
+ */
+void
+HannoyLinkerMain(Datum arg)
+{
+	MemoryContext round_cxt;
+	HASHCTL       ctl;
+
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+	round_cxt =
+	    AllocSetContextCreate(TopMemoryContext, "hannoy linker round", ALLOCSET_DEFAULT_SIZES);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = MAXPGPATH;
+	ctl.entrysize = sizeof(LinkerReplica);
+	linker_replicas = hash_create("hannoy linker replicas", 64, &ctl, HASH_ELEM | HASH_STRINGS);
+	pgstat_report_activity(STATE_RUNNING, "hannoy replica linker");
+	while (!linker_should_stop())
+	{
+		bool          busy = false;
+		MemoryContext old = MemoryContextSwitchTo(round_cxt);
+
+		HannoyForEachSidecar(DEBUG1, link_replica, &busy);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(round_cxt);
+		if (busy)
+			continue;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+		                 HANNOY_LINKER_NAP_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	proc_exit(0);
+}
