@@ -1554,79 +1554,109 @@ Store::check_file()
 	size_t psize = ms.ms_psize;
 	if (b.lo == 0 || size < 2 * psize)
 		return; /* the map is unknown (no guard) or the page size unusual: nothing more to read */
-	LmdbMeta m[2];
-	rc = guarded(env_,
-	             [&]
-	             {
-		             for (int i = 0; i < 2; i++)
-			             m[i] = read_lmdb_meta(reinterpret_cast<const unsigned char *>(b.lo) +
-			                                   i * psize);
-		             return 0;
-	             });
-	if (rc != 0)
-		throw_lmdb(rc, "reading the meta pages");
-	uint64_t pages = size / psize;
-	for (int i = 0; i < 2; i++)
-	{
-		std::string which = "LMDB meta page " + std::to_string(i);
-		if (!(m[i].flags & lmdb_format::P_META) || m[i].magic != lmdb_format::MAGIC ||
-		    m[i].version != lmdb_format::DATA_VERSION)
-			throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (" + which + " is not one)");
-		/* LMDB writes transaction t's meta into page t % 2 (both hold 0 when created) */
-		if (m[i].txnid % 2 != static_cast<uint64_t>(i) && m[i].txnid != 0)
-			throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (" + which +
-			                                    " names transaction " + std::to_string(m[i].txnid) +
-			                                    ")");
-		for (uint64_t root : {m[i].free_db.root, m[i].main_db.root})
-			if (root != lmdb_format::P_INVALID && root > m[i].last_pg)
-				throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (" + which +
-				                                    " has a root page beyond its last page)");
-	}
-	uint64_t newer = std::max(m[0].txnid, m[1].txnid), older = std::min(m[0].txnid, m[1].txnid);
-	if (newer - older != 1 && newer != 0)
-		throw Error(HANNOY_ERR_CORRUPT,
-		            "the sidecar is damaged (its meta pages name transactions " +
-		                std::to_string(m[0].txnid) + " and " + std::to_string(m[1].txnid) + ")");
 	/*
-	 * Every page a snapshot reaches was written, so the file holds the root
-	 * pages of the newest one.  (The last page in use need not be in the
-	 * file: a page a transaction took at the end and freed again is never
-	 * written.  A read of a page past the end is the guard's.)
+	 * Another process may be writing a meta page while this one reads it
+	 * (LMDB writes a commit's meta page in place, the transaction id last):
+	 * a reading that looks damaged is taken again a few times, a millisecond
+	 * or more apart, before it counts.
 	 */
-	const LmdbMeta &current = m[0].txnid > m[1].txnid ? m[0] : m[1];
-	for (uint64_t root : {current.free_db.root, current.main_db.root})
-		if (root != lmdb_format::P_INVALID && root >= pages)
+	constexpr int META_READS = 5;
+	LmdbMeta      current;
+	for (int attempt = 0;; attempt++)
+	{
+		try
 		{
-			/*
-			 * Another process may have committed between the fstat and the
-			 * read of the meta pages, growing the file first: look again.
-			 */
-			if (fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) / psize > root)
+			LmdbMeta m[2];
+			rc = guarded(env_,
+			             [&]
+			             {
+				             for (int i = 0; i < 2; i++)
+					             m[i] = read_lmdb_meta(
+					                 reinterpret_cast<const unsigned char *>(b.lo) + i * psize);
+				             return 0;
+			             });
+			if (rc != 0)
+				throw_lmdb(rc, "reading the meta pages");
+			if (attempt > 0 && fstat(fd, &st) == 0)
+				size = static_cast<uint64_t>(st.st_size);
+			uint64_t pages = size / psize;
+			for (int i = 0; i < 2; i++)
 			{
-				pages = static_cast<uint64_t>(st.st_size) / psize;
-				continue;
+				std::string which = "LMDB meta page " + std::to_string(i);
+				if (!(m[i].flags & lmdb_format::P_META) || m[i].magic != lmdb_format::MAGIC ||
+				    m[i].version != lmdb_format::DATA_VERSION)
+					throw Error(HANNOY_ERR_CORRUPT,
+					            "the sidecar is damaged (" + which + " is not one)");
+				/* LMDB writes transaction t's meta into page t % 2 (both hold 0 when created) */
+				if (m[i].txnid % 2 != static_cast<uint64_t>(i) && m[i].txnid != 0)
+					throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (" + which +
+					                                    " names transaction " +
+					                                    std::to_string(m[i].txnid) + ")");
+				for (uint64_t root : {m[i].free_db.root, m[i].main_db.root})
+					if (root != lmdb_format::P_INVALID && root > m[i].last_pg)
+						throw Error(HANNOY_ERR_CORRUPT,
+						            "the sidecar is damaged (" + which +
+						                " has a root page beyond its last page)");
 			}
-			throw Error(HANNOY_ERR_CORRUPT,
-			            "the sidecar is damaged (data.mdb has " + std::to_string(pages) +
-			                " pages, but its root page " + std::to_string(root) +
-			                " lies beyond them; truncated?)");
+			uint64_t newer = std::max(m[0].txnid, m[1].txnid),
+			         older = std::min(m[0].txnid, m[1].txnid);
+			if (newer - older != 1 && newer != 0)
+				throw Error(HANNOY_ERR_CORRUPT,
+				            "the sidecar is damaged (its meta pages name transactions " +
+				                std::to_string(m[0].txnid) + " and " + std::to_string(m[1].txnid) +
+				                ")");
+			/*
+			 * Every page a snapshot reaches was written, so the file holds the root
+			 * pages of the newest one.  (The last page in use need not be in the
+			 * file: a page a transaction took at the end and freed again is never
+			 * written.  A read of a page past the end is the guard's.)
+			 */
+			current = m[0].txnid > m[1].txnid ? m[0] : m[1];
+			for (uint64_t root : {current.free_db.root, current.main_db.root})
+				if (root != lmdb_format::P_INVALID && root >= pages)
+				{
+					/*
+					 * Another process may have committed between the fstat and the
+					 * read of the meta pages, growing the file first: look again.
+					 */
+					if (fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) / psize > root)
+					{
+						pages = static_cast<uint64_t>(st.st_size) / psize;
+						continue;
+					}
+					throw Error(HANNOY_ERR_CORRUPT,
+					            "the sidecar is damaged (data.mdb has " + std::to_string(pages) +
+					                " pages, but its root page " + std::to_string(root) +
+					                " lies beyond them; truncated?)");
+				}
+			/*
+			 * Transaction ids only grow, and a meta page once written for one never
+			 * changes: a file rewritten in place (another sidecar's copied over
+			 * it) shows otherwise, and pointers kept into the old one (the
+			 * snapshot cache's) must not be followed.
+			 */
+			if (b.seen &&
+			    (current.txnid < b.seen_txnid ||
+			     (current.txnid == b.seen_txnid &&
+			      (current.last_pg != b.seen_last_pg || current.free_db.root != b.seen_roots[0] ||
+			       current.main_db.root != b.seen_roots[1]))))
+			{
+				if (attempt == META_READS - 1)
+					b.damaged = true;
+				throw Error(HANNOY_ERR_CORRUPT,
+				            "the sidecar is damaged (its newest transaction went from " +
+				                std::to_string(b.seen_txnid) + " to " +
+				                std::to_string(current.txnid) +
+				                ": data.mdb was rewritten in place)");
+			}
+			break;
 		}
-	/*
-	 * Transaction ids only grow, and a meta page once written for one never
-	 * changes: a file rewritten in place (another sidecar's copied over
-	 * it) shows otherwise, and pointers kept into the old one (the
-	 * snapshot cache's) must not be followed.
-	 */
-	if (b.seen && (current.txnid < b.seen_txnid ||
-	               (current.txnid == b.seen_txnid &&
-	                (current.last_pg != b.seen_last_pg || current.free_db.root != b.seen_roots[0] ||
-	                 current.main_db.root != b.seen_roots[1]))))
-	{
-		b.damaged = true;
-		throw Error(HANNOY_ERR_CORRUPT,
-		            "the sidecar is damaged (its newest transaction went from " +
-		                std::to_string(b.seen_txnid) + " to " + std::to_string(current.txnid) +
-		                ": data.mdb was rewritten in place)");
+		catch (const Error &e)
+		{
+			if (e.status() != HANNOY_ERR_CORRUPT || attempt == META_READS - 1)
+				throw;
+			usleep(1000u << attempt);
+		}
 	}
 	b.seen = true;
 	b.seen_txnid = current.txnid;
