@@ -94,7 +94,15 @@ struct BuildGraph
 	/* the codes (format 5, when they pay): node id * code bytes */
 	std::shared_ptr<const hannoy::Quantizer> quantizer;
 	std::vector<uint8_t>                     codes;
-	bool search_codes = false; /* the searches rank by codes (they are lossless) */
+	/*
+	 * The codes are lossless (every element is offset + code): then every
+	 * distance between nodes, the searches' and the neighbour choice's, is
+	 * measured on the codes by 'lossless', with each node's offset_dot
+	 * under inner product and cosine.
+	 */
+	bool                                         search_codes = false;
+	std::unique_ptr<const hannoy::LosslessCodes> lossless;
+	std::vector<double>                          offset_dots;
 	/*
 	 * Cosine: each vector's a.a, so that a distance takes one dot product
 	 * instead of three (empty for other metrics).
@@ -116,9 +124,21 @@ struct BuildGraph
 	{
 		return layout->distance(pieces_of(id), query);
 	}
+	/* The distance between two nodes from their lossless codes (search_codes). */
+	double
+	code_distance_between(uint32_t a, uint32_t b) const
+	{
+		const size_t bytes = quantizer->code_bytes();
+		return lossless->distance(
+		    &codes[size_t(a) * bytes], &codes[size_t(b) * bytes],
+		    offset_dots.empty() ? 0.0 : offset_dots[a], offset_dots.empty() ? 0.0 : offset_dots[b],
+		    sq_norms.empty() ? 0.0f : sq_norms[a], sq_norms.empty() ? 0.0f : sq_norms[b]);
+	}
 	double
 	distance_between(uint32_t a, uint32_t b) const
 	{
+		if (search_codes)
+			return code_distance_between(a, b);
 		if (!sq_norms.empty())
 			return hannoy::cosine_distance_from_dots(layout->dot(pieces_of(a), pieces_of(b)),
 			                                         sq_norms[a], sq_norms[b]);
@@ -198,8 +218,10 @@ struct BuildGraph
 
 /*
  * The build's graph as the searches that link node 'self' walk it: the
- * query is the node's own vector, so a distance is distance_between's
- * (under cosine one dot product and the cached norms).
+ * query is the node itself, so a distance is distance_between's (on
+ * lossless codes their integer sums; else under cosine one dot product and
+ * the cached norms), and the searches' distances are the ones the
+ * neighbour choice needs.
  */
 struct SelfSearchGraph
 {
@@ -211,37 +233,26 @@ struct SelfSearchGraph
 	{
 		return g.distance_between(self, id);
 	}
+	/*
+	 * The list of 'id' at 'layer'; on codes (a few hundred bytes or more:
+	 * CODES_MIN_DIMS), each neighbour's code is fetched into the cache
+	 * before the search measures it, which took a third off the build's CPU
+	 * on Fashion-MNIST.  Not for vectors: on 64-d rows (four cache lines)
+	 * the prefetches cost 10% more than they saved (DESIGN.md "Build").
+	 */
 	void
 	neighbors(uint32_t id, int layer, std::vector<uint32_t> &out)
 	{
 		g.neighbors(id, layer, out);
-	}
-};
-
-/*
- * The build's graph as its searches walk it when it has codes: distances
- * to codes.  Neighbour selection keeps BuildGraph's exact distances.  The
- * searches rank by codes only when they are lossless (make_codes), so under
- * cosine a code's norm is its vector's, and the query's is cached too.
- */
-struct CodedBuildGraph
-{
-	BuildGraph &g;
-	uint32_t    self;
-
-	double
-	distance(const void *query, uint32_t id) const
-	{
-		const uint8_t *code = &g.codes[size_t(id) * g.quantizer->code_bytes()];
-		if (!g.sq_norms.empty())
-			return hannoy::cosine_distance_from_dots(g.quantizer->dot(code, query),
-			                                         g.sq_norms[self], g.sq_norms[id]);
-		return g.quantizer->distance(code, query);
-	}
-	void
-	neighbors(uint32_t id, int layer, std::vector<uint32_t> &out)
-	{
-		g.neighbors(id, layer, out);
+		if (!g.search_codes)
+			return;
+		const size_t bytes = g.quantizer->code_bytes();
+		for (uint32_t n : out)
+		{
+			const char *code = reinterpret_cast<const char *>(&g.codes[size_t(n) * bytes]);
+			for (size_t off = 0; off < bytes; off += 64)
+				__builtin_prefetch(code + off);
+		}
 	}
 };
 
@@ -250,9 +261,8 @@ struct BuildWorker
 {
 	hannoy::VisitedSet             visited;
 	hannoy::CoverCache             cover;
-	std::vector<hannoy::Candidate> found, exact, entries, pruning;
+	std::vector<hannoy::Candidate> found, entries, pruning;
 	std::vector<uint32_t>          scratch, selected, pruned;
-	std::string                    query; /* the node being linked, when stored in pieces */
 };
 
 struct HannoyBuilder
@@ -341,45 +351,25 @@ link_node(HannoyBuilder *b, BuildWorker &w, uint32_t id)
 {
 	BuildGraph       &g = b->graph;
 	const HannoyMeta &meta = b->store->meta();
-	const void       *q = g.vector(id, w.query);
+	const void       *q = nullptr; /* the searches measure from node 'id' itself */
 	int               level = g.levels[id];
-	CodedBuildGraph   coded{g, id};
 	SelfSearchGraph   exact{g, id};
-	bool              by_codes = g.search_codes;
-	hannoy::Candidate ep{by_codes ? coded.distance(q, b->entry_point)
-	                              : exact.distance(q, b->entry_point),
-	                     b->entry_point};
+	hannoy::Candidate ep{exact.distance(q, b->entry_point), b->entry_point};
 	if (level < b->max_level)
-		ep = by_codes ? hannoy::greedy_descend(coded, q, ep, b->max_level, level, w.scratch)
-		              : hannoy::greedy_descend(exact, q, ep, b->max_level, level, w.scratch);
+		ep = hannoy::greedy_descend(exact, q, ep, b->max_level, level, w.scratch);
 	w.entries.assign(1, ep);
 	for (int layer = std::min(level, b->max_level); layer >= 0; layer--)
 	{
 		w.visited.reset(g.size());
-		if (by_codes)
-			hannoy::search_layer(coded, q, w.entries, meta.options.ef_construction, layer,
-			                     w.visited, w.found, w.scratch);
-		else
-			hannoy::search_layer(exact, q, w.entries, meta.options.ef_construction, layer,
-			                     w.visited, w.found, w.scratch);
+		hannoy::search_layer(exact, q, w.entries, meta.options.ef_construction, layer, w.visited,
+		                     w.found, w.scratch);
 		/* a concurrent insertion may already have linked this node: never link to itself */
 		w.found.erase(std::remove_if(w.found.begin(), w.found.end(),
 		                             [id](const hannoy::Candidate &c) { return c.id == id; }),
 		              w.found.end());
-		/*
-		 * Found by codes: the choice of neighbours needs exact distances, the
-		 * next layer's search goes on from the code distances it ranked by.
-		 */
-		std::vector<hannoy::Candidate> &chosen_from = by_codes ? w.exact : w.found;
-		if (by_codes)
-		{
-			w.exact.resize(w.found.size());
-			for (size_t i = 0; i < w.found.size(); i++)
-				w.exact[i] =
-				    hannoy::Candidate{g.distance_between(id, w.found[i].id), w.found[i].id};
-			std::sort(w.exact.begin(), w.exact.end());
-		}
-		size_t max_links = g.max_links(layer);
+		/* the distances the search found are the exact ones, on codes or vectors */
+		std::vector<hannoy::Candidate> &chosen_from = w.found;
+		size_t                          max_links = g.max_links(layer);
 		if (layer == 0)
 		{
 			/*
@@ -482,6 +472,15 @@ make_codes(HannoyBuilder *b, uint32_t kind)
 	 * time (DESIGN.md "Build"), so only lossless codes (pixels) are searched.
 	 */
 	g.search_codes = kind == hannoy::QUANTIZER_SCALAR8 && fit.lossless();
+	if (!g.search_codes)
+		return;
+	g.lossless = std::make_unique<const hannoy::LosslessCodes>(*q, metric);
+	if (g.lossless->needs_offset_dots())
+	{
+		g.offset_dots.resize(n);
+		for (size_t id = 0; id < n; id++)
+			g.offset_dots[id] = g.lossless->offset_dot(&g.codes[id * bytes]);
+	}
 }
 
 /* Prepares the linking phase: maps every stored vector and orders nodes by level. */

@@ -210,6 +210,45 @@ scalar_popcount_bytes(const unsigned char *a, const unsigned char *b, size_t nby
 	return count;
 }
 
+/*
+ * Exact integer sums over two byte strings (8-bit codes whose steps are
+ * whole: quantizer.hpp): squared differences, products, absolute
+ * differences.  Integers, so every kernel set gives the same sum.
+ */
+uint64_t
+scalar_bytes_l2_squared(const uint8_t *a, const uint8_t *b, size_t n)
+{
+	uint64_t total = 0;
+
+	for (size_t i = 0; i < n; i++)
+	{
+		const int32_t d = int32_t(a[i]) - int32_t(b[i]);
+
+		total += static_cast<uint64_t>(d * d);
+	}
+	return total;
+}
+
+uint64_t
+scalar_bytes_dot(const uint8_t *a, const uint8_t *b, size_t n)
+{
+	uint64_t total = 0;
+
+	for (size_t i = 0; i < n; i++)
+		total += uint64_t(a[i]) * uint64_t(b[i]);
+	return total;
+}
+
+uint64_t
+scalar_bytes_l1(const uint8_t *a, const uint8_t *b, size_t n)
+{
+	uint64_t total = 0;
+
+	for (size_t i = 0; i < n; i++)
+		total += static_cast<uint64_t>(a[i] > b[i] ? a[i] - b[i] : b[i] - a[i]);
+	return total;
+}
+
 /* Sums a bit counter over segments (integer sums: any cut gives the same count). */
 template <uint64_t (*Count)(const unsigned char *, const unsigned char *, size_t)>
 inline uint64_t
@@ -261,6 +300,24 @@ struct ScalarKernels
 	popcount_xor(const Segment *s, size_t count)
 	{
 		return sum_bit_counts<scalar_popcount_bytes>(s, count);
+	}
+
+	static uint64_t
+	bytes_l2_squared(const uint8_t *a, const uint8_t *b, size_t n)
+	{
+		return scalar_bytes_l2_squared(a, b, n);
+	}
+
+	static uint64_t
+	bytes_dot(const uint8_t *a, const uint8_t *b, size_t n)
+	{
+		return scalar_bytes_dot(a, b, n);
+	}
+
+	static uint64_t
+	bytes_l1(const uint8_t *a, const uint8_t *b, size_t n)
+	{
+		return scalar_bytes_l1(a, b, n);
 	}
 
 	static float
@@ -646,6 +703,93 @@ avx2_popcount_xor(const unsigned char *a, const unsigned char *b, size_t nbytes)
 	       popcnt_popcount_bytes(a + i, b + i, nbytes - i);
 }
 
+/* Sixteen bytes from 'p', widened to sixteen 16-bit lanes. */
+HANNOY_TARGET_AVX2 HANNOY_INLINE __m256i
+avx2_widen_bytes(const uint8_t *p)
+{
+	return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+}
+
+/* Sum of the eight 32-bit lanes of 'v', each non-negative. */
+HANNOY_TARGET_AVX2 HANNOY_INLINE uint64_t
+avx2_sum_lanes32(__m256i v)
+{
+	alignas(32) uint32_t part[8];
+	uint64_t             total = 0;
+
+	_mm256_store_si256(reinterpret_cast<__m256i *>(part), v);
+	for (uint32_t x : part)
+		total += x;
+	return total;
+}
+
+/*
+ * AVX2 integer kernels over byte strings: bytes widened to 16 bits, pairs
+ * of products summed into 32-bit lanes (vpmaddwd).  A lane takes at most
+ * n / 16 pairs of at most 2 x 255^2, far below 2^31 for HANNOY_MAX_DIMS.
+ */
+HANNOY_TARGET_AVX2 uint64_t
+avx2_bytes_l2_squared(const uint8_t *a, const uint8_t *b, size_t n)
+{
+	__m256i acc0 = _mm256_setzero_si256();
+	__m256i acc1 = _mm256_setzero_si256();
+	size_t  i = 0;
+
+	for (; i + 32 <= n; i += 32)
+	{
+		__m256i d0 = _mm256_sub_epi16(avx2_widen_bytes(a + i), avx2_widen_bytes(b + i));
+		__m256i d1 = _mm256_sub_epi16(avx2_widen_bytes(a + i + 16), avx2_widen_bytes(b + i + 16));
+
+		acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(d0, d0));
+		acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(d1, d1));
+	}
+	for (; i + 16 <= n; i += 16)
+	{
+		__m256i d = _mm256_sub_epi16(avx2_widen_bytes(a + i), avx2_widen_bytes(b + i));
+
+		acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(d, d));
+	}
+	return avx2_sum_lanes32(_mm256_add_epi32(acc0, acc1)) +
+	       scalar_bytes_l2_squared(a + i, b + i, n - i);
+}
+
+HANNOY_TARGET_AVX2 uint64_t
+avx2_bytes_dot(const uint8_t *a, const uint8_t *b, size_t n)
+{
+	__m256i acc0 = _mm256_setzero_si256();
+	__m256i acc1 = _mm256_setzero_si256();
+	size_t  i = 0;
+
+	for (; i + 32 <= n; i += 32)
+	{
+		acc0 = _mm256_add_epi32(
+		    acc0, _mm256_madd_epi16(avx2_widen_bytes(a + i), avx2_widen_bytes(b + i)));
+		acc1 = _mm256_add_epi32(
+		    acc1, _mm256_madd_epi16(avx2_widen_bytes(a + i + 16), avx2_widen_bytes(b + i + 16)));
+	}
+	for (; i + 16 <= n; i += 16)
+		acc0 = _mm256_add_epi32(
+		    acc0, _mm256_madd_epi16(avx2_widen_bytes(a + i), avx2_widen_bytes(b + i)));
+	return avx2_sum_lanes32(_mm256_add_epi32(acc0, acc1)) + scalar_bytes_dot(a + i, b + i, n - i);
+}
+
+HANNOY_TARGET_AVX2 uint64_t
+avx2_bytes_l1(const uint8_t *a, const uint8_t *b, size_t n)
+{
+	__m256i acc = _mm256_setzero_si256();
+	size_t  i = 0;
+
+	/* vpsadbw: four 64-bit sums of absolute differences per 32 bytes */
+	for (; i + 32 <= n; i += 32)
+		acc = _mm256_add_epi64(
+		    acc, _mm256_sad_epu8(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(a + i)),
+		                         _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b + i))));
+	alignas(32) uint64_t part[4];
+
+	_mm256_store_si256(reinterpret_cast<__m256i *>(part), acc);
+	return (part[0] + part[1]) + (part[2] + part[3]) + scalar_bytes_l1(a + i, b + i, n - i);
+}
+
 /* The AVX2+FMA kernel set. */
 struct Avx2Kernels
 {
@@ -679,6 +823,24 @@ struct Avx2Kernels
 	popcount_xor(const Segment *s, size_t count)
 	{
 		return sum_bit_counts<avx2_popcount_xor>(s, count);
+	}
+
+	static uint64_t
+	bytes_l2_squared(const uint8_t *a, const uint8_t *b, size_t n)
+	{
+		return avx2_bytes_l2_squared(a, b, n);
+	}
+
+	static uint64_t
+	bytes_dot(const uint8_t *a, const uint8_t *b, size_t n)
+	{
+		return avx2_bytes_dot(a, b, n);
+	}
+
+	static uint64_t
+	bytes_l1(const uint8_t *a, const uint8_t *b, size_t n)
+	{
+		return avx2_bytes_l1(a, b, n);
 	}
 
 	static float
@@ -1182,6 +1344,9 @@ struct KernelSet
 	float (*dot)(const Segment *, size_t);
 	float (*l1)(const Segment *, size_t);
 	uint64_t (*popcount_xor)(const Segment *, size_t);
+	uint64_t (*bytes_l2_squared)(const uint8_t *, const uint8_t *, size_t);
+	uint64_t (*bytes_dot)(const uint8_t *, const uint8_t *, size_t);
+	uint64_t (*bytes_l1)(const uint8_t *, const uint8_t *, size_t);
 	DistanceFn          whole[METRIC_COUNT];
 	SegmentedDistanceFn segments[METRIC_COUNT];
 	CodeDistanceFn      code[METRIC_COUNT];
@@ -1197,6 +1362,9 @@ make_kernel_set()
 	                 &K::dot,
 	                 &K::l1,
 	                 &K::popcount_xor,
+	                 &K::bytes_l2_squared,
+	                 &K::bytes_dot,
+	                 &K::bytes_l1,
 	                 {
 #define HANNOY_METRIC_WHOLE(NAME, KEY, ID, STRATEGY, ELEMENT, ZERO_NAN, FILL, SQLFUNC)             \
 	&whole<KEY##_segments<K>, ELEMENT>,
@@ -1368,6 +1536,25 @@ kernel_popcount_xor(const uint8_t *a, const uint8_t *b, size_t nbytes)
 	const Segment one{a, b, nbytes};
 
 	return kernels().popcount_xor(&one, 1);
+}
+
+/* Exact integer sums over two byte strings with the process's kernel set. */
+uint64_t
+kernel_bytes_l2_squared(const uint8_t *a, const uint8_t *b, size_t n)
+{
+	return kernels().bytes_l2_squared(a, b, n);
+}
+
+uint64_t
+kernel_bytes_dot(const uint8_t *a, const uint8_t *b, size_t n)
+{
+	return kernels().bytes_dot(a, b, n);
+}
+
+uint64_t
+kernel_bytes_l1(const uint8_t *a, const uint8_t *b, size_t n)
+{
+	return kernels().bytes_l1(a, b, n);
 }
 
 /* Scalar sum of squared differences, the reference for the SIMD kernels. */

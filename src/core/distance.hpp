@@ -74,6 +74,16 @@ float    kernel_dot(const float *a, const float *b, uint32_t n);
 float    kernel_l1(const float *a, const float *b, uint32_t n);
 uint64_t kernel_popcount_xor(const uint8_t *a, const uint8_t *b, size_t nbytes);
 
+/*
+ * Exact integer sums over two byte strings: the squared differences, the
+ * products and the absolute differences of 8-bit codes whose steps are
+ * whole (a lossless fit, quantizer.hpp), from which the build measures
+ * distances between its nodes.  The same in every kernel set.
+ */
+uint64_t kernel_bytes_l2_squared(const uint8_t *a, const uint8_t *b, size_t n);
+uint64_t kernel_bytes_dot(const uint8_t *a, const uint8_t *b, size_t n);
+uint64_t kernel_bytes_l1(const uint8_t *a, const uint8_t *b, size_t n);
+
 /* Plain scalar references, for tests and as the fallback. */
 float    scalar_l2_squared(const float *a, const float *b, uint32_t n);
 float    scalar_dot(const float *a, const float *b, uint32_t n);

@@ -149,8 +149,7 @@ quantizer_kind_for(uint32_t choice, HannoyMetric metric, uint32_t dims)
 }
 
 Quantizer::Quantizer(QuantizerKind kind, HannoyMetric metric, uint32_t dims)
-    : kind_(kind), metric_(metric), dims_(dims), fn_(code_distance_function(metric)),
-      dot_fn_(code_distance_function(HANNOY_METRIC_IP))
+    : kind_(kind), metric_(metric), dims_(dims), fn_(code_distance_function(metric))
 {
 	if (fn_ == nullptr)
 		throw Error(HANNOY_ERR_INVALID, "this metric has no codes");
@@ -475,6 +474,43 @@ Quantizer::binary_distance(const uint8_t *code, const QueryForm &form) const
 			return std::sqrt(std::max(d2, 0.0));
 		}
 	}
+}
+
+LosslessCodes::LosslessCodes(const Quantizer &q, HannoyMetric metric)
+    : metric_(metric), dims_(q.dims()), offset_(q.offset(), q.offset() + q.dims())
+{
+	for (float o : offset_)
+		offset_sq_ += double(o) * o;
+}
+
+double
+LosslessCodes::offset_dot(const uint8_t *code) const
+{
+	double sum = 0;
+	for (uint32_t i = 0; i < dims_; i++)
+		sum += double(offset_[i]) * code[i];
+	return sum;
+}
+
+double
+LosslessCodes::distance(const uint8_t *a, const uint8_t *b, double a_offset_dot,
+                        double b_offset_dot, float a_sq_norm, float b_sq_norm) const
+{
+	switch (metric_)
+	{
+		case HANNOY_METRIC_L2:
+			return std::sqrt(static_cast<double>(kernel_bytes_l2_squared(a, b, dims_)));
+		case HANNOY_METRIC_L1:
+			return static_cast<double>(kernel_bytes_l1(a, b, dims_));
+		default:
+			break;
+	}
+	/* <o + a, o + b> = <a, b> + <o, a> + <o, b> + <o, o> */
+	double dot = static_cast<double>(kernel_bytes_dot(a, b, dims_)) + a_offset_dot + b_offset_dot +
+	             offset_sq_;
+	if (metric_ == HANNOY_METRIC_COSINE)
+		return cosine_distance_from_dots(static_cast<float>(dot), a_sq_norm, b_sq_norm);
+	return 0.0 - dot; /* inner product, as its kernel gives it */
 }
 
 } // namespace hannoy

@@ -122,29 +122,46 @@ TEST(Quantizer, IntegerPixelsAreExact)
 }
 
 /*
- * Quantizer::dot is the dot product with the decoded vector, so a cosine
- * code distance from cached norms (the build's, on lossless codes) is the
- * code kernel's.
+ * On lossless codes (integers spanning at most 255 per dimension, offsets far
+ * from zero and of both signs), the build's code distances are the float
+ * kernels' distances between the vectors, for every float metric: under
+ * inner product and cosine only through the offset terms, which a mistake
+ * there would break.
  */
-TEST(Quantizer, DotGivesTheCosineCodeDistanceFromCachedNorms)
+TEST(Quantizer, LosslessCodeDistancesAreTheVectorDistances)
 {
 	std::mt19937       rng(5);
-	const uint32_t     dims = 300;
-	std::vector<float> v(64 * dims);
-	for (float &x : v)
-		x = static_cast<float>(rng() % 256);
-	hannoy::Quantizer    q = fitted(HANNOY_METRIC_COSINE, v, dims);
-	std::vector<uint8_t> code(dims);
-	for (size_t i = 1; i < 64; i++)
+	const uint32_t     dims = 300, rows = 64;
+	std::vector<float> offsets(dims);
+	for (float &o : offsets)
+		o = static_cast<float>(int(rng() % 1001) - 500);
+	std::vector<float> v(rows * dims);
+	for (size_t i = 0; i < v.size(); i++)
+		v[i] = offsets[i % dims] + static_cast<float>(rng() % 256);
+	for (HannoyMetric metric : FLOAT_METRICS)
 	{
-		const float *x = &v[i * dims], *y = &v[(i - 1) * dims];
-		q.encode(x, code.data());
-		std::vector<float> back = decoded(q, code);
-		ASSERT_NEAR(q.dot(code.data(), y), hannoy::kernel_dot(back.data(), y, dims),
-		            1e-6 * std::fabs(hannoy::kernel_dot(back.data(), y, dims)));
-		double cached = hannoy::cosine_distance_from_dots(
-		    q.dot(code.data(), y), hannoy::kernel_dot(y, y, dims), hannoy::kernel_dot(x, x, dims));
-		EXPECT_NEAR(cached, q.distance(code.data(), y), 1e-6);
+		hannoy::QuantizerFit fit(dims);
+		for (uint32_t i = 0; i < rows; i++)
+			fit.add(&v[size_t(i) * dims]);
+		ASSERT_TRUE(fit.lossless());
+		hannoy::Quantizer     q = fit.quantizer(metric);
+		hannoy::LosslessCodes lossless(q, metric);
+		EXPECT_EQ(lossless.needs_offset_dots(),
+		          metric == HANNOY_METRIC_IP || metric == HANNOY_METRIC_COSINE);
+		std::vector<uint8_t> codes(size_t(rows) * dims);
+		for (uint32_t i = 0; i < rows; i++)
+			q.encode(&v[size_t(i) * dims], &codes[size_t(i) * dims]);
+		for (uint32_t i = 1; i < rows; i++)
+		{
+			const float   *x = &v[size_t(i) * dims], *y = &v[size_t(i - 1) * dims];
+			const uint8_t *cx = &codes[size_t(i) * dims], *cy = &codes[size_t(i - 1) * dims];
+			double         want = hannoy_distance(metric, x, y, dims);
+			double         got =
+			    lossless.distance(cx, cy, lossless.offset_dot(cx), lossless.offset_dot(cy),
+			                      hannoy::kernel_dot(x, x, dims), hannoy::kernel_dot(y, y, dims));
+			ASSERT_NEAR(got, want, 1e-6 * std::max(1.0, std::fabs(want)))
+			    << "metric " << metric << " row " << i;
+		}
 	}
 }
 

@@ -592,3 +592,40 @@ TEST(DistanceKernels, EveryMetricOfTheTableHasKernels)
 }
 
 } // namespace
+
+/* The integer kernels over byte strings give the exact sums, tails included. */
+TEST(DistanceKernels, ByteSumsAreExact)
+{
+	std::mt19937 rng(11);
+	for (size_t n : {size_t(0), size_t(1), size_t(15), size_t(16), size_t(17), size_t(31),
+	                 size_t(32), size_t(33), size_t(784), size_t(1000), size_t(16000)})
+	{
+		std::vector<uint8_t> a(n), b(n);
+		for (size_t i = 0; i < n; i++)
+		{
+			a[i] = static_cast<uint8_t>(rng());
+			b[i] = static_cast<uint8_t>(rng());
+		}
+		if (n > 0)
+		{
+			a[0] = 255; /* the extremes: the largest square and product */
+			b[0] = 0;
+		}
+		uint64_t l2 = 0, dot = 0, l1 = 0;
+		for (size_t i = 0; i < n; i++)
+		{
+			int64_t d = int64_t(a[i]) - int64_t(b[i]);
+			l2 += uint64_t(d * d);
+			dot += uint64_t(a[i]) * b[i];
+			l1 += uint64_t(d < 0 ? -d : d);
+		}
+		EXPECT_EQ(hannoy::kernel_bytes_l2_squared(a.data(), b.data(), n), l2) << n;
+		EXPECT_EQ(hannoy::kernel_bytes_dot(a.data(), b.data(), n), dot) << n;
+		EXPECT_EQ(hannoy::kernel_bytes_l1(a.data(), b.data(), n), l1) << n;
+		/* all 255: every lane at its largest */
+		std::vector<uint8_t> full(n, 255), zero(n, 0);
+		EXPECT_EQ(hannoy::kernel_bytes_l2_squared(full.data(), zero.data(), n),
+		          uint64_t(n) * 65025);
+		EXPECT_EQ(hannoy::kernel_bytes_dot(full.data(), full.data(), n), uint64_t(n) * 65025);
+	}
+}
