@@ -210,6 +210,9 @@ scalar_popcount_bytes(const unsigned char *a, const unsigned char *b, size_t nby
 	return count;
 }
 
+/* An integer kernel over two byte strings of n bytes. */
+using ByteSumFn = uint64_t (*)(const uint8_t *, const uint8_t *, size_t);
+
 /*
  * Exact integer sums over two byte strings (8-bit codes whose steps are
  * whole: quantizer.hpp): squared differences, products, absolute
@@ -302,23 +305,10 @@ struct ScalarKernels
 		return sum_bit_counts<scalar_popcount_bytes>(s, count);
 	}
 
-	static uint64_t
-	bytes_l2_squared(const uint8_t *a, const uint8_t *b, size_t n)
-	{
-		return scalar_bytes_l2_squared(a, b, n);
-	}
-
-	static uint64_t
-	bytes_dot(const uint8_t *a, const uint8_t *b, size_t n)
-	{
-		return scalar_bytes_dot(a, b, n);
-	}
-
-	static uint64_t
-	bytes_l1(const uint8_t *a, const uint8_t *b, size_t n)
-	{
-		return scalar_bytes_l1(a, b, n);
-	}
+	/* the integer kernels over byte strings */
+	static constexpr ByteSumFn bytes_l2_squared = &scalar_bytes_l2_squared;
+	static constexpr ByteSumFn bytes_dot = &scalar_bytes_dot;
+	static constexpr ByteSumFn bytes_l1 = &scalar_bytes_l1;
 
 	static float
 	code_l2_squared(const uint8_t *c, const float *o, const float *k, const void *q, size_t n)
@@ -723,13 +713,49 @@ avx2_sum_lanes32(__m256i v)
 	return total;
 }
 
+/* Squared differences of widened bytes, summed in pairs into 32-bit lanes. */
+struct Avx2BytesL2Op
+{
+	HANNOY_TARGET_AVX2 HANNOY_INLINE static __m256i
+	step(__m256i a, __m256i b)
+	{
+		__m256i d = _mm256_sub_epi16(a, b);
+
+		return _mm256_madd_epi16(d, d);
+	}
+
+	static uint64_t
+	tail(const uint8_t *a, const uint8_t *b, size_t n)
+	{
+		return scalar_bytes_l2_squared(a, b, n);
+	}
+};
+
+/* Products of widened bytes, summed in pairs into 32-bit lanes. */
+struct Avx2BytesDotOp
+{
+	HANNOY_TARGET_AVX2 HANNOY_INLINE static __m256i
+	step(__m256i a, __m256i b)
+	{
+		return _mm256_madd_epi16(a, b);
+	}
+
+	static uint64_t
+	tail(const uint8_t *a, const uint8_t *b, size_t n)
+	{
+		return scalar_bytes_dot(a, b, n);
+	}
+};
+
 /*
  * AVX2 integer kernels over byte strings: bytes widened to 16 bits, pairs
- * of products summed into 32-bit lanes (vpmaddwd).  A lane takes at most
- * n / 16 pairs of at most 2 x 255^2, far below 2^31 for HANNOY_MAX_DIMS.
+ * of products summed into 32-bit lanes (vpmaddwd), two accumulators.  A
+ * lane takes at most n / 32 pairs of at most 2 x 255^2, far below 2^31 for
+ * HANNOY_MAX_DIMS.
  */
+template <typename Op>
 HANNOY_TARGET_AVX2 uint64_t
-avx2_bytes_l2_squared(const uint8_t *a, const uint8_t *b, size_t n)
+avx2_bytes_sum(const uint8_t *a, const uint8_t *b, size_t n)
 {
 	__m256i acc0 = _mm256_setzero_si256();
 	__m256i acc1 = _mm256_setzero_si256();
@@ -737,40 +763,28 @@ avx2_bytes_l2_squared(const uint8_t *a, const uint8_t *b, size_t n)
 
 	for (; i + 32 <= n; i += 32)
 	{
-		__m256i d0 = _mm256_sub_epi16(avx2_widen_bytes(a + i), avx2_widen_bytes(b + i));
-		__m256i d1 = _mm256_sub_epi16(avx2_widen_bytes(a + i + 16), avx2_widen_bytes(b + i + 16));
-
-		acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(d0, d0));
-		acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(d1, d1));
+		acc0 = _mm256_add_epi32(acc0, Op::step(avx2_widen_bytes(a + i), avx2_widen_bytes(b + i)));
+		acc1 = _mm256_add_epi32(
+		    acc1, Op::step(avx2_widen_bytes(a + i + 16), avx2_widen_bytes(b + i + 16)));
 	}
-	for (; i + 16 <= n; i += 16)
+	if (i + 16 <= n)
 	{
-		__m256i d = _mm256_sub_epi16(avx2_widen_bytes(a + i), avx2_widen_bytes(b + i));
-
-		acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(d, d));
+		acc0 = _mm256_add_epi32(acc0, Op::step(avx2_widen_bytes(a + i), avx2_widen_bytes(b + i)));
+		i += 16;
 	}
-	return avx2_sum_lanes32(_mm256_add_epi32(acc0, acc1)) +
-	       scalar_bytes_l2_squared(a + i, b + i, n - i);
+	return avx2_sum_lanes32(_mm256_add_epi32(acc0, acc1)) + Op::tail(a + i, b + i, n - i);
+}
+
+HANNOY_TARGET_AVX2 uint64_t
+avx2_bytes_l2_squared(const uint8_t *a, const uint8_t *b, size_t n)
+{
+	return avx2_bytes_sum<Avx2BytesL2Op>(a, b, n);
 }
 
 HANNOY_TARGET_AVX2 uint64_t
 avx2_bytes_dot(const uint8_t *a, const uint8_t *b, size_t n)
 {
-	__m256i acc0 = _mm256_setzero_si256();
-	__m256i acc1 = _mm256_setzero_si256();
-	size_t  i = 0;
-
-	for (; i + 32 <= n; i += 32)
-	{
-		acc0 = _mm256_add_epi32(
-		    acc0, _mm256_madd_epi16(avx2_widen_bytes(a + i), avx2_widen_bytes(b + i)));
-		acc1 = _mm256_add_epi32(
-		    acc1, _mm256_madd_epi16(avx2_widen_bytes(a + i + 16), avx2_widen_bytes(b + i + 16)));
-	}
-	for (; i + 16 <= n; i += 16)
-		acc0 = _mm256_add_epi32(
-		    acc0, _mm256_madd_epi16(avx2_widen_bytes(a + i), avx2_widen_bytes(b + i)));
-	return avx2_sum_lanes32(_mm256_add_epi32(acc0, acc1)) + scalar_bytes_dot(a + i, b + i, n - i);
+	return avx2_bytes_sum<Avx2BytesDotOp>(a, b, n);
 }
 
 HANNOY_TARGET_AVX2 uint64_t
@@ -825,23 +839,10 @@ struct Avx2Kernels
 		return sum_bit_counts<avx2_popcount_xor>(s, count);
 	}
 
-	static uint64_t
-	bytes_l2_squared(const uint8_t *a, const uint8_t *b, size_t n)
-	{
-		return avx2_bytes_l2_squared(a, b, n);
-	}
-
-	static uint64_t
-	bytes_dot(const uint8_t *a, const uint8_t *b, size_t n)
-	{
-		return avx2_bytes_dot(a, b, n);
-	}
-
-	static uint64_t
-	bytes_l1(const uint8_t *a, const uint8_t *b, size_t n)
-	{
-		return avx2_bytes_l1(a, b, n);
-	}
+	/* the integer kernels over byte strings */
+	static constexpr ByteSumFn bytes_l2_squared = &avx2_bytes_l2_squared;
+	static constexpr ByteSumFn bytes_dot = &avx2_bytes_dot;
+	static constexpr ByteSumFn bytes_l1 = &avx2_bytes_l1;
 
 	static float
 	code_l2_squared(const uint8_t *c, const float *o, const float *k, const void *q, size_t n)
@@ -1344,9 +1345,9 @@ struct KernelSet
 	float (*dot)(const Segment *, size_t);
 	float (*l1)(const Segment *, size_t);
 	uint64_t (*popcount_xor)(const Segment *, size_t);
-	uint64_t (*bytes_l2_squared)(const uint8_t *, const uint8_t *, size_t);
-	uint64_t (*bytes_dot)(const uint8_t *, const uint8_t *, size_t);
-	uint64_t (*bytes_l1)(const uint8_t *, const uint8_t *, size_t);
+	ByteSumFn           bytes_l2_squared;
+	ByteSumFn           bytes_dot;
+	ByteSumFn           bytes_l1;
 	DistanceFn          whole[METRIC_COUNT];
 	SegmentedDistanceFn segments[METRIC_COUNT];
 	CodeDistanceFn      code[METRIC_COUNT];
@@ -1362,9 +1363,9 @@ make_kernel_set()
 	                 &K::dot,
 	                 &K::l1,
 	                 &K::popcount_xor,
-	                 &K::bytes_l2_squared,
-	                 &K::bytes_dot,
-	                 &K::bytes_l1,
+	                 K::bytes_l2_squared,
+	                 K::bytes_dot,
+	                 K::bytes_l1,
 	                 {
 #define HANNOY_METRIC_WHOLE(NAME, KEY, ID, STRATEGY, ELEMENT, ZERO_NAN, FILL, SQLFUNC)             \
 	&whole<KEY##_segments<K>, ELEMENT>,
