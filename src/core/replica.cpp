@@ -112,8 +112,15 @@ hannoy_replica_create(const char *path, const HannoyEnvConfig *config, const Han
 extern "C" bool
 hannoy_replica_marked(const char *path)
 {
-	struct stat st;
-	return stat(marker_of(path).c_str(), &st) == 0;
+	/* building the marker's name may throw std::bad_alloc: then not trusted */
+	bool marked = false;
+	return hannoy::run_guarded(nullptr,
+	                           [&]
+	                           {
+		                           struct stat st;
+		                           marked = stat(marker_of(path).c_str(), &st) == 0;
+	                           }) == HANNOY_OK &&
+	       marked;
 }
 
 extern "C" HannoyStatus
@@ -172,6 +179,11 @@ hannoy_replica_stage(HannoyEnv *env, uint64_t lsn, uint32_t dims, const HannoySt
 		    {
 			    const HannoyStagedRow &row = rows[i];
 			    hannoy::TidKey         key(row.tid);
+			    if (row.vector == nullptr && row.kind != HANNOY_ROW_UNINDEXED_NULL &&
+			        row.kind != HANNOY_ROW_UNINDEXED_NAN)
+				    throw hannoy::Error(HANNOY_ERR_INVALID,
+				                        "a staged row without a vector has kind " +
+				                            std::to_string(row.kind) + ", not 1 or 2");
 			    /* a linked row of the same TID is replaced too: never one row twice */
 			    hannoy::forget_row(s, txn.get(), row.tid, state);
 			    value.assign(1, row.vector != nullptr ? static_cast<uint8_t>(HANNOY_ROW_INDEXED)
@@ -248,14 +260,12 @@ hannoy_replica_link(HannoyEnv *env, uint32_t budget_ms, uint64_t *linked, uint64
 				    MDB_val        key, data;
 				    if (!cur.get(key, data, MDB_FIRST))
 					    break;
-				    const unsigned char *v = static_cast<const unsigned char *>(data.mv_data);
-				    if (data.mv_size < 1 ||
-				        (v[0] == HANNOY_ROW_INDEXED && data.mv_size != 1 + bytes))
-					    throw hannoy::Error(HANNOY_ERR_CORRUPT, "a staged row is malformed");
+				    /* never a row linked as what it is not: kind and size checked */
+				    kind = hannoy::staged_kind(data, bytes);
 				    tid = hannoy::decode_tid(key);
-				    kind = v[0];
 				    if (kind == HANNOY_ROW_INDEXED)
-					    std::memcpy(vector.data(), v + 1, bytes);
+					    std::memcpy(vector.data(),
+					                static_cast<const unsigned char *>(data.mv_data) + 1, bytes);
 			    }
 			    hannoy::TidKey key(tid);
 			    hannoy::del(txn.get(), s.dbi_staged, key.val());
