@@ -11,9 +11,14 @@
  *	  HANNOY_LINKER_BATCH_MS each (the core's hannoy_replica_link), so the
  *	  startup process, the only other writer, never waits longer than one
  *	  batch for LMDB's writer lock.  When no replica has staged rows it
- *	  sleeps.  It leaves with status 0 when recovery ends (promotion, or a
- *	  primary's start), since replicas are not used outside recovery, and on
- *	  SIGTERM; the postmaster starts it again after a crash-restart.
+ *	  sleeps.  When recovery ends (a promotion, the end of a PITR, or a
+ *	  former standby started as a primary) it adopts every replica (the
+ *	  server's own sidecar from then on: DESIGN.md "Promotion, PITR, crash
+ *	  recovery") and goes on linking what they still have staged, without
+ *	  repairs (VACUUM repairs a primary's graph); it leaves with status 0
+ *	  once nothing is left, at once on a primary that never was a standby,
+ *	  and on SIGTERM.  The postmaster starts it again after a crash-restart
+ *	  while it runs.
  */
 #include "postgres.h"
 
@@ -25,6 +30,7 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
+#include "utils/guc.h"
 #include "storage/latch.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
@@ -62,7 +68,17 @@ typedef struct LinkerReplica
 	struct stat file;            /* data.mdb when it was last found idle */
 	TimestampTz checked;         /* when it was last opened */
 	TimestampTz retry_at;        /* after a failure: not before then */
+	bool        adopted;         /* adopted after recovery: still staged rows to link */
 } LinkerReplica;
+
+/* What one round over the sidecars found (the visitors' argument). */
+typedef struct LinkerRound
+{
+	bool busy;        /* some work was done: no nap */
+	bool in_recovery; /* the server was in recovery when the round began */
+	bool left;        /* out of recovery: a replica still has staged rows or failed */
+	bool first_after; /* the first round out of recovery: every sidecar is looked at */
+} LinkerRound;
 
 static HTAB *linker_replicas = NULL;
 
@@ -88,12 +104,30 @@ HannoyRegisterLinker(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-/* True when the linker should stop its current work: a shutdown or the end of recovery. */
+/*
+ * True when the linker should stop its current work: a shutdown, the test
+ * setting that pauses it, or (for work begun in recovery: a repair, a
+ * round's linking) the end of recovery, after which the round starts
+ * afresh with adoption.
+ */
+static bool
+linker_should_stop_in(bool in_recovery)
+{
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+	return ShutdownRequestPending || hannoy_test_pause_linker ||
+	       (in_recovery && !RecoveryInProgress());
+}
+
+/* linker_should_stop_in for work that runs in recovery only. */
 static bool
 linker_should_stop(void)
 {
-	CHECK_FOR_INTERRUPTS();
-	return ShutdownRequestPending || !RecoveryInProgress();
+	return linker_should_stop_in(true);
 }
 
 /*
@@ -175,7 +209,8 @@ note_idle(LinkerReplica *entry, HannoyEnv *env)
 static void
 link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 {
-	bool           *busy = arg;
+	LinkerRound    *round = arg;
+	bool            marked;
 	HannoyEnvConfig config;
 	HannoyEnv      *env;
 	HannoyError     err;
@@ -190,21 +225,35 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 	bool            found;
 
 	if (rnode.backend != InvalidBackendId || strlen(path) >= MAXPGPATH ||
-	    !hannoy_replica_marked(path) || linker_should_stop())
+	    linker_should_stop_in(round->in_recovery))
 		return;
-	snprintf(file, sizeof(file), "%s/data.mdb", path);
-	if (stat(file, &st) != 0)
+	marked = hannoy_replica_marked(path);
+	entry = hash_search(linker_replicas, path,
+	                    marked || round->first_after ? HASH_ENTER : HASH_FIND, &found);
+	/*
+	 * After recovery: replicas to adopt, and sidecars adopted with rows left
+	 * staged (by a backend, or before a crash), which the first round finds.
+	 */
+	if (entry == NULL)
 		return;
-	entry = hash_search(linker_replicas, path, HASH_ENTER, &found);
+	if (!marked && (round->in_recovery || (!(found && entry->adopted) && !round->first_after)))
+		return;
 	if (!found)
 	{
 		entry->idle = false;
 		entry->checked = 0;
 		entry->retry_at = 0;
+		entry->adopted = false;
 	}
-	if (start < entry->retry_at)
+	snprintf(file, sizeof(file), "%s/data.mdb", path);
+	if (stat(file, &st) != 0)
 		return;
-	if (entry->idle && same_file(&entry->file, &st) &&
+	if (start < entry->retry_at)
+	{
+		round->left = true;
+		return;
+	}
+	if (round->in_recovery && entry->idle && same_file(&entry->file, &st) &&
 	    !TimestampDifferenceExceeds(entry->checked, start, HANNOY_LINKER_RECHECK_MS))
 		return;
 	entry->idle = false;
@@ -218,7 +267,34 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 		        (errmsg("hannoy could not open replica sidecar \"%s\": %s", path, err.message)));
 		return;
 	}
-	while (staged > 0 && !linker_should_stop() &&
+	if (!round->in_recovery && marked)
+	{
+		if (HannoyAdoptReplica(env, path, &err) != HANNOY_OK)
+		{
+			ereport(LOG, (errmsg("hannoy could not adopt replica sidecar \"%s\": %s", path,
+			                     err.message)));
+			entry->retry_at =
+			    TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HANNOY_LINKER_RETRY_MS);
+			round->left = true;
+			hannoy_env_close(env);
+			return;
+		}
+		entry->adopted = true;
+		round->busy = true;
+	}
+	else if (!round->in_recovery && !entry->adopted)
+	{
+		/* the first round's look at a sidecar that may have staged rows */
+		uint64_t lsn;
+
+		if (hannoy_replica_state(env, &staged, &lsn, &err) != HANNOY_OK || staged == 0)
+		{
+			hannoy_env_close(env);
+			return;
+		}
+		entry->adopted = true;
+	}
+	while (staged > 0 && !linker_should_stop_in(round->in_recovery) &&
 	       !TimestampDifferenceExceeds(start, GetCurrentTimestamp(), HANNOY_LINKER_ROUND_MS))
 	{
 		uint64_t batch;
@@ -234,23 +310,31 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 		linked += batch;
 	}
 	if (linked > 0)
-		*busy = true;
+		round->busy = true;
 	/* busy only when tombstones went: a repair that cannot finish never spins */
-	if (!failed && !linker_should_stop() && hannoy_env_stats(env, &stats, &err) == HANNOY_OK &&
-	    stats.deleted > 0)
+	if (round->in_recovery && !failed && !linker_should_stop() &&
+	    hannoy_env_stats(env, &stats, &err) == HANNOY_OK && stats.deleted > 0)
 	{
 		uint64_t before = stats.deleted;
 
 		if (!repair_replica(env, path, HANNOY_LINKER_ROUND_MS))
 			failed = true;
 		else if (hannoy_env_stats(env, &stats, &err) == HANNOY_OK && stats.deleted < before)
-			*busy = true;
+			round->busy = true;
 	}
 	if (failed)
 		entry->retry_at =
 		    TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HANNOY_LINKER_RETRY_MS);
-	else
+	else if (round->in_recovery)
 		note_idle(entry, env);
+	if (!round->in_recovery)
+	{
+		/* an adopted sidecar is the linker's until nothing is staged */
+		if (failed || staged > 0)
+			round->left = true;
+		else
+			entry->adopted = false;
+	}
 	hannoy_env_close(env);
 }
 
@@ -263,8 +347,10 @@ HannoyLinkerMain(Datum arg)
 {
 	MemoryContext round_cxt;
 	HASHCTL       ctl;
+	bool          looked_after_recovery = false;
 
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 	round_cxt =
 	    AllocSetContextCreate(TopMemoryContext, "hannoy linker round", ALLOCSET_DEFAULT_SIZES);
@@ -273,15 +359,35 @@ HannoyLinkerMain(Datum arg)
 	ctl.entrysize = sizeof(LinkerReplica);
 	linker_replicas = hash_create("hannoy linker replicas", 64, &ctl, HASH_ELEM | HASH_STRINGS);
 	pgstat_report_activity(STATE_RUNNING, "hannoy replica linker");
-	while (!linker_should_stop())
+	for (;;)
 	{
-		bool          busy = false;
-		MemoryContext old = MemoryContextSwitchTo(round_cxt);
+		LinkerRound   round;
+		MemoryContext old;
 
-		HannoyForEachSidecar(DEBUG1, link_replica, &busy);
-		MemoryContextSwitchTo(old);
-		MemoryContextReset(round_cxt);
-		if (busy)
+		round.busy = false;
+		round.in_recovery = RecoveryInProgress();
+		round.left = false;
+		round.first_after = !round.in_recovery && !looked_after_recovery;
+		if (linker_should_stop_in(false))
+		{
+			if (ShutdownRequestPending)
+				break;
+			/* paused (a test): nothing is done, nothing is left behind */
+			round.left = true;
+		}
+		else
+		{
+			old = MemoryContextSwitchTo(round_cxt);
+			HannoyForEachSidecar(DEBUG1, link_replica, &round);
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(round_cxt);
+			if (round.first_after && !hannoy_test_pause_linker && !ShutdownRequestPending)
+				looked_after_recovery = true;
+		}
+		/* out of recovery, a round that adopted and left nothing ends the linker's work */
+		if (!round.in_recovery && !round.busy && !round.left)
+			break;
+		if (round.busy)
 			continue;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 		                 HANNOY_LINKER_NAP_MS, PG_WAIT_EXTENSION);

@@ -290,6 +290,46 @@ hannoy_replica_link(HannoyEnv *env, uint32_t budget_ms, uint64_t *linked, uint64
 }
 
 extern "C" HannoyStatus
+hannoy_replica_adopt(HannoyEnv *env, const char *path, uint32_t timeline, uint64_t replayed_to,
+                     bool *adopted, HannoyError *err)
+{
+	*adopted = false;
+	HannoyStatus st =
+	    hannoy::run_guarded(err,
+	                        [&]
+	                        {
+		                        hannoy::Store &s = store_of(env);
+		                        if (!s.has_staged() || timeline == 0)
+			                        return;
+		                        hannoy::Txn txn(s.env(), false);
+		                        s.reload_meta(txn.get());
+		                        HannoyMeta meta = s.meta();
+		                        if (meta.timeline == timeline)
+		                        {
+			                        /* stamped before a crash that came before the marker went */
+			                        *adopted = true;
+			                        return;
+		                        }
+		                        /* a stamp past the replayed WAL: rows the heap may not have (not
+		                         * this history) */
+		                        if (meta.timeline != 0 || s.read_applied(txn.get()) > replayed_to)
+			                        return;
+		                        meta.timeline = timeline;
+		                        s.write_meta(txn.get(), meta);
+		                        txn.commit();
+		                        s.sync(true);
+		                        *adopted = true;
+	                        });
+	if (st != HANNOY_OK)
+	{
+		*adopted = false;
+		return st;
+	}
+	/* the stamp first: a crash before the marker goes leaves an adopted sidecar, not a lost one */
+	return hannoy_replica_unmark(path, err);
+}
+
+extern "C" HannoyStatus
 hannoy_replica_state(HannoyEnv *env, uint64_t *staged, uint64_t *lsn, HannoyError *err)
 {
 	*staged = 0;

@@ -311,6 +311,88 @@ TEST(Replica, StagingAnUnknownKindIsRefused)
 	hannoy_env_close(env);
 }
 
+/*
+ * A replica becomes a primary's sidecar at the end of recovery: stamped
+ * with the new timeline, its marker gone, its staged rows still answered
+ * and linked later; one whose stamp is past the replayed WAL is refused.
+ */
+TEST(Replica, AdoptionStampsTheTimelineAndKeepsStagedRows)
+{
+	HannoyEnvConfig        config = test_config();
+	HannoyError            err;
+	std::vector<float>     vectors = hannoy_test::uniform(50, DIMS, 8);
+	std::vector<HannoyTid> tids;
+	for (HannoyTid t = 1; t <= 50; t++)
+		tids.push_back(t);
+
+	/* applied up to 200, but the server replayed only up to 150: not this history */
+	{
+		TempEnvDir dir;
+		HannoyMeta meta = test_meta(HANNOY_METRIC_L2, 0);
+		meta.timeline = 0;
+		ASSERT_EQ(hannoy_replica_create(dir.path(), &config, &meta, 100, &err), HANNOY_OK);
+		HannoyEnv *env = open_replica(dir.path());
+		ASSERT_TRUE(stage(env, 200, tids, vectors.data()));
+		bool adopted = true;
+		ASSERT_EQ(hannoy_replica_adopt(env, dir.path(), 2, 150, &adopted, &err), HANNOY_OK)
+		    << err.message;
+		EXPECT_FALSE(adopted);
+		EXPECT_FALSE(hannoy_replica_marked(dir.path()));
+		HannoyMeta now;
+		ASSERT_EQ(hannoy_env_meta(env, &now, &err), HANNOY_OK);
+		EXPECT_EQ(now.timeline, 0u);
+		hannoy_env_close(env);
+	}
+
+	TempEnvDir dir;
+	HannoyMeta meta = test_meta(HANNOY_METRIC_L2, 0, 16, 64);
+	meta.timeline = 0;
+	ASSERT_EQ(hannoy_replica_create(dir.path(), &config, &meta, 100, &err), HANNOY_OK);
+	HannoyEnv *env = open_replica(dir.path());
+	ASSERT_TRUE(stage(env, 200, tids, vectors.data()));
+	bool adopted = false;
+	ASSERT_EQ(hannoy_replica_adopt(env, dir.path(), 2, 200, &adopted, &err), HANNOY_OK)
+	    << err.message;
+	EXPECT_TRUE(adopted);
+	EXPECT_FALSE(hannoy_replica_marked(dir.path()));
+	HannoyMeta now;
+	ASSERT_EQ(hannoy_env_meta(env, &now, &err), HANNOY_OK);
+	EXPECT_EQ(now.timeline, 2u);
+	EXPECT_EQ(now.generation, meta.generation);
+	/* again (a crash came before the marker went): adopted, nothing changes */
+	adopted = false;
+	ASSERT_EQ(hannoy_replica_adopt(env, dir.path(), 2, 200, &adopted, &err), HANNOY_OK);
+	EXPECT_TRUE(adopted);
+	/* a later timeline does not take a sidecar adopted on another one */
+	ASSERT_EQ(hannoy_replica_adopt(env, dir.path(), 3, 500, &adopted, &err), HANNOY_OK);
+	EXPECT_FALSE(adopted);
+
+	/* an insert of a staged TID (its slot reused) replaces the staged row: one row per TID */
+	ASSERT_EQ(hannoy_insert(env, 7, vectors.data(), 0, &err), HANNOY_OK) << err.message;
+	uint64_t staged = 0, lsn = 0;
+	ASSERT_EQ(hannoy_replica_state(env, &staged, &lsn, &err), HANNOY_OK);
+	EXPECT_EQ(staged, 49u);
+	HannoyScan *scan = nullptr;
+	ASSERT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
+	ASSERT_EQ(hannoy_scan_start(scan, vectors.data(), DIMS, 10, 0, &err), HANNOY_OK);
+	std::vector<Row> all = scan_rows(scan);
+	EXPECT_EQ(all.size(), 50u);
+	EXPECT_EQ(std::count_if(all.begin(), all.end(), [](const Row &r) { return r.tid == 7; }), 1);
+	/* the rest is linked as on a standby */
+	uint64_t batch;
+	while (staged > 0)
+		ASSERT_EQ(hannoy_replica_link(env, 20, &batch, &staged, &err), HANNOY_OK) << err.message;
+	ASSERT_EQ(hannoy_scan_start(scan, vectors.data(), DIMS, 10, 0, &err), HANNOY_OK);
+	all = scan_rows(scan);
+	EXPECT_EQ(all.size(), 50u);
+	HannoyStats stats;
+	ASSERT_EQ(hannoy_env_stats(env, &stats, &err), HANNOY_OK);
+	EXPECT_EQ(stats.items, 50u);
+	EXPECT_EQ(stats.deleted, 0u);
+	hannoy_scan_free(scan);
+	hannoy_env_close(env);
+}
+
 /* Whether a sidecar is a replica is answered without an exception crossing, memory or not. */
 TEST(Replica, MarkedSurvivesAnAllocationFailure)
 {
