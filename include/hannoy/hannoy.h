@@ -374,10 +374,13 @@ extern "C"
 	 * 'timeline' already (adopted before a crash) counts as adopted too.
 	 * Then the marker goes, durably, adopted or not: a replica that cannot be
 	 * adopted is not trusted either.  *adopted tells which; staged rows stay
-	 * staged (scans merge them; hannoy_replica_link links them).
+	 * staged (scans merge them; hannoy_replica_link links them), and a hint
+	 * file (hannoy_replica_has_staged_hint) says so until the last is linked.
 	 */
 	extern HannoyStatus hannoy_replica_adopt(HannoyEnv *env, const char *path, uint32_t timeline,
 	                                         uint64_t replayed_to, bool *adopted, HannoyError *err);
+	/* True when 'path' is an adopted replica that had staged rows left (a hint, not trust). */
+	extern bool hannoy_replica_has_staged_hint(const char *path);
 	/* The number of staged rows and the applied-LSN stamp (0, 0 for a sidecar not from WAL). */
 	extern HannoyStatus hannoy_replica_state(HannoyEnv *env, uint64_t *staged, uint64_t *lsn,
 	                                         HannoyError *err);

@@ -172,7 +172,8 @@ extern char           *HannoySidecarPath(RelFileNodeBackend rnode);
 extern bool            HannoyParseSidecarName(const char *name, RelFileNodeBackend *rnode);
 extern void            HannoyForEachSidecar(int elevel, HannoySidecarVisitor fn, void *arg);
 extern HannoyEnvConfig HannoyDefaultEnvConfig(void);
-extern HannoyStatus    HannoyAdoptReplica(HannoyEnv *env, const char *path, HannoyError *err);
+extern HannoyStatus    HannoyAdoptReplica(HannoyEnv *env, const char *path, bool *adopted,
+                                          HannoyError *err);
 extern void            HannoyLinkStaged(Relation index, HannoyEnv *env);
 extern HannoyEnv      *HannoyCreateSidecar(Relation index, HannoyMetaPageData *meta, uint32 dims,
                                            bool new_page);

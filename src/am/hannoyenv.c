@@ -520,8 +520,10 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
 	{
 		char *path = HannoySidecarPath(rnode);
 
+		bool adopted;
+
 		if (hannoy_replica_marked(path) &&
-		    (st = HannoyAdoptReplica(entry->env, path, &err)) != HANNOY_OK)
+		    (st = HannoyAdoptReplica(entry->env, path, &adopted, &err)) != HANNOY_OK)
 		{
 			if (!quiet)
 				HannoyReportError(st, &err, index);
@@ -572,20 +574,20 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
  * current timeline if WAL redo applied to it nothing past what this server
  * replayed, its marker removed either way (DESIGN.md "Promotion, PITR,
  * crash recovery").  Staged rows stay staged: scans merge them, the linker
- * and VACUUM link them.  Logs the outcome; returns the core's status.
+ * and VACUUM link them.  Logs the outcome, sets *adopted; returns the
+ * core's status.
  */
 HannoyStatus
-HannoyAdoptReplica(HannoyEnv *env, const char *path, HannoyError *err)
+HannoyAdoptReplica(HannoyEnv *env, const char *path, bool *adopted, HannoyError *err)
 {
 	TimeLineID   tli = GetWALInsertionTimeLine();
 	XLogRecPtr   replayed = GetXLogReplayRecPtr(NULL);
-	bool         adopted = false;
 	HannoyStatus st;
 
-	st = hannoy_replica_adopt(env, path, tli, replayed, &adopted, err);
+	st = hannoy_replica_adopt(env, path, tli, replayed, adopted, err);
 	if (st != HANNOY_OK)
 		return st;
-	if (adopted)
+	if (*adopted)
 		ereport(LOG, (errmsg("hannoy sidecar \"%s\" kept from WAL is now this server's own "
 		                     "(timeline %u)",
 		                     path, tli)));

@@ -68,7 +68,6 @@ typedef struct LinkerReplica
 	struct stat file;            /* data.mdb when it was last found idle */
 	TimestampTz checked;         /* when it was last opened */
 	TimestampTz retry_at;        /* after a failure: not before then */
-	bool        adopted;         /* adopted after recovery: still staged rows to link */
 } LinkerReplica;
 
 /* What one round over the sidecars found (the visitors' argument). */
@@ -77,7 +76,6 @@ typedef struct LinkerRound
 	bool busy;        /* some work was done: no nap */
 	bool in_recovery; /* the server was in recovery when the round began */
 	bool left;        /* out of recovery: a replica still has staged rows or failed */
-	bool first_after; /* the first round out of recovery: every sidecar is looked at */
 } LinkerRound;
 
 static HTAB *linker_replicas = NULL;
@@ -228,22 +226,15 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 	    linker_should_stop_in(round->in_recovery))
 		return;
 	marked = hannoy_replica_marked(path);
-	entry = hash_search(linker_replicas, path,
-	                    marked || round->first_after ? HASH_ENTER : HASH_FIND, &found);
-	/*
-	 * After recovery: replicas to adopt, and sidecars adopted with rows left
-	 * staged (by a backend, or before a crash), which the first round finds.
-	 */
-	if (entry == NULL)
+	/* after recovery: replicas to adopt, and adopted ones whose hint says rows are staged */
+	if (!marked && (round->in_recovery || !hannoy_replica_has_staged_hint(path)))
 		return;
-	if (!marked && (round->in_recovery || (!(found && entry->adopted) && !round->first_after)))
-		return;
+	entry = hash_search(linker_replicas, path, HASH_ENTER, &found);
 	if (!found)
 	{
 		entry->idle = false;
 		entry->checked = 0;
 		entry->retry_at = 0;
-		entry->adopted = false;
 	}
 	snprintf(file, sizeof(file), "%s/data.mdb", path);
 	if (stat(file, &st) != 0)
@@ -269,7 +260,9 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 	}
 	if (!round->in_recovery && marked)
 	{
-		if (HannoyAdoptReplica(env, path, &err) != HANNOY_OK)
+		bool adopted;
+
+		if (HannoyAdoptReplica(env, path, &adopted, &err) != HANNOY_OK)
 		{
 			ereport(LOG, (errmsg("hannoy could not adopt replica sidecar \"%s\": %s", path,
 			                     err.message)));
@@ -279,21 +272,15 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 			hannoy_env_close(env);
 			return;
 		}
-		entry->adopted = true;
 		round->busy = true;
-	}
-	else if (!round->in_recovery && !entry->adopted)
-	{
-		/* the first round's look at a sidecar that may have staged rows */
-		uint64_t lsn;
-
-		if (hannoy_replica_state(env, &staged, &lsn, &err) != HANNOY_OK || staged == 0)
+		/* refused (not this history): untrusted from now on, nothing to link */
+		if (!adopted)
 		{
 			hannoy_env_close(env);
 			return;
 		}
-		entry->adopted = true;
 	}
+
 	while (staged > 0 && !linker_should_stop_in(round->in_recovery) &&
 	       !TimestampDifferenceExceeds(start, GetCurrentTimestamp(), HANNOY_LINKER_ROUND_MS))
 	{
@@ -327,14 +314,9 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 		    TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HANNOY_LINKER_RETRY_MS);
 	else if (round->in_recovery)
 		note_idle(entry, env);
-	if (!round->in_recovery)
-	{
-		/* an adopted sidecar is the linker's until nothing is staged */
-		if (failed || staged > 0)
-			round->left = true;
-		else
-			entry->adopted = false;
-	}
+	/* an adopted sidecar is the linker's until nothing is staged (its hint went then) */
+	if (!round->in_recovery && (failed || staged > 0))
+		round->left = true;
 	hannoy_env_close(env);
 }
 
@@ -347,7 +329,6 @@ HannoyLinkerMain(Datum arg)
 {
 	MemoryContext round_cxt;
 	HASHCTL       ctl;
-	bool          looked_after_recovery = false;
 
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -367,7 +348,6 @@ HannoyLinkerMain(Datum arg)
 		round.busy = false;
 		round.in_recovery = RecoveryInProgress();
 		round.left = false;
-		round.first_after = !round.in_recovery && !looked_after_recovery;
 		if (linker_should_stop_in(false))
 		{
 			if (ShutdownRequestPending)
@@ -381,8 +361,6 @@ HannoyLinkerMain(Datum arg)
 			HannoyForEachSidecar(DEBUG1, link_replica, &round);
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(round_cxt);
-			if (round.first_after && !hannoy_test_pause_linker && !ShutdownRequestPending)
-				looked_after_recovery = true;
 		}
 		/* out of recovery, a round that adopted and left nothing ends the linker's work */
 		if (!round.in_recovery && !round.busy && !round.left)

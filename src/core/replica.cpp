@@ -40,6 +40,54 @@ marker_of(const std::string &path)
 	return path + "/replica";
 }
 
+/*
+ * The hint file that says an adopted replica still has staged rows, so the
+ * linker of a primary knows where to look without opening every sidecar.
+ * Only a hint: it is not synced, and trust never depends on it.
+ */
+std::string
+staged_hint_of(const std::string &path)
+{
+	return path + "/staged";
+}
+
+/* The number of staged rows in 'txn'. */
+uint64_t
+count_staged(hannoy::Store &s, MDB_txn *txn)
+{
+	MDB_stat st;
+	int      rc = hannoy::guarded(s.env(), [&] { return mdb_stat(txn, s.dbi_staged, &st); });
+	if (rc != 0)
+		hannoy::throw_lmdb(rc, "counting staged rows");
+	return st.ms_entries;
+}
+
+/*
+ * hannoy_replica_adopt's work on the sidecar: true when it is (now) a
+ * primary's sidecar on 'timeline'; *hint when staged rows are left.
+ */
+bool
+adopt(hannoy::Store &s, uint32_t timeline, uint64_t replayed_to, bool *hint)
+{
+	if (!s.has_staged() || timeline == 0)
+		return false;
+	hannoy::Txn txn(s.env(), false);
+	s.reload_meta(txn.get());
+	HannoyMeta meta = s.meta();
+	*hint = count_staged(s, txn.get()) > 0;
+	/* stamped before a crash that came before the marker went */
+	if (meta.timeline == timeline)
+		return true;
+	/* a stamp past the replayed WAL: rows the heap may not have (not this history) */
+	if (meta.timeline != 0 || s.read_applied(txn.get()) > replayed_to)
+		return false;
+	meta.timeline = timeline;
+	s.write_meta(txn.get(), meta);
+	txn.commit();
+	s.sync(true);
+	return true;
+}
+
 /* Flushes a file or directory to disk; 'what' names it in the error. */
 void
 sync_path(const std::string &path, bool directory)
@@ -282,10 +330,14 @@ hannoy_replica_link(HannoyEnv *env, uint32_t budget_ms, uint64_t *linked, uint64
 		    if (rc != 0)
 			    hannoy::throw_lmdb(rc, "counting staged rows");
 		    *staged = st.ms_entries;
-		    if (*linked == 0)
-			    return;
-		    txn.commit();
-		    s.sync(true);
+		    if (*linked > 0)
+		    {
+			    txn.commit();
+			    s.sync(true);
+		    }
+		    /* an adopted replica's hint goes with its last staged row */
+		    if (*staged == 0)
+			    unlink(staged_hint_of(s.path()).c_str());
 	    });
 }
 
@@ -294,39 +346,39 @@ hannoy_replica_adopt(HannoyEnv *env, const char *path, uint32_t timeline, uint64
                      bool *adopted, HannoyError *err)
 {
 	*adopted = false;
-	HannoyStatus st =
-	    hannoy::run_guarded(err,
-	                        [&]
-	                        {
-		                        hannoy::Store &s = store_of(env);
-		                        if (!s.has_staged() || timeline == 0)
-			                        return;
-		                        hannoy::Txn txn(s.env(), false);
-		                        s.reload_meta(txn.get());
-		                        HannoyMeta meta = s.meta();
-		                        if (meta.timeline == timeline)
-		                        {
-			                        /* stamped before a crash that came before the marker went */
-			                        *adopted = true;
-			                        return;
-		                        }
-		                        /* a stamp past the replayed WAL: rows the heap may not have (not
-		                         * this history) */
-		                        if (meta.timeline != 0 || s.read_applied(txn.get()) > replayed_to)
-			                        return;
-		                        meta.timeline = timeline;
-		                        s.write_meta(txn.get(), meta);
-		                        txn.commit();
-		                        s.sync(true);
-		                        *adopted = true;
-	                        });
+	bool         hint = false;
+	HannoyStatus st = hannoy::run_guarded(
+	    err, [&] { *adopted = adopt(store_of(env), timeline, replayed_to, &hint); });
 	if (st != HANNOY_OK)
 	{
 		*adopted = false;
 		return st;
 	}
+	/* best effort: without the hint the linker of a restarted primary leaves them to VACUUM */
+	if (hint)
+		hannoy::run_guarded(nullptr,
+		                    [&]
+		                    {
+			                    int fd = open(staged_hint_of(path).c_str(),
+			                                  O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+			                    if (fd >= 0)
+				                    close(fd);
+		                    });
 	/* the stamp first: a crash before the marker goes leaves an adopted sidecar, not a lost one */
 	return hannoy_replica_unmark(path, err);
+}
+
+extern "C" bool
+hannoy_replica_has_staged_hint(const char *path)
+{
+	bool hinted = false;
+	return hannoy::run_guarded(nullptr,
+	                           [&]
+	                           {
+		                           struct stat st;
+		                           hinted = stat(staged_hint_of(path).c_str(), &st) == 0;
+	                           }) == HANNOY_OK &&
+	       hinted;
 }
 
 extern "C" HannoyStatus

@@ -355,6 +355,7 @@ TEST(Replica, AdoptionStampsTheTimelineAndKeepsStagedRows)
 	    << err.message;
 	EXPECT_TRUE(adopted);
 	EXPECT_FALSE(hannoy_replica_marked(dir.path()));
+	EXPECT_TRUE(hannoy_replica_has_staged_hint(dir.path()));
 	HannoyMeta now;
 	ASSERT_EQ(hannoy_env_meta(env, &now, &err), HANNOY_OK);
 	EXPECT_EQ(now.timeline, 2u);
@@ -382,6 +383,7 @@ TEST(Replica, AdoptionStampsTheTimelineAndKeepsStagedRows)
 	uint64_t batch;
 	while (staged > 0)
 		ASSERT_EQ(hannoy_replica_link(env, 20, &batch, &staged, &err), HANNOY_OK) << err.message;
+	EXPECT_FALSE(hannoy_replica_has_staged_hint(dir.path()));
 	ASSERT_EQ(hannoy_scan_start(scan, vectors.data(), DIMS, 10, 0, &err), HANNOY_OK);
 	all = scan_rows(scan);
 	EXPECT_EQ(all.size(), 50u);

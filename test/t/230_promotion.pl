@@ -8,7 +8,9 @@
 #    returns exactly the seq-scan rows, the top 10 at a wide ef_search are
 #    the exact top 10, while rows are still staged and after new inserts;
 #  - VACUUM links the staged rows before its walk, removes and repairs;
-#  - the linker, let go, links what another index still has staged;
+#  - the linker, let go, links what another index still has staged (one a
+#    backend adopted, after a restart, by the hint file adoption left) and
+#    adopts and links a replica nobody used since the promotion;
 #  - a restart and an immediate stop keep every index usable and exact,
 #    and hannoy_verify finds nothing;
 #  - a replica redo stopped trusting (hannoy.test_fail_redo) stays
@@ -98,7 +100,7 @@ sub markers
 	return join(',', grep { -e $node->data_dir . "/hannoy/$_/replica" } sidecar_dirs($node));
 }
 
-for my $t (qw(items more bad))
+for my $t (qw(items more late bad))
 {
 	$primary->safe_psql('postgres', "CREATE TABLE $t (id int PRIMARY KEY, v real[])");
 	$primary->safe_psql('postgres', "CREATE INDEX ${t}_v ON $t USING hannoy (v real_l2_ops)");
@@ -107,12 +109,14 @@ for my $t (qw(items more bad))
 # linked on the standby before the promotion: rows, removals, a repair
 insert_rows($primary, 'items', 0, 599);
 insert_rows($primary, 'more', 0, 299);
+insert_rows($primary, 'late', 0, 299);
 insert_rows($primary, 'bad', 0, 99);
 $primary->safe_psql('postgres', 'DELETE FROM items WHERE id % 9 = 0; VACUUM items');
 $primary->wait_for_catchup($standby);
 wait_until(60,
-	sub { staged_and_tombstones($standby, 'items_v') eq '0|0'
-		  && staged_and_tombstones($standby, 'more_v') eq '0|0' });
+	sub {
+		return !grep { staged_and_tombstones($standby, "${_}_v") ne '0|0' } qw(items more late);
+	});
 is(staged_and_tombstones($standby, 'items_v'), '0|0', 'the standby linked everything so far');
 
 # a record redo cannot apply: the standby stops trusting bad_v's replica
@@ -139,6 +143,7 @@ $standby->append_conf('postgresql.conf', 'hannoy.test_pause_linker = on');
 $standby->reload;
 insert_rows($primary, 'items', 600, 1199);
 insert_rows($primary, 'more', 300, 599);
+insert_rows($primary, 'late', 300, 599);
 $primary->safe_psql('postgres',
 	'UPDATE items SET v = v WHERE id % 13 = 0; DELETE FROM items WHERE id % 7 = 0 AND id < 600;'
 	  . ' VACUUM items');
@@ -193,6 +198,10 @@ $new->append_conf('postgresql.conf', 'hannoy.test_pause_linker = off');
 $new->reload;
 ok(wait_until(60, sub { staged_and_tombstones($new, 'more_v') eq '0|0' }),
 	'the linker links the staged rows after the promotion');
+# late_v was used by nobody since the promotion: the linker adopts it itself
+ok(wait_until(60, sub { markers($new) eq '' }), 'the linker adopts the last replica');
+is(staged_and_tombstones($new, 'late_v'), '0|0', 'and links its staged rows');
+answers_exactly($new, 'late', 'adopted and linked by the linker');
 insert_rows($new, 'more', 600, 799);
 answers_exactly($new, 'more', 'after the linker and inserts');
 is(join("\n", @{ verify_problems($new, 'more_v') }), '', 'hannoy_verify finds nothing in more_v');
@@ -200,13 +209,13 @@ is(markers($new), '', 'no replica marker is left on the new primary');
 
 # restarts keep everything usable and exact
 $new->restart;
-answers_exactly($new, $_, 'after a restart') for qw(items more);
+answers_exactly($new, $_, 'after a restart') for qw(items more late);
 insert_rows($new, 'items', 1400, 1499);
 $new->stop('immediate');
 $new->start;
-answers_exactly($new, $_, 'after an immediate stop') for qw(items more);
+answers_exactly($new, $_, 'after an immediate stop') for qw(items more late);
 is(join("\n", @{ verify_problems($new, "${_}_v") }), '', "hannoy_verify after the crash: ${_}_v")
-  for qw(items more);
+  for qw(items more late);
 index_unused($new, 'bad', 'after the restarts');
 is( join("\n",
 		@{ HannoyTestUtil::log_problems($new, offset => $offset,
