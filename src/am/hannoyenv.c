@@ -519,8 +519,7 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
 	if (reason == NULL && !in_recovery)
 	{
 		char *path = HannoySidecarPath(rnode);
-
-		bool adopted;
+		bool  adopted;
 
 		if (hannoy_replica_marked(path) &&
 		    (st = HannoyAdoptReplica(entry->env, path, &adopted, &err)) != HANNOY_OK)
