@@ -25,6 +25,8 @@
 #   HANNOY_SMALL_FS_MB     size of the small file system the full-disk test
 #                          fills (default 16); it is mounted (tmpfs) only when
 #                          run as root, else that test is skipped
+#   HANNOY_STANDBY_KILLS   immediate stops of the standby during replay in
+#                          220_standby_copies.pl (default 5)
 #   HANNOY_PG_BIN          bin directory of the PostgreSQL 15 to test against (with
 #                          HANNOY_SKIP_SETUP=1: a relocated copy the build went into)
 #   CI=true                build with WERROR=1

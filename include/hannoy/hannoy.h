@@ -365,6 +365,22 @@ extern "C"
 	 */
 	extern HannoyStatus hannoy_replica_link(HannoyEnv *env, uint32_t budget_ms, uint64_t *linked,
 	                                        uint64_t *staged, HannoyError *err);
+	/*
+	 * Makes the replica in 'path', open as 'env', a primary's sidecar once
+	 * the server left recovery (DESIGN.md "Promotion, PITR, crash
+	 * recovery"): a meta record with timeline 0 whose applied-LSN stamp is
+	 * at most 'replayed_to' (the end of the WAL this server replayed) takes
+	 * 'timeline', in one synced write transaction; one that records
+	 * 'timeline' already (adopted before a crash) counts as adopted too.
+	 * Then the marker goes, durably, adopted or not: a replica that cannot be
+	 * adopted is not trusted either.  *adopted tells which; staged rows stay
+	 * staged (scans merge them; hannoy_replica_link links them), and a hint
+	 * file (hannoy_replica_has_staged_hint) says so until the last is linked.
+	 */
+	extern HannoyStatus hannoy_replica_adopt(HannoyEnv *env, const char *path, uint32_t timeline,
+	                                         uint64_t replayed_to, bool *adopted, HannoyError *err);
+	/* True when 'path' is an adopted replica that had staged rows left (a hint, not trust). */
+	extern bool hannoy_replica_has_staged_hint(const char *path);
 	/* The number of staged rows and the applied-LSN stamp (0, 0 for a sidecar not from WAL). */
 	extern HannoyStatus hannoy_replica_state(HannoyEnv *env, uint64_t *staged, uint64_t *lsn,
 	                                         HannoyError *err);

@@ -172,6 +172,9 @@ extern char           *HannoySidecarPath(RelFileNodeBackend rnode);
 extern bool            HannoyParseSidecarName(const char *name, RelFileNodeBackend *rnode);
 extern void            HannoyForEachSidecar(int elevel, HannoySidecarVisitor fn, void *arg);
 extern HannoyEnvConfig HannoyDefaultEnvConfig(void);
+extern HannoyStatus    HannoyAdoptReplica(HannoyEnv *env, const char *path, bool *adopted,
+                                          HannoyError *err);
+extern void            HannoyLinkStaged(Relation index, HannoyEnv *env);
 extern HannoyEnv      *HannoyCreateSidecar(Relation index, HannoyMetaPageData *meta, uint32 dims,
                                            bool new_page);
 extern HannoyEnv      *HannoyRecreateSidecar(Relation index, HannoyMetaPageData *meta);
@@ -218,6 +221,7 @@ extern bool hannoy_preloaded;
 extern int  hannoy_test_search_delay;
 extern int  hannoy_test_verify_delay;
 extern bool hannoy_test_fail_redo;
+extern bool hannoy_test_pause_linker;
 extern void HannoyDefineGucs(void);
 
 /* Packs an ItemPointer for the core. */

@@ -11,6 +11,7 @@
 
 #include "access/twophase.h"
 #include "access/xlog.h"
+#include "access/xlogrecovery.h"
 #include "common/file_perm.h"
 #include "miscadmin.h"
 #include "storage/fd.h"
@@ -62,7 +63,8 @@ static const char HANNOY_REASON_OTHER_TIMELINE[] = "its sidecar was written on a
 static const char HANNOY_REASON_BROKEN[] =
     "it was marked broken when its sidecar was found unusable";
 static const char HANNOY_REASON_STAGED[] =
-    "its sidecar was staged from WAL while the server was a standby";
+    "its sidecar was staged from WAL while the server was a standby, and not adopted when it "
+    "left recovery";
 
 /*
  * Open environments.  At most HANNOY_ENV_CACHE_SIZE stay open; the array
@@ -508,6 +510,27 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
 		return entry->env;
 	}
 
+	/*
+	 * Out of recovery, a replica this server's redo kept becomes its own
+	 * sidecar before anything uses it (DESIGN.md "Promotion, PITR, crash
+	 * recovery"); one that cannot be adopted loses its marker and fails the
+	 * timeline check below.
+	 */
+	if (reason == NULL && !in_recovery)
+	{
+		char *path = HannoySidecarPath(rnode);
+		bool  adopted;
+
+		if (hannoy_replica_marked(path) &&
+		    (st = HannoyAdoptReplica(entry->env, path, &adopted, &err)) != HANNOY_OK)
+		{
+			if (!quiet)
+				HannoyReportError(st, &err, index);
+			reason = "its sidecar could not be adopted after recovery";
+		}
+		pfree(path);
+	}
+
 	if (reason == NULL)
 	{
 		st = hannoy_env_meta(entry->env, &smeta, &err);
@@ -542,6 +565,69 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
 		return NULL;
 	HannoyReportUnusable(index, reason, ERROR, NULL);
 	pg_unreachable();
+}
+
+/*
+ * HannoyAdoptReplica makes the replica in 'path' (open as 'env') the
+ * sidecar of this server, which has left recovery: stamped with the
+ * current timeline if WAL redo applied to it nothing past what this server
+ * replayed, its marker removed either way (DESIGN.md "Promotion, PITR,
+ * crash recovery").  Staged rows stay staged: scans merge them, the linker
+ * and VACUUM link them.  Logs the outcome, sets *adopted; returns the
+ * core's status.
+ */
+HannoyStatus
+HannoyAdoptReplica(HannoyEnv *env, const char *path, bool *adopted, HannoyError *err)
+{
+	TimeLineID   tli = GetWALInsertionTimeLine();
+	XLogRecPtr   replayed = GetXLogReplayRecPtr(NULL);
+	HannoyStatus st;
+
+	st = hannoy_replica_adopt(env, path, tli, replayed, adopted, err);
+	if (st != HANNOY_OK)
+		return st;
+	if (*adopted)
+		ereport(LOG, (errmsg("hannoy sidecar \"%s\" kept from WAL is now this server's own "
+		                     "(timeline %u)",
+		                     path, tli)));
+	else
+		ereport(
+		    WARNING,
+		    (errmsg("hannoy sidecar \"%s\" kept from WAL cannot be adopted after recovery", path),
+		     errdetail("WAL up to %X/%X was replayed; the sidecar says it holds more, or it "
+		               "was adopted on another timeline.",
+		               LSN_FORMAT_ARGS(replayed)),
+		     errhint("REINDEX its index.")));
+	return HANNOY_OK;
+}
+
+/*
+ * HannoyLinkStaged links the rows still staged in an adopted replica of
+ * 'index' (a promoted standby's, DESIGN.md "Promotion, PITR, crash
+ * recovery") into its graph, in write transactions of about 20 ms with
+ * interrupt checks between them.  VACUUM's walk and the heap check read the
+ * graph's rows only, so they call it first; a sidecar that never was a
+ * replica costs one read transaction.
+ */
+void
+HannoyLinkStaged(Relation index, HannoyEnv *env)
+{
+	HannoyError  err;
+	HannoyStatus st;
+	uint64_t     staged = 0;
+	uint64_t     lsn;
+	uint64_t     linked;
+
+	if (RecoveryInProgress())
+		return;
+	st = hannoy_replica_state(env, &staged, &lsn, &err);
+	while (st == HANNOY_OK && staged > 0)
+	{
+		CHECK_FOR_INTERRUPTS();
+		st = hannoy_replica_link(env, 20, &linked, &staged, &err);
+	}
+	if (st != HANNOY_OK)
+		HannoyReportError(st, &err, index);
 }
 
 /*

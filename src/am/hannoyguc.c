@@ -19,6 +19,7 @@ bool hannoy_preloaded = false;
 int  hannoy_test_search_delay = 0;
 int  hannoy_test_verify_delay = 0;
 bool hannoy_test_fail_redo = false;
+bool hannoy_test_pause_linker = false;
 
 /*
  * HannoyDefineGucs defines the GUCs and records whether the library is
@@ -66,6 +67,11 @@ HannoyDefineGucs(void)
 	                         "Test only: WAL redo of hannoy rows records fails, as a full disk "
 	                         "would make it.",
 	                         NULL, &hannoy_test_fail_redo, false, PGC_SIGHUP,
+	                         GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, NULL, NULL, NULL);
+	DefineCustomBoolVariable("hannoy.test_pause_linker",
+	                         "Test only: the replica linker neither links staged rows nor adopts "
+	                         "replicas after recovery, so tests can see rows staged.",
+	                         NULL, &hannoy_test_pause_linker, false, PGC_SIGHUP,
 	                         GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("hannoy");
 }

@@ -254,6 +254,8 @@ verify_usable(Relation index, Relation heap, HannoyEnv *env, const HannoyMetaPag
 	HannoyEnvPin(env);
 	PG_TRY();
 	{
+		/* a promoted replica's staged rows join the graph first: walk and heap check read it */
+		HannoyLinkStaged(index, env);
 		check_meta(index, env, meta, sink);
 		run_walk(index, env, sink, NULL);
 		HannoyCheckHeap(index, heap, env, put_named_problem, sink);

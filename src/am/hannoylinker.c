@@ -11,9 +11,14 @@
  *	  HANNOY_LINKER_BATCH_MS each (the core's hannoy_replica_link), so the
  *	  startup process, the only other writer, never waits longer than one
  *	  batch for LMDB's writer lock.  When no replica has staged rows it
- *	  sleeps.  It leaves with status 0 when recovery ends (promotion, or a
- *	  primary's start), since replicas are not used outside recovery, and on
- *	  SIGTERM; the postmaster starts it again after a crash-restart.
+ *	  sleeps.  When recovery ends (a promotion, the end of a PITR, or a
+ *	  former standby started as a primary) it adopts every replica (the
+ *	  server's own sidecar from then on: DESIGN.md "Promotion, PITR, crash
+ *	  recovery") and goes on linking what they still have staged, without
+ *	  repairs (VACUUM repairs a primary's graph); it leaves with status 0
+ *	  once nothing is left, at once on a primary that never was a standby,
+ *	  and on SIGTERM.  The postmaster starts it again after a crash-restart
+ *	  while it runs.
  */
 #include "postgres.h"
 
@@ -25,6 +30,7 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
+#include "utils/guc.h"
 #include "storage/latch.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
@@ -64,6 +70,14 @@ typedef struct LinkerReplica
 	TimestampTz retry_at;        /* after a failure: not before then */
 } LinkerReplica;
 
+/* What one round over the sidecars found (the visitors' argument). */
+typedef struct LinkerRound
+{
+	bool busy;        /* some work was done: no nap */
+	bool in_recovery; /* the server was in recovery when the round began */
+	bool left;        /* out of recovery: a replica still has staged rows or failed */
+} LinkerRound;
+
 static HTAB *linker_replicas = NULL;
 
 PGDLLEXPORT void HannoyLinkerMain(Datum arg);
@@ -88,12 +102,30 @@ HannoyRegisterLinker(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-/* True when the linker should stop its current work: a shutdown or the end of recovery. */
+/*
+ * True when the linker should stop its current work: a shutdown, the test
+ * setting that pauses it, or (for work begun in recovery: a repair, a
+ * round's linking) the end of recovery, after which the round starts
+ * afresh with adoption.
+ */
+static bool
+linker_should_stop_in(bool in_recovery)
+{
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+	return ShutdownRequestPending || hannoy_test_pause_linker ||
+	       (in_recovery && !RecoveryInProgress());
+}
+
+/* linker_should_stop_in for work that runs in recovery only. */
 static bool
 linker_should_stop(void)
 {
-	CHECK_FOR_INTERRUPTS();
-	return ShutdownRequestPending || !RecoveryInProgress();
+	return linker_should_stop_in(true);
 }
 
 /*
@@ -175,7 +207,8 @@ note_idle(LinkerReplica *entry, HannoyEnv *env)
 static void
 link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 {
-	bool           *busy = arg;
+	LinkerRound    *round = arg;
+	bool            marked;
 	HannoyEnvConfig config;
 	HannoyEnv      *env;
 	HannoyError     err;
@@ -190,10 +223,11 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 	bool            found;
 
 	if (rnode.backend != InvalidBackendId || strlen(path) >= MAXPGPATH ||
-	    !hannoy_replica_marked(path) || linker_should_stop())
+	    linker_should_stop_in(round->in_recovery))
 		return;
-	snprintf(file, sizeof(file), "%s/data.mdb", path);
-	if (stat(file, &st) != 0)
+	marked = hannoy_replica_marked(path);
+	/* after recovery: replicas to adopt, and adopted ones whose hint says rows are staged */
+	if (!marked && (round->in_recovery || !hannoy_replica_has_staged_hint(path)))
 		return;
 	entry = hash_search(linker_replicas, path, HASH_ENTER, &found);
 	if (!found)
@@ -202,9 +236,15 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 		entry->checked = 0;
 		entry->retry_at = 0;
 	}
-	if (start < entry->retry_at)
+	snprintf(file, sizeof(file), "%s/data.mdb", path);
+	if (stat(file, &st) != 0)
 		return;
-	if (entry->idle && same_file(&entry->file, &st) &&
+	if (start < entry->retry_at)
+	{
+		round->left = true;
+		return;
+	}
+	if (round->in_recovery && entry->idle && same_file(&entry->file, &st) &&
 	    !TimestampDifferenceExceeds(entry->checked, start, HANNOY_LINKER_RECHECK_MS))
 		return;
 	entry->idle = false;
@@ -218,7 +258,30 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 		        (errmsg("hannoy could not open replica sidecar \"%s\": %s", path, err.message)));
 		return;
 	}
-	while (staged > 0 && !linker_should_stop() &&
+	if (!round->in_recovery && marked)
+	{
+		bool adopted;
+
+		if (HannoyAdoptReplica(env, path, &adopted, &err) != HANNOY_OK)
+		{
+			ereport(LOG, (errmsg("hannoy could not adopt replica sidecar \"%s\": %s", path,
+			                     err.message)));
+			entry->retry_at =
+			    TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HANNOY_LINKER_RETRY_MS);
+			round->left = true;
+			hannoy_env_close(env);
+			return;
+		}
+		round->busy = true;
+		/* refused (not this history): untrusted from now on, nothing to link */
+		if (!adopted)
+		{
+			hannoy_env_close(env);
+			return;
+		}
+	}
+
+	while (staged > 0 && !linker_should_stop_in(round->in_recovery) &&
 	       !TimestampDifferenceExceeds(start, GetCurrentTimestamp(), HANNOY_LINKER_ROUND_MS))
 	{
 		uint64_t batch;
@@ -234,23 +297,26 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 		linked += batch;
 	}
 	if (linked > 0)
-		*busy = true;
+		round->busy = true;
 	/* busy only when tombstones went: a repair that cannot finish never spins */
-	if (!failed && !linker_should_stop() && hannoy_env_stats(env, &stats, &err) == HANNOY_OK &&
-	    stats.deleted > 0)
+	if (round->in_recovery && !failed && !linker_should_stop() &&
+	    hannoy_env_stats(env, &stats, &err) == HANNOY_OK && stats.deleted > 0)
 	{
 		uint64_t before = stats.deleted;
 
 		if (!repair_replica(env, path, HANNOY_LINKER_ROUND_MS))
 			failed = true;
 		else if (hannoy_env_stats(env, &stats, &err) == HANNOY_OK && stats.deleted < before)
-			*busy = true;
+			round->busy = true;
 	}
 	if (failed)
 		entry->retry_at =
 		    TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HANNOY_LINKER_RETRY_MS);
-	else
+	else if (round->in_recovery)
 		note_idle(entry, env);
+	/* an adopted sidecar is the linker's until nothing is staged (its hint went then) */
+	if (!round->in_recovery && (failed || staged > 0))
+		round->left = true;
 	hannoy_env_close(env);
 }
 
@@ -265,6 +331,7 @@ HannoyLinkerMain(Datum arg)
 	HASHCTL       ctl;
 
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 	round_cxt =
 	    AllocSetContextCreate(TopMemoryContext, "hannoy linker round", ALLOCSET_DEFAULT_SIZES);
@@ -273,15 +340,32 @@ HannoyLinkerMain(Datum arg)
 	ctl.entrysize = sizeof(LinkerReplica);
 	linker_replicas = hash_create("hannoy linker replicas", 64, &ctl, HASH_ELEM | HASH_STRINGS);
 	pgstat_report_activity(STATE_RUNNING, "hannoy replica linker");
-	while (!linker_should_stop())
+	for (;;)
 	{
-		bool          busy = false;
-		MemoryContext old = MemoryContextSwitchTo(round_cxt);
+		LinkerRound   round;
+		MemoryContext old;
 
-		HannoyForEachSidecar(DEBUG1, link_replica, &busy);
-		MemoryContextSwitchTo(old);
-		MemoryContextReset(round_cxt);
-		if (busy)
+		round.busy = false;
+		round.in_recovery = RecoveryInProgress();
+		round.left = false;
+		if (linker_should_stop_in(false))
+		{
+			if (ShutdownRequestPending)
+				break;
+			/* paused (a test): nothing is done, nothing is left behind */
+			round.left = true;
+		}
+		else
+		{
+			old = MemoryContextSwitchTo(round_cxt);
+			HannoyForEachSidecar(DEBUG1, link_replica, &round);
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(round_cxt);
+		}
+		/* out of recovery, a round that adopted and left nothing ends the linker's work */
+		if (!round.in_recovery && !round.busy && !round.left)
+			break;
+		if (round.busy)
 			continue;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 		                 HANNOY_LINKER_NAP_MS, PG_WAIT_EXTENSION);

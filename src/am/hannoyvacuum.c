@@ -104,6 +104,8 @@ hannoybulkdelete(IndexVacuumInfo        *info, IndexBulkDeleteResult *volatile s
 	HannoyEnvPin(env);
 	PG_TRY();
 	{
+		/* a promoted replica's staged rows join the graph first: the walk reads the graph */
+		HannoyLinkStaged(index, env);
 		memset(&pos, 0, sizeof(pos));
 		entries = palloc(sizeof(HannoyEntry) * HANNOY_VACUUM_BATCH);
 		dead = palloc(sizeof(HannoyEntry) * HANNOY_VACUUM_BATCH);

@@ -424,7 +424,9 @@ redo_open(RelFileNode node, uint64 generation)
 	}
 	pfree(path);
 	redo_node = node;
-	if (hannoy_env_meta(redo_env, &smeta, &err) != HANNOY_OK || smeta.generation != generation)
+	/* timeline 0: still a replica (one adopted before a crash took its marker along is not) */
+	if (hannoy_env_meta(redo_env, &smeta, &err) != HANNOY_OK || smeta.generation != generation ||
+	    smeta.timeline != 0)
 	{
 		redo_close();
 		return NULL;
@@ -574,9 +576,10 @@ redo_drop(const xl_hannoy_drop *xlrec)
 }
 
 /*
- * Crash recovery keeps no replica: a record that passes a replica by
- * (a standby started without standby.signal) makes it untrusted, since
- * it could not be kept in step.
+ * Crash recovery creates no replica: a create record whose replica is not
+ * there (a standby started without standby.signal that had not replayed
+ * it) makes whatever replica is at that path untrusted, since it is of
+ * another build.
  */
 static void
 redo_forget(RelFileNode node)
@@ -609,10 +612,10 @@ redo_record(XLogReaderState *record)
 			if (len < sizeof(xlrec))
 				elog(ERROR, "hannoy create record too short");
 			memcpy(&xlrec, data, sizeof(xlrec));
-			if (!ArchiveRecoveryRequested)
-				redo_forget(xlrec.node);
-			else
+			if (ArchiveRecoveryRequested)
 				redo_create(record, &xlrec);
+			else if (redo_open(xlrec.node, xlrec.generation) == NULL)
+				redo_forget(xlrec.node);
 			break;
 		}
 		case XLOG_HANNOY_ROWS:
@@ -622,10 +625,8 @@ redo_record(XLogReaderState *record)
 			if (len < sizeof(xlrec))
 				elog(ERROR, "hannoy rows record too short");
 			memcpy(&xlrec, data, sizeof(xlrec));
-			if (!ArchiveRecoveryRequested)
-				redo_forget(xlrec.node);
-			else
-				redo_rows(record, &xlrec, data + sizeof(xlrec), len - sizeof(xlrec));
+			/* crash recovery too: a replica not yet adopted stays in step (see hannoy_redo) */
+			redo_rows(record, &xlrec, data + sizeof(xlrec), len - sizeof(xlrec));
 			break;
 		}
 		case XLOG_HANNOY_REMOVE:
@@ -635,10 +636,7 @@ redo_record(XLogReaderState *record)
 			if (len < sizeof(xlrec))
 				elog(ERROR, "hannoy remove record too short");
 			memcpy(&xlrec, data, sizeof(xlrec));
-			if (!ArchiveRecoveryRequested)
-				redo_forget(xlrec.node);
-			else
-				redo_remove(record, &xlrec, data + sizeof(xlrec), len - sizeof(xlrec));
+			redo_remove(record, &xlrec, data + sizeof(xlrec), len - sizeof(xlrec));
 			break;
 		}
 		case XLOG_HANNOY_DROP:
@@ -662,9 +660,13 @@ redo_record(XLogReaderState *record)
  * hannoy_redo applies a hannoy record on a server replaying WAL.  It never
  * raises an ERROR, which would stop the startup process and the server:
  * what fails is reported as a WARNING and the replica concerned is no
- * longer trusted.  Only standbys and archive recovery keep replicas; crash
- * recovery leaves the primary's own sidecars alone (DESIGN.md "Replication
- * and recovery").
+ * longer trusted.  Only standbys and archive recovery create replicas.
+ * Crash recovery leaves the primary's own sidecars alone, and goes on
+ * staging rows into replicas not adopted yet (a crash right after a
+ * promotion, a standby started without standby.signal), which the stamp
+ * gates as on a standby, so they are adopted complete when recovery ends
+ * (DESIGN.md "Replication and recovery", "Promotion, PITR, crash
+ * recovery").
  */
 static void
 hannoy_redo(XLogReaderState *record)

@@ -67,6 +67,7 @@ remove_env(const std::string &path)
 {
 	/* the replica marker first: a half-removed sidecar is never trusted as a replica */
 	remove_file(path + "/replica");
+	remove_file(path + "/staged");
 	remove_file(path + "/data.mdb");
 	remove_file(path + "/lock.mdb");
 	remove_file(path + "/owner");

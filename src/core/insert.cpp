@@ -169,6 +169,9 @@ forget_tid(hannoy::Store &s, MDB_txn *txn, HannoyTid tid, hannoy::GraphState &st
 		s.tombstone(txn, tid, hannoy::decode_id(data), state);
 	if (hannoy::del(txn, s.dbi_unindexed, tkey.val()))
 		state.unindexed--;
+	/* a promoted replica's staged row of the TID: never one row twice */
+	if (s.has_staged())
+		hannoy::del(txn, s.dbi_staged, tkey.val());
 }
 
 /*

@@ -40,6 +40,54 @@ marker_of(const std::string &path)
 	return path + "/replica";
 }
 
+/*
+ * The hint file that says an adopted replica still has staged rows, so the
+ * linker of a primary knows where to look without opening every sidecar.
+ * Only a hint: it is not synced, and trust never depends on it.
+ */
+std::string
+staged_hint_of(const std::string &path)
+{
+	return path + "/staged";
+}
+
+/* The number of staged rows in 'txn'. */
+uint64_t
+count_staged(hannoy::Store &s, MDB_txn *txn)
+{
+	MDB_stat st;
+	int      rc = hannoy::guarded(s.env(), [&] { return mdb_stat(txn, s.dbi_staged, &st); });
+	if (rc != 0)
+		hannoy::throw_lmdb(rc, "counting staged rows");
+	return st.ms_entries;
+}
+
+/*
+ * hannoy_replica_adopt's work on the sidecar: true when it is (now) a
+ * primary's sidecar on 'timeline'; *hint when staged rows are left.
+ */
+bool
+adopt(hannoy::Store &s, uint32_t timeline, uint64_t replayed_to, bool *hint)
+{
+	if (!s.has_staged() || timeline == 0)
+		return false;
+	hannoy::Txn txn(s.env(), false);
+	s.reload_meta(txn.get());
+	HannoyMeta meta = s.meta();
+	*hint = count_staged(s, txn.get()) > 0;
+	/* stamped before a crash that came before the marker went */
+	if (meta.timeline == timeline)
+		return true;
+	/* a stamp past the replayed WAL: rows the heap may not have (not this history) */
+	if (meta.timeline != 0 || s.read_applied(txn.get()) > replayed_to)
+		return false;
+	meta.timeline = timeline;
+	s.write_meta(txn.get(), meta);
+	txn.commit();
+	s.sync(true);
+	return true;
+}
+
 /* Flushes a file or directory to disk; 'what' names it in the error. */
 void
 sync_path(const std::string &path, bool directory)
@@ -112,8 +160,15 @@ hannoy_replica_create(const char *path, const HannoyEnvConfig *config, const Han
 extern "C" bool
 hannoy_replica_marked(const char *path)
 {
-	struct stat st;
-	return stat(marker_of(path).c_str(), &st) == 0;
+	/* building the marker's name may throw std::bad_alloc: then not trusted */
+	bool marked = false;
+	return hannoy::run_guarded(nullptr,
+	                           [&]
+	                           {
+		                           struct stat st;
+		                           marked = stat(marker_of(path).c_str(), &st) == 0;
+	                           }) == HANNOY_OK &&
+	       marked;
 }
 
 extern "C" HannoyStatus
@@ -172,6 +227,11 @@ hannoy_replica_stage(HannoyEnv *env, uint64_t lsn, uint32_t dims, const HannoySt
 		    {
 			    const HannoyStagedRow &row = rows[i];
 			    hannoy::TidKey         key(row.tid);
+			    if (row.vector == nullptr && row.kind != HANNOY_ROW_UNINDEXED_NULL &&
+			        row.kind != HANNOY_ROW_UNINDEXED_NAN)
+				    throw hannoy::Error(HANNOY_ERR_INVALID,
+				                        "a staged row without a vector has kind " +
+				                            std::to_string(row.kind) + ", not 1 or 2");
 			    /* a linked row of the same TID is replaced too: never one row twice */
 			    hannoy::forget_row(s, txn.get(), row.tid, state);
 			    value.assign(1, row.vector != nullptr ? static_cast<uint8_t>(HANNOY_ROW_INDEXED)
@@ -248,14 +308,12 @@ hannoy_replica_link(HannoyEnv *env, uint32_t budget_ms, uint64_t *linked, uint64
 				    MDB_val        key, data;
 				    if (!cur.get(key, data, MDB_FIRST))
 					    break;
-				    const unsigned char *v = static_cast<const unsigned char *>(data.mv_data);
-				    if (data.mv_size < 1 ||
-				        (v[0] == HANNOY_ROW_INDEXED && data.mv_size != 1 + bytes))
-					    throw hannoy::Error(HANNOY_ERR_CORRUPT, "a staged row is malformed");
+				    /* never a row linked as what it is not: kind and size checked */
+				    kind = hannoy::staged_kind(data, bytes);
 				    tid = hannoy::decode_tid(key);
-				    kind = v[0];
 				    if (kind == HANNOY_ROW_INDEXED)
-					    std::memcpy(vector.data(), v + 1, bytes);
+					    std::memcpy(vector.data(),
+					                static_cast<const unsigned char *>(data.mv_data) + 1, bytes);
 			    }
 			    hannoy::TidKey key(tid);
 			    hannoy::del(txn.get(), s.dbi_staged, key.val());
@@ -272,11 +330,55 @@ hannoy_replica_link(HannoyEnv *env, uint32_t budget_ms, uint64_t *linked, uint64
 		    if (rc != 0)
 			    hannoy::throw_lmdb(rc, "counting staged rows");
 		    *staged = st.ms_entries;
-		    if (*linked == 0)
-			    return;
-		    txn.commit();
-		    s.sync(true);
+		    if (*linked > 0)
+		    {
+			    txn.commit();
+			    s.sync(true);
+		    }
+		    /* an adopted replica's hint goes with its last staged row */
+		    if (*staged == 0)
+			    unlink(staged_hint_of(s.path()).c_str());
 	    });
+}
+
+extern "C" HannoyStatus
+hannoy_replica_adopt(HannoyEnv *env, const char *path, uint32_t timeline, uint64_t replayed_to,
+                     bool *adopted, HannoyError *err)
+{
+	*adopted = false;
+	bool         hint = false;
+	HannoyStatus st = hannoy::run_guarded(
+	    err, [&] { *adopted = adopt(store_of(env), timeline, replayed_to, &hint); });
+	if (st != HANNOY_OK)
+	{
+		*adopted = false;
+		return st;
+	}
+	/* best effort: without the hint the linker of a restarted primary leaves them to VACUUM */
+	if (hint)
+		hannoy::run_guarded(nullptr,
+		                    [&]
+		                    {
+			                    int fd = open(staged_hint_of(path).c_str(),
+			                                  O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+			                    if (fd >= 0)
+				                    close(fd);
+		                    });
+	/* the stamp first: a crash before the marker goes leaves an adopted sidecar, not a lost one */
+	return hannoy_replica_unmark(path, err);
+}
+
+extern "C" bool
+hannoy_replica_has_staged_hint(const char *path)
+{
+	bool hinted = false;
+	return hannoy::run_guarded(nullptr,
+	                           [&]
+	                           {
+		                           struct stat st;
+		                           hinted = stat(staged_hint_of(path).c_str(), &st) == 0;
+	                           }) == HANNOY_OK &&
+	       hinted;
 }
 
 extern "C" HannoyStatus

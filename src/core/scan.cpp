@@ -591,17 +591,12 @@ load_staged(HannoyScan *scan, bool measure)
 	for (bool more = cur.get(key, data, MDB_FIRST); more; more = cur.get(key, data, MDB_NEXT))
 	{
 		const unsigned char *v = static_cast<const unsigned char *>(data.mv_data);
-		if (data.mv_size < 1)
-			throw hannoy::Error(HANNOY_ERR_CORRUPT, "a staged row has no kind byte");
-		StagedRow row{0, std::nan(""), hannoy::decode_tid(key)};
-		if (v[0] == HANNOY_ROW_UNINDEXED_NULL)
+		uint8_t              kind = hannoy::staged_kind(data, bytes);
+		StagedRow            row{0, std::nan(""), hannoy::decode_tid(key)};
+		if (kind == HANNOY_ROW_UNINDEXED_NULL)
 			row.rank = 2;
-		else if (v[0] == HANNOY_ROW_UNINDEXED_NAN)
+		else if (kind == HANNOY_ROW_UNINDEXED_NAN)
 			row.rank = measure ? 1 : none;
-		else if (data.mv_size != 1 + bytes)
-			throw hannoy::Error(HANNOY_ERR_CORRUPT, "a staged vector has " +
-			                                            std::to_string(data.mv_size - 1) +
-			                                            " bytes, not " + std::to_string(bytes));
 		else if (!measure)
 			row.rank = none;
 		else

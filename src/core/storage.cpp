@@ -229,6 +229,31 @@ decode_tid(const MDB_val &v)
 	return tid;
 }
 
+uint8_t
+staged_kind(const MDB_val &data, size_t vector_bytes)
+{
+	if (data.mv_size < 1)
+		throw Error(HANNOY_ERR_CORRUPT, "a staged row has no kind byte");
+	uint8_t kind = *static_cast<const unsigned char *>(data.mv_data);
+	size_t  want;
+	if (kind == HANNOY_ROW_INDEXED)
+	{
+		if (vector_bytes == 0)
+			throw Error(HANNOY_ERR_CORRUPT, "a staged vector in an index without dimensions");
+		want = 1 + vector_bytes;
+	}
+	else if (kind == HANNOY_ROW_UNINDEXED_NULL || kind == HANNOY_ROW_UNINDEXED_NAN)
+		want = 1;
+	else
+		throw Error(HANNOY_ERR_CORRUPT,
+		            "a staged row has kind " + std::to_string(kind) + ", not 0, 1 or 2");
+	if (data.mv_size != want)
+		throw Error(HANNOY_ERR_CORRUPT, "a staged row of kind " + std::to_string(kind) + " has " +
+		                                    std::to_string(data.mv_size) + " bytes, not " +
+		                                    std::to_string(want));
+	return kind;
+}
+
 Txn::Txn(MDB_env *env, bool read_only) : store_(static_cast<Store *>(mdb_env_get_userctx(env)))
 {
 	txn_ = begin_txn(store_, env, read_only);

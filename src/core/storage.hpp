@@ -177,6 +177,14 @@ struct TidKey
 uint32_t  decode_id(const MDB_val &v);
 HannoyTid decode_tid(const MDB_val &v);
 
+/*
+ * The kind of a staged row's value (a replica's `staged` database: the kind
+ * byte, then the vector for a row with one), checked: kind 0 with exactly
+ * 'vector_bytes' (non-zero) bytes after it, kind 1 or 2 with nothing after
+ * it; anything else is HANNOY_ERR_CORRUPT.
+ */
+uint8_t staged_kind(const MDB_val &data, size_t vector_bytes);
+
 class Store;
 
 /*

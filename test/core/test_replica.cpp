@@ -9,11 +9,50 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <map>
+#include <new>
 #include <vector>
 
 #include "hannoy/hannoy.h"
+#include "storage.hpp"
 #include "test_util.hpp"
+
+/*
+ * Allocation failures on demand, for the tests of what crosses the C
+ * boundary: while fail_allocations is set on a thread, operator new fails
+ * there.  Replacing the global operator new affects the whole test binary,
+ * which otherwise allocates as before (malloc and free).
+ */
+namespace
+{
+thread_local bool fail_allocations = false;
+} // namespace
+
+void *
+operator new(std::size_t size)
+{
+	void *p = fail_allocations ? nullptr : std::malloc(size == 0 ? 1 : size);
+	if (p == nullptr)
+		throw std::bad_alloc();
+	return p;
+}
+
+/* GCC takes free() in a replaced operator delete for a mismatch with new */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+void
+operator delete(void *p) noexcept
+{
+	std::free(p);
+}
+
+void
+operator delete(void *p, std::size_t) noexcept
+{
+	std::free(p);
+}
+#pragma GCC diagnostic pop
 
 namespace
 {
@@ -178,6 +217,209 @@ TEST(Replica, ASidecarNotMadeByRedoTakesNoStagedRows)
 	EXPECT_EQ(staged, 0u);
 	EXPECT_EQ(lsn, 0u);
 	hannoy_env_close(env);
+}
+
+/*
+ * A staged row is read back only as one of the three kinds, each with its
+ * size: anything else is a damaged sidecar (HANNOY_ERR_CORRUPT), never a
+ * row linked as something it is not.
+ */
+TEST(Replica, MalformedStagedRowsAreCorrupt)
+{
+	HannoyEnvConfig    config = test_config();
+	std::vector<float> v = hannoy_test::uniform(1, DIMS, 3);
+	const size_t       bytes = DIMS * sizeof(float);
+	struct Bad
+	{
+		const char                *what;
+		std::vector<unsigned char> value;
+	};
+	std::vector<Bad> bad;
+	bad.push_back({"no kind byte", {}});
+	bad.push_back({"kind 3", {3}});
+	bad.push_back({"kind 255 with a vector's size", std::vector<unsigned char>(1 + bytes, 255)});
+	bad.push_back({"NULL with a byte more", {HANNOY_ROW_UNINDEXED_NULL, 0}});
+	bad.push_back({"NaN with a vector", std::vector<unsigned char>(1 + bytes, 0)});
+	bad.back().value[0] = HANNOY_ROW_UNINDEXED_NAN;
+	bad.push_back({"a vector a float short", std::vector<unsigned char>(1 + bytes - 4, 0)});
+	for (const Bad &b : bad)
+	{
+		TempEnvDir  dir;
+		HannoyMeta  meta = test_meta(HANNOY_METRIC_L2, 0);
+		HannoyError err;
+		meta.timeline = 0;
+		ASSERT_EQ(hannoy_replica_create(dir.path(), &config, &meta, 1, &err), HANNOY_OK);
+		{
+			/* one sound row first, so the dimensions are set */
+			HannoyEnv *env = open_replica(dir.path());
+			ASSERT_NE(env, nullptr);
+			EXPECT_TRUE(stage(env, 2, {HannoyTid(1) << 16 | 1}, v.data()));
+			hannoy_env_close(env);
+		}
+		{
+			hannoy::Store              s(dir.path(), config, false, nullptr);
+			hannoy::Txn                txn(s.env(), false);
+			hannoy::TidKey             key(HannoyTid(1) << 16 | 2);
+			std::vector<unsigned char> value = b.value;
+			hannoy::put(txn.get(), s.dbi_staged, key.val(), MDB_val{value.size(), value.data()});
+			txn.commit();
+		}
+		HannoyEnv *env = open_replica(dir.path());
+		ASSERT_NE(env, nullptr);
+		uint64_t     linked = 0, staged = 0;
+		HannoyStatus st = HANNOY_OK;
+		for (int i = 0; i < 3 && st == HANNOY_OK; i++)
+			st = hannoy_replica_link(env, 20, &linked, &staged, &err);
+		EXPECT_EQ(st, HANNOY_ERR_CORRUPT) << b.what;
+		/* nothing of the failed batch was kept: the bad row is still staged, unlinked */
+		HannoyStats stats;
+		ASSERT_EQ(hannoy_env_stats(env, &stats, &err), HANNOY_OK);
+		EXPECT_EQ(stats.unindexed, 0u) << b.what;
+		/* a scan, which reads every staged row, is refused as well */
+		HannoyScan *scan = nullptr;
+		ASSERT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
+		EXPECT_EQ(hannoy_scan_start(scan, v.data(), DIMS, 10, HANNOY_ROW_UNINDEXED_NULL, &err),
+		          HANNOY_ERR_CORRUPT)
+		    << b.what;
+		hannoy_scan_free(scan);
+		hannoy_env_close(env);
+	}
+}
+
+/* Redo never stages a row without a vector as anything but NULL or NaN. */
+TEST(Replica, StagingAnUnknownKindIsRefused)
+{
+	TempEnvDir      dir;
+	HannoyEnvConfig config = test_config();
+	HannoyMeta      meta = test_meta(HANNOY_METRIC_L2, 0);
+	HannoyError     err;
+	meta.timeline = 0;
+	ASSERT_EQ(hannoy_replica_create(dir.path(), &config, &meta, 1, &err), HANNOY_OK);
+	HannoyEnv *env = open_replica(dir.path());
+	ASSERT_NE(env, nullptr);
+	for (uint8_t kind : {uint8_t(HANNOY_ROW_INDEXED), uint8_t(3)})
+	{
+		HannoyStagedRow row{1, kind, nullptr};
+		bool            applied = true;
+		EXPECT_EQ(hannoy_replica_stage(env, 10, DIMS, &row, 1, &applied, &err), HANNOY_ERR_INVALID);
+		EXPECT_FALSE(applied);
+	}
+	uint64_t staged = 1, lsn = 0;
+	ASSERT_EQ(hannoy_replica_state(env, &staged, &lsn, &err), HANNOY_OK);
+	EXPECT_EQ(staged, 0u);
+	EXPECT_EQ(lsn, 1u);
+	hannoy_env_close(env);
+}
+
+/*
+ * A replica becomes a primary's sidecar at the end of recovery: stamped
+ * with the new timeline, its marker gone, its staged rows still answered
+ * and linked later; one whose stamp is past the replayed WAL is refused.
+ */
+TEST(Replica, AdoptionStampsTheTimelineAndKeepsStagedRows)
+{
+	HannoyEnvConfig        config = test_config();
+	HannoyError            err;
+	std::vector<float>     vectors = hannoy_test::uniform(50, DIMS, 8);
+	std::vector<HannoyTid> tids;
+	for (HannoyTid t = 1; t <= 50; t++)
+		tids.push_back(t);
+
+	/* applied up to 200, but the server replayed only up to 150: not this history */
+	{
+		TempEnvDir dir;
+		HannoyMeta meta = test_meta(HANNOY_METRIC_L2, 0);
+		meta.timeline = 0;
+		ASSERT_EQ(hannoy_replica_create(dir.path(), &config, &meta, 100, &err), HANNOY_OK);
+		HannoyEnv *env = open_replica(dir.path());
+		ASSERT_TRUE(stage(env, 200, tids, vectors.data()));
+		bool adopted = true;
+		ASSERT_EQ(hannoy_replica_adopt(env, dir.path(), 2, 150, &adopted, &err), HANNOY_OK)
+		    << err.message;
+		EXPECT_FALSE(adopted);
+		EXPECT_FALSE(hannoy_replica_marked(dir.path()));
+		HannoyMeta now;
+		ASSERT_EQ(hannoy_env_meta(env, &now, &err), HANNOY_OK);
+		EXPECT_EQ(now.timeline, 0u);
+		hannoy_env_close(env);
+	}
+
+	TempEnvDir dir;
+	HannoyMeta meta = test_meta(HANNOY_METRIC_L2, 0, 16, 64);
+	meta.timeline = 0;
+	ASSERT_EQ(hannoy_replica_create(dir.path(), &config, &meta, 100, &err), HANNOY_OK);
+	HannoyEnv *env = open_replica(dir.path());
+	ASSERT_TRUE(stage(env, 200, tids, vectors.data()));
+	bool adopted = false;
+	ASSERT_EQ(hannoy_replica_adopt(env, dir.path(), 2, 200, &adopted, &err), HANNOY_OK)
+	    << err.message;
+	EXPECT_TRUE(adopted);
+	EXPECT_FALSE(hannoy_replica_marked(dir.path()));
+	EXPECT_TRUE(hannoy_replica_has_staged_hint(dir.path()));
+	HannoyMeta now;
+	ASSERT_EQ(hannoy_env_meta(env, &now, &err), HANNOY_OK);
+	EXPECT_EQ(now.timeline, 2u);
+	EXPECT_EQ(now.generation, meta.generation);
+	/* again (a crash came before the marker went): adopted, nothing changes */
+	adopted = false;
+	ASSERT_EQ(hannoy_replica_adopt(env, dir.path(), 2, 200, &adopted, &err), HANNOY_OK);
+	EXPECT_TRUE(adopted);
+	/* a later timeline does not take a sidecar adopted on another one */
+	ASSERT_EQ(hannoy_replica_adopt(env, dir.path(), 3, 500, &adopted, &err), HANNOY_OK);
+	EXPECT_FALSE(adopted);
+
+	/* an insert of a staged TID (its slot reused) replaces the staged row: one row per TID */
+	ASSERT_EQ(hannoy_insert(env, 7, vectors.data(), 0, &err), HANNOY_OK) << err.message;
+	uint64_t staged = 0, lsn = 0;
+	ASSERT_EQ(hannoy_replica_state(env, &staged, &lsn, &err), HANNOY_OK);
+	EXPECT_EQ(staged, 49u);
+	HannoyScan *scan = nullptr;
+	ASSERT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
+	ASSERT_EQ(hannoy_scan_start(scan, vectors.data(), DIMS, 10, 0, &err), HANNOY_OK);
+	std::vector<Row> all = scan_rows(scan);
+	EXPECT_EQ(all.size(), 50u);
+	EXPECT_EQ(std::count_if(all.begin(), all.end(), [](const Row &r) { return r.tid == 7; }), 1);
+	/* the rest is linked as on a standby */
+	uint64_t batch;
+	while (staged > 0)
+		ASSERT_EQ(hannoy_replica_link(env, 20, &batch, &staged, &err), HANNOY_OK) << err.message;
+	EXPECT_FALSE(hannoy_replica_has_staged_hint(dir.path()));
+	ASSERT_EQ(hannoy_scan_start(scan, vectors.data(), DIMS, 10, 0, &err), HANNOY_OK);
+	all = scan_rows(scan);
+	EXPECT_EQ(all.size(), 50u);
+	HannoyStats stats;
+	ASSERT_EQ(hannoy_env_stats(env, &stats, &err), HANNOY_OK);
+	EXPECT_EQ(stats.items, 50u);
+	EXPECT_EQ(stats.deleted, 0u);
+	hannoy_scan_free(scan);
+	hannoy_env_close(env);
+}
+
+/* Whether a sidecar is a replica is answered without an exception crossing, memory or not. */
+TEST(Replica, MarkedSurvivesAnAllocationFailure)
+{
+	TempEnvDir      dir;
+	HannoyEnvConfig config = test_config();
+	HannoyMeta      meta = test_meta(HANNOY_METRIC_L2, 0);
+	HannoyError     err;
+	meta.timeline = 0;
+	ASSERT_EQ(hannoy_replica_create(dir.path(), &config, &meta, 1, &err), HANNOY_OK);
+	ASSERT_TRUE(hannoy_replica_marked(dir.path()));
+	bool marked = true;
+	fail_allocations = true;
+	try
+	{
+		marked = hannoy_replica_marked(dir.path());
+		fail_allocations = false;
+	}
+	catch (...)
+	{
+		fail_allocations = false;
+		ADD_FAILURE() << "an exception crossed hannoy_replica_marked";
+	}
+	/* not trusted when it cannot be told */
+	EXPECT_FALSE(marked);
+	EXPECT_TRUE(hannoy_replica_marked(dir.path()));
 }
 
 } // namespace

@@ -2,8 +2,9 @@
 # (DESIGN.md "Replication and recovery"):
 #  - a hot standby stopped in immediate mode (its processes quit at once,
 #    no restartpoint) while it replays inserts, updates, deletes and VACUUM,
-#    five times, answers exactly through its replica afterwards (redo is
-#    gated by the applied-LSN stamp and synced);
+#    five times (HANNOY_STANDBY_KILLS sets how many), answers exactly
+#    through its replica afterwards (redo is gated by the applied-LSN stamp
+#    and synced);
 #  - a base backup taken from that standby copies its replicas, which the
 #    new standby never trusts (the postmaster removes their markers when
 #    backup_label exists): the index is not used there and answers stay
@@ -69,8 +70,10 @@ for my $batch (0 .. 59)
 	$sql .= "VACUUM items;\n" if $batch % 10 == 9;
 }
 PostgreSQL::Test::Utils::append_to_file($script, $sql);
+my $kills = $ENV{HANNOY_STANDBY_KILLS} // 5;
+die "HANNOY_STANDBY_KILLS must be a positive integer" unless $kills =~ /^[1-9]\d*$/;
 my ($h, $out, $err) = run_psql_script($primary, $script);
-for my $round (1 .. 5)
+for my $round (1 .. $kills)
 {
 	Time::HiRes::usleep(400_000);
 	$standby->stop('immediate');
@@ -79,7 +82,7 @@ for my $round (1 .. 5)
 $h->finish;
 is($$err, '', 'the write load ran without error');
 $primary->wait_for_catchup($standby);
-answers_exactly($standby, 'after five immediate stops of the standby during replay');
+answers_exactly($standby, "after $kills immediate stops of the standby during replay");
 my $top = "SELECT id, v <-> $query FROM items ORDER BY v <-> $query LIMIT 10";
 # the replica's linker puts the rows into a graph: the widest search is exact
 is( $standby->safe_psql('postgres', "SET enable_seqscan = off; SET hannoy.ef_search = 1000; $top"),

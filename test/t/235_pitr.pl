@@ -1,0 +1,107 @@
+# A point-in-time restore to a named restore point keeps the hannoy indexes
+# created after its base backup (DESIGN.md "Promotion, PITR, crash
+# recovery"): the restore's redo keeps their replicas, and when recovery
+# ends at the target they become the restored server's own sidecars, on
+# the new timeline, without REINDEX:
+#  - the planner uses the index, and an unbounded index scan returns
+#    exactly the rows the heap had at the restore point (not the later
+#    ones), which is also what the seq scan returns;
+#  - the top 10 at a wide ef_search are the exact top 10;
+#  - inserts, DELETE and VACUUM work, and hannoy_verify finds nothing,
+#    also after a restart.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use HannoyTestUtil;
+
+my $primary = PostgreSQL::Test::Cluster->new('primary');
+$primary->init(has_archiving => 1, allows_streaming => 1);
+$primary->append_conf('postgresql.conf',
+	"jit = off\nshared_preload_libraries = 'hannoy'\nautovacuum = off");
+$primary->start;
+$primary->safe_psql('postgres', 'CREATE EXTENSION hannoy');
+$primary->backup('base');
+
+my $dims = 8;
+my $vectors = seeded_vectors(1500, $dims, 41);
+my $query = "'" . vector_literal(seeded_vectors(1, $dims, 3)->[0]) . "'::real[]";
+
+sub insert_rows
+{
+	my ($node, $from, $to) = @_;
+	$node->safe_psql('postgres',
+		'INSERT INTO items VALUES '
+		  . join(',', map { "($_, '" . vector_literal($vectors->[$_]) . "')" } $from .. $to));
+}
+
+# created after the base backup: the restore replays its creation
+$primary->safe_psql('postgres', 'CREATE TABLE items (id int PRIMARY KEY, v real[])');
+$primary->safe_psql('postgres', 'CREATE INDEX items_v ON items USING hannoy (v real_l2_ops)');
+insert_rows($primary, 0, 799);
+$primary->safe_psql('postgres', 'DELETE FROM items WHERE id % 6 = 0; VACUUM items');
+insert_rows($primary, 800, 999);
+my $at_target = $primary->safe_psql('postgres', 'SELECT id FROM items ORDER BY id');
+$primary->safe_psql('postgres', "SELECT pg_create_restore_point('before_mistake')");
+# after the restore point: rows the restored server must not have
+insert_rows($primary, 1000, 1299);
+$primary->safe_psql('postgres', 'DELETE FROM items WHERE id % 5 = 0; VACUUM items');
+my $walfile = $primary->safe_psql('postgres', 'SELECT pg_walfile_name(pg_current_wal_lsn())');
+$primary->safe_psql('postgres', 'SELECT pg_switch_wal()');
+ok( wait_until(
+		60,
+		sub {
+			$primary->safe_psql('postgres',
+				"SELECT coalesce(last_archived_wal >= '$walfile', false) FROM pg_stat_archiver") eq
+			  't';
+		}),
+	'the WAL past the restore point is archived');
+$primary->stop;
+
+my $restored = PostgreSQL::Test::Cluster->new('restored');
+$restored->init_from_backup($primary, 'base', has_restoring => 1);
+$restored->append_conf('postgresql.conf',
+	"recovery_target_name = 'before_mistake'\nrecovery_target_action = 'promote'");
+$restored->start;
+ok(wait_until(60, sub { $restored->safe_psql('postgres', 'SELECT pg_is_in_recovery()') eq 'f' }),
+	'the restore reaches its target and is promoted');
+
+# Checks that $restored answers through the index exactly with the rows $want (ids, one a line).
+sub answers
+{
+	my ($want, $label) = @_;
+	my $top = "SELECT id, v <-> $query FROM items ORDER BY v <-> $query LIMIT 10";
+	like($restored->safe_psql('postgres', "EXPLAIN (COSTS OFF) $top"),
+		qr/Index Scan using items_v on items/, "$label: the planner uses the index");
+	my ($got) = scan_ids($restored, 'items', 'index', query => $query);
+	compare_id_sets($got, [ split /\n/, $want ], "$label: the index scan returns exactly these rows");
+	my ($seq) = scan_ids($restored, 'items', 'seq');
+	compare_id_sets($seq, [ split /\n/, $want ], "$label: and so does the seq scan");
+	is( $restored->safe_psql('postgres',
+			"SET hannoy.ef_search = 1000; SET enable_seqscan = off; $top"),
+		$restored->safe_psql('postgres',
+			"SET enable_indexscan = off; SET enable_bitmapscan = off; $top"),
+		"$label: the top 10 equal the exact top 10");
+}
+
+answers($at_target, 'at the restore point');
+like(PostgreSQL::Test::Utils::slurp_file($restored->logfile),
+	qr/hannoy sidecar "[^"]+" kept from WAL is now this server's own \(timeline 2\)/,
+	'the replica became the restored server\'s own on the new timeline');
+insert_rows($restored, 1300, 1499);
+$restored->safe_psql('postgres', 'DELETE FROM items WHERE id % 7 = 0; VACUUM items');
+answers($restored->safe_psql('postgres', 'SELECT id FROM items ORDER BY id'),
+	'after inserts, DELETE and VACUUM');
+is(join("\n", @{ verify_problems($restored, 'items_v') }), '', 'hannoy_verify finds nothing');
+$restored->restart;
+answers($restored->safe_psql('postgres', 'SELECT id FROM items ORDER BY id'), 'after a restart');
+is(join("\n", @{ verify_problems($restored, 'items_v') }), '',
+	'hannoy_verify finds nothing after the restart');
+
+$restored->stop;
+done_testing();
