@@ -31,6 +31,8 @@ struct Plan
 void
 plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan &plan)
 {
+	/* an index without vectors measures decoded codes: the quantizer must be known */
+	s.refresh_quantizer(txn);
 	hannoy::GraphState state = s.read_state(txn);
 	plan.level = level;
 	plan.neighbors.assign(level + 1, {});
@@ -223,9 +225,9 @@ link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid ti
 	hannoy::TidKey tkey(tid);
 	if (append == 0)
 		hannoy::del(txn, s.dbi_free, key.val());
-	s.put_vector(txn, id, vector, append != 0);
 	/* a build committed the quantizer after this handle read the meta database */
 	s.refresh_quantizer(txn);
+	s.put_vector(txn, id, vector, append != 0); /* nothing in an index without vectors */
 	if (std::shared_ptr<const hannoy::Quantizer> q = s.quantizer())
 	{
 		std::vector<uint8_t> code(q->code_bytes());

@@ -592,13 +592,36 @@ class Store
 	/*
 	 * The pieces of the vector of 'id' into out[0 .. layout().pieces() - 1]
 	 * (pointers into the map, valid until 'txn' ends); false when it has none.
+	 * In an index without vectors, the pieces of its decoded code, in one of
+	 * DECODED_SLOTS buffers of the calling thread: valid until that many
+	 * more calls.
 	 */
 	bool vector_pieces(MDB_txn *txn, uint32_t id, const void **out) const;
+	/*
+	 * Whether 'id' has a vector; in an index without vectors (format 7,
+	 * DESIGN.md "Heap re-ranking"), whether it has a code.
+	 */
 	bool
 	has_vector(MDB_txn *txn, uint32_t id) const
 	{
+		if (heap_rerank())
+		{
+			const uint8_t *code;
+			return code_of(txn, id, &code);
+		}
 		const void *pieces[VectorLayout::MAX_PIECES];
 		return vector_pieces(txn, id, pieces);
+	}
+	/*
+	 * True when the sidecar stores no vectors (format 7, the quantizer
+	 * record's flag): vector_pieces and copy_vector then give the decoded
+	 * code, put_vector and delete_vector do nothing, and scans ask their
+	 * caller for exact distances.  Known once the quantizer is.
+	 */
+	bool
+	heap_rerank() const
+	{
+		return heap_rerank_.load(std::memory_order_acquire);
 	}
 	/* Copies the vector of 'id' into 'out' (vector_bytes() bytes); false when it has none. */
 	bool copy_vector(MDB_txn *txn, uint32_t id, void *out) const;
@@ -782,6 +805,8 @@ class Store
 	mutable std::shared_ptr<const Quantizer> quantizer_;
 	bool                                     codes_db_found_ = false;
 	bool                                     staged_found_ = false;
+	/* the quantizer's flag: no vectors, re-ranking from the heap (format 7) */
+	mutable std::atomic<bool> heap_rerank_{false};
 	/* the quantizer's code size, for the record checks of code_of (0: no quantizer yet) */
 	mutable std::atomic<size_t> code_bytes_{0};
 	/* the largest next_id any state record read showed (ids in lists lie below it) */
