@@ -300,7 +300,11 @@ rerank_window(IndexScanDesc scan, const HannoyTid *tids, uint32 count)
 	table_index_fetch_end(fetch);
 	ExecDropSingleTupleTableSlot(slot);
 	if (estate != NULL)
+	{
 		FreeExecutorState(estate);
+		/* FormIndexDatum prepared the expressions in the executor state just freed */
+		so->info->ii_ExpressionsState = NIL;
+	}
 	MemoryContextSwitchTo(old);
 	st = hannoy_scan_rerank_reply(so->core, distances, count, &err);
 	MemoryContextReset(so->rerank_cxt);

@@ -133,6 +133,9 @@ SET LOCAL hannoy.ef_search = 40;
 SELECT id, rh_half(v) <-> rh_half((SELECT v FROM rh_t WHERE id = 10)) =
            (v <-> (SELECT v FROM rh_t WHERE id = 10)) / 2 AS halved
 FROM rh_t ORDER BY rh_half(v) <-> rh_half((SELECT v FROM rh_t WHERE id = 10)) LIMIT 3;
+-- every row, over many windows (each forms keys again)
+SELECT count(*), count(DISTINCT id) FROM
+  (SELECT id FROM rh_t ORDER BY rh_half(v) <-> rh_half((SELECT v FROM rh_t WHERE id = 10))) s;
 ROLLBACK;
 
 --
