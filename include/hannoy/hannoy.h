@@ -716,7 +716,10 @@ extern "C"
 	 * more rows are returned than 'vectors_size' bytes hold.  *count 0 with
 	 * pos->done false means 'vectors' cannot hold one vector: call again with
 	 * a larger buffer.  A TID in both the graph and the unindexed rows (a
-	 * corruption the walk reports) is returned once or twice.
+	 * corruption the walk reports) is returned once or twice.  An index
+	 * without vectors (rerank = 'heap', format 7) hands out each row's code
+	 * instead, and *vector_bytes is the code's size: compare it with
+	 * hannoy_env_encode of the heap's vector.
 	 */
 	extern HannoyStatus hannoy_stored_rows_next(HannoyEnv *env, HannoyRowPosition *pos,
 	                                            HannoyStoredRow *rows, uint32_t capacity,

@@ -778,6 +778,7 @@ write_slice(HannoyBuilder *b, Clock::time_point deadline)
 	s.write_state(txn.get(), state);
 	txn.commit();
 	s.sync(true);
+	std::string().swap(b->memory_vectors); /* nothing points into them any more */
 	b->phase = HANNOY_BUILD_DONE;
 }
 

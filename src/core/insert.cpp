@@ -40,7 +40,8 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 	hannoy::test_pause_insert_search();
 	if (state.max_level < 0)
 		return;
-	hannoy::StoredGraph   g(s, txn);
+	hannoy::StoredGraph g(s, txn);
+	g.keep_decoded(true); /* no code changes while the plan is made */
 	std::vector<uint32_t> scratch;
 	hannoy::Candidate     ep{g.distance(q, state.entry_point), state.entry_point};
 	if (level < state.max_level)

@@ -21,6 +21,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <unordered_map>
 #include <vector>
 
 #include "distance.hpp"
@@ -884,13 +885,14 @@ class StoredGraph
 	double
 	distance(const void *query, uint32_t id) const
 	{
-		return store_.distance_to(txn_, id, query);
+		const void *p[VectorLayout::MAX_PIECES];
+		return pieces(id, p) ? store_.layout().distance(p, query) : HUGE_VAL;
 	}
 	double
 	distance_between(uint32_t a, uint32_t b) const
 	{
 		const void *pa[VectorLayout::MAX_PIECES], *pb[VectorLayout::MAX_PIECES];
-		if (!store_.vector_pieces(txn_, a, pa) || !store_.vector_pieces(txn_, b, pb))
+		if (!pieces(a, pa) || !pieces(b, pb))
 			return HUGE_VAL;
 		return store_.layout().distance(pa, pb);
 	}
@@ -899,10 +901,46 @@ class StoredGraph
 	{
 		store_.links(txn_, id, layer, out);
 	}
+	/*
+	 * In an index without vectors, keeps each decoded code for the rest of
+	 * this accessor's life instead of decoding it at every distance (an
+	 * insert's neighbour selection measures the same candidates against
+	 * each other many times; 1-bit codes decode through three inverse
+	 * rotations).  Only while no code changes under the accessor: a read
+	 * transaction, or a write transaction before it edits codes.
+	 */
+	void
+	keep_decoded(bool yes)
+	{
+		keep_ = yes && store_.heap_rerank();
+		decoded_.clear();
+	}
 
   private:
-	const Store &store_;
-	MDB_txn     *txn_;
+	bool
+	pieces(uint32_t id, const void **out) const
+	{
+		if (!keep_)
+			return store_.vector_pieces(txn_, id, out);
+		auto it = decoded_.find(id);
+		if (it == decoded_.end())
+		{
+			std::string buf(store_.vector_bytes(), '\0');
+			if (!store_.copy_vector(txn_, id, &buf[0]))
+				buf.clear();
+			it = decoded_.emplace(id, std::move(buf)).first;
+		}
+		if (it->second.empty())
+			return false;
+		for (uint32_t i = 0; i < store_.layout().pieces(); i++)
+			out[i] = it->second.data() + store_.layout().piece_offset(i);
+		return true;
+	}
+
+	const Store                                      &store_;
+	MDB_txn                                          *txn_;
+	bool                                              keep_ = false;
+	mutable std::unordered_map<uint32_t, std::string> decoded_;
 };
 
 /*
