@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <set>
 #include <string>
 #include <vector>
@@ -402,6 +403,92 @@ TEST(HeapRerankScan, InsertsAndVacuum)
 			queries++;
 		}
 		EXPECT_GE(recall / queries, choice == HANNOY_QUANTIZER_BINARY ? 0.7 : 0.95);
+		hannoy_env_close(env);
+	}
+}
+
+} // namespace
+
+namespace
+{
+
+/*
+ * The heap check's rows of an index without vectors carry codes, each the
+ * encoding of its row's vector (hannoy_env_encode); a code that is not
+ * differs from it.
+ */
+TEST(HeapRerankCheck, StoredRowsCarryCodes)
+{
+	for (uint32_t choice : {HANNOY_QUANTIZER_SCALAR8, HANNOY_QUANTIZER_BINARY})
+	{
+		SCOPED_TRACE("quantizer " + std::to_string(choice));
+		TempEnvDir           dir;
+		const size_t         n = 300;
+		std::vector<float>   v = skewed(n, 29);
+		HannoyEnv           *env = heap_index(dir.path(), HANNOY_METRIC_L2, choice, v, 2);
+		HannoyError          err;
+		size_t               code_bytes = 0;
+		std::vector<uint8_t> code(2048);
+		ASSERT_EQ(hannoy_env_encode(env, &v[0], code.data(), code.size(), &code_bytes, &err),
+		          HANNOY_OK);
+		EXPECT_EQ(code_bytes, env_stats(env).code_bytes);
+		EXPECT_GT(code_bytes, 0u);
+		size_t small = 0;
+		ASSERT_EQ(hannoy_env_encode(env, &v[0], code.data(), code_bytes - 1, &small, &err),
+		          HANNOY_OK);
+		EXPECT_EQ(small, 0u); /* too small a buffer: nothing written */
+
+		/* damage one code */
+		hannoy_env_close(env);
+		HannoyEnvConfig config = hannoy_test::test_config();
+		{
+			hannoy::Store        store(dir.path(), config, false, nullptr);
+			hannoy::Txn          txn(store.env(), false);
+			std::vector<uint8_t> wrong(code_bytes, 0x5a);
+			store.refresh_quantizer(txn.get());
+			store.put_code(txn.get(), 7, wrong.data(), false);
+			txn.commit();
+		}
+		ASSERT_EQ(hannoy_env_open(dir.path(), &config, &env, &err), HANNOY_OK) << err.message;
+
+		HannoyRowPosition    pos{};
+		HannoyStoredRow      rows[64];
+		std::vector<uint8_t> codes(64 * code_bytes);
+		size_t               seen = 0, differ = 0, nulls = 0;
+		for (;;)
+		{
+			uint32_t count = 0;
+			size_t   stride = 0;
+			ASSERT_EQ(hannoy_stored_rows_next(env, &pos, rows, 64, codes.data(), codes.size(),
+			                                  &count, &stride, &err),
+			          HANNOY_OK)
+			    << err.message;
+			ASSERT_EQ(stride, code_bytes);
+			if (count == 0)
+				break;
+			for (uint32_t i = 0; i < count; i++)
+			{
+				if (rows[i].unindexed_kind != HANNOY_ROW_INDEXED)
+				{
+					nulls++;
+					continue;
+				}
+				ASSERT_FALSE(rows[i].vector_missing);
+				seen++;
+				size_t b = 0;
+				ASSERT_EQ(hannoy_env_encode(env, &v[(rows[i].tid - 1) * DIMS], code.data(),
+				                            code.size(), &b, &err),
+				          HANNOY_OK);
+				if (std::memcmp(code.data(), &codes[i * stride], stride) != 0)
+				{
+					differ++;
+					EXPECT_EQ(rows[i].id, 7u);
+				}
+			}
+		}
+		EXPECT_EQ(seen, n);
+		EXPECT_EQ(nulls, 2u);
+		EXPECT_EQ(differ, 1u);
 		hannoy_env_close(env);
 	}
 }
