@@ -123,7 +123,8 @@ CREATE FUNCTION @extschema@.hannoy_index_stats(index pg_catalog.regclass,
 	OUT sidecar_bytes pg_catalog.int8, OUT lmdb_pages pg_catalog.int8,
 	OUT codes pg_catalog.int8, OUT code_bytes pg_catalog.int4,
 	OUT quantizer pg_catalog.text, OUT quantizer_bytes pg_catalog.int8,
-	OUT bytes_per_vector pg_catalog.float8, OUT staged_rows pg_catalog.int8)
+	OUT bytes_per_vector pg_catalog.float8, OUT staged_rows pg_catalog.int8,
+	OUT rerank pg_catalog.text)
 	AS 'MODULE_PATHNAME', 'hannoy_index_stats'
 	LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
 

@@ -25,7 +25,7 @@ extern "C"
 #define HANNOY_MAX_BITS  (HANNOY_MAX_DIMS * 64)
 #define HANNOY_MAX_ITEMS UINT32_MAX
 /* The storage format new sidecars get; older ones down to the minimum stay readable. */
-#define HANNOY_FORMAT_VERSION     6
+#define HANNOY_FORMAT_VERSION     7
 #define HANNOY_MIN_FORMAT_VERSION 3
 
 	typedef enum HannoyStatus
@@ -174,6 +174,16 @@ extern "C"
 #undef HANNOY_QUANTIZER_ENUM
 	} HannoyQuantizerChoice;
 
+	/*
+	 * The values of the index option "rerank": where a scan on codes reads
+	 * the exact distances its windows are re-ranked by (DESIGN.md "Heap
+	 * re-ranking").
+	 */
+	typedef enum HannoyRerankChoice
+	{
+		HANNOY_RERANK_SIDECAR = 0, /* the sidecar keeps every float vector */
+		HANNOY_RERANK_HEAP = 1     /* only codes; exact distances from the heap tuples */
+	} HannoyRerankChoice;
 /* ef_construction when the option is not set: at least 64 and at least 2m. */
 #define HANNOY_MIN_DEFAULT_EF_CONSTRUCTION 64
 
@@ -242,6 +252,7 @@ extern "C"
 		uint32_t code_bytes; /* bytes of one code, 0 when the index has no codes */
 		uint32_t quantizer;  /* kind of the codes: 0 none, 1 8-bit scalar, 2 1-bit (format 6) */
 		uint64_t quantizer_bytes; /* bytes of the quantizer record (mean, offsets, scales) */
+		bool     heap_rerank;     /* format 7: no vectors stored; scans re-rank from the heap */
 	} HannoyStats;
 
 	/* How an environment is opened. */
@@ -420,6 +431,16 @@ extern "C"
 	                                               HannoyError *err);
 
 	/*
+	 * Asks the build for an index that stores no float vectors (storage
+	 * format 7, DESIGN.md "Heap re-ranking"): only codes, and scans hand
+	 * their windows to the caller for exact distances from the heap
+	 * (hannoy_scan_rerank_request).  Needs a quantizer chosen by name
+	 * (scalar8 or binary) on a float metric, else HANNOY_ERR_INVALID.  Call
+	 * after hannoy_build_set_quantizer, before the first row.
+	 */
+	extern HannoyStatus hannoy_build_set_heap_rerank(HannoyBuilder *builder, bool heap,
+	                                                 HannoyError *err);
+	/*
 	 * Adds one heap row.  'vector' NULL means the row has no indexable vector
 	 * (NULL, or a vector the metric gives no distance: 'unindexed_kind', a
 	 * HannoyUnindexedKind); it is returned last by scans.  Vectors are written to LMDB in
@@ -505,6 +526,29 @@ extern "C"
 	extern HannoyStatus hannoy_scan_next(HannoyScan *scan, HannoyTid *tid, double *distance,
 	                                     bool *isnull, bool *found, HannoyError *err);
 
+	/*
+	 * A scan of an index that re-ranks from the heap (format 7) needs exact
+	 * distances it cannot compute: hannoy_scan_next then returns *found false
+	 * with a request pending.  This returns the request's row count (0: none
+	 * pending, the scan is really over) and its TIDs in *tids (owned by the
+	 * scan, valid until the next call on it).  The caller computes each
+	 * row's exact distance from its heap tuple, with the operator's own
+	 * kernel (hannoy_distance), and hands them back in the same order with
+	 * hannoy_scan_rerank_reply; a row the caller cannot see (or whose
+	 * vector is NULL) may get any distance, since the executor drops it.
+	 * Then hannoy_scan_next goes on.
+	 */
+	extern uint32_t     hannoy_scan_rerank_request(HannoyScan *scan, const HannoyTid **tids);
+	extern HannoyStatus hannoy_scan_rerank_reply(HannoyScan *scan, const double *distances,
+	                                             uint32_t count, HannoyError *err);
+	/*
+	 * The code of float vector 'vector' in the sidecar's quantizer, into
+	 * 'out' (*code_bytes bytes; 0 when the sidecar has no quantizer or 'size'
+	 * is too small, when nothing is written).  The heap check compares codes
+	 * of an index without vectors with this.
+	 */
+	extern HannoyStatus hannoy_env_encode(HannoyEnv *env, const void *vector, uint8_t *out,
+	                                      size_t size, size_t *code_bytes, HannoyError *err);
 	/*
 	 * Detaches a scan from its environment between calls: its read
 	 * transaction (and reader slot) ends, and its position and pending
@@ -688,7 +732,10 @@ extern "C"
 	 * more rows are returned than 'vectors_size' bytes hold.  *count 0 with
 	 * pos->done false means 'vectors' cannot hold one vector: call again with
 	 * a larger buffer.  A TID in both the graph and the unindexed rows (a
-	 * corruption the walk reports) is returned once or twice.
+	 * corruption the walk reports) is returned once or twice.  An index
+	 * without vectors (rerank = 'heap', format 7) hands out each row's code
+	 * instead, and *vector_bytes is the code's size: compare it with
+	 * hannoy_env_encode of the heap's vector.
 	 */
 	extern HannoyStatus hannoy_stored_rows_next(HannoyEnv *env, HannoyRowPosition *pos,
 	                                            HannoyStoredRow *rows, uint32_t capacity,

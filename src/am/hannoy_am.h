@@ -196,6 +196,7 @@ extern void          HannoyDefineOptions(void);
 extern bytea        *HannoyParseOptions(Datum reloptions, bool validate);
 extern HannoyOptions HannoyGetOptions(Relation index);
 extern uint32        HannoyGetQuantizer(Relation index);
+extern bool          HannoyGetRerankHeap(Relation index);
 extern HannoyMetric  HannoyIndexMetric(Relation index);
 extern void HannoyInitMetaPage(Relation index, HannoyMetaPageData *meta, uint32 dims, uint32 flags);
 extern bool HannoyReadMetaPage(Relation index, HannoyMetaPageData *meta);

@@ -131,6 +131,7 @@ hannoybuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	HannoyBuildProgress progress;
 	bool                done = false;
 	uint32              quantizer;
+	bool                rerank_heap;
 
 	if (RelationGetNumberOfBlocks(index) != 0)
 		elog(ERROR, "index \"%s\" already contains data", RelationGetRelationName(index));
@@ -152,6 +153,16 @@ hannoybuild(Relation heap, Relation index, IndexInfo *indexInfo)
 		         errdetail("Only float vectors (real[], vector) have codes; bit strings are "
 		                   "compared whole."),
 		         errhint("Use quantizer = 'none' or 'auto', or a float operator class.")));
+	rerank_heap = HannoyGetRerankHeap(index);
+	if (rerank_heap &&
+	    (quantizer != HANNOY_QUANTIZER_SCALAR8 && quantizer != HANNOY_QUANTIZER_BINARY))
+		ereport(ERROR,
+		        (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+		         errmsg("rerank = 'heap' needs quantizer 'scalar8' or 'binary' on index \"%s\"",
+		                RelationGetRelationName(index)),
+		         errdetail("Without codes of its own the index would have nothing to walk on."),
+		         errhint("Add quantizer = 'binary' or quantizer = 'scalar8' to the WITH clause, "
+		                 "or use rerank = 'sidecar'.")));
 	state.tmpctx =
 	    AllocSetContextCreate(CurrentMemoryContext, "hannoy build row", ALLOCSET_DEFAULT_SIZES);
 	state.env = new_sidecar(index, &state.meta);
@@ -161,7 +172,8 @@ hannoybuild(Relation heap, Relation index, IndexInfo *indexInfo)
 
 	st = hannoy_build_begin(state.env, (uint32) hannoy_build_threads, &state.builder, &err);
 	if (st == HANNOY_OK &&
-	    (st = hannoy_build_set_quantizer(state.builder, quantizer, &err)) != HANNOY_OK)
+	    ((st = hannoy_build_set_quantizer(state.builder, quantizer, &err)) != HANNOY_OK ||
+	     (st = hannoy_build_set_heap_rerank(state.builder, rerank_heap, &err)) != HANNOY_OK))
 	{
 		hannoy_build_free(state.builder);
 		state.builder = NULL;

@@ -86,8 +86,9 @@ typedef struct HeapCheckState
 	HannoyStoredRow  *rows;
 	char             *vectors;
 	size_t            vectors_size;
-	size_t            stride; /* bytes of one stored vector */
+	size_t            stride; /* bytes of one stored vector (of one code, when 'codes') */
 	uint32            dims;   /* dimensions (bits) of the stored vectors */
+	bool              codes;  /* no vectors (rerank = 'heap'): the sidecar hands out codes */
 
 	/* the check's snapshot's xmin: tuples deleted before it are not compared */
 	TransactionId horizon;
@@ -147,6 +148,7 @@ fetch_batch(HeapCheckState *hc, HannoyRowPosition *pos, uint32 capacity)
 				HannoyReportError(st, &err, hc->index);
 			hc->dims = smeta.dims;
 			hc->stride = stride;
+			hc->codes = stride != hannoy_vector_bytes(hc->metric, smeta.dims);
 		}
 		if (n > 0 || pos->done || stride == 0)
 			return n;
@@ -183,6 +185,24 @@ stored_key_differs(HeapCheckState *hc, const HannoyStoredRow *row, const void *s
 		return "stored as a NULL value, but the heap tuple has a vector";
 	if (row->unindexed_kind != HANNOY_ROW_INDEXED)
 		return "stored as a zero vector, but the heap tuple's vector is not zero";
+	if (hc->codes && dims == hc->dims)
+	{
+		/* an index without vectors: its code must be the encoding of the heap's vector */
+		uint8       *code = palloc(hc->stride);
+		size_t       bytes;
+		HannoyError  err;
+		HannoyStatus st = hannoy_env_encode(hc->env, vec, code, hc->stride, &bytes, &err);
+
+		if (st != HANNOY_OK)
+			HannoyReportError(st, &err, hc->index);
+		if (bytes == hc->stride && memcmp(code, stored, bytes) == 0)
+			return NULL;
+		for (size_t i = 0; i < hc->stride; i++)
+			if (code[i] != ((const uint8 *) stored)[i])
+				return psprintf("the code differs from the heap tuple's vector's at byte %zu",
+				                i + 1);
+		return "the code differs from the heap tuple's vector's";
+	}
 	if (dims != hc->dims || hannoy_vector_bytes(hc->metric, dims) != hc->stride)
 		return psprintf("the heap tuple's %s has %u %s, the index's %u",
 		                bits ? "bit string" : "vector", dims, bits ? "bits" : "dimensions",

@@ -40,7 +40,7 @@
 #define HANNOY_INSPECT_BATCH 64
 
 /* Columns of hannoy_index_stats and hannoy_verify. */
-#define HANNOY_STATS_COLS  17
+#define HANNOY_STATS_COLS  18
 #define HANNOY_VERIFY_COLS 3
 
 /* Where hannoy_verify's rows go. */
@@ -380,6 +380,8 @@ hannoy_index_stats(PG_FUNCTION_ARGS)
 	                                : 0.0);
 	nulls[15] = summary.stats.items == 0;
 	values[16] = Int64GetDatum((int64) staged);
+	/* where scans read exact distances: the sidecar's vectors or the heap (format 7) */
+	values[17] = CStringGetTextDatum(summary.stats.heap_rerank ? "heap" : "sidecar");
 
 	close_index(index, heap);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));

@@ -23,6 +23,7 @@ typedef struct HannoyRelOptions
 	HANNOY_OPTIONS(HANNOY_RELOPTION_FIELD)
 #undef HANNOY_RELOPTION_FIELD
 	int quantizer; /* HannoyQuantizerChoice */
+	int rerank;    /* HannoyRerankChoice */
 } HannoyRelOptions;
 
 static relopt_kind hannoy_relopt_kind;
@@ -33,6 +34,10 @@ static relopt_enum_elt_def hannoy_quantizer_values[] = {
     HANNOY_QUANTIZERS(HANNOY_QUANTIZER_VALUE)
 #undef HANNOY_QUANTIZER_VALUE
         {(const char *) NULL}};
+
+/* The values of the option "rerank": where exact distances come from. */
+static relopt_enum_elt_def hannoy_rerank_values[] = {
+    {"sidecar", HANNOY_RERANK_SIDECAR}, {"heap", HANNOY_RERANK_HEAP}, {(const char *) NULL}};
 
 /* HannoyDefineOptions registers one reloption per row of the option table. */
 void
@@ -50,6 +55,11 @@ HannoyDefineOptions(void)
 	                   hannoy_quantizer_values, HANNOY_QUANTIZER_AUTO,
 	                   "Valid values are \"auto\", \"none\", \"scalar8\" and \"binary\".",
 	                   AccessExclusiveLock);
+	add_enum_reloption(hannoy_relopt_kind, "rerank",
+	                   "Where scans read exact distances: sidecar (float vectors kept in the "
+	                   "index) or heap (the table's rows; the index keeps only codes)",
+	                   hannoy_rerank_values, HANNOY_RERANK_SIDECAR,
+	                   "Valid values are \"sidecar\" and \"heap\".", AccessExclusiveLock);
 }
 
 /*
@@ -65,6 +75,7 @@ HannoyParseOptions(Datum reloptions, bool validate)
 	    HANNOY_OPTIONS(HANNOY_RELOPTION_PARSE)
 #undef HANNOY_RELOPTION_PARSE
 	        {"quantizer", RELOPT_TYPE_ENUM, offsetof(HannoyRelOptions, quantizer)},
+	    {"rerank", RELOPT_TYPE_ENUM, offsetof(HannoyRelOptions, rerank)},
 	};
 	HannoyRelOptions *opts;
 
@@ -75,6 +86,14 @@ HannoyParseOptions(Datum reloptions, bool validate)
 		        (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 		         errmsg("ef_construction must be at least 2 * m"),
 		         errdetail("ef_construction is %d and m is %d.", opts->ef_construction, opts->m)));
+	if (validate && opts && opts->rerank == HANNOY_RERANK_HEAP &&
+	    opts->quantizer != HANNOY_QUANTIZER_SCALAR8 && opts->quantizer != HANNOY_QUANTIZER_BINARY)
+		ereport(ERROR,
+		        (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+		         errmsg("rerank = 'heap' needs quantizer 'scalar8' or 'binary'"),
+		         errdetail("Without codes of its own the index would have nothing to walk on."),
+		         errhint("Add quantizer = 'binary' or quantizer = 'scalar8' to the WITH clause, "
+		                 "or use rerank = 'sidecar'.")));
 	return (bytea *) opts;
 }
 
@@ -108,6 +127,19 @@ HannoyGetQuantizer(Relation index)
 	HannoyRelOptions *opts = (HannoyRelOptions *) index->rd_options;
 
 	return (uint32) (opts ? opts->quantizer : HANNOY_QUANTIZER_AUTO);
+}
+
+/*
+ * HannoyGetRerankHeap says whether the index option "rerank" is 'heap':
+ * the build gives the index no float vectors (storage format 7).  Read by
+ * builds only; the sidecar's quantizer record says what a build made.
+ */
+bool
+HannoyGetRerankHeap(Relation index)
+{
+	HannoyRelOptions *opts = (HannoyRelOptions *) index->rd_options;
+
+	return opts != NULL && opts->rerank == HANNOY_RERANK_HEAP;
 }
 
 /*

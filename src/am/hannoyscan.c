@@ -11,10 +11,14 @@
 #include "postgres.h"
 
 #include "access/relscan.h"
+#include "access/tableam.h"
+#include "catalog/index.h"
+#include "executor/executor.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/builtins.h"
+#include "utils/float.h"
 
 #include "hannoy_am.h"
 
@@ -25,6 +29,15 @@ typedef struct HannoyScanOpaqueData
 	HannoyMetaPageData    meta;
 	bool                  empty; /* index without a sidecar yet: no rows */
 	MemoryContextCallback cleanup;
+	/*
+	 * Re-ranking from the heap (DESIGN.md "Heap re-ranking"): the query
+	 * (a copy), the index's key definition and a context reset per window.
+	 */
+	MemoryContext scan_cxt;
+	MemoryContext rerank_cxt;
+	void         *query;
+	uint32        dims;
+	IndexInfo    *info;
 } HannoyScanOpaqueData;
 
 typedef HannoyScanOpaqueData *HannoyScanOpaque;
@@ -121,6 +134,7 @@ hannoybeginscan(Relation index, int nkeys, int norderbys)
 
 	so->cleanup.func = release_scan;
 	so->cleanup.arg = so;
+	so->scan_cxt = CurrentMemoryContext;
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, &so->cleanup);
 	scan->opaque = so;
 	/* an ordering AM allocates the slots for its ORDER BY values itself */
@@ -175,10 +189,127 @@ hannoyrescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int 
 		else
 			query = vec;
 	}
+	/* kept for the windows the core hands back for exact distances */
+	if (so->query != NULL)
+		pfree(so->query);
+	so->query = NULL;
+	so->dims = dims;
+	if (query != NULL)
+	{
+		size_t bytes = hannoy_vector_bytes(so->meta.metric, dims);
+
+		so->query = MemoryContextAlloc(so->scan_cxt, Max(bytes, 1));
+		memcpy(so->query, query, bytes);
+	}
 	hannoy_scan_set_rerank_window(so->core, (uint32) hannoy_rerank_window);
 	st = hannoy_scan_start(so->core, query, dims, (uint32) hannoy_ef_search, null_kind, &err);
 	if (st != HANNOY_OK)
 		HannoyReportError(st, &err, index);
+}
+
+/*
+ * window_distance measures one row of a window from its heap tuple: the
+ * tuple the scan's snapshot sees at 'tid' (following a HOT chain, whose
+ * members share the indexed value), its key formed as an insert forms it
+ * (expression indexes too), the distance by the operator's own kernel.  A
+ * row the snapshot cannot see is never read further (its TOAST may be
+ * gone) and gets +Infinity: the executor would drop it anyway.
+ */
+static double
+window_distance(IndexScanDesc scan, IndexFetchTableData *fetch, TupleTableSlot *slot,
+                EState *estate, HannoyTid tid)
+{
+	HannoyScanOpaque so = (HannoyScanOpaque) scan->opaque;
+	ItemPointerData  ctid;
+	bool             call_again = false;
+	bool             all_dead = false;
+	Datum            values[INDEX_MAX_KEYS];
+	bool             isnull[INDEX_MAX_KEYS];
+	uint32           dims;
+	bool             is_zero;
+	const void      *vec;
+	double           d;
+
+	HannoyTidToItemPointer(tid, &ctid);
+	if (!table_index_fetch_tuple(fetch, &ctid, scan->xs_snapshot, slot, &call_again, &all_dead))
+		return get_float8_infinity();
+	if (estate != NULL)
+		GetPerTupleExprContext(estate)->ecxt_scantuple = slot;
+	FormIndexDatum(so->info, slot, estate, values, isnull);
+	if (isnull[0])
+		d = get_float8_infinity();
+	else
+	{
+		vec = HannoyDatumToVector(scan->indexRelation, values[0], (HannoyMetric) so->meta.metric, 0,
+		                          false, &dims, &is_zero);
+		/* a visible row in the graph has the index's length and no zero vector under cosine */
+		d = dims == so->dims && !is_zero
+		        ? hannoy_distance((HannoyMetric) so->meta.metric, vec, so->query, dims)
+		        : get_float8_infinity();
+	}
+	ExecClearTuple(slot);
+	if (estate != NULL)
+		ResetPerTupleExprContext(estate);
+	return d;
+}
+
+/*
+ * rerank_window answers the core's request for the exact distances of a
+ * window (DESIGN.md "Heap re-ranking"): no core frame is on the stack
+ * while the heap is read.
+ */
+static void
+rerank_window(IndexScanDesc scan, const HannoyTid *tids, uint32 count)
+{
+	HannoyScanOpaque     so = (HannoyScanOpaque) scan->opaque;
+	MemoryContext        old;
+	IndexFetchTableData *fetch;
+	TupleTableSlot      *slot;
+	EState              *estate = NULL;
+	double              *distances;
+	HannoyTid           *copy;
+	HannoyError          err;
+	HannoyStatus         st;
+
+	if (scan->heapRelation == NULL || so->query == NULL)
+		elog(ERROR, "hannoy index \"%s\" re-ranks from the heap, but the scan has no heap",
+		     RelationGetRelationName(scan->indexRelation));
+	if (so->rerank_cxt == NULL)
+		so->rerank_cxt =
+		    AllocSetContextCreate(so->scan_cxt, "hannoy re-rank", ALLOCSET_DEFAULT_SIZES);
+	if (so->info == NULL)
+	{
+		old = MemoryContextSwitchTo(so->scan_cxt);
+		so->info = BuildIndexInfo(scan->indexRelation);
+		MemoryContextSwitchTo(old);
+	}
+	old = MemoryContextSwitchTo(so->rerank_cxt);
+	/* the request belongs to the core: copy it before anything can call the core again */
+	copy = palloc(sizeof(HannoyTid) * count);
+	memcpy(copy, tids, sizeof(HannoyTid) * count);
+	distances = palloc(sizeof(double) * count);
+	if (so->info->ii_Expressions != NIL)
+		estate = CreateExecutorState();
+	slot = table_slot_create(scan->heapRelation, NULL);
+	fetch = table_index_fetch_begin(scan->heapRelation);
+	for (uint32 i = 0; i < count; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		distances[i] = window_distance(scan, fetch, slot, estate, copy[i]);
+	}
+	table_index_fetch_end(fetch);
+	ExecDropSingleTupleTableSlot(slot);
+	if (estate != NULL)
+	{
+		FreeExecutorState(estate);
+		/* FormIndexDatum prepared the expressions in the executor state just freed */
+		so->info->ii_ExpressionsState = NIL;
+	}
+	MemoryContextSwitchTo(old);
+	st = hannoy_scan_rerank_reply(so->core, distances, count, &err);
+	MemoryContextReset(so->rerank_cxt);
+	if (st != HANNOY_OK)
+		HannoyReportError(st, &err, scan->indexRelation);
 }
 
 /*
@@ -198,12 +329,23 @@ hannoygettuple(IndexScanDesc scan, ScanDirection dir)
 	if (so->empty || so->core == NULL)
 		return false;
 	/* the cache may have closed the environment since the last row */
-	attach_scan(scan);
-	st = hannoy_scan_next(so->core, &tid, &distance, &isnull, &found, &err);
-	if (st != HANNOY_OK)
-		HannoyReportError(st, &err, scan->indexRelation);
-	if (!found)
-		return false;
+	for (;;)
+	{
+		const HannoyTid *tids;
+		uint32           count;
+
+		attach_scan(scan);
+		st = hannoy_scan_next(so->core, &tid, &distance, &isnull, &found, &err);
+		if (st != HANNOY_OK)
+			HannoyReportError(st, &err, scan->indexRelation);
+		if (found)
+			break;
+		/* an index without vectors: the window waits for exact distances from the heap */
+		count = hannoy_scan_rerank_request(so->core, &tids);
+		if (count == 0)
+			return false;
+		rerank_window(scan, tids, count);
+	}
 	HannoyTidToItemPointer(tid, &scan->xs_heaptid);
 	scan->xs_recheck = false;
 	scan->xs_recheckorderby = false;

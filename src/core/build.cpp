@@ -270,10 +270,17 @@ struct HannoyBuilder
 	hannoy::Store   *store = nullptr;
 	uint32_t         threads = 1;
 	uint32_t         quantizer = HANNOY_QUANTIZER_AUTO; /* the index option */
+	bool             heap_rerank = false; /* the index option rerank = 'heap' (format 7) */
 	HannoyBuildPhase phase = HANNOY_BUILD_LOADING;
 
 	/* loading */
-	std::string                                batch_vectors;
+	std::string batch_vectors;
+	/*
+	 * An index without vectors: every vector, in id order, kept in memory
+	 * for the build's exact neighbour choice and never written (LMDB files
+	 * never shrink, so writing and deleting them would keep their bytes).
+	 */
+	std::string                                memory_vectors;
 	std::vector<HannoyTid>                     batch_tids;
 	std::vector<std::pair<HannoyTid, uint8_t>> batch_unindexed;
 	uint32_t                                   next_id = 0;
@@ -318,7 +325,10 @@ flush_batch(HannoyBuilder *b)
 	               (b->batch_tids.size() + b->batch_unindexed.size()) * LMDB_RECORD_BYTES));
 	hannoy::Txn txn(s.env(), false);
 	uint32_t    first = b->next_id - static_cast<uint32_t>(b->batch_tids.size());
-	s.put_vectors(txn.get(), first, b->batch_tids.size(), b->batch_vectors.data());
+	if (b->heap_rerank)
+		b->memory_vectors.append(b->batch_vectors);
+	else
+		s.put_vectors(txn.get(), first, b->batch_tids.size(), b->batch_vectors.data());
 	for (size_t i = 0; i < b->batch_tids.size(); i++)
 	{
 		uint32_t       id = first + static_cast<uint32_t>(i);
@@ -458,9 +468,11 @@ make_codes(HannoyBuilder *b, uint32_t kind)
 	hannoy::QuantizerFit fit(meta.dims);
 	for (size_t id = 0; id < n; id++)
 		fit.add(g.vector(static_cast<uint32_t>(id), buf));
-	auto metric = static_cast<HannoyMetric>(meta.metric);
-	auto q = std::make_shared<const hannoy::Quantizer>(
-	    kind == hannoy::QUANTIZER_BINARY ? fit.binary(metric, meta.seed) : fit.quantizer(metric));
+	auto              metric = static_cast<HannoyMetric>(meta.metric);
+	hannoy::Quantizer made =
+	    kind == hannoy::QUANTIZER_BINARY ? fit.binary(metric, meta.seed) : fit.quantizer(metric);
+	made.set_heap_rerank(b->heap_rerank);
+	auto   q = std::make_shared<const hannoy::Quantizer>(std::move(made));
 	size_t bytes = q->code_bytes();
 	g.codes.resize(n * bytes);
 	for (size_t id = 0; id < n; id++)
@@ -520,14 +532,26 @@ start_linking(HannoyBuilder *b)
 	g.levels.resize(n, 0);
 	g.links.resize(n);
 	g.locks.reset(new NodeLock[n]);
-	s.for_each_vector(
-	    b->read_txn->get(),
-	    [&](uint32_t id, const void *const *pieces)
-	    {
-		    if (id >= n)
-			    throw hannoy::Error(HANNOY_ERR_CORRUPT, "unexpected vector record during build");
-		    std::copy(pieces, pieces + g.per_node, &g.pieces[size_t(id) * g.per_node]);
-	    });
+	if (b->heap_rerank)
+	{
+		/* the vectors in memory, laid out as stored pieces would be */
+		if (b->memory_vectors.size() != n * s.vector_bytes())
+			throw hannoy::Error(HANNOY_ERR_INTERNAL, "the build's vectors are incomplete");
+		for (size_t id = 0; id < n; id++)
+			for (uint32_t i = 0; i < g.per_node; i++)
+				g.pieces[id * g.per_node + i] =
+				    b->memory_vectors.data() + id * s.vector_bytes() + s.layout().piece_offset(i);
+	}
+	else
+		s.for_each_vector(b->read_txn->get(),
+		                  [&](uint32_t id, const void *const *pieces)
+		                  {
+			                  if (id >= n)
+				                  throw hannoy::Error(HANNOY_ERR_CORRUPT,
+				                                      "unexpected vector record during build");
+			                  std::copy(pieces, pieces + g.per_node,
+			                            &g.pieces[size_t(id) * g.per_node]);
+		                  });
 	for (size_t id = 0; id < n; id++)
 		if (g.pieces[id * g.per_node] == nullptr)
 			throw hannoy::Error(HANNOY_ERR_CORRUPT, "vector missing during build");
@@ -753,6 +777,7 @@ write_slice(HannoyBuilder *b, Clock::time_point deadline)
 	s.write_state(txn.get(), state);
 	txn.commit();
 	s.sync(true);
+	std::string().swap(b->memory_vectors); /* nothing points into them any more */
 	b->phase = HANNOY_BUILD_DONE;
 }
 
@@ -784,6 +809,29 @@ hannoy_build_set_quantizer(HannoyBuilder *b, uint32_t choice, HannoyError *err)
 		                               b->store->meta().dims);
 		                           b->quantizer = choice;
 	                           });
+}
+
+extern "C" HannoyStatus
+hannoy_build_set_heap_rerank(HannoyBuilder *b, bool heap, HannoyError *err)
+{
+	return hannoy::run_guarded(
+	    err,
+	    [&]
+	    {
+		    if (b->phase != HANNOY_BUILD_LOADING || b->next_id > 0 || b->unindexed > 0)
+			    throw hannoy::Error(HANNOY_ERR_INVALID,
+			                        "re-ranking from the heap is chosen before the first row");
+		    if (heap && b->quantizer != HANNOY_QUANTIZER_SCALAR8 &&
+		        b->quantizer != HANNOY_QUANTIZER_BINARY)
+			    throw hannoy::Error(HANNOY_ERR_INVALID,
+			                        "re-ranking from the heap needs quantizer scalar8 or binary");
+		    if (heap && b->store->meta().format_version < 7)
+			    throw hannoy::Error(HANNOY_ERR_INVALID,
+			                        "a sidecar of format " +
+			                            std::to_string(b->store->meta().format_version) +
+			                            " keeps its vectors");
+		    b->heap_rerank = heap;
+	    });
 }
 
 extern "C" HannoyStatus

@@ -67,6 +67,16 @@ class StoredEditor
 		cache_vectors_ = yes;
 		vectors_.clear();
 	}
+	/*
+	 * In an index without vectors, keeps each decoded code while the editor
+	 * lives (see StoredGraph::keep_decoded): only for edits that change no
+	 * code meanwhile (links only).
+	 */
+	void
+	keep_decoded(bool yes)
+	{
+		graph_.keep_decoded(yes);
+	}
 	/* Neighbours a search follows: the stored list without hidden nodes. */
 	void
 	neighbors(uint32_t id, int layer, std::vector<uint32_t> &out) const

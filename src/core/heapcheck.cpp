@@ -96,7 +96,10 @@ hannoy_stored_rows_next(HannoyEnv *env, HannoyRowPosition *pos, HannoyStoredRow 
 
 		    /* the dimension count of an index built empty is set by its first insert */
 		    s.reload_meta(txn.get());
-		    size_t stride = s.vector_bytes();
+		    /* an index without vectors hands out its codes (DESIGN.md "Heap re-ranking") */
+		    std::shared_ptr<const hannoy::Quantizer> q = s.quantizer();
+		    bool                                     heap = q && q->heap_rerank();
+		    size_t stride = heap ? q->code_bytes() : s.vector_bytes();
 		    *vector_bytes = stride;
 		    if (pos->done)
 			    return;
@@ -123,9 +126,18 @@ hannoy_stored_rows_next(HannoyEnv *env, HannoyRowPosition *pos, HannoyStoredRow 
 				    graph.next();
 				    HannoyTid mapped = 0;
 				    /* a row the TID maps disagree on, or without a vector: the walk reports it */
-				    if (!s.tid_of(txn.get(), row.id, &mapped) || mapped != row.tid || stride == 0 ||
-				        !s.copy_vector(txn.get(), row.id,
-				                       static_cast<unsigned char *>(vectors) + n * stride))
+				    unsigned char *out = static_cast<unsigned char *>(vectors) + n * stride;
+				    const uint8_t *code = nullptr;
+				    if (!s.tid_of(txn.get(), row.id, &mapped) || mapped != row.tid || stride == 0)
+					    row.vector_missing = true;
+				    else if (heap)
+				    {
+					    if (s.code_of(txn.get(), row.id, &code))
+						    std::memcpy(out, code, stride);
+					    else
+						    row.vector_missing = true;
+				    }
+				    else if (!s.copy_vector(txn.get(), row.id, out))
 					    row.vector_missing = true;
 			    }
 			    else
@@ -149,4 +161,27 @@ hannoy_stored_rows_next(HannoyEnv *env, HannoyRowPosition *pos, HannoyStoredRow 
 			    pos->done = true;
 		    *count = n;
 	    });
+}
+
+extern "C" HannoyStatus
+hannoy_env_encode(HannoyEnv *env, const void *vector, uint8_t *out, size_t size, size_t *code_bytes,
+                  HannoyError *err)
+{
+	*code_bytes = 0;
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           hannoy::Store                           &s = store_of(env);
+		                           std::shared_ptr<const hannoy::Quantizer> q = s.quantizer();
+		                           if (!q)
+		                           {
+			                           hannoy::Txn txn(s.env(), true);
+			                           s.reload_meta(txn.get());
+			                           q = s.quantizer();
+		                           }
+		                           if (!q || q->code_bytes() > size)
+			                           return;
+		                           q->encode(vector, out);
+		                           *code_bytes = q->code_bytes();
+	                           });
 }

@@ -7,6 +7,7 @@
 #include "core_guard.hpp"
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "edit.hpp"
@@ -31,6 +32,8 @@ struct Plan
 void
 plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan &plan)
 {
+	/* an index without vectors measures decoded codes: the quantizer must be known */
+	s.refresh_quantizer(txn);
 	hannoy::GraphState state = s.read_state(txn);
 	plan.level = level;
 	plan.neighbors.assign(level + 1, {});
@@ -38,29 +41,59 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 	hannoy::test_pause_insert_search();
 	if (state.max_level < 0)
 		return;
-	hannoy::StoredGraph   g(s, txn);
+	hannoy::StoredGraph g(s, txn);
+	g.keep_decoded(true); /* no code changes while the plan is made */
+	/*
+	 * An index without vectors walks on its codes, as scans do (8-bit: the
+	 * code kernel, the distance to the decoded vector; 1-bit: the estimate),
+	 * and measures what each layer's search found against decoded codes
+	 * before choosing (DESIGN.md "Heap re-ranking"): decoding a 1-bit code
+	 * at every step of the walk would cost three inverse rotations each.
+	 */
+	std::shared_ptr<const hannoy::Quantizer> quant = s.heap_rerank() ? s.quantizer() : nullptr;
+	hannoy::QueryForm                        form;
+	if (quant)
+		quant->prepare(q, form);
+	std::unique_ptr<hannoy::CodedGraph> coded;
+	if (quant)
+		coded = std::make_unique<hannoy::CodedGraph>(s, txn, *quant, form);
 	std::vector<uint32_t> scratch;
-	hannoy::Candidate     ep{g.distance(q, state.entry_point), state.entry_point};
+	hannoy::Candidate     ep{coded ? coded->distance(q, state.entry_point)
+	                               : g.distance(q, state.entry_point),
+	                     state.entry_point};
 	if (level < state.max_level)
-		ep = hannoy::greedy_descend(g, q, ep, state.max_level, level, scratch);
-	std::vector<hannoy::Candidate> entries{ep}, found, live;
+		ep = coded ? hannoy::greedy_descend(*coded, q, ep, state.max_level, level, scratch)
+		           : hannoy::greedy_descend(g, q, ep, state.max_level, level, scratch);
+	std::vector<hannoy::Candidate> entries{ep}, found, live, measured;
 	hannoy::VisitedSet             visited;
 	for (int layer = std::min(level, state.max_level); layer >= 0; layer--)
 	{
 		visited.reset(state.next_id);
-		hannoy::search_layer(g, q, entries, s.meta().options.ef_construction, layer, visited, found,
-		                     scratch);
+		if (coded)
+		{
+			hannoy::search_layer(*coded, q, entries, s.meta().options.ef_construction, layer,
+			                     visited, found, scratch);
+			/* the next layer's search goes on from the code-ranked candidates */
+			measured = found;
+			for (hannoy::Candidate &c : measured)
+				c.dist = g.distance(q, c.id);
+			std::sort(measured.begin(), measured.end());
+		}
+		else
+			hannoy::search_layer(g, q, entries, s.meta().options.ef_construction, layer, visited,
+			                     found, scratch);
+		const std::vector<hannoy::Candidate> &ranked = coded ? measured : found;
 		/*
 		 * Never link to a tombstone (VACUUM is about to free its id), but
 		 * walk on from it: tombstones still navigate, and a search of the
 		 * next layer from live nodes only could have nowhere to start (a
 		 * tombstone entry point whose upper lists are empty).
 		 */
-		const std::vector<hannoy::Candidate> *choice = &found;
+		const std::vector<hannoy::Candidate> *choice = &ranked;
 		if (state.deleted > 0)
 		{
 			live.clear();
-			for (const hannoy::Candidate &c : found)
+			for (const hannoy::Candidate &c : ranked)
 				if (!s.is_deleted(txn, c.id))
 					live.push_back(c);
 			choice = &live;
@@ -226,9 +259,9 @@ link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid ti
 	hannoy::TidKey tkey(tid);
 	if (append == 0)
 		hannoy::del(txn, s.dbi_free, key.val());
-	s.put_vector(txn, id, vector, append != 0);
 	/* a build committed the quantizer after this handle read the meta database */
 	s.refresh_quantizer(txn);
+	s.put_vector(txn, id, vector, append != 0); /* nothing in an index without vectors */
 	if (std::shared_ptr<const hannoy::Quantizer> q = s.quantizer())
 	{
 		std::vector<uint8_t> code(q->code_bytes());

@@ -249,6 +249,12 @@ check_vector(HannoyInspect *w, const MDB_val &key, const MDB_val &data)
 	if (w->piece_next < l.pieces())
 		return;
 	w->piece_next = 0;
+	if (w->quantizer && w->quantizer->heap_rerank())
+	{
+		report(w, HANNOY_PROBLEM_MALFORMED, id,
+		       "item %u has a vector in an index that keeps none (re-ranked from the heap)", id);
+		return;
+	}
 	w->n_vectors++;
 	if (id >= w->state.next_id)
 		report(w, HANNOY_PROBLEM_COUNTER, id, "item %u has a vector but next_id is %llu", id,
@@ -286,6 +292,22 @@ check_code(HannoyInspect *w, const MDB_val &key, const MDB_val &data)
 	}
 	if (!hannoy::checksum_holds(key, data))
 		report(w, HANNOY_PROBLEM_MALFORMED, id, "code of item %u fails its checksum", id);
+	if (q->heap_rerank())
+	{
+		/*
+		 * No vectors (format 7): the code stands for the item's vector here;
+		 * the heap check compares it with the heap's (DESIGN.md "Heap
+		 * re-ranking").
+		 */
+		w->codes.set(id);
+		w->n_vectors++;
+		if (id >= w->state.next_id)
+			report(w, HANNOY_PROBLEM_COUNTER, id, "item %u has a code but next_id is %llu", id,
+			       static_cast<unsigned long long>(w->state.next_id));
+		else
+			w->vectors.set(id);
+		return;
+	}
 	if (!has_vector(w, id))
 	{
 		report(w, HANNOY_PROBLEM_MALFORMED, id, "item %u has a code but no vector", id);
@@ -706,10 +728,12 @@ begin_walk(hannoy::Store &s, bool verify)
 		return w;
 
 	/* ids at or beyond next_id are reported, never indexed: bound the arrays by both */
-	hannoy::Cursor last(w->txn->get(), s.dbi_vectors);
+	bool           heap = w->quantizer && w->quantizer->heap_rerank();
+	hannoy::Cursor last(w->txn->get(), heap ? s.dbi_codes : s.dbi_vectors);
 	MDB_val        key, data;
 	uint64_t       max_id = 0;
-	if (last.get(key, data, MDB_LAST) && key.mv_size == 5)
+	/* an index without vectors (format 7): its codes stand for them */
+	if (last.get(key, data, MDB_LAST) && key.mv_size == (heap ? 4u : 5u))
 		max_id = uint64_t(hannoy::decode_id(key)) + 1;
 	w->range = std::min(w->state.next_id, max_id);
 	w->vectors.reset(w->range);

@@ -28,8 +28,12 @@ namespace
  */
 struct QuantizerHeader
 {
-	uint32_t kind, dims, code_bytes, reserved;
+	uint32_t kind, dims, code_bytes, flags; /* flags: 0 before format 7 */
 };
+
+/* Flag of the quantizer record (format 7): the index stores no vectors, scans re-rank from the
+ * heap. */
+constexpr uint32_t FLAG_HEAP_RERANK = 1;
 
 /* The largest code value. */
 constexpr float CODE_MAX = 255.0f;
@@ -199,6 +203,46 @@ Quantizer::rotate(const float *in, float *out) const
 	}
 }
 
+void
+Quantizer::unrotate(const float *in, float *out) const
+{
+	if (out != in)
+		std::memcpy(out, in, padded_ * sizeof(float));
+	/* each round is W D (W the scaled Walsh-Hadamard matrix, symmetric and its own inverse) */
+	for (uint32_t r = BINARY_ROTATION_ROUNDS; r-- > 0;)
+	{
+		walsh_hadamard(out, padded_);
+		const uint8_t *flip = &signs_[size_t(r) * padded_];
+		for (uint32_t i = 0; i < padded_; i++)
+			if (flip[i])
+				out[i] = -out[i];
+	}
+}
+
+void
+Quantizer::decode(const uint8_t *code, float *out) const
+{
+	if (kind_ == QUANTIZER_SCALAR8)
+	{
+		for (uint32_t i = 0; i < dims_; i++)
+			out[i] = offset_[i] + scale_[i] * static_cast<float>(code[i]);
+		return;
+	}
+	/*
+	 * The signs, scaled so that the rotated copy has the stored length
+	 * |x - mean|, rotated back; padding coordinates are dropped.
+	 */
+	float extra[3];
+	std::memcpy(extra, code + padded_ / 8, sizeof(extra));
+	float              unit = std::sqrt(std::max(0.0f, extra[0]) / static_cast<float>(padded_));
+	std::vector<float> y(padded_);
+	for (uint32_t i = 0; i < padded_; i++)
+		y[i] = (code[i / 8] >> (i % 8)) & 1 ? unit : -unit;
+	unrotate(y.data(), y.data());
+	for (uint32_t i = 0; i < dims_; i++)
+		out[i] = mean_[i] + y[i];
+}
+
 size_t
 Quantizer::record_bytes() const
 {
@@ -287,7 +331,11 @@ Quantizer::from_record(HannoyMetric metric, uint32_t dims, const void *data, siz
 		throw Error(HANNOY_ERR_CORRUPT, "quantizer record is malformed (kind " +
 		                                    std::to_string(h.kind) + ", " + std::to_string(h.dims) +
 		                                    " dimensions)");
-	Quantizer   q(static_cast<QuantizerKind>(h.kind), metric, dims);
+	if ((h.flags & ~FLAG_HEAP_RERANK) != 0)
+		throw Error(HANNOY_ERR_CORRUPT,
+		            "quantizer record has unknown flags " + std::to_string(h.flags));
+	Quantizer q(static_cast<QuantizerKind>(h.kind), metric, dims);
+	q.heap_rerank_ = (h.flags & FLAG_HEAP_RERANK) != 0;
 	const char *p = static_cast<const char *>(data) + sizeof(h);
 	if (h.code_bytes != q.code_bytes() || size != q.record_bytes())
 		throw Error(HANNOY_ERR_CORRUPT, "quantizer record is malformed (kind " +
@@ -315,7 +363,8 @@ Quantizer::from_record(HannoyMetric metric, uint32_t dims, const void *data, siz
 std::string
 Quantizer::record() const
 {
-	QuantizerHeader h{kind_, dims_, static_cast<uint32_t>(code_bytes()), 0};
+	QuantizerHeader h{kind_, dims_, static_cast<uint32_t>(code_bytes()),
+	                  heap_rerank_ ? FLAG_HEAP_RERANK : 0};
 	std::string     r(reinterpret_cast<const char *>(&h), sizeof(h));
 	if (kind_ == QUANTIZER_BINARY)
 	{

@@ -115,6 +115,25 @@ class Quantizer
 	}
 	/* The code of float vector 'v' (code_bytes() bytes into 'out'). */
 	void encode(const void *v, uint8_t *out) const;
+	/*
+	 * The float vector a code stands for, into 'out' (dims floats): 8-bit,
+	 * offset + scale x code; 1-bit, the mean plus the signs rotated back,
+	 * scaled to the stored length |x - mean| (a reconstruction the
+	 * neighbour choice of an index without vectors measures, DESIGN.md
+	 * "Heap re-ranking").
+	 */
+	void decode(const uint8_t *code, float *out) const;
+	/* Format 7: the index stores no vectors and re-ranks from the heap (the record's flag). */
+	bool
+	heap_rerank() const
+	{
+		return heap_rerank_;
+	}
+	void
+	set_heap_rerank(bool yes)
+	{
+		heap_rerank_ = yes;
+	}
 	/* Makes float vector 'query' ready for distance(code, form). */
 	void prepare(const void *query, QueryForm &form) const;
 	/* The approximate distance from a prepared query to the vector behind 'code'. */
@@ -141,6 +160,8 @@ class Quantizer
 	}
 	/* 1-bit: the rotation of 'in' (padded() floats) into 'out', in place allowed. */
 	void rotate(const float *in, float *out) const;
+	/* 1-bit: the inverse rotation (the transpose), in place allowed. */
+	void unrotate(const float *in, float *out) const;
 	/* 1-bit: the rotated length, dims rounded up to a power of two (at least 64). */
 	uint32_t
 	padded() const
@@ -167,6 +188,7 @@ class Quantizer
 	uint32_t             padded_ = 0;
 	std::vector<uint8_t> signs_; /* BINARY_ROTATION_ROUNDS x padded_: 1 flips the sign */
 	float                mean_norm_sq_ = 0;
+	bool                 heap_rerank_ = false; /* the record's flag HEAP_RERANK (format 7) */
 };
 
 /*

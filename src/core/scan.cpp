@@ -162,6 +162,17 @@ struct HannoyScan final : hannoy::SnapshotHolder
 	size_t                                   first_limit = 0;   /* rows the first window returns */
 	std::vector<const uint8_t *>             code_ptrs; /* codes of the neighbours in scratch */
 	std::vector<double>                      dists;     /* distances of the neighbours in scratch */
+	/*
+	 * An index without vectors (format 7, DESIGN.md "Heap re-ranking"):
+	 * each window is handed to the caller for exact distances.  While
+	 * 'awaiting', 'batch' holds the window's rows with a TID, and
+	 * 'batch_tids' their TIDs, the request; afterwards 'batch_tids' stays
+	 * parallel to 'batch', so each row is returned with the TID it was
+	 * measured for.
+	 */
+	bool                   heap = false;
+	bool                   awaiting = false;
+	std::vector<HannoyTid> batch_tids;
 
 	/*
 	 * The staged rows of a sidecar that WAL redo made (replica.cpp), all
@@ -315,6 +326,51 @@ rerank(HannoyScan *scan, std::vector<hannoy::Candidate> &window)
 }
 
 /*
+ * In an index without vectors: keeps the window's rows that have a TID
+ * (tombstones are walked through, never returned) and asks the caller for
+ * their exact distances (hannoy_scan_rerank_request); the window is sorted
+ * when they come (hannoy_scan_rerank_reply).
+ */
+void
+request_distances(HannoyScan *scan)
+{
+	size_t kept = 0;
+	scan->batch_tids.clear();
+	for (const hannoy::Candidate &c : scan->batch)
+	{
+		HannoyTid tid;
+		if (!scan->store->tid_of(scan->txn, c.id, &tid))
+			continue;
+		scan->batch[kept++] = c;
+		scan->batch_tids.push_back(tid);
+	}
+	scan->batch.resize(kept);
+	scan->awaiting = kept > 0;
+}
+
+/* Takes the exact distances of the window requested, in request order, and sorts it. */
+void
+take_distances(HannoyScan *scan, const double *distances, uint32_t count)
+{
+	if (!scan->awaiting || count != scan->batch.size())
+		throw hannoy::Error(HANNOY_ERR_INVALID, "the scan asked for " +
+		                                            std::to_string(scan->batch.size()) +
+		                                            " distances, not " + std::to_string(count));
+	std::vector<std::pair<hannoy::Candidate, HannoyTid>> rows(count);
+	for (uint32_t i = 0; i < count; i++)
+		rows[i] = {hannoy::Candidate{distances[i], scan->batch[i].id}, scan->batch_tids[i]};
+	std::sort(rows.begin(), rows.end(),
+	          [](const std::pair<hannoy::Candidate, HannoyTid> &a,
+	             const std::pair<hannoy::Candidate, HannoyTid> &b) { return a.first < b.first; });
+	for (uint32_t i = 0; i < count; i++)
+	{
+		scan->batch[i] = rows[i].first;
+		scan->batch_tids[i] = rows[i].second;
+	}
+	scan->awaiting = false;
+}
+
+/*
  * Distances from the query to the new neighbours scratch[0 .. fresh) by
  * their codes (by their vectors for any without one), into 'out'.
  */
@@ -461,7 +517,10 @@ run_round(HannoyScan *scan)
 				scan->pending.push(scan->batch[i]);
 			scan->batch.resize(scan->first_limit);
 		}
-		rerank(scan, scan->batch);
+		if (scan->heap)
+			request_distances(scan);
+		else
+			rerank(scan, scan->batch);
 	}
 	scan->first_limit = 0;
 	scan->batch_pos = 0;
@@ -506,9 +565,17 @@ next_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
 		switch (scan->phase)
 		{
 			case Phase::Graph:
+				if (scan->awaiting)
+					return false; /* the caller measures the window first */
 				if (scan->batch_pos < scan->batch.size())
 				{
 					hannoy::Candidate c = scan->batch[scan->batch_pos++];
+					if (scan->heap)
+					{
+						*tid = scan->batch_tids[scan->batch_pos - 1];
+						*distance = c.dist;
+						return true;
+					}
 					if (s.tid_of(scan->txn, c.id, tid))
 					{
 						*distance = c.dist;
@@ -622,7 +689,11 @@ merged_row(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnull)
 		StagedRow &g = scan->lookahead;
 		bool       null = false;
 		if (!next_row(scan, &g.tid, &g.dist, &null))
+		{
+			if (scan->awaiting)
+				return false; /* not the end: the window waits for its distances */
 			scan->graph_done = true;
+		}
 		else if (scan->staged_tids.count(g.tid) == 0)
 		{
 			g.rank = null ? 2 : (std::isnan(g.dist) ? 1 : 0);
@@ -681,6 +752,9 @@ start_scan(HannoyScan *scan, const void *query, uint32_t dims, uint32_t ef, uint
 	scan->null_kind = null_kind;
 	scan->all_rows = query == nullptr;
 	scan->codes.reset();
+	scan->heap = false;
+	scan->awaiting = false;
+	scan->batch_tids.clear();
 	scan->started = true;
 	scan->graph_done = false;
 	scan->have_lookahead = false;
@@ -698,6 +772,7 @@ start_scan(HannoyScan *scan, const void *query, uint32_t dims, uint32_t ef, uint
 		return;
 	s.refresh_quantizer(scan->txn);
 	scan->codes = s.quantizer();
+	scan->heap = scan->codes && scan->codes->heap_rerank();
 	scan->first_limit = 0;
 	if (scan->codes)
 	{
@@ -784,6 +859,25 @@ hannoy_scan_next(HannoyScan *scan, HannoyTid *tid, double *distance, bool *isnul
 			                           scan->begin_txn();
 		                           *found = merged_row(scan, tid, distance, isnull);
 	                           });
+}
+
+extern "C" uint32_t
+hannoy_scan_rerank_request(HannoyScan *scan, const HannoyTid **tids)
+{
+	if (!scan->awaiting)
+	{
+		*tids = nullptr;
+		return 0;
+	}
+	*tids = scan->batch_tids.data();
+	return static_cast<uint32_t>(scan->batch_tids.size());
+}
+
+extern "C" HannoyStatus
+hannoy_scan_rerank_reply(HannoyScan *scan, const double *distances, uint32_t count,
+                         HannoyError *err)
+{
+	return hannoy::run_guarded(err, [&] { take_distances(scan, distances, count); });
 }
 
 extern "C" void

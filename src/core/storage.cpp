@@ -830,8 +830,13 @@ Store::refresh_quantizer(MDB_txn *txn) const
 	auto q = std::make_shared<const Quantizer>(
 	    Quantizer::from_record(static_cast<HannoyMetric>(meta_.metric), meta_.dims, data.mv_data,
 	                           data.mv_size - CHECKSUM_BYTES));
+	if (q->heap_rerank() && meta_.format_version < 7)
+		throw Error(HANNOY_ERR_CORRUPT, "quantizer record of a format " +
+		                                    std::to_string(meta_.format_version) +
+		                                    " sidecar says it has no vectors");
 	std::atomic_store(&quantizer_, std::shared_ptr<const Quantizer>(q));
 	code_bytes_.store(q->code_bytes(), std::memory_order_release);
+	heap_rerank_.store(q->heap_rerank(), std::memory_order_release);
 }
 
 void
@@ -841,6 +846,10 @@ Store::write_quantizer(MDB_txn *txn, const Quantizer &q)
 		throw Error(HANNOY_ERR_INVALID, "a sidecar of format " +
 		                                    std::to_string(meta_.format_version) +
 		                                    " holds no codes");
+	if (q.heap_rerank() && meta_.format_version < 7)
+		throw Error(HANNOY_ERR_INVALID, "a sidecar of format " +
+		                                    std::to_string(meta_.format_version) +
+		                                    " keeps its vectors");
 	MDB_val     key{sizeof(QUANTIZER_KEY) - 1, const_cast<char *>(QUANTIZER_KEY)};
 	std::string record = q.record();
 	uint32_t    sum = record_checksum(key, record.data(), record.size());
@@ -848,6 +857,7 @@ Store::write_quantizer(MDB_txn *txn, const Quantizer &q)
 	put(txn, dbi_meta, key, MDB_val{record.size(), record.data()});
 	std::atomic_store(&quantizer_, std::make_shared<const Quantizer>(q));
 	code_bytes_.store(q.code_bytes(), std::memory_order_release);
+	heap_rerank_.store(q.heap_rerank(), std::memory_order_release);
 }
 
 void
@@ -857,6 +867,7 @@ Store::count_codes(MDB_txn *txn, HannoyStats *stats) const
 	stats->code_bytes = 0;
 	stats->quantizer = 0;
 	stats->quantizer_bytes = 0;
+	stats->heap_rerank = false;
 	refresh_quantizer(txn);
 	std::shared_ptr<const Quantizer> q = quantizer();
 	if (!q)
@@ -869,6 +880,7 @@ Store::count_codes(MDB_txn *txn, HannoyStats *stats) const
 	stats->code_bytes = static_cast<uint32_t>(q->code_bytes());
 	stats->quantizer = q->kind();
 	stats->quantizer_bytes = q->record_bytes();
+	stats->heap_rerank = q->heap_rerank();
 }
 
 bool
@@ -1316,9 +1328,30 @@ lookup_vector(const Store &s, MDB_txn *txn, uint32_t id, const void **out)
 	return true;
 }
 
+/* Decoded codes a thread keeps at once (vector_pieces in an index without vectors). */
+constexpr size_t DECODED_SLOTS = 4;
+
 bool
 Store::vector_pieces(MDB_txn *txn, uint32_t id, const void **out) const
 {
+	if (heap_rerank())
+	{
+		/* no vectors: the decoded code, in the next of this thread's buffers */
+		thread_local std::vector<float>  slots[DECODED_SLOTS];
+		thread_local size_t              next_slot = 0;
+		const uint8_t                   *code;
+		std::shared_ptr<const Quantizer> q = quantizer();
+		if (!code_of(txn, id, &code))
+			return false;
+		std::vector<float> &buf = slots[next_slot];
+		next_slot = (next_slot + 1) % DECODED_SLOTS;
+		buf.resize(q->dims());
+		q->decode(code, buf.data());
+		const char *base = reinterpret_cast<const char *>(buf.data());
+		for (uint32_t i = 0; i < layout_.pieces(); i++)
+			out[i] = base + layout_.piece_offset(i);
+		return true;
+	}
 	SnapshotCache::Entry *e = cache_.serves(txn) ? cache_.entry(id) : nullptr;
 	uint32_t              n = layout_.pieces();
 	if (e == nullptr || !(e->known & SnapshotCache::KNOWN_VECTOR))
@@ -1361,6 +1394,8 @@ Store::copy_vector(MDB_txn *txn, uint32_t id, void *out) const
 void
 Store::put_vector(MDB_txn *txn, uint32_t id, const void *v, bool append) const
 {
+	if (heap_rerank())
+		return; /* an index without vectors: the code is all it keeps */
 	std::string record;
 	for (uint32_t i = 0; i < layout_.pieces(); i++)
 	{
@@ -1406,6 +1441,8 @@ Store::put_vectors(MDB_txn *txn, uint32_t first, size_t count, const void *vecto
 bool
 Store::delete_vector(MDB_txn *txn, uint32_t id) const
 {
+	if (heap_rerank())
+		return false;
 	bool had = false;
 	for (uint32_t i = 0; i < layout_.pieces(); i++)
 	{

@@ -21,6 +21,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <unordered_map>
 #include <vector>
 
 #include "distance.hpp"
@@ -600,13 +601,36 @@ class Store
 	/*
 	 * The pieces of the vector of 'id' into out[0 .. layout().pieces() - 1]
 	 * (pointers into the map, valid until 'txn' ends); false when it has none.
+	 * In an index without vectors, the pieces of its decoded code, in one of
+	 * DECODED_SLOTS buffers of the calling thread: valid until that many
+	 * more calls.
 	 */
 	bool vector_pieces(MDB_txn *txn, uint32_t id, const void **out) const;
+	/*
+	 * Whether 'id' has a vector; in an index without vectors (format 7,
+	 * DESIGN.md "Heap re-ranking"), whether it has a code.
+	 */
 	bool
 	has_vector(MDB_txn *txn, uint32_t id) const
 	{
+		if (heap_rerank())
+		{
+			const uint8_t *code;
+			return code_of(txn, id, &code);
+		}
 		const void *pieces[VectorLayout::MAX_PIECES];
 		return vector_pieces(txn, id, pieces);
+	}
+	/*
+	 * True when the sidecar stores no vectors (format 7, the quantizer
+	 * record's flag): vector_pieces and copy_vector then give the decoded
+	 * code, put_vector and delete_vector do nothing, and scans ask their
+	 * caller for exact distances.  Known once the quantizer is.
+	 */
+	bool
+	heap_rerank() const
+	{
+		return heap_rerank_.load(std::memory_order_acquire);
 	}
 	/* Copies the vector of 'id' into 'out' (vector_bytes() bytes); false when it has none. */
 	bool copy_vector(MDB_txn *txn, uint32_t id, void *out) const;
@@ -790,6 +814,8 @@ class Store
 	mutable std::shared_ptr<const Quantizer> quantizer_;
 	bool                                     codes_db_found_ = false;
 	bool                                     staged_found_ = false;
+	/* the quantizer's flag: no vectors, re-ranking from the heap (format 7) */
+	mutable std::atomic<bool> heap_rerank_{false};
 	/* the quantizer's code size, for the record checks of code_of (0: no quantizer yet) */
 	mutable std::atomic<size_t> code_bytes_{0};
 	/* the largest next_id any state record read showed (ids in lists lie below it) */
@@ -867,13 +893,14 @@ class StoredGraph
 	double
 	distance(const void *query, uint32_t id) const
 	{
-		return store_.distance_to(txn_, id, query);
+		const void *p[VectorLayout::MAX_PIECES];
+		return pieces(id, p) ? store_.layout().distance(p, query) : HUGE_VAL;
 	}
 	double
 	distance_between(uint32_t a, uint32_t b) const
 	{
 		const void *pa[VectorLayout::MAX_PIECES], *pb[VectorLayout::MAX_PIECES];
-		if (!store_.vector_pieces(txn_, a, pa) || !store_.vector_pieces(txn_, b, pb))
+		if (!pieces(a, pa) || !pieces(b, pb))
 			return HUGE_VAL;
 		return store_.layout().distance(pa, pb);
 	}
@@ -882,10 +909,46 @@ class StoredGraph
 	{
 		store_.links(txn_, id, layer, out);
 	}
+	/*
+	 * In an index without vectors, keeps each decoded code for the rest of
+	 * this accessor's life instead of decoding it at every distance (an
+	 * insert's neighbour selection measures the same candidates against
+	 * each other many times; 1-bit codes decode through three inverse
+	 * rotations).  Only while no code changes under the accessor: a read
+	 * transaction, or a write transaction before it edits codes.
+	 */
+	void
+	keep_decoded(bool yes)
+	{
+		keep_ = yes && store_.heap_rerank();
+		decoded_.clear();
+	}
 
   private:
-	const Store &store_;
-	MDB_txn     *txn_;
+	bool
+	pieces(uint32_t id, const void **out) const
+	{
+		if (!keep_)
+			return store_.vector_pieces(txn_, id, out);
+		auto it = decoded_.find(id);
+		if (it == decoded_.end())
+		{
+			std::string buf(store_.vector_bytes(), '\0');
+			if (!store_.copy_vector(txn_, id, &buf[0]))
+				buf.clear();
+			it = decoded_.emplace(id, std::move(buf)).first;
+		}
+		if (it->second.empty())
+			return false;
+		for (uint32_t i = 0; i < store_.layout().pieces(); i++)
+			out[i] = it->second.data() + store_.layout().piece_offset(i);
+		return true;
+	}
+
+	const Store                                      &store_;
+	MDB_txn                                          *txn_;
+	bool                                              keep_ = false;
+	mutable std::unordered_map<uint32_t, std::string> decoded_;
 };
 
 /*

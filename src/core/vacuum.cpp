@@ -200,6 +200,7 @@ reach_slice(HannoyRepair *r, Clock::time_point deadline)
 	hannoy::Store       &s = *r->store;
 	MDB_txn             *txn = r->snapshot->get();
 	hannoy::StoredEditor g(s, txn, &r->tombstones);
+	g.keep_decoded(true); /* the repair edits links only here, never codes */
 	while (!hannoy::mark_reachable(g, r->stack, r->reached, r->relink.scratch, WALK_CHECK_EVERY))
 		if (Clock::now() >= deadline)
 			return;
@@ -265,7 +266,8 @@ relink_slice(HannoyRepair *r)
 	hannoy::Store       &s = *r->store;
 	hannoy::Txn          txn(s.env(), false);
 	hannoy::StoredEditor g(s, txn.get(), &r->tombstones);
-	auto                 deadline = Clock::now() + WRITE_SLICE;
+	g.keep_decoded(true); /* the repair edits links only here, never codes */
+	auto deadline = Clock::now() + WRITE_SLICE;
 	while (r->orphan_pos < r->orphans.size() && Clock::now() < deadline)
 	{
 		uint32_t u = r->orphans[r->orphan_pos++];
@@ -346,9 +348,10 @@ repair_list(HannoyRepair *r, hannoy::StoredEditor &g, MDB_txn *txn, uint32_t id,
 void
 lists_slice(HannoyRepair *r)
 {
-	hannoy::Store        &s = *r->store;
-	hannoy::Txn           txn(s.env(), false);
-	hannoy::StoredEditor  g(s, txn.get());
+	hannoy::Store       &s = *r->store;
+	hannoy::Txn          txn(s.env(), false);
+	hannoy::StoredEditor g(s, txn.get());
+	g.keep_decoded(true); /* the repair edits links only here, never codes */
 	auto                  deadline = Clock::now() + WRITE_SLICE;
 	std::vector<uint32_t> list;
 	while (r->position < r->next_id && Clock::now() < deadline)

@@ -170,6 +170,25 @@ standby_answers_exactly('items', 'after a prepared transaction',
 $primary->safe_psql('postgres', 'REINDEX INDEX CONCURRENTLY items_v');
 standby_answers_exactly('items', 'after REINDEX CONCURRENTLY');
 
+# An index that re-ranks from the heap on the primary (no vectors in its
+# sidecar): the standby's replica is linked from staged rows with their
+# vectors and re-ranks from them, exactly (DESIGN.md "Heap re-ranking").
+$primary->safe_psql('postgres', 'CREATE TABLE hq (id int PRIMARY KEY, v real[])');
+insert_rows('hq', 0, 299);
+$primary->safe_psql('postgres', 'INSERT INTO hq VALUES (1000, NULL)');
+$primary->safe_psql('postgres',
+	"CREATE INDEX hq_v ON hq USING hannoy (v real_l2_ops) WITH (quantizer = 'binary', rerank = 'heap')");
+is($primary->safe_psql('postgres', "SELECT rerank FROM hannoy_index_stats('hq_v')"),
+	'heap', 'the primary\'s index keeps no vectors');
+standby_answers_exactly('hq', 'heap-reranked index', recent => 'a.id BETWEEN 0 AND 299');
+insert_rows('hq', 300, 399);
+$primary->safe_psql('postgres', 'DELETE FROM hq WHERE id % 9 = 2; VACUUM hq');
+standby_answers_exactly('hq', 'heap-reranked index after inserts, DELETE and VACUUM',
+	recent => 'a.id BETWEEN 300 AND 399');
+is($standby->safe_psql('postgres', "SELECT rerank FROM hannoy_index_stats('hq_v')"),
+	'sidecar', 'the standby\'s replica keeps vectors and re-ranks from them');
+$primary->safe_psql('postgres', 'DROP TABLE hq');
+
 ############################################################################
 # VACUUM's removals reach the standby: heap slots VACUUM freed are reused by
 # rows a partial index leaves out, which a stale staged TID would return.
