@@ -43,7 +43,9 @@
 #   HANNOY_BENCH_SHARED_BUFFERS  shared_buffers of the cluster [2GB]
 #   HANNOY_BENCH_QUANTIZED=1  also build and query the quantized variants on copies of each
 #                             table: hannoy with quantizer = 'binary', 'scalar8' and 'none'
-#                             (systems hannoy-binary, hannoy-scalar8, hannoy-none) and, with
+#                             (systems hannoy-binary, hannoy-scalar8, hannoy-none), the first
+#                             two also with rerank = 'heap' (hannoy-binary-heap,
+#                             hannoy-scalar8-heap) and, with
 #                             pgvector, its binary_quantize expression index re-ranked in SQL
 #                             the way its README shows (pgvector-bq; the subquery fetches
 #                             ef_search candidates) [0]
@@ -376,7 +378,7 @@ systems() {
 		if ((PGVECTOR)); then list+=(pgvector-plain); fi
 	fi
 	if ((QUANTIZED)); then
-		list+=(hannoy-binary hannoy-scalar8 hannoy-none)
+		list+=(hannoy-binary hannoy-scalar8 hannoy-binary-heap hannoy-scalar8-heap hannoy-none)
 		if ((PGVECTOR)); then list+=(pgvector-bq); fi
 	fi
 	echo "${list[@]}"
@@ -387,7 +389,7 @@ quantized_systems() {
 	local system
 	for system in $(systems); do
 		case $system in
-		hannoy-binary | hannoy-scalar8 | hannoy-none | pgvector-bq) echo "$system" ;;
+		hannoy-binary* | hannoy-scalar8* | hannoy-none | pgvector-bq) echo "$system" ;;
 		esac
 	done
 }
@@ -403,6 +405,8 @@ system_table() {
 	pgvector-plain) echo "${tab}_vec_plain" ;;
 	hannoy-binary) echo "${tab}_bin" ;;
 	hannoy-scalar8) echo "${tab}_s8" ;;
+	hannoy-binary-heap) echo "${tab}_binh" ;;
+	hannoy-scalar8-heap) echo "${tab}_s8h" ;;
 	hannoy-none) echo "${tab}_none" ;;
 	pgvector-bq) echo "${tab}_vec_bq" ;;
 	esac
@@ -586,10 +590,12 @@ build_index() {
 	case $system in
 	hannoy-binary) quantizer=", quantizer = 'binary'" ;;
 	hannoy-scalar8) quantizer=", quantizer = 'scalar8'" ;;
+	hannoy-binary-heap) quantizer=", quantizer = 'binary', rerank = 'heap'" ;;
+	hannoy-scalar8-heap) quantizer=", quantizer = 'scalar8', rerank = 'heap'" ;;
 	hannoy-none) quantizer=", quantizer = 'none'" ;;
 	esac
 	case ${system%-plain} in
-	hannoy | hannoy-binary | hannoy-scalar8 | hannoy-none)
+	hannoy | hannoy-binary* | hannoy-scalar8* | hannoy-none)
 		settings="SET hannoy.build_threads = $NPROC"
 		create="CREATE INDEX $index ON $table USING hannoy (v real_${metric}_ops) WITH (m = $M, ef_construction = $efc$quantizer)"
 		size_sql="SELECT hannoy_index_size('$index')"

@@ -23,12 +23,7 @@ use HannoyTestUtil;
 
 my $primary = hannoy_node('primary',
 	conf => "wal_level = replica\nmax_wal_senders = 8\nautovacuum = off");
-$primary->append_conf('pg_hba.conf', 'local replication all trust');
-$primary->reload;
-$primary->backup('base');
-my $standby = PostgreSQL::Test::Cluster->new('standby');
-$standby->init_from_backup($primary, 'base', has_streaming => 1);
-$standby->start;
+my $standby = hannoy_standby($primary, 'standby');
 
 my $dims = 10;
 my $vectors = seeded_vectors(4000, $dims, 21);

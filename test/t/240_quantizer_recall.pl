@@ -116,17 +116,7 @@ for my $case (@CASES)
 	{
 		my $settings = "SET enable_seqscan = off; SET hannoy.ef_search = $ef;";
 		my $got = run_queries($op, $settings, $K);
-		my $hits = 0;
-		for my $n (@all)
-		{
-			my $kth = $exact->{$n}[ $K - 1 ][1];
-			my %seen;
-			for my $row (@{ $got->{$n} })
-			{
-				$hits++ if !$seen{ $row->[0] }++ && $row->[1] <= $kth;
-			}
-		}
-		my $recall = $hits / ($K * $QUERIES);
+		my $recall = recall_by_distance($exact, $got, $K, \@all);
 		$measured{$index}{$ef} = $recall;
 		my $min = $ef == 40 ? $case->{min40} : $case->{min200};
 		diag(sprintf('%s ef_search %d: recall@%d %.4f', $index, $ef, $K, $recall));
@@ -141,29 +131,10 @@ for my $case (@CASES)
 		my $got = run_queries($op,
 			"SET enable_seqscan = off; SET hannoy.ef_search = $ef; "
 			  . "SET hannoy.rerank_window = $rerank;", $first);
-		my ($disorder, $short, $wrong) = (0, 0, 0);
-		for my $n (@all)
-		{
-			my $list = $got->{$n};
-			$short++ if @$list != $first;
-			for my $j (1 .. $#$list)
-			{
-				if ($list->[$j][1] < $list->[ $j - 1 ][1])
-				{
-					$disorder++;
-					diag("$index, window $first, query $n: row $j at $list->[$j][1] "
-						  . "after $list->[$j - 1][1]") if $disorder <= 5;
-				}
-			}
-			for my $row (@$list)
-			{
-				my $d = $exact_of{$n}{ $row->[0] };
-				$wrong++ if defined $d && $d != $row->[1];
-			}
-		}
-		is($short, 0, "$index, window $first (ef $ef): every query returns $first rows");
-		is($disorder, 0, "$index, window $first (ef $ef): exact distances never decrease");
-		is($wrong, 0, "$index, window $first (ef $ef): distances equal the sequential scan's");
+		my $c = window_problems($got, \@all, $first, \%exact_of, "$index, window $first");
+		is($c->{short}, 0, "$index, window $first (ef $ef): every query returns $first rows");
+		is($c->{disorder}, 0, "$index, window $first (ef $ef): exact distances never decrease");
+		is($c->{wrong}, 0, "$index, window $first (ef $ef): distances equal the sequential scan's");
 	}
 	$node->safe_psql('postgres', "DROP INDEX $index");
 }

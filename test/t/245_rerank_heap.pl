@@ -111,17 +111,7 @@ sub check_index
 	{
 		my $got = run_queries($op, "SET enable_seqscan = off; SET hannoy.ef_search = $ef;",
 			$K, $expr);
-		my $hits = 0;
-		for my $n (@all)
-		{
-			my $kth = $exact->{$n}[ $K - 1 ][1];
-			my %seen;
-			for my $row (@{ $got->{$n} })
-			{
-				$hits++ if !$seen{ $row->[0] }++ && $row->[1] <= $kth;
-			}
-		}
-		my $recall = $hits / ($K * $QUERIES);
+		my $recall = recall_by_distance($exact, $got, $K, \@all);
 		my $min = $ef == 40 ? $case->{min40} : $case->{min200};
 		diag(sprintf('%s ef_search %d: recall@%d %.4f', $name, $ef, $K, $recall));
 		cmp_ok($recall, '>=', $min, "$name, ef $ef: recall\@$K >= $min");
@@ -133,34 +123,13 @@ sub check_index
 		my $got = run_queries($op,
 			"SET enable_seqscan = off; SET hannoy.ef_search = $ef; "
 			  . "SET hannoy.rerank_window = $rerank;", $first, $expr);
-		my ($disorder, $short, $wrong, $checked, $rows) = (0, 0, 0, 0, 0);
-		for my $n (@all)
-		{
-			my $list = $got->{$n};
-			$short++ if @$list != $first;
-			for my $j (1 .. $#$list)
-			{
-				if ($list->[$j][1] < $list->[ $j - 1 ][1])
-				{
-					$disorder++;
-					diag("$name, window $first, query $n: row $j at $list->[$j][1] "
-						  . "after $list->[$j - 1][1]") if $disorder <= 5;
-				}
-			}
-			# rows beyond the sequential scan's first 250 have no distance to compare
-			for my $row (@$list)
-			{
-				my $d = $exact_of{$n}{ $row->[0] };
-				$rows++;
-				next unless defined $d;
-				$checked++;
-				$wrong++ if $d != $row->[1];
-			}
-		}
-		is($short, 0, "$name, window $first: every query returns $first rows");
-		is($disorder, 0, "$name, window $first: exact distances never decrease");
-		is($wrong, 0, "$name, window $first: distances equal the sequential scan's");
-		cmp_ok($checked, '>=', 0.9 * $rows, "$name, window $first: most distances were compared");
+		# rows beyond the sequential scan's first 250 have no distance to compare
+		my $c = window_problems($got, \@all, $first, \%exact_of, "$name, window $first");
+		is($c->{short}, 0, "$name, window $first: every query returns $first rows");
+		is($c->{disorder}, 0, "$name, window $first: exact distances never decrease");
+		is($c->{wrong}, 0, "$name, window $first: distances equal the sequential scan's");
+		cmp_ok($c->{checked}, '>=', 0.9 * $c->{rows},
+			"$name, window $first: most distances were compared");
 	}
 	# unbounded: every row of the sequential scan once, the NULL rows last
 	my $col = $expr // 'v';

@@ -18,6 +18,9 @@ use Time::HiRes ();
 
 our @EXPORT = qw(
   hannoy_node
+  hannoy_standby
+  recall_by_distance
+  window_problems
   fashion_images
   vector_literal
   bits_literal
@@ -56,6 +59,80 @@ sub hannoy_node
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION hannoy') if $create;
 	return $node;
+}
+
+# Starts a hot standby named $name streaming from $primary: lets the
+# primary accept replication connections, takes its base backup (named
+# 'base') and starts the standby from it.  Returns the standby.
+sub hannoy_standby
+{
+	my ($primary, $name) = @_;
+
+	$primary->append_conf('pg_hba.conf', 'local replication all trust');
+	$primary->reload;
+	$primary->backup('base');
+	my $standby = PostgreSQL::Test::Cluster->new($name);
+	$standby->init_from_backup($primary, 'base', has_streaming => 1);
+	$standby->start;
+	return $standby;
+}
+
+# The recall@$k of the rows $got returned for the queries in $queries (a
+# list of query numbers) against the exact answers $exact: both map a
+# query number to a list of [id, distance], $exact's sorted by distance.
+# A returned row counts once, when its distance is at most the k-th exact
+# distance (so ties at the k-th place count as hits).
+sub recall_by_distance
+{
+	my ($exact, $got, $k, $queries) = @_;
+	my $hits = 0;
+
+	for my $n (@$queries)
+	{
+		my $kth = $exact->{$n}[ $k - 1 ][1];
+		my %seen;
+		for my $row (@{ $got->{$n} })
+		{
+			$hits++ if !$seen{ $row->[0] }++ && $row->[1] <= $kth;
+		}
+	}
+	return $hits / ($k * scalar(@$queries));
+}
+
+# Checks the first windows $got of re-ranked scans (query number -> list
+# of [id, distance]) for the queries in $queries, each expected to hold
+# $first rows, against the exact distances $exact_of (query number -> id
+# -> distance, for the rows the sequential scan measured).  Returns a hash
+# of counts: short (queries with another number of rows), disorder (rows
+# nearer than the row before them; the first five are logged under
+# $label), wrong (rows whose distance differs from the exact one),
+# checked (rows compared) and rows (rows returned).
+sub window_problems
+{
+	my ($got, $queries, $first, $exact_of, $label) = @_;
+	my %c = (short => 0, disorder => 0, wrong => 0, checked => 0, rows => 0);
+
+	for my $n (@$queries)
+	{
+		my $list = $got->{$n};
+		$c{short}++ if @$list != $first;
+		for my $j (1 .. $#$list)
+		{
+			next if $list->[$j][1] >= $list->[ $j - 1 ][1];
+			$c{disorder}++;
+			diag("$label, query $n: row $j at $list->[$j][1] after $list->[$j - 1][1]")
+			  if $c{disorder} <= 5;
+		}
+		for my $row (@$list)
+		{
+			my $d = $exact_of->{$n}{ $row->[0] };
+			$c{rows}++;
+			next unless defined $d;
+			$c{checked}++;
+			$c{wrong}++ if $d != $row->[1];
+		}
+	}
+	return \%c;
 }
 
 # Reads the first $count images of a Fashion-MNIST IDX image file
