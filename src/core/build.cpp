@@ -104,6 +104,14 @@ struct BuildGraph
 	std::unique_ptr<const hannoy::LosslessCodes> lossless;
 	std::vector<double>                          offset_dots;
 	/*
+	 * The lossless 8-bit codes the distances read (node id * dims): the
+	 * stored codes themselves, or, when those are 1-bit, lossless_codes,
+	 * kept in memory for the build only.
+	 */
+	const uint8_t       *distance_codes = nullptr;
+	std::vector<uint8_t> lossless_codes;
+	size_t               distance_code_bytes = 0;
+	/*
 	 * Cosine: each vector's a.a, so that a distance takes one dot product
 	 * instead of three (empty for other metrics).
 	 */
@@ -128,9 +136,9 @@ struct BuildGraph
 	double
 	code_distance_between(uint32_t a, uint32_t b) const
 	{
-		const size_t bytes = quantizer->code_bytes();
+		const size_t bytes = distance_code_bytes;
 		return lossless->distance(
-		    &codes[size_t(a) * bytes], &codes[size_t(b) * bytes],
+		    &distance_codes[size_t(a) * bytes], &distance_codes[size_t(b) * bytes],
 		    offset_dots.empty() ? 0.0 : offset_dots[a], offset_dots.empty() ? 0.0 : offset_dots[b],
 		    sq_norms.empty() ? 0.0f : sq_norms[a], sq_norms.empty() ? 0.0f : sq_norms[b]);
 	}
@@ -246,10 +254,10 @@ struct SelfSearchGraph
 		g.neighbors(id, layer, out);
 		if (!g.search_codes)
 			return;
-		const size_t bytes = g.quantizer->code_bytes();
+		const size_t bytes = g.distance_code_bytes;
 		for (uint32_t n : out)
 		{
-			const char *code = reinterpret_cast<const char *>(&g.codes[size_t(n) * bytes]);
+			const char *code = reinterpret_cast<const char *>(&g.distance_codes[size_t(n) * bytes]);
 			for (size_t off = 0; off < bytes; off += 64)
 				__builtin_prefetch(code + off);
 		}
@@ -481,17 +489,34 @@ make_codes(HannoyBuilder *b, uint32_t kind)
 	/*
 	 * Lossy codes would steer the build's searches to other candidates: on
 	 * a 256-d clustered set that cost recall at some ef_search and saved no
-	 * time (DESIGN.md "Build"), so only lossless codes (pixels) are searched.
+	 * time (DESIGN.md "Build"), so the build measures on codes only when
+	 * 8-bit codes of its vectors are lossless (pixels): the stored codes,
+	 * or, under a 1-bit quantizer, 8-bit codes made for the build alone.
 	 */
-	g.search_codes = kind == hannoy::QUANTIZER_SCALAR8 && fit.lossless();
+	g.search_codes = fit.lossless();
 	if (!g.search_codes)
 		return;
-	g.lossless = std::make_unique<const hannoy::LosslessCodes>(*q, metric);
+	g.distance_code_bytes = meta.dims;
+	if (kind == hannoy::QUANTIZER_SCALAR8)
+	{
+		g.lossless = std::make_unique<const hannoy::LosslessCodes>(*q, metric);
+		g.distance_codes = g.codes.data();
+	}
+	else
+	{
+		hannoy::Quantizer eight = fit.quantizer(metric);
+		g.lossless_codes.resize(n * meta.dims);
+		for (size_t id = 0; id < n; id++)
+			eight.encode(g.vector(static_cast<uint32_t>(id), buf),
+			             &g.lossless_codes[id * meta.dims]);
+		g.lossless = std::make_unique<const hannoy::LosslessCodes>(eight, metric);
+		g.distance_codes = g.lossless_codes.data();
+	}
 	if (g.lossless->needs_offset_dots())
 	{
 		g.offset_dots.resize(n);
 		for (size_t id = 0; id < n; id++)
-			g.offset_dots[id] = g.lossless->offset_dot(&g.codes[id * bytes]);
+			g.offset_dots[id] = g.lossless->offset_dot(&g.distance_codes[id * meta.dims]);
 	}
 }
 

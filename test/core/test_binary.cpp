@@ -378,3 +378,65 @@ TEST(BinaryScans, BuildRefusesAQuantizerThatDoesNotFit)
 }
 
 } // namespace
+
+/* The entry point, top layer, and lists and their entries per layer of 'env'. */
+static std::vector<uint64_t>
+graph_shape(HannoyEnv *env)
+{
+	HannoyInspect *ins = nullptr;
+	HannoyError    err;
+	EXPECT_EQ(hannoy_inspect_begin(env, false, &ins, &err), HANNOY_OK) << err.message;
+	if (ins == nullptr)
+		return {};
+	HannoyProblem problem;
+	uint32_t      count = 0;
+	bool          done = false;
+	while (!done)
+		EXPECT_EQ(hannoy_inspect_step(ins, 100, &problem, 1, &count, &done, &err), HANNOY_OK);
+	HannoyInspectSummary s{};
+	EXPECT_EQ(hannoy_inspect_summary(ins, &s, &err), HANNOY_OK);
+	hannoy_inspect_free(ins);
+	std::vector<uint64_t> shape{s.stats.entry_point, uint64_t(s.stats.max_level)};
+	for (uint32_t l = 0; l < s.layers; l++)
+	{
+		shape.push_back(s.lists[l]);
+		shape.push_back(s.edges[l]);
+	}
+	return shape;
+}
+
+/*
+ * A 1-bit build over rows whose 8-bit codes are lossless (integers spanning
+ * at most 255 per dimension, offsets of both signs) measures its distances
+ * on 8-bit codes made for the build alone: it must link exactly the graph
+ * the 8-bit build links.  (The float path it replaced links the same graph
+ * on these rows too; what the codes change is the build's speed, which the
+ * benchmark measures.  A wrong code or offset term changes the graph.)
+ */
+TEST(BinaryQuantizer, BuildOnLosslessRowsLinksTheEightBitGraph)
+{
+	const uint32_t     dims = 300, rows = 1500;
+	std::mt19937       rng(17);
+	std::vector<float> offsets(dims), v(size_t(rows) * dims);
+	for (float &o : offsets)
+		o = static_cast<float>(int(rng() % 1001) - 500);
+	for (size_t i = 0; i < v.size(); i++)
+		v[i] = offsets[i % dims] + static_cast<float>(rng() % 256);
+	for (HannoyMetric metric : {HANNOY_METRIC_L2, HANNOY_METRIC_COSINE})
+	{
+		HannoyMeta            meta = test_meta(metric, dims);
+		std::vector<uint64_t> shapes[2];
+		uint32_t              kinds[2] = {HANNOY_QUANTIZER_SCALAR8, HANNOY_QUANTIZER_BINARY};
+		for (int k = 0; k < 2; k++)
+		{
+			TempEnvDir dir;
+			HannoyEnv *env = build_all(dir.path(), meta, v, 1, 0, 20, nullptr, kinds[k]);
+			ASSERT_NE(env, nullptr);
+			EXPECT_EQ(env_stats(env).quantizer, k == 0 ? 1u : 2u);
+			shapes[k] = graph_shape(env);
+			EXPECT_TRUE(verify(env).empty());
+			hannoy_env_close(env);
+		}
+		EXPECT_EQ(shapes[0], shapes[1]) << "metric " << metric;
+	}
+}
