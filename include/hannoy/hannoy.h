@@ -349,6 +349,27 @@ extern "C"
 	extern HannoyStatus hannoy_replica_create(const char *path, const HannoyEnvConfig *config,
 	                                          const HannoyMeta *meta, uint64_t lsn,
 	                                          HannoyError *err);
+	/*
+	 * Creates a fresh replica sidecar in 'path' as hannoy_replica_create
+	 * does, with stamp 0, being rebuilt from its table (a standby's copy it
+	 * cannot trust, DESIGN.md "Rebuilding a replica from the table"): until
+	 * hannoy_replica_seed_end, a build (hannoy_build_*) makes its graph from
+	 * the table's rows, redo stages rows into it and removes staged ones
+	 * without touching that graph, recording the TIDs it removes, and
+	 * nothing links, adopts or scans it.
+	 */
+	extern HannoyStatus hannoy_replica_create_seeding(const char            *path,
+	                                                  const HannoyEnvConfig *config,
+	                                                  const HannoyMeta *meta, HannoyError *err);
+	/*
+	 * Ends a rebuild once its build is done, in one synced write
+	 * transaction: every TID redo staged or removed meanwhile leaves the
+	 * built graph (newer than the table's copy), and the replica is an
+	 * ordinary one whose staged rows are to be linked.
+	 */
+	extern HannoyStatus hannoy_replica_seed_end(HannoyEnv *env, HannoyError *err);
+	/* *seeding: the replica is being rebuilt from its table (not usable yet). */
+	extern HannoyStatus hannoy_replica_seeding(HannoyEnv *env, bool *seeding, HannoyError *err);
 	/* True when 'path' holds a sidecar that redo made (its marker file is there). */
 	extern bool hannoy_replica_marked(const char *path);
 	/*

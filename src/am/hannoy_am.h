@@ -19,6 +19,7 @@
 #include "nodes/execnodes.h"
 #include "nodes/pathnodes.h"
 #include "utils/array.h"
+#include "storage/lwlock.h"
 #include "storage/relfilenode.h"
 #include "utils/relcache.h"
 
@@ -103,6 +104,10 @@ extern void HannoyRegisterSweeper(void);
 /* hannoylinker.c: the background worker that links a hot standby's staged rows */
 extern void HannoyRegisterLinker(void);
 
+/* hannoyseed.c: the worker that rebuilds a hot standby's untrusted replicas from the table */
+struct BackgroundWorkerHandle;
+extern bool HannoyStartSeeder(Oid db, struct BackgroundWorkerHandle **handle);
+
 /* hannoyinspect.c: hannoy_verify(), hannoy_index_stats(), hannoy_index_size() */
 
 /* hannoyheapcheck.c: the sidecar's rows against the heap */
@@ -137,8 +142,9 @@ extern void HannoyDropQueue(RelFileNodeBackend rnode);
 extern void HannoyQueueAtXactEnd(void);
 
 /* hannoysync.c: grouped syncs of committed sidecar writes */
-extern void HannoySyncInit(void);
-extern void HannoySyncCommitted(Relation index, HannoyEnv *env, uint64 generation);
+extern void    HannoySyncInit(void);
+extern LWLock *HannoyReplicaPathsLock(void);
+extern void    HannoySyncCommitted(Relation index, HannoyEnv *env, uint64 generation);
 
 /* hannoylifecycle.c: sidecars live and die with their relation files */
 extern void HannoyLifecycleInit(void);

@@ -8,6 +8,7 @@
 #include "postgres.h"
 
 #include <dirent.h>
+#include <sys/stat.h>
 
 #include "access/twophase.h"
 #include "access/xlog.h"
@@ -52,7 +53,23 @@ typedef struct HannoyEnvCacheEntry
 	int                nusers;
 	int                maxusers;
 	uint64             last_used;
+	dev_t dev; /* in recovery: the data file it was opened on (a rebuild replaces it) */
+	ino_t ino;
 } HannoyEnvCacheEntry;
+
+/* A standby's replica being rebuilt from its table: usable once that ends. */
+static const char HANNOY_REASON_REBUILDING[] =
+    "its sidecar is being rebuilt from the table on this server";
+
+/* True when the replica 'env' is being rebuilt from its table (a failure to tell: true). */
+static bool
+replica_seeding(HannoyEnv *env)
+{
+	HannoyError err;
+	bool        seeding;
+
+	return hannoy_replica_seeding(env, &seeding, &err) != HANNOY_OK || seeding;
+}
 
 /* Reasons an index is unusable for good (compared by address). */
 static const char HANNOY_REASON_MISSING[] = "its sidecar is missing";
@@ -390,7 +407,9 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
 	const char          *reason = NULL;
 	bool                 in_recovery = RecoveryInProgress();
 	/* a replica (staged from WAL) records timeline 0 and is trusted only in recovery */
-	TimeLineID tli = in_recovery ? 0 : GetWALInsertionTimeLine();
+	TimeLineID  tli = in_recovery ? 0 : GetWALInsertionTimeLine();
+	struct stat file;
+	bool        file_known = false;
 
 	rnode.node = index->rd_node;
 	rnode.backend = index->rd_backend;
@@ -406,9 +425,14 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
 		/* redo may have stopped trusting it since the last look: one stat */
 		char *path = HannoySidecarPath(rnode);
 
+		char data[MAXPGPATH];
+
 		if (!hannoy_replica_marked(path))
 			reason = "its sidecar cannot be read while the server is in recovery (it was not "
 			         "staged from this server's WAL)";
+		/* a replica rebuilt from the table replaced the one a cached handle is on */
+		snprintf(data, sizeof(data), "%s/data.mdb", path);
+		file_known = stat(data, &file) == 0;
 		pfree(path);
 	}
 
@@ -422,8 +446,11 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
 				break;
 			}
 		}
-		/* a handle on an older sidecar of a reused relfilenode is stale */
-		if (entry != NULL && entry->generation != meta->generation && entry->pins == 0)
+		/* a handle on an older sidecar of a reused relfilenode, or on a replaced replica, is stale
+		 */
+		if (entry != NULL && entry->pins == 0 &&
+		    (entry->generation != meta->generation ||
+		     (file_known && (entry->dev != file.st_dev || entry->ino != file.st_ino))))
 		{
 			env_cache_drop((int) (entry - env_cache));
 			entry = NULL;
@@ -480,6 +507,8 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
 				entry->maxusers = 0;
 				entry->generation = 0;
 				entry->checked_tli = 0;
+				entry->dev = file_known ? file.st_dev : 0;
+				entry->ino = file_known ? file.st_ino : 0;
 			}
 			pfree(path);
 		}
@@ -550,6 +579,8 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
 			reason = HANNOY_REASON_OTHER_TIMELINE;
 		else if (smeta.metric != meta->metric)
 			reason = "its sidecar uses another metric";
+		else if (in_recovery && replica_seeding(entry->env))
+			reason = HANNOY_REASON_REBUILDING;
 		else
 		{
 			entry->generation = meta->generation;
@@ -594,8 +625,9 @@ HannoyAdoptReplica(HannoyEnv *env, const char *path, bool *adopted, HannoyError 
 		ereport(
 		    WARNING,
 		    (errmsg("hannoy sidecar \"%s\" kept from WAL cannot be adopted after recovery", path),
-		     errdetail("WAL up to %X/%X was replayed; the sidecar says it holds more, or it "
-		               "was adopted on another timeline.",
+		     errdetail("WAL up to %X/%X was replayed; the sidecar says it holds more, it "
+		               "was adopted on another timeline, or its rebuild from the table had not "
+		               "ended.",
 		               LSN_FORMAT_ARGS(replayed)),
 		     errhint("REINDEX its index.")));
 	return HANNOY_OK;

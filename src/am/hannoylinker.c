@@ -56,6 +56,9 @@
 /* Milliseconds after which an idle replica is opened again although its file looks unchanged. */
 #define HANNOY_LINKER_RECHECK_MS 10000
 
+/* Milliseconds before a sidecar whose rebuild from the table was asked for is asked for again. */
+#define HANNOY_LINKER_REBUILD_RETRY_MS 30000
+
 /*
  * What the linker remembers of a replica between rounds, so that an idle
  * replica costs a stat() per round rather than opening its environment,
@@ -68,6 +71,7 @@ typedef struct LinkerReplica
 	struct stat file;            /* data.mdb when it was last found idle */
 	TimestampTz checked;         /* when it was last opened */
 	TimestampTz retry_at;        /* after a failure: not before then */
+	TimestampTz rebuild_asked;   /* when a rebuild from the table was last asked for */
 } LinkerReplica;
 
 /* What one round over the sidecars found (the visitors' argument). */
@@ -76,9 +80,13 @@ typedef struct LinkerRound
 	bool busy;        /* some work was done: no nap */
 	bool in_recovery; /* the server was in recovery when the round began */
 	bool left;        /* out of recovery: a replica still has staged rows or failed */
+	Oid  rebuild_db;  /* in recovery: a database with a sidecar to rebuild from the table */
 } LinkerRound;
 
 static HTAB *linker_replicas = NULL;
+
+/* The worker rebuilding replicas from the table (hannoyseed.c), while there is one. */
+static BackgroundWorkerHandle *linker_seeder = NULL;
 
 PGDLLEXPORT void HannoyLinkerMain(Datum arg);
 
@@ -164,6 +172,43 @@ repair_replica(HannoyEnv *env, const char *path, long budget_ms)
 	return true;
 }
 
+/* True while the worker rebuilding replicas from the table runs. */
+static bool
+seeder_running(void)
+{
+	pid_t pid;
+
+	if (linker_seeder == NULL)
+		return false;
+	if (GetBackgroundWorkerPid(linker_seeder, &pid) == BGWH_STOPPED)
+	{
+		pfree(linker_seeder);
+		linker_seeder = NULL;
+		return false;
+	}
+	return true;
+}
+
+/*
+ * ask_rebuild notes that the sidecar of 'entry', in database 'db', is to be
+ * rebuilt from the table: the round starts a worker for the first such
+ * database, unless one runs, and asks again for a sidecar at most every
+ * HANNOY_LINKER_REBUILD_RETRY_MS (a rebuild that failed, or one the worker
+ * found nothing to do for, such as an index the primary marked broken).
+ */
+static void
+ask_rebuild(LinkerRound *round, LinkerReplica *entry, Oid db, TimestampTz now)
+{
+	if (seeder_running() ||
+	    (entry->rebuild_asked != 0 &&
+	     !TimestampDifferenceExceeds(entry->rebuild_asked, now, HANNOY_LINKER_REBUILD_RETRY_MS)))
+		return;
+	if (!OidIsValid(round->rebuild_db))
+		round->rebuild_db = db;
+	if (round->rebuild_db == db)
+		entry->rebuild_asked = now;
+}
+
 /* True when stat() results 'a' and 'b' describe the same, unchanged file. */
 static bool
 same_file(const struct stat *a, const struct stat *b)
@@ -227,7 +272,7 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 		return;
 	marked = hannoy_replica_marked(path);
 	/* after recovery: replicas to adopt, and adopted ones whose hint says rows are staged */
-	if (!marked && (round->in_recovery || !hannoy_replica_has_staged_hint(path)))
+	if (!marked && (!round->in_recovery && !hannoy_replica_has_staged_hint(path)))
 		return;
 	entry = hash_search(linker_replicas, path, HASH_ENTER, &found);
 	if (!found)
@@ -235,6 +280,13 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 		entry->idle = false;
 		entry->checked = 0;
 		entry->retry_at = 0;
+		entry->rebuild_asked = 0;
+	}
+	/* in recovery, a sidecar this server does not trust is rebuilt from the table */
+	if (!marked && round->in_recovery)
+	{
+		ask_rebuild(round, entry, rnode.node.dbNode, start);
+		return;
 	}
 	snprintf(file, sizeof(file), "%s/data.mdb", path);
 	if (stat(file, &st) != 0)
@@ -257,6 +309,20 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 		ereport(DEBUG1,
 		        (errmsg("hannoy could not open replica sidecar \"%s\": %s", path, err.message)));
 		return;
+	}
+	if (round->in_recovery)
+	{
+		bool seeding = false;
+
+		/* a rebuild from the table under way, or one cut short (asked for again) */
+		if (hannoy_replica_seeding(env, &seeding, &err) != HANNOY_OK || seeding)
+		{
+			ask_rebuild(round, entry, rnode.node.dbNode, start);
+			hannoy_env_close(env);
+			return;
+		}
+		/* a trusted replica: should it be rebuilt again later, that is asked for at once */
+		entry->rebuild_asked = 0;
 	}
 	if (!round->in_recovery && marked)
 	{
@@ -348,6 +414,7 @@ HannoyLinkerMain(Datum arg)
 		round.busy = false;
 		round.in_recovery = RecoveryInProgress();
 		round.left = false;
+		round.rebuild_db = InvalidOid;
 		if (linker_should_stop_in(false))
 		{
 			if (ShutdownRequestPending)
@@ -361,6 +428,14 @@ HannoyLinkerMain(Datum arg)
 			HannoyForEachSidecar(DEBUG1, link_replica, &round);
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(round_cxt);
+		}
+		if (OidIsValid(round.rebuild_db) && RecoveryInProgress() &&
+		    !HannoyStartSeeder(round.rebuild_db, &linker_seeder))
+		{
+			linker_seeder = NULL;
+			ereport(LOG, (errmsg("hannoy could not start a worker to rebuild replicas from the "
+			                     "table: no background worker slot is free"),
+			              errhint("Raise max_worker_processes.")));
 		}
 		/* out of recovery, a round that adopted and left nothing ends the linker's work */
 		if (!round.in_recovery && !round.busy && !round.left)

@@ -17,6 +17,7 @@
 #include "miscadmin.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "storage/bufmgr.h"
 #include "utils/builtins.h"
 #include "utils/float.h"
 
@@ -38,6 +39,13 @@ typedef struct HannoyScanOpaqueData
 	void         *query;
 	uint32        dims;
 	IndexInfo    *info;
+	/*
+	 * The heap's size at the rescan: no row the scan's snapshot sees lies
+	 * beyond it, and a TID there (a row a standby's rebuild from the table
+	 * took while its transaction was in progress, which then aborted and
+	 * was truncated away) is never fetched.
+	 */
+	BlockNumber heap_blocks;
 } HannoyScanOpaqueData;
 
 typedef HannoyScanOpaqueData *HannoyScanOpaque;
@@ -175,6 +183,8 @@ hannoyrescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int 
 	/* dimensions may have been set by a first insert since the scan began */
 	if (so->meta.dims == 0)
 		HannoyReadMetaPage(index, &so->meta);
+	so->heap_blocks = scan->heapRelation != NULL ? RelationGetNumberOfBlocks(scan->heapRelation)
+	                                             : InvalidBlockNumber;
 
 	if (!(orderbys[0].sk_flags & SK_ISNULL))
 	{
@@ -207,6 +217,13 @@ hannoyrescan(IndexScanDesc scan, ScanKey keys, int nkeys, ScanKey orderbys, int 
 		HannoyReportError(st, &err, index);
 }
 
+/* True when 'tid' lies within the heap's size at the rescan (HannoyScanOpaqueData). */
+static inline bool
+tid_in_heap(HannoyScanOpaque so, HannoyTid tid)
+{
+	return so->heap_blocks == InvalidBlockNumber || (BlockNumber) (tid >> 16) < so->heap_blocks;
+}
+
 /*
  * window_distance measures one row of a window from its heap tuple: the
  * tuple the scan's snapshot sees at 'tid' (following a HOT chain, whose
@@ -231,7 +248,8 @@ window_distance(IndexScanDesc scan, IndexFetchTableData *fetch, TupleTableSlot *
 	double           d;
 
 	HannoyTidToItemPointer(tid, &ctid);
-	if (!table_index_fetch_tuple(fetch, &ctid, scan->xs_snapshot, slot, &call_again, &all_dead))
+	if (!tid_in_heap(so, tid) ||
+	    !table_index_fetch_tuple(fetch, &ctid, scan->xs_snapshot, slot, &call_again, &all_dead))
 		return get_float8_infinity();
 	if (estate != NULL)
 		GetPerTupleExprContext(estate)->ecxt_scantuple = slot;
@@ -338,8 +356,10 @@ hannoygettuple(IndexScanDesc scan, ScanDirection dir)
 		st = hannoy_scan_next(so->core, &tid, &distance, &isnull, &found, &err);
 		if (st != HANNOY_OK)
 			HannoyReportError(st, &err, scan->indexRelation);
-		if (found)
+		if (found && tid_in_heap(so, tid))
 			break;
+		if (found)
+			continue;
 		/* an index without vectors: the window waits for exact distances from the heap */
 		count = hannoy_scan_rerank_request(so->core, &tids);
 		if (count == 0)

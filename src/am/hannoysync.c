@@ -10,7 +10,8 @@
  *	  across the fsync, never while an LMDB write transaction is open (DESIGN.md "Short write
  *transactions").
  *
- *	  Slots live in shared memory, so this needs hannoy in
+ *	  Slots live in shared memory (with the lock of replica directories,
+ *	  HannoyReplicaPathsLock), so this needs hannoy in
  *	  shared_preload_libraries (as everything does); without it every
  *	  backend syncs on its own.
  */
@@ -36,7 +37,9 @@ typedef struct HannoySyncSlot
 	uint64             synced;     /* LMDB transactions up to this one are on disk */
 } HannoySyncSlot;
 
-static HannoySyncSlot         *sync_slots = NULL;
+static HannoySyncSlot *sync_slots = NULL;
+/* Serializes replacing or removing a replica's directory (HannoyReplicaPathsLock). */
+static LWLock                 *replica_paths_lock = NULL;
 static shmem_request_hook_type prev_shmem_request = NULL;
 static shmem_startup_hook_type prev_shmem_startup = NULL;
 
@@ -46,7 +49,8 @@ hannoy_sync_shmem_request(void)
 {
 	if (prev_shmem_request)
 		prev_shmem_request();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(HannoySyncSlot) * HANNOY_SYNC_SLOTS));
+	RequestAddinShmemSpace(MAXALIGN(sizeof(HannoySyncSlot) * HANNOY_SYNC_SLOTS) +
+	                       MAXALIGN(sizeof(LWLock)));
 }
 
 /* Creates (in the postmaster) or attaches to the slots. */
@@ -58,8 +62,11 @@ hannoy_sync_shmem_startup(void)
 	if (prev_shmem_startup)
 		prev_shmem_startup();
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	sync_slots =
-	    ShmemInitStruct("hannoy sidecar syncs", sizeof(HannoySyncSlot) * HANNOY_SYNC_SLOTS, &found);
+	sync_slots = ShmemInitStruct(
+	    "hannoy sidecar syncs",
+	    MAXALIGN(sizeof(HannoySyncSlot) * HANNOY_SYNC_SLOTS) + MAXALIGN(sizeof(LWLock)), &found);
+	replica_paths_lock =
+	    (LWLock *) ((char *) sync_slots + MAXALIGN(sizeof(HannoySyncSlot) * HANNOY_SYNC_SLOTS));
 	if (!found)
 	{
 		int tranche = LWLockNewTrancheId();
@@ -71,6 +78,7 @@ hannoy_sync_shmem_startup(void)
 			sync_slots[i].generation = 0;
 			sync_slots[i].synced = 0;
 		}
+		LWLockInitialize(replica_paths_lock, tranche);
 		LWLockRegisterTranche(tranche, "hannoy_sync");
 	}
 	else
@@ -91,6 +99,19 @@ HannoySyncInit(void)
 	shmem_request_hook = hannoy_sync_shmem_request;
 	prev_shmem_startup = shmem_startup_hook;
 	shmem_startup_hook = hannoy_sync_shmem_startup;
+}
+
+/*
+ * HannoyReplicaPathsLock is the lock that the startup process holds while
+ * redo creates, distrusts or removes a replica's directory, and the worker
+ * rebuilding replicas from the table while it decides on and replaces one
+ * (DESIGN.md "Rebuilding a replica from the table"), so a rebuild never
+ * brings back a sidecar redo removed.  NULL without shared memory.
+ */
+LWLock *
+HannoyReplicaPathsLock(void)
+{
+	return replica_paths_lock;
 }
 
 /*

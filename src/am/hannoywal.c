@@ -9,6 +9,8 @@
  */
 #include "postgres.h"
 
+#include <sys/stat.h>
+
 #include "access/parallel.h"
 #include "access/xlog.h"
 #include "access/xlog_internal.h"
@@ -96,6 +98,7 @@ struct HannoyWalRows
 /* The startup process's one open replica (redo), and its memory. */
 static HannoyEnv    *redo_env = NULL;
 static RelFileNode   redo_node;
+static struct stat   redo_file; /* its data file when it was opened */
 static MemoryContext redo_cxt = NULL;
 
 static void        hannoy_redo(XLogReaderState *record);
@@ -359,6 +362,30 @@ redo_close(void)
 }
 
 /*
+ * Takes the lock of replica directories (HannoyReplicaPathsLock) around a
+ * change of one; only core calls run under it, which never raise an
+ * ERROR (hannoy_redo releases it should one come anyway).
+ */
+static void
+paths_lock(void)
+{
+	LWLock *lock = HannoyReplicaPathsLock();
+
+	if (lock != NULL)
+		LWLockAcquire(lock, LW_EXCLUSIVE);
+}
+
+/* Releases the lock paths_lock took, if this process holds it. */
+static void
+paths_unlock(void)
+{
+	LWLock *lock = HannoyReplicaPathsLock();
+
+	if (lock != NULL && LWLockHeldByMe(lock))
+		LWLockRelease(lock);
+}
+
+/*
  * Makes the replica of 'node' untrusted after a record could not be
  * applied: its index is unusable on this server from now on.
  */
@@ -368,19 +395,23 @@ redo_distrust(RelFileNode node, const char *why)
 	RelFileNodeBackend rnode;
 	char              *path;
 	HannoyError        err;
+	HannoyStatus       st;
 
 	if (redo_env != NULL && RelFileNodeEquals(redo_node, node))
 		redo_close();
 	rnode.node = node;
 	rnode.backend = InvalidBackendId;
 	path = HannoySidecarPath(rnode);
-	if (hannoy_replica_unmark(path, &err) != HANNOY_OK)
+	paths_lock();
+	st = hannoy_replica_unmark(path, &err);
+	paths_unlock();
+	if (st != HANNOY_OK)
 		ereport(WARNING,
 		        (errmsg("could not mark hannoy sidecar \"%s\" untrusted: %s", path, err.message)));
 	ereport(WARNING,
 	        (errmsg("hannoy sidecar \"%s\" is no longer kept from WAL: %s", path, why),
-	         errdetail("Its index cannot be used on this server until it is rebuilt on the "
-	                   "primary (REINDEX) or the standby is made afresh.")));
+	         errdetail("Its index cannot be used on this server until the replica linker has "
+	                   "rebuilt it from the table.")));
 	pfree(path);
 }
 
@@ -394,22 +425,28 @@ redo_open(RelFileNode node, uint64 generation)
 {
 	RelFileNodeBackend rnode;
 	char              *path;
+	char               data[MAXPGPATH];
+	struct stat        file;
 	HannoyEnvConfig    config;
 	HannoyMeta         smeta;
 	HannoyError        err;
 
-	if (redo_env != NULL && RelFileNodeEquals(redo_node, node))
+	rnode.node = node;
+	rnode.backend = InvalidBackendId;
+	path = HannoySidecarPath(rnode);
+	snprintf(data, sizeof(data), "%s/data.mdb", path);
+	/* the open replica, unless a rebuild from the table replaced it meanwhile */
+	if (redo_env != NULL && RelFileNodeEquals(redo_node, node) && stat(data, &file) == 0 &&
+	    file.st_dev == redo_file.st_dev && file.st_ino == redo_file.st_ino)
 	{
+		pfree(path);
 		if (hannoy_env_meta(redo_env, &smeta, &err) == HANNOY_OK && smeta.generation == generation)
 			return redo_env;
 		redo_close();
 		return NULL;
 	}
 	redo_close();
-	rnode.node = node;
-	rnode.backend = InvalidBackendId;
-	path = HannoySidecarPath(rnode);
-	if (!hannoy_replica_marked(path))
+	if (!hannoy_replica_marked(path) || stat(data, &redo_file) != 0)
 	{
 		pfree(path);
 		return NULL;
@@ -444,6 +481,7 @@ redo_create(XLogReaderState *record, const xl_hannoy_create *xlrec)
 	HannoyEnvConfig    config = HannoyDefaultEnvConfig();
 	HannoyMeta         smeta;
 	HannoyError        err;
+	HannoyStatus       st;
 
 	/* a restart replays the record again: keep what redo staged since */
 	if (redo_open(xlrec->node, xlrec->generation) != NULL)
@@ -468,7 +506,10 @@ redo_create(XLogReaderState *record, const xl_hannoy_create *xlrec)
 	smeta.timeline = 0; /* staged from WAL: trusted only while in recovery */
 	smeta.index_oid = xlrec->index_oid;
 	smeta.seed = xlrec->generation;
-	if (hannoy_replica_create(path, &config, &smeta, record->EndRecPtr, &err) != HANNOY_OK)
+	paths_lock();
+	st = hannoy_replica_create(path, &config, &smeta, record->EndRecPtr, &err);
+	paths_unlock();
+	if (st != HANNOY_OK)
 		redo_distrust(xlrec->node, err.message);
 }
 
@@ -542,12 +583,16 @@ redo_remove(XLogReaderState *record, const xl_hannoy_remove *xlrec, const char *
 static void
 redo_drop_one(void *arg, RelFileNodeBackend rnode, const char *path)
 {
-	Oid        *db = arg;
-	HannoyError err;
+	Oid         *db = arg;
+	HannoyError  err;
+	HannoyStatus st;
 
 	if (rnode.backend != InvalidBackendId || rnode.node.dbNode != *db)
 		return;
-	if (hannoy_env_remove(path, &err) != HANNOY_OK)
+	paths_lock();
+	st = hannoy_env_remove(path, &err);
+	paths_unlock();
+	if (st != HANNOY_OK)
 		ereport(WARNING, (errmsg("could not remove hannoy sidecar \"%s\": %s", path, err.message)));
 }
 
@@ -558,6 +603,7 @@ redo_drop(const xl_hannoy_drop *xlrec)
 	RelFileNodeBackend rnode;
 	char              *path;
 	HannoyError        err;
+	HannoyStatus       st;
 
 	redo_close();
 	if (xlrec->flags & HANNOY_WAL_DROP_DATABASE)
@@ -570,7 +616,10 @@ redo_drop(const xl_hannoy_drop *xlrec)
 	rnode.node = xlrec->node;
 	rnode.backend = InvalidBackendId;
 	path = HannoySidecarPath(rnode);
-	if (hannoy_env_remove(path, &err) != HANNOY_OK)
+	paths_lock();
+	st = hannoy_env_remove(path, &err);
+	paths_unlock();
+	if (st != HANNOY_OK)
 		ereport(WARNING, (errmsg("could not remove hannoy sidecar \"%s\": %s", path, err.message)));
 	pfree(path);
 }
@@ -687,6 +736,7 @@ hannoy_redo(XLogReaderState *record)
 		MemoryContextSwitchTo(redo_cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
+		paths_unlock();
 		redo_close();
 		ereport(WARNING, (errmsg("could not replay a hannoy WAL record at %X/%X: %s",
 		                         LSN_FORMAT_ARGS(record->ReadRecPtr), edata->message)));

@@ -192,9 +192,13 @@ first_live_node(const hannoy::Store &s, MDB_txn *txn, uint32_t entry, uint64_t n
 	return hannoy::NO_NODE;
 }
 
-/* Removes the graph or unindexed entry a reused TID still points to. */
+/*
+ * Removes the graph or unindexed entry a reused TID still points to, and
+ * its staged row unless 'keep_staged'.
+ */
 void
-forget_tid(hannoy::Store &s, MDB_txn *txn, HannoyTid tid, hannoy::GraphState &state)
+forget_tid(hannoy::Store &s, MDB_txn *txn, HannoyTid tid, hannoy::GraphState &state,
+           bool keep_staged = false)
 {
 	hannoy::TidKey tkey(tid);
 	MDB_val        data;
@@ -203,7 +207,7 @@ forget_tid(hannoy::Store &s, MDB_txn *txn, HannoyTid tid, hannoy::GraphState &st
 	if (hannoy::del(txn, s.dbi_unindexed, tkey.val()))
 		state.unindexed--;
 	/* a promoted replica's staged row of the TID: never one row twice */
-	if (s.has_staged())
+	if (s.has_staged() && !keep_staged)
 		hannoy::del(txn, s.dbi_staged, tkey.val());
 }
 
@@ -373,6 +377,12 @@ void
 hannoy::forget_row(Store &s, MDB_txn *txn, HannoyTid tid, GraphState &state)
 {
 	forget_tid(s, txn, tid, state);
+}
+
+void
+hannoy::forget_graph_row(Store &s, MDB_txn *txn, HannoyTid tid, GraphState &state)
+{
+	forget_tid(s, txn, tid, state, true);
 }
 
 extern "C" HannoyStatus

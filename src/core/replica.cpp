@@ -72,6 +72,9 @@ adopt(hannoy::Store &s, uint32_t timeline, uint64_t replayed_to, bool *hint)
 	if (!s.has_staged() || timeline == 0)
 		return false;
 	hannoy::Txn txn(s.env(), false);
+	/* a rebuild from the table cut short holds only part of the rows */
+	if (s.read_seeding(txn.get()))
+		return false;
 	s.reload_meta(txn.get());
 	HannoyMeta meta = s.meta();
 	*hint = count_staged(s, txn.get()) > 0;
@@ -118,9 +121,13 @@ needs_apply(hannoy::Store &s, MDB_txn *txn, uint64_t lsn)
 
 } // namespace
 
-extern "C" HannoyStatus
-hannoy_replica_create(const char *path, const HannoyEnvConfig *config, const HannoyMeta *meta,
-                      uint64_t lsn, HannoyError *err)
+namespace
+{
+
+/* hannoy_replica_create and hannoy_replica_create_seeding. */
+HannoyStatus
+create_replica(const char *path, const HannoyEnvConfig *config, const HannoyMeta *meta,
+               uint64_t lsn, bool seeding, HannoyError *err)
 {
 	HannoyEnv   *env = nullptr;
 	HannoyStatus st = hannoy_env_create(path, config, meta, &env, err);
@@ -131,6 +138,12 @@ hannoy_replica_create(const char *path, const HannoyEnvConfig *config, const Han
 	                         {
 		                         hannoy::Store &s = store_of(env);
 		                         s.create_staged(lsn);
+		                         if (seeding)
+		                         {
+			                         hannoy::Txn txn(s.env(), false);
+			                         s.create_seeding(txn.get());
+			                         txn.commit();
+		                         }
 		                         s.sync(true);
 	                         });
 	hannoy_env_close(env);
@@ -155,6 +168,23 @@ hannoy_replica_create(const char *path, const HannoyEnvConfig *config, const Han
 			    sync_path(path, true);
 		    }
 	    });
+}
+
+} // namespace
+
+extern "C" HannoyStatus
+hannoy_replica_create(const char *path, const HannoyEnvConfig *config, const HannoyMeta *meta,
+                      uint64_t lsn, HannoyError *err)
+{
+	return create_replica(path, config, meta, lsn, false, err);
+}
+
+extern "C" HannoyStatus
+hannoy_replica_create_seeding(const char *path, const HannoyEnvConfig *config,
+                              const HannoyMeta *meta, HannoyError *err)
+{
+	/* stamp 0: every record redo reads from now on is applied */
+	return create_replica(path, config, meta, 0, true, err);
 }
 
 extern "C" bool
@@ -222,7 +252,9 @@ hannoy_replica_stage(HannoyEnv *env, uint64_t lsn, uint32_t dims, const HannoySt
 			                            " dimensions in an index of " + std::to_string(meta.dims));
 		    size_t                     bytes = hannoy_vector_bytes(meta.metric, meta.dims);
 		    std::vector<unsigned char> value;
-		    hannoy::GraphState         state = s.read_state(txn.get());
+		    /* a rebuild's graph is its build's until it ends (hannoy_replica_seed_end) */
+		    bool               seeding = s.read_seeding(txn.get());
+		    hannoy::GraphState state = s.read_state(txn.get());
 		    for (uint32_t i = 0; i < count; i++)
 		    {
 			    const HannoyStagedRow &row = rows[i];
@@ -233,7 +265,8 @@ hannoy_replica_stage(HannoyEnv *env, uint64_t lsn, uint32_t dims, const HannoySt
 				                        "a staged row without a vector has kind " +
 				                            std::to_string(row.kind) + ", not 1 or 2");
 			    /* a linked row of the same TID is replaced too: never one row twice */
-			    hannoy::forget_row(s, txn.get(), row.tid, state);
+			    if (!seeding)
+				    hannoy::forget_row(s, txn.get(), row.tid, state);
 			    value.assign(1, row.vector != nullptr ? static_cast<uint8_t>(HANNOY_ROW_INDEXED)
 			                                          : row.kind);
 			    if (row.vector != nullptr)
@@ -242,7 +275,8 @@ hannoy_replica_stage(HannoyEnv *env, uint64_t lsn, uint32_t dims, const HannoySt
 			    hannoy::put(txn.get(), s.dbi_staged, key.val(),
 			                MDB_val{value.size(), value.data()});
 		    }
-		    s.write_state(txn.get(), state);
+		    if (!seeding)
+			    s.write_state(txn.get(), state);
 		    s.write_applied(txn.get(), lsn);
 		    txn.commit();
 		    s.sync(true);
@@ -255,27 +289,37 @@ hannoy_replica_unstage(HannoyEnv *env, uint64_t lsn, const HannoyTid *tids, uint
                        bool *applied, HannoyError *err)
 {
 	*applied = false;
-	return hannoy::run_guarded(err,
-	                           [&]
-	                           {
-		                           hannoy::Store &s = store_of(env);
-		                           hannoy::Txn    txn(s.env(), false);
-		                           if (!needs_apply(s, txn.get(), lsn))
-			                           return;
-		                           /* a row linked already becomes a tombstone, as VACUUM's do */
-		                           hannoy::GraphState state = s.read_state(txn.get());
-		                           for (uint32_t i = 0; i < count; i++)
-		                           {
-			                           hannoy::TidKey key(tids[i]);
-			                           hannoy::del(txn.get(), s.dbi_staged, key.val());
-			                           hannoy::forget_row(s, txn.get(), tids[i], state);
-		                           }
-		                           s.write_state(txn.get(), state);
-		                           s.write_applied(txn.get(), lsn);
-		                           txn.commit();
-		                           s.sync(true);
-		                           *applied = true;
-	                           });
+	return hannoy::run_guarded(
+	    err,
+	    [&]
+	    {
+		    hannoy::Store &s = store_of(env);
+		    hannoy::Txn    txn(s.env(), false);
+		    if (!needs_apply(s, txn.get(), lsn))
+			    return;
+		    /* a row linked already becomes a tombstone, as VACUUM's do */
+		    hannoy::GraphState state = s.read_state(txn.get());
+		    bool               seeding = s.read_seeding(txn.get());
+		    if (seeding && s.dbi_seeding == 0)
+			    throw hannoy::Error(HANNOY_ERR_CORRUPT, "a replica being rebuilt has no "
+			                                            "\"seeding\" database");
+		    for (uint32_t i = 0; i < count; i++)
+		    {
+			    hannoy::TidKey key(tids[i]);
+			    hannoy::del(txn.get(), s.dbi_staged, key.val());
+			    /* a rebuild's row leaves its graph when it ends (hannoy_replica_seed_end) */
+			    if (seeding)
+				    hannoy::put(txn.get(), s.dbi_seeding, key.val(), MDB_val{0, nullptr});
+			    else
+				    hannoy::forget_row(s, txn.get(), tids[i], state);
+		    }
+		    if (!seeding)
+			    s.write_state(txn.get(), state);
+		    s.write_applied(txn.get(), lsn);
+		    txn.commit();
+		    s.sync(true);
+		    *applied = true;
+	    });
 }
 
 extern "C" HannoyStatus
@@ -293,6 +337,9 @@ hannoy_replica_link(HannoyEnv *env, uint32_t budget_ms, uint64_t *linked, uint64
 			    throw hannoy::Error(HANNOY_ERR_INVALID, "the sidecar was not made by WAL redo");
 		    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(budget_ms);
 		    hannoy::Txn txn(s.env(), false);
+		    /* a replica being rebuilt links once the table's rows are all staged */
+		    if (s.read_seeding(txn.get()))
+			    return;
 		    s.reload_meta(txn.get());
 		    size_t             bytes = s.vector_bytes();
 		    hannoy::GraphState state = s.read_state(txn.get());
@@ -402,4 +449,59 @@ hannoy_replica_state(HannoyEnv *env, uint64_t *staged, uint64_t *lsn, HannoyErro
 		    *staged = st.ms_entries;
 		    *lsn = s.read_applied(txn.get());
 	    });
+}
+
+extern "C" HannoyStatus
+hannoy_replica_seed_end(HannoyEnv *env, HannoyError *err)
+{
+	return hannoy::run_guarded(
+	    err,
+	    [&]
+	    {
+		    hannoy::Store &s = store_of(env);
+		    hannoy::Txn    txn(s.env(), false);
+		    if (!s.has_staged() || !s.read_seeding(txn.get()) || s.dbi_seeding == 0)
+			    throw hannoy::Error(HANNOY_ERR_INVALID,
+			                        "the sidecar is not a replica being rebuilt from its table");
+		    s.reload_meta(txn.get());
+		    /*
+		     * What redo did since the rebuild began is newer than the table's
+		     * copy: a TID it staged or removed leaves the built graph (a
+		     * tombstone, or its unindexed entry goes); a staged row is linked
+		     * later, as any.
+		     */
+		    hannoy::GraphState state = s.read_state(txn.get());
+		    for (MDB_dbi dbi : {s.dbi_staged, s.dbi_seeding})
+		    {
+			    std::vector<HannoyTid> tids;
+			    {
+				    hannoy::Cursor cur(txn.get(), dbi);
+				    MDB_val        key, data;
+				    for (bool more = cur.get(key, data, MDB_FIRST); more;
+				         more = cur.get(key, data, MDB_NEXT))
+					    tids.push_back(hannoy::decode_tid(key));
+			    }
+			    for (HannoyTid tid : tids)
+				    hannoy::forget_graph_row(s, txn.get(), tid, state);
+		    }
+		    s.write_state(txn.get(), state);
+		    s.end_seeding(txn.get());
+		    txn.commit();
+		    s.sync(true);
+	    });
+}
+
+extern "C" HannoyStatus
+hannoy_replica_seeding(HannoyEnv *env, bool *seeding, HannoyError *err)
+{
+	*seeding = false;
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           hannoy::Store &s = store_of(env);
+		                           if (!s.has_staged())
+			                           return;
+		                           hannoy::Txn txn(s.env(), true);
+		                           *seeding = s.read_seeding(txn.get());
+	                           });
 }

@@ -33,6 +33,8 @@ constexpr uint64_t PAGE_SIZE_MIN = 4096;
 const char         STATE_KEY[] = "state";
 /* key of the applied-LSN stamp of a sidecar staged from WAL (replica.cpp) */
 const char APPLIED_KEY[] = "applied";
+/* key of the record that says a replica is being rebuilt from its table (replica.cpp) */
+const char SEEDING_KEY[] = "seeding";
 const char QUANTIZER_KEY[] = "quantizer";
 
 /* Stores a u32 big-endian. */
@@ -720,6 +722,14 @@ Store::open_databases(bool create, uint32_t format)
 		}
 		else if (rc != MDB_NOTFOUND)
 			throw_lmdb(rc, "opening a database");
+		rc = guarded(env_, [&] { return mdb_dbi_open(txn.get(), "seeding", 0, &dbi_seeding); });
+		if (rc == 0)
+		{
+			if (dbi_seeding < DATABASES)
+				db_names_[dbi_seeding] = "seeding";
+		}
+		else if (rc != MDB_NOTFOUND)
+			throw_lmdb(rc, "opening a database");
 	}
 	txn.commit();
 }
@@ -759,6 +769,41 @@ Store::write_applied(MDB_txn *txn, uint64_t lsn) const
 {
 	MDB_val key{sizeof(APPLIED_KEY) - 1, const_cast<char *>(APPLIED_KEY)};
 	put(txn, dbi_meta, key, MDB_val{sizeof(lsn), &lsn});
+}
+
+void
+Store::create_seeding(MDB_txn *txn)
+{
+	int rc = guarded(env_, [&] { return mdb_dbi_open(txn, "seeding", MDB_CREATE, &dbi_seeding); });
+	if (rc != 0)
+		throw_lmdb(rc, "creating a database");
+	if (dbi_seeding < DATABASES)
+		db_names_[dbi_seeding] = "seeding";
+	uint8_t one = 1;
+	MDB_val key{sizeof(SEEDING_KEY) - 1, const_cast<char *>(SEEDING_KEY)};
+	put(txn, dbi_meta, key, MDB_val{sizeof(one), &one});
+}
+
+bool
+Store::read_seeding(MDB_txn *txn) const
+{
+	MDB_val key{sizeof(SEEDING_KEY) - 1, const_cast<char *>(SEEDING_KEY)};
+	MDB_val data;
+	return hannoy::get(txn, dbi_meta, key, data);
+}
+
+void
+Store::end_seeding(MDB_txn *txn) const
+{
+	/* emptied, not deleted: other processes keep their handle on it */
+	if (dbi_seeding != 0)
+	{
+		int rc = guarded(env_, [&] { return mdb_drop(txn, dbi_seeding, 0); });
+		if (rc != 0)
+			throw_lmdb(rc, "emptying a database");
+	}
+	MDB_val key{sizeof(SEEDING_KEY) - 1, const_cast<char *>(SEEDING_KEY)};
+	hannoy::del(txn, dbi_meta, key);
 }
 
 void

@@ -772,6 +772,8 @@ class Store
 	    dbi_free;
 	MDB_dbi dbi_codes = 0;  /* format 5 and later */
 	MDB_dbi dbi_staged = 0; /* a sidecar staged from WAL (replica.cpp) */
+	/* TIDs redo removed while a replica is rebuilt from its table (replica.cpp) */
+	MDB_dbi dbi_seeding = 0;
 
 	/* True when the sidecar was staged from WAL: it has the staged rows database. */
 	bool
@@ -785,6 +787,15 @@ class Store
 	uint64_t read_applied(MDB_txn *txn) const;
 	/* Records that WAL up to 'lsn' is applied, in the caller's write transaction. */
 	void write_applied(MDB_txn *txn, uint64_t lsn) const;
+	/*
+	 * A replica being rebuilt from its table (replica.cpp, "seeding"): the
+	 * database of TIDs redo removed meanwhile, and a meta record saying so.
+	 */
+	void create_seeding(MDB_txn *txn);
+	/* True while the replica is being rebuilt from its table. */
+	bool read_seeding(MDB_txn *txn) const;
+	/* Ends the rebuild: the removed TIDs and the meta record go. */
+	void end_seeding(MDB_txn *txn) const;
 
   private:
 	/* The most named databases an environment has (LMDB's maxdbs). */
@@ -1004,6 +1015,8 @@ void insert_in_txn(Store &s, MDB_txn *txn, GraphState &state, HannoyTid tid, con
  * TID names neither.
  */
 void forget_row(Store &s, MDB_txn *txn, HannoyTid tid, GraphState &state);
+/* forget_row that keeps the TID's staged row (a rebuild's end: replica.cpp). */
+void forget_graph_row(Store &s, MDB_txn *txn, HannoyTid tid, GraphState &state);
 
 } // namespace hannoy
 

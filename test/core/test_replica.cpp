@@ -197,6 +197,133 @@ TEST(Replica, StagedRowsComeBackInExactOrderAndRedoIsIdempotent)
 	EXPECT_FALSE(hannoy_replica_marked(dir.path()));
 }
 
+/*
+ * A replica rebuilt from its table (DESIGN.md "Rebuilding a replica from
+ * the table"): a build makes its graph from the table's rows while redo
+ * stages and removes rows, nothing links or adopts it meanwhile, and once
+ * it ends every TID redo touched leaves the built graph, so the linker's
+ * rows and the table's rows are each there once, each with its newest
+ * vector.
+ */
+TEST(Replica, ARebuildFromTheTableYieldsToRedo)
+{
+	TempEnvDir      dir;
+	HannoyEnvConfig config = test_config();
+	HannoyMeta      meta = test_meta(HANNOY_METRIC_L2, DIMS);
+	HannoyError     err;
+
+	meta.timeline = 0;
+	ASSERT_EQ(hannoy_replica_create_seeding(dir.path(), &config, &meta, &err), HANNOY_OK)
+	    << err.message;
+	EXPECT_TRUE(hannoy_replica_marked(dir.path()));
+	HannoyEnv *env = open_replica(dir.path());
+	ASSERT_NE(env, nullptr);
+	bool seeding = false;
+	ASSERT_EQ(hannoy_replica_seeding(env, &seeding, &err), HANNOY_OK) << err.message;
+	EXPECT_TRUE(seeding);
+
+	/* the table: rows 0..299; redo restages 10..19 (newer vectors) and removes 20..29 */
+	std::vector<float>     table = hannoy_test::uniform(300, DIMS, 8);
+	std::vector<float>     newer = hannoy_test::uniform(10, DIMS, 9);
+	std::vector<HannoyTid> tids;
+	for (HannoyTid t = 0; t < 300; t++)
+		tids.push_back((t / 20 + 1) << 16 | (t % 20 + 1));
+	HannoyBuilder *builder = nullptr;
+	ASSERT_EQ(hannoy_build_begin(env, 2, &builder, &err), HANNOY_OK) << err.message;
+	for (size_t i = 0; i < 150; i++)
+		ASSERT_EQ(hannoy_build_add(builder, tids[i], &table[i * DIMS], HANNOY_ROW_INDEXED, &err),
+		          HANNOY_OK)
+		    << err.message;
+	/* stamp 0: the first record redo reads applies */
+	EXPECT_TRUE(
+	    stage(env, 10, std::vector<HannoyTid>(tids.begin() + 10, tids.begin() + 20), newer.data()));
+	bool applied = false;
+	ASSERT_EQ(hannoy_replica_unstage(env, 20, &tids[20], 10, &applied, &err), HANNOY_OK)
+	    << err.message;
+	EXPECT_TRUE(applied);
+	for (size_t i = 150; i < tids.size(); i++)
+		ASSERT_EQ(hannoy_build_add(builder, tids[i], &table[i * DIMS], HANNOY_ROW_INDEXED, &err),
+		          HANNOY_OK);
+	/* nothing links or adopts a replica being rebuilt */
+	uint64_t linked = 1, staged = 1;
+	ASSERT_EQ(hannoy_replica_link(env, 50, &linked, &staged, &err), HANNOY_OK) << err.message;
+	EXPECT_EQ(linked, 0u);
+	bool adopted = true;
+	ASSERT_EQ(hannoy_replica_adopt(env, dir.path(), 2, 1000, &adopted, &err), HANNOY_OK)
+	    << err.message;
+	EXPECT_FALSE(adopted);
+	EXPECT_FALSE(hannoy_replica_marked(dir.path()));
+	HannoyBuildProgress progress;
+	bool                done = false;
+	bool                removed = false;
+	while (!done)
+	{
+		ASSERT_EQ(hannoy_build_step(builder, 50, &progress, &done, &err), HANNOY_OK) << err.message;
+		/* redo goes on between the build's write transactions: row 0 goes */
+		if (!removed)
+		{
+			ASSERT_EQ(hannoy_replica_unstage(env, 30, &tids[0], 1, &removed, &err), HANNOY_OK);
+		}
+	}
+	EXPECT_TRUE(removed);
+	hannoy_build_free(builder);
+	ASSERT_EQ(hannoy_replica_unstage(env, 40, &tids[1], 1, &applied, &err), HANNOY_OK);
+	EXPECT_TRUE(applied);
+	ASSERT_EQ(hannoy_replica_seed_end(env, &err), HANNOY_OK) << err.message;
+	ASSERT_EQ(hannoy_replica_seeding(env, &seeding, &err), HANNOY_OK);
+	EXPECT_FALSE(seeding);
+	EXPECT_EQ(hannoy_replica_seed_end(env, &err), HANNOY_ERR_INVALID);
+	HannoyStats stats;
+	ASSERT_EQ(hannoy_env_stats(env, &stats, &err), HANNOY_OK) << err.message;
+	EXPECT_EQ(stats.deleted, 22u); /* 0, 1, 10..19 restaged, 20..29 removed */
+	staged = 1;
+	for (int round = 0; round < 100 && staged > 0; round++)
+		ASSERT_EQ(hannoy_replica_link(env, 50, &linked, &staged, &err), HANNOY_OK) << err.message;
+	EXPECT_EQ(staged, 0u);
+	/* the linker's repair around the tombstones */
+	HannoyRepair *repair = nullptr;
+	ASSERT_EQ(hannoy_repair_begin(env, &repair, &err), HANNOY_OK) << err.message;
+	uint64_t repaired = 0;
+	for (done = false; !done;)
+		ASSERT_EQ(hannoy_repair_step(repair, 50, &done, &repaired, &err), HANNOY_OK) << err.message;
+	hannoy_repair_free(repair);
+	ASSERT_EQ(hannoy_env_stats(env, &stats, &err), HANNOY_OK);
+	EXPECT_EQ(stats.deleted, 0u);
+
+	/* every row exactly once, each with the vector of its newest copy */
+	std::vector<float> q = hannoy_test::uniform(1, DIMS, 78);
+	std::vector<Row>   want;
+	for (size_t i = 2; i < tids.size(); i++)
+	{
+		if (i >= 20 && i < 30)
+			continue;
+		const float *v = i >= 10 && i < 20 ? &newer[(i - 10) * DIMS] : &table[i * DIMS];
+		want.push_back({tids[i], hannoy_distance(HANNOY_METRIC_L2, v, q.data(), DIMS), false});
+	}
+	std::sort(want.begin(), want.end(),
+	          [](const Row &a, const Row &b)
+	          { return a.distance != b.distance ? a.distance < b.distance : a.tid < b.tid; });
+	HannoyScan *scan = nullptr;
+	ASSERT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK) << err.message;
+	ASSERT_EQ(hannoy_scan_start(scan, q.data(), DIMS, 400, HANNOY_ROW_UNINDEXED_NULL, &err),
+	          HANNOY_OK)
+	    << err.message;
+	std::vector<Row> got = scan_rows(scan);
+	hannoy_scan_free(scan);
+	std::map<HannoyTid, int> seen;
+	for (const Row &r : got)
+		seen[r.tid]++;
+	for (const Row &r : want)
+		EXPECT_EQ(seen[r.tid], 1) << "TID " << (r.tid >> 16) << "," << (r.tid & 0xFFFF);
+	ASSERT_EQ(got.size(), want.size());
+	for (size_t i = 0; i < want.size(); i++)
+	{
+		EXPECT_EQ(got[i].tid, want[i].tid) << "row " << i;
+		EXPECT_EQ(got[i].distance, want[i].distance) << "row " << i;
+	}
+	hannoy_env_close(env);
+}
+
 TEST(Replica, ASidecarNotMadeByRedoTakesNoStagedRows)
 {
 	TempEnvDir      dir;

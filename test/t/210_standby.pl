@@ -14,10 +14,12 @@
 #  - the planner uses the index on the standby (EXPLAIN);
 #  - the standby keeps no sidecar the primary does not have;
 #  - redo logged no WARNING;
-# an index that existed before the standby's base backup stays unused there
-# (its copied sidecar is not trusted), while the standby still answers
-# exactly; and a record redo cannot apply (hannoy.test_fail_redo) leaves the
-# standby up, the index unusable there until a REINDEX on the primary.
+# an index that existed before the standby's base backup is rebuilt there
+# from the standby's own table (its copied sidecar is not trusted) and then
+# used, exactly; and a record redo cannot apply (hannoy.test_fail_redo)
+# leaves the standby up and the index unusable there (a forced scan fails
+# rather than answer wrongly) until the standby has rebuilt it from the
+# table, which waits while hannoy.test_pause_linker is on.
 use strict;
 use warnings;
 
@@ -34,7 +36,7 @@ my $primary = hannoy_node('primary',
 $primary->append_conf('pg_hba.conf', 'local replication all trust');
 $primary->reload;
 
-# a table and index that exist before the base backup: copied, never trusted
+# a table and index that exist before the base backup: copied, never trusted, rebuilt
 my $dims = 12;
 my $old = seeded_vectors(200, $dims, 7);
 $primary->safe_psql('postgres', 'CREATE TABLE before_backup (id int PRIMARY KEY, v real[])');
@@ -248,21 +250,20 @@ is(join(',', sidecar_dirs($standby)), join(',', sidecar_dirs($primary)),
 	'after an aborted CREATE INDEX the standby has the primary\'s sidecars, no more');
 
 ############################################################################
-# Copied with the base backup: never trusted on the standby.
+# Copied with the base backup: never trusted, rebuilt from the standby's table.
 ############################################################################
 $primary->safe_psql('postgres',
 	"INSERT INTO before_backup VALUES (5000, '" . vector_literal($vectors->[0]) . "')");
 $primary->wait_for_catchup($standby);
-my $bplan = $standby->safe_psql('postgres',
-	"EXPLAIN (COSTS OFF) SELECT id FROM before_backup ORDER BY v <-> $query LIMIT 5");
-unlike($bplan, qr/Index Scan using before_backup_v/,
-	'an index copied by the base backup is not used on the standby');
-is( $standby->safe_psql('postgres',
-		"SELECT id FROM before_backup ORDER BY v <-> '"
-		  . vector_literal($vectors->[0])
-		  . "'::real[] LIMIT 1"),
-	'5000',
-	'and the standby answers exactly without it');
+ok( wait_until(
+		60,
+		sub {
+			$standby->safe_psql('postgres',
+				"EXPLAIN (COSTS OFF) SELECT id FROM before_backup ORDER BY v <-> $query LIMIT 5")
+			  =~ /Index Scan using before_backup_v/;
+		}),
+	'an index copied by the base backup is rebuilt on the standby and used');
+standby_answers_exactly('before_backup', 'rebuilt from the table', recent => 'a.id = 5000');
 
 is( join("\n",
 		@{ HannoyTestUtil::log_problems($standby, allow => qr/terminating walreceiver process/) }),
@@ -271,14 +272,15 @@ is( join("\n",
 
 ############################################################################
 # A record redo cannot apply: the standby stays up and goes on replaying,
-# the index becomes unusable there (never wrong), and a REINDEX on the
-# primary gives the standby a new replica.
+# the index becomes unusable there (never wrong) until the standby has
+# rebuilt it from its table (the linker paused meanwhile).
 ############################################################################
 $primary->safe_psql('postgres', 'CREATE TABLE inj (id int PRIMARY KEY, v real[])');
 $primary->safe_psql('postgres', 'CREATE INDEX inj_v ON inj USING hannoy (v real_l2_ops)');
 insert_rows('inj', 0, 99);
 standby_answers_exactly('inj', 'before a failed redo');
 my $offset = -s $standby->logfile;
+$standby->append_conf('postgresql.conf', 'hannoy.test_pause_linker = on');
 $standby->append_conf('postgresql.conf', 'hannoy.test_fail_redo = on');
 $standby->reload;
 # the startup process takes the setting when it next handles its signals
@@ -311,6 +313,17 @@ unlike(
 my ($rc, $out, $err) = $standby->psql('postgres',
 	"SET enable_seqscan = off; SELECT id FROM inj ORDER BY v <-> $query LIMIT 10");
 like($err, qr/hannoy index "inj_v" cannot be used/, 'a forced scan fails rather than answer wrongly');
+$standby->append_conf('postgresql.conf', 'hannoy.test_pause_linker = off');
+$standby->reload;
+ok( wait_until(
+		60,
+		sub {
+			$standby->safe_psql('postgres',
+				"EXPLAIN (COSTS OFF) SELECT id FROM inj ORDER BY v <-> $query LIMIT 10") =~
+			  /Index Scan using inj_v/;
+		}),
+	'the standby rebuilds the index from its table');
+standby_answers_exactly('inj', 'rebuilt after the failed redo', recent => 'a.id BETWEEN 150 AND 199');
 $primary->safe_psql('postgres', 'REINDEX INDEX inj_v');
 standby_answers_exactly('inj', 'after REINDEX on the primary', recent => 'a.id BETWEEN 150 AND 199');
 

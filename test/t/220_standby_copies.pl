@@ -7,8 +7,10 @@
 #    and synced);
 #  - a base backup taken from that standby copies its replicas, which the
 #    new standby never trusts (the postmaster removes their markers when
-#    backup_label exists): the index is not used there and answers stay
-#    exact, until a REINDEX on the primary gives it a replica of its own.
+#    backup_label exists, also after a restart): while its linker is paused
+#    the index is not used there and answers stay exact; let go, the linker
+#    has the index rebuilt from the copy's own table, used and exact, and a
+#    REINDEX on the primary later gives it a replica from WAL as usual.
 use strict;
 use warnings;
 
@@ -99,6 +101,8 @@ $primary->wait_for_catchup($standby);
 $standby->backup('from_standby');
 my $copy = PostgreSQL::Test::Cluster->new('copy');
 $copy->init_from_backup($standby, 'from_standby', has_streaming => 1);
+# the linker paused: nothing is rebuilt from the table until the checks below
+$copy->append_conf('postgresql.conf', 'hannoy.test_pause_linker = on');
 my $copied = join(',', grep { -e $copy->data_dir . "/hannoy/$_/replica" } sidecar_dirs($copy));
 isnt($copied, '', 'the base backup of the standby copied replica markers');
 $copy->start;
@@ -118,6 +122,18 @@ is( $copy->safe_psql('postgres', $top),
 $copy->restart;
 is(join(',', grep { -e $copy->data_dir . "/hannoy/$_/replica" } sidecar_dirs($copy)),
 	'', 'a restart trusts nothing it copied');
+
+$copy->append_conf('postgresql.conf', 'hannoy.test_pause_linker = off');
+$copy->reload;
+ok( wait_until(
+		60, sub { $copy->safe_psql('postgres', "EXPLAIN (COSTS OFF) $top") =~ /Index Scan using items_v/ }
+	),
+	'the copy rebuilds the index from its own table and uses it');
+answers_exactly($copy, 'the copy after its rebuild');
+is( $copy->safe_psql('postgres', "SET hannoy.ef_search = 1000; SET enable_seqscan = off; $top"),
+	$primary->safe_psql('postgres',
+		"SET enable_indexscan = off; SET enable_bitmapscan = off; $top"),
+	'the rebuilt index\'s top 10 equal the exact top 10');
 
 $primary->safe_psql('postgres', 'REINDEX INDEX items_v');
 $primary->wait_for_catchup($standby);

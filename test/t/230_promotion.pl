@@ -16,8 +16,8 @@
 #  - a replica redo stopped trusting (hannoy.test_fail_redo) stays
 #    unusable after the promotion, never adopted;
 #  - the old primary, rejoined with pg_rewind as a standby of the new one,
-#    trusts none of the sidecars pg_rewind copied, until a REINDEX on the
-#    new primary gives it a replica of its own.
+#    trusts none of the sidecars pg_rewind copied (its linker paused): let
+#    go, it rebuilds them from its own table, with no REINDEX.
 use strict;
 use warnings;
 
@@ -115,7 +115,9 @@ wait_until(60,
 is(staged_and_tombstones($standby, 'items_v'), '0|0', 'the standby linked everything so far');
 
 # a record redo cannot apply: the standby stops trusting bad_v's replica
+# (the linker paused from now on: it would rebuild bad_v from the table)
 my $offset = -s $standby->logfile;
+$standby->append_conf('postgresql.conf', 'hannoy.test_pause_linker = on');
 $standby->append_conf('postgresql.conf', 'hannoy.test_fail_redo = on');
 $standby->reload;
 my $next = 100;
@@ -134,8 +136,6 @@ $standby->reload;
 index_unused($standby, 'bad', 'the standby after the failed redo');
 
 # the linker paused: what comes now stays staged, removals stay tombstones
-$standby->append_conf('postgresql.conf', 'hannoy.test_pause_linker = on');
-$standby->reload;
 insert_rows($primary, 'items', 600, 1199);
 insert_rows($primary, 'more', 300, 599);
 insert_rows($primary, 'late', 300, 599);
@@ -238,10 +238,24 @@ open(my $fh, '>', $old->data_dir . '/postgresql.conf') or die $!;
 print $fh $conf;
 close($fh);
 $old->enable_streaming($new);
+$old->append_conf('postgresql.conf', 'hannoy.test_pause_linker = on');
 $old->start;
 is(markers($old), '', 'the rewound server trusts no copied sidecar');
 $new->wait_for_catchup($old);
 index_unused($old, 'items', 'the rewound standby');
+$old->append_conf('postgresql.conf', 'hannoy.test_pause_linker = off');
+$old->reload;
+ok( wait_until(
+		60,
+		sub {
+			$old->safe_psql('postgres',
+				"EXPLAIN (COSTS OFF) SELECT id FROM items ORDER BY v <-> $query LIMIT 10") =~
+			  /Index Scan using items_v/;
+		}),
+	'the rewound standby rebuilds items_v from its table');
+insert_rows($new, 'items', 1600, 1649);
+$new->wait_for_catchup($old);
+answers_exactly($old, 'items', 'the rewound standby after its rebuild');
 $new->safe_psql('postgres', 'REINDEX INDEX items_v');
 $new->wait_for_catchup($old);
 wait_until(60, sub { staged_and_tombstones($old, 'items_v') eq '0|0' });
