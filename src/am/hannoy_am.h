@@ -144,6 +144,8 @@ extern void HannoyQueueAtXactEnd(void);
 /* hannoysync.c: grouped syncs of committed sidecar writes */
 extern void    HannoySyncInit(void);
 extern LWLock *HannoyReplicaPathsLock(void);
+extern void    HannoyRedoWriting(bool writing);
+extern void    HannoyYieldToRedo(int max_ms);
 extern void    HannoySyncCommitted(Relation index, HannoyEnv *env, uint64 generation);
 
 /* hannoylifecycle.c: sidecars live and die with their relation files */

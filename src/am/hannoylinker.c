@@ -158,6 +158,7 @@ repair_replica(HannoyEnv *env, const char *path, long budget_ms)
 	}
 	while (!done && !linker_should_stop())
 	{
+		HannoyYieldToRedo(HANNOY_LINKER_BATCH_MS * 5);
 		if (hannoy_repair_step(repair, HANNOY_LINKER_BATCH_MS, &done, &repaired, &err) != HANNOY_OK)
 		{
 			ereport(LOG, (errmsg("hannoy could not repair replica sidecar \"%s\": %s", path,
@@ -352,6 +353,7 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 	{
 		uint64_t batch;
 
+		HannoyYieldToRedo(HANNOY_LINKER_BATCH_MS * 5);
 		if (hannoy_replica_link(env, HANNOY_LINKER_BATCH_MS, &batch, &staged, &err) != HANNOY_OK)
 		{
 			ereport(LOG, (errmsg("hannoy could not link the staged rows of replica sidecar "

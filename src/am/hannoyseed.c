@@ -328,6 +328,7 @@ seed_index(Oid indexoid)
 		{
 			CHECK_FOR_INTERRUPTS();
 			seed_check_recovery(&state);
+			HannoyYieldToRedo(HANNOY_SEED_SLICE_MS);
 			st = hannoy_build_step(state.builder, HANNOY_SEED_SLICE_MS, &progress, &done, &err);
 			if (st != HANNOY_OK)
 				seed_fail(&state, st, &err);

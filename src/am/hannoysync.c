@@ -20,6 +20,7 @@
 #include "common/hashfn.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "port/atomics.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/rel.h"
@@ -39,7 +40,14 @@ typedef struct HannoySyncSlot
 
 static HannoySyncSlot *sync_slots = NULL;
 /* Serializes replacing or removing a replica's directory (HannoyReplicaPathsLock). */
-static LWLock                 *replica_paths_lock = NULL;
+static LWLock *replica_paths_lock = NULL;
+/* Set while redo applies a hannoy record (HannoyRedoWriting). */
+static pg_atomic_uint32 *redo_writing = NULL;
+
+/* Bytes of shared memory: the slots, the lock of replica directories, the redo flag. */
+#define HANNOY_SYNC_SHMEM_BYTES                                                                    \
+	(MAXALIGN(sizeof(HannoySyncSlot) * HANNOY_SYNC_SLOTS) + MAXALIGN(sizeof(LWLock)) +             \
+	 MAXALIGN(sizeof(pg_atomic_uint32)))
 static shmem_request_hook_type prev_shmem_request = NULL;
 static shmem_startup_hook_type prev_shmem_startup = NULL;
 
@@ -49,8 +57,7 @@ hannoy_sync_shmem_request(void)
 {
 	if (prev_shmem_request)
 		prev_shmem_request();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(HannoySyncSlot) * HANNOY_SYNC_SLOTS) +
-	                       MAXALIGN(sizeof(LWLock)));
+	RequestAddinShmemSpace(HANNOY_SYNC_SHMEM_BYTES);
 }
 
 /* Creates (in the postmaster) or attaches to the slots. */
@@ -62,11 +69,10 @@ hannoy_sync_shmem_startup(void)
 	if (prev_shmem_startup)
 		prev_shmem_startup();
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	sync_slots = ShmemInitStruct(
-	    "hannoy sidecar syncs",
-	    MAXALIGN(sizeof(HannoySyncSlot) * HANNOY_SYNC_SLOTS) + MAXALIGN(sizeof(LWLock)), &found);
+	sync_slots = ShmemInitStruct("hannoy sidecar syncs", HANNOY_SYNC_SHMEM_BYTES, &found);
 	replica_paths_lock =
 	    (LWLock *) ((char *) sync_slots + MAXALIGN(sizeof(HannoySyncSlot) * HANNOY_SYNC_SLOTS));
+	redo_writing = (pg_atomic_uint32 *) ((char *) replica_paths_lock + MAXALIGN(sizeof(LWLock)));
 	if (!found)
 	{
 		int tranche = LWLockNewTrancheId();
@@ -79,6 +85,7 @@ hannoy_sync_shmem_startup(void)
 			sync_slots[i].synced = 0;
 		}
 		LWLockInitialize(replica_paths_lock, tranche);
+		pg_atomic_init_u32(redo_writing, 0);
 		LWLockRegisterTranche(tranche, "hannoy_sync");
 	}
 	else
@@ -112,6 +119,32 @@ LWLock *
 HannoyReplicaPathsLock(void)
 {
 	return replica_paths_lock;
+}
+
+/*
+ * HannoyRedoWriting records (in the startup process) whether redo is
+ * applying a hannoy record, which takes LMDB's writer lock of a replica.
+ */
+void
+HannoyRedoWriting(bool writing)
+{
+	if (redo_writing != NULL)
+		pg_atomic_write_u32(redo_writing, writing ? 1 : 0);
+}
+
+/*
+ * HannoyYieldToRedo is called by the replica linker and the rebuild worker
+ * before each of their write transactions: while redo applies a record it
+ * waits (up to 'max_ms'), so redo, which may be blocked on LMDB's writer
+ * lock (a mutex that favours no waiter), takes it before their next batch.
+ */
+void
+HannoyYieldToRedo(int max_ms)
+{
+	for (int waited = 0;
+	     redo_writing != NULL && pg_atomic_read_u32(redo_writing) != 0 && waited < max_ms * 10;
+	     waited++)
+		pg_usleep(100);
 }
 
 /*

@@ -725,6 +725,8 @@ hannoy_redo(XLogReaderState *record)
 	if (redo_cxt == NULL)
 		redo_cxt = AllocSetContextCreate(TopMemoryContext, "hannoy redo", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(redo_cxt);
+	/* the linker and a rebuild let redo take LMDB's writer lock before their next batch */
+	HannoyRedoWriting(true);
 	PG_TRY();
 	{
 		redo_record(record);
@@ -751,6 +753,7 @@ hannoy_redo(XLogReaderState *record)
 		}
 	}
 	PG_END_TRY();
+	HannoyRedoWriting(false);
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(redo_cxt);
 }
