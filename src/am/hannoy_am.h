@@ -194,6 +194,7 @@ extern void            HannoyEnvUnpin(HannoyEnv *env);
 extern void            HannoyEnvAttach(HannoyEnv *env, HannoyEnvDetachFn detach, void *arg);
 extern void            HannoyEnvDetach(HannoyEnv *env, void *arg);
 extern void            HannoyEnvTouch(HannoyEnv *env);
+extern void            HannoyEnvFile(HannoyEnv *env, uint64 *dev, uint64 *ino);
 extern void            HannoyRelcacheCallback(Datum arg, Oid relid);
 extern void            HannoyMarkBroken(Relation index, const char *why);
 extern bool            HannoyIndexUsable(Relation index, const char **why);
@@ -231,6 +232,7 @@ extern int  hannoy_test_search_delay;
 extern int  hannoy_test_verify_delay;
 extern bool hannoy_test_fail_redo;
 extern bool hannoy_test_pause_linker;
+extern int  hannoy_test_rebuild_delay;
 extern void HannoyDefineGucs(void);
 
 /* Packs an ItemPointer for the core. */

@@ -358,6 +358,25 @@ HannoyEnvDetach(HannoyEnv *env, void *arg)
 	}
 }
 
+/*
+ * HannoyEnvFile gives the data file a cached environment was opened on, in
+ * recovery (where a rebuild from the table may replace a replica with one
+ * of the same generation); 0, 0 otherwise.
+ */
+void
+HannoyEnvFile(HannoyEnv *env, uint64 *dev, uint64 *ino)
+{
+	*dev = 0;
+	*ino = 0;
+	for (int i = 0; i < env_cache_used; i++)
+		if (env_cache[i].env == env)
+		{
+			*dev = (uint64) env_cache[i].dev;
+			*ino = (uint64) env_cache[i].ino;
+			return;
+		}
+}
+
 /* HannoyEnvTouch marks an environment as just used (the cache closes the least recent first). */
 void
 HannoyEnvTouch(HannoyEnv *env)

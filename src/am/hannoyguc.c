@@ -20,6 +20,7 @@ int  hannoy_test_search_delay = 0;
 int  hannoy_test_verify_delay = 0;
 bool hannoy_test_fail_redo = false;
 bool hannoy_test_pause_linker = false;
+int  hannoy_test_rebuild_delay = 0;
 
 /*
  * HannoyDefineGucs defines the GUCs and records whether the library is
@@ -73,5 +74,11 @@ HannoyDefineGucs(void)
 	                         "replicas after recovery, so tests can see rows staged.",
 	                         NULL, &hannoy_test_pause_linker, false, PGC_SIGHUP,
 	                         GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, NULL, NULL, NULL);
+	DefineCustomIntVariable("hannoy.test_rebuild_delay",
+	                        "Test only: milliseconds a rebuild from the table waits before each "
+	                        "step of its build, so tests can end recovery while it runs "
+	                        "(0 to 60000).",
+	                        NULL, &hannoy_test_rebuild_delay, 0, 0, 60000, PGC_SIGHUP,
+	                        GUC_UNIT_MS | GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("hannoy");
 }

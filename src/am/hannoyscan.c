@@ -46,6 +46,9 @@ typedef struct HannoyScanOpaqueData
 	 * was truncated away) is never fetched.
 	 */
 	BlockNumber heap_blocks;
+	/* the data file the scan began on (in recovery, see attach_scan) */
+	uint64 file_dev;
+	uint64 file_ino;
 } HannoyScanOpaqueData;
 
 typedef HannoyScanOpaqueData *HannoyScanOpaque;
@@ -96,6 +99,8 @@ attach_scan(IndexScanDesc scan)
 	HannoyEnv         *env;
 	HannoyError        err;
 	HannoyStatus       st;
+	uint64             dev;
+	uint64             ino;
 
 	if (so->env != NULL)
 	{
@@ -112,12 +117,16 @@ attach_scan(IndexScanDesc scan)
 		}
 		HannoyReportUnusable(index, why, ERROR, NULL);
 	}
+	HannoyEnvFile(env, &dev, &ino);
 	if (so->core == NULL)
 	{
 		so->meta = meta;
+		so->file_dev = dev;
+		so->file_ino = ino;
 		st = hannoy_scan_create(env, &so->core, &err);
 	}
-	else if (meta.generation != so->meta.generation)
+	/* a standby's rebuild from the table replaces a replica, keeping its generation */
+	else if (meta.generation != so->meta.generation || dev != so->file_dev || ino != so->file_ino)
 		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 		                errmsg("hannoy index \"%s\" was rebuilt during the scan",
 		                       RelationGetRelationName(index))));

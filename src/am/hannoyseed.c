@@ -162,15 +162,14 @@ seed_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull, bool
 
 /* A promotion ends a rebuild: the replica is not adopted, its index needs REINDEX. */
 static void
-seed_check_recovery(SeedState *state)
+seed_check_recovery(const char *name)
 {
 	if (!RecoveryInProgress())
-		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-		                errmsg("recovery ended while hannoy index \"%s\" was rebuilt from its "
-		                       "table",
-		                       RelationGetRelationName(state->index)),
-		                errhint("REINDEX INDEX %s;",
-		                        quote_identifier(RelationGetRelationName(state->index)))));
+		ereport(
+		    ERROR,
+		    (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+		     errmsg("recovery ended while hannoy index \"%s\" was rebuilt from its table", name),
+		     errhint("REINDEX INDEX %s;", quote_identifier(name))));
 }
 
 /*
@@ -199,19 +198,91 @@ needs_rebuild(const char *path)
 	return seeding;
 }
 
+/* Raises the error of a rebuild outside its transaction (no relation to name it by). */
+static void
+seed_error(const char *name, HannoyError *err)
+{
+	ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
+	                errmsg("hannoy could not rebuild index \"%s\" from its table: %s", name,
+	                       err->message)));
+}
+
 /*
- * seed_index rebuilds the replica of index 'indexoid' from its table if it
- * needs that, in the current transaction.
+ * seed_build runs the build of 'state' and ends the rebuild, outside any
+ * transaction (see seed_index); the builder and the environment go either
+ * way.
  */
 static void
+seed_build(SeedState *state, const char *name)
+{
+	HannoyBuildProgress progress;
+	HannoyError         err;
+	HannoyStatus        st;
+	bool                done = false;
+
+	PG_TRY();
+	{
+		while (!done)
+		{
+			/* a test's window for ending recovery mid-build (read when the worker started) */
+			if (hannoy_test_rebuild_delay > 0)
+				pg_usleep((long) hannoy_test_rebuild_delay * 1000L);
+			CHECK_FOR_INTERRUPTS();
+			seed_check_recovery(name);
+			HannoyYieldToRedo(HANNOY_SEED_SLICE_MS);
+			st = hannoy_build_step(state->builder, HANNOY_SEED_SLICE_MS, &progress, &done, &err);
+			if (st != HANNOY_OK)
+				seed_error(name, &err);
+		}
+		hannoy_build_free(state->builder);
+		state->builder = NULL;
+		seed_check_recovery(name);
+		st = hannoy_replica_seed_end(state->env, &err);
+		if (st != HANNOY_OK)
+			seed_error(name, &err);
+	}
+	PG_CATCH();
+	{
+		if (state->builder != NULL)
+			hannoy_build_free(state->builder);
+		state->builder = NULL;
+		hannoy_env_close(state->env);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	hannoy_env_close(state->env);
+}
+
+/* Ends seed_index's transaction without a rebuild. */
+static void
+seed_skip(Relation heap, Relation index, char *path)
+{
+	index_close(index, AccessShareLock);
+	table_close(heap, AccessShareLock);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pfree(path);
+}
+
+/*
+ * seed_index rebuilds the replica of index 'indexoid' from its table if it
+ * needs that.  The table is read in a transaction of its own, with a
+ * snapshot (TOAST needs one) and the relations' locks; the graph is then
+ * built outside any transaction, holding neither, so that a long build is
+ * never cancelled for a conflict with the cleanup or the locks redo
+ * replays.  A drop replayed meanwhile removes the directory under it: the
+ * build then finishes on files nobody opens again.
+ */
+static pg_noinline void
 seed_index(Oid indexoid)
 {
-	Oid                heapoid = IndexGetRelation(indexoid, true);
+	Oid                heapoid;
 	Relation           heap;
 	Relation           index;
 	HannoyMetaPageData meta;
 	RelFileNodeBackend rnode;
 	char              *path;
+	char               name[NAMEDATALEN];
 	HannoyEnvConfig    config = HannoyDefaultEnvConfig();
 	HannoyMeta         smeta;
 	HannoyError        err;
@@ -223,20 +294,35 @@ seed_index(Oid indexoid)
 	long               secs;
 	int                usecs;
 
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	heapoid = IndexGetRelation(indexoid, true);
 	if (!OidIsValid(heapoid))
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
 		return;
+	}
 	heap = table_open(heapoid, AccessShareLock);
 	index = index_open(indexoid, AccessShareLock);
+	strlcpy(name, RelationGetRelationName(index), sizeof(name));
 	rnode.node = index->rd_node;
 	rnode.backend = index->rd_backend;
-	path = HannoySidecarPath(rnode);
-	/* an index the primary cannot use either stays as it is */
+	path = MemoryContextStrdup(TopMemoryContext, HannoySidecarPath(rnode));
+	/*
+	 * An index the primary cannot use either stays as it is; so does a
+	 * partial index: a row of a transaction in progress during the rebuild
+	 * that then aborts stays in the index under its TID (the primary never
+	 * had it, so nothing removes it), and a later row in its slot that the
+	 * predicate leaves out (so never logged) would be returned with its
+	 * vector.
+	 */
 	if (index->rd_rel->relpersistence != RELPERSISTENCE_PERMANENT ||
-	    !HannoyReadMetaPage(index, &meta) ||
+	    RelationGetIndexPredicate(index) != NIL || !HannoyReadMetaPage(index, &meta) ||
 	    (meta.flags & (HANNOY_META_BROKEN | HANNOY_META_INIT_FORK)) || !needs_rebuild(path))
 	{
-		index_close(index, AccessShareLock);
-		table_close(heap, AccessShareLock);
+		seed_skip(heap, index, path);
 		return;
 	}
 	memset(&smeta, 0, sizeof(smeta));
@@ -272,16 +358,14 @@ seed_index(Oid indexoid)
 		LWLockRelease(lock);
 	if (st == HANNOY_ERR_NOT_FOUND)
 	{
-		index_close(index, AccessShareLock);
-		table_close(heap, AccessShareLock);
+		seed_skip(heap, index, path);
 		return;
 	}
 	if (st != HANNOY_OK)
 		HannoyReportError(st, &err, index);
-	pgstat_report_activity(STATE_RUNNING, psprintf("rebuilding hannoy index \"%s\" from its table",
-	                                               RelationGetRelationName(index)));
-	ereport(LOG, (errmsg("hannoy is rebuilding index \"%s\" from its table on this standby",
-	                     RelationGetRelationName(index)),
+	pgstat_report_activity(STATE_RUNNING,
+	                       psprintf("rebuilding hannoy index \"%s\" from its table", name));
+	ereport(LOG, (errmsg("hannoy is rebuilding index \"%s\" from its table during recovery", name),
 	              errdetail("Its sidecar \"%s\" was not kept from this server's WAL.", path)));
 
 	memset(&state, 0, sizeof(state));
@@ -313,9 +397,6 @@ seed_index(Oid indexoid)
 	info = BuildIndexInfo(index);
 	PG_TRY();
 	{
-		HannoyBuildProgress progress;
-		bool                done = false;
-
 		/*
 		 * Every row some snapshot may still see: committed, in progress,
 		 * recently dead ("any visible" mode, which also never waits for a
@@ -324,42 +405,35 @@ seed_index(Oid indexoid)
 		 */
 		table_index_build_range_scan(heap, index, info, false, true, false, 0, InvalidBlockNumber,
 		                             seed_callback, &state, NULL);
-		while (!done)
-		{
-			CHECK_FOR_INTERRUPTS();
-			seed_check_recovery(&state);
-			HannoyYieldToRedo(HANNOY_SEED_SLICE_MS);
-			st = hannoy_build_step(state.builder, HANNOY_SEED_SLICE_MS, &progress, &done, &err);
-			if (st != HANNOY_OK)
-				seed_fail(&state, st, &err);
-		}
-		hannoy_build_free(state.builder);
-		state.builder = NULL;
-		seed_check_recovery(&state);
-		st = hannoy_replica_seed_end(state.env, &err);
-		if (st != HANNOY_OK)
-			HannoyReportError(st, &err, index);
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
 		if (state.builder != NULL)
 			hannoy_build_free(state.builder);
 		hannoy_env_close(state.env);
+		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	TimestampDifference(start, GetCurrentTimestamp(), &secs, &usecs);
-	ereport(LOG,
-	        (errmsg("hannoy rebuilt index \"%s\" from its table on this standby: " UINT64_FORMAT
-	                " rows read in %ld.%03d s",
-	                RelationGetRelationName(index), state.rows, secs, usecs / 1000),
-	         errdetail("Rows replayed meanwhile are staged: scans measure them exactly until the "
-	                   "replica linker has linked them.")));
+	/* the table is read: its locks and the snapshot go */
+	state.index = NULL;
 	index_close(index, AccessShareLock);
 	table_close(heap, AccessShareLock);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+
+	seed_build(&state, name);
+	TimestampDifference(start, GetCurrentTimestamp(), &secs, &usecs);
+	ereport(LOG,
+	        (errmsg("hannoy rebuilt index \"%s\" from its table during recovery: " UINT64_FORMAT
+	                " rows read in %ld.%03d s",
+	                name, state.rows, secs, usecs / 1000),
+	         errdetail("Rows replayed meanwhile are staged: scans measure them exactly until the "
+	                   "replica linker has linked them.")));
+	pfree(path);
 }
 
 /* The hannoy indexes of the database with a permanent relation. */
-static List *
+static pg_noinline List *
 hannoy_indexes(void)
 {
 	List *oids = NIL;
@@ -399,8 +473,9 @@ hannoy_indexes(void)
 void
 HannoySeederMain(Datum arg)
 {
-	List     *oids;
-	ListCell *lc;
+	List         *oids;
+	ListCell     *lc;
+	volatile bool failed = false;
 
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -411,13 +486,20 @@ HannoySeederMain(Datum arg)
 	{
 		if (!RecoveryInProgress())
 			break;
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		seed_index(lfirst_oid(lc));
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		/* one index that fails (a conflict with recovery, say) does not hold the others back */
+		PG_TRY();
+		{
+			seed_index(lfirst_oid(lc));
+		}
+		PG_CATCH();
+		{
+			EmitErrorReport();
+			FlushErrorState();
+			AbortOutOfAnyTransaction();
+			failed = true;
+		}
+		PG_END_TRY();
 	}
 	pgstat_report_activity(STATE_IDLE, NULL);
-	proc_exit(0);
+	proc_exit(failed ? 1 : 0);
 }

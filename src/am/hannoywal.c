@@ -367,12 +367,12 @@ redo_close(void)
  * ERROR (hannoy_redo releases it should one come anyway).
  */
 static void
-paths_lock(void)
+paths_lock(LWLockMode mode)
 {
 	LWLock *lock = HannoyReplicaPathsLock();
 
 	if (lock != NULL)
-		LWLockAcquire(lock, LW_EXCLUSIVE);
+		LWLockAcquire(lock, mode);
 }
 
 /* Releases the lock paths_lock took, if this process holds it. */
@@ -402,7 +402,7 @@ redo_distrust(RelFileNode node, const char *why)
 	rnode.node = node;
 	rnode.backend = InvalidBackendId;
 	path = HannoySidecarPath(rnode);
-	paths_lock();
+	paths_lock(LW_EXCLUSIVE);
 	st = hannoy_replica_unmark(path, &err);
 	paths_unlock();
 	if (st != HANNOY_OK)
@@ -430,6 +430,7 @@ redo_open(RelFileNode node, uint64 generation)
 	HannoyEnvConfig    config;
 	HannoyMeta         smeta;
 	HannoyError        err;
+	HannoyStatus       st;
 
 	rnode.node = node;
 	rnode.backend = InvalidBackendId;
@@ -446,13 +447,21 @@ redo_open(RelFileNode node, uint64 generation)
 		return NULL;
 	}
 	redo_close();
+	/* a rebuild from the table does not replace the directory between the look and the open */
+	config = HannoyDefaultEnvConfig();
+	paths_lock(LW_SHARED);
 	if (!hannoy_replica_marked(path) || stat(data, &redo_file) != 0)
+		st = HANNOY_ERR_NOT_FOUND;
+	else
+		st = hannoy_env_open(path, &config, &redo_env, &err);
+	paths_unlock();
+	if (st == HANNOY_ERR_NOT_FOUND)
 	{
+		redo_env = NULL;
 		pfree(path);
 		return NULL;
 	}
-	config = HannoyDefaultEnvConfig();
-	if (hannoy_env_open(path, &config, &redo_env, &err) != HANNOY_OK)
+	if (st != HANNOY_OK)
 	{
 		redo_env = NULL;
 		pfree(path);
@@ -506,7 +515,7 @@ redo_create(XLogReaderState *record, const xl_hannoy_create *xlrec)
 	smeta.timeline = 0; /* staged from WAL: trusted only while in recovery */
 	smeta.index_oid = xlrec->index_oid;
 	smeta.seed = xlrec->generation;
-	paths_lock();
+	paths_lock(LW_EXCLUSIVE);
 	st = hannoy_replica_create(path, &config, &smeta, record->EndRecPtr, &err);
 	paths_unlock();
 	if (st != HANNOY_OK)
@@ -589,7 +598,7 @@ redo_drop_one(void *arg, RelFileNodeBackend rnode, const char *path)
 
 	if (rnode.backend != InvalidBackendId || rnode.node.dbNode != *db)
 		return;
-	paths_lock();
+	paths_lock(LW_EXCLUSIVE);
 	st = hannoy_env_remove(path, &err);
 	paths_unlock();
 	if (st != HANNOY_OK)
@@ -616,7 +625,7 @@ redo_drop(const xl_hannoy_drop *xlrec)
 	rnode.node = xlrec->node;
 	rnode.backend = InvalidBackendId;
 	path = HannoySidecarPath(rnode);
-	paths_lock();
+	paths_lock(LW_EXCLUSIVE);
 	st = hannoy_env_remove(path, &err);
 	paths_unlock();
 	if (st != HANNOY_OK)

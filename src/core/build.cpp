@@ -528,9 +528,10 @@ start_linking(HannoyBuilder *b)
 	size_t         n = b->next_id;
 	BuildGraph    &g = b->graph;
 	/*
-	 * The read transaction below maps every vector until the links are
-	 * written, so the map cannot move until then: make room for every
-	 * list first, with a Roaring list taking at most 10 bytes per link.
+	 * The read transaction below maps every vector until the graph is
+	 * linked (write_slice releases it), so the map cannot move until then:
+	 * make room for every list first, with a Roaring list taking at most 10
+	 * bytes per link.
 	 */
 	/* 'auto' gives codes from CODES_MIN_ROWS vectors on; a quantizer chosen by name from one */
 	uint32_t kind =
@@ -767,6 +768,14 @@ write_slice(HannoyBuilder *b, Clock::time_point deadline)
 	hannoy::Store &s = *b->store;
 	BuildGraph    &g = b->graph;
 	uint32_t       n = b->next_id;
+	/*
+	 * Links and codes are written from memory: the read transaction that
+	 * mapped the vectors goes, so the map may move should another process
+	 * (a standby's redo, during a rebuild from the table) have grown the
+	 * file meanwhile.
+	 */
+	if (b->write_pos == 0)
+		b->read_txn.reset();
 	if (b->write_pos < n)
 	{
 		hannoy::Txn txn(s.env(), false);

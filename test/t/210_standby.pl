@@ -255,13 +255,8 @@ is(join(',', sidecar_dirs($standby)), join(',', sidecar_dirs($primary)),
 $primary->safe_psql('postgres',
 	"INSERT INTO before_backup VALUES (5000, '" . vector_literal($vectors->[0]) . "')");
 $primary->wait_for_catchup($standby);
-ok( wait_until(
-		60,
-		sub {
-			$standby->safe_psql('postgres',
-				"EXPLAIN (COSTS OFF) SELECT id FROM before_backup ORDER BY v <-> $query LIMIT 5")
-			  =~ /Index Scan using before_backup_v/;
-		}),
+ok( index_used_soon(
+		$standby, "SELECT id FROM before_backup ORDER BY v <-> $query LIMIT 5", 'before_backup_v'),
 	'an index copied by the base backup is rebuilt on the standby and used');
 standby_answers_exactly('before_backup', 'rebuilt from the table', recent => 'a.id = 5000');
 
@@ -315,13 +310,7 @@ my ($rc, $out, $err) = $standby->psql('postgres',
 like($err, qr/hannoy index "inj_v" cannot be used/, 'a forced scan fails rather than answer wrongly');
 $standby->append_conf('postgresql.conf', 'hannoy.test_pause_linker = off');
 $standby->reload;
-ok( wait_until(
-		60,
-		sub {
-			$standby->safe_psql('postgres',
-				"EXPLAIN (COSTS OFF) SELECT id FROM inj ORDER BY v <-> $query LIMIT 10") =~
-			  /Index Scan using inj_v/;
-		}),
+ok(index_used_soon($standby, "SELECT id FROM inj ORDER BY v <-> $query LIMIT 10", 'inj_v'),
 	'the standby rebuilds the index from its table');
 standby_answers_exactly('inj', 'rebuilt after the failed redo', recent => 'a.id BETWEEN 150 AND 199');
 $primary->safe_psql('postgres', 'REINDEX INDEX inj_v');

@@ -125,9 +125,7 @@ is(join(',', grep { -e $copy->data_dir . "/hannoy/$_/replica" } sidecar_dirs($co
 
 $copy->append_conf('postgresql.conf', 'hannoy.test_pause_linker = off');
 $copy->reload;
-ok( wait_until(
-		60, sub { $copy->safe_psql('postgres', "EXPLAIN (COSTS OFF) $top") =~ /Index Scan using items_v/ }
-	),
+ok(index_used_soon($copy, $top, 'items_v'),
 	'the copy rebuilds the index from its own table and uses it');
 answers_exactly($copy, 'the copy after its rebuild');
 is( $copy->safe_psql('postgres', "SET hannoy.ef_search = 1000; SET enable_seqscan = off; $top"),

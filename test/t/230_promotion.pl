@@ -245,13 +245,7 @@ $new->wait_for_catchup($old);
 index_unused($old, 'items', 'the rewound standby');
 $old->append_conf('postgresql.conf', 'hannoy.test_pause_linker = off');
 $old->reload;
-ok( wait_until(
-		60,
-		sub {
-			$old->safe_psql('postgres',
-				"EXPLAIN (COSTS OFF) SELECT id FROM items ORDER BY v <-> $query LIMIT 10") =~
-			  /Index Scan using items_v/;
-		}),
+ok(index_used_soon($old, "SELECT id FROM items ORDER BY v <-> $query LIMIT 10", 'items_v'),
 	'the rewound standby rebuilds items_v from its table');
 insert_rows($new, 'items', 1600, 1649);
 $new->wait_for_catchup($old);

@@ -8,7 +8,12 @@
 #    ones), which is also what the seq scan returns;
 #  - the top 10 at a wide ef_search are the exact top 10;
 #  - inserts, DELETE and VACUUM work, and hannoy_verify finds nothing,
-#    also after a restart.
+#    also after a restart;
+# and an index older than the base backup, whose copied sidecar is not
+# trusted, is rebuilt from the table while a second restore waits at its
+# target (recovery_target_action = 'pause'), answers exactly there, and
+# stays usable once recovery ends (DESIGN.md "Rebuilding a replica from the
+# table").
 use strict;
 use warnings;
 
@@ -26,7 +31,6 @@ $primary->append_conf('postgresql.conf',
 	"jit = off\nshared_preload_libraries = 'hannoy'\nautovacuum = off");
 $primary->start;
 $primary->safe_psql('postgres', 'CREATE EXTENSION hannoy');
-$primary->backup('base');
 
 my $dims = 8;
 my $vectors = seeded_vectors(1500, $dims, 41);
@@ -34,11 +38,21 @@ my $query = "'" . vector_literal(seeded_vectors(1, $dims, 3)->[0]) . "'::real[]"
 
 sub insert_rows
 {
-	my ($node, $from, $to) = @_;
+	my ($node, $from, $to, $table) = @_;
+	$table //= 'items';
 	$node->safe_psql('postgres',
-		'INSERT INTO items VALUES '
+		"INSERT INTO $table VALUES "
 		  . join(',', map { "($_, '" . vector_literal($vectors->[$_]) . "')" } $from .. $to));
 }
+
+# older than the base backup: the restore rebuilds it from the table
+$primary->safe_psql('postgres', 'CREATE TABLE old (id int PRIMARY KEY, v real[])');
+insert_rows($primary, 0, 399, 'old');
+$primary->safe_psql('postgres', 'CREATE INDEX old_v ON old USING hannoy (v real_l2_ops)');
+$primary->backup('base');
+insert_rows($primary, 400, 599, 'old');
+$primary->safe_psql('postgres', 'DELETE FROM old WHERE id % 7 = 0; VACUUM old');
+my $old_at_target = $primary->safe_psql('postgres', 'SELECT id FROM old ORDER BY id');
 
 # created after the base backup: the restore replays its creation
 $primary->safe_psql('postgres', 'CREATE TABLE items (id int PRIMARY KEY, v real[])');
@@ -50,6 +64,7 @@ my $at_target = $primary->safe_psql('postgres', 'SELECT id FROM items ORDER BY i
 $primary->safe_psql('postgres', "SELECT pg_create_restore_point('before_mistake')");
 # after the restore point: rows the restored server must not have
 insert_rows($primary, 1000, 1299);
+insert_rows($primary, 600, 699, 'old');
 $primary->safe_psql('postgres', 'DELETE FROM items WHERE id % 5 = 0; VACUUM items');
 my $walfile = $primary->safe_psql('postgres', 'SELECT pg_walfile_name(pg_current_wal_lsn())');
 $primary->safe_psql('postgres', 'SELECT pg_switch_wal()');
@@ -104,4 +119,32 @@ is(join("\n", @{ verify_problems($restored, 'items_v') }), '',
 	'hannoy_verify finds nothing after the restart');
 
 $restored->stop;
+
+# A second restore, paused at its target: old_v is rebuilt from the table meanwhile
+my $paused = PostgreSQL::Test::Cluster->new('paused');
+$paused->init_from_backup($primary, 'base', has_restoring => 1);
+$paused->append_conf('postgresql.conf',
+	"recovery_target_name = 'before_mistake'\nrecovery_target_action = 'pause'");
+$paused->start;
+ok( wait_until(
+		60, sub { $paused->safe_psql('postgres', 'SELECT pg_get_wal_replay_pause_state()') eq 'paused' }
+	),
+	'the second restore pauses at its target');
+my $old_top = "SELECT id, v <-> $query FROM old ORDER BY v <-> $query LIMIT 10";
+ok(index_used_soon($paused, $old_top, 'old_v'),
+	'old_v, older than the base backup, is rebuilt from the table while recovery waits');
+my ($old_got) = scan_ids($paused, 'old', 'index', query => $query);
+compare_id_sets($old_got, [ split /\n/, $old_at_target ],
+	'the rebuilt index returns exactly the rows at the restore point');
+$paused->safe_psql('postgres', 'SELECT pg_wal_replay_resume()');
+ok(wait_until(60, sub { $paused->safe_psql('postgres', 'SELECT pg_is_in_recovery()') eq 'f' }),
+	'recovery ends when resumed');
+like($paused->safe_psql('postgres', "EXPLAIN (COSTS OFF) $old_top"),
+	qr/Index Scan using old_v on old/, 'the rebuilt index stays usable after recovery');
+($old_got) = scan_ids($paused, 'old', 'index', query => $query);
+compare_id_sets($old_got, [ split /\n/, $old_at_target ], 'and exact');
+is( $paused->safe_psql('postgres', "SET hannoy.ef_search = 1000; SET enable_seqscan = off; $old_top"),
+	$paused->safe_psql('postgres', "SET enable_indexscan = off; SET enable_bitmapscan = off; $old_top"),
+	'its top 10 equal the exact top 10');
+$paused->stop;
 done_testing();

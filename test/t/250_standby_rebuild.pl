@@ -16,8 +16,13 @@
 #    up, and once the failure has passed the index is rebuilt and exact;
 #  - rows a transaction in progress inserted are rebuilt too; when it
 #    aborts and VACUUM truncates its pages away, scans never fetch them;
+#  - an expression index is rebuilt; a partial index is not (never used
+#    there, and its table answered exactly without it);
 #  - a standby stopped in immediate mode while a rebuild may run: after the
-#    restart the rebuild is done again and the answers are exact.
+#    restart the rebuild is done again and the answers are exact;
+#  - a promotion while a rebuild runs (slowed by hannoy.test_rebuild_delay):
+#    the rebuild stops, the half-built index is not used on the new primary
+#    (a forced scan fails), answers stay exact, and REINDEX makes it usable.
 # HANNOY_REBUILD_ROWS sets the table's size (default 3000).
 use strict;
 use warnings;
@@ -59,17 +64,46 @@ sub op_of
 }
 
 # Waits until $node's planner uses index $index for an ordered scan of $table.
-sub index_used_soon
+sub table_index_used_soon
 {
 	my ($node, $table, $index) = @_;
 	my $op = op_of($table);
-	return wait_until(
-		120,
-		sub {
-			$node->safe_psql('postgres',
-				"EXPLAIN (COSTS OFF) SELECT id FROM $table ORDER BY v $op $query LIMIT 10") =~
-			  /Index Scan using $index on $table/;
-		});
+	return index_used_soon($node, "SELECT id FROM $table ORDER BY v $op $query LIMIT 10", $index);
+}
+
+my $standby;
+
+# Makes the standby stop trusting items_v's replica: the linker paused (so
+# nothing rebuilds it yet) and redo failing (hannoy.test_fail_redo) until a
+# record of items_v fails; then redo works again, the linker stays paused.
+my $next = $rows + 1300;
+sub distrust_items
+{
+	my ($label) = @_;
+	$standby->append_conf('postgresql.conf', 'hannoy.test_pause_linker = on');
+	$standby->append_conf('postgresql.conf', 'hannoy.test_fail_redo = on');
+	$standby->reload;
+	my $offset = -s $standby->logfile;
+	ok( wait_until(
+			30,
+			sub {
+				$primary->safe_psql('postgres', insert_sql('items', $next, $next));
+				$next++;
+				$primary->wait_for_catchup($standby);
+				return PostgreSQL::Test::Utils::slurp_file($standby->logfile, $offset) =~
+				  /could not replay a hannoy WAL record/;
+			}),
+		"redo fails on a record of items_v $label" =~ s/ $//r);
+	$standby->append_conf('postgresql.conf', 'hannoy.test_fail_redo = off');
+	$standby->reload;
+}
+
+# Inserts the next $n rows of the seeded vectors into items on the primary.
+sub insert_next
+{
+	my ($n) = @_;
+	$primary->safe_psql('postgres', insert_sql('items', $next, $next + $n - 1));
+	$next += $n;
 }
 
 # The checks of the acceptance list on $node for $table (index ${table}_v).
@@ -105,6 +139,14 @@ $primary->safe_psql('postgres',
 $primary->safe_psql('postgres',
 	'CREATE INDEX third_v ON third USING hannoy (v real_cosine_ops) '
 	  . "WITH (quantizer = binary, rerank = heap)");
+# a partial index: never rebuilt (DESIGN.md), so never used on the standby
+$primary->safe_psql('postgres', 'CREATE TABLE part (id int PRIMARY KEY, v real[])');
+$primary->safe_psql('postgres', insert_sql('part', 0, 999));
+$primary->safe_psql('postgres',
+	'CREATE INDEX part_v ON part USING hannoy (v real_l2_ops) WHERE id % 3 <> 0');
+# an expression index: the rebuild computes its keys as a build does
+$primary->safe_psql('postgres',
+	'CREATE INDEX part_e ON part USING hannoy ((v || 1::real) real_l2_ops)');
 
 ############################################################################
 # A base backup taken while the primary writes
@@ -133,7 +175,7 @@ $h->finish;
 is($$err, '', 'the write load ran without error');
 $primary->safe_psql('postgres', 'VACUUM items; VACUUM other; VACUUM third');
 
-my $standby = PostgreSQL::Test::Cluster->new('standby');
+$standby = PostgreSQL::Test::Cluster->new('standby');
 $standby->init_from_backup($primary, 'base', has_streaming => 1);
 # the linker paused: the copies are there, untrusted, nothing rebuilt yet
 $standby->append_conf('postgresql.conf', 'hannoy.test_pause_linker = on');
@@ -164,16 +206,37 @@ $standby->reload;
 $primary->safe_psql('postgres',
 	insert_sql('items', $rows + 1000, $rows + 1099)
 	  . "DELETE FROM items WHERE id % 29 = 3;\nVACUUM items;\n");
-ok(index_used_soon($standby, 'items', 'items_v'), 'the standby uses items_v once it is rebuilt');
-ok(index_used_soon($standby, 'other', 'other_v'), 'and other_v');
-ok(index_used_soon($standby, 'third', 'third_v'), 'and third_v (1-bit codes, re-ranked from the heap)');
+ok(table_index_used_soon($standby, 'items', 'items_v'), 'the standby uses items_v once it is rebuilt');
+ok(table_index_used_soon($standby, 'other', 'other_v'), 'and other_v');
+ok(table_index_used_soon($standby, 'third', 'third_v'), 'and third_v (1-bit codes, re-ranked from the heap)');
 like(PostgreSQL::Test::Utils::slurp_file($standby->logfile, $offset),
-	qr/hannoy rebuilt index "items_v" from its table on this standby: \d+ rows read/,
+	qr/hannoy rebuilt index "items_v" from its table during recovery: \d+ rows read/,
 	'the rebuild is logged');
 $primary->wait_for_catchup($standby);
 answers_exactly($standby, 'items', 'rebuilt', recent => "id >= $rows");
 answers_exactly($standby, 'other', 'rebuilt, REINDEXed on the primary during the backup');
 answers_exactly($standby, 'third', 'rebuilt, 1-bit codes re-ranked from the heap');
+my $expr_sql = "SELECT id FROM part ORDER BY (v || 1::real) <-> ($query || 1::real)";
+ok( wait_until(
+		120,
+		sub {
+			$standby->safe_psql('postgres', "EXPLAIN (COSTS OFF) $expr_sql LIMIT 10") =~
+			  /Index Scan using part_e on part/;
+		}),
+	'and part_e (an expression)');
+is( $standby->safe_psql('postgres',
+		"SET enable_seqscan = off; SET hannoy.ef_search = 1000; $expr_sql LIMIT 10"),
+	$primary->safe_psql('postgres',
+		"SET enable_indexscan = off; SET enable_bitmapscan = off; $expr_sql LIMIT 10"),
+	'the rebuilt expression index\'s top 10 equal the exact top 10');
+my $part_sql = "SELECT id FROM part WHERE id % 3 <> 0 ORDER BY v <-> $query";
+unlike($standby->safe_psql('postgres', "EXPLAIN (COSTS OFF) $part_sql LIMIT 10"),
+	qr/Index Scan using part_v/, 'the partial index part_v is not rebuilt, nor used');
+is( join(',', sort { $a <=> $b } split /\n/, $standby->safe_psql('postgres', $part_sql)),
+	join(',', sort { $a <=> $b } split /\n/,
+		$primary->safe_psql('postgres', 'SELECT id FROM part WHERE id % 3 <> 0')),
+	'and its table is answered exactly without it');
+
 is(join(',', sidecar_dirs($standby)), join(',', sidecar_dirs($primary)),
 	'the standby has the primary\'s sidecars, no more');
 
@@ -197,31 +260,16 @@ answers_exactly($standby, 'items', 'linked');
 ############################################################################
 # A record redo cannot apply: the index is rebuilt once the failure passed
 ############################################################################
-$standby->append_conf('postgresql.conf', 'hannoy.test_pause_linker = on');
-$standby->append_conf('postgresql.conf', 'hannoy.test_fail_redo = on');
-$standby->reload;
-$offset = -s $standby->logfile;
-my $next = $rows + 1300;
-ok( wait_until(
-		30,
-		sub {
-			$primary->safe_psql('postgres', insert_sql('items', $next, $next));
-			$next++;
-			$primary->wait_for_catchup($standby);
-			return PostgreSQL::Test::Utils::slurp_file($standby->logfile, $offset) =~
-			  /could not replay a hannoy WAL record/;
-		}),
-	'redo fails on a record of items_v');
+distrust_items('');
 unlike(
 	$standby->safe_psql('postgres',
 		"EXPLAIN (COSTS OFF) SELECT id FROM items ORDER BY v <-> $query LIMIT 10"),
 	qr/Index Scan using items_v/,
 	'the index is not used after the failure');
-$standby->append_conf('postgresql.conf', 'hannoy.test_fail_redo = off');
 $standby->append_conf('postgresql.conf', 'hannoy.test_pause_linker = off');
 $standby->reload;
-$primary->safe_psql('postgres', insert_sql('items', $next, $next + 49));
-ok(index_used_soon($standby, 'items', 'items_v'), 'the standby stays up and rebuilds items_v');
+insert_next(50);
+ok(table_index_used_soon($standby, 'items', 'items_v'), 'the standby stays up and rebuilds items_v');
 $primary->wait_for_catchup($standby);
 answers_exactly($standby, 'items', 'rebuilt after a failed redo', recent => "id >= $rows + 1300");
 
@@ -229,23 +277,8 @@ answers_exactly($standby, 'items', 'rebuilt after a failed redo', recent => "id 
 # Rows of a transaction in progress during the rebuild, which then aborts
 # and whose pages VACUUM truncates away
 ############################################################################
-$standby->append_conf('postgresql.conf', 'hannoy.test_pause_linker = on');
-$standby->append_conf('postgresql.conf', 'hannoy.test_fail_redo = on');
-$standby->reload;
+distrust_items('again');
 $offset = -s $standby->logfile;
-$next += 50;
-ok( wait_until(
-		30,
-		sub {
-			$primary->safe_psql('postgres', insert_sql('items', $next, $next));
-			$next++;
-			$primary->wait_for_catchup($standby);
-			return PostgreSQL::Test::Utils::slurp_file($standby->logfile, $offset) =~
-			  /could not replay a hannoy WAL record/;
-		}),
-	'redo fails on a record of items_v again');
-$standby->append_conf('postgresql.conf', 'hannoy.test_fail_redo = off');
-$standby->reload;
 my $blocks_before = $primary->safe_psql('postgres',
 	"SELECT pg_relation_size('items') / current_setting('block_size')::int");
 my $tx = $primary->background_psql('postgres');
@@ -254,14 +287,18 @@ $tx->query_safe(
 	"INSERT INTO items SELECT 100000 + g, (SELECT array_agg(((g * 7 + d) % 101) / 50.0 - 1)::real[] "
 	  . "FROM generate_series(1, $dims) d) FROM generate_series(1, 2000) g");
 $primary->wait_for_catchup($standby);
+my $committed = $standby->safe_psql('postgres',
+	'SET enable_indexscan = off; SET enable_bitmapscan = off; SELECT count(*) FROM items');
 # the rebuild reads the rows of the transaction in progress
 $standby->append_conf('postgresql.conf', 'hannoy.test_pause_linker = off');
 $standby->reload;
-ok(index_used_soon($standby, 'items', 'items_v'), 'rebuilt while a transaction inserts');
-like(
-	$standby->safe_psql('postgres',
-		"SELECT staged_rows + live_items FROM hannoy_index_stats('items_v')"),
-	qr/^\d+$/, 'the rebuilt index reports its rows');
+ok(table_index_used_soon($standby, 'items', 'items_v'), 'rebuilt while a transaction inserts');
+my ($read) = PostgreSQL::Test::Utils::slurp_file($standby->logfile, $offset) =~
+  /hannoy rebuilt index "items_v" from its table during recovery: (\d+) rows read/;
+# more rows than the committed ones: the rebuild read the transaction's rows (a scan that skipped
+# them would read at most the committed rows, with the dead ones VACUUM left)
+cmp_ok($read // 0, '>', $committed + 1000,
+	'the rebuild read the rows of the transaction in progress too');
 $tx->query_safe('ROLLBACK');
 $tx->quit;
 $primary->safe_psql('postgres', 'VACUUM items');
@@ -275,28 +312,14 @@ answers_exactly($standby, 'items', 'after the aborted rows were truncated away')
 # An immediate stop while the rebuild may run
 ############################################################################
 # made untrusted again (a failed redo), then stopped at once after the linker is let go
-$standby->append_conf('postgresql.conf', 'hannoy.test_pause_linker = on');
-$standby->append_conf('postgresql.conf', 'hannoy.test_fail_redo = on');
-$standby->reload;
-$offset = -s $standby->logfile;
-$next += 50;
-wait_until(
-	30,
-	sub {
-		$primary->safe_psql('postgres', insert_sql('items', $next, $next));
-		$next++;
-		$primary->wait_for_catchup($standby);
-		return PostgreSQL::Test::Utils::slurp_file($standby->logfile, $offset) =~
-		  /could not replay a hannoy WAL record/;
-	});
-$standby->append_conf('postgresql.conf', 'hannoy.test_fail_redo = off');
+distrust_items('before the immediate stop');
 $standby->append_conf('postgresql.conf', 'hannoy.test_pause_linker = off');
 $standby->reload;
-$primary->safe_psql('postgres', insert_sql('items', $next, $next + 99));
+insert_next(100);
 $standby->stop('immediate');
 $standby->start;
 $primary->safe_psql('postgres', "DELETE FROM items WHERE id % 41 = 2;\nVACUUM items;\n");
-ok(index_used_soon($standby, 'items', 'items_v'), 'after the immediate stop items_v is used');
+ok(table_index_used_soon($standby, 'items', 'items_v'), 'after the immediate stop items_v is used');
 $primary->wait_for_catchup($standby);
 answers_exactly($standby, 'items', 'after an immediate stop during a rebuild',
 	recent => "id >= $rows + 1300");
@@ -305,6 +328,51 @@ is( join("\n",
 				allow => qr/terminating walreceiver process|could not replay a hannoy WAL record|no longer kept from WAL|test_fail_redo|cannot be used/) }),
 	'',
 	'the standby logged no other problem');
+
+############################################################################
+# A promotion while a rebuild runs: the index is never adopted half built;
+# it is unusable on the new primary (never wrong) until REINDEX
+############################################################################
+distrust_items('before a promotion');
+$standby->append_conf('postgresql.conf', 'hannoy.test_rebuild_delay = 2000');
+$standby->append_conf('postgresql.conf', 'hannoy.test_pause_linker = off');
+$offset = -s $standby->logfile;
+$standby->reload;
+ok( wait_until(
+		60,
+		sub {
+			PostgreSQL::Test::Utils::slurp_file($standby->logfile, $offset) =~
+			  /hannoy is rebuilding index "items_v"/;
+		}),
+	'a rebuild of items_v runs');
+$standby->promote;
+ok(wait_until(60, sub { $standby->safe_psql('postgres', 'SELECT pg_is_in_recovery()') eq 'f' }),
+	'the standby is promoted while the rebuild runs');
+ok( wait_until(
+		60,
+		sub {
+			PostgreSQL::Test::Utils::slurp_file($standby->logfile, $offset) =~
+			  /recovery ended while hannoy index "items_v" was rebuilt from its table/;
+		}),
+	'the rebuild stops when recovery ends');
+unlike(
+	$standby->safe_psql('postgres',
+		"EXPLAIN (COSTS OFF) SELECT id FROM items ORDER BY v <-> $query LIMIT 10"),
+	qr/Index Scan using items_v/,
+	'the new primary does not use the half-built index');
+my $exact_top = "SELECT id, v <-> $query FROM items ORDER BY v <-> $query LIMIT 10";
+is( $standby->safe_psql('postgres', $exact_top),
+	$standby->safe_psql('postgres',
+		"SET enable_indexscan = off; SET enable_bitmapscan = off; $exact_top"),
+	'and answers exactly without it');
+($rc, $sout, $serr) = $standby->psql('postgres', "SET enable_seqscan = off; $exact_top");
+like($serr, qr/hannoy index "items_v" cannot be used/, 'a forced scan fails rather than answer wrongly');
+$standby->safe_psql('postgres', 'REINDEX INDEX items_v');
+ok(table_index_used_soon($standby, 'items', 'items_v'), 'after REINDEX the new primary uses it');
+is( $standby->safe_psql('postgres', "SET hannoy.ef_search = 1000; SET enable_seqscan = off; $exact_top"),
+	$standby->safe_psql('postgres',
+		"SET enable_indexscan = off; SET enable_bitmapscan = off; $exact_top"),
+	'and its top 10 are the exact top 10');
 
 $standby->stop;
 $primary->stop;

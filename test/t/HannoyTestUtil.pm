@@ -19,6 +19,7 @@ use Time::HiRes ();
 our @EXPORT = qw(
   hannoy_node
   hannoy_standby
+  index_used_soon
   recall_by_distance
   window_problems
   fashion_images
@@ -384,6 +385,20 @@ sub wait_until
 		Time::HiRes::usleep(50_000);
 	}
 	return $ok;
+}
+
+# Waits up to $secs seconds (default 120) until $node's plan of $sql (a
+# query, EXPLAINed as is) is an index scan using $index; returns whether it
+# came.  A standby uses an index it rebuilds from the table only once the
+# rebuild has ended.
+sub index_used_soon
+{
+	my ($node, $sql, $index, $secs) = @_;
+	return wait_until(
+		$secs // 120,
+		sub {
+			$node->safe_psql('postgres', "EXPLAIN (COSTS OFF) $sql") =~ /Index Scan using \Q$index\E\b/;
+		});
 }
 
 # Returns the seconds elapsed since $t0, rounded to milliseconds.
