@@ -286,7 +286,8 @@ $tx->query_safe('BEGIN');
 $tx->query_safe(
 	"INSERT INTO items SELECT 100000 + g, (SELECT array_agg(((g * 7 + d) % 101) / 50.0 - 1)::real[] "
 	  . "FROM generate_series(1, $dims) d) FROM generate_series(1, 2000) g");
-$primary->wait_for_catchup($standby);
+# up to the insert position: the tail of an open transaction's WAL may not be written yet
+$primary->wait_for_catchup($standby, 'replay', $primary->lsn('insert'));
 my $committed = $standby->safe_psql('postgres',
 	'SET enable_indexscan = off; SET enable_bitmapscan = off; SELECT count(*) FROM items');
 # the rebuild reads the rows of the transaction in progress
@@ -295,9 +296,7 @@ $standby->reload;
 ok(table_index_used_soon($standby, 'items', 'items_v'), 'rebuilt while a transaction inserts');
 my ($read) = PostgreSQL::Test::Utils::slurp_file($standby->logfile, $offset) =~
   /hannoy rebuilt index "items_v" from its table during recovery: (\d+) rows read/;
-# more rows than the committed ones: the rebuild read the transaction's rows (a scan that skipped
-# them would read at most the committed rows, with the dead ones VACUUM left)
-cmp_ok($read // 0, '>', $committed + 1000,
+cmp_ok($read // 0, '>=', $committed + 2000,
 	'the rebuild read the rows of the transaction in progress too');
 $tx->query_safe('ROLLBACK');
 $tx->quit;
