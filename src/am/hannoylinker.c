@@ -56,8 +56,13 @@
 /* Milliseconds after which an idle replica is opened again although its file looks unchanged. */
 #define HANNOY_LINKER_RECHECK_MS 10000
 
-/* Milliseconds before a sidecar whose rebuild from the table was asked for is asked for again. */
-#define HANNOY_LINKER_REBUILD_RETRY_MS 30000
+/*
+ * Milliseconds before a sidecar whose rebuild from the table was asked for
+ * is asked for again; the wait doubles with each ask that leaves it
+ * untrusted, up to the maximum.
+ */
+#define HANNOY_LINKER_REBUILD_RETRY_MS     30000
+#define HANNOY_LINKER_REBUILD_RETRY_MAX_MS 600000
 
 /*
  * What the linker remembers of a replica between rounds, so that an idle
@@ -72,6 +77,7 @@ typedef struct LinkerReplica
 	TimestampTz checked;         /* when it was last opened */
 	TimestampTz retry_at;        /* after a failure: not before then */
 	TimestampTz rebuild_asked;   /* when a rebuild from the table was last asked for */
+	int         rebuild_wait_ms; /* how long to wait before asking again */
 } LinkerReplica;
 
 /* What one round over the sidecars found (the visitors' argument). */
@@ -193,21 +199,27 @@ seeder_running(void)
 /*
  * ask_rebuild notes that the sidecar of 'entry', in database 'db', is to be
  * rebuilt from the table: the round starts a worker for the first such
- * database, unless one runs, and asks again for a sidecar at most every
- * HANNOY_LINKER_REBUILD_RETRY_MS (a rebuild that failed, or one the worker
- * found nothing to do for, such as an index the primary marked broken).
+ * database, unless one runs.  A sidecar still untrusted after that (a
+ * rebuild that failed, or one the worker leaves alone: a partial index, an
+ * index the primary marked broken, a copy of an unlogged index) is asked
+ * for again after HANNOY_LINKER_REBUILD_RETRY_MS, then after twice as long
+ * each time, up to HANNOY_LINKER_REBUILD_RETRY_MAX_MS.
  */
 static void
 ask_rebuild(LinkerRound *round, LinkerReplica *entry, Oid db, TimestampTz now)
 {
 	if (seeder_running() ||
 	    (entry->rebuild_asked != 0 &&
-	     !TimestampDifferenceExceeds(entry->rebuild_asked, now, HANNOY_LINKER_REBUILD_RETRY_MS)))
+	     !TimestampDifferenceExceeds(entry->rebuild_asked, now, entry->rebuild_wait_ms)))
 		return;
 	if (!OidIsValid(round->rebuild_db))
 		round->rebuild_db = db;
-	if (round->rebuild_db == db)
-		entry->rebuild_asked = now;
+	if (round->rebuild_db != db)
+		return;
+	entry->rebuild_wait_ms = entry->rebuild_asked == 0 ? HANNOY_LINKER_REBUILD_RETRY_MS
+	                                                   : Min(entry->rebuild_wait_ms * 2,
+	                                                         HANNOY_LINKER_REBUILD_RETRY_MAX_MS);
+	entry->rebuild_asked = now;
 }
 
 /* True when stat() results 'a' and 'b' describe the same, unchanged file. */
@@ -282,6 +294,7 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 		entry->checked = 0;
 		entry->retry_at = 0;
 		entry->rebuild_asked = 0;
+		entry->rebuild_wait_ms = HANNOY_LINKER_REBUILD_RETRY_MS;
 	}
 	/* in recovery, a sidecar this server does not trust is rebuilt from the table */
 	if (!marked && round->in_recovery)
