@@ -187,18 +187,33 @@ hannoy_replica_create_seeding(const char *path, const HannoyEnvConfig *config,
 	return create_replica(path, config, meta, 0, true, err);
 }
 
-extern "C" bool
-hannoy_replica_marked(const char *path)
+namespace
 {
-	/* building the marker's name may throw std::bad_alloc: then not trusted */
-	bool marked = false;
+
+/*
+ * True when the file 'name_of(path)' names exists; building the name may
+ * throw std::bad_alloc, which counts as absent (a marker not there is not
+ * trusted, a hint not there only costs a wait).
+ */
+bool
+file_there(const char *path, std::string (*name_of)(const std::string &))
+{
+	bool there = false;
 	return hannoy::run_guarded(nullptr,
 	                           [&]
 	                           {
 		                           struct stat st;
-		                           marked = stat(marker_of(path).c_str(), &st) == 0;
+		                           there = stat(name_of(path).c_str(), &st) == 0;
 	                           }) == HANNOY_OK &&
-	       marked;
+	       there;
+}
+
+} // namespace
+
+extern "C" bool
+hannoy_replica_marked(const char *path)
+{
+	return file_there(path, marker_of);
 }
 
 extern "C" HannoyStatus
@@ -418,14 +433,7 @@ hannoy_replica_adopt(HannoyEnv *env, const char *path, uint32_t timeline, uint64
 extern "C" bool
 hannoy_replica_has_staged_hint(const char *path)
 {
-	bool hinted = false;
-	return hannoy::run_guarded(nullptr,
-	                           [&]
-	                           {
-		                           struct stat st;
-		                           hinted = stat(staged_hint_of(path).c_str(), &st) == 0;
-	                           }) == HANNOY_OK &&
-	       hinted;
+	return file_there(path, staged_hint_of);
 }
 
 extern "C" HannoyStatus

@@ -81,6 +81,31 @@ stage(HannoyEnv *env, uint64_t lsn, const std::vector<HannoyTid> &tids, const fl
 	return applied;
 }
 
+/* Sorts rows as a scan returns them: by distance, then TID. */
+void
+sort_exact(std::vector<Row> &rows)
+{
+	std::sort(rows.begin(), rows.end(),
+	          [](const Row &a, const Row &b)
+	          { return a.distance != b.distance ? a.distance < b.distance : a.tid < b.tid; });
+}
+
+/* Checks that a scan returned exactly 'want', in its order (NaN distances as NaN). */
+void
+expect_rows(const std::vector<Row> &got, const std::vector<Row> &want)
+{
+	ASSERT_EQ(got.size(), want.size());
+	for (size_t i = 0; i < want.size(); i++)
+	{
+		EXPECT_EQ(got[i].tid, want[i].tid) << "row " << i;
+		EXPECT_EQ(got[i].isnull, want[i].isnull) << "row " << i;
+		if (!std::isnan(want[i].distance))
+			EXPECT_EQ(got[i].distance, want[i].distance) << "row " << i;
+		else
+			EXPECT_TRUE(std::isnan(got[i].distance)) << "row " << i;
+	}
+}
+
 /* Opens the replica at 'path'. */
 HannoyEnv *
 open_replica(const char *path)
@@ -147,9 +172,7 @@ TEST(Replica, StagedRowsComeBackInExactOrderAndRedoIsIdempotent)
 			want.push_back({tids[i],
 			                hannoy_distance(HANNOY_METRIC_L2, &vectors[i * DIMS], q.data(), DIMS),
 			                false});
-	std::sort(want.begin(), want.end(),
-	          [](const Row &a, const Row &b)
-	          { return a.distance != b.distance ? a.distance < b.distance : a.tid < b.tid; });
+	sort_exact(want);
 	want.push_back({none[1].tid, std::nan(""), false});
 	want.push_back({none[0].tid, std::nan(""), true});
 
@@ -158,17 +181,7 @@ TEST(Replica, StagedRowsComeBackInExactOrderAndRedoIsIdempotent)
 	ASSERT_EQ(hannoy_scan_start(scan, q.data(), DIMS, 10, HANNOY_ROW_UNINDEXED_NULL, &err),
 	          HANNOY_OK)
 	    << err.message;
-	std::vector<Row> got = scan_rows(scan);
-	ASSERT_EQ(got.size(), want.size());
-	for (size_t i = 0; i < want.size(); i++)
-	{
-		EXPECT_EQ(got[i].tid, want[i].tid) << "row " << i;
-		EXPECT_EQ(got[i].isnull, want[i].isnull) << "row " << i;
-		if (!std::isnan(want[i].distance))
-			EXPECT_EQ(got[i].distance, want[i].distance) << "row " << i;
-		else
-			EXPECT_TRUE(std::isnan(got[i].distance)) << "row " << i;
-	}
+	expect_rows(scan_rows(scan), want);
 
 	/* a detached scan goes on where it was, from memory */
 	ASSERT_EQ(hannoy_scan_start(scan, q.data(), DIMS, 10, HANNOY_ROW_UNINDEXED_NULL, &err),
@@ -300,9 +313,7 @@ TEST(Replica, ARebuildFromTheTableYieldsToRedo)
 		const float *v = i >= 10 && i < 20 ? &newer[(i - 10) * DIMS] : &table[i * DIMS];
 		want.push_back({tids[i], hannoy_distance(HANNOY_METRIC_L2, v, q.data(), DIMS), false});
 	}
-	std::sort(want.begin(), want.end(),
-	          [](const Row &a, const Row &b)
-	          { return a.distance != b.distance ? a.distance < b.distance : a.tid < b.tid; });
+	sort_exact(want);
 	HannoyScan *scan = nullptr;
 	ASSERT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK) << err.message;
 	ASSERT_EQ(hannoy_scan_start(scan, q.data(), DIMS, 400, HANNOY_ROW_UNINDEXED_NULL, &err),
@@ -315,12 +326,7 @@ TEST(Replica, ARebuildFromTheTableYieldsToRedo)
 		seen[r.tid]++;
 	for (const Row &r : want)
 		EXPECT_EQ(seen[r.tid], 1) << "TID " << (r.tid >> 16) << "," << (r.tid & 0xFFFF);
-	ASSERT_EQ(got.size(), want.size());
-	for (size_t i = 0; i < want.size(); i++)
-	{
-		EXPECT_EQ(got[i].tid, want[i].tid) << "row " << i;
-		EXPECT_EQ(got[i].distance, want[i].distance) << "row " << i;
-	}
+	expect_rows(got, want);
 	hannoy_env_close(env);
 }
 
