@@ -117,6 +117,8 @@ is_deeply(verify_problems($node, 't_v'), [], 'after REINDEX the index verifies c
 # No false alarm while rows change under the check.
 ############################################################################
 my $SECONDS = 15;
+# the churn goes on up to twice as long while no row has changed under a check yet
+my $CHURN = 2 * $SECONDS;
 $node->safe_psql('postgres', q{
 	CREATE TABLE churn (id bigserial PRIMARY KEY, v real[]);
 	INSERT INTO churn (v) SELECT ARRAY[random(), random(), random(), random()]::real[]
@@ -137,13 +139,13 @@ DELETE FROM churn WHERE id = (SELECT id FROM churn
 my ($bout, $berr) = ('', '');
 my $bench = IPC::Run::start(
 	[
-		'pgbench', '-n', '-c', '2', '-j', '2', '-R', '400', '-T', $SECONDS, '-f', $script,
+		'pgbench', '-n', '-c', '2', '-j', '2', '-R', '400', '-T', $CHURN, '-f', $script,
 		$node->connstr('postgres')
 	],
-	'>', \$bout, '2>', \$berr, IPC::Run::timeout($SECONDS + 120));
+	'>', \$bout, '2>', \$berr, IPC::Run::timeout($CHURN + 120));
 my $vacuums = "$dir/vacuums.sql";
 PostgreSQL::Test::Utils::append_to_file($vacuums,
-	join('', map { "VACUUM (INDEX_CLEANUP ON) churn;\nSELECT pg_sleep(0.05);\n" } 1 .. 10 * $SECONDS));
+	join('', map { "VACUUM (INDEX_CLEANUP ON) churn;\nSELECT pg_sleep(0.05);\n" } 1 .. 10 * $CHURN));
 my ($vh, $vout, $verr) = run_psql_script($node, $vacuums);
 
 # hannoy.test_verify_delay widens the time between reading a batch of rows
@@ -156,7 +158,7 @@ my $HEAP_KINDS = q{('heap tuple missing', 'vector differs from heap tuple', 'hea
 my ($checks, $problems, $rechecks) = (0, 0, 0);
 my (@seen, %graph);
 my $t0 = now_s();
-while (now_s() - $t0 < $SECONDS)
+while (now_s() - $t0 < $SECONDS || ($rechecks == 0 && now_s() - $t0 < $CHURN - 2))
 {
 	my ($ret, $out, $err) = $node->psql('postgres', q{
 		SET hannoy.test_verify_delay = 150; SET client_min_messages = debug1;
