@@ -313,6 +313,30 @@ extern "C"
 
 	/* Flushes committed transactions to disk (no-op when not durable). */
 	extern HannoyStatus hannoy_env_sync(HannoyEnv *env, HannoyError *err);
+	/*
+	 * Tells the store that every transaction it committed is on disk (another
+	 * process's sync covered them), so its dirty marker may go (DESIGN.md
+	 * "The dirty marker").
+	 */
+	extern void hannoy_env_note_synced(HannoyEnv *env);
+	/*
+	 * Syncs the sidecar and removes this store's dirty marker, if it has one
+	 * (a process about to exit); a failed sync leaves the marker.
+	 */
+	extern void hannoy_env_clear_dirty(HannoyEnv *env);
+	/*
+	 * *torn: the sidecar in 'path' has a dirty marker of another boot of the
+	 * machine: the operating system stopped while commits to it may not have
+	 * reached the disk, and it must be rebuilt.  Markers of this boot whose
+	 * process is gone are cleared after a sync of the data file.
+	 */
+	extern HannoyStatus hannoy_env_torn(const char *path, bool *torn, HannoyError *err);
+	/*
+	 * Marks the sidecar in 'path' as one to rebuild, durably: a dirty marker
+	 * without a boot id, which hannoy_env_torn takes for another boot's (a
+	 * copy made by a base backup or pg_rewind while it may have been written).
+	 */
+	extern HannoyStatus hannoy_env_mark_copied(const char *path, HannoyError *err);
 
 	/*
 	 * The id of the last committed LMDB transaction (every process sees the
@@ -381,6 +405,8 @@ extern "C"
 	 * Stages 'count' rows (replacing staged rows of the same TIDs) and
 	 * records WAL up to 'lsn' as applied, in one synced write transaction;
 	 * nothing when the sidecar's stamp is at or past 'lsn' (*applied false).
+	 * 'lsn' 0 (a primary's own rows, written to a replica it is rebuilding
+	 * from the table) is always applied and leaves the stamp alone.
 	 * 'dims' fixes the dimension count of a sidecar that has none yet.
 	 */
 	extern HannoyStatus hannoy_replica_stage(HannoyEnv *env, uint64_t lsn, uint32_t dims,

@@ -188,17 +188,19 @@ extern HannoyEnv      *HannoyCreateSidecar(Relation index, HannoyMetaPageData *m
 extern HannoyEnv      *HannoyRecreateSidecar(Relation index, HannoyMetaPageData *meta);
 extern HannoyEnv      *HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok,
                                      const char **why);
-extern void            HannoyForgetEnv(RelFileNodeBackend rnode);
-extern void            HannoyEnvPin(HannoyEnv *env);
-extern void            HannoyEnvUnpin(HannoyEnv *env);
-extern void            HannoyEnvAttach(HannoyEnv *env, HannoyEnvDetachFn detach, void *arg);
-extern void            HannoyEnvDetach(HannoyEnv *env, void *arg);
-extern void            HannoyEnvTouch(HannoyEnv *env);
-extern void            HannoyEnvFile(HannoyEnv *env, uint64 *dev, uint64 *ino);
-extern void            HannoyRelcacheCallback(Datum arg, Oid relid);
-extern void            HannoyMarkBroken(Relation index, const char *why);
-extern bool            HannoyIndexUsable(Relation index, const char **why);
-extern void            HannoyRemoveSidecar(RelFileNodeBackend rnode);
+extern HannoyEnv *HannoyOpenEnvForWrite(Relation index, HannoyMetaPageData *meta, bool *rebuilding,
+                                        const char **why);
+extern void       HannoyForgetEnv(RelFileNodeBackend rnode);
+extern void       HannoyEnvPin(HannoyEnv *env);
+extern void       HannoyEnvUnpin(HannoyEnv *env);
+extern void       HannoyEnvAttach(HannoyEnv *env, HannoyEnvDetachFn detach, void *arg);
+extern void       HannoyEnvDetach(HannoyEnv *env, void *arg);
+extern void       HannoyEnvTouch(HannoyEnv *env);
+extern void       HannoyEnvFile(HannoyEnv *env, uint64 *dev, uint64 *ino);
+extern void       HannoyRelcacheCallback(Datum arg, Oid relid);
+extern void       HannoyMarkBroken(Relation index, const char *why);
+extern bool       HannoyIndexUsable(Relation index, const char **why);
+extern void       HannoyRemoveSidecar(RelFileNodeBackend rnode);
 
 /* hannoymeta.c: the metric, the options and the metapage of an index */
 extern void          HannoyDefineOptions(void);

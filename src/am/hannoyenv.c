@@ -16,6 +16,7 @@
 #include "common/file_perm.h"
 #include "miscadmin.h"
 #include "storage/fd.h"
+#include "storage/ipc.h"
 #include "storage/lmgr.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -53,13 +54,18 @@ typedef struct HannoyEnvCacheEntry
 	int                nusers;
 	int                maxusers;
 	uint64             last_used;
-	dev_t dev; /* in recovery: the data file it was opened on (a rebuild replaces it) */
+	dev_t dev; /* the data file it was opened on (a rebuild from the table replaces it) */
 	ino_t ino;
 } HannoyEnvCacheEntry;
 
-/* A standby's replica being rebuilt from its table: usable once that ends. */
+/* A replica being rebuilt from its table: usable once that ends. */
 static const char HANNOY_REASON_REBUILDING[] =
     "its sidecar is being rebuilt from the table on this server";
+
+/* A sidecar with a dirty marker of another boot: DESIGN.md "The dirty marker". */
+static const char HANNOY_REASON_TORN[] =
+    "its sidecar may be torn (the operating system stopped while writes to it were not on "
+    "disk); it is being rebuilt from the table on this server";
 
 /* True when the replica 'env' is being rebuilt from its table (a failure to tell: true). */
 static bool
@@ -211,6 +217,18 @@ env_cache_drop(int i)
 	for (int fds = 0; fds < HANNOY_FDS_PER_ENV; fds++)
 		ReleaseExternalFD();
 	env_cache[i] = env_cache[--env_cache_used];
+}
+
+/*
+ * At exit, this process's dirty markers go once the sidecars are synced
+ * (DESIGN.md "The dirty marker"); the environments stay open, as a scan
+ * may still hold a transaction.
+ */
+static void
+env_cache_at_exit(int code, Datum arg)
+{
+	for (int i = 0; i < env_cache_used; i++)
+		hannoy_env_clear_dirty(env_cache[i].env);
 }
 
 /*
@@ -414,9 +432,15 @@ says_unusable(HannoyStatus st)
 /*
  * open_env is HannoyOpenEnv; 'quiet' (the planner's question) returns
  * NULL with a reason for a passing failure too, instead of raising it.
+ * With 'rebuilding' (a writer's question, out of recovery), a replica
+ * being rebuilt from the table is returned with *rebuilding set: its
+ * writers stage rows into it (DESIGN.md "Rebuilding on a primary"); a
+ * sidecar to be rebuilt that no rebuild has replaced yet (it may be torn)
+ * returns NULL with *rebuilding set: its writers only log.
  */
 static HannoyEnv *
-open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, const char **why)
+open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, const char **why,
+         bool *rebuilding)
 {
 	RelFileNodeBackend   rnode;
 	HannoyEnvCacheEntry *entry = NULL;
@@ -429,7 +453,10 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
 	TimeLineID  tli = in_recovery ? 0 : GetWALInsertionTimeLine();
 	struct stat file;
 	bool        file_known = false;
+	bool        seeding = false;
 
+	if (rebuilding)
+		*rebuilding = false;
 	rnode.node = index->rd_node;
 	rnode.backend = index->rd_backend;
 	if (!HannoyReadMetaPage(index, meta))
@@ -439,17 +466,16 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
 	else if (meta->flags & HANNOY_META_INIT_FORK)
 		reason = in_recovery ? "its sidecar cannot be read while the server is in recovery"
 		                     : "it has no sidecar yet";
-	else if (in_recovery)
+	else
 	{
-		/* redo may have stopped trusting it since the last look: one stat */
 		char *path = HannoySidecarPath(rnode);
+		char  data[MAXPGPATH];
 
-		char data[MAXPGPATH];
-
-		if (!hannoy_replica_marked(path))
+		/* redo may have stopped trusting it since the last look: one stat */
+		if (in_recovery && !hannoy_replica_marked(path))
 			reason = "its sidecar cannot be read while the server is in recovery (it was not "
 			         "staged from this server's WAL)";
-		/* a replica rebuilt from the table replaced the one a cached handle is on */
+		/* a rebuild from the table replaced the sidecar a cached handle is on */
 		snprintf(data, sizeof(data), "%s/data.mdb", path);
 		file_known = stat(data, &file) == 0;
 		pfree(path);
@@ -479,6 +505,22 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
 			char           *path = HannoySidecarPath(rnode);
 			HannoyEnvConfig config = HannoyDefaultEnvConfig();
 			HannoyEnv      *env;
+			bool            torn = false;
+
+			/* first use in this process: is it what an operating system crash left? */
+			if ((st = hannoy_env_torn(path, &torn, &err)) != HANNOY_OK && !quiet)
+				HannoyReportError(st, &err, index);
+			if (torn)
+			{
+				pfree(path);
+				if (why)
+					*why = HANNOY_REASON_TORN;
+				if (rebuilding != NULL && !in_recovery)
+					*rebuilding = true;
+				if (missing_ok || quiet)
+					return NULL;
+				HannoyReportUnusable(index, HANNOY_REASON_TORN, ERROR, NULL);
+			}
 
 			while (env_cache_used >= HANNOY_ENV_CACHE_SIZE && env_cache_evict())
 				;
@@ -487,8 +529,11 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
 				int newcap = Max(HANNOY_ENV_CACHE_SIZE, env_cache_capacity * 2);
 
 				if (env_cache == NULL)
+				{
 					env_cache =
 					    MemoryContextAlloc(TopMemoryContext, sizeof(HannoyEnvCacheEntry) * newcap);
+					on_proc_exit(env_cache_at_exit, (Datum) 0);
+				}
 				else
 					env_cache = repalloc(env_cache, sizeof(HannoyEnvCacheEntry) * newcap);
 				env_cache_capacity = newcap;
@@ -569,12 +614,17 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
 		char *path = HannoySidecarPath(rnode);
 		bool  adopted;
 
-		if (hannoy_replica_marked(path) &&
-		    (st = HannoyAdoptReplica(entry->env, path, &adopted, &err)) != HANNOY_OK)
+		/* one being rebuilt from the table is adopted once that ends */
+		if (hannoy_replica_marked(path))
 		{
-			if (!quiet)
-				HannoyReportError(st, &err, index);
-			reason = "its sidecar could not be adopted after recovery";
+			if (replica_seeding(entry->env))
+				seeding = true;
+			else if ((st = HannoyAdoptReplica(entry->env, path, &adopted, &err)) != HANNOY_OK)
+			{
+				if (!quiet)
+					HannoyReportError(st, &err, index);
+				reason = "its sidecar could not be adopted after recovery";
+			}
 		}
 		pfree(path);
 	}
@@ -592,6 +642,18 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
 			reason = HANNOY_REASON_OTHER_BUILD;
 		else if (smeta.system_id != GetSystemIdentifier())
 			reason = HANNOY_REASON_OTHER_SYSTEM;
+		else if (seeding)
+		{
+			/* a primary's replica being rebuilt: its writers stage, nothing else uses it */
+			if (rebuilding == NULL)
+				reason = HANNOY_REASON_REBUILDING;
+			else
+			{
+				*rebuilding = true;
+				entry->last_used = ++env_cache_clock;
+				return entry->env;
+			}
+		}
 		else if (smeta.timeline == 0 && !in_recovery)
 			reason = HANNOY_REASON_STAGED;
 		else if (smeta.timeline != tli)
@@ -693,7 +755,19 @@ HannoyLinkStaged(Relation index, HannoyEnv *env)
 HannoyEnv *
 HannoyOpenEnv(Relation index, HannoyMetaPageData *meta, bool missing_ok, const char **why)
 {
-	return open_env(index, meta, missing_ok, false, why);
+	return open_env(index, meta, missing_ok, false, why, NULL);
+}
+
+/*
+ * HannoyOpenEnvForWrite is HannoyOpenEnv (missing_ok) for an insert or
+ * VACUUM: out of recovery, a replica being rebuilt from the table is
+ * returned too, with *rebuilding set; the caller then stages its rows or
+ * records its removals (DESIGN.md "Rebuilding on a primary").
+ */
+HannoyEnv *
+HannoyOpenEnvForWrite(Relation index, HannoyMetaPageData *meta, bool *rebuilding, const char **why)
+{
+	return open_env(index, meta, true, false, why, rebuilding);
 }
 
 /*
@@ -733,7 +807,7 @@ HannoyIndexUsable(Relation index, const char **why)
 	const char        *reason = NULL;
 
 	/* planning never fails because of the sidecar: a passing failure is a reason too */
-	if (open_env(index, &meta, true, true, &reason) != NULL)
+	if (open_env(index, &meta, true, true, &reason, NULL) != NULL)
 		return true;
 	if (why)
 		*why = reason;

@@ -100,14 +100,16 @@ set_index_dims(Relation index, uint32 dims)
  * open_for_insert returns the sidecar to apply rows to: it creates a fresh
  * one for an unlogged index reset after a crash, and returns NULL with a
  * WARNING for an unusable index (DESIGN.md "Never silently wrong": writes never block on it).
+ * *rebuilding: the sidecar is being rebuilt from the table, its rows are
+ * staged; NULL with *rebuilding: it is to be rebuilt, its rows are only logged.
  */
 static HannoyEnv *
-open_for_insert(Relation index, HannoyMetaPageData *meta)
+open_for_insert(Relation index, HannoyMetaPageData *meta, bool *rebuilding)
 {
 	const char *why = NULL;
-	HannoyEnv  *env = HannoyOpenEnv(index, meta, true, &why);
+	HannoyEnv  *env = HannoyOpenEnvForWrite(index, meta, rebuilding, &why);
 
-	if (env != NULL)
+	if (env != NULL || *rebuilding)
 		return env;
 	if (HannoyAwaitsSidecar(meta))
 	{
@@ -198,6 +200,50 @@ insert_rows(Relation index, HannoyEnv *env, Relation heap, HannoyInsertQueue *q,
 	HannoyWalRowsEnd(wal);
 }
 
+/*
+ * stage_rows stages the rows of queue 'q' still worth inserting into 'env',
+ * a replica being rebuilt from the table (DESIGN.md "Rebuilding on a
+ * primary"), in one synced write transaction, and logs them after.  'env'
+ * NULL: a sidecar to be rebuilt that no rebuild has replaced yet; the rows
+ * are only logged (the rebuild reads them from the table).
+ */
+static void
+stage_rows(Relation index, HannoyEnv *env, Relation heap, HannoyInsertQueue *q,
+           const HannoyMetaPageData *meta)
+{
+	HannoyStagedRow *rows = palloc(sizeof(HannoyStagedRow) * q->nrows);
+	HannoyWalRows   *wal;
+	uint32           n = 0;
+	uint32           bytes = (uint32) hannoy_vector_bytes((HannoyMetric) meta->metric, meta->dims);
+	HannoyError      err;
+	HannoyStatus     st;
+	bool             applied;
+
+	for (int i = 0; i < q->nrows; i++)
+	{
+		HannoyQueuedRow *row = &q->rows[i];
+
+		if ((i & 63) == 63)
+			CHECK_FOR_INTERRUPTS();
+		if (row->check_xmin && heap != NULL && !row_still_ours(heap, row->tid))
+			continue;
+		rows[n].tid = row->tid;
+		rows[n].kind = row->kind;
+		rows[n].vector = row->vector;
+		n++;
+	}
+	if (n == 0)
+		return;
+	if (env != NULL &&
+	    (st = hannoy_replica_stage(env, 0, meta->dims, rows, n, &applied, &err)) != HANNOY_OK)
+		HannoyReportError(st, &err, index);
+	wal = HannoyWalRowsBegin(index, meta->generation);
+	for (uint32 i = 0; i < n; i++)
+		HannoyWalRowsAdd(wal, rows[i].tid, rows[i].kind, rows[i].vector, meta->dims, bytes);
+	HannoyWalRowsEnd(wal);
+	pfree(rows);
+}
+
 /* Applies one queue to its index's sidecar. */
 static void
 apply_queue(Relation index, HannoyInsertQueue *q)
@@ -208,16 +254,28 @@ apply_queue(Relation index, HannoyInsertQueue *q)
 	HannoyError  err;
 	HannoyStatus st;
 	Relation volatile heap = NULL;
+	bool rebuilding = false;
 
 	if (q->nrows == 0)
 		return;
-	env = open_for_insert(index, &meta);
+	env = open_for_insert(index, &meta, &rebuilding);
+	if (env == NULL && rebuilding)
+	{
+		heap = table_open(index->rd_index->indrelid, NoLock);
+		stage_rows(index, NULL, heap->rd_tableam == GetHeapamTableAmRoutine() ? heap : NULL, q,
+		           &meta);
+		table_close(heap, NoLock);
+	}
 	if (env == NULL)
 	{
+		for (int i = 0; i < q->nrows; i++)
+			if (q->rows[i].vector)
+				pfree(q->rows[i].vector);
 		q->nrows = 0;
+		q->bytes = 0;
 		return;
 	}
-	if (meta.dims != 0)
+	if (meta.dims != 0 && !rebuilding)
 	{
 		st = hannoy_env_meta(env, &smeta, &err);
 		if (st == HANNOY_OK && smeta.dims != meta.dims)
@@ -249,7 +307,10 @@ apply_queue(Relation index, HannoyInsertQueue *q)
 			table_close(heap, NoLock);
 			heap = NULL;
 		}
-		insert_rows(index, env, heap, q, &meta);
+		if (rebuilding)
+			stage_rows(index, env, heap, q, &meta);
+		else
+			insert_rows(index, env, heap, q, &meta);
 		if (heap != NULL)
 			table_close(heap, NoLock);
 		HannoySyncCommitted(index, env, meta.generation);

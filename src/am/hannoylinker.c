@@ -78,6 +78,7 @@ typedef struct LinkerReplica
 	TimestampTz retry_at;        /* after a failure: not before then */
 	TimestampTz rebuild_asked;   /* when a rebuild from the table was last asked for */
 	int         rebuild_wait_ms; /* how long to wait before asking again */
+	bool        torn;            /* a dirty marker of another boot was found (to rebuild) */
 } LinkerReplica;
 
 /* What one round over the sidecars found (the visitors' argument). */
@@ -86,10 +87,16 @@ typedef struct LinkerRound
 	bool busy;        /* some work was done: no nap */
 	bool in_recovery; /* the server was in recovery when the round began */
 	bool left;        /* out of recovery: a replica still has staged rows or failed */
-	Oid  rebuild_db;  /* in recovery: a database with a sidecar to rebuild from the table */
+	Oid  rebuild_db;  /* a database with a sidecar to rebuild from the table */
 } LinkerRound;
 
 static HTAB *linker_replicas = NULL;
+
+/*
+ * Until the first round has ended, every sidecar is looked at for a dirty
+ * marker of another boot (only a start of the server can find one).
+ */
+static bool linker_first_round = true;
 
 /* The worker rebuilding replicas from the table (hannoyseed.c), while there is one. */
 static BackgroundWorkerHandle *linker_seeder = NULL;
@@ -279,13 +286,27 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 	char            file[MAXPGPATH];
 	struct stat     st;
 	bool            found;
+	bool            torn = false;
 
 	if (rnode.backend != InvalidBackendId || strlen(path) >= MAXPGPATH ||
 	    linker_should_stop_in(round->in_recovery))
 		return;
 	marked = hannoy_replica_marked(path);
+	entry = hash_search(linker_replicas, path, HASH_FIND, NULL);
+	/* a sidecar an operating system crash may have torn is rebuilt from the table */
+	if (linker_first_round || (entry != NULL && entry->torn))
+	{
+		if (hannoy_env_torn(path, &torn, &err) != HANNOY_OK)
+		{
+			ereport(LOG, (errmsg("hannoy could not look for dirty markers in \"%s\": %s", path,
+			                     err.message)));
+			torn = false;
+		}
+	}
+	if (entry != NULL)
+		entry->torn = torn;
 	/* after recovery: replicas to adopt, and adopted ones whose hint says rows are staged */
-	if (!marked && (!round->in_recovery && !hannoy_replica_has_staged_hint(path)))
+	if (!torn && !marked && !round->in_recovery && !hannoy_replica_has_staged_hint(path))
 		return;
 	entry = hash_search(linker_replicas, path, HASH_ENTER, &found);
 	if (!found)
@@ -295,6 +316,14 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 		entry->retry_at = 0;
 		entry->rebuild_asked = 0;
 		entry->rebuild_wait_ms = HANNOY_LINKER_REBUILD_RETRY_MS;
+		entry->torn = torn;
+	}
+	if (torn)
+	{
+		ask_rebuild(round, entry, rnode.node.dbNode, start);
+		if (!round->in_recovery)
+			round->left = true;
+		return;
 	}
 	/* in recovery, a sidecar this server does not trust is rebuilt from the table */
 	if (!marked && round->in_recovery)
@@ -324,14 +353,19 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 		        (errmsg("hannoy could not open replica sidecar \"%s\": %s", path, err.message)));
 		return;
 	}
-	if (round->in_recovery)
+	if (round->in_recovery || marked)
 	{
 		bool seeding = false;
 
-		/* a rebuild from the table under way, or one cut short (asked for again) */
+		/*
+		 * A rebuild from the table under way, or one cut short (asked for
+		 * again); after recovery too, where it is adopted once it ends.
+		 */
 		if (hannoy_replica_seeding(env, &seeding, &err) != HANNOY_OK || seeding)
 		{
 			ask_rebuild(round, entry, rnode.node.dbNode, start);
+			if (!round->in_recovery)
+				round->left = true;
 			hannoy_env_close(env);
 			return;
 		}
@@ -443,9 +477,9 @@ HannoyLinkerMain(Datum arg)
 			HannoyForEachSidecar(DEBUG1, link_replica, &round);
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(round_cxt);
+			linker_first_round = false;
 		}
-		if (OidIsValid(round.rebuild_db) && RecoveryInProgress() &&
-		    !HannoyStartSeeder(round.rebuild_db, &linker_seeder))
+		if (OidIsValid(round.rebuild_db) && !HannoyStartSeeder(round.rebuild_db, &linker_seeder))
 		{
 			linker_seeder = NULL;
 			ereport(LOG, (errmsg("hannoy could not start a worker to rebuild replicas from the "

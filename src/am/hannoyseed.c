@@ -160,22 +160,12 @@ seed_callback(Relation index, ItemPointer tid, Datum *values, bool *isnull, bool
 	}
 }
 
-/* A promotion ends a rebuild: the replica is not adopted, its index needs REINDEX. */
-static void
-seed_check_recovery(const char *name)
-{
-	if (!RecoveryInProgress())
-		ereport(
-		    ERROR,
-		    (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-		     errmsg("recovery ended while hannoy index \"%s\" was rebuilt from its table", name),
-		     errhint("REINDEX INDEX %s;", quote_identifier(name))));
-}
-
 /*
  * needs_rebuild tells whether the sidecar in 'path' is one to rebuild: there
- * and either not a replica this server trusts (no marker) or a rebuild cut
- * short (a crash, a cancellation).
+ * and either torn (a dirty marker of another boot: DESIGN.md "The dirty
+ * marker"), or, in recovery, not a replica this server trusts (no marker),
+ * or a rebuild cut short (a crash, a cancellation).  Out of recovery a
+ * sidecar without a marker is the primary's own.
  */
 static bool
 needs_rebuild(const char *path)
@@ -185,11 +175,14 @@ needs_rebuild(const char *path)
 	HannoyEnv      *env;
 	HannoyError     err;
 	bool            seeding = false;
+	bool            torn = false;
 
 	if (stat(path, &st) != 0)
 		return false;
-	if (!hannoy_replica_marked(path))
+	if (hannoy_env_torn(path, &torn, &err) == HANNOY_OK && torn)
 		return true;
+	if (!hannoy_replica_marked(path))
+		return RecoveryInProgress();
 	if (hannoy_env_open(path, &config, &env, &err) != HANNOY_OK)
 		return false;
 	if (hannoy_replica_seeding(env, &seeding, &err) != HANNOY_OK)
@@ -228,7 +221,6 @@ seed_build(SeedState *state, const char *name)
 			if (hannoy_test_rebuild_delay > 0)
 				pg_usleep((long) hannoy_test_rebuild_delay * 1000L);
 			CHECK_FOR_INTERRUPTS();
-			seed_check_recovery(name);
 			HannoyYieldToRedo(HANNOY_SEED_SLICE_MS);
 			st = hannoy_build_step(state->builder, HANNOY_SEED_SLICE_MS, &progress, &done, &err);
 			if (st != HANNOY_OK)
@@ -236,7 +228,6 @@ seed_build(SeedState *state, const char *name)
 		}
 		hannoy_build_free(state->builder);
 		state->builder = NULL;
-		seed_check_recovery(name);
 		st = hannoy_replica_seed_end(state->env, &err);
 		if (st != HANNOY_OK)
 			seed_error(name, &err);
@@ -312,14 +303,15 @@ seed_index(Oid indexoid)
 	path = MemoryContextStrdup(TopMemoryContext, HannoySidecarPath(rnode));
 	/*
 	 * An index the primary cannot use either stays as it is; so does a
-	 * partial index: a row of a transaction in progress during the rebuild
-	 * that then aborts stays in the index under its TID (the primary never
-	 * had it, so nothing removes it), and a later row in its slot that the
-	 * predicate leaves out (so never logged) would be returned with its
-	 * vector.
+	 * partial index in recovery: a row of a transaction in progress during
+	 * the rebuild that then aborts stays in the index under its TID (the
+	 * primary never had it, so nothing removes it), and a later row in its
+	 * slot that the predicate leaves out (so never logged) would be
+	 * returned with its vector.  (On a primary, VACUUM removes that row.)
 	 */
 	if (index->rd_rel->relpersistence != RELPERSISTENCE_PERMANENT ||
-	    RelationGetIndexPredicate(index) != NIL || !HannoyReadMetaPage(index, &meta) ||
+	    (RecoveryInProgress() && RelationGetIndexPredicate(index) != NIL) ||
+	    !HannoyReadMetaPage(index, &meta) ||
 	    (meta.flags & (HANNOY_META_BROKEN | HANNOY_META_INIT_FORK)) || !needs_rebuild(path))
 	{
 		seed_skip(heap, index, path);
@@ -365,8 +357,11 @@ seed_index(Oid indexoid)
 		HannoyReportError(st, &err, index);
 	pgstat_report_activity(STATE_RUNNING,
 	                       psprintf("rebuilding hannoy index \"%s\" from its table", name));
-	ereport(LOG, (errmsg("hannoy is rebuilding index \"%s\" from its table during recovery", name),
-	              errdetail("Its sidecar \"%s\" was not kept from this server's WAL.", path)));
+	ereport(LOG, (errmsg("hannoy is rebuilding index \"%s\" from its table%s", name,
+	                     RecoveryInProgress() ? " during recovery" : ""),
+	              errdetail("Its sidecar \"%s\" was not kept from this server's WAL, or its "
+	                        "rebuild had not ended.",
+	                        path)));
 
 	memset(&state, 0, sizeof(state));
 	st = hannoy_env_open(path, &config, &state.env, &err);
@@ -424,10 +419,11 @@ seed_index(Oid indexoid)
 	seed_build(&state, name);
 	TimestampDifference(start, GetCurrentTimestamp(), &secs, &usecs);
 	ereport(LOG,
-	        (errmsg("hannoy rebuilt index \"%s\" from its table during recovery: " UINT64_FORMAT
+	        (errmsg("hannoy rebuilt index \"%s\" from its table%s: " UINT64_FORMAT
 	                " rows read in %ld.%03d s",
-	                name, state.rows, secs, usecs / 1000),
-	         errdetail("Rows replayed meanwhile are staged: scans measure them exactly until the "
+	                name, RecoveryInProgress() ? " during recovery" : "", state.rows, secs,
+	                usecs / 1000),
+	         errdetail("Rows written meanwhile are staged: scans measure them exactly until the "
 	                   "replica linker has linked them.")));
 	pfree(path);
 }
@@ -468,7 +464,8 @@ hannoy_indexes(void)
 /*
  * HannoySeederMain is the worker's entry point: every hannoy index of the
  * database whose replica needs it is rebuilt, each in its own transaction.
- * It leaves when recovery has ended or on SIGTERM.
+ * It leaves when done or on SIGTERM; a rebuild begun in recovery goes on
+ * after a promotion (DESIGN.md "Rebuilding on a primary").
  */
 void
 HannoySeederMain(Datum arg)
@@ -484,8 +481,6 @@ HannoySeederMain(Datum arg)
 	oids = hannoy_indexes();
 	foreach (lc, oids)
 	{
-		if (!RecoveryInProgress())
-			break;
 		/* one index that fails (a conflict with recovery, say) does not hold the others back */
 		PG_TRY();
 		{

@@ -81,12 +81,21 @@ HannoyRegisterSweeper(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-/* Adds the database of one sidecar to the list at 'arg'. */
+/*
+ * Adds the database of one sidecar to the list at 'arg'.  On the way, the
+ * dirty markers that processes of this boot left when they were killed (a
+ * crash-restart) are cleared once the sidecar is synced, so that a reboot
+ * later does not take them for an operating system crash's (DESIGN.md "The
+ * dirty marker").
+ */
 static void
 add_sidecar_database(void *arg, RelFileNodeBackend rnode, const char *path)
 {
-	List **dbs = arg;
+	List      **dbs = arg;
+	bool        torn;
+	HannoyError err;
 
+	(void) hannoy_env_torn(path, &torn, &err);
 	*dbs = list_append_unique_oid(*dbs, rnode.node.dbNode);
 }
 

@@ -199,4 +199,7 @@ HannoySyncCommitted(Relation index, HannoyEnv *env, uint64 generation)
 		slot->synced = target;
 	}
 	LWLockRelease(&slot->lock);
+	/* another backend's sync covered ours: our dirty marker may go (our own sync took it) */
+	if (covered)
+		hannoy_env_note_synced(env);
 }

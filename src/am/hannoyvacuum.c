@@ -9,6 +9,8 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
+#include "access/table.h"
 #include "commands/vacuum.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
@@ -19,14 +21,18 @@
 
 #define HANNOY_VACUUM_BATCH 1024
 
-/* Opens the sidecar for VACUUM, or warns and returns NULL (DESIGN.md "Never silently wrong"). */
+/*
+ * Opens the sidecar for VACUUM, or warns and returns NULL (DESIGN.md "Never silently wrong").
+ * *rebuilding: it is being rebuilt from the table, or is to be (NULL), see
+ * remove_while_rebuilt.
+ */
 static HannoyEnv *
-open_for_vacuum(Relation index, HannoyMetaPageData *meta)
+open_for_vacuum(Relation index, HannoyMetaPageData *meta, bool *rebuilding)
 {
 	const char *why = NULL;
-	HannoyEnv  *env = HannoyOpenEnv(index, meta, true, &why);
+	HannoyEnv  *env = HannoyOpenEnvForWrite(index, meta, rebuilding, &why);
 
-	if (env == NULL && !HannoyAwaitsSidecar(meta))
+	if (env == NULL && !*rebuilding && !HannoyAwaitsSidecar(meta))
 	{
 		HannoyMarkBroken(index, why);
 		HannoyReportUnusable(index, why, WARNING, "skipping it");
@@ -80,6 +86,83 @@ repair_graph(Relation index, HannoyEnv *env)
 }
 
 /*
+ * remove_while_rebuilt is hannoybulkdelete for a sidecar being rebuilt from
+ * the table (DESIGN.md "Rebuilding on a primary"), whose rows are not all
+ * in it yet: VACUUM's callback is asked about every TID the table's pages
+ * can hold, and the dead ones are logged and recorded, so that the rebuild
+ * drops them from its graph when it ends and no staged row keeps them.  No
+ * repair: the graph is the rebuild's until then.  'env' NULL: a sidecar to
+ * be rebuilt that no rebuild has replaced yet; the removals are only logged
+ * (the rebuild never reads a removed row).
+ */
+static void
+remove_while_rebuilt(Relation index, HannoyEnv *env, const HannoyMetaPageData *meta,
+                     IndexBulkDeleteResult *stats, IndexBulkDeleteCallback callback,
+                     void *callback_state)
+{
+	Relation     heap = table_open(index->rd_index->indrelid, NoLock);
+	BlockNumber  nblocks = RelationGetNumberOfBlocks(heap);
+	HannoyEntry *dead = palloc(sizeof(HannoyEntry) * HANNOY_VACUUM_BATCH);
+	HannoyTid   *tids = palloc(sizeof(HannoyTid) * HANNOY_VACUUM_BATCH);
+	uint32       ndead = 0;
+	HannoyError  err;
+	HannoyStatus st;
+	bool         applied;
+
+	table_close(heap, NoLock);
+	for (BlockNumber block = 0; block <= nblocks; block++)
+	{
+		/* a full batch, or the last one */
+		if (ndead > 0 && (block == nblocks || ndead > HANNOY_VACUUM_BATCH - MaxHeapTuplesPerPage))
+		{
+			for (uint32 i = 0; i < ndead; i++)
+				tids[i] = dead[i].tid;
+			HannoyLogRemove(index, meta->generation, dead, ndead);
+			if (env != NULL &&
+			    (st = hannoy_replica_unstage(env, 0, tids, ndead, &applied, &err)) != HANNOY_OK)
+				HannoyReportError(st, &err, index);
+			stats->tuples_removed += ndead;
+			ndead = 0;
+		}
+		if (block == nblocks)
+			break;
+		vacuum_delay_point();
+		for (OffsetNumber off = FirstOffsetNumber; off <= MaxHeapTuplesPerPage; off++)
+		{
+			ItemPointerData tid;
+
+			ItemPointerSet(&tid, block, off);
+			if (callback(&tid, callback_state))
+			{
+				dead[ndead].tid = HannoyTidFromItemPointer(&tid);
+				dead[ndead].id = UINT32_MAX;
+				ndead++;
+			}
+		}
+	}
+	stats->estimated_count = true;
+	pfree(dead);
+	pfree(tids);
+}
+
+/* remove_while_rebuilt with 'env' pinned meanwhile. */
+static pg_noinline void
+remove_pinned(Relation index, HannoyEnv *env, const HannoyMetaPageData *meta,
+              IndexBulkDeleteResult *stats, IndexBulkDeleteCallback callback, void *callback_state)
+{
+	HannoyEnvPin(env);
+	PG_TRY();
+	{
+		remove_while_rebuilt(index, env, meta, stats, callback, callback_state);
+	}
+	PG_FINALLY();
+	{
+		HannoyEnvUnpin(env);
+	}
+	PG_END_TRY();
+}
+
+/*
  * hannoybulkdelete removes the rows VACUUM's callback reports dead, then
  * repairs the graph around them.
  */
@@ -95,10 +178,20 @@ hannoybulkdelete(IndexVacuumInfo        *info, IndexBulkDeleteResult *volatile s
 	HannoyError         err;
 	HannoyStatus        st;
 	HannoyMetaPageData  meta;
+	bool                rebuilding = false;
 
 	if (stats == NULL)
 		stats = (IndexBulkDeleteResult *) palloc0(sizeof(IndexBulkDeleteResult));
-	env = open_for_vacuum(index, &meta);
+	env = open_for_vacuum(index, &meta, &rebuilding);
+	if (env == NULL && rebuilding)
+		remove_while_rebuilt(index, NULL, &meta, stats, callback, callback_state);
+	else if (rebuilding)
+		remove_pinned(index, env, &meta, stats, callback, callback_state);
+	if (rebuilding)
+	{
+		stats->num_pages = RelationGetNumberOfBlocks(index);
+		return stats;
+	}
 	if (env == NULL)
 		return stats;
 	HannoyEnvPin(env);

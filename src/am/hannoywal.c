@@ -19,6 +19,7 @@
 #include "common/file_perm.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "storage/fd.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -97,6 +98,7 @@ struct HannoyWalRows
 
 /* The startup process's one open replica (redo), and its memory. */
 static HannoyEnv    *redo_env = NULL;
+static bool          redo_exit_hooked = false;
 static RelFileNode   redo_node;
 static struct stat   redo_file; /* its data file when it was opened */
 static MemoryContext redo_cxt = NULL;
@@ -361,6 +363,13 @@ redo_close(void)
 	redo_env = NULL;
 }
 
+/* At exit the open replica is closed, so its dirty marker goes (DESIGN.md "The dirty marker"). */
+static void
+redo_at_exit(int code, Datum arg)
+{
+	redo_close();
+}
+
 /*
  * Takes the lock of replica directories (HannoyReplicaPathsLock) around a
  * change of one; only core calls run under it, which never raise an
@@ -455,6 +464,11 @@ redo_open(RelFileNode node, uint64 generation)
 	else
 		st = hannoy_env_open(path, &config, &redo_env, &err);
 	paths_unlock();
+	if (!redo_exit_hooked)
+	{
+		on_proc_exit(redo_at_exit, (Datum) 0);
+		redo_exit_hooked = true;
+	}
 	if (st == HANNOY_ERR_NOT_FOUND)
 	{
 		redo_env = NULL;
@@ -854,13 +868,17 @@ hannoy_desc(StringInfo buf, XLogReaderState *record)
 	}
 }
 
-/* Removes the replica marker of one sidecar (HannoyDistrustCopiedReplicas). */
+/*
+ * Removes the replica marker of one sidecar and marks it as a copy to
+ * rebuild (HannoyDistrustCopiedReplicas).
+ */
 static void
 distrust_copy(void *arg, RelFileNodeBackend rnode, const char *path)
 {
 	HannoyError err;
 
-	if (hannoy_replica_marked(path) && hannoy_replica_unmark(path, &err) != HANNOY_OK)
+	if ((hannoy_replica_marked(path) && hannoy_replica_unmark(path, &err) != HANNOY_OK) ||
+	    hannoy_env_mark_copied(path, &err) != HANNOY_OK)
 		ereport(FATAL,
 		        (errmsg("could not mark hannoy sidecar \"%s\" untrusted: %s", path, err.message)));
 }
@@ -869,8 +887,12 @@ distrust_copy(void *arg, RelFileNodeBackend rnode, const char *path)
  * HannoyDistrustCopiedReplicas runs in the postmaster at start-up: a data
  * directory with a backup_label came from a base backup or pg_rewind, and
  * a sidecar in it was copied while it may have been written, so no
- * replica in it is trusted; the markers go before the startup process
- * renames the label, durably, so a restart never trusts the copy again.
+ * sidecar in it is trusted: each loses its replica marker and gets a dirty
+ * marker of no boot, so it is rebuilt from the table whether the server
+ * then stays in recovery, is promoted before the rebuild ran, or replays
+ * the backup as a crash recovery (no recovery.signal).  This happens
+ * before the startup process renames the label, durably, so a restart
+ * never trusts the copy again.
  */
 void
 HannoyDistrustCopiedReplicas(void)

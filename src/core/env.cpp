@@ -70,6 +70,8 @@ remove_env(const std::string &path)
 	remove_file(path + "/staged");
 	remove_file(path + "/data.mdb");
 	remove_file(path + "/lock.mdb");
+	/* dirty markers after the data: a torn file is never left without one */
+	hannoy::remove_dirty_markers(path);
 	remove_file(path + "/owner");
 	if (rmdir(path.c_str()) != 0 && errno != ENOENT)
 		throw hannoy::Error(HANNOY_ERR_STORAGE,

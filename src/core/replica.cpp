@@ -109,14 +109,15 @@ sync_path(const std::string &path, bool directory)
 
 /*
  * Begins the write transaction of one redo record: false (nothing to do)
- * when the sidecar's stamp shows WAL up to 'lsn' applied already.
+ * when the sidecar's stamp shows WAL up to 'lsn' applied already.  'lsn' 0
+ * is a primary's own write to a replica being rebuilt: always applied.
  */
 bool
 needs_apply(hannoy::Store &s, MDB_txn *txn, uint64_t lsn)
 {
 	if (!s.has_staged())
 		throw hannoy::Error(HANNOY_ERR_INVALID, "the sidecar was not made by WAL redo");
-	return s.read_applied(txn) < lsn;
+	return lsn == 0 || s.read_applied(txn) < lsn;
 }
 
 } // namespace
@@ -292,7 +293,8 @@ hannoy_replica_stage(HannoyEnv *env, uint64_t lsn, uint32_t dims, const HannoySt
 		    }
 		    if (!seeding)
 			    s.write_state(txn.get(), state);
-		    s.write_applied(txn.get(), lsn);
+		    if (lsn != 0)
+			    s.write_applied(txn.get(), lsn);
 		    txn.commit();
 		    s.sync(true);
 		    *applied = true;
@@ -330,7 +332,8 @@ hannoy_replica_unstage(HannoyEnv *env, uint64_t lsn, const HannoyTid *tids, uint
 		    }
 		    if (!seeding)
 			    s.write_state(txn.get(), state);
-		    s.write_applied(txn.get(), lsn);
+		    if (lsn != 0)
+			    s.write_applied(txn.get(), lsn);
 		    txn.commit();
 		    s.sync(true);
 		    *applied = true;

@@ -534,6 +534,7 @@ Store::~Store()
 	/* the kept scan's read transaction must end before the environment closes */
 	if (idle_scan_ != nullptr)
 		idle_scan_free_(idle_scan_);
+	clear_dirty_on_close();
 	if (env_ != nullptr)
 		mdb_env_close(env_);
 }
@@ -629,6 +630,7 @@ Store::move_map(uint64_t size)
 void
 Store::before_write()
 {
+	mark_dirty();
 	uint64_t used = used_bytes();
 	uint64_t room = room_for(used);
 	if (map_size() < used + room / 2)
@@ -1803,6 +1805,7 @@ Store::sync(bool force)
 	int rc = mdb_env_sync(env_, force ? 1 : 0);
 	if (rc != 0)
 		throw_lmdb(rc, "syncing");
+	note_synced(false);
 }
 
 } // namespace hannoy

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -221,6 +222,9 @@ class Txn
  * caller calls Store::txn_ended after ending it (Txn does both).
  */
 MDB_txn *begin_txn(Store *store, MDB_env *env, bool read_only);
+
+/* Removes every dirty marker in sidecar directory 'dir' (dirty.cpp). */
+void remove_dirty_markers(const std::string &dir);
 
 /*
  * Something that keeps a read transaction of a store between core calls (a
@@ -729,8 +733,21 @@ class Store
 	 * scans (SnapshotHolders) are asked to end theirs first, and the
 	 * snapshot cache is emptied.
 	 */
-	/* Called before a write transaction begins: grows the map if its room runs low. */
+	/*
+	 * Called before a write transaction begins: marks the sidecar dirty
+	 * (dirty.cpp) and grows the map if its room runs low.
+	 */
 	void before_write();
+	/*
+	 * The dirty marker (dirty.cpp): mark_dirty creates this store's marker,
+	 * durably, unless it has one; note_synced removes it once every commit
+	 * of this store is on disk (after a second, unless 'closing', so that a
+	 * busy writer does not pay two syncs per transaction);
+	 * clear_dirty_on_close syncs and removes it as the store closes.
+	 */
+	void mark_dirty();
+	void note_synced(bool closing);
+	void clear_dirty_on_close();
 	/* Grows the map to hold the data (another process grew it); throws if it cannot move. */
 	void adopt_growth();
 	/* Makes room for 'bytes' more data before a long read transaction (the build's) is opened. */
@@ -833,6 +850,10 @@ class Store
 	mutable std::atomic<uint64_t> id_bound_{0};
 	void                         *idle_scan_ = nullptr;
 	void (*idle_scan_free_)(void *) = nullptr;
+	/* this store's dirty marker ("" when none) and when it was made */
+	std::mutex                            dirty_mu_;
+	std::string                           dirty_marker_;
+	std::chrono::steady_clock::time_point dirty_since_;
 
 	struct Holder
 	{

@@ -330,6 +330,47 @@ TEST(Replica, ARebuildFromTheTableYieldsToRedo)
 	hannoy_env_close(env);
 }
 
+/* A primary's own writes to a replica it rebuilds (LSN 0) always apply and leave the stamp. */
+TEST(Replica, APrimarysWritesAreNotGatedByTheStamp)
+{
+	TempEnvDir      dir;
+	HannoyEnvConfig config = test_config();
+	HannoyMeta      meta = test_meta(HANNOY_METRIC_L2, DIMS);
+	HannoyError     err;
+
+	meta.timeline = 0;
+	ASSERT_EQ(hannoy_replica_create_seeding(dir.path(), &config, &meta, &err), HANNOY_OK)
+	    << err.message;
+	HannoyEnv *env = open_replica(dir.path());
+	ASSERT_NE(env, nullptr);
+	std::vector<float>     vectors = hannoy_test::uniform(4, DIMS, 5);
+	std::vector<HannoyTid> tids = {1 << 16 | 1, 1 << 16 | 2, 1 << 16 | 3, 1 << 16 | 4};
+	/* redo up to LSN 500 */
+	EXPECT_TRUE(stage(env, 500, {tids[0]}, &vectors[0]));
+	EXPECT_FALSE(stage(env, 400, {tids[1]}, &vectors[DIMS]));
+	/* after a promotion the primary's rows come in the order their backends commit */
+	EXPECT_TRUE(stage(env, 0, {tids[1], tids[2]}, &vectors[DIMS]));
+	EXPECT_TRUE(stage(env, 0, {tids[3]}, &vectors[3 * DIMS]));
+	bool applied = false;
+	ASSERT_EQ(hannoy_replica_unstage(env, 0, &tids[2], 1, &applied, &err), HANNOY_OK)
+	    << err.message;
+	EXPECT_TRUE(applied);
+	uint64_t staged = 0, lsn = 0;
+	ASSERT_EQ(hannoy_replica_state(env, &staged, &lsn, &err), HANNOY_OK) << err.message;
+	EXPECT_EQ(staged, 3u);
+	EXPECT_EQ(lsn, 500u);
+	/* the removal is recorded for the rebuild's end: the staged rows stay */
+	ASSERT_EQ(hannoy_replica_seed_end(env, &err), HANNOY_OK) << err.message;
+	ASSERT_EQ(hannoy_replica_state(env, &staged, &lsn, &err), HANNOY_OK) << err.message;
+	EXPECT_EQ(staged, 3u);
+	/* stamp 500 is within WAL replayed to 600: adopted */
+	bool adopted = false;
+	ASSERT_EQ(hannoy_replica_adopt(env, dir.path(), 2, 600, &adopted, &err), HANNOY_OK)
+	    << err.message;
+	EXPECT_TRUE(adopted);
+	hannoy_env_close(env);
+}
+
 TEST(Replica, ASidecarNotMadeByRedoTakesNoStagedRows)
 {
 	TempEnvDir      dir;

@@ -1,4 +1,5 @@
-# A point-in-time restore to a named restore point keeps the hannoy indexes
+# A point-in-time restore to a named restore point (also to an LSN and a
+# time: the same point) keeps the hannoy indexes
 # created after its base backup (DESIGN.md "Promotion, PITR, crash
 # recovery"): the restore's redo keeps their replicas, and when recovery
 # ends at the target they become the restored server's own sidecars, on
@@ -13,7 +14,8 @@
 # trusted, is rebuilt from the table while a second restore waits at its
 # target (recovery_target_action = 'pause'), answers exactly there, and
 # stays usable once recovery ends (DESIGN.md "Rebuilding a replica from the
-# table").
+# table"); restores to the LSN and the time of that point, promoted at once,
+# rebuild it on the new primary (DESIGN.md "Rebuilding on a primary").
 use strict;
 use warnings;
 
@@ -61,6 +63,9 @@ insert_rows($primary, 0, 799);
 $primary->safe_psql('postgres', 'DELETE FROM items WHERE id % 6 = 0; VACUUM items');
 insert_rows($primary, 800, 999);
 my $at_target = $primary->safe_psql('postgres', 'SELECT id FROM items ORDER BY id');
+# the same point as an LSN and a time, for the restores to those targets
+my $target_lsn = $primary->safe_psql('postgres', 'SELECT pg_current_wal_insert_lsn()');
+my $target_time = $primary->safe_psql('postgres', 'SELECT clock_timestamp()');
 $primary->safe_psql('postgres', "SELECT pg_create_restore_point('before_mistake')");
 # after the restore point: rows the restored server must not have
 insert_rows($primary, 1000, 1299);
@@ -78,7 +83,7 @@ ok( wait_until(
 	'the WAL past the restore point is archived');
 $primary->stop;
 
-my $restored = PostgreSQL::Test::Cluster->new('restored');
+our $restored = PostgreSQL::Test::Cluster->new('restored');
 $restored->init_from_backup($primary, 'base', has_restoring => 1);
 $restored->append_conf('postgresql.conf',
 	"recovery_target_name = 'before_mistake'\nrecovery_target_action = 'promote'");
@@ -86,10 +91,12 @@ $restored->start;
 ok(wait_until(60, sub { $restored->safe_psql('postgres', 'SELECT pg_is_in_recovery()') eq 'f' }),
 	'the restore reaches its target and is promoted');
 
-# Checks that $restored answers through the index exactly with the rows $want (ids, one a line).
+# Checks that $node ($restored by default) answers through the index exactly with the rows $want
+# (ids, one a line).
 sub answers
 {
-	my ($want, $label) = @_;
+	my ($want, $label, $node) = @_;
+	local $restored = $node if defined $node;
 	my $top = "SELECT id, v <-> $query FROM items ORDER BY v <-> $query LIMIT 10";
 	like($restored->safe_psql('postgres', "EXPLAIN (COSTS OFF) $top"),
 		qr/Index Scan using items_v on items/, "$label: the planner uses the index");
@@ -147,4 +154,27 @@ is( $paused->safe_psql('postgres', "SET hannoy.ef_search = 1000; SET enable_seqs
 	$paused->safe_psql('postgres', "SET enable_indexscan = off; SET enable_bitmapscan = off; $old_top"),
 	'its top 10 equal the exact top 10');
 $paused->stop;
+
+# Restores to an LSN and to a time, the point of the named restore point:
+# the same rows, through both indexes
+for my $target ([ 'an LSN', 'lsn', "recovery_target_lsn = '$target_lsn'" ],
+	[ 'a time', 'time', "recovery_target_time = '$target_time'" ])
+{
+	my ($what, $name, $conf) = @$target;
+	my $node = PostgreSQL::Test::Cluster->new("to_$name");
+	$node->init_from_backup($primary, 'base', has_restoring => 1);
+	# the history of the first timeline: the restores above archived timelines of their own
+	$node->append_conf('postgresql.conf',
+		"$conf\nrecovery_target_timeline = 'current'\nrecovery_target_action = 'promote'");
+	$node->start;
+	ok(wait_until(60, sub { $node->safe_psql('postgres', 'SELECT pg_is_in_recovery()') eq 'f' }),
+		"the restore to $what reaches its target and is promoted");
+	answers($at_target, "restored to $what", $node);
+	ok(index_used_soon($node, $old_top, 'old_v'),
+		"restored to $what: old_v, older than the base backup, is rebuilt from the table");
+	($old_got) = scan_ids($node, 'old', 'index', query => $query);
+	compare_id_sets($old_got, [ split /\n/, $old_at_target ],
+		"restored to $what: old_v returns exactly the rows at the target");
+	$node->stop;
+}
 done_testing();

@@ -21,8 +21,10 @@
 #  - a standby stopped in immediate mode while a rebuild may run: after the
 #    restart the rebuild is done again and the answers are exact;
 #  - a promotion while a rebuild runs (slowed by hannoy.test_rebuild_delay):
-#    the rebuild stops, the half-built index is not used on the new primary
-#    (a forced scan fails), answers stay exact, and REINDEX makes it usable.
+#    the rebuild goes on on the new primary while it inserts, updates,
+#    deletes and vacuums; meanwhile the half-built index is not used (a
+#    forced scan fails) and answers stay exact; then the index is used with
+#    no REINDEX and answers exactly, also after more writes and a restart.
 # HANNOY_REBUILD_ROWS sets the table's size (default 3000).
 use strict;
 use warnings;
@@ -81,6 +83,16 @@ sub distrust_items
 {
 	my ($label) = @_;
 	$standby->append_conf('postgresql.conf', 'hannoy.test_pause_linker = on');
+	$standby->reload;
+	# a rebuild worker the linker started before (for another index) would rebuild it at once
+	ok( wait_until(
+			60,
+			sub {
+				$standby->safe_psql('postgres',
+					"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'hannoy replica rebuild'"
+				) eq '0';
+			}),
+		"no rebuild worker runs $label" =~ s/ $//r);
 	$standby->append_conf('postgresql.conf', 'hannoy.test_fail_redo = on');
 	$standby->reload;
 	my $offset = -s $standby->logfile;
@@ -329,11 +341,13 @@ is( join("\n",
 	'the standby logged no other problem');
 
 ############################################################################
-# A promotion while a rebuild runs: the index is never adopted half built;
-# it is unusable on the new primary (never wrong) until REINDEX
+# A promotion while a rebuild runs: the rebuild goes on on the new primary,
+# whose inserts, updates, deletes and VACUUM meanwhile are staged or
+# recorded; the index is never used half built, and once the rebuild ends
+# it is the new primary's own, exact, with no REINDEX
 ############################################################################
 distrust_items('before a promotion');
-$standby->append_conf('postgresql.conf', 'hannoy.test_rebuild_delay = 2000');
+$standby->append_conf('postgresql.conf', 'hannoy.test_rebuild_delay = 4000');
 $standby->append_conf('postgresql.conf', 'hannoy.test_pause_linker = off');
 $offset = -s $standby->logfile;
 $standby->reload;
@@ -341,37 +355,82 @@ ok( wait_until(
 		60,
 		sub {
 			PostgreSQL::Test::Utils::slurp_file($standby->logfile, $offset) =~
-			  /hannoy is rebuilding index "items_v"/;
+			  /hannoy is rebuilding index "items_v" from its table during recovery/;
 		}),
 	'a rebuild of items_v runs');
 $standby->promote;
 ok(wait_until(60, sub { $standby->safe_psql('postgres', 'SELECT pg_is_in_recovery()') eq 'f' }),
 	'the standby is promoted while the rebuild runs');
-ok( wait_until(
-		60,
-		sub {
-			PostgreSQL::Test::Utils::slurp_file($standby->logfile, $offset) =~
-			  /recovery ended while hannoy index "items_v" was rebuilt from its table/;
-		}),
-	'the rebuild stops when recovery ends');
+my $promoted_from = $next;
+# the linker waits, so the rows staged meanwhile are still staged when the rebuild ends
+$standby->append_conf('postgresql.conf', 'hannoy.test_pause_linker = on');
+$standby->reload;
+$standby->safe_psql('postgres',
+	insert_sql('items', $next, $next + 199)
+	  . "UPDATE items SET v = (SELECT v FROM items i2 WHERE i2.id = items.id + 1) "
+	  . "WHERE id % 37 = 5 AND id < $rows;\n"
+	  . "DELETE FROM items WHERE id % 29 = 3;\nVACUUM items;\n");
+$next += 200;
+my $exact_top = "SELECT id, v <-> $query FROM items ORDER BY v <-> $query LIMIT 10";
+my $seq_top = "SET enable_indexscan = off; SET enable_bitmapscan = off; $exact_top";
+($rc, $sout, $serr) = $standby->psql('postgres', "SET enable_seqscan = off; $exact_top");
+like($serr, qr/being rebuilt from the table/,
+	'after those writes the rebuild still runs: a forced scan fails rather than answer wrongly');
 unlike(
 	$standby->safe_psql('postgres',
 		"EXPLAIN (COSTS OFF) SELECT id FROM items ORDER BY v <-> $query LIMIT 10"),
 	qr/Index Scan using items_v/,
 	'the new primary does not use the half-built index');
-my $exact_top = "SELECT id, v <-> $query FROM items ORDER BY v <-> $query LIMIT 10";
-is( $standby->safe_psql('postgres', $exact_top),
-	$standby->safe_psql('postgres',
-		"SET enable_indexscan = off; SET enable_bitmapscan = off; $exact_top"),
+is($standby->safe_psql('postgres', $exact_top), $standby->safe_psql('postgres', $seq_top),
 	'and answers exactly without it');
-($rc, $sout, $serr) = $standby->psql('postgres', "SET enable_seqscan = off; $exact_top");
-like($serr, qr/hannoy index "items_v" cannot be used/, 'a forced scan fails rather than answer wrongly');
-$standby->safe_psql('postgres', 'REINDEX INDEX items_v');
-ok(table_index_used_soon($standby, 'items', 'items_v'), 'after REINDEX the new primary uses it');
-is( $standby->safe_psql('postgres', "SET hannoy.ef_search = 1000; SET enable_seqscan = off; $exact_top"),
-	$standby->safe_psql('postgres',
-		"SET enable_indexscan = off; SET enable_bitmapscan = off; $exact_top"),
-	'and its top 10 are the exact top 10');
+ok( wait_until(
+		120,
+		sub {
+			PostgreSQL::Test::Utils::slurp_file($standby->logfile, $offset) =~
+			  /hannoy rebuilt index "items_v" from its table: \d+ rows read/;
+		}),
+	'the rebuild ends on the new primary');
+ok(table_index_used_soon($standby, 'items', 'items_v'), 'then the new primary uses items_v');
+my ($staged, $tombstones) = split /\|/,
+  $standby->safe_psql('postgres', "SELECT staged_rows, tombstones FROM hannoy_index_stats('items_v')");
+cmp_ok($staged, '>=', 150, "the new primary's inserts and updates during the rebuild were staged");
+cmp_ok($tombstones, '>=', 50,
+	'the rows its VACUUM removed during the rebuild left the rebuilt graph as it ended');
+
+# The checks of the acceptance list on the new primary, against its own heap.
+sub promoted_answers_exactly
+{
+	my ($label) = @_;
+	my ($got) = scan_ids($standby, 'items', 'index', query => $query, op => '<->');
+	my ($want) = scan_ids($standby, 'items', 'seq');
+	compare_id_sets($got, $want, "$label: the unbounded index scan returns every row");
+	is( $standby->safe_psql('postgres',
+			"SET hannoy.ef_search = 1000; SET enable_seqscan = off; $exact_top"),
+		$standby->safe_psql('postgres', $seq_top),
+		"$label: the top 10 at the widest search equal the exact top 10");
+	my ($misses) = self_lookup_misses($standby, 'items', where => "id >= $promoted_from",
+		settings => 'SET enable_seqscan = off; SET hannoy.ef_search = 200;');
+	is(join(',', @$misses), '', "$label: every recent row finds itself among its 10 nearest");
+}
+promoted_answers_exactly('after a rebuild that went on past the promotion, rows still staged');
+$standby->append_conf('postgresql.conf', 'hannoy.test_pause_linker = off');
+$standby->reload;
+ok( wait_until(
+		60,
+		sub {
+			$standby->safe_psql('postgres', "SELECT staged_rows FROM hannoy_index_stats('items_v')")
+			  eq '0';
+		}),
+	'the linker links the staged rows');
+promoted_answers_exactly('once they are linked');
+$standby->safe_psql('postgres',
+	insert_sql('items', $next, $next + 99) . "DELETE FROM items WHERE id % 31 = 4;\nVACUUM items;\n");
+$next += 100;
+promoted_answers_exactly('after more writes and VACUUM on the new primary');
+is_deeply(verify_problems($standby, 'items_v'), [], 'hannoy_verify finds nothing wrong');
+$standby->restart;
+ok(table_index_used_soon($standby, 'items', 'items_v'), 'after a restart items_v is still used');
+promoted_answers_exactly('after a restart of the new primary');
 
 $standby->stop;
 $primary->stop;
