@@ -333,10 +333,17 @@ extern "C"
 	extern HannoyStatus hannoy_env_torn(const char *path, bool *torn, HannoyError *err);
 	/*
 	 * Marks the sidecar in 'path' as one to rebuild, durably: a dirty marker
-	 * without a boot id, which hannoy_env_torn takes for another boot's (a
-	 * copy made by a base backup or pg_rewind while it may have been written).
+	 * "dirty.0.<why>" without a boot id, which hannoy_env_torn takes for
+	 * another boot's (a copy made by a base backup or pg_rewind while it may
+	 * have been written; a replica redo stopped trusting).
 	 */
-	extern HannoyStatus hannoy_env_mark_copied(const char *path, HannoyError *err);
+	extern HannoyStatus hannoy_env_mark_for_rebuild(const char *path, const char *why,
+	                                                HannoyError *err);
+	/*
+	 * Removes this store's dirty marker if every write transaction of it has
+	 * ended and was synced (a backend at the end of its transaction).
+	 */
+	extern void hannoy_env_release_marker(HannoyEnv *env);
 
 	/*
 	 * The id of the last committed LMDB transaction (every process sees the

@@ -197,6 +197,7 @@ extern void       HannoyEnvAttach(HannoyEnv *env, HannoyEnvDetachFn detach, void
 extern void       HannoyEnvDetach(HannoyEnv *env, void *arg);
 extern void       HannoyEnvTouch(HannoyEnv *env);
 extern void       HannoyEnvFile(HannoyEnv *env, uint64 *dev, uint64 *ino);
+extern void       HannoyReleaseDirtyMarkers(void);
 extern void       HannoyRelcacheCallback(Datum arg, Oid relid);
 extern void       HannoyMarkBroken(Relation index, const char *why);
 extern bool       HannoyIndexUsable(Relation index, const char **why);

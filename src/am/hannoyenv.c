@@ -220,6 +220,19 @@ env_cache_drop(int i)
 }
 
 /*
+ * HannoyReleaseDirtyMarkers removes, at the end of a transaction, the
+ * dirty markers of this backend's sidecars whose writes are all synced (a
+ * commit syncs them first), so an idle backend leaves none behind
+ * (DESIGN.md "The dirty marker").
+ */
+void
+HannoyReleaseDirtyMarkers(void)
+{
+	for (int i = 0; i < env_cache_used; i++)
+		hannoy_env_release_marker(env_cache[i].env);
+}
+
+/*
  * At exit, this process's dirty markers go once the sidecars are synced
  * (DESIGN.md "The dirty marker"); the environments stay open, as a scan
  * may still hold a transaction.
@@ -377,9 +390,9 @@ HannoyEnvDetach(HannoyEnv *env, void *arg)
 }
 
 /*
- * HannoyEnvFile gives the data file a cached environment was opened on, in
- * recovery (where a rebuild from the table may replace a replica with one
- * of the same generation); 0, 0 otherwise.
+ * HannoyEnvFile gives the data file a cached environment was opened on (a
+ * rebuild from the table replaces a sidecar with one of the same
+ * generation); 0, 0 when unknown.
  */
 void
 HannoyEnvFile(HannoyEnv *env, uint64 *dev, uint64 *ino)
@@ -439,8 +452,8 @@ says_unusable(HannoyStatus st)
  * returns NULL with *rebuilding set: its writers only log.
  */
 static HannoyEnv *
-open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, const char **why,
-         bool *rebuilding)
+open_env_once(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet,
+              const char **why, bool *rebuilding)
 {
 	RelFileNodeBackend   rnode;
 	HannoyEnvCacheEntry *entry = NULL;
@@ -677,6 +690,34 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
 		return NULL;
 	HannoyReportUnusable(index, reason, ERROR, NULL);
 	pg_unreachable();
+}
+
+/*
+ * open_env is open_env_once, decided again under HannoyReplicaPathsLock
+ * when, out of recovery, the sidecar looked missing or like a replica not
+ * adopted: a rebuild from the table may have been replacing it (it holds
+ * that lock from the removal of the old directory to the marker of the
+ * new one), and such a passing look must never mark the index broken.
+ */
+static HannoyEnv *
+open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, const char **why,
+         bool *rebuilding)
+{
+	const char *reason = NULL;
+	HannoyEnv  *env = open_env_once(index, meta, missing_ok, quiet, &reason, rebuilding);
+	LWLock     *lock;
+
+	if (env == NULL && (missing_ok || quiet) && !RecoveryInProgress() &&
+	    (reason == HANNOY_REASON_MISSING || reason == HANNOY_REASON_STAGED) &&
+	    (lock = HannoyReplicaPathsLock()) != NULL)
+	{
+		LWLockAcquire(lock, LW_SHARED);
+		env = open_env_once(index, meta, missing_ok, quiet, &reason, rebuilding);
+		LWLockRelease(lock);
+	}
+	if (why)
+		*why = reason;
+	return env;
 }
 
 /*

@@ -233,7 +233,10 @@ stage_rows(Relation index, HannoyEnv *env, Relation heap, HannoyInsertQueue *q,
 		n++;
 	}
 	if (n == 0)
+	{
+		pfree(rows);
 		return;
+	}
 	if (env != NULL &&
 	    (st = hannoy_replica_stage(env, 0, meta->dims, rows, n, &applied, &err)) != HANNOY_OK)
 		HannoyReportError(st, &err, index);

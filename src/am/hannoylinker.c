@@ -88,6 +88,7 @@ typedef struct LinkerRound
 	bool in_recovery; /* the server was in recovery when the round began */
 	bool left;        /* out of recovery: a replica still has staged rows or failed */
 	Oid  rebuild_db;  /* a database with a sidecar to rebuild from the table */
+	bool cut;         /* some sidecar was not visited (the round stopped) */
 } LinkerRound;
 
 static HTAB *linker_replicas = NULL;
@@ -288,9 +289,13 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 	bool            found;
 	bool            torn = false;
 
-	if (rnode.backend != InvalidBackendId || strlen(path) >= MAXPGPATH ||
-	    linker_should_stop_in(round->in_recovery))
+	if (rnode.backend != InvalidBackendId || strlen(path) >= MAXPGPATH)
 		return;
+	if (linker_should_stop_in(round->in_recovery))
+	{
+		round->cut = true;
+		return;
+	}
 	marked = hannoy_replica_marked(path);
 	entry = hash_search(linker_replicas, path, HASH_FIND, NULL);
 	/* a sidecar an operating system crash may have torn is rebuilt from the table */
@@ -464,6 +469,7 @@ HannoyLinkerMain(Datum arg)
 		round.in_recovery = RecoveryInProgress();
 		round.left = false;
 		round.rebuild_db = InvalidOid;
+		round.cut = false;
 		if (linker_should_stop_in(false))
 		{
 			if (ShutdownRequestPending)
@@ -477,7 +483,9 @@ HannoyLinkerMain(Datum arg)
 			HannoyForEachSidecar(DEBUG1, link_replica, &round);
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(round_cxt);
-			linker_first_round = false;
+			/* every sidecar looked at for markers of another boot */
+			if (!round.cut)
+				linker_first_round = false;
 		}
 		if (OidIsValid(round.rebuild_db) && !HannoyStartSeeder(round.rebuild_db, &linker_seeder))
 		{

@@ -36,6 +36,8 @@ typedef struct HannoySyncSlot
 	RelFileNodeBackend rnode;      /* the index whose sync state this is */
 	uint64             generation; /* its sidecar's generation */
 	uint64             synced;     /* LMDB transactions up to this one are on disk */
+	uint64             dev;        /* its data file (a rebuild from the table replaces it, */
+	uint64             ino;        /* and the new file numbers its transactions afresh) */
 } HannoySyncSlot;
 
 static HannoySyncSlot *sync_slots = NULL;
@@ -161,6 +163,7 @@ HannoySyncCommitted(Relation index, HannoyEnv *env, uint64 generation)
 	HannoyError        err;
 	HannoyStatus       st;
 	uint64             mine, target;
+	uint64             dev, ino;
 	bool               covered;
 
 	if (sync_slots == NULL)
@@ -177,12 +180,13 @@ HannoySyncCommitted(Relation index, HannoyEnv *env, uint64 generation)
 	st = hannoy_env_last_commit(env, &mine, &err);
 	if (st != HANNOY_OK)
 		HannoyReportError(st, &err, index);
+	HannoyEnvFile(env, &dev, &ino);
 	slot =
 	    &sync_slots[hash_bytes((const unsigned char *) &rnode, sizeof(rnode)) % HANNOY_SYNC_SLOTS];
 
 	LWLockAcquire(&slot->lock, LW_EXCLUSIVE);
 	covered = RelFileNodeBackendEquals(slot->rnode, rnode) && slot->generation == generation &&
-	          slot->synced >= mine;
+	          slot->dev == dev && slot->ino == ino && dev != 0 && slot->synced >= mine;
 	if (!covered)
 	{
 		/* everything committed before the sync starts is covered by it */
@@ -196,6 +200,8 @@ HannoySyncCommitted(Relation index, HannoyEnv *env, uint64 generation)
 		}
 		slot->rnode = rnode;
 		slot->generation = generation;
+		slot->dev = dev;
+		slot->ino = ino;
 		slot->synced = target;
 	}
 	LWLockRelease(&slot->lock);

@@ -413,6 +413,9 @@ redo_distrust(RelFileNode node, const char *why)
 	path = HannoySidecarPath(rnode);
 	paths_lock(LW_EXCLUSIVE);
 	st = hannoy_replica_unmark(path, &err);
+	/* so that it is rebuilt after a promotion too, not only while in recovery */
+	if (st == HANNOY_OK && hannoy_env_exists(path))
+		st = hannoy_env_mark_for_rebuild(path, "distrusted", &err);
 	paths_unlock();
 	if (st != HANNOY_OK)
 		ereport(WARNING,
@@ -878,7 +881,7 @@ distrust_copy(void *arg, RelFileNodeBackend rnode, const char *path)
 	HannoyError err;
 
 	if ((hannoy_replica_marked(path) && hannoy_replica_unmark(path, &err) != HANNOY_OK) ||
-	    hannoy_env_mark_copied(path, &err) != HANNOY_OK)
+	    hannoy_env_mark_for_rebuild(path, "copied", &err) != HANNOY_OK)
 		ereport(FATAL,
 		        (errmsg("could not mark hannoy sidecar \"%s\" untrusted: %s", path, err.message)));
 }

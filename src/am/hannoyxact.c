@@ -31,15 +31,18 @@ HannoyXactCallback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 			HannoyLifecycleAtEnd(false, false);
 			HannoyQueueAtXactEnd();
+			HannoyReleaseDirtyMarkers();
 			break;
 		case XACT_EVENT_COMMIT:
 			HannoyLifecycleAtEnd(true, false);
 			HannoyQueueAtXactEnd();
+			HannoyReleaseDirtyMarkers();
 			break;
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
 			HannoyLifecycleAtEnd(true, true);
 			HannoyQueueAtXactEnd();
+			HannoyReleaseDirtyMarkers();
 			break;
 	}
 }

@@ -35,8 +35,9 @@ namespace
 /* A marker removed earlier than this after its creation would cost two syncs per transaction. */
 constexpr auto DIRTY_MIN_AGE = std::chrono::seconds(1);
 
-/* The prefix of a marker's file name. */
+/* The prefix of a marker's file name, and of one being written. */
 const char DIRTY_PREFIX[] = "dirty.";
+const char TMP_PREFIX[] = "tmp-";
 
 /* This boot of the machine (Linux), "" when it cannot be read: then nothing is marked. */
 const std::string &
@@ -93,45 +94,81 @@ marker_pid(const char *name)
 namespace hannoy
 {
 
+/*
+ * Writes 'content' to marker 'name' in directory 'dir' durably: under a
+ * temporary name first, then renamed, so that no reader ever sees a
+ * marker without its content (an empty one would say "torn").
+ */
 void
-Store::mark_dirty()
+write_marker(const std::string &dir, const std::string &name, const std::string &content,
+             mode_t mode)
 {
-	std::lock_guard<std::mutex> lock(dirty_mu_);
-	if (!config_.durable || !dirty_marker_.empty() || boot_id().empty())
-		return;
-	static std::atomic<uint64_t> seq{0};
-	std::string name = path_ + "/" + DIRTY_PREFIX + std::to_string(getpid()) + "." +
-	                   std::to_string(seq.fetch_add(1));
-	int fd = open(name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-	              static_cast<mode_t>(config_.file_mode));
+	std::string tmp = dir + "/" + TMP_PREFIX + name;
+	std::string final_name = dir + "/" + name;
+	int         fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
 	if (fd < 0)
 		throw Error(HANNOY_ERR_STORAGE,
-		            "could not create file \"" + name + "\": " + std::strerror(errno), errno);
-	std::string content = boot_id() + "\n";
-	ssize_t     n = write(fd, content.data(), content.size());
-	int         saved = errno;
-	int         rc = n == static_cast<ssize_t>(content.size()) ? fsync(fd) : -1;
+		            "could not create file \"" + tmp + "\": " + std::strerror(errno), errno);
+	ssize_t n = write(fd, content.data(), content.size());
+	int     saved = errno;
+	int     rc = n == static_cast<ssize_t>(content.size()) ? fsync(fd) : -1;
 	if (rc != 0 && n == static_cast<ssize_t>(content.size()))
 		saved = errno;
 	close(fd);
+	if (rc == 0 && rename(tmp.c_str(), final_name.c_str()) != 0)
+	{
+		rc = -1;
+		saved = errno;
+	}
 	if (rc != 0)
 	{
-		unlink(name.c_str());
+		unlink(tmp.c_str());
 		throw Error(HANNOY_ERR_STORAGE,
-		            "could not write file \"" + name +
+		            "could not write file \"" + final_name +
 		                "\": " + (n >= 0 && saved == 0 ? "short write" : std::strerror(saved)),
 		            saved);
 	}
 	/* the marker must be on disk before any commit that needs it */
-	fsync_path(path_, true);
-	dirty_marker_ = name;
+	fsync_path(dir, true);
+}
+
+void
+Store::mark_dirty()
+{
+	std::lock_guard<std::mutex> lock(dirty_mu_);
+	dirty_writes_++;
+	if (!config_.durable || !dirty_marker_.empty() || boot_id().empty())
+		return;
+	static std::atomic<uint64_t> seq{0};
+	std::string                  name = std::string(DIRTY_PREFIX) + std::to_string(getpid()) + "." +
+	                   std::to_string(seq.fetch_add(1));
+	write_marker(path_, name, boot_id() + "\n", static_cast<mode_t>(config_.file_mode));
+	dirty_marker_ = path_ + "/" + name;
 	dirty_since_ = std::chrono::steady_clock::now();
 }
 
 void
-Store::note_synced(bool closing)
+Store::write_ended()
+{
+	dirty_open_.fetch_sub(1);
+}
+
+uint64_t
+Store::dirty_writes() const
 {
 	std::lock_guard<std::mutex> lock(dirty_mu_);
+	/* a write transaction still open may commit after the sync: nothing can be said */
+	return dirty_open_.load() == 0 ? dirty_writes_ : UINT64_MAX;
+}
+
+void
+Store::note_synced(bool closing, uint64_t writes_before)
+{
+	std::lock_guard<std::mutex> lock(dirty_mu_);
+	/* a write transaction began after the sync did (another thread): its commit may be unsynced */
+	if (writes_before != dirty_writes_)
+		return;
+	synced_writes_ = writes_before;
 	if (dirty_marker_.empty() ||
 	    (!closing && std::chrono::steady_clock::now() - dirty_since_ < DIRTY_MIN_AGE))
 		return;
@@ -141,12 +178,28 @@ Store::note_synced(bool closing)
 }
 
 void
+Store::release_marker()
+{
+	std::lock_guard<std::mutex> lock(dirty_mu_);
+	if (dirty_marker_.empty() || dirty_open_.load() != 0 || synced_writes_ != dirty_writes_)
+		return;
+	unlink(dirty_marker_.c_str());
+	dirty_marker_.clear();
+}
+
+void
 Store::clear_dirty_on_close()
 {
-	if (dirty_marker_.empty() || env_ == nullptr)
+	if (env_ == nullptr)
 		return;
+	{
+		std::lock_guard<std::mutex> lock(dirty_mu_);
+		if (dirty_marker_.empty())
+			return;
+	}
+	uint64_t writes = dirty_writes();
 	if (mdb_env_sync(env_, 1) == 0)
-		note_synced(true);
+		note_synced(true, writes);
 }
 
 void
@@ -156,8 +209,10 @@ remove_dirty_markers(const std::string &dir)
 	if (d == nullptr)
 		return;
 	std::vector<std::string> names;
+	std::string              tmp = std::string(TMP_PREFIX) + DIRTY_PREFIX;
 	while (struct dirent *de = readdir(d))
-		if (std::strncmp(de->d_name, DIRTY_PREFIX, sizeof(DIRTY_PREFIX) - 1) == 0)
+		if (std::strncmp(de->d_name, DIRTY_PREFIX, sizeof(DIRTY_PREFIX) - 1) == 0 ||
+		    std::strncmp(de->d_name, tmp.c_str(), tmp.size()) == 0)
 			names.push_back(dir + "/" + de->d_name);
 	closedir(d);
 	for (const std::string &name : names)
@@ -171,8 +226,13 @@ remove_dirty_markers(const std::string &dir)
 extern "C" void
 hannoy_env_note_synced(HannoyEnv *env)
 {
+	/* the caller's commits are covered, and it writes nothing meanwhile (one thread) */
 	(void) hannoy::run_guarded(nullptr,
-	                           [&] { reinterpret_cast<hannoy::Store *>(env)->note_synced(false); });
+	                           [&]
+	                           {
+		                           hannoy::Store *s = reinterpret_cast<hannoy::Store *>(env);
+		                           s->note_synced(false, s->dirty_writes());
+	                           });
 }
 
 extern "C" void
@@ -183,34 +243,24 @@ hannoy_env_clear_dirty(HannoyEnv *env)
 }
 
 extern "C" HannoyStatus
-hannoy_env_mark_copied(const char *path, HannoyError *err)
+hannoy_env_mark_for_rebuild(const char *path, const char *why, HannoyError *err)
 {
-	return hannoy::run_guarded(
-	    err,
-	    [&]
-	    {
-		    /* no boot id in it: hannoy_env_torn takes it for another boot's */
-		    std::string name = std::string(path) + "/" + DIRTY_PREFIX + "0.copied";
-		    int         fd = open(name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-		    if (fd < 0)
-			    throw hannoy::Error(
-			        HANNOY_ERR_STORAGE,
-			        "could not create file \"" + name + "\": " + std::strerror(errno), errno);
-		    static const char content[] = "copied by a base backup or pg_rewind\n";
-		    ssize_t           n = write(fd, content, sizeof(content) - 1);
-		    int               saved = errno;
-		    int               rc = n == static_cast<ssize_t>(sizeof(content) - 1) ? fsync(fd) : -1;
-		    if (rc != 0 && n == static_cast<ssize_t>(sizeof(content) - 1))
-			    saved = errno;
-		    close(fd);
-		    if (rc != 0)
-			    throw hannoy::Error(
-			        HANNOY_ERR_STORAGE,
-			        "could not write file \"" + name +
-			            "\": " + (n >= 0 && saved == 0 ? "short write" : std::strerror(saved)),
-			        saved);
-		    fsync_path(path, true);
-	    });
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           /* no boot id in it: hannoy_env_torn takes it for another boot's
+		                            */
+		                           hannoy::write_marker(path,
+		                                                std::string(DIRTY_PREFIX) + "0." + why,
+		                                                std::string(why) + "\n", 0600);
+	                           });
+}
+
+extern "C" void
+hannoy_env_release_marker(HannoyEnv *env)
+{
+	(void) hannoy::run_guarded(nullptr,
+	                           [&] { reinterpret_cast<hannoy::Store *>(env)->release_marker(); });
 }
 
 extern "C" HannoyStatus

@@ -259,6 +259,7 @@ staged_kind(const MDB_val &data, size_t vector_bytes)
 Txn::Txn(MDB_env *env, bool read_only) : store_(static_cast<Store *>(mdb_env_get_userctx(env)))
 {
 	txn_ = begin_txn(store_, env, read_only);
+	write_ = !read_only;
 }
 
 Txn::~Txn()
@@ -276,7 +277,11 @@ Txn::commit()
 		mdb_txn_abort(t);
 	txn_ = nullptr;
 	if (store_ != nullptr)
+	{
 		store_->txn_ended();
+		if (write_)
+			store_->write_ended();
+	}
 	if (rc != 0)
 	{
 		if (store_ != nullptr)
@@ -299,7 +304,11 @@ Txn::abort()
 			        return 0;
 		        });
 		if (store_ != nullptr)
+		{
 			store_->txn_ended();
+			if (write_)
+				store_->write_ended();
+		}
 	}
 }
 
@@ -1802,10 +1811,11 @@ Store::sync(bool force)
 {
 	if (!config_.durable)
 		return;
-	int rc = mdb_env_sync(env_, force ? 1 : 0);
+	uint64_t writes = dirty_writes();
+	int      rc = mdb_env_sync(env_, force ? 1 : 0);
 	if (rc != 0)
 		throw_lmdb(rc, "syncing");
-	note_synced(false);
+	note_synced(false, writes);
 }
 
 } // namespace hannoy

@@ -213,6 +213,7 @@ class Txn
   private:
 	MDB_txn *txn_ = nullptr;
 	Store   *store_ = nullptr; /* counted in the store's open transactions */
+	bool     write_ = false;   /* a write transaction (Store::write_ended when it ends) */
 };
 
 /*
@@ -740,14 +741,21 @@ class Store
 	void before_write();
 	/*
 	 * The dirty marker (dirty.cpp): mark_dirty creates this store's marker,
-	 * durably, unless it has one; note_synced removes it once every commit
-	 * of this store is on disk (after a second, unless 'closing', so that a
-	 * busy writer does not pay two syncs per transaction);
+	 * durably, unless it has one, and counts the write transaction;
+	 * note_synced removes it once every commit of this store is on disk
+	 * (after a second, unless 'closing', so that a busy writer does not pay
+	 * two syncs per transaction), unless a write transaction began since
+	 * the count 'writes_before' (dirty_writes) was read before the sync;
 	 * clear_dirty_on_close syncs and removes it as the store closes.
 	 */
-	void mark_dirty();
-	void note_synced(bool closing);
-	void clear_dirty_on_close();
+	void     mark_dirty();
+	uint64_t dirty_writes() const;
+	void     note_synced(bool closing, uint64_t writes_before);
+	void     clear_dirty_on_close();
+	/* Removes the marker if every write transaction of this store is ended and synced. */
+	void release_marker();
+	/* Called when a write transaction of this store ended (committed or not). */
+	void write_ended();
 	/* Grows the map to hold the data (another process grew it); throws if it cannot move. */
 	void adopt_growth();
 	/* Makes room for 'bytes' more data before a long read transaction (the build's) is opened. */
@@ -769,6 +777,7 @@ class Store
 	write_began()
 	{
 		page_check_.begin();
+		dirty_open_.fetch_add(1);
 	}
 	/*
 	 * Before LMDB writes or deletes 'key' of 'dbi' ('append': with
@@ -851,7 +860,10 @@ class Store
 	void                         *idle_scan_ = nullptr;
 	void (*idle_scan_free_)(void *) = nullptr;
 	/* this store's dirty marker ("" when none) and when it was made */
-	std::mutex                            dirty_mu_;
+	mutable std::mutex                    dirty_mu_;
+	uint64_t                              dirty_writes_ = 0;  /* write transactions begun */
+	uint64_t                              synced_writes_ = 0; /* of those, the ones synced */
+	std::atomic<int>                      dirty_open_{0};     /* write transactions open */
 	std::string                           dirty_marker_;
 	std::chrono::steady_clock::time_point dirty_since_;
 
