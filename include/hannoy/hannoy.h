@@ -295,6 +295,8 @@ extern "C"
 
 	/* True when 'path' holds an environment. */
 	extern bool hannoy_env_exists(const char *path);
+	/* The device and inode of the data file 'env' has open (0, 0 if unknown). */
+	extern void hannoy_env_file_id(HannoyEnv *env, uint64_t *dev, uint64_t *ino);
 
 	/* Reads the meta record as last committed. */
 	extern HannoyStatus hannoy_env_meta(HannoyEnv *env, HannoyMeta *meta, HannoyError *err);

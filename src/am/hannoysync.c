@@ -180,7 +180,7 @@ HannoySyncCommitted(Relation index, HannoyEnv *env, uint64 generation)
 	st = hannoy_env_last_commit(env, &mine, &err);
 	if (st != HANNOY_OK)
 		HannoyReportError(st, &err, index);
-	HannoyEnvFile(env, &dev, &ino);
+	hannoy_env_file_id(env, &dev, &ino);
 	slot =
 	    &sync_slots[hash_bytes((const unsigned char *) &rnode, sizeof(rnode)) % HANNOY_SYNC_SLOTS];
 

@@ -85,9 +85,9 @@ struct BuildGraph
 	 * its search found beyond those it linked (up to fill0 in all), added
 	 * once every node is linked (see top_up_lists).
 	 */
-	std::vector<uint32_t>       spare;  /* node id * fill0 + i */
-	std::vector<uint8_t>        spares; /* per node */
-	uint32_t                    fill0 = 0;
+	std::vector<uint32_t> spare;  /* node id * fill0 + i */
+	std::vector<uint8_t>  spares; /* per node */
+	uint32_t              fill0 = 0;
 	/*
 	 * Wide nodes (true metrics only, wide_min > 0): the heuristic kept at
 	 * least wide_min of a node's layer-0 candidates (3/8 of the bound), as
@@ -106,9 +106,9 @@ struct BuildGraph
 		bool     kept; /* the heuristic keeps it */
 	};
 	std::vector<std::vector<SwapEntry>> swap_state;
-	const hannoy::VectorLayout *layout = nullptr;
-	uint32_t                    per_node = 1; /* pieces per vector */
-	uint32_t                    m = 0, m0 = 0;
+	const hannoy::VectorLayout         *layout = nullptr;
+	uint32_t                            per_node = 1; /* pieces per vector */
+	uint32_t                            m = 0, m0 = 0;
 	/* the codes (format 5, when they pay): node id * code bytes */
 	std::shared_ptr<const hannoy::Quantizer> quantizer;
 	std::vector<uint8_t>                     codes;
@@ -388,8 +388,7 @@ mark_kept(BuildGraph &g, std::vector<BuildGraph::SwapEntry> &st, std::vector<siz
 	for (size_t i = 0; i < order.size(); i++)
 		order[i] = i;
 	std::sort(order.begin(), order.end(),
-	          [&](size_t a, size_t b)
-	          {
+	          [&](size_t a, size_t b) {
 		          return hannoy::Candidate{st[a].dist, st[a].id} <
 		                 hannoy::Candidate{st[b].dist, st[b].id};
 	          });

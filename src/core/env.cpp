@@ -155,6 +155,21 @@ hannoy_env_owner(const char *path, uint32_t *index_oid)
 	return true;
 }
 
+extern "C" void
+hannoy_env_file_id(HannoyEnv *env, uint64_t *dev, uint64_t *ino)
+{
+	*dev = 0;
+	*ino = 0;
+	mdb_filehandle_t fd;
+	struct stat      st;
+	MDB_env         *e = reinterpret_cast<hannoy::Store *>(env)->env();
+	if (mdb_env_get_fd(e, &fd) == 0 && fstat(fd, &st) == 0)
+	{
+		*dev = static_cast<uint64_t>(st.st_dev);
+		*ino = static_cast<uint64_t>(st.st_ino);
+	}
+}
+
 extern "C" bool
 hannoy_env_exists(const char *path)
 {
