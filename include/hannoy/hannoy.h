@@ -343,7 +343,9 @@ extern "C"
 	                                                HannoyError *err);
 	/*
 	 * Removes this store's dirty marker if every write transaction of it has
-	 * ended and was synced (a backend at the end of its transaction).
+	 * ended and was synced and the marker is a second old (a backend at the
+	 * end of its transaction: a busy writer makes one a second, not one a
+	 * transaction).
 	 */
 	extern void hannoy_env_release_marker(HannoyEnv *env);
 

@@ -181,7 +181,8 @@ void
 Store::release_marker()
 {
 	std::lock_guard<std::mutex> lock(dirty_mu_);
-	if (dirty_marker_.empty() || dirty_open_.load() != 0 || synced_writes_ != dirty_writes_)
+	if (dirty_marker_.empty() || dirty_open_.load() != 0 || synced_writes_ != dirty_writes_ ||
+	    std::chrono::steady_clock::now() - dirty_since_ < DIRTY_MIN_AGE)
 		return;
 	unlink(dirty_marker_.c_str());
 	dirty_marker_.clear();

@@ -752,7 +752,10 @@ class Store
 	uint64_t dirty_writes() const;
 	void     note_synced(bool closing, uint64_t writes_before);
 	void     clear_dirty_on_close();
-	/* Removes the marker if every write transaction of this store is ended and synced. */
+	/*
+	 * Removes the marker if every write transaction of this store is ended
+	 * and synced, and the marker is a second old.
+	 */
 	void release_marker();
 	/* Called when a write transaction of this store ended (committed or not). */
 	void write_ended();
