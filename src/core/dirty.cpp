@@ -53,22 +53,6 @@ boot_id()
 	return id;
 }
 
-/* Flushes a file or directory; 'what' names it in the error. */
-void
-fsync_path(const std::string &path, bool directory)
-{
-	int fd = open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-	if (fd < 0)
-		throw hannoy::Error(HANNOY_ERR_STORAGE,
-		                    "could not open \"" + path + "\": " + std::strerror(errno), errno);
-	int rc = fsync(fd);
-	int saved = errno;
-	close(fd);
-	if (rc != 0)
-		throw hannoy::Error(HANNOY_ERR_STORAGE,
-		                    "could not fsync \"" + path + "\": " + std::strerror(saved), saved);
-}
-
 /* The content of marker file 'path' (at most a line). */
 std::string
 marker_content(const std::string &path)
@@ -93,6 +77,21 @@ marker_pid(const char *name)
 
 namespace hannoy
 {
+
+void
+sync_path(const std::string &path, bool directory)
+{
+	int fd = open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDWR) | O_CLOEXEC);
+	if (fd < 0)
+		throw Error(HANNOY_ERR_STORAGE, "could not open \"" + path + "\": " + std::strerror(errno),
+		            errno);
+	int rc = fsync(fd);
+	int saved = errno;
+	close(fd);
+	if (rc != 0)
+		throw Error(HANNOY_ERR_STORAGE, "could not fsync \"" + path + "\": " + std::strerror(saved),
+		            saved);
+}
 
 /*
  * Writes 'content' to marker 'name' in directory 'dir' durably: under a
@@ -129,7 +128,7 @@ write_marker(const std::string &dir, const std::string &name, const std::string 
 		            saved);
 	}
 	/* the marker must be on disk before any commit that needs it */
-	fsync_path(dir, true);
+	sync_path(dir, true);
 }
 
 void

@@ -91,22 +91,6 @@ adopt(hannoy::Store &s, uint32_t timeline, uint64_t replayed_to, bool *hint)
 	return true;
 }
 
-/* Flushes a file or directory to disk; 'what' names it in the error. */
-void
-sync_path(const std::string &path, bool directory)
-{
-	int fd = open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDWR) | O_CLOEXEC);
-	if (fd < 0)
-		throw hannoy::Error(HANNOY_ERR_STORAGE,
-		                    "could not open \"" + path + "\": " + std::strerror(errno), errno);
-	int rc = fsync(fd);
-	int saved = errno;
-	close(fd);
-	if (rc != 0)
-		throw hannoy::Error(HANNOY_ERR_STORAGE,
-		                    "could not fsync \"" + path + "\": " + std::strerror(saved), saved);
-}
-
 /*
  * Begins the write transaction of one redo record: false (nothing to do)
  * when the sidecar's stamp shows WAL up to 'lsn' applied already.  'lsn' 0
@@ -165,8 +149,8 @@ create_replica(const char *path, const HannoyEnvConfig *config, const HannoyMeta
 		    close(fd);
 		    if (config->durable)
 		    {
-			    sync_path(marker, false);
-			    sync_path(path, true);
+			    hannoy::sync_path(marker, false);
+			    hannoy::sync_path(path, true);
 		    }
 	    });
 }
@@ -233,7 +217,7 @@ hannoy_replica_unmark(const char *path, HannoyError *err)
 			                                                   "\": " + std::strerror(errno),
 			                                               errno);
 		                           }
-		                           sync_path(path, true);
+		                           hannoy::sync_path(path, true);
 	                           });
 }
 

@@ -224,6 +224,9 @@ class Txn
  */
 MDB_txn *begin_txn(Store *store, MDB_env *env, bool read_only);
 
+/* Flushes a file or a directory ('directory') to disk (dirty.cpp). */
+void sync_path(const std::string &path, bool directory);
+
 /* Removes every dirty marker in sidecar directory 'dir' (dirty.cpp). */
 void remove_dirty_markers(const std::string &dir);
 
