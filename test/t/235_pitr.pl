@@ -16,6 +16,9 @@
 # stays usable once recovery ends (DESIGN.md "Rebuilding a replica from the
 # table"); restores to the LSN and the time of that point, promoted at once,
 # rebuild it on the new primary (DESIGN.md "Rebuilding on a primary").
+# Every target lies in the middle of a write load (pgbench inserting and
+# deleting, VACUUM) on a third table: each restore's index on it returns
+# exactly the rows its heap has at that point.
 use strict;
 use warnings;
 
@@ -25,6 +28,7 @@ use lib $FindBin::RealBin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IPC::Run ();
 use HannoyTestUtil;
 
 my $primary = PostgreSQL::Test::Cluster->new('primary');
@@ -63,10 +67,44 @@ insert_rows($primary, 0, 799);
 $primary->safe_psql('postgres', 'DELETE FROM items WHERE id % 6 = 0; VACUUM items');
 insert_rows($primary, 800, 999);
 my $at_target = $primary->safe_psql('postgres', 'SELECT id FROM items ORDER BY id');
-# the same point as an LSN and a time, for the restores to those targets
+
+# A write load on a third table runs across every target: pgbench inserts and deletes in
+# table load while the targets are taken, and VACUUM removes rows meanwhile.
+$primary->safe_psql('postgres', 'CREATE TABLE load (id serial PRIMARY KEY, v real[])');
+$primary->safe_psql('postgres', 'CREATE INDEX load_v ON load USING hannoy (v real_l2_ops)');
+$primary->safe_psql('postgres',
+	"INSERT INTO load (v) SELECT array_agg(random()::real) FROM generate_series(1, $dims) g, "
+	  . "generate_series(1, 200) r GROUP BY r");
+my $script = $primary->basedir . '/load.sql';
+PostgreSQL::Test::Utils::append_to_file(
+	$script, qq{\\set r random(1, 10)
+\\if :r <= 8
+INSERT INTO load (v) SELECT array_agg(random()::real) FROM generate_series(1, $dims);
+\\else
+DELETE FROM load WHERE id = (SELECT max(id) FROM load) - 3;
+\\endif
+});
+my ($load_out, $load_err) = ('', '');
+my $load = IPC::Run::start(
+	[
+		'pgbench', '-n', '-c', 2, '-T', 600, '-f', $script, '-h', $primary->host,
+		'-p', $primary->port, 'postgres'
+	],
+	'<', \undef, '>', \$load_out, '2>', \$load_err);
+my $load_rows = sub { $primary->safe_psql('postgres', 'SELECT count(*) FROM load') };
+ok(wait_until(60, sub { $load_rows->() >= 400 }), 'the write load runs');
+$primary->safe_psql('postgres', 'VACUUM load');
+
+# the point as an LSN and a time, for the restores to those targets, then as a name: for the
+# quiet tables the same point, for load three points in the middle of its writes
 my $target_lsn = $primary->safe_psql('postgres', 'SELECT pg_current_wal_insert_lsn()');
 my $target_time = $primary->safe_psql('postgres', 'SELECT clock_timestamp()');
 $primary->safe_psql('postgres', "SELECT pg_create_restore_point('before_mistake')");
+my $rows_at_target = $load_rows->();
+ok(wait_until(60, sub { $load_rows->() >= $rows_at_target + 200 }),
+	'the write load goes on past the targets');
+$load->signal('INT');
+eval { $load->finish };
 # after the restore point: rows the restored server must not have
 insert_rows($primary, 1000, 1299);
 insert_rows($primary, 600, 699, 'old');
@@ -111,7 +149,20 @@ sub answers
 		"$label: the top 10 equal the exact top 10");
 }
 
+# Checks that $node's index on load returns exactly the rows its heap has: a point in the middle
+# of the write load.
+sub load_answers
+{
+	my ($node, $label) = @_;
+	my ($got) = scan_ids($node, 'load', 'index', query => $query);
+	my ($seq) = scan_ids($node, 'load', 'seq');
+	ok(@$seq > 200, "$label: load has rows of the write load (" . scalar(@$seq) . ')');
+	compare_id_sets($got, $seq,
+		"$label: load's index returns exactly the rows its heap has, written under load");
+}
+
 answers($at_target, 'at the restore point');
+load_answers($restored, 'at the restore point');
 like(PostgreSQL::Test::Utils::slurp_file($restored->logfile),
 	qr/hannoy sidecar "[^"]+" kept from WAL is now this server's own \(timeline 2\)/,
 	'the replica became the restored server\'s own on the new timeline');
@@ -143,6 +194,7 @@ ok(index_used_soon($paused, $old_top, 'old_v'),
 my ($old_got) = scan_ids($paused, 'old', 'index', query => $query);
 compare_id_sets($old_got, [ split /\n/, $old_at_target ],
 	'the rebuilt index returns exactly the rows at the restore point');
+load_answers($paused, 'paused at the restore point');
 $paused->safe_psql('postgres', 'SELECT pg_wal_replay_resume()');
 ok(wait_until(60, sub { $paused->safe_psql('postgres', 'SELECT pg_is_in_recovery()') eq 'f' }),
 	'recovery ends when resumed');
@@ -170,6 +222,7 @@ for my $target ([ 'an LSN', 'lsn', "recovery_target_lsn = '$target_lsn'" ],
 	ok(wait_until(60, sub { $node->safe_psql('postgres', 'SELECT pg_is_in_recovery()') eq 'f' }),
 		"the restore to $what reaches its target and is promoted");
 	answers($at_target, "restored to $what", $node);
+	load_answers($node, "restored to $what");
 	ok(index_used_soon($node, $old_top, 'old_v'),
 		"restored to $what: old_v, older than the base backup, is rebuilt from the table");
 	($old_got) = scan_ids($node, 'old', 'index', query => $query);
