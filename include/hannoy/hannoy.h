@@ -322,6 +322,14 @@ extern "C"
 	 */
 	extern void hannoy_env_note_synced(HannoyEnv *env);
 	/*
+	 * True when the commits this process made to 'env' and has not synced
+	 * are covered by its dirty marker, made less than a second ago, or the
+	 * sidecar is never synced (fsync = off): a commit need not sync
+	 * (DESIGN.md "The dirty marker").  False without a marker (the boot id
+	 * could not be read) and once the marker is a second old.
+	 */
+	extern bool hannoy_env_marker_covers(HannoyEnv *env);
+	/*
 	 * Syncs the sidecar and removes this store's dirty marker, if it has one
 	 * (a process about to exit); a failed sync leaves the marker.
 	 */
@@ -522,6 +530,40 @@ extern "C"
 	 * Insert after the build.
 	 * ---------------------------------------------------------------------
 	 */
+
+	/*
+	 * Unflushed rows (DESIGN.md "WAL before sidecar"): an insert no longer
+	 * waits for its heap rows' WAL to reach the disk before the sidecar
+	 * records them, so a crash of PostgreSQL may lose a heap row the sidecar
+	 * kept.  hannoy_env_set_unflushed sets this process's mode for the
+	 * following hannoy_insert calls: each notes its TID with 'lifetime' (a
+	 * number of this run of the server's shared memory, never 0) and 'lsn'
+	 * (the end of the WAL inserted before the rows were), and the first one
+	 * first forgets the notes of 'lifetime' up to 'flushed' (WAL known to be
+	 * on disk; 0: none).  'lifetime' 0 ends the mode.
+	 */
+	extern HannoyStatus hannoy_env_set_unflushed(HannoyEnv *env, uint64_t lifetime, uint64_t lsn,
+	                                             uint64_t flushed, HannoyError *err);
+	/* A noted row of another lifetime: a crash may have lost its heap row. */
+	typedef struct HannoyUnflushedRow
+	{
+		HannoyTid tid;
+		uint64_t  lifetime;
+		uint64_t  lsn;
+	} HannoyUnflushedRow;
+	/* Lists up to 'capacity' noted rows of lifetimes other than 'lifetime'. */
+	extern HannoyStatus hannoy_env_unflushed_foreign(HannoyEnv *env, uint64_t lifetime,
+	                                                 HannoyUnflushedRow *rows, uint32_t capacity,
+	                                                 uint32_t *count, HannoyError *err);
+	/*
+	 * Settles listed rows in one write transaction: the entry of each row
+	 * whose heap row is gone ('lost') is removed (a graph node becomes a
+	 * tombstone), and the notes go; a row noted again since the listing (an
+	 * insert of the TID) is left alone.  *retired counts the entries removed.
+	 */
+	extern HannoyStatus hannoy_env_unflushed_settle(HannoyEnv *env, const HannoyUnflushedRow *rows,
+	                                                const bool *lost, uint32_t n, uint32_t *retired,
+	                                                HannoyError *err);
 
 	/*
 	 * Inserts one row: 'vector' NULL records an unindexed row (see

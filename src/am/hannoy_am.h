@@ -113,6 +113,7 @@ extern bool HannoyStartSeeder(Oid db, struct BackgroundWorkerHandle **handle);
 /* hannoyheapcheck.c: the sidecar's rows against the heap */
 extern void HannoyCheckHeap(Relation index, Relation heap, HannoyEnv *env,
                             HannoyProblemReport report, void *report_arg);
+extern void HannoySettleUnflushed(Relation index, HannoyEnv *env);
 
 /* hannoybuild.c: ambuild, ambuildempty */
 extern IndexBuildResult *hannoybuild(Relation heap, Relation index, IndexInfo *indexInfo);
@@ -144,6 +145,7 @@ extern void HannoyQueueAtXactEnd(void);
 /* hannoysync.c: grouped syncs of committed sidecar writes */
 extern void    HannoySyncInit(void);
 extern LWLock *HannoyReplicaPathsLock(void);
+extern uint64  HannoyServerLifetime(void);
 extern void    HannoyRedoWriting(bool writing);
 extern void    HannoyYieldToRedo(int max_ms);
 extern void    HannoySyncCommitted(Relation index, HannoyEnv *env, uint64 generation);
@@ -168,11 +170,12 @@ extern HannoyWalRows        *HannoyWalRowsBegin(Relation index, uint64 generatio
 extern void HannoyWalRowsAdd(HannoyWalRows *rows, HannoyTid tid, uint8 kind, const void *vector,
                              uint32 dims, uint32 bytes);
 extern void HannoyWalRowsEnd(HannoyWalRows *rows);
-extern void HannoyLogRemove(Relation index, uint64 generation, const HannoyEntry *entries,
-                            uint32 count);
-extern void HannoyLogDrop(RelFileNodeBackend rnode, bool whole_database);
-extern void HannoyLogDistrust(Relation index);
-extern void HannoyDistrustCopiedReplicas(void);
+extern XLogRecPtr HannoyWalInsertEnd(void);
+extern void       HannoyLogRemove(Relation index, uint64 generation, const HannoyEntry *entries,
+                                  uint32 count);
+extern void       HannoyLogDrop(RelFileNodeBackend rnode, bool whole_database);
+extern void       HannoyLogDistrust(Relation index);
+extern void       HannoyDistrustCopiedReplicas(void);
 
 /* hannoyenv.c: sidecar names, creation, the environment cache, usability */
 extern char           *HannoySidecarRoot(void);

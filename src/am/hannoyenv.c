@@ -56,6 +56,7 @@ typedef struct HannoyEnvCacheEntry
 	uint64             last_used;
 	dev_t dev; /* the data file it was opened on (a rebuild from the table replaces it) */
 	ino_t ino;
+	bool  settled; /* rows an earlier run of the server lost were looked for */
 } HannoyEnvCacheEntry;
 
 /* A replica being rebuilt from its table: usable once that ends. */
@@ -449,10 +450,13 @@ says_unusable(HannoyStatus st)
  * being rebuilt from the table is returned with *rebuilding set: its
  * writers stage rows into it (DESIGN.md "Rebuilding on a primary"); a
  * sidecar to be rebuilt that no rebuild has replaced yet (it may be torn)
- * returns NULL with *rebuilding set: its writers only log.
+ * returns NULL with *rebuilding set: its writers only log.  Unless 'quiet'
+ * or not 'settle', the first open of a sidecar in this process removes the
+ * entries whose heap rows a crash lost (HannoySettleUnflushed); otherwise
+ * the handle is returned without that, and the next open does it.
  */
 static HannoyEnv *
-open_env_once(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet,
+open_env_once(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, bool settle,
               const char **why, bool *rebuilding)
 {
 	RelFileNodeBackend   rnode;
@@ -586,6 +590,7 @@ open_env_once(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool qu
 				entry->checked_tli = 0;
 				entry->dev = file_known ? file.st_dev : 0;
 				entry->ino = file_known ? file.st_ino : 0;
+				entry->settled = false;
 			}
 			pfree(path);
 		}
@@ -677,6 +682,35 @@ open_env_once(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool qu
 			reason = HANNOY_REASON_REBUILDING;
 		else
 		{
+			/* before anything reads it: entries whose heap rows a crash lost go */
+			if (!in_recovery && !entry->settled)
+			{
+				HannoyEnv *env = entry->env;
+
+				/*
+				 * The planner's look (quiet: it never fails because of the
+				 * sidecar) and a look under HannoyReplicaPathsLock leave it to
+				 * the next open, which checks the sidecar again.
+				 */
+				if (quiet || !settle)
+				{
+					entry->last_used = ++env_cache_clock;
+					return env;
+				}
+
+				HannoyEnvPin(env);
+				PG_TRY();
+				{
+					HannoySettleUnflushed(index, env);
+				}
+				PG_FINALLY();
+				{
+					HannoyEnvUnpin(env);
+				}
+				PG_END_TRY();
+				entry = env_cache_entry(env);
+				entry->settled = true;
+			}
 			entry->generation = meta->generation;
 			entry->checked_tli = smeta.timeline;
 			entry->last_used = ++env_cache_clock;
@@ -704,7 +738,7 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
          bool *rebuilding)
 {
 	const char *reason = NULL;
-	HannoyEnv  *env = open_env_once(index, meta, missing_ok, quiet, &reason, rebuilding);
+	HannoyEnv  *env = open_env_once(index, meta, missing_ok, quiet, true, &reason, rebuilding);
 	LWLock     *lock;
 
 	if (env == NULL && (missing_ok || quiet) && !RecoveryInProgress() &&
@@ -712,8 +746,11 @@ open_env(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool quiet, 
 	    (lock = HannoyReplicaPathsLock()) != NULL)
 	{
 		LWLockAcquire(lock, LW_SHARED);
-		env = open_env_once(index, meta, missing_ok, quiet, &reason, rebuilding);
+		env = open_env_once(index, meta, missing_ok, quiet, false, &reason, rebuilding);
 		LWLockRelease(lock);
+		/* no heap reads or sidecar writes under the lock: settle now, the handle cached */
+		if (env != NULL && !quiet)
+			env = open_env_once(index, meta, missing_ok, quiet, true, &reason, rebuilding);
 	}
 	if (why)
 		*why = reason;

@@ -634,3 +634,103 @@ HannoyCheckHeap(Relation index, Relation heap, HannoyEnv *env, HannoyProblemRepo
 	pfree(hc.rows);
 	pfree(hc.vectors);
 }
+
+/*
+ * heap_row_lost tells whether the heap can no longer hold the row an
+ * insert recorded at 'tid': its block or line pointer does not exist, the
+ * line pointer is unused, or it holds a heap-only tuple (which no index
+ * entry may point to).  A slot holding a tuple is not lost: either the row
+ * is there, or a later row took the slot, whose own insert replaces the
+ * entry (or, if that row dies, VACUUM removes it).
+ */
+static bool
+heap_row_lost(Relation heap, BlockNumber *nblocks, HannoyTid tid)
+{
+	BlockNumber  block = (BlockNumber) (tid >> 16);
+	OffsetNumber offset = (OffsetNumber) (tid & 0xFFFF);
+	Buffer       buf;
+	Page         page;
+	ItemId       lp;
+	bool         lost;
+
+	if (block >= *nblocks)
+		*nblocks = RelationGetNumberOfBlocks(heap);
+	if (block >= *nblocks)
+		return true;
+	buf = ReadBufferExtended(heap, MAIN_FORKNUM, block, RBM_NORMAL, NULL);
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	page = BufferGetPage(buf);
+	if (offset < FirstOffsetNumber || offset > PageGetMaxOffsetNumber(page))
+		lost = true;
+	else
+	{
+		lp = PageGetItemId(page, offset);
+		lost = !ItemIdIsUsed(lp) ||
+		       (ItemIdIsNormal(lp) &&
+		        HeapTupleHeaderIsHeapOnly((HeapTupleHeader) PageGetItem(page, lp)));
+	}
+	UnlockReleaseBuffer(buf);
+	return lost;
+}
+
+/*
+ * HannoySettleUnflushed removes from the sidecar 'env' of 'index' the rows
+ * whose heap rows a crash of PostgreSQL lost (DESIGN.md "WAL before
+ * sidecar"): rows an insert recorded in an earlier run of the server before
+ * their WAL was on disk are looked up in the heap; the entries of those
+ * whose slot is gone are removed, and the notes of all of them dropped.
+ * Called once per process and sidecar, out of recovery, before anything
+ * reads it; cheap when the sidecar notes no row of an earlier run.  The
+ * caller keeps 'env' pinned (opening the heap may run invalidations).
+ */
+void
+HannoySettleUnflushed(Relation index, HannoyEnv *env)
+{
+#define HANNOY_SETTLE_BATCH 1024
+	uint64              lifetime = HannoyServerLifetime();
+	HannoyUnflushedRow *rows;
+	bool               *lost;
+	uint32              n, retired, total = 0;
+	HannoyError         err;
+	HannoyStatus        st;
+	Relation            heap = NULL;
+	BlockNumber         nblocks = 0;
+
+	if (lifetime == 0)
+		return;
+	rows = palloc(sizeof(HannoyUnflushedRow) * HANNOY_SETTLE_BATCH);
+	lost = palloc(sizeof(bool) * HANNOY_SETTLE_BATCH);
+	for (;;)
+	{
+		st = hannoy_env_unflushed_foreign(env, lifetime, rows, HANNOY_SETTLE_BATCH, &n, &err);
+		if (st != HANNOY_OK)
+			HannoyReportError(st, &err, index);
+		if (n == 0)
+			break;
+		if (heap == NULL)
+		{
+			heap = table_open(index->rd_index->indrelid, AccessShareLock);
+			nblocks = RelationGetNumberOfBlocks(heap);
+		}
+		for (uint32 i = 0; i < n; i++)
+		{
+			CHECK_FOR_INTERRUPTS();
+			/* tables of other access methods: no heap to ask; none is noted (hannoyinsert.c) */
+			lost[i] = heap->rd_tableam == GetHeapamTableAmRoutine() &&
+			          heap_row_lost(heap, &nblocks, rows[i].tid);
+		}
+		st = hannoy_env_unflushed_settle(env, rows, lost, n, &retired, &err);
+		if (st != HANNOY_OK)
+			HannoyReportError(st, &err, index);
+		total += retired;
+		if (n < HANNOY_SETTLE_BATCH)
+			break;
+	}
+	if (heap != NULL)
+		table_close(heap, AccessShareLock);
+	if (total > 0)
+		ereport(LOG, (errmsg("hannoy index \"%s\": removed %u entries whose heap rows a crash lost",
+		                     RelationGetRelationName(index), total)));
+	pfree(rows);
+	pfree(lost);
+}

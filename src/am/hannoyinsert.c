@@ -4,16 +4,20 @@
  *	  then applied to the sidecar together (DESIGN.md "Insert") before commit
  *	  or prepare, before a scan of that index in this backend, before a
  *	  parallel plan starts, and when the queue grows past a bound.  Applying
- *	  a queue flushes WAL first (DESIGN.md "WAL before sidecar") and syncs the sidecar once.
+ *	  a queue notes its rows as unflushed (a partial index: flushes WAL
+ *	  first; DESIGN.md "WAL before sidecar") and syncs the sidecar when this
+ *	  process's dirty marker is a second old (DESIGN.md "Insert").
  */
 #include "postgres.h"
 
 #include "access/heapam.h"
+#include "access/htup_details.h"
 #include "access/relation.h"
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "access/xlog_internal.h"
+#include "catalog/pg_index.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
 #include "storage/lmgr.h"
@@ -129,24 +133,6 @@ open_for_insert(Relation index, HannoyMetaPageData *meta, bool *rebuilding)
 }
 
 /*
- * wal_end_of_inserted returns the end of all WAL inserted so far, as a
- * position XLogFlush accepts.  GetXLogInsertRecPtr() points past the header
- * of the next page when the insert position sits on a page boundary, a
- * position not yet written; the end of the data is then the page start.
- */
-static XLogRecPtr
-wal_end_of_inserted(void)
-{
-	XLogRecPtr ptr = GetXLogInsertRecPtr();
-
-	if (XLogSegmentOffset(ptr, wal_segment_size) == SizeOfXLogLongPHD)
-		ptr -= SizeOfXLogLongPHD;
-	else if (ptr % XLOG_BLCKSZ == SizeOfXLogShortPHD)
-		ptr -= SizeOfXLogShortPHD;
-	return ptr;
-}
-
-/*
  * row_still_ours tells whether a queued row's heap tuple is still this
  * transaction's live row.  A row whose subtransaction aborted, or a
  * speculative insertion that lost its conflict check, is dead at once:
@@ -257,7 +243,8 @@ apply_queue(Relation index, HannoyInsertQueue *q)
 	HannoyError  err;
 	HannoyStatus st;
 	Relation volatile heap = NULL;
-	bool rebuilding = false;
+	bool          rebuilding = false;
+	volatile bool unflushed = false;
 
 	if (q->nrows == 0)
 		return;
@@ -287,11 +274,6 @@ apply_queue(Relation index, HannoyInsertQueue *q)
 			HannoyReportError(st, &err, index);
 	}
 
-	/* DESIGN.md "WAL before sidecar": the heap rows' WAL is on disk before the sidecar maps their
-	 * TIDs */
-	if (RelationNeedsWAL(index))
-		XLogFlush(wal_end_of_inserted());
-
 	{
 		HannoyTestHooks hooks = {0};
 
@@ -310,16 +292,47 @@ apply_queue(Relation index, HannoyInsertQueue *q)
 			table_close(heap, NoLock);
 			heap = NULL;
 		}
+		/*
+		 * DESIGN.md "WAL before sidecar": the heap rows' WAL is on disk before
+		 * the sidecar maps their TIDs, or the sidecar notes them as unflushed,
+		 * so that a process that opens it after a crash removes those whose
+		 * heap rows the crash lost.  A partial index flushes: a slot a lost row
+		 * left may be taken by a row its predicate excludes, which never
+		 * reaches the sidecar, before anyone looks.
+		 */
+		if (RelationNeedsWAL(index))
+		{
+			uint64 lifetime = HannoyServerLifetime();
+
+			if (!rebuilding && heap != NULL && lifetime != 0 &&
+			    heap_attisnull(index->rd_indextuple, Anum_pg_index_indpred, NULL))
+			{
+				unflushed = true;
+				st = hannoy_env_set_unflushed(env, lifetime, HannoyWalInsertEnd(),
+				                              GetFlushRecPtr(NULL), &err);
+				if (st != HANNOY_OK)
+					HannoyReportError(st, &err, index);
+			}
+			else
+				XLogFlush(HannoyWalInsertEnd());
+		}
 		if (rebuilding)
 			stage_rows(index, env, heap, q, &meta);
 		else
 			insert_rows(index, env, heap, q, &meta);
+		if (unflushed)
+		{
+			unflushed = false;
+			(void) hannoy_env_set_unflushed(env, 0, 0, 0, &err);
+		}
 		if (heap != NULL)
 			table_close(heap, NoLock);
 		HannoySyncCommitted(index, env, meta.generation);
 	}
 	PG_FINALLY();
 	{
+		if (unflushed)
+			(void) hannoy_env_set_unflushed(env, 0, 0, 0, &err);
 		HannoyEnvUnpin(env);
 	}
 	PG_END_TRY();

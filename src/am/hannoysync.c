@@ -1,14 +1,17 @@
 /*
  * hannoysync.c
- *	  Group commit for sidecar syncs.  Every transaction that inserted rows
- *	  must have its sidecar commit on disk before its own commit record is
- *	  written (DESIGN.md "WAL before sidecar"), and an fsync costs milliseconds.  Backends
- *	  inserting into the same index at the same time share one: the first
- *	  takes the index's sync lock and syncs everything committed so far; the
- *	  others wait on the lock, then find their commit covered and return, as
- *	  PostgreSQL's own WAL flushes do.  The lock is an LWLock held only
- *	  across the fsync, never while an LMDB write transaction is open (DESIGN.md "Short write
- *transactions").
+ *	  Group commit for sidecar syncs.  A transaction's sidecar commits need
+ *	  not be on disk before its commit record: a process crash keeps them in
+ *	  the page cache, and the writer's dirty marker, on disk before its first
+ *	  unsynced commit, has a sidecar rebuilt after an operating system crash
+ *	  (DESIGN.md "The dirty marker").  So a commit syncs only once its
+ *	  process's marker is a second old, and the sync lets the marker go.
+ *	  Backends inserting into the same index at the same time share that
+ *	  sync: the first takes the index's sync lock and syncs everything
+ *	  committed so far; the others wait on the lock, then find their commit
+ *	  covered and return, as PostgreSQL's own WAL flushes do.  The lock is an
+ *	  LWLock held only across the fsync, never while an LMDB write
+ *	  transaction is open (DESIGN.md "Short write transactions").
  *
  *	  Slots live in shared memory (with the lock of replica directories,
  *	  HannoyReplicaPathsLock), so this needs hannoy in
@@ -24,6 +27,7 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/rel.h"
+#include "utils/timestamp.h"
 
 #include "hannoy_am.h"
 
@@ -45,11 +49,14 @@ static HannoySyncSlot *sync_slots = NULL;
 static LWLock *replica_paths_lock = NULL;
 /* Set while redo applies a hannoy record (HannoyRedoWriting). */
 static pg_atomic_uint32 *redo_writing = NULL;
+/* A random number of this run of shared memory (HannoyServerLifetime). */
+static uint64 *server_lifetime = NULL;
 
-/* Bytes of shared memory: the slots, the lock of replica directories, the redo flag. */
+/* Bytes of shared memory: the slots, the lock of replica directories, the redo flag, the lifetime.
+ */
 #define HANNOY_SYNC_SHMEM_BYTES                                                                    \
 	(MAXALIGN(sizeof(HannoySyncSlot) * HANNOY_SYNC_SLOTS) + MAXALIGN(sizeof(LWLock)) +             \
-	 MAXALIGN(sizeof(pg_atomic_uint32)))
+	 MAXALIGN(sizeof(pg_atomic_uint32)) + MAXALIGN(sizeof(uint64)))
 static shmem_request_hook_type prev_shmem_request = NULL;
 static shmem_startup_hook_type prev_shmem_startup = NULL;
 
@@ -75,9 +82,17 @@ hannoy_sync_shmem_startup(void)
 	replica_paths_lock =
 	    (LWLock *) ((char *) sync_slots + MAXALIGN(sizeof(HannoySyncSlot) * HANNOY_SYNC_SLOTS));
 	redo_writing = (pg_atomic_uint32 *) ((char *) replica_paths_lock + MAXALIGN(sizeof(LWLock)));
+	server_lifetime = (uint64 *) ((char *) redo_writing + MAXALIGN(sizeof(pg_atomic_uint32)));
 	if (!found)
 	{
-		int tranche = LWLockNewTrancheId();
+		/* a new number after every start and crash-restart: never 0 */
+		uint64 lifetime = 0;
+		int    tranche = LWLockNewTrancheId();
+
+		while (lifetime == 0)
+			if (!pg_strong_random(&lifetime, sizeof(lifetime)))
+				lifetime = (uint64) GetCurrentTimestamp() ^ ((uint64) MyProcPid << 40) ^ 1;
+		*server_lifetime = lifetime;
 
 		for (int i = 0; i < HANNOY_SYNC_SLOTS; i++)
 		{
@@ -124,6 +139,18 @@ HannoyReplicaPathsLock(void)
 }
 
 /*
+ * HannoyServerLifetime returns a number of this run of the server's shared
+ * memory: it changes at every start and crash-restart, so rows noted with
+ * another one may have lost their heap rows' WAL in a crash (DESIGN.md
+ * "WAL before sidecar").  0 without shared memory.
+ */
+uint64
+HannoyServerLifetime(void)
+{
+	return server_lifetime != NULL ? *server_lifetime : 0;
+}
+
+/*
  * HannoyRedoWriting records (in the startup process) whether redo is
  * applying a hannoy record, which takes LMDB's writer lock of a replica.
  */
@@ -152,8 +179,9 @@ HannoyYieldToRedo(int max_ms)
 /*
  * HannoySyncCommitted returns once every LMDB transaction this backend
  * committed to 'env' (the sidecar of 'index', of metapage generation
- * 'generation') is on disk, syncing itself only if no other backend's sync
- * has covered it meanwhile.
+ * 'generation') is on disk or covered by this process's dirty marker, made
+ * less than a second ago; it syncs only if neither that nor another
+ * backend's sync has covered them.
  */
 void
 HannoySyncCommitted(Relation index, HannoyEnv *env, uint64 generation)
@@ -166,6 +194,9 @@ HannoySyncCommitted(Relation index, HannoyEnv *env, uint64 generation)
 	uint64             dev, ino;
 	bool               covered;
 
+	/* commits under a young dirty marker wait for the sync that removes it */
+	if (hannoy_env_marker_covers(env))
+		return;
 	if (sync_slots == NULL)
 	{
 		st = hannoy_env_sync(env, &err);

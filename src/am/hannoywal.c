@@ -260,10 +260,32 @@ HannoyWalRowsEnd(HannoyWalRows *rows)
 }
 
 /*
+ * HannoyWalInsertEnd returns the end of all WAL inserted so far, as a
+ * position XLogFlush accepts.  GetXLogInsertRecPtr() points past the header
+ * of the next page when the insert position sits on a page boundary, a
+ * position not yet written; the end of the data is then the page start.
+ */
+XLogRecPtr
+HannoyWalInsertEnd(void)
+{
+	XLogRecPtr ptr = GetXLogInsertRecPtr();
+
+	if (XLogSegmentOffset(ptr, wal_segment_size) == SizeOfXLogLongPHD)
+		ptr -= SizeOfXLogLongPHD;
+	else if (ptr % XLOG_BLCKSZ == SizeOfXLogShortPHD)
+		ptr -= SizeOfXLogShortPHD;
+	return ptr;
+}
+
+/*
  * HannoyLogRemove logs that VACUUM removes 'count' rows from the sidecar
  * with 'generation', and flushes the record: it must be on disk before the
  * sidecar loses the rows, or a crash could leave the standby with rows the
- * primary no longer names (DESIGN.md "Replication and recovery").
+ * primary no longer names (DESIGN.md "Replication and recovery").  Where
+ * nothing is logged (wal_level = minimal) it flushes the WAL inserted so
+ * far: the commits of the transactions that deleted the rows must be on
+ * disk before their entries go, or a crash could bring a row back without
+ * its entry (DESIGN.md "Durable removal").
  */
 void
 HannoyLogRemove(Relation index, uint64 generation, const HannoyEntry *entries, uint32 count)
@@ -272,8 +294,14 @@ HannoyLogRemove(Relation index, uint64 generation, const HannoyEntry *entries, u
 	char            *tids;
 	XLogRecPtr       end;
 
-	if (count == 0 || !HannoyWalLogs(index))
+	if (count == 0)
 		return;
+	if (!HannoyWalLogs(index))
+	{
+		if (RelationNeedsWAL(index))
+			XLogFlush(HannoyWalInsertEnd());
+		return;
+	}
 	memset(&xlrec, 0, sizeof(xlrec));
 	xlrec.node = index->rd_node;
 	xlrec.generation = generation;

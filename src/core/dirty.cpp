@@ -176,6 +176,16 @@ Store::note_synced(bool closing, uint64_t writes_before)
 	dirty_marker_.clear();
 }
 
+bool
+Store::marker_covers() const
+{
+	std::lock_guard<std::mutex> lock(dirty_mu_);
+	if (!config_.durable)
+		return true;
+	return !dirty_marker_.empty() &&
+	       std::chrono::steady_clock::now() - dirty_since_ < DIRTY_MIN_AGE;
+}
+
 void
 Store::release_marker()
 {
@@ -233,6 +243,15 @@ hannoy_env_note_synced(HannoyEnv *env)
 		                           hannoy::Store *s = reinterpret_cast<hannoy::Store *>(env);
 		                           s->note_synced(false, s->dirty_writes());
 	                           });
+}
+
+extern "C" bool
+hannoy_env_marker_covers(HannoyEnv *env)
+{
+	bool covers = false;
+	(void) hannoy::run_guarded(
+	    nullptr, [&] { covers = reinterpret_cast<hannoy::Store *>(env)->marker_covers(); });
+	return covers;
 }
 
 extern "C" void

@@ -7,6 +7,9 @@
 #include "core_guard.hpp"
 
 #include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <string>
 #include <memory>
 #include <vector>
 
@@ -324,6 +327,73 @@ link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid ti
 	state.items++;
 }
 
+/* Notes a trim walks at any time; longer lists at most once per UNFLUSHED_TRIM_EVERY. */
+constexpr size_t UNFLUSHED_SHORT = 256;
+constexpr auto   UNFLUSHED_TRIM_EVERY = std::chrono::milliseconds(100);
+
+/* An unflushed row's record: the server lifetime and the WAL position. */
+struct UnflushedValue
+{
+	uint64_t lifetime;
+	uint64_t lsn;
+};
+
+/* Reads the unflushed row record 'data' (false when it is malformed). */
+bool
+read_unflushed(const MDB_val &data, UnflushedValue &v)
+{
+	if (data.mv_size != sizeof(v))
+		return false;
+	std::memcpy(&v, data.mv_data, sizeof(v));
+	return true;
+}
+
+/*
+ * Under the insert mode of hannoy_env_set_unflushed, notes row 'tid' in
+ * the unflushed rows, in write transaction 'txn' (DESIGN.md "WAL before
+ * sidecar"); the first row after the mode was set first removes the rows
+ * of this lifetime whose WAL is flushed since.
+ */
+void
+note_unflushed(hannoy::Store &s, MDB_txn *txn, HannoyTid tid)
+{
+	if (s.unflushed_lifetime == 0 || s.dbi_unflushed == 0)
+		return;
+	/*
+	 * Notes pile up only while WAL lags (asynchronous commits): a long list
+	 * is walked at most every 100 ms by one process, not under every
+	 * commit's writer lock.
+	 */
+	MDB_stat stat;
+	auto     now = std::chrono::steady_clock::now();
+	if (s.unflushed_flushed != 0 && mdb_stat(txn, s.dbi_unflushed, &stat) == 0 &&
+	    stat.ms_entries > UNFLUSHED_SHORT && now - s.unflushed_trimmed < UNFLUSHED_TRIM_EVERY)
+		s.unflushed_flushed = 0;
+	if (s.unflushed_flushed != 0)
+	{
+		s.unflushed_trimmed = now;
+		std::vector<HannoyTid> done;
+		{
+			hannoy::Cursor cur(txn, s.dbi_unflushed);
+			MDB_val        key, data;
+			UnflushedValue v;
+			for (bool ok = cur.get(key, data, MDB_FIRST); ok; ok = cur.get(key, data, MDB_NEXT))
+				if (read_unflushed(data, v) && v.lifetime == s.unflushed_lifetime &&
+				    v.lsn <= s.unflushed_flushed)
+					done.push_back(hannoy::decode_tid(key));
+		}
+		for (HannoyTid t : done)
+		{
+			hannoy::TidKey tkey(t);
+			hannoy::del(txn, s.dbi_unflushed, tkey.val());
+		}
+		s.unflushed_flushed = 0;
+	}
+	hannoy::TidKey tkey(tid);
+	UnflushedValue v{s.unflushed_lifetime, s.unflushed_lsn};
+	hannoy::put(txn, s.dbi_unflushed, tkey.val(), MDB_val{sizeof(v), &v});
+}
+
 /* Inserts one row; see hannoy_insert. */
 void
 insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t unindexed_kind)
@@ -333,6 +403,7 @@ insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t unindexe
 		hannoy::Txn        txn(s.env(), false);
 		hannoy::GraphState state = s.read_state(txn.get());
 		record_unindexed(s, txn.get(), state, tid, unindexed_kind);
+		note_unflushed(s, txn.get(), tid);
 		s.write_state(txn.get(), state);
 		txn.commit();
 		return;
@@ -353,6 +424,7 @@ insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t unindexe
 		plan_links(s, txn.get(), vector, level, plan);
 	}
 	link_row(s, txn.get(), state, tid, vector, plan);
+	note_unflushed(s, txn.get(), tid);
 	s.write_state(txn.get(), state);
 	txn.commit();
 }
@@ -397,5 +469,95 @@ hannoy_insert(HannoyEnv *env, HannoyTid tid, const void *vector, uint8_t unindex
 		    if (vector != nullptr && s.meta().dims == 0)
 			    throw hannoy::Error(HANNOY_ERR_INVALID, "dimensions must be set before inserting");
 		    insert_row(s, tid, vector, unindexed_kind);
+	    });
+}
+
+extern "C" HannoyStatus
+hannoy_env_set_unflushed(HannoyEnv *env, uint64_t lifetime, uint64_t lsn, uint64_t flushed,
+                         HannoyError *err)
+{
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           hannoy::Store &s = *reinterpret_cast<hannoy::Store *>(env);
+		                           s.unflushed_lifetime = 0;
+		                           if (lifetime == 0)
+			                           return;
+		                           s.unflushed_db(true);
+		                           s.unflushed_lifetime = lifetime;
+		                           s.unflushed_lsn = lsn;
+		                           s.unflushed_flushed = flushed;
+	                           });
+}
+
+extern "C" HannoyStatus
+hannoy_env_unflushed_foreign(HannoyEnv *env, uint64_t lifetime, HannoyUnflushedRow *rows,
+                             uint32_t capacity, uint32_t *count, HannoyError *err)
+{
+	*count = 0;
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           hannoy::Store &s = *reinterpret_cast<hannoy::Store *>(env);
+		                           if (!s.unflushed_db(false))
+			                           return;
+		                           hannoy::Txn    txn(s.env(), true);
+		                           hannoy::Cursor cur(txn.get(), s.dbi_unflushed);
+		                           MDB_val        key, data;
+		                           UnflushedValue v;
+		                           for (bool ok = cur.get(key, data, MDB_FIRST);
+		                                ok && *count < capacity; ok = cur.get(key, data, MDB_NEXT))
+		                           {
+			                           if (!read_unflushed(data, v))
+				                           throw hannoy::Error(HANNOY_ERR_CORRUPT,
+				                                               "an unflushed row record has " +
+				                                                   std::to_string(data.mv_size) +
+				                                                   " bytes, not 16");
+			                           if (v.lifetime == lifetime)
+				                           continue;
+			                           rows[*count].tid = hannoy::decode_tid(key);
+			                           rows[*count].lifetime = v.lifetime;
+			                           rows[*count].lsn = v.lsn;
+			                           (*count)++;
+		                           }
+	                           });
+}
+
+extern "C" HannoyStatus
+hannoy_env_unflushed_settle(HannoyEnv *env, const HannoyUnflushedRow *rows, const bool *lost,
+                            uint32_t n, uint32_t *retired, HannoyError *err)
+{
+	*retired = 0;
+	return hannoy::run_guarded(
+	    err,
+	    [&]
+	    {
+		    hannoy::Store &s = *reinterpret_cast<hannoy::Store *>(env);
+		    if (n == 0 || !s.unflushed_db(false))
+			    return;
+		    hannoy::Txn        txn(s.env(), false);
+		    hannoy::GraphState state = s.read_state(txn.get());
+		    MDB_val            data;
+		    UnflushedValue     v;
+		    for (uint32_t i = 0; i < n; i++)
+		    {
+			    hannoy::TidKey tkey(rows[i].tid);
+			    /* an insert of the TID since the look replaced the record: the row is its own */
+			    if (!hannoy::get(txn.get(), s.dbi_unflushed, tkey.val(), data) ||
+			        !read_unflushed(data, v) || v.lifetime != rows[i].lifetime ||
+			        v.lsn != rows[i].lsn)
+				    continue;
+			    if (lost[i])
+			    {
+				    MDB_val item;
+				    if (hannoy::get(txn.get(), s.dbi_items, tkey.val(), item) ||
+				        hannoy::get(txn.get(), s.dbi_unindexed, tkey.val(), item))
+					    (*retired)++;
+				    forget_tid(s, txn.get(), rows[i].tid, state);
+			    }
+			    hannoy::del(txn.get(), s.dbi_unflushed, tkey.val());
+		    }
+		    s.write_state(txn.get(), state);
+		    txn.commit();
 	    });
 }

@@ -745,6 +745,26 @@ Store::open_databases(bool create, uint32_t format)
 	txn.commit();
 }
 
+bool
+Store::unflushed_db(bool create)
+{
+	if (dbi_unflushed != 0)
+		return true;
+	Txn      txn(env_, !create);
+	MDB_dbi  dbi = 0;
+	unsigned flags = create ? MDB_CREATE : 0;
+	int      rc = guarded(env_, [&] { return mdb_dbi_open(txn.get(), "unflushed", flags, &dbi); });
+	if (rc == MDB_NOTFOUND)
+		return false;
+	if (rc != 0)
+		throw_lmdb(rc, "opening a database");
+	txn.commit();
+	if (dbi < DATABASES)
+		db_names_[dbi] = "unflushed";
+	dbi_unflushed = dbi;
+	return true;
+}
+
 void
 Store::create_staged(uint64_t lsn)
 {

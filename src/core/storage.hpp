@@ -754,7 +754,15 @@ class Store
 	void     mark_dirty();
 	uint64_t dirty_writes() const;
 	void     note_synced(bool closing, uint64_t writes_before);
-	void     clear_dirty_on_close();
+	/*
+	 * marker_covers: this store's marker, younger than a second, stands for
+	 * its commits not yet synced, so a commit need not sync now (an operating
+	 * system crash rebuilds the sidecar; a process crash keeps the page
+	 * cache).  False without a marker (no boot id to write in one), and once
+	 * it is a second old: the next sync removes it.
+	 */
+	bool marker_covers() const;
+	void clear_dirty_on_close();
 	/*
 	 * Removes the marker if every write transaction of this store is ended
 	 * and synced, and the marker is a second old.
@@ -828,6 +836,22 @@ class Store
 	bool read_seeding(MDB_txn *txn) const;
 	/* Ends the rebuild: the removed TIDs and the meta record go. */
 	void end_seeding(MDB_txn *txn) const;
+
+	/*
+	 * Unflushed rows (insert.cpp, DESIGN.md "WAL before sidecar"): while an
+	 * insert mode is set, each row an insert records is noted in the
+	 * "unflushed" database with the server lifetime and the WAL position
+	 * its heap row's WAL ends before.  unflushed_db opens that database,
+	 * creating it when 'create' (in a write transaction of its own); false
+	 * when the sidecar has none.
+	 */
+	bool    unflushed_db(bool create);
+	MDB_dbi dbi_unflushed = 0;
+	/* the insert mode of hannoy_env_set_unflushed: 0 lifetime is off */
+	uint64_t unflushed_lifetime = 0;
+	uint64_t unflushed_lsn = 0;
+	uint64_t unflushed_flushed = 0; /* trims entries of this lifetime up to here, then 0 */
+	std::chrono::steady_clock::time_point unflushed_trimmed; /* the last trim that walked */
 
   private:
 	/* The most named databases an environment has (LMDB's maxdbs). */

@@ -90,16 +90,22 @@ TEST(DirtyMarker, AWriterKeepsItsMarkerUntilASyncCoversItsCommits)
 	bool torn = true;
 	ASSERT_EQ(hannoy_env_torn(dir.path(), &torn, &err), HANNOY_OK) << err.message;
 	EXPECT_FALSE(torn);
+	/* a young marker covers the commits: a commit need not sync */
+	EXPECT_TRUE(hannoy_env_marker_covers(env));
 	/* the end of a transaction keeps it while a commit is not synced */
 	hannoy_env_release_marker(env);
 	EXPECT_EQ(markers(dir.path()).size(), 1u);
 	/* and removes it once one is, and the marker is a second old */
 	std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+	/* a second old, it no longer covers them: the next commit syncs */
+	EXPECT_FALSE(hannoy_env_marker_covers(env));
 	hannoy_env_release_marker(env);
 	EXPECT_EQ(markers(dir.path()).size(), 1u);
 	ASSERT_EQ(hannoy_env_sync(env, &err), HANNOY_OK) << err.message;
 	hannoy_env_release_marker(env);
 	EXPECT_TRUE(markers(dir.path()).empty());
+	/* nothing unsynced and no marker: nothing to cover, a commit would sync */
+	EXPECT_FALSE(hannoy_env_marker_covers(env));
 	/* the next write marks again; a sync of an older marker removes it */
 	float v[DIMS] = {4, 3, 2, 1};
 	ASSERT_EQ(hannoy_insert(env, 1 << 16 | 2, v, 0, &err), HANNOY_OK) << err.message;
