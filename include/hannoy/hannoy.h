@@ -308,10 +308,15 @@ extern "C"
 	 * Checks, before the environment is used, that data.mdb still holds what
 	 * LMDB's meta pages say it does (it was not truncated, its meta pages are
 	 * LMDB's) and that no earlier call found the sidecar damaged; damage is
-	 * HANNOY_ERR_CORRUPT.  One stat, no transaction: cheap enough for every
+	 * HANNOY_ERR_CORRUPT.  One fstat, no transaction: cheap enough for every
 	 * scan.
 	 */
 	extern HannoyStatus hannoy_env_check(HannoyEnv *env, HannoyError *err);
+	/*
+	 * hannoy_env_check with the size of the open data file known already (a
+	 * stat of the same file the caller made): no system call of its own.
+	 */
+	extern HannoyStatus hannoy_env_check_size(HannoyEnv *env, uint64_t size, HannoyError *err);
 
 	/* Flushes committed transactions to disk (no-op when not durable). */
 	extern HannoyStatus hannoy_env_sync(HannoyEnv *env, HannoyError *err);

@@ -215,6 +215,7 @@ extern bool          HannoyGetRerankHeap(Relation index);
 extern HannoyMetric  HannoyIndexMetric(Relation index);
 extern void HannoyInitMetaPage(Relation index, HannoyMetaPageData *meta, uint32 dims, uint32 flags);
 extern bool HannoyReadMetaPage(Relation index, HannoyMetaPageData *meta);
+extern void HannoyForgetMetaPageBlock(Relation index);
 extern void HannoyWriteMetaPage(Relation index, ForkNumber fork, const HannoyMetaPageData *meta,
                                 bool new_page);
 extern bool HannoyAwaitsSidecar(const HannoyMetaPageData *meta);

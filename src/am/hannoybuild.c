@@ -133,6 +133,7 @@ hannoybuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	uint32              quantizer;
 	bool                rerank_heap;
 
+	HannoyForgetMetaPageBlock(index);
 	if (RelationGetNumberOfBlocks(index) != 0)
 		elog(ERROR, "index \"%s\" already contains data", RelationGetRelationName(index));
 

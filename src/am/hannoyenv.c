@@ -588,9 +588,15 @@ open_env_once(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool qu
 				entry->maxusers = 0;
 				entry->generation = 0;
 				entry->checked_tli = 0;
-				entry->dev = file_known ? file.st_dev : 0;
-				entry->ino = file_known ? file.st_ino : 0;
 				entry->settled = false;
+				/* the file LMDB opened (the path may have been replaced since the stat above) */
+				{
+					uint64 dev, ino;
+
+					hannoy_env_file_id(env, &dev, &ino);
+					entry->dev = (dev_t) dev;
+					entry->ino = (ino_t) ino;
+				}
 			}
 			pfree(path);
 		}
@@ -601,7 +607,9 @@ open_env_once(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool qu
 	 * the handle is cached: DESIGN.md "Damaged sidecars".  A failure of the
 	 * system instead (the file cannot be looked at) is raised as what it is.
 	 */
-	if (reason == NULL && (st = hannoy_env_check(entry->env, &err)) != HANNOY_OK)
+	if (reason == NULL && (st = file_known && entry->dev == file.st_dev && entry->ino == file.st_ino
+	                                ? hannoy_env_check_size(entry->env, (uint64) file.st_size, &err)
+	                                : hannoy_env_check(entry->env, &err)) != HANNOY_OK)
 	{
 		if (entry->pins == 0)
 			env_cache_drop((int) (entry - env_cache));

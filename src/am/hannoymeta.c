@@ -192,6 +192,48 @@ HannoyInitMetaPage(Relation index, HannoyMetaPageData *meta, uint32 dims, uint32
  * HannoyReadMetaPage copies the metapage; false when the index has none or
  * it is not a hannoy metapage.
  */
+/*
+ * What index->rd_amcache holds: that the relation file 'node' has its
+ * metapage block, so reading it needs no look at the file's size (a system
+ * call per scan).  An index's file loses blocks only to a truncation in
+ * place (TRUNCATE of a table created in the same transaction), which a
+ * build follows at once: hannoybuild forgets it first.  The relation cache
+ * drops rd_amcache whenever it rebuilds the entry.
+ */
+typedef struct HannoyRelCache
+{
+	RelFileNode node;
+	bool        has_metapage;
+} HannoyRelCache;
+
+/* True when the index's relation file has its metapage block. */
+static bool
+has_metapage(Relation index)
+{
+	HannoyRelCache *c = (HannoyRelCache *) index->rd_amcache;
+
+	if (c != NULL && c->has_metapage && RelFileNodeEquals(c->node, index->rd_node))
+		return true;
+	if (RelationGetNumberOfBlocks(index) == 0)
+		return false;
+	if (c == NULL)
+	{
+		c = MemoryContextAllocZero(index->rd_indexcxt, sizeof(HannoyRelCache));
+		index->rd_amcache = c;
+	}
+	c->node = index->rd_node;
+	c->has_metapage = true;
+	return true;
+}
+
+/* HannoyForgetMetaPageBlock: a build of the index's file may follow a truncation in place. */
+void
+HannoyForgetMetaPageBlock(Relation index)
+{
+	if (index->rd_amcache != NULL)
+		((HannoyRelCache *) index->rd_amcache)->has_metapage = false;
+}
+
 bool
 HannoyReadMetaPage(Relation index, HannoyMetaPageData *meta)
 {
@@ -199,7 +241,7 @@ HannoyReadMetaPage(Relation index, HannoyMetaPageData *meta)
 	Page   page;
 	bool   ok;
 
-	if (RelationGetNumberOfBlocks(index) == 0)
+	if (!has_metapage(index))
 		return false;
 	buf = ReadBuffer(index, HANNOY_METAPAGE_BLKNO);
 	LockBuffer(buf, BUFFER_LOCK_SHARE);

@@ -241,6 +241,12 @@ hannoy_env_check(HannoyEnv *env, HannoyError *err)
 }
 
 extern "C" HannoyStatus
+hannoy_env_check_size(HannoyEnv *env, uint64_t size, HannoyError *err)
+{
+	return hannoy::run_guarded(err, [&] { store_of(env).check_file(static_cast<int64_t>(size)); });
+}
+
+extern "C" HannoyStatus
 hannoy_env_sync(HannoyEnv *env, HannoyError *err)
 {
 	return hannoy::run_guarded(err, [&] { store_of(env).sync(true); });

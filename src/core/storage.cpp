@@ -1666,7 +1666,7 @@ Store::note_map()
 }
 
 void
-Store::check_file()
+Store::check_file(int64_t known_size)
 {
 	MapBounds  &b = bounds_;
 	struct stat st;
@@ -1677,10 +1677,10 @@ Store::check_file()
 	int rc = mdb_env_get_fd(env_, &fd);
 	if (rc != 0)
 		throw_lmdb(rc, "reading the file descriptor");
-	if (fstat(fd, &st) != 0)
+	if (known_size < 0 && fstat(fd, &st) != 0)
 		throw Error(HANNOY_ERR_STORAGE,
 		            "could not stat file \"" + path_ + "/data.mdb\": " + strerror(errno));
-	uint64_t size = static_cast<uint64_t>(st.st_size);
+	uint64_t size = static_cast<uint64_t>(known_size >= 0 ? known_size : st.st_size);
 	if (size < 2 * PAGE_SIZE_MIN)
 		throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (data.mdb has " +
 		                                    std::to_string(size) +

@@ -689,7 +689,7 @@ class Store
 	 * transaction, so the usual truncation is found before LMDB reads
 	 * through the map (DESIGN.md "Damaged sidecars").  One stat.
 	 */
-	void check_file();
+	void check_file(int64_t known_size = -1);
 	/*
 	 * Records where LMDB mapped the file: after opening it and after every
 	 * mdb_env_set_mapsize (move_map), so that the fault guard and the
