@@ -20,7 +20,6 @@ namespace
 
 using hannoy_test::TempEnvDir;
 using hannoy_test::test_config;
-using hannoy_test::test_meta;
 
 constexpr uint32_t DIMS = 4;
 
@@ -84,10 +83,9 @@ TEST(Unflushed, NotesAreForgottenOnceFlushedAndSettledInALaterRun)
 {
 	TempEnvDir      dir;
 	HannoyEnvConfig config = test_config();
-	HannoyMeta      meta = test_meta(HANNOY_METRIC_L2, DIMS);
-	HannoyEnv      *env = nullptr;
 	HannoyError     err;
-	ASSERT_EQ(hannoy_env_create(dir.path(), &config, &meta, &env, &err), HANNOY_OK) << err.message;
+	HannoyEnv      *env = hannoy_test::create_empty(dir.path(), HANNOY_METRIC_L2, DIMS);
+	ASSERT_NE(env, nullptr);
 
 	/* no note before any insert noted one; inserts without the mode note nothing */
 	EXPECT_TRUE(foreign(env, 8).empty());

@@ -85,6 +85,18 @@ test_meta(HannoyMetric metric, uint32_t dims, uint32_t m = 16, uint32_t efc = 10
 	return meta;
 }
 
+/* Creates an empty index of 'metric' and 'dims' at 'path' (test_config); nullptr on failure. */
+inline HannoyEnv *
+create_empty(const char *path, HannoyMetric metric, uint32_t dims)
+{
+	HannoyEnvConfig config = test_config();
+	HannoyMeta      meta = test_meta(metric, dims);
+	HannoyEnv      *env = nullptr;
+	HannoyError     err;
+	EXPECT_EQ(hannoy_env_create(path, &config, &meta, &env, &err), HANNOY_OK) << err.message;
+	return env;
+}
+
 /*
  * Clustered random vectors, row after row: 'centres' centres drawn
  * uniformly in [-1, 1], each row one of them plus gaussian noise.  Harder
