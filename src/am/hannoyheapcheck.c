@@ -249,6 +249,28 @@ tuple_key_differs(HeapCheckState *hc, HeapTuple tuple, const HannoyStoredRow *ro
 }
 
 /*
+ * slot_without_row says why no index entry may point to line pointer
+ * 'offset' of heap page 'page' (locked by the caller): it does not exist,
+ * is unused, or holds a heap-only tuple; NULL when one may.  Palloc's the
+ * reason when it names a count.
+ */
+static const char *
+slot_without_row(Page page, OffsetNumber offset)
+{
+	ItemId lp;
+
+	if (offset < FirstOffsetNumber || offset > PageGetMaxOffsetNumber(page))
+		return psprintf("its page has only %u line pointers",
+		                (unsigned) PageGetMaxOffsetNumber(page));
+	lp = PageGetItemId(page, offset);
+	if (!ItemIdIsUsed(lp))
+		return "its line pointer is unused";
+	if (ItemIdIsNormal(lp) && HeapTupleHeaderIsHeapOnly((HeapTupleHeader) PageGetItem(page, lp)))
+		return "it holds a tuple of a HOT chain, which no index entry may point to";
+	return NULL;
+}
+
+/*
  * compare_row reads the heap at a stored row's TID and compares.  Every
  * member of the HOT chain not deleted before the check's snapshot is a
  * candidate: they normally share one key, but a chain that was already
@@ -280,18 +302,7 @@ compare_row(HeapCheckState *hc, const HannoyStoredRow *row, const void *stored)
 	buf = ReadBufferExtended(hc->heap, MAIN_FORKNUM, block, RBM_NORMAL, hc->strategy);
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
 	page = BufferGetPage(buf);
-	if (offset < FirstOffsetNumber || offset > PageGetMaxOffsetNumber(page))
-		why =
-		    psprintf("its page has only %u line pointers", (unsigned) PageGetMaxOffsetNumber(page));
-	else
-	{
-		lp = PageGetItemId(page, offset);
-		if (!ItemIdIsUsed(lp))
-			why = "its line pointer is unused";
-		else if (ItemIdIsNormal(lp) &&
-		         HeapTupleHeaderIsHeapOnly((HeapTupleHeader) PageGetItem(page, lp)))
-			why = "it holds a tuple of a HOT chain, which no index entry may point to";
-	}
+	why = slot_without_row(page, offset);
 	/* follow the chain: a redirect first, then t_ctid links within the page */
 	for (int steps = 0; why == NULL && steps <= MaxHeapTuplesPerPage; steps++)
 	{
@@ -649,8 +660,6 @@ heap_row_lost(Relation heap, BlockNumber *nblocks, HannoyTid tid)
 	BlockNumber  block = (BlockNumber) (tid >> 16);
 	OffsetNumber offset = (OffsetNumber) (tid & 0xFFFF);
 	Buffer       buf;
-	Page         page;
-	ItemId       lp;
 	bool         lost;
 
 	if (block >= *nblocks)
@@ -659,16 +668,7 @@ heap_row_lost(Relation heap, BlockNumber *nblocks, HannoyTid tid)
 		return true;
 	buf = ReadBufferExtended(heap, MAIN_FORKNUM, block, RBM_NORMAL, NULL);
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
-	page = BufferGetPage(buf);
-	if (offset < FirstOffsetNumber || offset > PageGetMaxOffsetNumber(page))
-		lost = true;
-	else
-	{
-		lp = PageGetItemId(page, offset);
-		lost = !ItemIdIsUsed(lp) ||
-		       (ItemIdIsNormal(lp) &&
-		        HeapTupleHeaderIsHeapOnly((HeapTupleHeader) PageGetItem(page, lp)));
-	}
+	lost = slot_without_row(BufferGetPage(buf), offset) != NULL;
 	UnlockReleaseBuffer(buf);
 	return lost;
 }

@@ -364,14 +364,18 @@ note_unflushed(hannoy::Store &s, MDB_txn *txn, HannoyTid tid)
 	 * is walked at most every 100 ms by one process, not under every
 	 * commit's writer lock.
 	 */
-	MDB_stat stat;
-	auto     now = std::chrono::steady_clock::now();
-	if (s.unflushed_flushed != 0 && mdb_stat(txn, s.dbi_unflushed, &stat) == 0 &&
-	    stat.ms_entries > UNFLUSHED_SHORT && now - s.unflushed_trimmed < UNFLUSHED_TRIM_EVERY)
-		s.unflushed_flushed = 0;
 	if (s.unflushed_flushed != 0)
 	{
-		s.unflushed_trimmed = now;
+		MDB_stat stat;
+		auto     now = std::chrono::steady_clock::now();
+		if (mdb_stat(txn, s.dbi_unflushed, &stat) == 0 && stat.ms_entries > UNFLUSHED_SHORT &&
+		    now - s.unflushed_trimmed < UNFLUSHED_TRIM_EVERY)
+			s.unflushed_flushed = 0;
+		else
+			s.unflushed_trimmed = now;
+	}
+	if (s.unflushed_flushed != 0)
+	{
 		std::vector<HannoyTid> done;
 		{
 			hannoy::Cursor cur(txn, s.dbi_unflushed);
