@@ -370,6 +370,49 @@ def quantized(ds, queries, builds):
     return out
 
 
+# The parts of a sidecar (hannoy_index_space) the bytes-per-vector table shows, by database.
+SPACE_GROUPS = (("codes", ("codes",)), ("vectors", ("vectors",)), ("links", ("links",)),
+                ("TIDs", ("tids", "items")), ("quantizer and meta", ("meta",)))
+
+
+def space_section(ds, space, builds):
+    """Returns the table of each hannoy index's bytes per vector by part, with pgvector's
+    ('builds': the data set's build rows)."""
+    s = [r for r in space if r["dataset"] == ds]
+    if not s:
+        return ""
+    rows = []
+    for key in sorted({(r["system"], r["efc"]) for r in s}, key=lambda k: (int(k[1]), k[0])):
+        parts = [r for r in s if (r["system"], r["efc"]) == key]
+        n = num(parts[0]["rows"])
+        total = sum(num(r["bytes"]) for r in parts)
+        line = [key[0], key[1]]
+        grouped = 0
+        for _, names in SPACE_GROUPS:
+            b = sum(num(r["bytes"]) for r in parts if r["part"] in names)
+            grouped += b
+            line.append(f"{b / n:.1f}")
+        line += [f"{(total - grouped) / n:.1f}", f"{total / n:.1f}"]
+        pb = build_of(builds, "pgvector", key[1])
+        line.append(fmt_ratio(ratio_of(total, num(pb["size_bytes"]))) if pb else "-")
+        rows.append(line)
+    for b in builds:
+        if b["system"] in ("pgvector", "pgvector-bq"):
+            pb = build_of(builds, "pgvector", b["efc"])
+            rows.append([b["system"], b["efc"]] + ["-"] * (len(SPACE_GROUPS) + 1) +
+                        [f"{num(b['size_bytes']) / num(b['rows']):.1f}",
+                         fmt_ratio(ratio_of(num(b["size_bytes"]), num(pb["size_bytes"])))
+                         if pb else "-"])
+    out = f"### Bytes per vector by part ({ds})\n\n"
+    out += table(["system", "efc"] + [g for g, _ in SPACE_GROUPS] +
+                 ["LMDB free and other", "total", "/ pgvector hnsw"], rows)
+    out += ("\nhannoy_index_space() after the build, divided by the table's rows: codes, float "
+            "vectors, Roaring neighbour lists, the TID maps both ways, the meta records (the "
+            "quantizer's among them); the rest is LMDB's free and meta pages, the data file's "
+            "tail and the lock file.  pgvector: pg_relation_size() / rows.\n\n")
+    return out
+
+
 def overview(queries, builds):
     """Returns the one-line-per-data-set table of the measures the targets name."""
     rows = []
@@ -491,7 +534,7 @@ plot {', '.join(plots)}
     return f"recall-qps-{safe}.png"
 
 
-def dataset_section(directory, ds, queries, builds, inserts, repeat_note):
+def dataset_section(directory, ds, queries, builds, inserts, space, repeat_note):
     """Returns the markdown of one data set."""
     q = [r for r in queries if r["dataset"] == ds]
     b = [r for r in builds if r["dataset"] == ds]
@@ -556,6 +599,7 @@ def dataset_section(directory, ds, queries, builds, inserts, repeat_note):
     if any(r["system"] == "pgvector" for r in q):
         out += comparison(ds, unfiltered, b, ins) + "\n"
         out += quantized(ds, unfiltered, b)
+        out += space_section(ds, space, b)
     else:
         out += "pgvector was not measured (the vector extension is not available).\n\n"
     return out
@@ -570,6 +614,7 @@ def main():
     builds = read_csv(directory, "builds.csv")
     inserts = read_csv(directory, "inserts.csv")
     timings = read_csv(directory, "timings.csv")
+    space = read_csv(directory, "space.csv")
     machine = ""
     machine_path = os.path.join(directory, "machine.md")
     if os.path.exists(machine_path):
@@ -585,7 +630,7 @@ def main():
     out += machine + "\n\n"
     out += overview(queries, builds)
     for ds in datasets_in(queries, builds, inserts):
-        out += dataset_section(directory, ds, queries, builds, inserts, repeat_note)
+        out += dataset_section(directory, ds, queries, builds, inserts, space, repeat_note)
     if timings:
         out += "## How long each part took\n\n"
         out += table(["data set", "step", "seconds"],

@@ -48,7 +48,8 @@
 #                             hannoy-scalar8-heap) and, with
 #                             pgvector, its binary_quantize expression index re-ranked in SQL
 #                             the way its README shows (pgvector-bq; the subquery fetches
-#                             ef_search candidates) [0]
+#                             ef_search candidates); or a list of some of them, e.g.
+#                             binary-heap,scalar8-heap,bq (hannoy-<name>, bq: pgvector-bq) [0]
 #   HANNOY_BENCH_PLAIN=1      also build and query copies of the tables whose vector column
 #                             has STORAGE PLAIN (systems hannoy-plain, pgvector-plain), an
 #                             extra line beside the default storage [0]
@@ -137,8 +138,9 @@ configure() {
 	((BIG_ROWS >= 1000)) || die "HANNOY_BENCH_BIG_ROWS must be at least 1000"
 	((UNIFORM_ROWS >= 1000)) || die "HANNOY_BENCH_UNIFORM_ROWS must be at least 1000"
 	[[ $PLAIN == 0 || $PLAIN == 1 ]] || die "HANNOY_BENCH_PLAIN must be 0 or 1, got '$PLAIN'"
-	[[ $QUANTIZED == 0 || $QUANTIZED == 1 ]] ||
-		die "HANNOY_BENCH_QUANTIZED must be 0 or 1, got '$QUANTIZED'"
+	[[ $QUANTIZED == 1 ]] && QUANTIZED=binary,scalar8,binary-heap,scalar8-heap,none,bq
+	[[ $QUANTIZED == 0 || $QUANTIZED =~ ^(binary|scalar8|binary-heap|scalar8-heap|none|bq)(,(binary|scalar8|binary-heap|scalar8-heap|none|bq))*$ ]] ||
+		die "HANNOY_BENCH_QUANTIZED must be 0, 1 or a list like binary-heap,scalar8-heap,bq, got '$QUANTIZED'"
 	((INSERT_ROWS >= 8)) || die "HANNOY_BENCH_INSERT_ROWS must be at least 8"
 	((CPU < NPROC)) || die "HANNOY_BENCH_CPU must be below $NPROC"
 	[[ $PGVECTOR_MODE == auto || $PGVECTOR_MODE == off ]] ||
@@ -377,9 +379,15 @@ systems() {
 		list+=(hannoy-plain)
 		if ((PGVECTOR)); then list+=(pgvector-plain); fi
 	fi
-	if ((QUANTIZED)); then
-		list+=(hannoy-binary hannoy-scalar8 hannoy-binary-heap hannoy-scalar8-heap hannoy-none)
-		if ((PGVECTOR)); then list+=(pgvector-bq); fi
+	if [[ $QUANTIZED != 0 ]]; then
+		local name
+		for name in ${QUANTIZED//,/ }; do
+			if [[ $name != bq ]]; then
+				list+=("hannoy-$name")
+			elif ((PGVECTOR)); then
+				list+=(pgvector-bq)
+			fi
+		done
 	fi
 	echo "${list[@]}"
 }
@@ -638,6 +646,12 @@ build_index() {
 	{ read -r t0; read -r t1; read -r hwm; } <<<"$out"
 	worker_hwm=$(cat "$workers_file" 2>/dev/null || true)
 	size=$(cluster_value "$size_sql")
+	if [[ $system == hannoy* ]]; then
+		# The sidecar's bytes by part (hannoy_index_space): report.py divides them by the rows.
+		[[ -f $OUT/space.csv ]] || echo "dataset,system,m,efc,rows,part,entries,pages,bytes" >"$OUT/space.csv"
+		cluster_psql -tA -F, -c "SELECT part, entries, pages, bytes FROM hannoy_index_space('$index')" |
+			sed "s/^/$ds,$system,$M,$efc,$rows,/" >>"$OUT/space.csv"
+	fi
 	build_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
 	[[ -f $OUT/builds.csv ]] ||
 		echo "dataset,system,m,efc,rows,threads,build_s,size_bytes,peak_rss_kb,worker_peak_rss_kb" \

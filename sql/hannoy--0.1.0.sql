@@ -131,6 +131,16 @@ CREATE FUNCTION @extschema@.hannoy_index_stats(index pg_catalog.regclass,
 COMMENT ON FUNCTION @extschema@.hannoy_index_stats(pg_catalog.regclass) IS
 	'counters and graph shape of a hannoy index';
 
+CREATE FUNCTION @extschema@.hannoy_index_space(index pg_catalog.regclass,
+	OUT part pg_catalog.text, OUT entries pg_catalog.int8, OUT pages pg_catalog.int8,
+	OUT bytes pg_catalog.int8)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'hannoy_index_space'
+	LANGUAGE C VOLATILE STRICT PARALLEL SAFE ROWS 16;
+
+COMMENT ON FUNCTION @extschema@.hannoy_index_space(pg_catalog.regclass) IS
+	'the parts of a hannoy index''s sidecar bytes: its databases and LMDB''s own pages';
+
 CREATE FUNCTION @extschema@.hannoy_verify(index pg_catalog.regclass,
 	OUT kind pg_catalog.text, OUT item pg_catalog.int8, OUT detail pg_catalog.text)
 	RETURNS SETOF record

@@ -800,6 +800,31 @@ extern "C"
 	/* Ends the walk's read transaction and frees it. */
 	extern void hannoy_inspect_free(HannoyInspect *inspect);
 
+	/*
+	 * One part of a sidecar's bytes (hannoy_env_space): a database of the
+	 * environment ('entries' its records), or one of LMDB's own parts ("lmdb
+	 * meta pages", "lmdb names", "lmdb free list", "lmdb free pages") or of
+	 * its files ("file tail": data.mdb beyond its last page, "lock file").
+	 */
+	typedef struct HannoySpacePart
+	{
+		char     name[24];
+		uint64_t entries; /* records in a database; 0 for the other parts */
+		uint64_t pages;   /* LMDB pages (branch, leaf and overflow); 0 for the lock file */
+		uint64_t bytes;   /* the part's bytes on disk */
+	} HannoySpacePart;
+
+	/* The most parts hannoy_env_space returns. */
+#define HANNOY_SPACE_PARTS 24
+
+	/*
+	 * Splits the sidecar's bytes into its parts, read in one snapshot:
+	 * 'parts' has room for HANNOY_SPACE_PARTS.  Their pages add up to the
+	 * pages LMDB uses, their bytes to the data and lock files' sizes.
+	 */
+	extern HannoyStatus hannoy_env_space(HannoyEnv *env, HannoySpacePart *parts, uint32_t *count,
+	                                     HannoyError *err);
+
 	/* Name of a problem kind as hannoy_verify() shows it ("dangling link"...). */
 	extern const char *hannoy_problem_name(HannoyProblemKind kind);
 

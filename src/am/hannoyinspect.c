@@ -2,8 +2,9 @@
  * hannoyinspect.c
  *	  SQL functions that look inside a hannoy index: hannoy_index_size (the
  *	  sidecar's files, which pg_relation_size cannot see), hannoy_index_stats
- *	  (counters and the shape of the graph) and hannoy_verify (one row per
- *	  problem, none when the index is healthy).
+ *	  (counters and the shape of the graph), hannoy_index_space (the parts
+ *	  of the sidecar's bytes) and hannoy_verify (one row per problem, none
+ *	  when the index is healthy).
  *
  *	  Only the index's owner or a superuser may call them.  They hold
  *	  AccessShareLock on the index and its table.  The walk over the graph
@@ -385,6 +386,57 @@ hannoy_index_stats(PG_FUNCTION_ARGS)
 
 	close_index(index, heap);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+PG_FUNCTION_INFO_V1(hannoy_index_space);
+
+/*
+ * hannoy_index_space returns the parts of the sidecar's bytes, one row each
+ * (a database of the sidecar, LMDB's own pages, the files' remainder), read
+ * in one LMDB snapshot: their bytes add up to hannoy_index_size.  An index
+ * without a sidecar yet has no rows; an unusable one is an error, as in
+ * hannoy_index_stats.
+ */
+Datum
+hannoy_index_space(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo     *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Relation           heap;
+	Relation           index;
+	HannoyMetaPageData meta;
+	HannoyEnv         *env;
+	const char        *why = NULL;
+	HannoySpacePart    parts[HANNOY_SPACE_PARTS];
+	uint32             count = 0;
+
+	InitMaterializedSRF(fcinfo, 0);
+	index = open_index(PG_GETARG_OID(0), false, &heap);
+	HannoyFlushQueue(index);
+	env = open_for_inspection(index, &meta, false, &why);
+	if (env != NULL)
+	{
+		HannoyError  err;
+		HannoyStatus st = hannoy_env_space(env, parts, &count, &err);
+
+		if (st != HANNOY_OK)
+			HannoyReportError(st, &err, index);
+	}
+	else if (!HannoyAwaitsSidecar(&meta))
+		HannoyReportUnusable(index, why, ERROR, NULL);
+
+	for (uint32 i = 0; i < count; i++)
+	{
+		Datum values[4];
+		bool  nulls[4] = {false};
+
+		values[0] = CStringGetTextDatum(parts[i].name);
+		values[1] = Int64GetDatum((int64) parts[i].entries);
+		values[2] = Int64GetDatum((int64) parts[i].pages);
+		values[3] = Int64GetDatum((int64) parts[i].bytes);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	close_index(index, heap);
+	return (Datum) 0;
 }
 
 PG_FUNCTION_INFO_V1(hannoy_verify);

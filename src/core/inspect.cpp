@@ -820,6 +820,151 @@ hannoy_inspect_summary(HannoyInspect *w, HannoyInspectSummary *summary, HannoyEr
 	    });
 }
 
+namespace
+{
+
+/* LMDB's free list: a database of its own, the first handle (the mdb_stat tool reads it so). */
+constexpr MDB_dbi FREE_DBI = 0;
+
+/* Appends a part to hannoy_env_space's answer. */
+void
+add_part(HannoySpacePart *parts, uint32_t *count, const std::string &name, uint64_t entries,
+         uint64_t pages, uint64_t bytes)
+{
+	if (*count >= HANNOY_SPACE_PARTS)
+		throw hannoy::Error(HANNOY_ERR_CORRUPT,
+		                    "the sidecar has more databases than a hannoy sidecar can have");
+	HannoySpacePart &p = parts[(*count)++];
+	std::snprintf(p.name, sizeof(p.name), "%s", name.c_str());
+	p.entries = entries;
+	p.pages = pages;
+	p.bytes = bytes;
+}
+
+/* The pages of a database as mdb_stat counts them. */
+uint64_t
+pages_of(const MDB_stat &st)
+{
+	return static_cast<uint64_t>(st.ms_branch_pages) + st.ms_leaf_pages + st.ms_overflow_pages;
+}
+
+/* The size of file 'name' of the sidecar (0 when it is missing). */
+uint64_t
+file_size(const hannoy::Store &s, const char *name)
+{
+	struct stat st;
+	return stat((s.path() + "/" + name).c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+}
+
+} // namespace
+
+extern "C" HannoyStatus
+hannoy_env_space(HannoyEnv *env, HannoySpacePart *parts, uint32_t *count, HannoyError *err)
+{
+	*count = 0;
+	return hannoy::run_guarded(
+	    err,
+	    [&]
+	    {
+		    hannoy::Store &s = *reinterpret_cast<hannoy::Store *>(env);
+		    MDB_env       *e = s.env();
+		    hannoy::Txn    txn(e, true);
+		    MDB_envinfo    info;
+		    MDB_stat       names;
+		    MDB_dbi        main_dbi;
+		    int            rc = hannoy::guarded(e,
+		                                        [&]
+		                                        {
+                                         mdb_env_info(e, &info);
+                                         int r = mdb_dbi_open(txn.get(), nullptr, 0, &main_dbi);
+                                         return r != 0 ? r : mdb_stat(txn.get(), main_dbi, &names);
+                                     });
+		    if (rc != 0)
+			    hannoy::throw_lmdb(rc, "reading the environment's state");
+		    const uint64_t psize = names.ms_psize;
+		    const uint64_t used = static_cast<uint64_t>(info.me_last_pgno) + 1;
+
+		    /* the named databases, listed by the unnamed one */
+		    std::vector<std::string> dbs;
+		    {
+			    hannoy::Cursor cur(txn.get(), main_dbi);
+			    MDB_val        key, data;
+			    for (bool more = cur.get(key, data, MDB_FIRST); more;
+			         more = cur.get(key, data, MDB_NEXT))
+				    dbs.emplace_back(static_cast<const char *>(key.mv_data), key.mv_size);
+		    }
+		    uint64_t counted = 0;
+		    for (const std::string &name : dbs)
+		    {
+			    MDB_dbi  dbi;
+			    MDB_stat st;
+			    rc = hannoy::guarded(e,
+			                         [&]
+			                         {
+				                         int r = mdb_dbi_open(txn.get(), name.c_str(), 0, &dbi);
+				                         return r != 0 ? r : mdb_stat(txn.get(), dbi, &st);
+			                         });
+			    if (rc != 0)
+				    hannoy::throw_lmdb(rc, "reading a database's size");
+			    add_part(parts, count, name, st.ms_entries, pages_of(st), pages_of(st) * psize);
+			    counted += pages_of(st);
+		    }
+
+		    /* LMDB's own pages: two meta pages, the names, the free list and its pages */
+		    MDB_stat freelist;
+		    uint64_t free_pages = 0;
+		    rc = hannoy::guarded(e,
+		                         [&]
+		                         {
+			                         int r = mdb_stat(txn.get(), FREE_DBI, &freelist);
+			                         if (r != 0)
+				                         return r;
+			                         MDB_cursor *cur;
+			                         r = mdb_cursor_open(txn.get(), FREE_DBI, &cur);
+			                         if (r != 0)
+				                         return r;
+			                         MDB_val key, data;
+			                         while ((r = mdb_cursor_get(cur, &key, &data, MDB_NEXT)) == 0)
+			                         {
+				                         /* a record lists the pages one transaction freed:
+				                            their count, then their numbers */
+				                         if (data.mv_size < sizeof(size_t))
+				                         {
+					                         r = MDB_CORRUPTED;
+					                         break;
+				                         }
+				                         hannoy::check_span(e, data.mv_data, data.mv_size);
+				                         size_t n;
+				                         std::memcpy(&n, data.mv_data, sizeof(n));
+				                         free_pages += n;
+			                         }
+			                         mdb_cursor_close(cur);
+			                         return r == MDB_NOTFOUND ? 0 : r;
+		                         });
+		    if (rc != 0)
+			    hannoy::throw_lmdb(rc, "reading LMDB's free list");
+		    add_part(parts, count, "lmdb meta pages", 0, 2, 2 * psize);
+		    add_part(parts, count, "lmdb names", names.ms_entries, pages_of(names),
+		             pages_of(names) * psize);
+		    add_part(parts, count, "lmdb free list", freelist.ms_entries, pages_of(freelist),
+		             pages_of(freelist) * psize);
+		    add_part(parts, count, "lmdb free pages", 0, free_pages, free_pages * psize);
+		    counted += 2 + pages_of(names) + pages_of(freelist) + free_pages;
+		    if (counted > used)
+			    throw hannoy::Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (its parts take " +
+			                                                std::to_string(counted) +
+			                                                " pages, LMDB uses " +
+			                                                std::to_string(used) + ")");
+		    if (counted < used)
+			    add_part(parts, count, "lmdb unaccounted", 0, used - counted,
+			             (used - counted) * psize);
+		    const uint64_t data_bytes = file_size(s, "data.mdb");
+		    add_part(parts, count, "file tail", 0, 0,
+		             data_bytes > used * psize ? data_bytes - used * psize : 0);
+		    add_part(parts, count, "lock file", 0, 0, file_size(s, "lock.mdb"));
+	    });
+}
+
 extern "C" void
 hannoy_inspect_free(HannoyInspect *w)
 {

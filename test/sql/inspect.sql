@@ -38,6 +38,18 @@ SELECT layers >= 1 AS has_layers,
 FROM hannoy_index_stats('inspect_idx');
 
 --
+-- hannoy_index_space: the parts of the sidecar's bytes; they add up to
+-- hannoy_index_size and their pages to the pages LMDB uses
+--
+SELECT part, entries FROM hannoy_index_space('inspect_idx')
+WHERE part IN ('meta', 'vectors', 'tids', 'items', 'unindexed', 'deleted', 'free', 'lmdb meta pages')
+ORDER BY part;
+SELECT sum(bytes) = hannoy_index_size('inspect_idx') AS bytes_add_up,
+       sum(pages) = (SELECT lmdb_pages FROM hannoy_index_stats('inspect_idx')) AS pages_add_up,
+       count(*) FILTER (WHERE part = 'lmdb unaccounted') AS unaccounted
+FROM hannoy_index_space('inspect_idx');
+
+--
 -- hannoy_verify: a healthy index has no problems
 --
 SELECT * FROM hannoy_verify('inspect_idx');
@@ -52,6 +64,12 @@ DELETE FROM inspect_t WHERE id % 5 = 0;
 VACUUM inspect_t;
 SELECT live_items, unindexed_rows, tombstones, free_ids, next_id FROM hannoy_index_stats('inspect_idx');
 SELECT * FROM hannoy_verify('inspect_idx');
+-- VACUUM freed ids and pages: the parts still add up, the freed ids are listed
+SELECT sum(bytes) = hannoy_index_size('inspect_idx') AS bytes_add_up,
+       sum(pages) = (SELECT lmdb_pages FROM hannoy_index_stats('inspect_idx')) AS pages_add_up,
+       (SELECT entries FROM hannoy_index_space('inspect_idx') WHERE part = 'free') =
+       (SELECT free_ids FROM hannoy_index_stats('inspect_idx')) AS free_ids_listed
+FROM hannoy_index_space('inspect_idx');
 
 -- this backend's queued rows are applied before it inspects, as before a
 -- scan; a new row reuses a freed id (next_id does not move); rows of a

@@ -42,6 +42,11 @@ SELECT (SELECT sidecar_bytes FROM hannoy_index_stats('rh_bin_heap')) * 3 <
        (SELECT sidecar_bytes FROM hannoy_index_stats('rh_bin_side')) AS bin_smaller,
        (SELECT sidecar_bytes FROM hannoy_index_stats('rh_s8_heap')) * 3 / 2 <
        (SELECT sidecar_bytes FROM hannoy_index_stats('rh_s8_side')) AS s8_smaller;
+-- hannoy_index_space: the vectors database is empty in the heap variants, the codes hold one per row
+SELECT i AS index, s.part, s.entries
+FROM unnest(ARRAY['rh_bin_side', 'rh_bin_heap', 'rh_s8_side', 'rh_s8_heap']) i,
+     hannoy_index_space(i::regclass) s
+WHERE s.part IN ('vectors', 'codes') ORDER BY 1, 2;
 SELECT count(*) AS problems FROM hannoy_verify('rh_bin_heap');
 SELECT count(*) AS problems FROM hannoy_verify('rh_s8_heap');
 
