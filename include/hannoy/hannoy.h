@@ -25,7 +25,7 @@ extern "C"
 #define HANNOY_MAX_BITS  (HANNOY_MAX_DIMS * 64)
 #define HANNOY_MAX_ITEMS UINT32_MAX
 /* The storage format new sidecars get; older ones down to the minimum stay readable. */
-#define HANNOY_FORMAT_VERSION     7
+#define HANNOY_FORMAT_VERSION     8
 #define HANNOY_MIN_FORMAT_VERSION 3
 
 	typedef enum HannoyStatus

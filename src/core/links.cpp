@@ -18,6 +18,20 @@
  *	 containers run: uint16 run count, then (uint16 start, uint16 length - 1)
  *				pairs; bitset (cardinality > 4096): 1024 uint64 words;
  *				array: cardinality sorted uint16 values
+ *
+ * Storage format 8 writes CRoaring's own serialisation instead
+ * (roaring_bitmap_serialize), which is one of two forms, whichever is
+ * smaller, behind a tag byte:
+ *
+ *	 1			uint32 count, then count uint32 values in ascending order
+ *	 2			the portable format above
+ *
+ * A neighbour list of an index of more than 65,536 items spreads over many
+ * 16-bit keys, and each container costs 8 bytes of headers in the portable
+ * format: 32 links over 14 keys take 184 bytes portable, 133 as an array
+ * (DESIGN.md "Neighbour lists").  A portable bitmap starts with its cookie,
+ * whose first byte is 0x3A or 0x3B, so lists of earlier formats are never
+ * taken for tagged ones.
  */
 #include "links.hpp"
 
@@ -39,6 +53,10 @@ constexpr uint32_t COOKIE_NO_RUN = 12346;
 
 /* Cookie (low 16 bits) of a portable bitmap with run containers (CRoaring's SERIAL_COOKIE). */
 constexpr uint32_t COOKIE_RUN = 12347;
+
+/* Tags of CRoaring's own serialisation (storage format 8). */
+constexpr unsigned char TAG_ARRAY = 1;
+constexpr unsigned char TAG_PORTABLE = 2;
 
 /* Bitmaps with run containers and fewer containers than this carry no offsets. */
 constexpr uint32_t NO_OFFSET_THRESHOLD = 4;
@@ -323,46 +341,79 @@ decode_portable(const unsigned char *p, size_t size, std::vector<uint32_t> &out)
 	return pos == size;
 }
 
+/*
+ * Reads CRoaring's tagged array form (after its tag byte): a count and that
+ * many ascending uint32 values, and nothing more.
+ */
+bool
+decode_array_form(const unsigned char *p, size_t size, std::vector<uint32_t> &out)
+{
+	if (size < 4)
+		return false;
+	const uint32_t count = read_u32(p);
+	if ((size - 4) / 4 != count || (size - 4) % 4 != 0)
+		return false;
+	out.resize(count);
+	for (uint32_t i = 0; i < count; i++)
+	{
+		out[i] = read_u32(p + 4 + size_t(i) * 4);
+		if (i > 0 && out[i] <= out[i - 1])
+			return false;
+	}
+	return true;
+}
+
 } // namespace
 
 /*
- * Serialises 'ids' with CRoaring in the portable format.  Run containers are
+ * Serialises 'ids' with CRoaring: in its own tagged form when 'tagged'
+ * (storage format 8), in the portable format otherwise.  Run containers are
  * never requested (no run_optimize): neighbour lists are sparse, and array
  * containers are what the decoder reads fastest.
  */
 void
-encode_links(const uint32_t *ids, size_t count, std::string &out)
+encode_links(const uint32_t *ids, size_t count, std::string &out, bool tagged)
 {
 	BitmapPtr bitmap(count > 0 ? roaring_bitmap_of_ptr(count, ids) : roaring_bitmap_create());
 
 	if (!bitmap)
 		throw std::bad_alloc();
 
-	const size_t bytes = roaring_bitmap_portable_size_in_bytes(bitmap.get());
+	const size_t bytes = tagged ? roaring_bitmap_size_in_bytes(bitmap.get())
+	                            : roaring_bitmap_portable_size_in_bytes(bitmap.get());
 	const size_t start = out.size();
 
 	out.resize(start + bytes);
 
-	const size_t written = roaring_bitmap_portable_serialize(bitmap.get(), &out[start]);
+	const size_t written = tagged ? roaring_bitmap_serialize(bitmap.get(), &out[start])
+	                              : roaring_bitmap_portable_serialize(bitmap.get(), &out[start]);
 
 	if (written != bytes)
 	{
 		out.resize(start);
-		throw std::logic_error("CRoaring wrote a portable bitmap of an unexpected size");
+		throw std::logic_error("CRoaring wrote a bitmap of an unexpected size");
 	}
 }
 
-/* Decodes a portable Roaring bitmap into ascending ids; 'out' is left empty if it is malformed. */
+/*
+ * Decodes a neighbour list, tagged or portable, into ascending ids; 'out'
+ * is left empty if it is malformed.
+ */
 bool
 decode_links(const void *data, size_t size, std::vector<uint32_t> &out)
 {
+	const unsigned char *p = static_cast<const unsigned char *>(data);
+	bool                 ok;
 	out.clear();
-	if (!decode_portable(static_cast<const unsigned char *>(data), size, out))
-	{
+	if (size > 0 && p[0] == TAG_ARRAY)
+		ok = decode_array_form(p + 1, size - 1, out);
+	else if (size > 0 && p[0] == TAG_PORTABLE)
+		ok = decode_portable(p + 1, size - 1, out);
+	else
+		ok = decode_portable(p, size, out);
+	if (!ok)
 		out.clear();
-		return false;
-	}
-	return true;
+	return ok;
 }
 
 } // namespace hannoy

@@ -34,6 +34,33 @@ struct QuantizerHeader
 /* Flag of the quantizer record (format 7): the index stores no vectors, scans re-rank from the
  * heap. */
 constexpr uint32_t FLAG_HEAP_RERANK = 1;
+/*
+ * Flag of a cosine quantizer's record: vectors are scaled to length 1
+ * before they are encoded, and the mean (1-bit) or the ranges (8-bit) are
+ * those of the scaled vectors; 1-bit queries are scaled too (DESIGN.md
+ * "Codes", "1-bit codes").  Records without it (written before it existed,
+ * or 8-bit codes that are lossless as the rows come) encode vectors as they
+ * come.
+ */
+constexpr uint32_t FLAG_UNIT_LENGTH = 2;
+
+/*
+ * The factor that scales float vector 'p' (dims floats, possibly unaligned)
+ * to length 1: 1 / |p| over its finite values, or 1 when that length is 0.
+ */
+float
+unit_factor(const unsigned char *p, uint32_t dims)
+{
+	double sq = 0;
+	for (uint32_t i = 0; i < dims; i++)
+	{
+		float x;
+		std::memcpy(&x, p + i * sizeof(float), sizeof(x));
+		if (std::isfinite(x))
+			sq += double(x) * x;
+	}
+	return sq > 0 ? static_cast<float>(1.0 / std::sqrt(sq)) : 1.0f;
+}
 
 /* The largest code value. */
 constexpr float CODE_MAX = 255.0f;
@@ -253,7 +280,7 @@ Quantizer::record_bytes() const
 
 QuantizerFit::QuantizerFit(uint32_t dims)
     : dims_(dims), lo_(dims, HUGE_VALF), hi_(dims, -HUGE_VALF), fraction_(dims, 0), sum_(dims, 0.0),
-      count_(dims, 0)
+      unit_sum_(dims, 0.0), unit_lo_(dims, HUGE_VALF), unit_hi_(dims, -HUGE_VALF), count_(dims, 0)
 {
 }
 
@@ -261,6 +288,7 @@ void
 QuantizerFit::add(const void *v)
 {
 	const unsigned char *p = static_cast<const unsigned char *>(v);
+	const double         unit = unit_factor(p, dims_);
 	for (uint32_t i = 0; i < dims_; i++)
 	{
 		float x;
@@ -273,6 +301,10 @@ QuantizerFit::add(const void *v)
 		lo_[i] = std::min(lo_[i], x);
 		hi_[i] = std::max(hi_[i], x);
 		sum_[i] += x;
+		const float u = static_cast<float>(x * unit);
+		unit_sum_[i] += u;
+		unit_lo_[i] = std::min(unit_lo_[i], u);
+		unit_hi_[i] = std::max(unit_hi_[i], u);
 		count_[i]++;
 		if (x != std::nearbyint(x))
 			fraction_[i] = 1;
@@ -294,14 +326,21 @@ Quantizer
 QuantizerFit::quantizer(HannoyMetric metric) const
 {
 	Quantizer q(QUANTIZER_SCALAR8, metric, dims_);
+	/*
+	 * cosine ignores lengths: the ranges of the rows scaled to length 1
+	 * (FLAG_UNIT_LENGTH), unless the codes of the rows as they come are
+	 * lossless (pixels: exact codes beat any scaling)
+	 */
+	q.unit_length_ = metric == HANNOY_METRIC_COSINE && !lossless();
 	for (uint32_t i = 0; i < dims_; i++)
 	{
-		float lo = lo_[i], hi = hi_[i];
+		float lo = q.unit_length_ ? unit_lo_[i] : lo_[i];
+		float hi = q.unit_length_ ? unit_hi_[i] : hi_[i];
 		if (lo > hi)
 			lo = hi = 0.0f; /* no finite value seen */
 		float scale = (hi - lo) / CODE_MAX;
 		/* integers with a range of at most 255 (pixels, counts) take one step each: exact codes */
-		if (!fraction_[i] && hi - lo <= CODE_MAX && hi > lo)
+		if (!q.unit_length_ && !fraction_[i] && hi - lo <= CODE_MAX && hi > lo)
 			scale = 1.0f;
 		q.offset_[i] = lo;
 		q.scale_[i] = std::isfinite(scale) ? scale : 0.0f;
@@ -313,8 +352,11 @@ Quantizer
 QuantizerFit::binary(HannoyMetric metric, uint64_t seed) const
 {
 	Quantizer q(QUANTIZER_BINARY, metric, dims_);
+	/* cosine ignores lengths: the mean of the rows scaled to length 1 (FLAG_UNIT_LENGTH) */
+	q.unit_length_ = metric == HANNOY_METRIC_COSINE;
+	const std::vector<double> &sums = q.unit_length_ ? unit_sum_ : sum_;
 	for (uint32_t i = 0; i < dims_; i++)
-		q.mean_[i] = count_[i] > 0 ? static_cast<float>(sum_[i] / double(count_[i])) : 0.0f;
+		q.mean_[i] = count_[i] > 0 ? static_cast<float>(sums[i] / double(count_[i])) : 0.0f;
 	q.seed_ = seed;
 	q.draw_signs();
 	return q;
@@ -331,11 +373,13 @@ Quantizer::from_record(HannoyMetric metric, uint32_t dims, const void *data, siz
 		throw Error(HANNOY_ERR_CORRUPT, "quantizer record is malformed (kind " +
 		                                    std::to_string(h.kind) + ", " + std::to_string(h.dims) +
 		                                    " dimensions)");
-	if ((h.flags & ~FLAG_HEAP_RERANK) != 0)
+	if ((h.flags & ~(FLAG_HEAP_RERANK | FLAG_UNIT_LENGTH)) != 0 ||
+	    ((h.flags & FLAG_UNIT_LENGTH) != 0 && metric != HANNOY_METRIC_COSINE))
 		throw Error(HANNOY_ERR_CORRUPT,
 		            "quantizer record has unknown flags " + std::to_string(h.flags));
 	Quantizer q(static_cast<QuantizerKind>(h.kind), metric, dims);
 	q.heap_rerank_ = (h.flags & FLAG_HEAP_RERANK) != 0;
+	q.unit_length_ = (h.flags & FLAG_UNIT_LENGTH) != 0;
 	const char *p = static_cast<const char *>(data) + sizeof(h);
 	if (h.code_bytes != q.code_bytes() || size != q.record_bytes())
 		throw Error(HANNOY_ERR_CORRUPT, "quantizer record is malformed (kind " +
@@ -364,7 +408,8 @@ std::string
 Quantizer::record() const
 {
 	QuantizerHeader h{kind_, dims_, static_cast<uint32_t>(code_bytes()),
-	                  heap_rerank_ ? FLAG_HEAP_RERANK : 0};
+	                  (heap_rerank_ ? FLAG_HEAP_RERANK : 0) |
+	                      (unit_length_ ? FLAG_UNIT_LENGTH : 0)};
 	std::string     r(reinterpret_cast<const char *>(&h), sizeof(h));
 	if (kind_ == QUANTIZER_BINARY)
 	{
@@ -387,15 +432,17 @@ Quantizer::encode(const void *v, uint8_t *out) const
 		 * x - mean, rotated: the code is its sign bits, |x - mean|^2, the
 		 * RaBitQ factor |x~|^2 / |x~|_1 that turns <signs, q~> into an
 		 * estimate of <x~, q~>, and <x - mean, mean> (inner product, cosine).
-		 * A NaN or an infinity counts as the mean.
+		 * A NaN or an infinity counts as the mean.  A cosine quantizer first
+		 * scales x to length 1.
 		 */
 		std::vector<float> y(padded_, 0.0f);
 		double             sq = 0, dot_mean = 0;
+		const float        unit = unit_length_ ? unit_factor(p, dims_) : 1.0f;
 		for (uint32_t i = 0; i < dims_; i++)
 		{
 			float x;
 			std::memcpy(&x, p + i * sizeof(float), sizeof(x));
-			float c = std::isfinite(x) ? x - mean_[i] : 0.0f;
+			float c = std::isfinite(x) ? x * unit - mean_[i] : 0.0f;
 			y[i] = c;
 			sq += double(c) * c;
 			dot_mean += double(c) * mean_[i];
@@ -416,10 +463,12 @@ Quantizer::encode(const void *v, uint8_t *out) const
 		std::memcpy(out + bytes, extra, sizeof(extra));
 		return;
 	}
+	const float unit = unit_length_ ? unit_factor(p, dims_) : 1.0f;
 	for (uint32_t i = 0; i < dims_; i++)
 	{
 		float x;
 		std::memcpy(&x, p + i * sizeof(float), sizeof(x));
+		x *= unit;
 		float c = scale_[i] > 0.0f ? (x - offset_[i]) / scale_[i] : 0.0f;
 		/* NaN and values outside the fitted range clamp (inserts after the build) */
 		if (!(c > 0.0f))
@@ -443,10 +492,12 @@ Quantizer::prepare(const void *query, QueryForm &form) const
 	}
 	std::vector<float> y(padded_, 0.0f);
 	double             csq = 0, mdot = 0, nsq = 0;
+	const float        unit = unit_length_ ? unit_factor(p, dims_) : 1.0f;
 	for (uint32_t i = 0; i < dims_; i++)
 	{
 		float x;
 		std::memcpy(&x, p + i * sizeof(float), sizeof(x));
+		x *= unit;
 		float c = x - mean_[i];
 		y[i] = c;
 		csq += double(c) * c;

@@ -189,6 +189,7 @@ class Quantizer
 	std::vector<uint8_t> signs_; /* BINARY_ROTATION_ROUNDS x padded_: 1 flips the sign */
 	float                mean_norm_sq_ = 0;
 	bool                 heap_rerank_ = false; /* the record's flag HEAP_RERANK (format 7) */
+	bool unit_length_ = false; /* cosine: vectors scaled to length 1 (FLAG_UNIT_LENGTH) */
 };
 
 /*
@@ -219,7 +220,9 @@ class QuantizerFit
 	std::vector<float>    lo_, hi_;
 	std::vector<uint8_t>  fraction_; /* per dimension: a value that is no integer was seen */
 	std::vector<double>   sum_;      /* per dimension: the sum of the finite values seen */
-	std::vector<uint64_t> count_;    /* per dimension: how many finite values were seen */
+	std::vector<double>   unit_sum_; /* the same of the vectors scaled to length 1 */
+	std::vector<float>    unit_lo_, unit_hi_; /* the ranges of the vectors scaled to length 1 */
+	std::vector<uint64_t> count_;             /* per dimension: how many finite values were seen */
 	bool                  nonfinite_ = false; /* a NaN or an infinity was seen */
 };
 

@@ -1577,7 +1577,7 @@ Store::put_links(MDB_txn *txn, uint32_t id, int layer, const std::vector<uint32_
                  unsigned flags) const
 {
 	std::string buf;
-	encode_links(ids.data(), ids.size(), buf);
+	encode_links(ids.data(), ids.size(), buf, meta_.format_version >= 8);
 	LinkKey key(id, layer);
 	if (checksummed())
 	{

@@ -158,6 +158,36 @@ TEST(BinaryQuantizer, RecordRoundTripsAndRefusesDamage)
 	EXPECT_THROW(hannoy::Quantizer::from_record(HANNOY_METRIC_COSINE, DIMS, wrong_size.data(),
 	                                            wrong_size.size()),
 	             hannoy::Error);
+
+	/*
+	 * A cosine quantizer scales vectors to length 1 (flag 2 of the record);
+	 * one without the flag, as written before it existed, encodes vectors as
+	 * they come, and reads back so; the flag on another metric is refused.
+	 */
+	uint32_t flags;
+	std::memcpy(&flags, &r[12], sizeof(flags));
+	EXPECT_EQ(flags, 2u);
+	std::string old_record = r;
+	flags = 0;
+	std::memcpy(&old_record[12], &flags, sizeof(flags));
+	hannoy::Quantizer old_q = hannoy::Quantizer::from_record(HANNOY_METRIC_COSINE, DIMS,
+	                                                         old_record.data(), old_record.size());
+	EXPECT_EQ(old_q.record(), old_record);
+	std::vector<float> doubled(rows.begin(), rows.begin() + DIMS);
+	for (float &x : doubled)
+		x *= 2.0f;
+	q.encode(&rows[0], c1.data());
+	q.encode(doubled.data(), c2.data());
+	EXPECT_EQ(std::vector<uint8_t>(c1.begin(), c1.begin() + 256 / 8),
+	          std::vector<uint8_t>(c2.begin(), c2.begin() + 256 / 8))
+	    << "with the flag, a vector's length does not change its signs";
+	old_q.encode(&rows[0], c1.data());
+	old_q.encode(doubled.data(), c2.data());
+	EXPECT_NE(c1, c2) << "without it, it does";
+	EXPECT_THROW(hannoy::Quantizer::from_record(HANNOY_METRIC_L2, DIMS, r.data(), r.size()),
+	             hannoy::Error);
+	EXPECT_EQ(binary_fitted(HANNOY_METRIC_L2, rows, DIMS).record().substr(12, 4),
+	          std::string(4, '\0'));
 }
 
 /* Which codes each index option gives, and that bit strings take none by name. */
@@ -186,58 +216,135 @@ TEST(BinaryQuantizer, ChoiceFitsTheMetric)
  * lie among the 100 nearest by estimate (of 2,000), and the estimate
  * correlates with the exact distance.
  */
+/* How well a 1-bit quantizer's estimates rank rows for queries: see window_quality. */
+struct EstimateQuality
+{
+	double hits;        /* share of each query's exact 10 nearest among its estimated 100 */
+	double correlation; /* mean Pearson correlation of estimated and exact distances */
+	double top10;       /* share of each query's exact 10 nearest among its estimated 10 */
+};
+
+/*
+ * Fits a quantizer of 'kind' (1-bit unless said) for 'metric' to the first
+ * 'n' rows of 'v' and asks
+ * each of the following rows, as a query, how many of its exact 10 nearest
+ * rows are among the 100 its estimates put first.
+ */
+EstimateQuality
+window_quality(HannoyMetric metric, const std::vector<float> &v, size_t n, uint32_t dims,
+               hannoy::QuantizerKind kind = hannoy::QUANTIZER_BINARY)
+{
+	std::vector<float>   base(v.begin(), v.begin() + n * dims);
+	hannoy::QuantizerFit fit(dims);
+	for (size_t i = 0; i < n; i++)
+		fit.add(&base[i * dims]);
+	hannoy::Quantizer q =
+	    kind == hannoy::QUANTIZER_BINARY ? fit.binary(metric, 5) : fit.quantizer(metric);
+	std::vector<uint8_t> codes(n * q.code_bytes());
+	for (size_t i = 0; i < n; i++)
+		q.encode(&base[i * dims], &codes[i * q.code_bytes()]);
+	size_t       hits = 0, total = 0, top10 = 0;
+	double       corr_sum = 0;
+	const size_t queries = v.size() / dims - n;
+	for (size_t qi = 0; qi < queries; qi++)
+	{
+		const float      *query = &v[(n + qi) * dims];
+		hannoy::QueryForm form;
+		q.prepare(query, form);
+		std::vector<std::pair<double, size_t>> exact, est;
+		for (size_t i = 0; i < n; i++)
+		{
+			exact.emplace_back(hannoy_distance(metric, query, &base[i * dims], dims), i);
+			est.emplace_back(q.distance(&codes[i * q.code_bytes()], form), i);
+		}
+		double mx = 0, my = 0;
+		for (size_t i = 0; i < n; i++)
+		{
+			mx += exact[i].first;
+			my += est[i].first;
+		}
+		mx /= n;
+		my /= n;
+		double sxy = 0, sxx = 0, syy = 0;
+		for (size_t i = 0; i < n; i++)
+		{
+			sxy += (exact[i].first - mx) * (est[i].first - my);
+			sxx += (exact[i].first - mx) * (exact[i].first - mx);
+			syy += (est[i].first - my) * (est[i].first - my);
+		}
+		corr_sum += sxy / std::sqrt(sxx * syy);
+		std::sort(exact.begin(), exact.end());
+		std::sort(est.begin(), est.end());
+		std::set<size_t> window;
+		for (size_t i = 0; i < 100; i++)
+			window.insert(est[i].second);
+		for (size_t k = 0; k < 10; k++)
+			hits += window.count(exact[k].second);
+		std::set<size_t> first;
+		for (size_t i = 0; i < 10; i++)
+			first.insert(est[i].second);
+		for (size_t k = 0; k < 10; k++)
+			top10 += first.count(exact[k].second);
+		total += 10;
+	}
+	return {double(hits) / total, corr_sum / queries, double(top10) / total};
+}
+
 TEST(BinaryQuantizer, EstimatesRankEveryMetric)
 {
 	const size_t       n = 2000;
 	std::vector<float> v = skewed(n + 20, DIMS, 9);
-	std::vector<float> base(v.begin(), v.begin() + n * DIMS);
 	for (HannoyMetric metric : FLOAT_METRICS)
 	{
-		hannoy::Quantizer    q = binary_fitted(metric, base, DIMS);
-		std::vector<uint8_t> codes(n * q.code_bytes());
-		for (size_t i = 0; i < n; i++)
-			q.encode(&base[i * DIMS], &codes[i * q.code_bytes()]);
-		size_t hits = 0, total = 0;
-		double corr_sum = 0;
-		for (size_t qi = 0; qi < 20; qi++)
+		EstimateQuality e = window_quality(metric, v, n, DIMS);
+		EXPECT_GE(e.hits, 0.9) << "metric " << metric;
+		EXPECT_GE(e.correlation, 0.8) << "metric " << metric;
+	}
+}
+
+/*
+ * Rows the way text embeddings come (the benchmark's clustered-cosine set,
+ * bench/make_synthetic.py): around 20 centres, plus one large common
+ * component on which each row has its own log-normal weight, each row then
+ * scaled by its own length between 1/2 and 2.  Cosine distances ignore the
+ * lengths, and so must the estimates of 1-bit and 8-bit codes: they must
+ * rank as well as on the same rows normalised.
+ */
+TEST(BinaryQuantizer, CosineCodesIgnoreLengths)
+{
+	constexpr uint32_t                    dims = 32; /* padded to 64, as the benchmark's set */
+	const size_t                          n = 2000;
+	std::vector<float>                    v = clustered(n + 40, dims, 21, 20, 0.3f);
+	std::mt19937                          rng(4);
+	std::normal_distribution<float>       weight(0.0f, 1.0f);
+	std::uniform_real_distribution<float> spread(std::log(0.5f), std::log(2.0f));
+	std::vector<float>                    unit(v.size()), scaled(v.size());
+	for (size_t i = 0; i < n + 40; i++)
+	{
+		float *x = &v[i * dims];
+		x[0] += 4.0f * std::exp(weight(rng)); /* the common component */
+		double sq = 0;
+		for (uint32_t d = 0; d < dims; d++)
+			sq += double(x[d]) * x[d];
+		float len = std::exp(spread(rng));
+		for (uint32_t d = 0; d < dims; d++)
 		{
-			const float      *query = &v[(n + qi) * DIMS];
-			hannoy::QueryForm form;
-			q.prepare(query, form);
-			std::vector<std::pair<double, size_t>> exact, est;
-			for (size_t i = 0; i < n; i++)
-			{
-				exact.emplace_back(hannoy_distance(metric, query, &base[i * DIMS], DIMS), i);
-				est.emplace_back(q.distance(&codes[i * q.code_bytes()], form), i);
-			}
-			/* Pearson correlation of estimate and exact distance */
-			double mx = 0, my = 0;
-			for (size_t i = 0; i < n; i++)
-			{
-				mx += exact[i].first;
-				my += est[i].first;
-			}
-			mx /= n;
-			my /= n;
-			double sxy = 0, sxx = 0, syy = 0;
-			for (size_t i = 0; i < n; i++)
-			{
-				sxy += (exact[i].first - mx) * (est[i].first - my);
-				sxx += (exact[i].first - mx) * (exact[i].first - mx);
-				syy += (est[i].first - my) * (est[i].first - my);
-			}
-			corr_sum += sxy / std::sqrt(sxx * syy);
-			std::sort(exact.begin(), exact.end());
-			std::sort(est.begin(), est.end());
-			std::set<size_t> window;
-			for (size_t i = 0; i < 100; i++)
-				window.insert(est[i].second);
-			for (size_t k = 0; k < 10; k++)
-				hits += window.count(exact[k].second);
-			total += 10;
+			unit[i * dims + d] = static_cast<float>(x[d] / std::sqrt(sq));
+			scaled[i * dims + d] = x[d] * len;
 		}
-		EXPECT_GE(double(hits) / total, 0.9) << "metric " << metric;
-		EXPECT_GE(corr_sum / 20, 0.8) << "metric " << metric;
+	}
+	for (auto kind : {hannoy::QUANTIZER_BINARY, hannoy::QUANTIZER_SCALAR8})
+	{
+		EstimateQuality normalised = window_quality(HANNOY_METRIC_COSINE, unit, n, dims, kind);
+		EstimateQuality lengths = window_quality(HANNOY_METRIC_COSINE, scaled, n, dims, kind);
+		EXPECT_GE(normalised.hits, 0.8) << "kind " << kind;
+		EXPECT_GE(lengths.hits, normalised.hits - 0.03)
+		    << "kind " << kind << ": normalised rows " << normalised.hits
+		    << ", the same rows with their lengths " << lengths.hits;
+		EXPECT_GE(lengths.correlation, normalised.correlation - 0.03) << "kind " << kind;
+		EXPECT_GE(lengths.top10, normalised.top10 - 0.03)
+		    << "kind " << kind << ": normalised rows " << normalised.top10
+		    << ", the same rows with their lengths " << lengths.top10;
 	}
 }
 

@@ -37,13 +37,13 @@ struct BitmapDeleter
 
 using BitmapPtr = std::unique_ptr<roaring_bitmap_t, BitmapDeleter>;
 
-/* Encodes 'ids' into a fresh string. */
+/* Encodes 'ids' into a fresh string, portable (formats 3 to 7) unless 'tagged' (format 8). */
 std::string
-encode(const std::vector<uint32_t> &ids)
+encode(const std::vector<uint32_t> &ids, bool tagged = false)
 {
 	std::string out;
 
-	hannoy::encode_links(ids.data(), ids.size(), out);
+	hannoy::encode_links(ids.data(), ids.size(), out, tagged);
 	return out;
 }
 
@@ -219,7 +219,7 @@ TEST(Links, AppendsToExistingBytes)
 	std::string                 out = "prefix";
 	const std::vector<uint32_t> ids = {5, 3, 70000};
 
-	hannoy::encode_links(ids.data(), ids.size(), out);
+	hannoy::encode_links(ids.data(), ids.size(), out, false);
 	ASSERT_EQ(out.compare(0, 6, "prefix"), 0);
 
 	std::vector<uint32_t> decoded;
@@ -506,7 +506,17 @@ TEST(Links, SurvivesGarbage)
 
 		for (char &c : bytes)
 			c = static_cast<char>(rng());
-		if (round % 4 == 1 && bytes.size() >= 8)
+		if (round % 8 == 3 && bytes.size() >= 5)
+		{
+			/* CRoaring's tagged forms (format 8): an array, or a portable bitmap */
+			bytes[0] = static_cast<char>(1 + rng() % 2);
+			if (bytes[0] == 1 && rng() % 2 == 0)
+			{
+				const uint32_t count = static_cast<uint32_t>((bytes.size() - 5) / 4);
+				std::memcpy(&bytes[1], &count, 4);
+			}
+		}
+		else if (round % 4 == 1 && bytes.size() >= 8)
 		{
 			const uint32_t cookie = COOKIE_NO_RUN;
 			const uint32_t count = rng() % 4;
@@ -534,7 +544,9 @@ TEST(Links, SurvivesGarbage)
 	roaring_bitmap_run_optimize(runs.get());
 
 	const std::vector<std::string> valid = {encode({1, 5, 9, 70000, 1u << 30}), encode({3}),
-	                                        roaring_serialize(runs.get())};
+	                                        roaring_serialize(runs.get()),
+	                                        encode({1, 5, 9, 70000, 1u << 30}, true),
+	                                        encode({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, true)};
 
 	for (const std::string &original : valid)
 	{
@@ -550,6 +562,71 @@ TEST(Links, SurvivesGarbage)
 		}
 	}
 	std::cout << "[          ] garbage inputs accepted as well-formed: " << accepted << std::endl;
+}
+
+/*
+ * CRoaring's tagged forms (storage format 8): each list round-trips, CRoaring
+ * reads it back, every proper prefix and each malformed variant is
+ * rejected, and the smaller form is chosen.
+ */
+TEST(Links, TaggedFormsRoundTripThroughCRoaring)
+{
+	std::mt19937                       rng(8);
+	std::vector<std::vector<uint32_t>> lists = {{}, {7}, {0, 4000000000u}};
+	std::vector<uint32_t>              spread, dense, bitset;
+	for (uint32_t i = 0; i < 32; i++)
+	{
+		spread.push_back(rng() % 1000000);
+		dense.push_back(i * 100);
+	}
+	for (uint32_t i = 0; i < 5000; i++)
+		bitset.push_back(i * 3);
+	std::sort(spread.begin(), spread.end());
+	spread.erase(std::unique(spread.begin(), spread.end()), spread.end());
+	lists.push_back(spread);
+	lists.push_back(dense);
+	lists.push_back(bitset);
+	for (const auto &ids : lists)
+	{
+		const std::string     bytes = encode(ids, true);
+		std::vector<uint32_t> decoded = {1, 2};
+		EXPECT_TRUE(decode_exact(bytes, bytes.size(), decoded));
+		EXPECT_EQ(decoded, sorted(ids));
+		BitmapPtr back(roaring_bitmap_deserialize(bytes.data()));
+		ASSERT_TRUE(back != nullptr);
+		EXPECT_EQ(roaring_values(back.get()), sorted(ids));
+		check_prefixes_rejected(bytes);
+	}
+	/* 32 links of an index of a million items: the array form, 133 bytes against 180 or more */
+	const std::string tagged = encode(spread, true);
+	EXPECT_EQ(tagged[0], 1);
+	EXPECT_EQ(tagged.size(), 1 + 4 + 4 * spread.size());
+	EXPECT_GT(encode(spread).size(), tagged.size() + 40);
+	/* 32 links within one chunk: the portable form behind its tag, one byte more */
+	const std::string one_chunk = encode(dense, true);
+	EXPECT_EQ(one_chunk[0], 2);
+	EXPECT_EQ(one_chunk.substr(1), encode(dense));
+
+	std::vector<uint32_t> out;
+	std::string           bad = tagged;
+	bad[1] = static_cast<char>(bad[1] + 1); /* a count one more than the values */
+	EXPECT_FALSE(decode_exact(bad, bad.size(), out));
+	EXPECT_TRUE(out.empty());
+	bad = tagged;
+	std::swap(bad[5], bad[9]); /* the first two values out of order */
+	std::swap(bad[6], bad[10]);
+	std::swap(bad[7], bad[11]);
+	std::swap(bad[8], bad[12]);
+	EXPECT_FALSE(decode_exact(bad, bad.size(), out));
+	bad = tagged;
+	bad.replace(9, 4, bad.substr(5, 4)); /* a value twice */
+	EXPECT_FALSE(decode_exact(bad, bad.size(), out));
+	bad = one_chunk;
+	bad[1] = 0; /* a portable bitmap with a bad cookie */
+	EXPECT_FALSE(decode_exact(bad, bad.size(), out));
+	bad = tagged;
+	bad[0] = 3; /* no such tag: read as a portable bitmap, which it is not */
+	EXPECT_FALSE(decode_exact(bad, bad.size(), out));
 }
 
 /* A typical layer-0 neighbour list stays small. */

@@ -263,4 +263,46 @@ TEST(VectorRecords, DeleteEverythingAndRefill)
 	hannoy_env_close(env);
 }
 
+/*
+ * Storage format 8 writes neighbour lists in CRoaring's tagged form, a
+ * format 7 sidecar keeps writing portable bitmaps (a release that knows only
+ * format 7 can still read it); both verify and answer scans, inserts and
+ * VACUUM included.
+ */
+TEST(Storage, NeighbourListsFollowTheFormat)
+{
+	for (uint32_t format : {7u, 8u})
+	{
+		TempEnvDir dir;
+		HannoyMeta meta = test_meta(HANNOY_METRIC_L2, 8, 8, 32);
+		meta.format_version = format;
+		auto        v = uniform(700, 8, 12);
+		HannoyEnv  *env = build_all(dir.path(), meta, v, 2);
+		HannoyError err;
+		for (size_t i = 0; i < 50; i++)
+			ASSERT_EQ(hannoy_insert(env, 5000 + i, &v[i * 8], 0, &err), HANNOY_OK) << err.message;
+		vacuum(env, [](HannoyTid tid) { return tid % 9 == 0; });
+		EXPECT_TRUE(verify(env).empty()) << "format " << format;
+		hannoy_env_close(env);
+
+		hannoy::Store  store(dir.path(), hannoy_test::test_config(), false, nullptr);
+		hannoy::Txn    txn(store.env(), true);
+		hannoy::Cursor cur(txn.get(), store.dbi_links);
+		MDB_val        key, data;
+		size_t         lists = 0, tagged = 0, portable = 0;
+		for (bool more = cur.get(key, data, MDB_FIRST); more; more = cur.get(key, data, MDB_NEXT))
+		{
+			const unsigned char first = *static_cast<const unsigned char *>(data.mv_data);
+			lists++;
+			tagged += first == 1 || first == 2;
+			portable += first == 0x3A; /* the cookie 12346, little-endian */
+		}
+		EXPECT_GT(lists, 700u);
+		if (format == 8)
+			EXPECT_EQ(tagged, lists);
+		else
+			EXPECT_EQ(portable, lists);
+	}
+}
+
 } // namespace
