@@ -195,6 +195,7 @@ DROP FUNCTION inspect_scaled(real[]), inspect_masked(bit), inspect_covered(int);
 --
 SELECT hannoy_index_size('inspect_t_pkey');
 SELECT * FROM hannoy_index_stats('inspect_t');
+SELECT * FROM hannoy_index_space('inspect_t_pkey');
 SELECT * FROM hannoy_verify('inspect_t_pkey');
 SELECT * FROM hannoy_verify('pg_class');
 -- a partitioned index has no sidecar; its partitions' indexes do
@@ -204,10 +205,12 @@ INSERT INTO inspect_parts VALUES (1, '{1,2}'), (2, '{3,4}');
 CREATE INDEX inspect_parts_idx ON inspect_parts USING hannoy (v);
 SELECT * FROM hannoy_verify('inspect_parts_idx');
 SELECT live_items FROM hannoy_index_stats('inspect_parts_1_v_idx');
+SELECT count(*) FROM hannoy_index_space('inspect_parts_idx');
 SELECT * FROM hannoy_verify('inspect_parts_1_v_idx');
 -- NULL in, NULL out (the functions are strict)
 SELECT hannoy_index_size(NULL);
 SELECT count(*) FROM hannoy_verify(NULL);
+SELECT count(*) FROM hannoy_index_space(NULL);
 
 --
 -- only the owner or a superuser
@@ -217,12 +220,14 @@ GRANT SELECT ON inspect_t TO regress_hannoy_inspector;
 SET ROLE regress_hannoy_inspector;
 SELECT hannoy_index_size('inspect_idx');
 SELECT * FROM hannoy_index_stats('inspect_idx');
+SELECT * FROM hannoy_index_space('inspect_idx');
 SELECT * FROM hannoy_verify('inspect_idx');
 RESET ROLE;
 -- the owner need not be a superuser
 ALTER TABLE inspect_t OWNER TO regress_hannoy_inspector;
 SET ROLE regress_hannoy_inspector;
 SELECT live_items FROM hannoy_index_stats('inspect_idx');
+SELECT count(*) > 0 AS has_parts FROM hannoy_index_space('inspect_idx');
 SELECT * FROM hannoy_verify('inspect_idx');
 RESET ROLE;
 
@@ -231,7 +236,7 @@ RESET ROLE;
 --
 SELECT proname, provolatile, proparallel, proisstrict, proretset
 FROM pg_proc
-WHERE proname IN ('hannoy_index_size', 'hannoy_index_stats', 'hannoy_verify')
+WHERE proname IN ('hannoy_index_size', 'hannoy_index_stats', 'hannoy_index_space', 'hannoy_verify')
 ORDER BY proname;
 
 DROP TABLE inspect_t, inspect_empty, inspect_bits, inspect_parts;
