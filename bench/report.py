@@ -608,9 +608,9 @@ def dataset_section(directory, ds, queries, builds, inserts, space, repeat_note)
     if any(r["system"] == "pgvector" for r in q):
         out += comparison(ds, unfiltered, b, ins) + "\n"
         out += quantized(ds, unfiltered, b)
-        out += space_section(ds, space, b)
     else:
         out += "pgvector was not measured (the vector extension is not available).\n\n"
+    out += space_section(ds, space, b)
     return out
 
 

@@ -216,6 +216,28 @@ TEST(BinaryQuantizer, ChoiceFitsTheMetric)
  * lie among the 100 nearest by estimate (of 2,000), and the estimate
  * correlates with the exact distance.
  */
+/* The ids of the first 'n' of 'sorted' (pairs of distance and id, nearest first). */
+template <class Id>
+std::vector<uint64_t>
+first_ids(const std::vector<std::pair<double, Id>> &sorted, size_t n)
+{
+	std::vector<uint64_t> ids;
+	for (size_t i = 0; i < n && i < sorted.size(); i++)
+		ids.push_back(sorted[i].second);
+	return ids;
+}
+
+/* How many of the ids 'truth' are among the ids 'window'. */
+size_t
+found_in(const std::vector<uint64_t> &window, const std::vector<uint64_t> &truth)
+{
+	std::set<uint64_t> w(window.begin(), window.end());
+	size_t             n = 0;
+	for (uint64_t id : truth)
+		n += w.count(id);
+	return n;
+}
+
 /* How well a 1-bit quantizer's estimates rank rows for queries: see window_quality. */
 struct EstimateQuality
 {
@@ -275,16 +297,9 @@ window_quality(HannoyMetric metric, const std::vector<float> &v, size_t n, uint3
 		corr_sum += sxy / std::sqrt(sxx * syy);
 		std::sort(exact.begin(), exact.end());
 		std::sort(est.begin(), est.end());
-		std::set<size_t> window;
-		for (size_t i = 0; i < 100; i++)
-			window.insert(est[i].second);
-		for (size_t k = 0; k < 10; k++)
-			hits += window.count(exact[k].second);
-		std::set<size_t> first;
-		for (size_t i = 0; i < 10; i++)
-			first.insert(est[i].second);
-		for (size_t k = 0; k < 10; k++)
-			top10 += first.count(exact[k].second);
+		const std::vector<uint64_t> truth = first_ids(exact, 10);
+		hits += found_in(first_ids(est, 100), truth);
+		top10 += found_in(first_ids(est, 10), truth);
 		total += 10;
 	}
 	return {double(hits) / total, corr_sum / queries, double(top10) / total};
@@ -393,11 +408,10 @@ TEST(BinaryScans, ExactFirstWindowCompletenessAndRecall)
 			for (size_t i = 0; i < n; i++)
 				truth.emplace_back(hannoy_distance(metric, q, &base[i * DIMS], DIMS), i + 1);
 			std::sort(truth.begin(), truth.end());
-			std::set<HannoyTid> got;
+			std::vector<uint64_t> got;
 			for (size_t i = 0; i < 10; i++)
-				got.insert(rows[i].tid);
-			for (size_t k = 0; k < 10; k++)
-				hits += got.count(truth[k].second);
+				got.push_back(rows[i].tid);
+			hits += found_in(got, first_ids(truth, 10));
 			total += 10;
 		}
 		/* L1 walks on the Euclidean estimate (no rotation keeps L1): a looser bound */

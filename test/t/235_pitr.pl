@@ -103,7 +103,9 @@ $primary->safe_psql('postgres', "SELECT pg_create_restore_point('before_mistake'
 my $rows_at_target = $load_rows->();
 ok(wait_until(60, sub { $load_rows->() >= $rows_at_target + 200 }),
 	'the write load goes on past the targets');
-$load->signal('INT');
+# SIGTERM, not SIGINT: a shell that starts the suite in the background leaves SIGINT ignored in
+# everything it runs, and pgbench would then go on for its whole -T
+$load->signal('TERM');
 eval { $load->finish };
 # after the restore point: rows the restored server must not have
 insert_rows($primary, 1000, 1299);
