@@ -856,113 +856,157 @@ file_size(const hannoy::Store &s, const char *name)
 	return stat((s.path() + "/" + name).c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
 }
 
+/* A free-list walk's cursor, closed however the walk ends. */
+struct FreeListCursor
+{
+	MDB_cursor *cur = nullptr;
+	~FreeListCursor()
+	{
+		if (cur != nullptr)
+			mdb_cursor_close(cur);
+	}
+};
+
+/*
+ * The pages LMDB's free list lists in read transaction 'txn': each record
+ * (keyed by the transaction that freed them, in rising order) holds their
+ * count, then their numbers.  Damage is HANNOY_ERR_CORRUPT: keys that do not
+ * rise, or a count the record cannot hold.
+ */
+uint64_t
+free_list_pages(MDB_txn *txn, MDB_env *e)
+{
+	FreeListCursor c;
+	int            rc = hannoy::guarded(e, [&] { return mdb_cursor_open(txn, FREE_DBI, &c.cur); });
+	if (rc != 0)
+		hannoy::throw_lmdb(rc, "reading LMDB's free list");
+	uint64_t pages = 0;
+	size_t   last = 0;
+	bool     first = true;
+	for (;;)
+	{
+		MDB_val key, data;
+		rc = hannoy::guarded(e, [&] { return mdb_cursor_get(c.cur, &key, &data, MDB_NEXT); });
+		if (rc == MDB_NOTFOUND)
+			break;
+		if (rc != 0)
+			hannoy::throw_lmdb(rc, "reading LMDB's free list");
+		hannoy::check_span(e, key.mv_data, key.mv_size);
+		hannoy::check_span(e, data.mv_data, data.mv_size);
+		size_t id, n;
+		if (key.mv_size != sizeof(id) || data.mv_size < sizeof(n))
+			throw hannoy::Error(
+			    HANNOY_ERR_CORRUPT,
+			    "the sidecar is damaged (LMDB's free list holds a malformed record)");
+		std::memcpy(&id, key.mv_data, sizeof(id));
+		std::memcpy(&n, data.mv_data, sizeof(n));
+		if ((!first && id <= last) || n > data.mv_size / sizeof(n) - 1)
+			throw hannoy::Error(
+			    HANNOY_ERR_CORRUPT,
+			    "the sidecar is damaged (LMDB's free list holds a malformed record)");
+		first = false;
+		last = id;
+		pages += n;
+	}
+	return pages;
+}
+
+/*
+ * Fills 'parts' from one read snapshot of 's'; false when a commit came
+ * between the snapshot and the reading of LMDB's page count, which then
+ * belongs to a later snapshot, unless 'last_try' (then the pages the later
+ * commits added show as "lmdb unaccounted": LMDB's page count never falls).
+ */
+bool
+space_of(hannoy::Store &s, HannoySpacePart *parts, uint32_t *count, bool last_try)
+{
+	*count = 0;
+	MDB_env    *e = s.env();
+	hannoy::Txn txn(e, true);
+	MDB_envinfo info;
+	MDB_stat    names;
+	MDB_dbi     main_dbi;
+	int         rc = hannoy::guarded(e,
+	                                 [&]
+	                                 {
+                                 mdb_env_info(e, &info);
+                                 int r = mdb_dbi_open(txn.get(), nullptr, 0, &main_dbi);
+                                 return r != 0 ? r : mdb_stat(txn.get(), main_dbi, &names);
+                             });
+	if (rc != 0)
+		hannoy::throw_lmdb(rc, "reading the environment's state");
+	/* mdb_env_info reads the newest meta page, which may be a later commit's */
+	if (info.me_last_txnid != mdb_txn_id(txn.get()) && !last_try)
+		return false;
+	const uint64_t psize = names.ms_psize;
+	const uint64_t used = static_cast<uint64_t>(info.me_last_pgno) + 1;
+
+	/* the named databases, listed by the unnamed one */
+	std::vector<std::string> dbs;
+	{
+		hannoy::Cursor cur(txn.get(), main_dbi);
+		MDB_val        key, data;
+		for (bool more = cur.get(key, data, MDB_FIRST); more; more = cur.get(key, data, MDB_NEXT))
+			dbs.emplace_back(static_cast<const char *>(key.mv_data), key.mv_size);
+	}
+	uint64_t counted = 0;
+	for (const std::string &name : dbs)
+	{
+		MDB_dbi  dbi;
+		MDB_stat st;
+		rc = hannoy::guarded(e,
+		                     [&]
+		                     {
+			                     int r = mdb_dbi_open(txn.get(), name.c_str(), 0, &dbi);
+			                     return r != 0 ? r : mdb_stat(txn.get(), dbi, &st);
+		                     });
+		if (rc != 0)
+			hannoy::throw_lmdb(rc, "reading a database's size");
+		add_part(parts, count, name, st.ms_entries, pages_of(st), pages_of(st) * psize);
+		counted += pages_of(st);
+	}
+
+	/* LMDB's own pages: two meta pages, the names, the free list and its pages */
+	MDB_stat freelist;
+	rc = hannoy::guarded(e, [&] { return mdb_stat(txn.get(), FREE_DBI, &freelist); });
+	if (rc != 0)
+		hannoy::throw_lmdb(rc, "reading LMDB's free list");
+	const uint64_t free_pages = free_list_pages(txn.get(), e);
+	add_part(parts, count, "lmdb meta pages", 0, 2, 2 * psize);
+	add_part(parts, count, "lmdb names", names.ms_entries, pages_of(names),
+	         pages_of(names) * psize);
+	add_part(parts, count, "lmdb free list", freelist.ms_entries, pages_of(freelist),
+	         pages_of(freelist) * psize);
+	add_part(parts, count, "lmdb free pages", 0, free_pages, free_pages * psize);
+	counted += 2 + pages_of(names) + pages_of(freelist) + free_pages;
+	if (counted > used)
+		throw hannoy::Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (its parts take " +
+		                                            std::to_string(counted) + " pages, LMDB uses " +
+		                                            std::to_string(used) + ")");
+	if (counted < used)
+		add_part(parts, count, "lmdb unaccounted", 0, used - counted, (used - counted) * psize);
+	const uint64_t data_bytes = file_size(s, "data.mdb");
+	add_part(parts, count, "file tail", 0, 0,
+	         data_bytes > used * psize ? data_bytes - used * psize : 0);
+	add_part(parts, count, "lock file", 0, 0, file_size(s, "lock.mdb"));
+	return true;
+}
+
 } // namespace
 
 extern "C" HannoyStatus
 hannoy_env_space(HannoyEnv *env, HannoySpacePart *parts, uint32_t *count, HannoyError *err)
 {
 	*count = 0;
-	return hannoy::run_guarded(
-	    err,
-	    [&]
-	    {
-		    hannoy::Store &s = *reinterpret_cast<hannoy::Store *>(env);
-		    MDB_env       *e = s.env();
-		    hannoy::Txn    txn(e, true);
-		    MDB_envinfo    info;
-		    MDB_stat       names;
-		    MDB_dbi        main_dbi;
-		    int            rc = hannoy::guarded(e,
-		                                        [&]
-		                                        {
-                                         mdb_env_info(e, &info);
-                                         int r = mdb_dbi_open(txn.get(), nullptr, 0, &main_dbi);
-                                         return r != 0 ? r : mdb_stat(txn.get(), main_dbi, &names);
-                                     });
-		    if (rc != 0)
-			    hannoy::throw_lmdb(rc, "reading the environment's state");
-		    const uint64_t psize = names.ms_psize;
-		    const uint64_t used = static_cast<uint64_t>(info.me_last_pgno) + 1;
-
-		    /* the named databases, listed by the unnamed one */
-		    std::vector<std::string> dbs;
-		    {
-			    hannoy::Cursor cur(txn.get(), main_dbi);
-			    MDB_val        key, data;
-			    for (bool more = cur.get(key, data, MDB_FIRST); more;
-			         more = cur.get(key, data, MDB_NEXT))
-				    dbs.emplace_back(static_cast<const char *>(key.mv_data), key.mv_size);
-		    }
-		    uint64_t counted = 0;
-		    for (const std::string &name : dbs)
-		    {
-			    MDB_dbi  dbi;
-			    MDB_stat st;
-			    rc = hannoy::guarded(e,
-			                         [&]
-			                         {
-				                         int r = mdb_dbi_open(txn.get(), name.c_str(), 0, &dbi);
-				                         return r != 0 ? r : mdb_stat(txn.get(), dbi, &st);
-			                         });
-			    if (rc != 0)
-				    hannoy::throw_lmdb(rc, "reading a database's size");
-			    add_part(parts, count, name, st.ms_entries, pages_of(st), pages_of(st) * psize);
-			    counted += pages_of(st);
-		    }
-
-		    /* LMDB's own pages: two meta pages, the names, the free list and its pages */
-		    MDB_stat freelist;
-		    uint64_t free_pages = 0;
-		    rc = hannoy::guarded(e,
-		                         [&]
-		                         {
-			                         int r = mdb_stat(txn.get(), FREE_DBI, &freelist);
-			                         if (r != 0)
-				                         return r;
-			                         MDB_cursor *cur;
-			                         r = mdb_cursor_open(txn.get(), FREE_DBI, &cur);
-			                         if (r != 0)
-				                         return r;
-			                         MDB_val key, data;
-			                         while ((r = mdb_cursor_get(cur, &key, &data, MDB_NEXT)) == 0)
-			                         {
-				                         /* a record lists the pages one transaction freed:
-				                            their count, then their numbers */
-				                         if (data.mv_size < sizeof(size_t))
-				                         {
-					                         r = MDB_CORRUPTED;
-					                         break;
-				                         }
-				                         hannoy::check_span(e, data.mv_data, data.mv_size);
-				                         size_t n;
-				                         std::memcpy(&n, data.mv_data, sizeof(n));
-				                         free_pages += n;
-			                         }
-			                         mdb_cursor_close(cur);
-			                         return r == MDB_NOTFOUND ? 0 : r;
-		                         });
-		    if (rc != 0)
-			    hannoy::throw_lmdb(rc, "reading LMDB's free list");
-		    add_part(parts, count, "lmdb meta pages", 0, 2, 2 * psize);
-		    add_part(parts, count, "lmdb names", names.ms_entries, pages_of(names),
-		             pages_of(names) * psize);
-		    add_part(parts, count, "lmdb free list", freelist.ms_entries, pages_of(freelist),
-		             pages_of(freelist) * psize);
-		    add_part(parts, count, "lmdb free pages", 0, free_pages, free_pages * psize);
-		    counted += 2 + pages_of(names) + pages_of(freelist) + free_pages;
-		    if (counted > used)
-			    throw hannoy::Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (its parts take " +
-			                                                std::to_string(counted) +
-			                                                " pages, LMDB uses " +
-			                                                std::to_string(used) + ")");
-		    if (counted < used)
-			    add_part(parts, count, "lmdb unaccounted", 0, used - counted,
-			             (used - counted) * psize);
-		    const uint64_t data_bytes = file_size(s, "data.mdb");
-		    add_part(parts, count, "file tail", 0, 0,
-		             data_bytes > used * psize ? data_bytes - used * psize : 0);
-		    add_part(parts, count, "lock file", 0, 0, file_size(s, "lock.mdb"));
-	    });
+	return hannoy::run_guarded(err,
+	                           [&]
+	                           {
+		                           hannoy::Store &s = *reinterpret_cast<hannoy::Store *>(env);
+		                           /* a busy writer may commit between; a few tries, then as is */
+		                           for (int attempt = 0; !space_of(s, parts, count, attempt == 19);
+		                                attempt++)
+			                           ;
+	                           });
 }
 
 extern "C" void

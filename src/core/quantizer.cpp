@@ -47,8 +47,10 @@ constexpr uint32_t FLAG_UNIT_LENGTH = 2;
 /*
  * The factor that scales float vector 'p' (dims floats, possibly unaligned)
  * to length 1: 1 / |p| over its finite values, or 1 when that length is 0.
+ * A double: for a vector shorter than about 3e-39 it is beyond a float's
+ * range, while each scaled element, computed in double, stays in [-1, 1].
  */
-float
+double
 unit_factor(const unsigned char *p, uint32_t dims)
 {
 	double sq = 0;
@@ -59,7 +61,7 @@ unit_factor(const unsigned char *p, uint32_t dims)
 		if (std::isfinite(x))
 			sq += double(x) * x;
 	}
-	return sq > 0 ? static_cast<float>(1.0 / std::sqrt(sq)) : 1.0f;
+	return sq > 0 ? 1.0 / std::sqrt(sq) : 1.0;
 }
 
 /* The largest code value. */
@@ -437,12 +439,12 @@ Quantizer::encode(const void *v, uint8_t *out) const
 		 */
 		std::vector<float> y(padded_, 0.0f);
 		double             sq = 0, dot_mean = 0;
-		const float        unit = unit_length_ ? unit_factor(p, dims_) : 1.0f;
+		const double       unit = unit_length_ ? unit_factor(p, dims_) : 1.0;
 		for (uint32_t i = 0; i < dims_; i++)
 		{
 			float x;
 			std::memcpy(&x, p + i * sizeof(float), sizeof(x));
-			float c = std::isfinite(x) ? x * unit - mean_[i] : 0.0f;
+			float c = std::isfinite(x) ? static_cast<float>(x * unit) - mean_[i] : 0.0f;
 			y[i] = c;
 			sq += double(c) * c;
 			dot_mean += double(c) * mean_[i];
@@ -463,7 +465,7 @@ Quantizer::encode(const void *v, uint8_t *out) const
 		std::memcpy(out + bytes, extra, sizeof(extra));
 		return;
 	}
-	const float unit = unit_length_ ? unit_factor(p, dims_) : 1.0f;
+	const double unit = unit_length_ ? unit_factor(p, dims_) : 1.0;
 	for (uint32_t i = 0; i < dims_; i++)
 	{
 		float x;
@@ -492,7 +494,7 @@ Quantizer::prepare(const void *query, QueryForm &form) const
 	}
 	std::vector<float> y(padded_, 0.0f);
 	double             csq = 0, mdot = 0, nsq = 0;
-	const float        unit = unit_length_ ? unit_factor(p, dims_) : 1.0f;
+	const double       unit = unit_length_ ? unit_factor(p, dims_) : 1.0;
 	for (uint32_t i = 0; i < dims_; i++)
 	{
 		float x;

@@ -364,6 +364,37 @@ TEST(BinaryQuantizer, CosineCodesIgnoreLengths)
 }
 
 /*
+ * A vector so short that 1 / |v| is beyond a float (about 3e-39) scales to
+ * length 1 like any other: the fitted quantizers of both kinds stay finite,
+ * their records read back, and its code is that of the same direction.
+ */
+TEST(BinaryQuantizer, CosineCodesOfTinyVectors)
+{
+	constexpr uint32_t dims = 16;
+	std::vector<float> rows = hannoy_test::uniform(50, dims, 3);
+	std::vector<float> tiny(dims, 0.0f), unit_x(dims, 0.0f);
+	tiny[0] = 1e-39f; /* a subnormal float */
+	unit_x[0] = 1.0f;
+	rows.insert(rows.end(), tiny.begin(), tiny.end());
+	hannoy::QuantizerFit fit(dims);
+	for (size_t i = 0; i < rows.size() / dims; i++)
+		fit.add(&rows[i * dims]);
+	for (hannoy::Quantizer q :
+	     {fit.binary(HANNOY_METRIC_COSINE, 5), fit.quantizer(HANNOY_METRIC_COSINE)})
+	{
+		std::string r = q.record();
+		EXPECT_NO_THROW(
+		    hannoy::Quantizer::from_record(HANNOY_METRIC_COSINE, dims, r.data(), r.size()))
+		    << "kind " << q.kind();
+		std::vector<uint8_t> a(q.code_bytes()), b(q.code_bytes());
+		q.encode(tiny.data(), a.data());
+		q.encode(unit_x.data(), b.data());
+		EXPECT_EQ(a, b) << "kind " << q.kind();
+		EXPECT_TRUE(std::isfinite(q.distance(a.data(), unit_x.data()))) << "kind " << q.kind();
+	}
+}
+
+/*
  * Scans on 1-bit codes return each row once at its exact distance, the
  * first window in exact order (both a window equal to ef and one set by
  * hannoy.rerank_window, smaller and larger), NULL rows last, and find most
