@@ -36,13 +36,13 @@ my $QUERIES = 300;
 my $K = 10;
 my %MIN_RECALL = (40 => 0.95, 200 => 0.99);
 # Per quantizer on the cosine set: recall@10 at ef_search 40 and 200, set
-# below what this file measured (2026-12-07, two build threads): binary
-# 0.549 and 0.552 / 0.900 and 0.899, scalar8 0.967 / 0.999.  Before the
+# below what this file measured (2026-12-07, two build threads, three runs):
+# binary 0.527-0.552 / 0.887-0.900, scalar8 0.967-0.968 / 0.999.  Before the
 # codes of cosine indexes ignored lengths it measured binary 0.050 / 0.199,
 # scalar8 0.901 / 0.988.  (1-bit codes of 32 dimensions are coarse: the
 # normalised rows under real_l2_ops measure the same in the benchmark.)
 my %MIN_RECALL_CODES = (
-	binary => { 40 => 0.45, 200 => 0.85 },
+	binary => { 40 => 0.42, 200 => 0.82 },
 	scalar8 => { 40 => 0.93, 200 => 0.99 });
 
 my $bench = $ENV{HANNOY_BENCH_DIR}
@@ -123,14 +123,14 @@ sub recall
 	my ($got, $against) = @_;
 	my $t = $against // $truth;
 	my ($hits, $worst) = (0, $K);
-	for my $n (0 .. $#queries)
+	for my $n (0 .. $#$got)
 	{
 		my $kth = $t->[$n][ $K - 1 ][1];
 		my $h = grep { $_->[1] <= $kth } @{ $got->[$n] };
 		$hits += $h;
 		$worst = $h if $h < $worst;
 	}
-	return ($hits / ($K * @queries), $worst);
+	return ($hits / ($K * @$got), $worst);
 }
 
 # Checks the index on $table at each ef_search of %MIN_RECALL.
