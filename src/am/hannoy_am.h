@@ -146,6 +146,8 @@ extern void HannoyQueueAtXactEnd(void);
 extern void    HannoySyncInit(void);
 extern LWLock *HannoyReplicaPathsLock(void);
 extern uint64  HannoyServerLifetime(void);
+extern uint64  HannoySidecarChanges(void);
+extern void    HannoyNoteSidecarChange(void);
 extern void    HannoyRedoWriting(bool writing);
 extern void    HannoyYieldToRedo(int max_ms);
 extern void    HannoySyncCommitted(Relation index, HannoyEnv *env, uint64 generation);

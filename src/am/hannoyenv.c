@@ -54,9 +54,10 @@ typedef struct HannoyEnvCacheEntry
 	int                nusers;
 	int                maxusers;
 	uint64             last_used;
-	dev_t dev; /* the data file it was opened on (a rebuild from the table replaces it) */
-	ino_t ino;
-	bool  settled; /* rows an earlier run of the server lost were looked for */
+	dev_t  dev; /* the data file it was opened on (a rebuild from the table replaces it) */
+	ino_t  ino;
+	uint64 changes; /* HannoySidecarChanges when the file at its path was last found to be it */
+	bool   settled; /* rows an earlier run of the server lost were looked for */
 } HannoyEnvCacheEntry;
 
 /* A replica being rebuilt from its table: usable once that ends. */
@@ -471,6 +472,8 @@ open_env_once(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool qu
 	struct stat file;
 	bool        file_known = false;
 	bool        seeding = false;
+	/* read before any look at the files: a change counted later is looked for next time */
+	uint64 changes = HannoySidecarChanges();
 
 	if (rebuilding)
 		*rebuilding = false;
@@ -492,14 +495,6 @@ open_env_once(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool qu
 		if (in_recovery && !hannoy_replica_marked(path))
 			reason = "its sidecar cannot be read while the server is in recovery (it was not "
 			         "staged from this server's WAL)";
-		/* a rebuild from the table replaced the sidecar a cached handle is on */
-		snprintf(data, sizeof(data), "%s/data.mdb", path);
-		file_known = stat(data, &file) == 0;
-		pfree(path);
-	}
-
-	if (reason == NULL)
-	{
 		for (int i = 0; i < env_cache_used; i++)
 		{
 			if (RelFileNodeBackendEquals(env_cache[i].rnode, rnode))
@@ -508,6 +503,23 @@ open_env_once(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool qu
 				break;
 			}
 		}
+
+		/*
+		 * A rebuild from the table replaced the sidecar a cached handle is
+		 * on: looked for with a stat of the path unless no process made or
+		 * removed a sidecar since this handle's file was last found there
+		 * (a path lookup is a good part of a short scan's fixed cost).
+		 */
+		if (entry == NULL || changes == 0 || entry->changes != changes)
+		{
+			snprintf(data, sizeof(data), "%s/data.mdb", path);
+			file_known = stat(data, &file) == 0;
+		}
+		pfree(path);
+	}
+
+	if (reason == NULL)
+	{
 		/* a handle on an older sidecar of a reused relfilenode, or on a replaced replica, is stale
 		 */
 		if (entry != NULL && entry->pins == 0 &&
@@ -517,6 +529,10 @@ open_env_once(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool qu
 			env_cache_drop((int) (entry - env_cache));
 			entry = NULL;
 		}
+		/* the file at its path is the handle's (or was not looked at: unchanged since) */
+		else if (entry != NULL && file_known && entry->dev == file.st_dev &&
+		         entry->ino == file.st_ino)
+			entry->changes = changes;
 		if (entry == NULL)
 		{
 			char           *path = HannoySidecarPath(rnode);
@@ -596,6 +612,11 @@ open_env_once(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool qu
 					hannoy_env_file_id(env, &dev, &ino);
 					entry->dev = (dev_t) dev;
 					entry->ino = (ino_t) ino;
+					/* the path is looked at again next time unless the stat found this file */
+					entry->changes =
+					    file_known && entry->dev == file.st_dev && entry->ino == file.st_ino
+					        ? changes
+					        : 0;
 				}
 			}
 			pfree(path);
@@ -907,8 +928,9 @@ HannoyIndexUsable(Relation index, const char **why)
 void
 HannoyRemoveSidecar(RelFileNodeBackend rnode)
 {
-	char       *path = HannoySidecarPath(rnode);
-	HannoyError err;
+	char        *path = HannoySidecarPath(rnode);
+	HannoyError  err;
+	HannoyStatus st;
 
 	/*
 	 * A scan of the aborting transaction may still hold a read transaction
@@ -926,7 +948,9 @@ HannoyRemoveSidecar(RelFileNodeBackend rnode)
 			break;
 		}
 	}
-	if (hannoy_env_remove(path, &err) != HANNOY_OK)
+	st = hannoy_env_remove(path, &err);
+	HannoyNoteSidecarChange();
+	if (st != HANNOY_OK)
 		ereport(WARNING, (errcode(ERRCODE_IO_ERROR),
 		                  errmsg("could not remove hannoy sidecar \"%s\": %s", path, err.message)));
 	pfree(path);
@@ -977,6 +1001,7 @@ HannoyCreateSidecar(Relation index, HannoyMetaPageData *meta, uint32 dims, bool 
 	smeta.seed = meta->generation;
 
 	st = hannoy_env_create(path, &config, &smeta, &env, &err);
+	HannoyNoteSidecarChange();
 	if (st != HANNOY_OK)
 		HannoyReportError(st, &err, index);
 	hannoy_env_close(env);

@@ -419,6 +419,7 @@ remove_temp_sidecar(void *arg, RelFileNodeBackend rnode, const char *path)
 
 	if (rnode.backend == InvalidBackendId)
 		return;
+	/* in the postmaster before any backend: no handle to tell (HannoySidecarChanges) */
 	if (hannoy_env_remove(path, &err) != HANNOY_OK)
 		ereport(LOG, (errmsg("could not remove hannoy sidecar \"%s\": %s", path, err.message)));
 }

@@ -345,6 +345,7 @@ seed_index(Oid indexoid)
 		st = hannoy_env_remove(path, &err);
 		if (st == HANNOY_OK)
 			st = hannoy_replica_create_seeding(path, &config, &smeta, &err);
+		HannoyNoteSidecarChange();
 	}
 	if (lock != NULL)
 		LWLockRelease(lock);

@@ -51,12 +51,17 @@ static LWLock *replica_paths_lock = NULL;
 static pg_atomic_uint32 *redo_writing = NULL;
 /* A random number of this run of shared memory (HannoyServerLifetime). */
 static uint64 *server_lifetime = NULL;
+/* Sidecar directories made or removed since shared memory was made (HannoySidecarChanges). */
+static pg_atomic_uint64 *sidecar_changes = NULL;
 
-/* Bytes of shared memory: the slots, the lock of replica directories, the redo flag, the lifetime.
+/*
+ * Bytes of shared memory: the slots, the lock of replica directories, the
+ * redo flag, the lifetime, the count of sidecar changes.
  */
 #define HANNOY_SYNC_SHMEM_BYTES                                                                    \
 	(MAXALIGN(sizeof(HannoySyncSlot) * HANNOY_SYNC_SLOTS) + MAXALIGN(sizeof(LWLock)) +             \
-	 MAXALIGN(sizeof(pg_atomic_uint32)) + MAXALIGN(sizeof(uint64)))
+	 MAXALIGN(sizeof(pg_atomic_uint32)) + MAXALIGN(sizeof(uint64)) +                               \
+	 MAXALIGN(sizeof(pg_atomic_uint64)))
 static shmem_request_hook_type prev_shmem_request = NULL;
 static shmem_startup_hook_type prev_shmem_startup = NULL;
 
@@ -83,6 +88,7 @@ hannoy_sync_shmem_startup(void)
 	    (LWLock *) ((char *) sync_slots + MAXALIGN(sizeof(HannoySyncSlot) * HANNOY_SYNC_SLOTS));
 	redo_writing = (pg_atomic_uint32 *) ((char *) replica_paths_lock + MAXALIGN(sizeof(LWLock)));
 	server_lifetime = (uint64 *) ((char *) redo_writing + MAXALIGN(sizeof(pg_atomic_uint32)));
+	sidecar_changes = (pg_atomic_uint64 *) ((char *) server_lifetime + MAXALIGN(sizeof(uint64)));
 	if (!found)
 	{
 		/* a new number after every start and crash-restart: never 0 */
@@ -103,6 +109,7 @@ hannoy_sync_shmem_startup(void)
 		}
 		LWLockInitialize(replica_paths_lock, tranche);
 		pg_atomic_init_u32(redo_writing, 0);
+		pg_atomic_init_u64(sidecar_changes, 1);
 		LWLockRegisterTranche(tranche, "hannoy_sync");
 	}
 	else
@@ -148,6 +155,32 @@ uint64
 HannoyServerLifetime(void)
 {
 	return server_lifetime != NULL ? *server_lifetime : 0;
+}
+
+/*
+ * HannoySidecarChanges returns how many times a process of this server made
+ * or removed a sidecar directory (plus one), read with a full barrier, so a
+ * look at the files after the call sees every change counted before it.  A
+ * handle cached while the count was N needs no look at its path while the
+ * count is still N: nothing replaced the file it is on.  0 without shared
+ * memory (look every time).
+ */
+uint64
+HannoySidecarChanges(void)
+{
+	return sidecar_changes != NULL ? pg_atomic_fetch_add_u64(sidecar_changes, 0) : 0;
+}
+
+/*
+ * HannoyNoteSidecarChange counts a sidecar directory made or removed; called
+ * after the change is complete on disk (and after the failure of one
+ * attempted: what it left is looked at again).
+ */
+void
+HannoyNoteSidecarChange(void)
+{
+	if (sidecar_changes != NULL)
+		pg_atomic_fetch_add_u64(sidecar_changes, 1);
 }
 
 /*

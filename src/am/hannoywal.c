@@ -562,6 +562,7 @@ redo_create(XLogReaderState *record, const xl_hannoy_create *xlrec)
 	smeta.seed = xlrec->generation;
 	paths_lock(LW_EXCLUSIVE);
 	st = hannoy_replica_create(path, &config, &smeta, record->EndRecPtr, &err);
+	HannoyNoteSidecarChange();
 	paths_unlock();
 	if (st != HANNOY_OK)
 		redo_distrust(xlrec->node, err.message);
@@ -645,6 +646,7 @@ redo_drop_one(void *arg, RelFileNodeBackend rnode, const char *path)
 		return;
 	paths_lock(LW_EXCLUSIVE);
 	st = hannoy_env_remove(path, &err);
+	HannoyNoteSidecarChange();
 	paths_unlock();
 	if (st != HANNOY_OK)
 		ereport(WARNING, (errmsg("could not remove hannoy sidecar \"%s\": %s", path, err.message)));
@@ -672,6 +674,7 @@ redo_drop(const xl_hannoy_drop *xlrec)
 	path = HannoySidecarPath(rnode);
 	paths_lock(LW_EXCLUSIVE);
 	st = hannoy_env_remove(path, &err);
+	HannoyNoteSidecarChange();
 	paths_unlock();
 	if (st != HANNOY_OK)
 		ereport(WARNING, (errmsg("could not remove hannoy sidecar \"%s\": %s", path, err.message)));

@@ -31,6 +31,19 @@ struct Plan
 	bool                               searched_nonempty = false; /* the graph had an entry point */
 };
 
+/* True when 8-bit quantizer 'quant' encodes float vector 'v' without loss. */
+bool
+codes_hold_exactly(const hannoy::Quantizer &quant, const void *v)
+{
+	if (quant.kind() != hannoy::QUANTIZER_SCALAR8)
+		return false;
+	std::vector<uint8_t> code(quant.code_bytes());
+	std::vector<float>   back(quant.dims());
+	quant.encode(v, code.data());
+	quant.decode(code.data(), back.data());
+	return std::memcmp(back.data(), v, back.size() * sizeof(float)) == 0;
+}
+
 /* Finds the new node's neighbours at each layer up to 'level' (Alg. 1, search part). */
 void
 plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan &plan)
@@ -52,9 +65,15 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 	 * and measures what each layer's search found against decoded codes
 	 * before choosing (DESIGN.md "Heap re-ranking"): decoding a 1-bit code
 	 * at every step of the walk would cost three inverse rotations each.
+	 * An index with vectors walks on its 8-bit codes when they hold the new
+	 * row exactly (pixels): a code is one B-tree read where a vector is
+	 * several, and the walk then ranks as the build's does; what each layer
+	 * found is measured against the vectors before choosing.
 	 */
-	std::shared_ptr<const hannoy::Quantizer> quant = s.heap_rerank() ? s.quantizer() : nullptr;
-	hannoy::QueryForm                        form;
+	std::shared_ptr<const hannoy::Quantizer> quant = s.quantizer();
+	if (quant && !s.heap_rerank() && !codes_hold_exactly(*quant, q))
+		quant = nullptr;
+	hannoy::QueryForm form;
 	if (quant)
 		quant->prepare(q, form);
 	std::unique_ptr<hannoy::CodedGraph> coded;
@@ -417,6 +436,7 @@ insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t unindexe
 	Plan plan;
 	{
 		hannoy::Txn read(s.env(), true);
+		s.arm_cache(read.get());
 		plan_links(s, read.get(), vector, level, plan);
 	}
 

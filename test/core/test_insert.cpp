@@ -4,10 +4,14 @@
  *	  (a crash, a cancel) is among the 10 nearest to its own vector at once,
  *	  as the crash test checks after every restart.  An index filled by
  *	  inserts into an empty one finds neighbours as well as a built one on
- *	  data where the heuristic's choice alone keeps few links.
+ *	  data where the heuristic's choice alone keeps few links.  Rows whose
+ *	  8-bit codes are exact (pixels) are searched on their codes and find
+ *	  their neighbours as well.
  */
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <vector>
 
@@ -96,6 +100,60 @@ TEST(InsertRecall, ClustersSharingACommonDirection)
 	            r40, r200);
 	EXPECT_GE(r40, 0.95);
 	EXPECT_GE(r200, 0.99);
+	hannoy_env_close(env);
+}
+
+TEST(InsertRecall, RowsWithExactCodesSearchOnThem)
+{
+	/*
+	 * Whole numbers from 0 to 255 (pixels): the build's codes hold each
+	 * inserted row exactly, so an insert's search walks on codes (DESIGN.md
+	 * "Insert").  Half the rows come by inserts after the build; every one
+	 * finds itself first, and the queries' neighbours are found as in a
+	 * built index.
+	 */
+	const uint32_t     dims = 32;
+	const size_t       built = 3000, added = 3000;
+	std::vector<float> base = hannoy_test::common_direction(built + added, dims, 21, 1);
+	std::vector<float> queries = hannoy_test::common_direction(200, dims, 21, 2);
+	auto               pixel = [](std::vector<float> &v)
+	{
+		float lo = *std::min_element(v.begin(), v.end()),
+		      hi = *std::max_element(v.begin(), v.end());
+		for (float &x : v)
+			x = std::round((x - lo) / (hi - lo) * 255.0f);
+	};
+	pixel(base);
+	pixel(queries);
+	HannoyMeta meta = hannoy_test::test_meta(HANNOY_METRIC_L2, dims, 16, 64);
+	TempEnvDir dir;
+	/* 8-bit codes by name: 'auto' gives them from 256 dimensions on */
+	HannoyEnv *env = hannoy_test::build_all(
+	    dir.path(), meta, std::vector<float>(base.begin(), base.begin() + built * dims), 1, 0, 20,
+	    nullptr, HANNOY_QUANTIZER_SCALAR8);
+	HannoyError err;
+	for (size_t i = built; i < built + added; i++)
+		ASSERT_EQ(hannoy_insert(env, i + 1, &base[i * dims], 0, &err), HANNOY_OK) << err.message;
+	HannoyStats stats;
+	ASSERT_EQ(hannoy_env_stats(env, &stats, &err), HANNOY_OK) << err.message;
+	ASSERT_EQ(stats.quantizer, 1u); /* 8-bit codes to walk on */
+	ASSERT_EQ(stats.codes, built + added);
+	HannoyScan *scan = nullptr;
+	ASSERT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
+	size_t first = 0;
+	for (size_t i = built; i < built + added; i++)
+	{
+		ASSERT_EQ(hannoy_scan_start(scan, &base[i * dims], dims, 40, 0, &err), HANNOY_OK);
+		std::vector<Row> rows = hannoy_test::scan_rows(scan, 1);
+		first += !rows.empty() && rows[0].distance == 0.0;
+	}
+	hannoy_scan_free(scan);
+	double r40 = hannoy_test::recall_at(env, HANNOY_METRIC_L2, dims, base, queries, 40);
+	std::printf("pixel rows, %zu built and %zu inserted: %zu inserted rows at distance 0 first, "
+	            "recall@10 at ef 40 %.4f\n",
+	            built, added, first, r40);
+	EXPECT_EQ(first, added);
+	EXPECT_GE(r40, 0.95);
 	hannoy_env_close(env);
 }
 
