@@ -591,6 +591,10 @@ extern "C"
 		   repair commits, so a test can check each state a crash could leave */
 		void (*repair_commit)(void *arg);
 		void *repair_commit_arg;
+		/* run by each insert's neighbour search in a graph that is not empty:
+		   whether it walks on codes (DESIGN.md "Insert") or on the vectors */
+		void (*insert_walk)(void *arg, bool on_codes);
+		void *insert_walk_arg;
 	} HannoyTestHooks;
 
 	/* Replaces the test hooks (all zero: none). */

@@ -508,9 +508,12 @@ open_env_once(Relation index, HannoyMetaPageData *meta, bool missing_ok, bool qu
 		 * A rebuild from the table replaced the sidecar a cached handle is
 		 * on: looked for with a stat of the path unless no process made or
 		 * removed a sidecar since this handle's file was last found there
-		 * (a path lookup is a good part of a short scan's fixed cost).
+		 * (a path lookup is a good part of a short scan's fixed cost).  In
+		 * recovery always: the marker just looked at may be a new replica's
+		 * while the count does not show it yet (the rebuild counts once
+		 * the replica is whole), and the handle must then be on its file.
 		 */
-		if (entry == NULL || changes == 0 || entry->changes != changes)
+		if (entry == NULL || changes == 0 || entry->changes != changes || in_recovery)
 		{
 			snprintf(data, sizeof(data), "%s/data.mdb", path);
 			file_known = stat(data, &file) == 0;

@@ -159,8 +159,8 @@ HannoyServerLifetime(void)
 
 /*
  * HannoySidecarChanges returns how many times a process of this server made
- * or removed a sidecar directory (plus one), read with a full barrier, so a
- * look at the files after the call sees every change counted before it.  A
+ * or removed a sidecar directory (plus one), read with a barrier, so a look
+ * at the files after the call sees every change counted before it.  A
  * handle cached while the count was N needs no look at its path while the
  * count is still N: nothing replaced the file it is on.  0 without shared
  * memory (look every time).
@@ -168,7 +168,14 @@ HannoyServerLifetime(void)
 uint64
 HannoySidecarChanges(void)
 {
-	return sidecar_changes != NULL ? pg_atomic_fetch_add_u64(sidecar_changes, 0) : 0;
+	uint64 changes;
+
+	if (sidecar_changes == NULL)
+		return 0;
+	changes = pg_atomic_read_u64(sidecar_changes);
+	/* the looks at the files that follow read what was there when it was counted, or later */
+	pg_read_barrier();
+	return changes;
 }
 
 /*

@@ -73,6 +73,7 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 	std::shared_ptr<const hannoy::Quantizer> quant = s.quantizer();
 	if (quant && !s.heap_rerank() && !codes_hold_exactly(*quant, q))
 		quant = nullptr;
+	hannoy::test_insert_walk(quant != nullptr);
 	hannoy::QueryForm form;
 	if (quant)
 		quant->prepare(q, form);
@@ -436,7 +437,6 @@ insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t unindexe
 	Plan plan;
 	{
 		hannoy::Txn read(s.env(), true);
-		s.arm_cache(read.get());
 		plan_links(s, read.get(), vector, level, plan);
 	}
 

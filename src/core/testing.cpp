@@ -20,6 +20,9 @@ namespace
 std::atomic<uint32_t> insert_search_delay_ms{0};
 void (*repair_commit)(void *) = nullptr;
 void *repair_commit_arg = nullptr;
+/* read by the thread that set it (the core's unit tests insert from it) */
+void (*insert_walk)(void *, bool) = nullptr;
+void *insert_walk_arg = nullptr;
 
 } // namespace
 
@@ -39,6 +42,14 @@ hannoy::test_after_repair_commit()
 		repair_commit(repair_commit_arg);
 }
 
+/* Tells the insert-walk hook, if one is set, how an insert's search walks. */
+void
+hannoy::test_insert_walk(bool on_codes)
+{
+	if (insert_walk != nullptr)
+		insert_walk(insert_walk_arg, on_codes);
+}
+
 /* Replaces the test hooks (all zero: none). */
 extern "C" void
 hannoy_test_set_hooks(const HannoyTestHooks *hooks)
@@ -46,4 +57,6 @@ hannoy_test_set_hooks(const HannoyTestHooks *hooks)
 	insert_search_delay_ms.store(hooks->insert_search_delay_ms);
 	repair_commit = hooks->repair_commit;
 	repair_commit_arg = hooks->repair_commit_arg;
+	insert_walk = hooks->insert_walk;
+	insert_walk_arg = hooks->insert_walk_arg;
 }

@@ -106,54 +106,72 @@ TEST(InsertRecall, ClustersSharingACommonDirection)
 TEST(InsertRecall, RowsWithExactCodesSearchOnThem)
 {
 	/*
-	 * Whole numbers from 0 to 255 (pixels): the build's codes hold each
-	 * inserted row exactly, so an insert's search walks on codes (DESIGN.md
-	 * "Insert").  Half the rows come by inserts after the build; every one
-	 * finds itself first, and the queries' neighbours are found as in a
-	 * built index.
+	 * Whole numbers from 0 to 255 (pixels), with a row of zeros and one of
+	 * 255s among the built rows, so the build's codes have steps of 1 over
+	 * that whole range and hold every inserted row exactly: each insert's
+	 * search walks on codes (DESIGN.md "Insert"), which the test hook
+	 * counts.  Half the rows come by inserts after the build; every one
+	 * finds itself at distance 0, and the queries' neighbours are found as
+	 * in a built index.  Rows with fractions walk on the vectors.
 	 */
 	const uint32_t     dims = 32;
-	const size_t       built = 3000, added = 3000;
-	std::vector<float> base = hannoy_test::common_direction(built + added, dims, 21, 1);
-	std::vector<float> queries = hannoy_test::common_direction(200, dims, 21, 2);
-	auto               pixel = [](std::vector<float> &v)
-	{
-		float lo = *std::min_element(v.begin(), v.end()),
-		      hi = *std::max_element(v.begin(), v.end());
-		for (float &x : v)
-			x = std::round((x - lo) / (hi - lo) * 255.0f);
-	};
-	pixel(base);
-	pixel(queries);
-	HannoyMeta meta = hannoy_test::test_meta(HANNOY_METRIC_L2, dims, 16, 64);
-	TempEnvDir dir;
+	const size_t       built = 3000, added = 3000, fractional = 20;
+	std::vector<float> rows = hannoy_test::common_direction(built + added + 200, dims, 21, 1);
+	float              lo = *std::min_element(rows.begin(), rows.end()),
+	      hi = *std::max_element(rows.begin(), rows.end());
+	for (float &x : rows)
+		x = std::round((x - lo) / (hi - lo) * 255.0f);
+	std::fill(rows.begin(), rows.begin() + dims, 0.0f);
+	std::fill(rows.begin() + dims, rows.begin() + 2 * dims, 255.0f);
+	std::vector<float> base(rows.begin(), rows.begin() + (built + added) * dims);
+	std::vector<float> queries(rows.begin() + (built + added) * dims, rows.end());
+	HannoyMeta         meta = hannoy_test::test_meta(HANNOY_METRIC_L2, dims, 16, 64);
+	TempEnvDir         dir;
 	/* 8-bit codes by name: 'auto' gives them from 256 dimensions on */
 	HannoyEnv *env = hannoy_test::build_all(
 	    dir.path(), meta, std::vector<float>(base.begin(), base.begin() + built * dims), 1, 0, 20,
 	    nullptr, HANNOY_QUANTIZER_SCALAR8);
+	size_t          walks[2] = {0, 0}; /* on the vectors, on codes */
+	HannoyTestHooks hooks = {};
+	hooks.insert_walk = [](void *arg, bool on_codes) { static_cast<size_t *>(arg)[on_codes]++; };
+	hooks.insert_walk_arg = walks;
+	hannoy_test_set_hooks(&hooks);
 	HannoyError err;
 	for (size_t i = built; i < built + added; i++)
 		ASSERT_EQ(hannoy_insert(env, i + 1, &base[i * dims], 0, &err), HANNOY_OK) << err.message;
-	HannoyStats stats;
-	ASSERT_EQ(hannoy_env_stats(env, &stats, &err), HANNOY_OK) << err.message;
-	ASSERT_EQ(stats.quantizer, 1u); /* 8-bit codes to walk on */
-	ASSERT_EQ(stats.codes, built + added);
+	EXPECT_EQ(walks[1], added);
+	EXPECT_EQ(walks[0], 0u);
 	HannoyScan *scan = nullptr;
 	ASSERT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
-	size_t first = 0;
+	size_t found = 0;
 	for (size_t i = built; i < built + added; i++)
 	{
 		ASSERT_EQ(hannoy_scan_start(scan, &base[i * dims], dims, 40, 0, &err), HANNOY_OK);
-		std::vector<Row> rows = hannoy_test::scan_rows(scan, 1);
-		first += !rows.empty() && rows[0].distance == 0.0;
+		bool self = false;
+		for (const Row &r : hannoy_test::scan_rows(scan, 10))
+			self = self || (r.tid == i + 1 && r.distance == 0.0);
+		found += self;
 	}
 	hannoy_scan_free(scan);
 	double r40 = hannoy_test::recall_at(env, HANNOY_METRIC_L2, dims, base, queries, 40);
-	std::printf("pixel rows, %zu built and %zu inserted: %zu inserted rows at distance 0 first, "
+	std::printf("pixel rows, %zu built and %zu inserted: %zu inserted rows find themselves, "
 	            "recall@10 at ef 40 %.4f\n",
-	            built, added, first, r40);
-	EXPECT_EQ(first, added);
+	            built, added, found, r40);
+	EXPECT_EQ(found, added);
 	EXPECT_GE(r40, 0.95);
+	/* a half in every element: no code holds it */
+	for (size_t i = 0; i < fractional; i++)
+	{
+		std::vector<float> v(base.begin() + i * dims, base.begin() + (i + 1) * dims);
+		for (float &x : v)
+			x = std::min(x + 0.5f, 254.5f);
+		ASSERT_EQ(hannoy_insert(env, built + added + i + 1, v.data(), 0, &err), HANNOY_OK)
+		    << err.message;
+	}
+	EXPECT_EQ(walks[0], fractional);
+	EXPECT_EQ(walks[1], added);
+	hooks = HannoyTestHooks{};
+	hannoy_test_set_hooks(&hooks);
 	hannoy_env_close(env);
 }
 
