@@ -67,8 +67,8 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 	 * at every step of the walk would cost three inverse rotations each.
 	 * An index with vectors walks on its 8-bit codes when they hold the new
 	 * row exactly (pixels): a code is one B-tree read where a vector is
-	 * several, and the walk then ranks as the build's does; what each layer
-	 * found is measured against the vectors before choosing.
+	 * several.  Other rows' codes may be inexact (clamped inserts), so what
+	 * each layer found is measured against the vectors before choosing.
 	 */
 	std::shared_ptr<const hannoy::Quantizer> quant = s.quantizer();
 	if (quant && !s.heap_rerank() && !codes_hold_exactly(*quant, q))
