@@ -11,27 +11,31 @@
  *	  HANNOY_LINKER_BATCH_MS each (the core's hannoy_replica_link), so the
  *	  startup process, the only other writer, never waits longer than one
  *	  batch for LMDB's writer lock.  When no replica has staged rows it
- *	  sleeps.  When recovery ends (a promotion, the end of a PITR, or a
- *	  former standby started as a primary) it adopts every replica (the
- *	  server's own sidecar from then on: DESIGN.md "Promotion, PITR, crash
- *	  recovery") and goes on linking what they still have staged, without
- *	  repairs (VACUUM repairs a primary's graph); it leaves with status 0
- *	  once nothing is left, at once on a primary that never was a standby,
- *	  and on SIGTERM.  The postmaster starts it again after a crash-restart
- *	  while it runs.
+ *	  sleeps.  On the way it removes the sidecars whose relation file redo
+ *	  has unlinked without a hannoy drop record (the sweep of a hot
+ *	  standby: sweep_orphan).  When recovery ends (a promotion, the end of
+ *	  a PITR, or a former standby started as a primary) it adopts every
+ *	  replica (the server's own sidecar from then on: DESIGN.md "Promotion,
+ *	  PITR, crash recovery") and goes on linking what they still have
+ *	  staged, without repairs (VACUUM repairs a primary's graph); it leaves
+ *	  with status 0 once nothing is left, at once on a primary that never
+ *	  was a standby, and on SIGTERM.  The postmaster starts it again after a
+ *	  crash-restart while it runs.
  */
 #include "postgres.h"
 
 #include <sys/stat.h>
 
 #include "access/xlog.h"
+#include "common/relpath.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
-#include "utils/guc.h"
 #include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -264,6 +268,68 @@ note_idle(LinkerReplica *entry, HannoyEnv *env)
 }
 
 /*
+ * relation_files_gone says whether a relation file is surely gone: neither
+ * its main fork nor its init fork (all an unlogged index has on a standby)
+ * exists.  Any answer of stat() but "no such file" counts as present.
+ */
+static bool
+relation_files_gone(const char *main_fork, const char *init_fork)
+{
+	struct stat st;
+
+	return stat(main_fork, &st) != 0 && errno == ENOENT && stat(init_fork, &st) != 0 &&
+	       errno == ENOENT;
+}
+
+/*
+ * sweep_orphan removes, in recovery, the sidecar at 'path' when its
+ * relation file is gone, and says whether it did.  Redo unlinks a relation
+ * file when it replays the commit or abort that drops it, but runs no
+ * hannoy code for a drop the primary logged no hannoy record for: a
+ * COMMIT PREPARED or ROLLBACK PREPARED, or a primary that crashed between
+ * a commit and its drop record.  The relation file (main fork) comes
+ * before the sidecar in WAL (redo creates a replica at hannoy's create
+ * record, after the relation's own), so a file found gone under the lock
+ * redo takes to create or remove a replica belongs to no index redo can
+ * still replay into; a later relation with the same file number creates
+ * its file first, and its create record then waits for the lock.
+ */
+static bool
+sweep_orphan(RelFileNodeBackend rnode, const char *path)
+{
+	LWLock      *lock = HannoyReplicaPathsLock();
+	char        *main_fork = relpathbackend(rnode.node, InvalidBackendId, MAIN_FORKNUM);
+	char        *init_fork = relpathbackend(rnode.node, InvalidBackendId, INIT_FORKNUM);
+	HannoyError  err;
+	HannoyStatus st = HANNOY_OK;
+	bool         gone = false;
+
+	if (lock != NULL && relation_files_gone(main_fork, init_fork))
+	{
+		LWLockAcquire(lock, LW_EXCLUSIVE);
+		gone = relation_files_gone(main_fork, init_fork);
+		if (gone)
+		{
+			st = hannoy_env_remove(path, &err);
+			HannoyNoteSidecarChange();
+		}
+		LWLockRelease(lock);
+	}
+	pfree(main_fork);
+	pfree(init_fork);
+	if (!gone)
+		return false;
+	if (st != HANNOY_OK)
+		ereport(LOG, (errmsg("could not remove hannoy sidecar \"%s\": %s", path, err.message)));
+	else
+		ereport(LOG, (errmsg("removed orphaned hannoy sidecar \"%s\": its relation file no "
+		                     "longer exists",
+		                     path)));
+	hash_search(linker_replicas, path, HASH_REMOVE, NULL);
+	return true;
+}
+
+/*
  * link_replica links the staged rows of one sidecar (a visitor of
  * HannoyForEachSidecar), if it is a replica, for at most
  * HANNOY_LINKER_ROUND_MS, then repairs around removed rows; sets *arg
@@ -296,6 +362,9 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 		round->cut = true;
 		return;
 	}
+	/* the sweep of a hot standby (out of recovery, the sweep workers') */
+	if (round->in_recovery && sweep_orphan(rnode, path))
+		return;
 	marked = hannoy_replica_marked(path);
 	entry = hash_search(linker_replicas, path, HASH_FIND, NULL);
 	/* a sidecar an operating system crash may have torn is rebuilt from the table */

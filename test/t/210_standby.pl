@@ -12,7 +12,9 @@
 #  - every recent row finds itself among its 10 nearest;
 #  - the top 10 at a wide ef_search equal the exact top 10, distances too;
 #  - the planner uses the index on the standby (EXPLAIN);
-#  - the standby keeps no sidecar the primary does not have;
+#  - the standby keeps no sidecar the primary does not have, also after a
+#    COMMIT PREPARED of a DROP INDEX and a ROLLBACK PREPARED of a CREATE
+#    INDEX (the standby's sweep), and keeps a prepared CREATE INDEX's;
 #  - redo logged no WARNING;
 # an index that existed before the standby's base backup is rebuilt there
 # from the standby's own table (its copied sidecar is not trusted) and then
@@ -248,6 +250,53 @@ $primary->safe_psql('postgres',
 $primary->wait_for_catchup($standby);
 is(join(',', sidecar_dirs($standby)), join(',', sidecar_dirs($primary)),
 	'after an aborted CREATE INDEX the standby has the primary\'s sidecars, no more');
+
+# COMMIT PREPARED and ROLLBACK PREPARED log no hannoy drop record (no
+# extension code runs for them): the standby's linker sweeps the sidecar
+# once redo has unlinked its relation file, and never the sidecar of an
+# index a prepared transaction still creates.
+sub standby_sidecars_soon
+{
+	my ($label) = @_;
+	$primary->wait_for_catchup($standby);
+	my $want;
+	my $same = wait_until(
+		30,
+		sub {
+			$want = join(',', expected_sidecar_dirs($standby));
+			return join(',', sidecar_dirs($standby)) eq $want;
+		});
+	ok($same, "$label: the standby keeps one sidecar per index, no more")
+	  or diag('have ' . join(',', sidecar_dirs($standby)) . ", want $want");
+}
+$primary->safe_psql('postgres', 'CREATE INDEX prepared_v ON dropped USING hannoy (v real_l2_ops)');
+$primary->wait_for_catchup($standby);
+my $with_prepared = scalar(sidecar_dirs($standby));
+my $sweep_from = -s $standby->logfile;
+$primary->safe_psql('postgres', "BEGIN; DROP INDEX prepared_v; PREPARE TRANSACTION 'drop_v'");
+$primary->safe_psql('postgres', "COMMIT PREPARED 'drop_v'");
+standby_sidecars_soon('after DROP INDEX and COMMIT PREPARED');
+is(scalar(sidecar_dirs($standby)), $with_prepared - 1, 'the dropped index\'s sidecar is gone');
+like(
+	PostgreSQL::Test::Utils::slurp_file($standby->logfile, $sweep_from),
+	qr/LOG:  removed orphaned hannoy sidecar "[^"]+": its relation file no longer exists/,
+	'the standby logs the removal');
+
+$primary->safe_psql('postgres',
+	"BEGIN; CREATE INDEX rolled_back_v ON dropped USING hannoy (v real_l2_ops); "
+	  . "PREPARE TRANSACTION 'create_v'");
+$primary->wait_for_catchup($standby);
+# longer than a few rounds of the linker: the uncommitted index's sidecar stays
+sleep(3);
+is(scalar(sidecar_dirs($standby)), $with_prepared,
+	'the sidecar of an index a prepared transaction creates stays on the standby');
+$primary->safe_psql('postgres', "ROLLBACK PREPARED 'create_v'");
+standby_sidecars_soon('after CREATE INDEX and ROLLBACK PREPARED');
+is(scalar(sidecar_dirs($standby)), $with_prepared - 1, 'the rolled back index\'s sidecar is gone');
+# the primary leaves such leftovers to its own sweep (at the next build, at start-up)
+$primary->safe_psql('postgres', 'SELECT hannoy_sweep()');
+is(join(',', sidecar_dirs($primary)), join(',', expected_sidecar_dirs($primary)),
+	'the primary\'s sweep removes its leftovers of the prepared transactions');
 
 ############################################################################
 # Copied with the base backup: never trusted, rebuilt from the standby's table.
