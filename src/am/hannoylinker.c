@@ -27,6 +27,7 @@
 #include <sys/stat.h>
 
 #include "access/xlog.h"
+#include "catalog/pg_tablespace_d.h"
 #include "common/relpath.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -268,46 +269,83 @@ note_idle(LinkerReplica *entry, HannoyEnv *env)
 }
 
 /*
+ * replica_entry returns what the linker remembers of the sidecar at 'path',
+ * made afresh the first time.
+ */
+static LinkerReplica *
+replica_entry(const char *path)
+{
+	bool           found;
+	LinkerReplica *entry = hash_search(linker_replicas, path, HASH_ENTER, &found);
+
+	if (!found)
+	{
+		entry->idle = false;
+		entry->checked = 0;
+		entry->retry_at = 0;
+		entry->rebuild_asked = 0;
+		entry->rebuild_wait_ms = HANNOY_LINKER_REBUILD_RETRY_MS;
+		entry->torn = false;
+	}
+	return entry;
+}
+
+/*
  * relation_files_gone says whether a relation file is surely gone: neither
  * its main fork nor its init fork (all an unlogged index has on a standby)
- * exists.  Any answer of stat() but "no such file" counts as present.
+ * exists, while the directory of its tablespace ('spc_dir', NULL for the
+ * data directory's own) does: a tablespace whose link or mount is missing
+ * tells nothing.  Any answer of stat() but "no such file" counts as
+ * present.
  */
 static bool
-relation_files_gone(const char *main_fork, const char *init_fork)
+relation_files_gone(const char *main_fork, const char *init_fork, const char *spc_dir)
 {
 	struct stat st;
 
+	if (spc_dir != NULL && stat(spc_dir, &st) != 0)
+		return false;
 	return stat(main_fork, &st) != 0 && errno == ENOENT && stat(init_fork, &st) != 0 &&
 	       errno == ENOENT;
 }
 
 /*
  * sweep_orphan removes, in recovery, the sidecar at 'path' when its
- * relation file is gone, and says whether it did.  Redo unlinks a relation
- * file when it replays the commit or abort that drops it, but runs no
- * hannoy code for a drop the primary logged no hannoy record for: a
- * COMMIT PREPARED or ROLLBACK PREPARED, or a primary that crashed between
- * a commit and its drop record.  The relation file (main fork) comes
- * before the sidecar in WAL (redo creates a replica at hannoy's create
- * record, after the relation's own), so a file found gone under the lock
- * redo takes to create or remove a replica belongs to no index redo can
- * still replay into; a later relation with the same file number creates
- * its file first, and its create record then waits for the lock.
+ * relation file is gone, and says whether it did (or tried, and waits to
+ * try again).  Redo unlinks a relation file when it replays the commit or
+ * abort that drops it, but runs no hannoy code for a drop the primary
+ * logged no hannoy record for: a COMMIT PREPARED or ROLLBACK PREPARED, or
+ * a primary that crashed between a commit and its drop record.  The
+ * relation file (main fork) comes before the sidecar in WAL (redo creates a
+ * replica at hannoy's create record, after the relation's own), so a file
+ * found gone under the lock redo takes to create or remove a replica
+ * belongs to no index redo can still replay into; a later relation with
+ * the same file number creates its file first, and its create record then
+ * waits for the lock.  A removal that fails is logged and tried again
+ * after HANNOY_LINKER_RETRY_MS.
  */
 static bool
-sweep_orphan(RelFileNodeBackend rnode, const char *path)
+sweep_orphan(RelFileNodeBackend rnode, const char *path, TimestampTz now)
 {
-	LWLock      *lock = HannoyReplicaPathsLock();
-	char        *main_fork = relpathbackend(rnode.node, InvalidBackendId, MAIN_FORKNUM);
-	char        *init_fork = relpathbackend(rnode.node, InvalidBackendId, INIT_FORKNUM);
-	HannoyError  err;
-	HannoyStatus st = HANNOY_OK;
-	bool         gone = false;
+	LWLock        *lock = HannoyReplicaPathsLock();
+	LinkerReplica *entry = hash_search(linker_replicas, path, HASH_FIND, NULL);
+	char          *main_fork;
+	char          *init_fork;
+	char          *spc_dir = NULL;
+	HannoyError    err;
+	HannoyStatus   st = HANNOY_OK;
+	bool           gone = false;
 
-	if (lock != NULL && relation_files_gone(main_fork, init_fork))
+	if (lock == NULL || (entry != NULL && now < entry->retry_at))
+		return false;
+	main_fork = relpathbackend(rnode.node, InvalidBackendId, MAIN_FORKNUM);
+	init_fork = relpathbackend(rnode.node, InvalidBackendId, INIT_FORKNUM);
+	if (rnode.node.spcNode != DEFAULTTABLESPACE_OID && rnode.node.spcNode != GLOBALTABLESPACE_OID)
+		spc_dir = psprintf("pg_tblspc/%u/%s", rnode.node.spcNode, TABLESPACE_VERSION_DIRECTORY);
+	if (relation_files_gone(main_fork, init_fork, spc_dir))
 	{
 		LWLockAcquire(lock, LW_EXCLUSIVE);
-		gone = relation_files_gone(main_fork, init_fork);
+		gone = relation_files_gone(main_fork, init_fork, spc_dir);
 		if (gone)
 		{
 			st = hannoy_env_remove(path, &err);
@@ -317,14 +355,18 @@ sweep_orphan(RelFileNodeBackend rnode, const char *path)
 	}
 	pfree(main_fork);
 	pfree(init_fork);
+	if (spc_dir != NULL)
+		pfree(spc_dir);
 	if (!gone)
 		return false;
 	if (st != HANNOY_OK)
+	{
 		ereport(LOG, (errmsg("could not remove hannoy sidecar \"%s\": %s", path, err.message)));
-	else
-		ereport(LOG, (errmsg("removed orphaned hannoy sidecar \"%s\": its relation file no "
-		                     "longer exists",
-		                     path)));
+		replica_entry(path)->retry_at = TimestampTzPlusMilliseconds(now, HANNOY_LINKER_RETRY_MS);
+		return true;
+	}
+	ereport(LOG,
+	        (errmsg("removed hannoy sidecar \"%s\": its relation file no longer exists", path)));
 	hash_search(linker_replicas, path, HASH_REMOVE, NULL);
 	return true;
 }
@@ -352,7 +394,6 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 	LinkerReplica  *entry;
 	char            file[MAXPGPATH];
 	struct stat     st;
-	bool            found;
 	bool            torn = false;
 
 	if (rnode.backend != InvalidBackendId || strlen(path) >= MAXPGPATH)
@@ -363,7 +404,7 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 		return;
 	}
 	/* the sweep of a hot standby (out of recovery, the sweep workers') */
-	if (round->in_recovery && sweep_orphan(rnode, path))
+	if (round->in_recovery && sweep_orphan(rnode, path, start))
 		return;
 	marked = hannoy_replica_marked(path);
 	entry = hash_search(linker_replicas, path, HASH_FIND, NULL);
@@ -382,16 +423,8 @@ link_replica(void *arg, RelFileNodeBackend rnode, const char *path)
 	/* after recovery: replicas to adopt, and adopted ones whose hint says rows are staged */
 	if (!torn && !marked && !round->in_recovery && !hannoy_replica_has_staged_hint(path))
 		return;
-	entry = hash_search(linker_replicas, path, HASH_ENTER, &found);
-	if (!found)
-	{
-		entry->idle = false;
-		entry->checked = 0;
-		entry->retry_at = 0;
-		entry->rebuild_asked = 0;
-		entry->rebuild_wait_ms = HANNOY_LINKER_REBUILD_RETRY_MS;
-		entry->torn = torn;
-	}
+	entry = replica_entry(path);
+	entry->torn = torn;
 	if (torn)
 	{
 		ask_rebuild(round, entry, rnode.node.dbNode, start);

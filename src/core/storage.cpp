@@ -1204,6 +1204,7 @@ SnapshotCache::arm(MDB_txn *txn)
 	have_state_ = false;
 	table_block_ = 0;
 	table_used_ = 0;
+	upper_.clear();
 	if (++generation_ == 0)
 	{
 		/* after 2^32 snapshots: forget every entry before stamps repeat */
@@ -1229,6 +1230,14 @@ SnapshotCache::entry(uint32_t id)
 		e.known = 0;
 	}
 	return &e;
+}
+
+std::vector<uint32_t> *
+SnapshotCache::upper_links(uint32_t id, int layer, bool *known)
+{
+	auto [it, inserted] = upper_.try_emplace((uint64_t(id) << 8) | uint8_t(layer));
+	*known = !inserted;
+	return &it->second;
 }
 
 const void **
@@ -1531,8 +1540,17 @@ Store::delete_vector(MDB_txn *txn, uint32_t id) const
 void
 Store::links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &out) const
 {
-	SnapshotCache::Entry *e = layer == 0 && cache_.serves(txn) ? cache_.entry(id) : nullptr;
-	MDB_val               data;
+	bool                   cached = cache_.serves(txn);
+	SnapshotCache::Entry  *e = cached && layer == 0 ? cache_.entry(id) : nullptr;
+	bool                   upper_known = false;
+	std::vector<uint32_t> *upper =
+	    cached && layer > 0 ? cache_.upper_links(id, layer, &upper_known) : nullptr;
+	if (upper_known)
+	{
+		out = *upper;
+		return;
+	}
+	MDB_val data;
 	if (e != nullptr && (e->known & SnapshotCache::KNOWN_LINKS0))
 		data = MDB_val{e->links0_size, const_cast<void *>(e->links0)};
 	else
@@ -1570,6 +1588,8 @@ Store::links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &out) c
 			                                    " names item " + std::to_string(out.back()) +
 			                                    ", beyond next_id");
 	}
+	if (upper != nullptr)
+		*upper = out;
 }
 
 void
@@ -1720,20 +1740,20 @@ Store::check_file(int64_t known_size)
 			uint64_t pages = size / psize;
 			for (int i = 0; i < 2; i++)
 			{
-				std::string which = "LMDB meta page " + std::to_string(i);
+				auto which = [i] { return "LMDB meta page " + std::to_string(i); };
 				if (!(m[i].flags & lmdb_format::P_META) || m[i].magic != lmdb_format::MAGIC ||
 				    m[i].version != lmdb_format::DATA_VERSION)
 					throw Error(HANNOY_ERR_CORRUPT,
-					            "the sidecar is damaged (" + which + " is not one)");
+					            "the sidecar is damaged (" + which() + " is not one)");
 				/* LMDB writes transaction t's meta into page t % 2 (both hold 0 when created) */
 				if (m[i].txnid % 2 != static_cast<uint64_t>(i) && m[i].txnid != 0)
-					throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (" + which +
+					throw Error(HANNOY_ERR_CORRUPT, "the sidecar is damaged (" + which() +
 					                                    " names transaction " +
 					                                    std::to_string(m[i].txnid) + ")");
 				for (uint64_t root : {m[i].free_db.root, m[i].main_db.root})
 					if (root != lmdb_format::P_INVALID && root > m[i].last_pg)
 						throw Error(HANNOY_ERR_CORRUPT,
-						            "the sidecar is damaged (" + which +
+						            "the sidecar is damaged (" + which() +
 						                " has a root page beyond its last page)");
 			}
 			uint64_t newer = std::max(m[0].txnid, m[1].txnid),

@@ -459,6 +459,12 @@ class SnapshotCache
 	Entry *entry(uint32_t id);
 	/* Room for a table of 'n' piece pointers, valid while the armed snapshot is. */
 	const void **piece_table(uint32_t n);
+	/*
+	 * The slot of the decoded neighbour list of 'id' at 'layer' (above 0:
+	 * few nodes, but every scan's descent reads them), empty the first time
+	 * in the armed snapshot; *known says whether it was filled before.
+	 */
+	std::vector<uint32_t> *upper_links(uint32_t id, int layer, bool *known);
 	/* The graph state record of the armed snapshot, if read already. */
 	const GraphState *
 	state() const
@@ -480,13 +486,15 @@ class SnapshotCache
 
 	std::vector<std::unique_ptr<Entry[]>>        blocks_;
 	std::vector<std::unique_ptr<const void *[]>> tables_; /* piece tables of this snapshot */
-	size_t                                       table_block_ = 0, table_used_ = 0;
-	size_t                                       txn_id_ = 0;
-	uint32_t                                     generation_ = 0;
-	bool                                         armed_ = false;
-	pthread_t                                    owner_{}; /* the thread that armed it */
-	GraphState                                   state_;
-	bool                                         have_state_ = false;
+	std::unordered_map<uint64_t, std::vector<uint32_t>>
+	           upper_; /* upper_links; key id << 8 | layer */
+	size_t     table_block_ = 0, table_used_ = 0;
+	size_t     txn_id_ = 0;
+	uint32_t   generation_ = 0;
+	bool       armed_ = false;
+	pthread_t  owner_{}; /* the thread that armed it */
+	GraphState state_;
+	bool       have_state_ = false;
 };
 
 /* An open environment: the object behind the C ABI's HannoyEnv. */

@@ -16,9 +16,10 @@
 # After the restart, with nothing but waiting: the sidecar directories are
 # exactly those of the hannoy indexes plus the prepared one's, each removal
 # is logged once, COMMIT PREPARED then gives a working index, and
-# hannoy_sweep() finds nothing left.  On a hot standby (recovery) the worker
-# does not run: an orphan there stays until the standby is promoted, and
-# then it goes.
+# hannoy_sweep() finds nothing left.  In recovery the worker does not run
+# (a hot standby's linker sweeps instead, test 210): on a standby with
+# hot_standby = off an orphan stays until the standby is promoted, and then
+# it goes.
 use strict;
 use warnings;
 
@@ -161,7 +162,8 @@ for my $db ('postgres', 'other')
 is($node->safe_psql('postgres', 'SELECT hannoy_sweep()'), '0', 'hannoy_sweep() finds nothing left');
 
 ############################################################################
-# Not in recovery: a standby keeps an orphan until it is promoted.
+# Not in recovery: a standby without hot standby (no linker either) keeps
+# an orphan until it is promoted.
 ############################################################################
 $node->append_conf('pg_hba.conf', 'local replication all trust');
 $node->reload;
@@ -176,6 +178,7 @@ $node->backup('base');
 $node->safe_psql('postgres', "ROLLBACK PREPARED 'p2'");
 my $standby = PostgreSQL::Test::Cluster->new('standby');
 $standby->init_from_backup($node, 'base', has_streaming => 1);
+$standby->append_conf('postgresql.conf', 'hot_standby = off');
 $standby->start;
 $node->wait_for_catchup($standby);
 sleep 3;

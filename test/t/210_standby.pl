@@ -277,9 +277,13 @@ $primary->safe_psql('postgres', "BEGIN; DROP INDEX prepared_v; PREPARE TRANSACTI
 $primary->safe_psql('postgres', "COMMIT PREPARED 'drop_v'");
 standby_sidecars_soon('after DROP INDEX and COMMIT PREPARED');
 is(scalar(sidecar_dirs($standby)), $with_prepared - 1, 'the dropped index\'s sidecar is gone');
-like(
-	PostgreSQL::Test::Utils::slurp_file($standby->logfile, $sweep_from),
-	qr/LOG:  removed orphaned hannoy sidecar "[^"]+": its relation file no longer exists/,
+# the line comes once the lock is released, after the directory went
+ok( wait_until(
+		30,
+		sub {
+			PostgreSQL::Test::Utils::slurp_file($standby->logfile, $sweep_from) =~
+			  /LOG:  removed hannoy sidecar "[^"]+": its relation file no longer exists/;
+		}),
 	'the standby logs the removal');
 
 $primary->safe_psql('postgres',
