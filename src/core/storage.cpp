@@ -1232,12 +1232,18 @@ SnapshotCache::entry(uint32_t id)
 	return &e;
 }
 
-std::vector<uint32_t> *
-SnapshotCache::upper_links(uint32_t id, int layer, bool *known)
+const std::vector<uint32_t> *
+SnapshotCache::upper_links(uint32_t id, int layer) const
 {
-	auto [it, inserted] = upper_.try_emplace((uint64_t(id) << 8) | uint8_t(layer));
-	*known = !inserted;
-	return &it->second;
+	auto it = upper_.find((uint64_t(id) << 8) | uint8_t(layer));
+	return it == upper_.end() ? nullptr : &it->second;
+}
+
+void
+SnapshotCache::keep_upper_links(uint32_t id, int layer, const std::vector<uint32_t> &list)
+{
+	if (upper_.size() < MAX_UPPER)
+		upper_.emplace((uint64_t(id) << 8) | uint8_t(layer), list);
 }
 
 const void **
@@ -1540,16 +1546,14 @@ Store::delete_vector(MDB_txn *txn, uint32_t id) const
 void
 Store::links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &out) const
 {
-	bool                   cached = cache_.serves(txn);
-	SnapshotCache::Entry  *e = cached && layer == 0 ? cache_.entry(id) : nullptr;
-	bool                   upper_known = false;
-	std::vector<uint32_t> *upper =
-	    cached && layer > 0 ? cache_.upper_links(id, layer, &upper_known) : nullptr;
-	if (upper_known)
-	{
-		out = *upper;
-		return;
-	}
+	bool                  cached = cache_.serves(txn);
+	SnapshotCache::Entry *e = cached && layer == 0 ? cache_.entry(id) : nullptr;
+	if (cached && layer > 0)
+		if (const std::vector<uint32_t> *kept = cache_.upper_links(id, layer))
+		{
+			out = *kept;
+			return;
+		}
 	MDB_val data;
 	if (e != nullptr && (e->known & SnapshotCache::KNOWN_LINKS0))
 		data = MDB_val{e->links0_size, const_cast<void *>(e->links0)};
@@ -1588,8 +1592,8 @@ Store::links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &out) c
 			                                    " names item " + std::to_string(out.back()) +
 			                                    ", beyond next_id");
 	}
-	if (upper != nullptr)
-		*upper = out;
+	if (cached && layer > 0)
+		cache_.keep_upper_links(id, layer, out);
 }
 
 void

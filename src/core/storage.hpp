@@ -460,11 +460,13 @@ class SnapshotCache
 	/* Room for a table of 'n' piece pointers, valid while the armed snapshot is. */
 	const void **piece_table(uint32_t n);
 	/*
-	 * The slot of the decoded neighbour list of 'id' at 'layer' (above 0:
-	 * few nodes, but every scan's descent reads them), empty the first time
-	 * in the armed snapshot; *known says whether it was filled before.
+	 * The decoded neighbour list of 'id' at 'layer' (above 0: few nodes, but
+	 * every scan's descent reads them) kept in the armed snapshot, nullptr
+	 * when none is; keep_upper_links keeps one, once it passed its checks (at
+	 * most MAX_UPPER lists).
 	 */
-	std::vector<uint32_t> *upper_links(uint32_t id, int layer, bool *known);
+	const std::vector<uint32_t> *upper_links(uint32_t id, int layer) const;
+	void keep_upper_links(uint32_t id, int layer, const std::vector<uint32_t> &list);
 	/* The graph state record of the armed snapshot, if read already. */
 	const GraphState *
 	state() const
@@ -483,6 +485,7 @@ class SnapshotCache
 	static constexpr size_t MAX_ITEMS = 1u << 21; /* ids cached: 100 MB of entries at most */
 
 	static constexpr size_t TABLE_BLOCK = 64 * 1024; /* piece pointers per block */
+	static constexpr size_t MAX_UPPER = 64 * 1024;   /* upper lists kept per snapshot */
 
 	std::vector<std::unique_ptr<Entry[]>>        blocks_;
 	std::vector<std::unique_ptr<const void *[]>> tables_; /* piece tables of this snapshot */
