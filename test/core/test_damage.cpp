@@ -171,6 +171,41 @@ TEST(Checksums, FormatThreeSidecarsWorkWithoutThem)
 	EXPECT_FALSE(store.checksummed());
 }
 
+/*
+ * A malformed list above layer 0 fails every scan that reads it, also the
+ * scans after the first in one snapshot, whose descent reads upper lists
+ * from the snapshot cache (a list enters it only once it passed its checks).
+ */
+TEST(Damage, MalformedUpperListFailsEveryScan)
+{
+	TempEnvDir         dir;
+	std::vector<float> v = uniform(2000, DIMS, 7);
+	HannoyEnv         *env = build_all(dir.path(), test_meta(HANNOY_METRIC_L2, DIMS), v, 1);
+	hannoy::GraphState state;
+	{
+		hannoy::Store &s = *reinterpret_cast<hannoy::Store *>(env);
+		hannoy::Txn    txn(s.env(), true);
+		state = s.read_state(txn.get());
+	}
+	hannoy_env_close(env);
+	ASSERT_GE(state.max_level, 1);
+	{
+		HannoyEnvConfig config = test_config();
+		hannoy::Store   store(dir.path(), config, false, nullptr);
+		hannoy::Txn     txn(store.env(), false);
+		hannoy::LinkKey key(state.entry_point, state.max_level);
+		hannoy::put(txn.get(), store.dbi_links, key.val(), MDB_val{3, const_cast<char *>("abc")});
+		txn.commit();
+	}
+	HannoyEnvConfig config = test_config();
+	HannoyError     err;
+	ASSERT_EQ(hannoy_env_open(dir.path(), &config, &env, &err), HANNOY_OK) << err.message;
+	/* the entry point's top list is the descent's first read */
+	for (int i = 0; i < 3; i++)
+		EXPECT_EQ(scan_to_end(env, &v[i * DIMS]), HANNOY_ERR_CORRUPT) << "scan " << i;
+	hannoy_env_close(env);
+}
+
 TEST(Damage, TruncatedFileIsFoundBeforeItIsRead)
 {
 	TempEnvDir         dir;
