@@ -207,6 +207,7 @@ extern void       HannoyRelcacheCallback(Datum arg, Oid relid);
 extern void       HannoyMarkBroken(Relation index, const char *why);
 extern bool       HannoyIndexUsable(Relation index, const char **why);
 extern void       HannoyRemoveSidecar(RelFileNodeBackend rnode);
+extern HannoyStatus HannoyRemoveSidecarDir(const char *path, HannoyError *err);
 
 /* hannoymeta.c: the metric, the options and the metapage of an index */
 extern void          HannoyDefineOptions(void);

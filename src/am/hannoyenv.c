@@ -925,6 +925,22 @@ HannoyIndexUsable(Relation index, const char **why)
 }
 
 /*
+ * HannoyRemoveSidecarDir removes the sidecar directory at 'path' (the
+ * core's hannoy_env_remove) and counts the change for other processes'
+ * cached handles (HannoyNoteSidecarChange), also after a failure: what it
+ * left is looked at again.  Every removal of a sidecar a handle may be on
+ * goes through here.
+ */
+HannoyStatus
+HannoyRemoveSidecarDir(const char *path, HannoyError *err)
+{
+	HannoyStatus st = hannoy_env_remove(path, err);
+
+	HannoyNoteSidecarChange();
+	return st;
+}
+
+/*
  * HannoyRemoveSidecar removes a relation file's sidecar and this backend's
  * handle on it; failures are WARNINGs (it runs at commit and abort).
  */
@@ -951,8 +967,7 @@ HannoyRemoveSidecar(RelFileNodeBackend rnode)
 			break;
 		}
 	}
-	st = hannoy_env_remove(path, &err);
-	HannoyNoteSidecarChange();
+	st = HannoyRemoveSidecarDir(path, &err);
 	if (st != HANNOY_OK)
 		ereport(WARNING, (errcode(ERRCODE_IO_ERROR),
 		                  errmsg("could not remove hannoy sidecar \"%s\": %s", path, err.message)));

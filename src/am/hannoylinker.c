@@ -348,8 +348,7 @@ sweep_orphan(RelFileNodeBackend rnode, const char *path, TimestampTz now)
 		gone = relation_files_gone(main_fork, init_fork, spc_dir);
 		if (gone)
 		{
-			st = hannoy_env_remove(path, &err);
-			HannoyNoteSidecarChange();
+			st = HannoyRemoveSidecarDir(path, &err);
 		}
 		LWLockRelease(lock);
 	}

@@ -342,7 +342,7 @@ seed_index(Oid indexoid)
 		st = HANNOY_ERR_NOT_FOUND;
 	else
 	{
-		st = hannoy_env_remove(path, &err);
+		st = HannoyRemoveSidecarDir(path, &err);
 		if (st == HANNOY_OK)
 			st = hannoy_replica_create_seeding(path, &config, &smeta, &err);
 		HannoyNoteSidecarChange();

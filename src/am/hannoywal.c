@@ -634,22 +634,28 @@ redo_remove(XLogReaderState *record, const xl_hannoy_remove *xlrec, const char *
 		redo_distrust(xlrec->node, err.message);
 }
 
+/* Removes the sidecar at 'path' under the lock of replica directories; a failure is a WARNING. */
+static void
+redo_remove_sidecar(const char *path)
+{
+	HannoyError  err;
+	HannoyStatus st;
+
+	paths_lock(LW_EXCLUSIVE);
+	st = HannoyRemoveSidecarDir(path, &err);
+	paths_unlock();
+	if (st != HANNOY_OK)
+		ereport(WARNING, (errmsg("could not remove hannoy sidecar \"%s\": %s", path, err.message)));
+}
+
 /* Removes one sidecar of the database a drop record names. */
 static void
 redo_drop_one(void *arg, RelFileNodeBackend rnode, const char *path)
 {
-	Oid         *db = arg;
-	HannoyError  err;
-	HannoyStatus st;
+	Oid *db = arg;
 
-	if (rnode.backend != InvalidBackendId || rnode.node.dbNode != *db)
-		return;
-	paths_lock(LW_EXCLUSIVE);
-	st = hannoy_env_remove(path, &err);
-	HannoyNoteSidecarChange();
-	paths_unlock();
-	if (st != HANNOY_OK)
-		ereport(WARNING, (errmsg("could not remove hannoy sidecar \"%s\": %s", path, err.message)));
+	if (rnode.backend == InvalidBackendId && rnode.node.dbNode == *db)
+		redo_remove_sidecar(path);
 }
 
 /* Replays a drop record: the sidecar (or the database's sidecars) goes. */
@@ -658,8 +664,6 @@ redo_drop(const xl_hannoy_drop *xlrec)
 {
 	RelFileNodeBackend rnode;
 	char              *path;
-	HannoyError        err;
-	HannoyStatus       st;
 
 	redo_close();
 	if (xlrec->flags & HANNOY_WAL_DROP_DATABASE)
@@ -672,12 +676,7 @@ redo_drop(const xl_hannoy_drop *xlrec)
 	rnode.node = xlrec->node;
 	rnode.backend = InvalidBackendId;
 	path = HannoySidecarPath(rnode);
-	paths_lock(LW_EXCLUSIVE);
-	st = hannoy_env_remove(path, &err);
-	HannoyNoteSidecarChange();
-	paths_unlock();
-	if (st != HANNOY_OK)
-		ereport(WARNING, (errmsg("could not remove hannoy sidecar \"%s\": %s", path, err.message)));
+	redo_remove_sidecar(path);
 	pfree(path);
 }
 
