@@ -68,6 +68,18 @@ class StoredEditor
 		vectors_.clear();
 	}
 	/*
+	 * With cache_vectors: takes a vector from the snapshot cache when the
+	 * transaction began right on the snapshot an insert's search read
+	 * (Store::copy_snapshot_vector), saving the B-tree descent; never for
+	 * 'written', the one vector the transaction wrote (NO_NODE: none).
+	 */
+	void
+	trust_snapshot(uint32_t written)
+	{
+		trust_snapshot_ = true;
+		written_ = written;
+	}
+	/*
 	 * In an index without vectors, keeps each decoded code while the editor
 	 * lives (see StoredGraph::keep_decoded): only for edits that change no
 	 * code meanwhile (links only).
@@ -172,7 +184,9 @@ class StoredEditor
 		if (it == vectors_.end())
 		{
 			std::string buf(store_.vector_bytes(), '\0');
-			if (!store_.copy_vector(txn_, id, &buf[0]))
+			bool        known =
+			    trust_snapshot_ && id != written_ && store_.copy_snapshot_vector(txn_, id, &buf[0]);
+			if (!known && !store_.copy_vector(txn_, id, &buf[0]))
 				buf.clear();
 			it = vectors_.emplace(id, std::move(buf)).first;
 		}
@@ -211,7 +225,9 @@ class StoredEditor
 	int                                               new_layer_ = -1;
 	bool                                              tombstones_ = true;
 	bool                                              cache_vectors_ = false;
-	mutable std::unordered_map<uint32_t, std::string> vectors_; /* see cache_vectors */
+	bool                                              trust_snapshot_ = false;
+	uint32_t                                          written_ = NO_NODE; /* see trust_snapshot */
+	mutable std::unordered_map<uint32_t, std::string> vectors_;           /* see cache_vectors */
 };
 
 } // namespace hannoy

@@ -255,11 +255,14 @@ record_unindexed(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, Hann
  * entry point at layer 0: a new top node becomes the entry point and lists
  * the old one; while the entry point is a tombstone (VACUUM has not
  * replaced it yet) nothing may link to it, so the new node stays below, or,
- * when no live node is left, takes its place.
+ * when no live node is left, takes its place.  'own_txn': the transaction
+ * links this row only, and wrote nothing before (insert_row), so vectors
+ * the search's snapshot cache holds may stand in for B-tree reads
+ * (StoredEditor::trust_snapshot).
  */
 void
 link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid tid,
-         const void *vector, Plan &plan)
+         const void *vector, Plan &plan, bool own_txn)
 {
 	int level = plan.level;
 	forget_tid(s, txn, tid, state);
@@ -312,6 +315,8 @@ link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid ti
 	hannoy::StoredEditor g(s, txn);
 	g.may_have_tombstones(state.deleted > 0);
 	g.cache_vectors(true); /* linking writes lists only */
+	if (own_txn)
+		g.trust_snapshot(id); /* the one vector the transaction wrote */
 	for (int layer = 0; layer <= level; layer++)
 	{
 		std::vector<uint32_t> &mine = plan.neighbors[layer];
@@ -437,6 +442,14 @@ insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t unindexe
 	Plan plan;
 	{
 		hannoy::Txn read(s.env(), true);
+		/*
+		 * The search measures many nodes more than once (each layer's search
+		 * starts from the last one's finds, and choosing neighbours measures
+		 * the candidates against each other): the snapshot cache, as scans
+		 * use it, saves a B-tree descent at each repeat, and the linking's
+		 * reads of the vectors it found when no commit comes between.
+		 */
+		s.arm_cache(read.get());
 		plan_links(s, read.get(), vector, level, plan);
 	}
 
@@ -447,7 +460,7 @@ insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t unindexe
 		/* Another backend linked the first node meanwhile: search again, here. */
 		plan_links(s, txn.get(), vector, level, plan);
 	}
-	link_row(s, txn.get(), state, tid, vector, plan);
+	link_row(s, txn.get(), state, tid, vector, plan, true);
 	note_unflushed(s, txn.get(), tid);
 	s.write_state(txn.get(), state);
 	txn.commit();
@@ -466,7 +479,7 @@ hannoy::insert_in_txn(Store &s, MDB_txn *txn, GraphState &state, HannoyTid tid, 
 	}
 	Plan plan;
 	plan_links(s, txn, vector, hannoy::draw_level(s.meta().seed, tid, s.meta().options.m), plan);
-	link_row(s, txn, state, tid, vector, plan);
+	link_row(s, txn, state, tid, vector, plan, false);
 }
 
 void

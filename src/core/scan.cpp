@@ -154,6 +154,7 @@ struct HannoyScan final : hannoy::SnapshotHolder
 	std::vector<hannoy::Candidate> batch;
 	size_t                         batch_pos = 0;
 	std::vector<uint32_t>          scratch;
+	std::vector<uint32_t>          list;    /* a layer-0 list the snapshot cache does not keep */
 	std::vector<const void *>      vectors; /* pieces of the neighbours in scratch, nullptr: none */
 	/* the codes' quantizer: the walk ranks by code distances (format 5), else nullptr */
 	std::shared_ptr<const hannoy::Quantizer> codes;
@@ -498,7 +499,6 @@ run_round(HannoyScan *scan)
 		top.push(scan->pending.top());
 		scan->pending.pop();
 	}
-	hannoy::StoredGraph  g(*scan->store, scan->txn);
 	std::vector<double> &dists = scan->dists;
 	while (!scan->frontier.empty())
 	{
@@ -506,11 +506,14 @@ run_round(HannoyScan *scan)
 		if (top.size() >= window && top.top() < c)
 			break;
 		scan->frontier.pop();
-		g.neighbors(c.id, 0, scan->scratch);
+		size_t          count;
+		const uint32_t *list = scan->store->links0(scan->txn, c.id, scan->list, &count);
+		if (scan->scratch.size() < count)
+			scan->scratch.resize(count);
 		size_t fresh = 0;
-		for (uint32_t n : scan->scratch)
-			if (scan->visited.insert(n))
-				scan->scratch[fresh++] = n;
+		for (size_t i = 0; i < count; i++)
+			if (scan->visited.insert(list[i]))
+				scan->scratch[fresh++] = list[i];
 		walk_distances(scan, fresh, dists);
 		for (size_t i = 0; i < fresh; i++)
 		{

@@ -1204,6 +1204,8 @@ SnapshotCache::arm(MDB_txn *txn)
 	have_state_ = false;
 	table_block_ = 0;
 	table_used_ = 0;
+	list_block_ = 0;
+	list_used_ = 0;
 	upper_.clear();
 	if (++generation_ == 0)
 	{
@@ -1232,6 +1234,16 @@ SnapshotCache::entry(uint32_t id)
 	return &e;
 }
 
+const SnapshotCache::Entry *
+SnapshotCache::find(uint32_t id) const
+{
+	size_t b = id / BLOCK;
+	if (!armed_ || id >= MAX_ITEMS || b >= blocks_.size() || !blocks_[b])
+		return nullptr;
+	const Entry &e = blocks_[b][id % BLOCK];
+	return e.generation == generation_ ? &e : nullptr;
+}
+
 const std::vector<uint32_t> *
 SnapshotCache::upper_links(uint32_t id, int layer) const
 {
@@ -1244,6 +1256,27 @@ SnapshotCache::keep_upper_links(uint32_t id, int layer, const std::vector<uint32
 {
 	if (upper_.size() < MAX_UPPER)
 		upper_.emplace((uint64_t(id) << 8) | uint8_t(layer), list);
+}
+
+const uint32_t *
+SnapshotCache::keep_list(const std::vector<uint32_t> &list)
+{
+	size_t n = list.size();
+	if (n > LIST_BLOCK)
+		return nullptr;
+	if (list_used_ + n > LIST_BLOCK)
+	{
+		list_block_++;
+		list_used_ = 0;
+	}
+	if ((list_block_ + 1) * LIST_BLOCK > MAX_LIST_IDS)
+		return nullptr;
+	if (list_block_ >= lists_.size())
+		lists_.emplace_back(new uint32_t[LIST_BLOCK]);
+	uint32_t *kept = &lists_[list_block_][list_used_];
+	std::copy(list.begin(), list.end(), kept);
+	list_used_ += n;
+	return kept;
 }
 
 const void **
@@ -1482,6 +1515,22 @@ Store::copy_vector(MDB_txn *txn, uint32_t id, void *out) const
 	return true;
 }
 
+bool
+Store::copy_snapshot_vector(MDB_txn *txn, uint32_t id, void *out) const
+{
+	const SnapshotCache::Entry *e = cache_.followed_by(txn) ? cache_.find(id) : nullptr;
+	if (e == nullptr || !(e->known & SnapshotCache::KNOWN_VECTOR) || e->vector == nullptr)
+		return false;
+	const void *pieces[VectorLayout::MAX_PIECES];
+	uint32_t    n = layout_.pieces();
+	if (n == 1)
+		pieces[0] = e->vector;
+	else
+		std::memcpy(pieces, e->vector, n * sizeof(*pieces));
+	layout_.gather(pieces, out);
+	return true;
+}
+
 void
 Store::put_vector(MDB_txn *txn, uint32_t id, const void *v, bool append) const
 {
@@ -1554,6 +1603,12 @@ Store::links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &out) c
 			out = *kept;
 			return;
 		}
+	if (e != nullptr && (e->known & SnapshotCache::KNOWN_DECODED0))
+	{
+		const uint32_t *kept = static_cast<const uint32_t *>(e->links0);
+		out.assign(kept, kept + e->links0_size);
+		return;
+	}
 	MDB_val data;
 	if (e != nullptr && (e->known & SnapshotCache::KNOWN_LINKS0))
 		data = MDB_val{e->links0_size, const_cast<void *>(e->links0)};
@@ -1594,6 +1649,29 @@ Store::links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &out) c
 	}
 	if (cached && layer > 0)
 		cache_.keep_upper_links(id, layer, out);
+	else if (e != nullptr)
+		if (const uint32_t *kept = cache_.keep_list(out))
+		{
+			/* checked: a malformed list is never kept, and fails every walk that meets it */
+			e->links0 = kept;
+			e->links0_size = static_cast<uint32_t>(out.size());
+			e->known = (e->known & ~SnapshotCache::KNOWN_LINKS0) | SnapshotCache::KNOWN_DECODED0;
+		}
+}
+
+const uint32_t *
+Store::links0(MDB_txn *txn, uint32_t id, std::vector<uint32_t> &buf, size_t *count) const
+{
+	if (cache_.serves(txn))
+		if (SnapshotCache::Entry *e = cache_.entry(id))
+			if (e->known & SnapshotCache::KNOWN_DECODED0)
+			{
+				*count = e->links0_size;
+				return static_cast<const uint32_t *>(e->links0);
+			}
+	links(txn, id, 0, buf);
+	*count = buf.size();
+	return buf.data();
 }
 
 void

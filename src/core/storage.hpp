@@ -428,16 +428,22 @@ class SnapshotCache
 	{
 		const void *vector; /* nullptr: no vector; else the vector, or its piece table */
 		const void *code;   /* nullptr: no code; else the code (format 5) */
-		const void *links0; /* layer-0 neighbour list, encoded */
-		HannoyTid   tid;    /* NO_TID: none (a tombstone) */
+		/*
+		 * The layer-0 neighbour list: encoded as stored (KNOWN_LINKS0,
+		 * links0_size bytes), or decoded and checked (KNOWN_DECODED0,
+		 * links0_size ids), nullptr when there is none.
+		 */
+		const void *links0;
+		HannoyTid   tid; /* NO_TID: none (a tombstone) */
 		uint32_t    links0_size;
 		uint32_t    generation; /* the entry is valid when it equals the cache's */
-		uint8_t     known;      /* KNOWN_VECTOR | KNOWN_LINKS0 | KNOWN_TID */
+		uint8_t     known;      /* KNOWN_* bits */
 	};
 	static constexpr uint8_t   KNOWN_VECTOR = 1;
 	static constexpr uint8_t   KNOWN_LINKS0 = 2;
 	static constexpr uint8_t   KNOWN_TID = 4;
 	static constexpr uint8_t   KNOWN_CODE = 8;
+	static constexpr uint8_t   KNOWN_DECODED0 = 16;
 	static constexpr HannoyTid NO_TID = ~HannoyTid(0);
 
 	/* Makes the cache serve read transaction 'txn', emptying it if 'txn' sees another snapshot. */
@@ -448,6 +454,18 @@ class SnapshotCache
 	{
 		armed_ = false;
 	}
+	/*
+	 * True when write transaction 'txn' began right on the armed snapshot
+	 * (no commit between: its id is the snapshot's plus one), in the
+	 * arming thread: what it has not written itself is as the snapshot has it.
+	 */
+	bool
+	followed_by(MDB_txn *txn) const
+	{
+		return armed_ && mdb_txn_id(txn) == txn_id_ + 1 && pthread_equal(owner_, pthread_self());
+	}
+	/* The entry of 'id' if the armed snapshot has one, else nullptr; changes nothing. */
+	const Entry *find(uint32_t id) const;
 	/* True when lookups through 'txn' may use the cache. */
 	bool
 	serves(MDB_txn *txn) const
@@ -467,6 +485,13 @@ class SnapshotCache
 	 */
 	const std::vector<uint32_t> *upper_links(uint32_t id, int layer) const;
 	void keep_upper_links(uint32_t id, int layer, const std::vector<uint32_t> &list);
+	/*
+	 * A copy of decoded layer-0 list 'list', valid while the armed snapshot
+	 * is, nullptr when the snapshot's room for lists is used up (at most
+	 * MAX_LIST_IDS ids): a walk that meets a node again, in this scan or a
+	 * later one of the same snapshot, then neither decodes nor checks it.
+	 */
+	const uint32_t *keep_list(const std::vector<uint32_t> &list);
 	/* The graph state record of the armed snapshot, if read already. */
 	const GraphState *
 	state() const
@@ -486,18 +511,22 @@ class SnapshotCache
 
 	static constexpr size_t TABLE_BLOCK = 64 * 1024; /* piece pointers per block */
 	static constexpr size_t MAX_UPPER = 64 * 1024;   /* upper lists kept per snapshot */
+	static constexpr size_t LIST_BLOCK = 64 * 1024;  /* ids per block of kept lists */
+	static constexpr size_t MAX_LIST_IDS = 8u << 20; /* 32 MB of kept lists at most */
 
 	std::vector<std::unique_ptr<Entry[]>>        blocks_;
 	std::vector<std::unique_ptr<const void *[]>> tables_; /* piece tables of this snapshot */
 	std::unordered_map<uint64_t, std::vector<uint32_t>>
-	           upper_; /* upper_links; key id << 8 | layer */
-	size_t     table_block_ = 0, table_used_ = 0;
-	size_t     txn_id_ = 0;
-	uint32_t   generation_ = 0;
-	bool       armed_ = false;
-	pthread_t  owner_{}; /* the thread that armed it */
-	GraphState state_;
-	bool       have_state_ = false;
+	                                         upper_; /* upper_links; key id << 8 | layer */
+	std::vector<std::unique_ptr<uint32_t[]>> lists_; /* blocks of kept layer-0 lists */
+	size_t                                   table_block_ = 0, table_used_ = 0;
+	size_t                                   list_block_ = 0, list_used_ = 0;
+	size_t                                   txn_id_ = 0;
+	uint32_t                                 generation_ = 0;
+	bool                                     armed_ = false;
+	pthread_t                                owner_{}; /* the thread that armed it */
+	GraphState                               state_;
+	bool                                     have_state_ = false;
 };
 
 /* An open environment: the object behind the C ABI's HannoyEnv. */
@@ -674,8 +703,22 @@ class Store
 	template <class F> void for_each_vector(MDB_txn *txn, F f) const;
 	/* Neighbours of (id, layer) into 'out'; empty when the node has no such layer. */
 	void links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &out) const;
+	/*
+	 * The layer-0 neighbours of 'id', '*count' of them: where the snapshot
+	 * cache keeps the list, a pointer to it (valid while the snapshot is
+	 * armed); else the list decoded into 'buf' (links), and buf's data.
+	 */
+	const uint32_t *links0(MDB_txn *txn, uint32_t id, std::vector<uint32_t> &buf,
+	                       size_t *count) const;
 	void put_links(MDB_txn *txn, uint32_t id, int layer, const std::vector<uint32_t> &ids,
 	               unsigned flags = 0) const;
+	/*
+	 * Copies the vector of 'id' into 'out' from the snapshot cache, for
+	 * write transaction 'txn' that began right on the armed snapshot
+	 * (SnapshotCache::followed_by); false when the cache does not hold it.
+	 * Only for an id the transaction has not written: the caller's to know.
+	 */
+	bool copy_snapshot_vector(MDB_txn *txn, uint32_t id, void *out) const;
 	/* Raises the bound on ids in neighbour lists to cover 'id', a new item's. */
 	void
 	note_id(uint64_t id) const

@@ -10,6 +10,7 @@
 
 #include <cstring>
 #include <set>
+#include <thread>
 #include <vector>
 
 #include "hannoy/hannoy.h"
@@ -303,6 +304,48 @@ TEST(Storage, NeighbourListsFollowTheFormat)
 		else
 			EXPECT_EQ(portable, lists);
 	}
+}
+
+/*
+ * An insert's linking takes vectors from the snapshot its search read only
+ * when its write transaction began right on that snapshot, in the thread
+ * that read it: after another commit (VACUUM may have freed an id and an
+ * insert reused it with another vector) it reads them from the B-tree.
+ */
+TEST(SnapshotCache, TrustedOnlyByTheNextWriteOfItsThread)
+{
+	TempEnvDir         dir;
+	HannoyMeta         meta = test_meta(HANNOY_METRIC_L2, 8);
+	auto               v = uniform(300, 8, 14);
+	HannoyEnv         *env = build_all(dir.path(), meta, v, 1);
+	hannoy::Store     &s = *reinterpret_cast<hannoy::Store *>(env);
+	std::vector<float> got(8);
+	{
+		hannoy::Txn read(s.env(), true);
+		s.arm_cache(read.get());
+		std::vector<float> copy(8);
+		ASSERT_TRUE(s.copy_vector(read.get(), 7, copy.data())); /* the cache now holds it */
+	}
+	{
+		hannoy::Txn write(s.env(), false);
+		ASSERT_TRUE(s.copy_snapshot_vector(write.get(), 7, got.data()));
+		EXPECT_EQ(std::memcmp(got.data(), &v[7 * 8], 8 * sizeof(float)), 0);
+		EXPECT_FALSE(s.copy_snapshot_vector(write.get(), 8, got.data())) << "never read";
+		bool        other_thread = true;
+		std::thread t([&] { other_thread = s.copy_snapshot_vector(write.get(), 7, got.data()); });
+		t.join();
+		EXPECT_FALSE(other_thread);
+	} /* aborted: no commit, the next write still begins on the snapshot */
+	{
+		hannoy::Txn write(s.env(), false);
+		EXPECT_TRUE(s.copy_snapshot_vector(write.get(), 7, got.data()));
+		s.write_state(write.get(), s.read_state(write.get()));
+		write.commit();
+	}
+	hannoy::Txn write(s.env(), false);
+	EXPECT_FALSE(s.copy_snapshot_vector(write.get(), 7, got.data())) << "a commit came between";
+	write.abort();
+	hannoy_env_close(env);
 }
 
 } // namespace
