@@ -68,15 +68,15 @@ class StoredEditor
 		vectors_.clear();
 	}
 	/*
-	 * With cache_vectors: takes a vector from the snapshot cache when the
-	 * transaction began right on the snapshot an insert's search read
-	 * (Store::copy_snapshot_vector), saving the B-tree descent; never for
-	 * 'written', the one vector the transaction wrote (NO_NODE: none).
+	 * With cache_vectors: takes a vector from 'seen' (what an insert's
+	 * search read) when this write transaction began right on the snapshot
+	 * it came from (SeenVectors::hold_in), saving the B-tree descent; never
+	 * for 'written', the one vector the transaction wrote.
 	 */
 	void
-	trust_snapshot(uint32_t written)
+	trust_seen(const SeenVectors *seen, uint32_t written)
 	{
-		trust_snapshot_ = true;
+		seen_ = seen != nullptr && seen->hold_in(store_, txn_) ? seen : nullptr;
 		written_ = written;
 	}
 	/*
@@ -183,10 +183,12 @@ class StoredEditor
 		auto it = vectors_.find(id);
 		if (it == vectors_.end())
 		{
-			std::string buf(store_.vector_bytes(), '\0');
-			bool        known =
-			    trust_snapshot_ && id != written_ && store_.copy_snapshot_vector(txn_, id, &buf[0]);
-			if (!known && !store_.copy_vector(txn_, id, &buf[0]))
+			std::string        buf(store_.vector_bytes(), '\0');
+			const void *const *seen =
+			    seen_ != nullptr && id != written_ ? seen_->find(id) : nullptr;
+			if (seen != nullptr)
+				store_.layout().gather(seen, &buf[0]);
+			else if (!store_.copy_vector(txn_, id, &buf[0]))
 				buf.clear();
 			it = vectors_.emplace(id, std::move(buf)).first;
 		}
@@ -225,8 +227,8 @@ class StoredEditor
 	int                                               new_layer_ = -1;
 	bool                                              tombstones_ = true;
 	bool                                              cache_vectors_ = false;
-	bool                                              trust_snapshot_ = false;
-	uint32_t                                          written_ = NO_NODE; /* see trust_snapshot */
+	const SeenVectors                                *seen_ = nullptr;    /* see trust_seen */
+	uint32_t                                          written_ = NO_NODE; /* see trust_seen */
 	mutable std::unordered_map<uint32_t, std::string> vectors_;           /* see cache_vectors */
 };
 

@@ -29,6 +29,7 @@ struct Plan
 	int                                level = 0;
 	std::vector<std::vector<uint32_t>> neighbors;                 /* [layer] */
 	bool                               searched_nonempty = false; /* the graph had an entry point */
+	hannoy::SeenVectors seen; /* the vectors the search read (StoredGraph::remember_in) */
 };
 
 /* True when 8-bit quantizer 'quant' encodes float vector 'v' without loss. */
@@ -59,6 +60,8 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 		return;
 	hannoy::StoredGraph g(s, txn);
 	g.keep_decoded(true); /* no code changes while the plan is made */
+	plan.seen.clear();
+	g.remember_in(&plan.seen);
 	/*
 	 * An index without vectors walks on its codes, as scans do (8-bit: the
 	 * code kernel, the distance to the decoded vector; 1-bit: the estimate),
@@ -256,9 +259,9 @@ record_unindexed(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, Hann
  * the old one; while the entry point is a tombstone (VACUUM has not
  * replaced it yet) nothing may link to it, so the new node stays below, or,
  * when no live node is left, takes its place.  'own_txn': the transaction
- * links this row only, and wrote nothing before (insert_row), so vectors
- * the search's snapshot cache holds may stand in for B-tree reads
- * (StoredEditor::trust_snapshot).
+ * links this row only, and wrote nothing before (insert_row), so the
+ * vectors its search read may stand in for B-tree reads when no commit came
+ * between (StoredEditor::trust_seen).
  */
 void
 link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid tid,
@@ -316,7 +319,7 @@ link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid ti
 	g.may_have_tombstones(state.deleted > 0);
 	g.cache_vectors(true); /* linking writes lists only */
 	if (own_txn)
-		g.trust_snapshot(id); /* the one vector the transaction wrote */
+		g.trust_seen(&plan.seen, id); /* the one vector the transaction wrote */
 	for (int layer = 0; layer <= level; layer++)
 	{
 		std::vector<uint32_t> &mine = plan.neighbors[layer];
@@ -442,15 +445,9 @@ insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t unindexe
 	Plan plan;
 	{
 		hannoy::Txn read(s.env(), true);
-		/*
-		 * The search measures many nodes more than once (each layer's search
-		 * starts from the last one's finds, and choosing neighbours measures
-		 * the candidates against each other): the snapshot cache, as scans
-		 * use it, saves a B-tree descent at each repeat, and the linking's
-		 * reads of the vectors it found when no commit comes between.
-		 */
-		s.arm_cache(read.get());
 		plan_links(s, read.get(), vector, level, plan);
+		/* the linking may read the vectors the search read from there (link_row) */
+		plan.seen.taken_in(s, read.get());
 	}
 
 	hannoy::Txn        txn(s.env(), false);

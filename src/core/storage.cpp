@@ -624,6 +624,7 @@ Store::move_map(uint64_t size)
 		return false;
 	/* the cached pointers point into the old map */
 	cache_.disarm();
+	map_moves_.fetch_add(1, std::memory_order_relaxed);
 	int rc = mdb_env_set_mapsize(env_, size);
 	/* the map moved (or is gone): the fault guard and the record checks must know where */
 	note_map();
@@ -1234,16 +1235,6 @@ SnapshotCache::entry(uint32_t id)
 	return &e;
 }
 
-const SnapshotCache::Entry *
-SnapshotCache::find(uint32_t id) const
-{
-	size_t b = id / BLOCK;
-	if (!armed_ || id >= MAX_ITEMS || b >= blocks_.size() || !blocks_[b])
-		return nullptr;
-	const Entry &e = blocks_[b][id % BLOCK];
-	return e.generation == generation_ ? &e : nullptr;
-}
-
 const std::vector<uint32_t> *
 SnapshotCache::upper_links(uint32_t id, int layer) const
 {
@@ -1511,22 +1502,6 @@ Store::copy_vector(MDB_txn *txn, uint32_t id, void *out) const
 	const void *pieces[VectorLayout::MAX_PIECES];
 	if (!vector_pieces(txn, id, pieces))
 		return false;
-	layout_.gather(pieces, out);
-	return true;
-}
-
-bool
-Store::copy_snapshot_vector(MDB_txn *txn, uint32_t id, void *out) const
-{
-	const SnapshotCache::Entry *e = cache_.followed_by(txn) ? cache_.find(id) : nullptr;
-	if (e == nullptr || !(e->known & SnapshotCache::KNOWN_VECTOR) || e->vector == nullptr)
-		return false;
-	const void *pieces[VectorLayout::MAX_PIECES];
-	uint32_t    n = layout_.pieces();
-	if (n == 1)
-		pieces[0] = e->vector;
-	else
-		std::memcpy(pieces, e->vector, n * sizeof(*pieces));
 	layout_.gather(pieces, out);
 	return true;
 }

@@ -454,18 +454,6 @@ class SnapshotCache
 	{
 		armed_ = false;
 	}
-	/*
-	 * True when write transaction 'txn' began right on the armed snapshot
-	 * (no commit between: its id is the snapshot's plus one), in the
-	 * arming thread: what it has not written itself is as the snapshot has it.
-	 */
-	bool
-	followed_by(MDB_txn *txn) const
-	{
-		return armed_ && mdb_txn_id(txn) == txn_id_ + 1 && pthread_equal(owner_, pthread_self());
-	}
-	/* The entry of 'id' if the armed snapshot has one, else nullptr; changes nothing. */
-	const Entry *find(uint32_t id) const;
 	/* True when lookups through 'txn' may use the cache. */
 	bool
 	serves(MDB_txn *txn) const
@@ -712,13 +700,6 @@ class Store
 	                       size_t *count) const;
 	void put_links(MDB_txn *txn, uint32_t id, int layer, const std::vector<uint32_t> &ids,
 	               unsigned flags = 0) const;
-	/*
-	 * Copies the vector of 'id' into 'out' from the snapshot cache, for
-	 * write transaction 'txn' that began right on the armed snapshot
-	 * (SnapshotCache::followed_by); false when the cache does not hold it.
-	 * Only for an id the transaction has not written: the caller's to know.
-	 */
-	bool copy_snapshot_vector(MDB_txn *txn, uint32_t id, void *out) const;
 	/* Raises the bound on ids in neighbour lists to cover 'id', a new item's. */
 	void
 	note_id(uint64_t id) const
@@ -830,6 +811,12 @@ class Store
 	void reserve(uint64_t bytes);
 	/* Bytes the map covers now. */
 	uint64_t map_size() const;
+	/* How many times this handle's map has moved: pointers into it from before a move dangle. */
+	uint64_t
+	map_moves() const
+	{
+		return map_moves_.load(std::memory_order_relaxed);
+	}
 	/* Counting this process's open transactions of the store (see begin_txn). */
 	void txn_began();
 	void txn_ended();
@@ -923,8 +910,9 @@ class Store
 	bool move_map(uint64_t size);
 
 	MDB_env              *env_ = nullptr;
-	MapBounds             bounds_;     /* the fault guard's, reached through the user context */
-	PageCheck             page_check_; /* of the write transactions */
+	std::atomic<uint64_t> map_moves_{0}; /* see map_moves */
+	MapBounds             bounds_;       /* the fault guard's, reached through the user context */
+	PageCheck             page_check_;   /* of the write transactions */
 	const char           *db_names_[DATABASES] = {nullptr}; /* by handle, for the page check */
 	std::string           path_;
 	HannoyEnvConfig       config_;
@@ -1012,6 +1000,63 @@ bool del(MDB_txn *txn, MDB_dbi dbi, MDB_val key);
 /* Gets key; false when absent. */
 bool get(MDB_txn *txn, MDB_dbi dbi, MDB_val key, MDB_val &data);
 
+/*
+ * The piece pointers of the vectors one transaction returned, by id: what
+ * an insert's search read, for its linking (StoredEditor::trust_seen).
+ * Pointers into the map of a committed snapshot hold until the next commit
+ * after it: LMDB reuses no page that snapshot reaches before then, and the
+ * map moves only between transactions.
+ */
+class SeenVectors
+{
+  public:
+	void
+	clear()
+	{
+		index_.clear();
+		pieces_.clear();
+		snapshot = 0;
+	}
+	/* The pieces of 'id', nullptr when it was not seen. */
+	const void *const *
+	find(uint32_t id) const
+	{
+		auto it = index_.find(id);
+		return it == index_.end() ? nullptr : &pieces_[it->second];
+	}
+	void
+	add(uint32_t id, const void *const *pieces, uint32_t n)
+	{
+		if (index_.emplace(id, static_cast<uint32_t>(pieces_.size())).second)
+			pieces_.insert(pieces_.end(), pieces, pieces + n);
+	}
+	/* Notes that the pointers came from read transaction 'txn' of 's'. */
+	void
+	taken_in(const Store &s, MDB_txn *txn)
+	{
+		snapshot = mdb_txn_id(txn);
+		map_moves = s.map_moves();
+	}
+	/*
+	 * True when write transaction 'txn' of 's' began right on the snapshot
+	 * the pointers came from (its id is the snapshot's plus one: no commit
+	 * came between, so VACUUM freed no id and no insert reused one since)
+	 * and the map has not moved since (a write may grow it first).
+	 */
+	bool
+	hold_in(const Store &s, MDB_txn *txn) const
+	{
+		return snapshot != 0 && mdb_txn_id(txn) == snapshot + 1 && s.map_moves() == map_moves;
+	}
+
+  private:
+	size_t   snapshot = 0; /* the read transaction's id; 0: none, never trusted */
+	uint64_t map_moves = 0;
+
+	std::unordered_map<uint32_t, uint32_t> index_; /* id -> its first piece in pieces_ */
+	std::vector<const void *>              pieces_;
+};
+
 /* The graph as stored in LMDB, seen through one transaction (see graph.hpp). */
 class StoredGraph
 {
@@ -1051,11 +1096,35 @@ class StoredGraph
 		keep_ = yes && store_.heap_rerank();
 		decoded_.clear();
 	}
+	/*
+	 * Notes in 'seen' the pieces of every stored vector this accessor reads
+	 * (an insert's search measures many nodes more than once, and its
+	 * linking reads them again); also serves repeated reads from there.
+	 * Not in an index without vectors, whose pieces are decoded codes.
+	 */
+	void
+	remember_in(SeenVectors *seen)
+	{
+		seen_ = store_.heap_rerank() ? nullptr : seen;
+	}
 
   private:
 	bool
 	pieces(uint32_t id, const void **out) const
 	{
+		if (seen_ != nullptr)
+		{
+			uint32_t n = store_.layout().pieces();
+			if (const void *const *p = seen_->find(id))
+			{
+				std::copy(p, p + n, out);
+				return true;
+			}
+			if (!store_.vector_pieces(txn_, id, out))
+				return false;
+			seen_->add(id, out, n);
+			return true;
+		}
 		if (!keep_)
 			return store_.vector_pieces(txn_, id, out);
 		auto it = decoded_.find(id);
@@ -1077,6 +1146,7 @@ class StoredGraph
 	MDB_txn                                          *txn_;
 	bool                                              keep_ = false;
 	mutable std::unordered_map<uint32_t, std::string> decoded_;
+	SeenVectors                                      *seen_ = nullptr; /* see remember_in */
 };
 
 /*

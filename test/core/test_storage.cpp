@@ -10,9 +10,9 @@
 
 #include <cstring>
 #include <set>
-#include <thread>
 #include <vector>
 
+#include "edit.hpp"
 #include "hannoy/hannoy.h"
 #include "storage.hpp"
 #include "test_util.hpp"
@@ -307,44 +307,72 @@ TEST(Storage, NeighbourListsFollowTheFormat)
 }
 
 /*
- * An insert's linking takes vectors from the snapshot its search read only
- * when its write transaction began right on that snapshot, in the thread
- * that read it: after another commit (VACUUM may have freed an id and an
- * insert reused it with another vector) it reads them from the B-tree.
+ * An insert's linking takes the vectors its search read (SeenVectors) only
+ * in a write transaction that began right on the search's snapshot: after
+ * another commit (VACUUM may have freed an id and an insert reused it with
+ * another vector) it reads them from the B-tree.  Never the vector the
+ * transaction wrote itself; vectors in pieces are put together whole.
  */
-TEST(SnapshotCache, TrustedOnlyByTheNextWriteOfItsThread)
+TEST(SeenVectors, HoldOnlyInTheNextWriteTransaction)
 {
-	TempEnvDir         dir;
-	HannoyMeta         meta = test_meta(HANNOY_METRIC_L2, 8);
-	auto               v = uniform(300, 8, 14);
-	HannoyEnv         *env = build_all(dir.path(), meta, v, 1);
-	hannoy::Store     &s = *reinterpret_cast<hannoy::Store *>(env);
-	std::vector<float> got(8);
+	const uint32_t dims = 784; /* in pieces */
+	TempEnvDir     dir;
+	HannoyMeta     meta = test_meta(HANNOY_METRIC_L2, dims);
+	auto           v = uniform(60, dims, 15);
+	HannoyEnv     *env = build_all(dir.path(), meta, v, 1);
+	hannoy::Store &s = *reinterpret_cast<hannoy::Store *>(env);
+	ASSERT_GT(s.layout().pieces(), 1u);
+	hannoy::SeenVectors seen;
+	double              d34;
 	{
-		hannoy::Txn read(s.env(), true);
-		s.arm_cache(read.get());
-		std::vector<float> copy(8);
-		ASSERT_TRUE(s.copy_vector(read.get(), 7, copy.data())); /* the cache now holds it */
+		hannoy::Txn         read(s.env(), true);
+		hannoy::StoredGraph g(s, read.get());
+		g.remember_in(&seen);
+		d34 = g.distance_between(3, 4);
+		EXPECT_EQ(g.distance_between(3, 4), d34); /* the second time from 'seen' */
+		seen.taken_in(s, read.get());
 	}
+	ASSERT_NE(seen.find(3), nullptr);
+	EXPECT_EQ(seen.find(5), nullptr) << "never read";
 	{
 		hannoy::Txn write(s.env(), false);
-		ASSERT_TRUE(s.copy_snapshot_vector(write.get(), 7, got.data()));
-		EXPECT_EQ(std::memcmp(got.data(), &v[7 * 8], 8 * sizeof(float)), 0);
-		EXPECT_FALSE(s.copy_snapshot_vector(write.get(), 8, got.data())) << "never read";
-		bool        other_thread = true;
-		std::thread t([&] { other_thread = s.copy_snapshot_vector(write.get(), 7, got.data()); });
-		t.join();
-		EXPECT_FALSE(other_thread);
+		ASSERT_TRUE(seen.hold_in(s, write.get()));
+		hannoy::StoredEditor e(s, write.get());
+		e.cache_vectors(true);
+		e.trust_seen(&seen, hannoy::NO_NODE);
+		EXPECT_EQ(e.distance_between(3, 4), d34);
+		/* the vector the transaction writes is read from the B-tree, never from 'seen' */
+		auto other = uniform(1, dims, 99);
+		s.put_vector(write.get(), 3, other.data(), false);
+		hannoy::StoredEditor w(s, write.get());
+		w.cache_vectors(true);
+		w.trust_seen(&seen, 3);
+		hannoy::StoredGraph direct(s, write.get());
+		double              want = direct.distance(other.data(), 4);
+		EXPECT_NEAR(w.distance_between(3, 4), want, 1e-9 * want);
+		EXPECT_NE(w.distance_between(3, 4), d34);
 	} /* aborted: no commit, the next write still begins on the snapshot */
 	{
 		hannoy::Txn write(s.env(), false);
-		EXPECT_TRUE(s.copy_snapshot_vector(write.get(), 7, got.data()));
+		EXPECT_TRUE(seen.hold_in(s, write.get()));
 		s.write_state(write.get(), s.read_state(write.get()));
 		write.commit();
 	}
 	hannoy::Txn write(s.env(), false);
-	EXPECT_FALSE(s.copy_snapshot_vector(write.get(), 7, got.data())) << "a commit came between";
+	EXPECT_FALSE(seen.hold_in(s, write.get())) << "a commit came between";
 	write.abort();
+	seen.clear();
+	hannoy::Txn again(s.env(), false);
+	EXPECT_FALSE(seen.hold_in(s, again.get())) << "no snapshot: never";
+	again.abort();
+	{
+		hannoy::Txn read(s.env(), true);
+		seen.taken_in(s, read.get());
+	}
+	s.reserve(s.map_size() * 2); /* the map moves: the pointers dangle */
+	hannoy::Txn moved(s.env(), false);
+	EXPECT_FALSE(seen.hold_in(s, moved.get())) << "the map moved";
+	moved.abort();
 	hannoy_env_close(env);
 }
 
