@@ -417,8 +417,9 @@ bool checksum_holds(const MDB_val &key, const MDB_val &data);
  * read transaction with the same transaction id: as long as nothing is
  * committed, scans skip the B-tree lookups of the nodes they visit again.
  * A commit changes the id and so empties the cache (in O(1): entries carry
- * the generation they were filled in).  Only read transactions a scan arms
- * use it; write transactions and older snapshots bypass it.
+ * the generation they were filled in).  A scan arms it; read transactions
+ * of the arming thread on the armed snapshot use it (an insert's search on
+ * that snapshot too), write transactions and other snapshots bypass it.
  */
 class SnapshotCache
 {

@@ -208,26 +208,40 @@ TEST(Damage, MalformedUpperListFailsEveryScan)
 
 TEST(Damage, MalformedLayerZeroListFailsEveryScan)
 {
-	/* the snapshot cache keeps decoded layer-0 lists: only ones that passed their checks */
-	TempEnvDir         dir;
-	std::vector<float> v = uniform(2000, DIMS, 9);
-	HannoyEnv         *env = build_all(dir.path(), test_meta(HANNOY_METRIC_L2, DIMS), v, 1);
-	hannoy_env_close(env);
+	/*
+	 * The snapshot cache keeps decoded layer-0 lists: only ones that passed
+	 * their checks.  Two kinds of damage: a record too short for its
+	 * checksum, and a well-formed list that names an id beyond next_id.
+	 */
+	for (int kind = 0; kind < 2; kind++)
 	{
+		TempEnvDir         dir;
+		std::vector<float> v = uniform(2000, DIMS, 9);
+		HannoyEnv         *env = build_all(dir.path(), test_meta(HANNOY_METRIC_L2, DIMS), v, 1);
+		hannoy_env_close(env);
+		{
+			HannoyEnvConfig    config = test_config();
+			hannoy::Store      store(dir.path(), config, false, nullptr);
+			hannoy::Txn        txn(store.env(), false);
+			hannoy::GraphState state = store.read_state(txn.get());
+			hannoy::LinkKey    key(5, 0);
+			if (kind == 0)
+				hannoy::put(txn.get(), store.dbi_links, key.val(),
+				            MDB_val{3, const_cast<char *>("abc")});
+			else
+				store.put_links(txn.get(), 5, 0,
+				                {1, 2, static_cast<uint32_t>(state.next_id) + 100});
+			txn.commit();
+		}
 		HannoyEnvConfig config = test_config();
-		hannoy::Store   store(dir.path(), config, false, nullptr);
-		hannoy::Txn     txn(store.env(), false);
-		hannoy::LinkKey key(5, 0);
-		hannoy::put(txn.get(), store.dbi_links, key.val(), MDB_val{3, const_cast<char *>("abc")});
-		txn.commit();
+		HannoyError     err;
+		ASSERT_EQ(hannoy_env_open(dir.path(), &config, &env, &err), HANNOY_OK) << err.message;
+		/* an unbounded scan reaches item 5 (its neighbours list it) and reads its list */
+		for (int i = 0; i < 3; i++)
+			EXPECT_EQ(scan_to_end(env, &v[5 * DIMS]), HANNOY_ERR_CORRUPT)
+			    << "damage " << kind << ", scan " << i;
+		hannoy_env_close(env);
 	}
-	HannoyEnvConfig config = test_config();
-	HannoyError     err;
-	ASSERT_EQ(hannoy_env_open(dir.path(), &config, &env, &err), HANNOY_OK) << err.message;
-	/* an unbounded scan reaches item 5 (its neighbours list it) and reads its list */
-	for (int i = 0; i < 3; i++)
-		EXPECT_EQ(scan_to_end(env, &v[5 * DIMS]), HANNOY_ERR_CORRUPT) << "scan " << i;
-	hannoy_env_close(env);
 }
 
 TEST(Damage, TruncatedFileIsFoundBeforeItIsRead)

@@ -351,6 +351,19 @@ TEST(SeenVectors, HoldOnlyInTheNextWriteTransaction)
 		double              want = direct.distance(other.data(), 4);
 		EXPECT_NEAR(w.distance_between(3, 4), want, 1e-9 * want);
 		EXPECT_NE(w.distance_between(3, 4), d34);
+		/*
+		 * The pointers are what it reads: vectors changed here (never so in
+		 * an insert) are not seen through them.
+		 */
+		auto changed = uniform(1, dims, 98);
+		s.put_vector(write.get(), 4, changed.data(), false);
+		hannoy::StoredEditor t(s, write.get());
+		t.cache_vectors(true);
+		t.trust_seen(&seen, hannoy::NO_NODE);
+		EXPECT_EQ(t.distance_between(3, 4), d34) << "both from 'seen'";
+		hannoy::StoredEditor u(s, write.get());
+		u.cache_vectors(true);
+		EXPECT_NE(u.distance_between(3, 4), d34) << "without trust_seen it reads the B-tree";
 	} /* aborted: no commit, the next write still begins on the snapshot */
 	{
 		hannoy::Txn write(s.env(), false);
