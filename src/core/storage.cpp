@@ -1570,20 +1570,52 @@ Store::delete_vector(MDB_txn *txn, uint32_t id) const
 void
 Store::links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &out) const
 {
-	bool                  cached = cache_.serves(txn);
-	SnapshotCache::Entry *e = cached && layer == 0 ? cache_.entry(id) : nullptr;
-	if (cached && layer > 0)
+	if (layer == 0)
+	{
+		size_t          count;
+		const uint32_t *list = links0(txn, id, out, &count);
+		if (list != out.data())
+			out.assign(list, list + count);
+		return;
+	}
+	bool cached = cache_.serves(txn);
+	if (cached)
 		if (const std::vector<uint32_t> *kept = cache_.upper_links(id, layer))
 		{
 			out = *kept;
 			return;
 		}
+	read_links(txn, id, layer, nullptr, out);
+	if (cached)
+		cache_.keep_upper_links(id, layer, out);
+}
+
+const uint32_t *
+Store::links0(MDB_txn *txn, uint32_t id, std::vector<uint32_t> &buf, size_t *count) const
+{
+	SnapshotCache::Entry *e = cache_.serves(txn) ? cache_.entry(id) : nullptr;
 	if (e != nullptr && (e->known & SnapshotCache::KNOWN_DECODED0))
 	{
-		const uint32_t *kept = static_cast<const uint32_t *>(e->links0);
-		out.assign(kept, kept + e->links0_size);
-		return;
+		*count = e->links0_size;
+		return static_cast<const uint32_t *>(e->links0);
 	}
+	read_links(txn, id, 0, e, buf);
+	if (e != nullptr && (e->known & SnapshotCache::KNOWN_LINKS0) && e->links0 != nullptr)
+		if (const uint32_t *kept = cache_.keep_list(buf))
+		{
+			/* checked: a malformed list is never kept, and fails every walk that meets it */
+			e->links0 = kept;
+			e->links0_size = static_cast<uint32_t>(buf.size());
+			e->known = (e->known & ~SnapshotCache::KNOWN_LINKS0) | SnapshotCache::KNOWN_DECODED0;
+		}
+	*count = buf.size();
+	return buf.data();
+}
+
+void
+Store::read_links(MDB_txn *txn, uint32_t id, int layer, SnapshotCache::Entry *e,
+                  std::vector<uint32_t> &out) const
+{
 	MDB_val data;
 	if (e != nullptr && (e->known & SnapshotCache::KNOWN_LINKS0))
 		data = MDB_val{e->links0_size, const_cast<void *>(e->links0)};
@@ -1622,31 +1654,6 @@ Store::links(MDB_txn *txn, uint32_t id, int layer, std::vector<uint32_t> &out) c
 			                                    " names item " + std::to_string(out.back()) +
 			                                    ", beyond next_id");
 	}
-	if (cached && layer > 0)
-		cache_.keep_upper_links(id, layer, out);
-	else if (e != nullptr)
-		if (const uint32_t *kept = cache_.keep_list(out))
-		{
-			/* checked: a malformed list is never kept, and fails every walk that meets it */
-			e->links0 = kept;
-			e->links0_size = static_cast<uint32_t>(out.size());
-			e->known = (e->known & ~SnapshotCache::KNOWN_LINKS0) | SnapshotCache::KNOWN_DECODED0;
-		}
-}
-
-const uint32_t *
-Store::links0(MDB_txn *txn, uint32_t id, std::vector<uint32_t> &buf, size_t *count) const
-{
-	if (cache_.serves(txn))
-		if (SnapshotCache::Entry *e = cache_.entry(id))
-			if (e->known & SnapshotCache::KNOWN_DECODED0)
-			{
-				*count = e->links0_size;
-				return static_cast<const uint32_t *>(e->links0);
-			}
-	links(txn, id, 0, buf);
-	*count = buf.size();
-	return buf.data();
 }
 
 void

@@ -909,6 +909,13 @@ class Store
 	/* Moves the map to 'size' bytes if no transaction is open (after asking holders); false if one
 	 * is. */
 	bool move_map(uint64_t size);
+	/*
+	 * Reads, decodes and checks the list of (id, layer) into 'out': from
+	 * the encoded list cache entry 'e' knows (layer 0), else from the
+	 * B-tree, noting it in 'e' when given; throws when it is malformed.
+	 */
+	void read_links(MDB_txn *txn, uint32_t id, int layer, SnapshotCache::Entry *e,
+	                std::vector<uint32_t> &out) const;
 
 	MDB_env              *env_ = nullptr;
 	std::atomic<uint64_t> map_moves_{0}; /* see map_moves */
