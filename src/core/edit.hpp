@@ -80,6 +80,18 @@ class StoredEditor
 		written_ = written;
 	}
 	/*
+	 * With cache_vectors and trust_seen: takes vectors from 'copies' (made
+	 * to serve this transaction, Store::vector_copies) and keeps there the
+	 * ones it reads from the B-tree, never 'written', the vector this
+	 * transaction wrote (should it abort, the id would come again with
+	 * another vector).
+	 */
+	void
+	use_copies(VectorCopies *copies)
+	{
+		copies_ = copies;
+	}
+	/*
 	 * In an index without vectors, keeps each decoded code while the editor
 	 * lives (see StoredGraph::keep_decoded): only for edits that change no
 	 * code meanwhile (links only).
@@ -184,12 +196,17 @@ class StoredEditor
 		if (it == vectors_.end())
 		{
 			std::string        buf(store_.vector_bytes(), '\0');
-			const void *const *seen =
-			    seen_ != nullptr && id != written_ ? seen_->find(id) : nullptr;
-			if (seen != nullptr)
+			bool               mine = id != written_;
+			const void *const *seen = seen_ != nullptr && mine ? seen_->find(id) : nullptr;
+			const char        *copy = copies_ != nullptr && mine ? copies_->find(id) : nullptr;
+			if (copy != nullptr)
+				std::memcpy(&buf[0], copy, buf.size());
+			else if (seen != nullptr)
 				store_.layout().gather(seen, &buf[0]);
 			else if (!store_.copy_vector(txn_, id, &buf[0]))
 				buf.clear();
+			else if (copies_ != nullptr && mine)
+				copies_->add_whole(id, buf.data());
 			it = vectors_.emplace(id, std::move(buf)).first;
 		}
 		return it->second.empty() ? nullptr : &it->second;
@@ -228,6 +245,7 @@ class StoredEditor
 	bool                                              tombstones_ = true;
 	bool                                              cache_vectors_ = false;
 	const SeenVectors                                *seen_ = nullptr;    /* see trust_seen */
+	VectorCopies                                     *copies_ = nullptr;  /* see use_copies */
 	uint32_t                                          written_ = NO_NODE; /* see trust_seen */
 	mutable std::unordered_map<uint32_t, std::string> vectors_;           /* see cache_vectors */
 };

@@ -45,9 +45,13 @@ codes_hold_exactly(const hannoy::Quantizer &quant, const void *v)
 	return std::memcmp(back.data(), v, back.size() * sizeof(float)) == 0;
 }
 
-/* Finds the new node's neighbours at each layer up to 'level' (Alg. 1, search part). */
+/*
+ * Finds the new node's neighbours at each layer up to 'level' (Alg. 1,
+ * search part).  'copies': read transaction 'txn' may use the store's
+ * vector copies (insert_row's search; never a write transaction's).
+ */
 void
-plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan &plan)
+plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan &plan, bool copies)
 {
 	/* an index without vectors measures decoded codes: the quantizer must be known */
 	s.refresh_quantizer(txn);
@@ -62,6 +66,8 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 	g.keep_decoded(true); /* no code changes while the plan is made */
 	plan.seen.clear();
 	g.remember_in(&plan.seen);
+	if (copies)
+		g.use_copies(s.vector_copies(txn, state));
 	/*
 	 * An index without vectors walks on its codes, as scans do (8-bit: the
 	 * code kernel, the distance to the decoded vector; 1-bit: the estimate),
@@ -268,6 +274,8 @@ link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid ti
          const void *vector, Plan &plan, bool own_txn)
 {
 	int level = plan.level;
+	/* made to serve this transaction before it takes an id */
+	hannoy::VectorCopies *copies = own_txn ? s.vector_copies(txn, state) : nullptr;
 	forget_tid(s, txn, tid, state);
 	/* reuse an id VACUUM freed, else take a new one */
 	uint32_t id;
@@ -319,7 +327,10 @@ link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid ti
 	g.may_have_tombstones(state.deleted > 0);
 	g.cache_vectors(true); /* linking writes lists only */
 	if (own_txn)
+	{
 		g.trust_seen(&plan.seen, id); /* the one vector the transaction wrote */
+		g.use_copies(copies);
+	}
 	for (int layer = 0; layer <= level; layer++)
 	{
 		std::vector<uint32_t> &mine = plan.neighbors[layer];
@@ -328,7 +339,11 @@ link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid ti
 		 * or an id VACUUM freed meanwhile (no vector, or the id this node took).
 		 */
 		auto gone = [&](uint32_t n)
-		{ return n == id || s.is_deleted(txn, n) || !s.has_vector(txn, n); };
+		{
+			/* a kept copy says the vector is there: removing one counts a freed id */
+			bool has = (copies != nullptr && copies->find(n) != nullptr) || s.has_vector(txn, n);
+			return n == id || s.is_deleted(txn, n) || !has;
+		};
 		mine.erase(std::remove_if(mine.begin(), mine.end(), gone), mine.end());
 		if (layer == 0 && mine.empty() && state.items > 0)
 		{
@@ -445,7 +460,7 @@ insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t unindexe
 	Plan plan;
 	{
 		hannoy::Txn read(s.env(), true);
-		plan_links(s, read.get(), vector, level, plan);
+		plan_links(s, read.get(), vector, level, plan, true);
 		/* the linking may read the vectors the search read from there (link_row) */
 		plan.seen.taken_in(s, read.get());
 	}
@@ -455,7 +470,7 @@ insert_row(hannoy::Store &s, HannoyTid tid, const void *vector, uint8_t unindexe
 	if (!plan.searched_nonempty && state.max_level >= 0)
 	{
 		/* Another backend linked the first node meanwhile: search again, here. */
-		plan_links(s, txn.get(), vector, level, plan);
+		plan_links(s, txn.get(), vector, level, plan, false);
 	}
 	link_row(s, txn.get(), state, tid, vector, plan, true);
 	note_unflushed(s, txn.get(), tid);
@@ -475,7 +490,8 @@ hannoy::insert_in_txn(Store &s, MDB_txn *txn, GraphState &state, HannoyTid tid, 
 		return;
 	}
 	Plan plan;
-	plan_links(s, txn, vector, hannoy::draw_level(s.meta().seed, tid, s.meta().options.m), plan);
+	plan_links(s, txn, vector, hannoy::draw_level(s.meta().seed, tid, s.meta().options.m), plan,
+	           false);
 	link_row(s, txn, state, tid, vector, plan, false);
 }
 

@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <new>
 
 #include "links.hpp"
 
@@ -36,6 +37,8 @@ const char APPLIED_KEY[] = "applied";
 /* key of the record that says a replica is being rebuilt from its table (replica.cpp) */
 const char SEEDING_KEY[] = "seeding";
 const char QUANTIZER_KEY[] = "quantizer";
+/* key of the count of ids VACUUM freed, ever (VectorCopies); absent: none */
+const char FREES_KEY[] = "frees";
 
 /* Stores a u32 big-endian. */
 void
@@ -801,6 +804,149 @@ Store::write_applied(MDB_txn *txn, uint64_t lsn) const
 {
 	MDB_val key{sizeof(APPLIED_KEY) - 1, const_cast<char *>(APPLIED_KEY)};
 	put(txn, dbi_meta, key, MDB_val{sizeof(lsn), &lsn});
+}
+
+uint64_t
+Store::read_frees(MDB_txn *txn) const
+{
+	MDB_val  key{sizeof(FREES_KEY) - 1, const_cast<char *>(FREES_KEY)}, data;
+	uint64_t n = 0;
+	if (!hannoy::get(txn, dbi_meta, key, data))
+		return 0;
+	if (data.mv_size != sizeof(n) + trailer() || (checksummed() && !checksum_holds(key, data)))
+		throw Error(HANNOY_ERR_CORRUPT, "the freed-ids record is malformed or fails its checksum");
+	std::memcpy(&n, data.mv_data, sizeof(n));
+	return n;
+}
+
+void
+Store::add_frees(MDB_txn *txn, uint64_t n) const
+{
+	uint64_t total = read_frees(txn) + n;
+	MDB_val  key{sizeof(FREES_KEY) - 1, const_cast<char *>(FREES_KEY)};
+	char     record[sizeof(total) + CHECKSUM_BYTES];
+	std::memcpy(record, &total, sizeof(total));
+	if (checksummed())
+	{
+		uint32_t sum = record_checksum(key, &total, sizeof(total));
+		std::memcpy(record + sizeof(total), &sum, sizeof(sum));
+	}
+	put(txn, dbi_meta, key, MDB_val{sizeof(total) + trailer(), record});
+}
+
+VectorCopies *
+Store::vector_copies(MDB_txn *txn, const GraphState &state) const
+{
+	if (heap_rerank())
+		return nullptr;
+	return copies_.open(layout_, read_frees(txn), state.next_id) ? &copies_ : nullptr;
+}
+
+bool
+VectorCopies::open(const VectorLayout &layout, uint64_t frees, uint64_t next_id)
+{
+	int state = owner_state_.load(std::memory_order_acquire);
+	if (state == 0)
+	{
+		if (owner_state_.compare_exchange_strong(state, 1, std::memory_order_acq_rel))
+		{
+			owner_ = pthread_self();
+			owner_state_.store(2, std::memory_order_release);
+			state = 2;
+		}
+		else
+			return false;
+	}
+	if (state != 2 || !pthread_equal(owner_, pthread_self()))
+		return false;
+	if (!valid_ || frees != frees_ || next_id < next_id_ || layout.bytes() != layout_.bytes() ||
+	    layout.pieces() != layout_.pieces())
+	{
+		clear();
+		layout_ = layout;
+		/* copies a multiple of 64 bytes apart: one never shares a cache line with the next */
+		stride_ = (layout.bytes() + 63) & ~size_t(63);
+		per_block_ = static_cast<uint32_t>(std::max<size_t>(1, BLOCK_BYTES / stride_));
+		frees_ = frees;
+		valid_ = true;
+	}
+	next_id_ = next_id;
+	return true;
+}
+
+void
+VectorCopies::clear()
+{
+	slots_.clear();
+	slots_.shrink_to_fit();
+	blocks_.clear();
+	used_ = 0;
+	valid_ = false;
+}
+
+size_t
+VectorCopies::bytes() const
+{
+	return slots_.capacity() * sizeof(uint32_t) + blocks_.size() * size_t(per_block_) * stride_;
+}
+
+void
+VectorCopies::add(uint32_t id, const void *const *pieces)
+{
+	if (char *copy = room_for(id))
+	{
+		layout_.gather(pieces, copy);
+		slots_[id] = ++used_;
+	}
+}
+
+void
+VectorCopies::add_whole(uint32_t id, const void *vector)
+{
+	if (char *copy = room_for(id))
+	{
+		std::memcpy(copy, vector, layout_.bytes());
+		slots_[id] = ++used_;
+	}
+}
+
+char *
+VectorCopies::room_for(uint32_t id)
+{
+	if (!valid_ || (id < slots_.size() && slots_[id] != 0))
+		return nullptr;
+	if (id >= slots_.size())
+	{
+		size_t want = std::max<size_t>(size_t(id) + 1, std::max<size_t>(next_id_, 1024));
+		if (bytes() + (want - slots_.size()) * sizeof(uint32_t) > MAX_BYTES)
+			return nullptr;
+		/* a copy saves a read, no more: without memory there is none */
+		try
+		{
+			slots_.resize(want, 0);
+		}
+		catch (const std::bad_alloc &)
+		{
+			return nullptr;
+		}
+	}
+	if (used_ == blocks_.size() * size_t(per_block_))
+	{
+		if (bytes() + size_t(per_block_) * stride_ > MAX_BYTES)
+			return nullptr;
+		std::unique_ptr<char[]> block(new (std::nothrow) char[size_t(per_block_) * stride_]);
+		if (!block)
+			return nullptr;
+		try
+		{
+			blocks_.push_back(std::move(block));
+		}
+		catch (const std::bad_alloc &)
+		{
+			return nullptr;
+		}
+	}
+	return const_cast<char *>(block_data(used_));
 }
 
 void

@@ -518,6 +518,68 @@ class SnapshotCache
 	bool                                     have_state_ = false;
 };
 
+/*
+ * Copies of stored vectors that outlive their transaction: what the
+ * searches of one process's inserts read, kept for its later inserts (each
+ * insert's search reads about a thousand vectors, most of them read by the
+ * insert before, and every read is a B-tree descent).  A stored vector
+ * changes only when VACUUM frees its id and an insert takes the id again,
+ * so a copy holds while the sidecar's count of freed ids (Store::read_frees)
+ * is the one the copies were taken under; open() empties the copies when it
+ * is not, or when next_id went back.  Only committed vectors are kept: the
+ * copies are filled from read transactions, and from write transactions
+ * with every vector but the ones they wrote.  One thread (the first to
+ * open them) uses them, at most MAX_BYTES of copies; others bypass them.
+ * Not in an index without vectors (its pieces are decoded codes).
+ */
+class VectorCopies
+{
+  public:
+	/*
+	 * Makes the copies serve a transaction whose count of freed ids is
+	 * 'frees' and whose next_id is 'next_id'; false for any thread but the
+	 * owner's, which must then not use them.
+	 */
+	bool open(const VectorLayout &layout, uint64_t frees, uint64_t next_id);
+	/* The copy of the vector of 'id', nullptr when there is none. */
+	const char *
+	find(uint32_t id) const
+	{
+		return id < slots_.size() && slots_[id] != 0 ? block_data(slots_[id] - 1) : nullptr;
+	}
+	/* Keeps a copy of the vector of 'id' given by its pieces, if there is room. */
+	void add(uint32_t id, const void *const *pieces);
+	/* The same for a vector given whole ('vector': layout.bytes() bytes). */
+	void add_whole(uint32_t id, const void *vector);
+	/* Bytes the copies take now, slots included. */
+	size_t bytes() const;
+
+	static constexpr size_t MAX_BYTES = size_t(32) << 20; /* copies and slots, per store */
+
+  private:
+	static constexpr size_t BLOCK_BYTES = size_t(1) << 20;
+
+	const char *
+	block_data(uint32_t slot) const
+	{
+		return blocks_[slot / per_block_].get() + size_t(slot % per_block_) * stride_;
+	}
+	void clear();
+	/* Room for the copy of 'id', nullptr when it has one or there is no room. */
+	char *room_for(uint32_t id);
+
+	std::atomic<int>                     owner_state_{0}; /* 0: unclaimed, 1: claiming, 2: owned */
+	pthread_t                            owner_{};
+	VectorLayout                         layout_;
+	size_t                               stride_ = 0;    /* bytes from one copy to the next */
+	uint32_t                             per_block_ = 0; /* copies per block */
+	uint32_t                             used_ = 0;      /* copies kept */
+	uint64_t                             frees_ = 0, next_id_ = 0;
+	bool                                 valid_ = false;
+	std::vector<uint32_t>                slots_; /* by id: 0 none, else the copy's slot + 1 */
+	std::vector<std::unique_ptr<char[]>> blocks_;
+};
+
 /* An open environment: the object behind the C ABI's HannoyEnv. */
 class Store
 {
@@ -849,6 +911,16 @@ class Store
 	{
 		cache_.arm(txn);
 	}
+	/*
+	 * The copies of vectors that outlive transactions (VectorCopies), made
+	 * to serve 'txn' of graph state 'state'; nullptr for other threads than
+	 * the one using them, and in an index without vectors.
+	 */
+	VectorCopies *vector_copies(MDB_txn *txn, const GraphState &state) const;
+	/* How many ids VACUUM has freed in this sidecar, ever (0 when none was). */
+	uint64_t read_frees(MDB_txn *txn) const;
+	/* Counts 'n' more freed ids, in the caller's write transaction. */
+	void add_frees(MDB_txn *txn, uint64_t n) const;
 
 	MDB_dbi dbi_meta, dbi_vectors, dbi_links, dbi_tids, dbi_items, dbi_unindexed, dbi_deleted,
 	    dbi_free;
@@ -927,6 +999,7 @@ class Store
 	HannoyMeta            meta_{};
 	VectorLayout          layout_;
 	mutable SnapshotCache cache_;
+	mutable VectorCopies  copies_; /* see vector_copies */
 	/* the codes' quantizer (format 5), read with the meta record or found later */
 	mutable std::shared_ptr<const Quantizer> quantizer_;
 	bool                                     codes_db_found_ = false;
@@ -1115,11 +1188,30 @@ class StoredGraph
 	{
 		seen_ = store_.heap_rerank() ? nullptr : seen;
 	}
+	/*
+	 * Reads vectors from 'copies' first and keeps there the ones it reads
+	 * from the B-tree (Store::vector_copies): only in a read transaction,
+	 * whose vectors are all committed.
+	 */
+	void
+	use_copies(VectorCopies *copies)
+	{
+		copies_ = copies;
+	}
 
   private:
 	bool
 	pieces(uint32_t id, const void **out) const
 	{
+		if (copies_ != nullptr)
+		{
+			if (const char *copy = copies_->find(id))
+			{
+				for (uint32_t i = 0; i < store_.layout().pieces(); i++)
+					out[i] = copy + store_.layout().piece_offset(i);
+				return true;
+			}
+		}
 		if (seen_ != nullptr)
 		{
 			uint32_t n = store_.layout().pieces();
@@ -1131,6 +1223,15 @@ class StoredGraph
 			if (!store_.vector_pieces(txn_, id, out))
 				return false;
 			seen_->add(id, out, n);
+			if (copies_ != nullptr)
+				copies_->add(id, out);
+			return true;
+		}
+		if (copies_ != nullptr)
+		{
+			if (!store_.vector_pieces(txn_, id, out))
+				return false;
+			copies_->add(id, out);
 			return true;
 		}
 		if (!keep_)
@@ -1154,7 +1255,8 @@ class StoredGraph
 	MDB_txn                                          *txn_;
 	bool                                              keep_ = false;
 	mutable std::unordered_map<uint32_t, std::string> decoded_;
-	SeenVectors                                      *seen_ = nullptr; /* see remember_in */
+	SeenVectors                                      *seen_ = nullptr;   /* see remember_in */
+	VectorCopies                                     *copies_ = nullptr; /* see use_copies */
 };
 
 /*

@@ -375,7 +375,12 @@ lists_slice(HannoyRepair *r)
 	commit(txn);
 }
 
-/* Deletes tombstone 'd' (vector, lists) and frees its id; false when already gone. */
+/*
+ * Deletes tombstone 'd' (vector, lists) and frees its id; false when already
+ * gone.  The caller counts the ids it freed (Store::add_frees) in the same
+ * transaction: an id may come again with another vector, and copies of the
+ * old one must go (VectorCopies).
+ */
 bool
 delete_tombstone(hannoy::Store &s, MDB_txn *txn, uint32_t d)
 {
@@ -416,6 +421,8 @@ delete_slice(HannoyRepair *r)
 	}
 	state.deleted -= std::min(state.deleted, freed);
 	s.write_state(txn.get(), state);
+	if (freed > 0)
+		s.add_frees(txn.get(), freed);
 	if (r->delete_pos == r->doomed.size())
 		r->stage = Stage::Finish;
 	commit(txn);
@@ -444,7 +451,10 @@ finish_repair(HannoyRepair *r)
 			return;
 		}
 		if (delete_tombstone(s, txn.get(), state.entry_point))
+		{
 			state.deleted -= std::min<uint64_t>(state.deleted, 1);
+			s.add_frees(txn.get(), 1);
+		}
 		state.max_level = top == hannoy::NO_NODE ? -1 : level;
 		state.entry_point = top == hannoy::NO_NODE ? 0 : top;
 		s.write_state(txn.get(), state);

@@ -10,6 +10,7 @@
 
 #include <cstring>
 #include <set>
+#include <thread>
 #include <vector>
 
 #include "edit.hpp"
@@ -387,6 +388,132 @@ TEST(SeenVectors, HoldOnlyInTheNextWriteTransaction)
 	EXPECT_FALSE(seen.hold_in(s, moved.get())) << "the map moved";
 	moved.abort();
 	hannoy_env_close(env);
+}
+
+/*
+ * The vector copies of a store (VectorCopies) outlive transactions: a copy
+ * is what the B-tree holds until VACUUM frees an id (the count of freed ids
+ * changes and every copy goes, also when next_id went back); one thread
+ * uses them; a write transaction never keeps the vector it wrote.  After
+ * VACUUM and inserts that take the freed ids again with other vectors,
+ * every copy still equals the stored vector.
+ */
+TEST(VectorCopies, HoldUntilAnIdIsFreed)
+{
+	for (uint32_t dims : {8u, 784u}) /* one record, and pieces */
+	{
+		TempEnvDir            dir;
+		HannoyMeta            meta = test_meta(HANNOY_METRIC_L2, dims);
+		auto                  v = uniform(300, dims, 21);
+		HannoyEnv            *env = build_all(dir.path(), meta, v, 1);
+		hannoy::Store        &s = *reinterpret_cast<hannoy::Store *>(env);
+		std::vector<char>     stored(s.vector_bytes());
+		hannoy::VectorCopies *copies;
+		{
+			hannoy::Txn read(s.env(), true);
+			copies = s.vector_copies(read.get(), s.read_state(read.get()));
+			ASSERT_NE(copies, nullptr);
+			EXPECT_EQ(copies->find(3), nullptr);
+			hannoy::StoredGraph g(s, read.get());
+			g.use_copies(copies);
+			double d = g.distance(&v[0], 3);
+			ASSERT_NE(copies->find(3), nullptr) << "dims " << dims;
+			EXPECT_EQ(std::memcmp(copies->find(3), &v[3 * dims], s.vector_bytes()), 0);
+			EXPECT_EQ(g.distance(&v[0], 3), d) << "from the copy";
+			bool        other_thread = true;
+			std::thread t(
+			    [&] {
+				    other_thread = s.vector_copies(read.get(), s.read_state(read.get())) != nullptr;
+			    });
+			t.join();
+			EXPECT_FALSE(other_thread) << "one thread uses them";
+		}
+		{
+			hannoy::Txn write(s.env(), false);
+			s.write_state(write.get(), s.read_state(write.get()));
+			write.commit();
+		}
+		{
+			hannoy::Txn read(s.env(), true);
+			ASSERT_EQ(s.vector_copies(read.get(), s.read_state(read.get())), copies);
+			EXPECT_NE(copies->find(3), nullptr) << "a commit that frees no id keeps them";
+			hannoy::GraphState back = s.read_state(read.get());
+			back.next_id--;
+			s.vector_copies(read.get(), back);
+			EXPECT_EQ(copies->find(3), nullptr) << "next_id went back";
+			/* refill */
+			s.vector_copies(read.get(), s.read_state(read.get()));
+			hannoy::StoredGraph g(s, read.get());
+			g.use_copies(copies);
+			g.distance(&v[0], 3);
+			ASSERT_NE(copies->find(3), nullptr);
+		}
+		{
+			/* an editor keeps what it reads from the B-tree, never what its transaction wrote */
+			hannoy::Txn write(s.env(), false);
+			ASSERT_EQ(s.vector_copies(write.get(), s.read_state(write.get())), copies);
+			auto other = uniform(1, dims, 99);
+			s.put_vector(write.get(), 5, other.data(), false);
+			hannoy::StoredEditor e(s, write.get());
+			e.cache_vectors(true);
+			e.trust_seen(nullptr, 5);
+			e.use_copies(copies);
+			hannoy::StoredGraph direct(s, write.get());
+			double              want = direct.distance(other.data(), 6);
+			EXPECT_NEAR(e.distance_between(5, 6), want, 1e-9 * want);
+			EXPECT_EQ(copies->find(5), nullptr) << "the written vector is never kept";
+			ASSERT_NE(copies->find(6), nullptr);
+			EXPECT_EQ(std::memcmp(copies->find(6), &v[6 * dims], s.vector_bytes()), 0);
+			e.distance_between(3, 6);
+		} /* aborted: id 5 keeps its vector */
+		{
+			hannoy::Txn write(s.env(), false);
+			EXPECT_EQ(s.read_frees(write.get()), 0u);
+			s.add_frees(write.get(), 2);
+			write.commit();
+		}
+		{
+			hannoy::Txn read(s.env(), true);
+			EXPECT_EQ(s.read_frees(read.get()), 2u);
+			ASSERT_EQ(s.vector_copies(read.get(), s.read_state(read.get())), copies);
+			EXPECT_EQ(copies->find(3), nullptr) << "an id was freed: every copy goes";
+			EXPECT_EQ(copies->find(6), nullptr);
+		}
+
+		/* inserts fill the copies; VACUUM frees ids; inserts take them with other vectors */
+		HannoyError err;
+		auto        more = uniform(200, dims, 22);
+		for (size_t i = 0; i < 100; i++)
+			ASSERT_EQ(hannoy_insert(env, 5000 + i, &more[i * dims], 0, &err), HANNOY_OK)
+			    << err.message;
+		/* few enough for one repair slice to fit the tests' small map room at 784 dimensions */
+		size_t removed = vacuum(env, [](HannoyTid tid) { return tid % 5 == 0; });
+		ASSERT_GT(removed, 50u);
+		{
+			hannoy::Txn read(s.env(), true);
+			EXPECT_EQ(s.read_frees(read.get()), 2u + removed) << "VACUUM counts the ids it frees";
+		}
+		for (size_t i = 100; i < 200; i++)
+			ASSERT_EQ(hannoy_insert(env, 5000 + i, &more[i * dims], 0, &err), HANNOY_OK)
+			    << err.message;
+		EXPECT_TRUE(verify(env).empty());
+		hannoy::Txn        read(s.env(), true);
+		hannoy::GraphState state = s.read_state(read.get());
+		ASSERT_EQ(s.vector_copies(read.get(), state), copies);
+		size_t kept = 0;
+		for (uint32_t id = 0; id < state.next_id; id++)
+		{
+			const char *copy = copies->find(id);
+			if (copy == nullptr)
+				continue;
+			kept++;
+			ASSERT_TRUE(s.copy_vector(read.get(), id, stored.data())) << "a copy of a freed id";
+			EXPECT_EQ(std::memcmp(copy, stored.data(), stored.size()), 0) << "id " << id;
+		}
+		EXPECT_GT(kept, 100u) << "the inserts after VACUUM kept copies";
+		read.abort();
+		hannoy_env_close(env);
+	}
 }
 
 } // namespace
