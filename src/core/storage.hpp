@@ -530,7 +530,8 @@ class SnapshotCache
  * copies are filled from read transactions, and from write transactions
  * with every vector but the ones they wrote.  One thread (the first to
  * open them) uses them, at most MAX_BYTES of copies; others bypass them.
- * Not in an index without vectors (its pieces are decoded codes).
+ * Not in an index without vectors (its pieces are decoded codes), nor for
+ * vectors in pieces (see Store::vector_copies).
  */
 class VectorCopies
 {
@@ -914,7 +915,8 @@ class Store
 	/*
 	 * The copies of vectors that outlive transactions (VectorCopies), made
 	 * to serve 'txn' of graph state 'state'; nullptr for other threads than
-	 * the one using them, and in an index without vectors.
+	 * the one using them, in an index without vectors, and when vectors are
+	 * cut into pieces.
 	 */
 	VectorCopies *vector_copies(MDB_txn *txn, const GraphState &state) const;
 	/* How many ids VACUUM has freed in this sidecar, ever (0 when none was). */

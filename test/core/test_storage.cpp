@@ -390,6 +390,22 @@ TEST(SeenVectors, HoldOnlyInTheNextWriteTransaction)
 	hannoy_env_close(env);
 }
 
+/* Vectors cut into pieces get no copies: a gathered copy costs about the read it saves. */
+TEST(VectorCopies, NoneForVectorsInPieces)
+{
+	TempEnvDir     dir;
+	HannoyMeta     meta = test_meta(HANNOY_METRIC_L2, 784);
+	auto           v = uniform(20, 784, 23);
+	HannoyEnv     *env = build_all(dir.path(), meta, v, 1);
+	hannoy::Store &s = *reinterpret_cast<hannoy::Store *>(env);
+	ASSERT_GT(s.layout().pieces(), 1u);
+	{
+		hannoy::Txn read(s.env(), true);
+		EXPECT_EQ(s.vector_copies(read.get(), s.read_state(read.get())), nullptr);
+	}
+	hannoy_env_close(env);
+}
+
 /*
  * The vector copies of a store (VectorCopies) outlive transactions: a copy
  * is what the B-tree holds until VACUUM frees an id (the count of freed ids
@@ -400,7 +416,7 @@ TEST(SeenVectors, HoldOnlyInTheNextWriteTransaction)
  */
 TEST(VectorCopies, HoldUntilAnIdIsFreed)
 {
-	for (uint32_t dims : {8u, 784u}) /* one record, and pieces */
+	for (uint32_t dims : {8u, 500u}) /* the largest vectors kept whole: about 500 floats */
 	{
 		TempEnvDir            dir;
 		HannoyMeta            meta = test_meta(HANNOY_METRIC_L2, dims);
@@ -409,6 +425,7 @@ TEST(VectorCopies, HoldUntilAnIdIsFreed)
 		hannoy::Store        &s = *reinterpret_cast<hannoy::Store *>(env);
 		std::vector<char>     stored(s.vector_bytes());
 		hannoy::VectorCopies *copies;
+		ASSERT_EQ(s.layout().pieces(), 1u);
 		{
 			hannoy::Txn read(s.env(), true);
 			copies = s.vector_copies(read.get(), s.read_state(read.get()));
@@ -486,7 +503,7 @@ TEST(VectorCopies, HoldUntilAnIdIsFreed)
 		for (size_t i = 0; i < 100; i++)
 			ASSERT_EQ(hannoy_insert(env, 5000 + i, &more[i * dims], 0, &err), HANNOY_OK)
 			    << err.message;
-		/* few enough for one repair slice to fit the tests' small map room at 784 dimensions */
+		/* few enough for one repair slice to fit the tests' small map room */
 		size_t removed = vacuum(env, [](HannoyTid tid) { return tid % 5 == 0; });
 		ASSERT_GT(removed, 50u);
 		{
