@@ -823,15 +823,20 @@ void
 Store::add_frees(MDB_txn *txn, uint64_t n) const
 {
 	uint64_t total = read_frees(txn) + n;
-	MDB_val  key{sizeof(FREES_KEY) - 1, const_cast<char *>(FREES_KEY)};
-	char     record[sizeof(total) + CHECKSUM_BYTES];
-	std::memcpy(record, &total, sizeof(total));
+	put_meta_record(txn, MDB_val{sizeof(FREES_KEY) - 1, const_cast<char *>(FREES_KEY)}, &total,
+	                sizeof(total));
+}
+
+void
+Store::put_meta_record(MDB_txn *txn, MDB_val key, const void *value, size_t size) const
+{
+	std::string record(static_cast<const char *>(value), size);
 	if (checksummed())
 	{
-		uint32_t sum = record_checksum(key, &total, sizeof(total));
-		std::memcpy(record + sizeof(total), &sum, sizeof(sum));
+		uint32_t sum = record_checksum(key, value, size);
+		record.append(reinterpret_cast<const char *>(&sum), sizeof(sum));
 	}
-	put(txn, dbi_meta, key, MDB_val{sizeof(total) + trailer(), record});
+	put(txn, dbi_meta, key, MDB_val{record.size(), &record[0]});
 }
 
 VectorCopies *
@@ -1255,15 +1260,8 @@ Store::write_state(MDB_txn *txn, const GraphState &s) const
 	r.next_id = s.next_id;
 	r.max_level = s.max_level;
 	r.entry_point = s.entry_point;
-	MDB_val key{sizeof(STATE_KEY) - 1, const_cast<char *>(STATE_KEY)};
-	char    record[sizeof(r) + CHECKSUM_BYTES];
-	std::memcpy(record, &r, sizeof(r));
-	if (checksummed())
-	{
-		uint32_t sum = record_checksum(key, &r, sizeof(r));
-		std::memcpy(record + sizeof(r), &sum, sizeof(sum));
-	}
-	put(txn, dbi_meta, key, MDB_val{sizeof(r) + trailer(), record});
+	put_meta_record(txn, MDB_val{sizeof(STATE_KEY) - 1, const_cast<char *>(STATE_KEY)}, &r,
+	                sizeof(r));
 }
 
 namespace

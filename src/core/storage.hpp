@@ -976,6 +976,9 @@ class Store
 	/* Opens the named databases; 'format', when creating, says whether codes get one. */
 	void open_databases(bool create, uint32_t format);
 	void set_meta(const HannoyMeta &meta);
+	/* Writes record 'key' of the meta database: 'value', then its checksum when records have one.
+	 */
+	void put_meta_record(MDB_txn *txn, MDB_val key, const void *value, size_t size) const;
 	/* Bytes of data the environment holds (its last page), as last committed. */
 	uint64_t used_bytes() const;
 	/* The room the map keeps beyond 'used' bytes of data. */
