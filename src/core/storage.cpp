@@ -869,12 +869,18 @@ VectorCopies::open(const VectorLayout &layout, uint64_t frees, uint64_t next_id)
 	}
 	if (state != 2 || !pthread_equal(owner_, pthread_self()))
 		return false;
+	/* the slots are by id: past MAX_IDS they would take most of the room for copies */
+	if (next_id > MAX_IDS)
+	{
+		clear();
+		return false;
+	}
 	if (!valid_ || frees != frees_ || next_id < next_id_ || layout.bytes() != layout_.bytes() ||
 	    layout.pieces() != layout_.pieces())
 	{
 		clear();
 		layout_ = layout;
-		/* copies a multiple of 64 bytes apart: one never shares a cache line with the next */
+		/* copies a multiple of 64 bytes apart (a 128-byte vector takes two cache lines) */
 		stride_ = (layout.bytes() + 63) & ~size_t(63);
 		per_block_ = static_cast<uint32_t>(std::max<size_t>(1, BLOCK_BYTES / stride_));
 		frees_ = frees;
@@ -927,12 +933,15 @@ VectorCopies::room_for(uint32_t id)
 		return nullptr;
 	if (id >= slots_.size())
 	{
-		size_t want = std::max<size_t>(size_t(id) + 1, std::max<size_t>(next_id_, 1024));
+		/* room for the ids inserts will add too, so that the table grows seldom */
+		size_t want = std::max<size_t>(size_t(id) + 1, next_id_ + next_id_ / 8 + 1024);
+		want = std::min<size_t>(want, std::max<size_t>(size_t(id) + 1, MAX_IDS));
 		if (bytes() + (want - slots_.size()) * sizeof(uint32_t) > MAX_BYTES)
 			return nullptr;
 		/* a copy saves a read, no more: without memory there is none */
 		try
 		{
+			slots_.reserve(want); /* exactly: bytes() counts the capacity */
 			slots_.resize(want, 0);
 		}
 		catch (const std::bad_alloc &)

@@ -539,7 +539,8 @@ class VectorCopies
 	/*
 	 * Makes the copies serve a transaction whose count of freed ids is
 	 * 'frees' and whose next_id is 'next_id'; false for any thread but the
-	 * owner's, which must then not use them.
+	 * owner's, and when next_id is beyond MAX_IDS: the caller must then not
+	 * use them.
 	 */
 	bool open(const VectorLayout &layout, uint64_t frees, uint64_t next_id);
 	/* The copy of the vector of 'id', nullptr when there is none. */
@@ -556,6 +557,8 @@ class VectorCopies
 	size_t bytes() const;
 
 	static constexpr size_t MAX_BYTES = size_t(32) << 20; /* copies and slots, per store */
+	/* no copies in a store with more ids: their slots would take over a quarter of MAX_BYTES */
+	static constexpr uint64_t MAX_IDS = MAX_BYTES / 4 / sizeof(uint32_t);
 
   private:
 	static constexpr size_t BLOCK_BYTES = size_t(1) << 20;

@@ -390,8 +390,11 @@ TEST(SeenVectors, HoldOnlyInTheNextWriteTransaction)
 	hannoy_env_close(env);
 }
 
-/* Vectors cut into pieces get no copies: a gathered copy costs about the read it saves. */
-TEST(VectorCopies, NoneForVectorsInPieces)
+/*
+ * Vectors cut into pieces get no copies (a gathered copy costs about the
+ * read it saves), nor do stores with very many ids.
+ */
+TEST(VectorCopies, NoneForVectorsInPiecesOrTooManyIds)
 {
 	TempEnvDir     dir;
 	HannoyMeta     meta = test_meta(HANNOY_METRIC_L2, 784);
@@ -404,6 +407,20 @@ TEST(VectorCopies, NoneForVectorsInPieces)
 		EXPECT_EQ(s.vector_copies(read.get(), s.read_state(read.get())), nullptr);
 	}
 	hannoy_env_close(env);
+
+	/* nor in a store with more ids than slots for a quarter of the room */
+	hannoy::VectorLayout whole(HANNOY_METRIC_L2, 8);
+	hannoy::VectorCopies copies;
+	EXPECT_TRUE(copies.open(whole, 0, hannoy::VectorCopies::MAX_IDS));
+	EXPECT_FALSE(copies.open(whole, 0, hannoy::VectorCopies::MAX_IDS + 1));
+	EXPECT_TRUE(copies.open(whole, 0, 100));
+	auto        v8 = uniform(1, 8, 5);
+	const void *piece = v8.data();
+	copies.add(0xFFFFFFF0u, &piece); /* an id a damaged list names */
+	EXPECT_EQ(copies.find(0xFFFFFFF0u), nullptr) << "its slot would pass the room";
+	copies.add(7, &piece);
+	ASSERT_NE(copies.find(7), nullptr);
+	EXPECT_LE(copies.bytes(), hannoy::VectorCopies::MAX_BYTES);
 }
 
 /*
