@@ -141,7 +141,7 @@ configure() {
 	[[ $QUANTIZED == 1 ]] && QUANTIZED=binary,scalar8,binary-heap,scalar8-heap,none,bq
 	[[ $QUANTIZED == 0 || $QUANTIZED =~ ^(binary|scalar8|binary-heap|scalar8-heap|none|bq)(,(binary|scalar8|binary-heap|scalar8-heap|none|bq))*$ ]] ||
 		die "HANNOY_BENCH_QUANTIZED must be 0, 1 or a list like binary-heap,scalar8-heap,bq, got '$QUANTIZED'"
-	((INSERT_ROWS >= 8)) || die "HANNOY_BENCH_INSERT_ROWS must be at least 8"
+	((INSERT_ROWS >= 16)) || die "HANNOY_BENCH_INSERT_ROWS must be at least 16"
 	((CPU < NPROC)) || die "HANNOY_BENCH_CPU must be below $NPROC"
 	[[ $PGVECTOR_MODE == auto || $PGVECTOR_MODE == off ]] ||
 		die "HANNOY_BENCH_PGVECTOR must be auto or off, got '$PGVECTOR_MODE'"
@@ -713,31 +713,45 @@ run_filtered() {
 }
 
 # Inserts INSERT_ROWS staged rows into the built index of $2 with pgbench, one
-# row per transaction, with 1 and then 8 clients; appends to inserts.csv.
+# row per transaction, with 1 and then 8 clients; appends to inserts.csv.  Each
+# system inserts its rows in two halves, in the order A B B A (the second pair
+# reversed), so the machine's drift and the warming of a fresh connection hit
+# both systems alike; a rate is all its rows over the time of both halves.
 run_inserts() {
-	local ds=$1 tab=$2 efc=$3 system clients table script log tps before after
+	local ds=$1 tab=$2 efc=$3 system clients table script log tps before after half part
+	local -A rows seconds
 	[[ -f $OUT/inserts.csv ]] || echo "dataset,system,m,efc,clients,rows,seconds,rows_per_s" \
 		>"$OUT/inserts.csv"
 	for clients in 1 8; do
-		for system in hannoy pgvector; do
+		half=$((INSERT_ROWS / clients / 2))
+		((half >= 1)) || half=1
+		rows=() seconds=()
+		for part in hannoy pgvector pgvector hannoy; do
+			system=$part
 			[[ $system == hannoy ]] && table=$tab || table=${tab}_vec
 			((PGVECTOR)) || [[ $system == hannoy ]] || continue
-			say "inserts: $system $ds, $INSERT_ROWS rows, $clients client(s)"
+			say "inserts: $system $ds, $((half * clients)) rows, $clients client(s)"
 			script=$OUT/insert-$table.sql
 			echo "INSERT INTO $table (id, label, v) SELECT id, label, v FROM ${table}_stage WHERE id = (SELECT nextval('${table}_stage_seq'));" >"$script"
 			log=$OUT/pgbench-$ds-$system-c$clients.txt
 			before=$(cluster_value "SELECT count(*) FROM $table")
 			"$PG_BIN/pgbench" -n -h "$CLUSTER_DIR" -p "$PORT" -U postgres -f "$script" \
 				-c "$clients" -j "$((clients < NPROC ? clients : NPROC))" \
-				-t "$((INSERT_ROWS / clients))" postgres >"$log" 2>&1 || {
+				-t "$half" postgres >>"$log" 2>&1 || {
 				cat "$log" >&2
 				die "pgbench failed"
 			}
 			after=$(cluster_value "SELECT count(*) FROM $table")
-			tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$log")
-			((after - before == (INSERT_ROWS / clients) * clients)) ||
-				die "pgbench inserted $((after - before)) rows into $table, expected $(((INSERT_ROWS / clients) * clients))"
-			echo "$ds,$system,$M,$efc,$clients,$((after - before)),$(awk -v n="$((after - before))" -v t="$tps" 'BEGIN { printf "%.3f", n / t }'),$tps" >>"$OUT/inserts.csv"
+			tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$log" | tail -n 1)
+			((after - before == half * clients)) ||
+				die "pgbench inserted $((after - before)) rows into $table, expected $((half * clients))"
+			rows[$system]=$((${rows[$system]:-0} + after - before))
+			seconds[$system]=$(awk -v s="${seconds[$system]:-0}" -v n="$((after - before))" -v t="$tps" 'BEGIN { printf "%.3f", s + n / t }')
+		done
+		for system in hannoy pgvector; do
+			[[ -n ${rows[$system]:-} ]] || continue
+			tps=$(awk -v n="${rows[$system]}" -v s="${seconds[$system]}" 'BEGIN { printf "%.6f", n / s }')
+			echo "$ds,$system,$M,$efc,$clients,${rows[$system]},${seconds[$system]},$tps" >>"$OUT/inserts.csv"
 			printf '%s, %s client(s): %.0f rows/s\n' "$system" "$clients" "$tps"
 		done
 	done

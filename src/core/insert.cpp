@@ -45,6 +45,15 @@ codes_hold_exactly(const hannoy::Quantizer &quant, const void *v)
 	return std::memcmp(back.data(), v, back.size() * sizeof(float)) == 0;
 }
 
+/* Whether an insert of float vector 'v' into an index with vectors walks on codes of 'quant'. */
+bool
+walk_on_codes(const hannoy::Quantizer &quant, const void *v)
+{
+	if (quant.kind() != hannoy::QUANTIZER_SCALAR8)
+		return false;
+	return quant.dims() >= hannoy::CODES_MIN_DIMS || codes_hold_exactly(quant, v);
+}
+
 /*
  * Finds the new node's neighbours at each layer up to 'level' (Alg. 1,
  * search part).  'copies': read transaction 'txn' may use the store's
@@ -75,12 +84,14 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 	 * before choosing (DESIGN.md "Heap re-ranking"): decoding a 1-bit code
 	 * at every step of the walk would cost three inverse rotations each.
 	 * An index with vectors walks on its 8-bit codes when they hold the new
-	 * row exactly (pixels): a code is one B-tree read where a vector is
-	 * several.  Other rows' codes may be inexact (clamped inserts), so what
-	 * each layer found is measured against the vectors before choosing.
+	 * row exactly (pixels), or when it has CODES_MIN_DIMS dimensions or more
+	 * (rounding errors average out over so many; DESIGN.md "Insert"): a
+	 * code is one B-tree read where a vector is several.  Other rows' codes
+	 * may be inexact (clamped inserts), so what each layer found is measured
+	 * against the vectors before choosing.
 	 */
 	std::shared_ptr<const hannoy::Quantizer> quant = s.quantizer();
-	if (quant && !s.heap_rerank() && !codes_hold_exactly(*quant, q))
+	if (quant && !s.heap_rerank() && !walk_on_codes(*quant, q))
 		quant = nullptr;
 	hannoy::test_insert_walk(quant != nullptr);
 	hannoy::QueryForm form;
