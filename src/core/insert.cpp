@@ -99,7 +99,11 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 		quant->prepare(q, form);
 	std::unique_ptr<hannoy::CodedGraph> coded;
 	if (quant)
+	{
 		coded = std::make_unique<hannoy::CodedGraph>(s, txn, *quant, form);
+		if (copies)
+			coded->use_copies(s.code_copies(txn, state));
+	}
 	std::vector<uint32_t> scratch;
 	hannoy::Candidate     ep{coded ? coded->distance(q, state.entry_point)
 	                               : g.distance(q, state.entry_point),

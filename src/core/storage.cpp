@@ -852,8 +852,29 @@ Store::vector_copies(MDB_txn *txn, const GraphState &state) const
 	return copies_.open(layout_, read_frees(txn), state.next_id) ? &copies_ : nullptr;
 }
 
+VectorCopies *
+Store::code_copies(MDB_txn *txn, const GraphState &state) const
+{
+	size_t bytes = code_bytes_.load(std::memory_order_acquire);
+	if (!has_codes_db() || bytes == 0)
+		return nullptr;
+	return code_copies_.open_codes(bytes, read_frees(txn), state.next_id) ? &code_copies_ : nullptr;
+}
+
 bool
 VectorCopies::open(const VectorLayout &layout, uint64_t frees, uint64_t next_id)
+{
+	return open_sized(layout, layout.bytes(), frees, next_id);
+}
+
+bool
+VectorCopies::open_codes(size_t bytes, uint64_t frees, uint64_t next_id)
+{
+	return open_sized(VectorLayout(), bytes, frees, next_id);
+}
+
+bool
+VectorCopies::open_sized(const VectorLayout &layout, size_t bytes, uint64_t frees, uint64_t next_id)
 {
 	int state = owner_state_.load(std::memory_order_acquire);
 	if (state == 0)
@@ -875,13 +896,14 @@ VectorCopies::open(const VectorLayout &layout, uint64_t frees, uint64_t next_id)
 		clear();
 		return false;
 	}
-	if (!valid_ || frees != frees_ || next_id < next_id_ || layout.bytes() != layout_.bytes() ||
+	if (!valid_ || frees != frees_ || next_id < next_id_ || bytes != bytes_ ||
 	    layout.pieces() != layout_.pieces())
 	{
 		clear();
 		layout_ = layout;
+		bytes_ = bytes;
 		/* copies a multiple of 64 bytes apart (a 128-byte vector takes two cache lines) */
-		stride_ = (layout.bytes() + 63) & ~size_t(63);
+		stride_ = (bytes + 63) & ~size_t(63);
 		per_block_ = static_cast<uint32_t>(std::max<size_t>(1, BLOCK_BYTES / stride_));
 		frees_ = frees;
 		valid_ = true;
@@ -921,7 +943,7 @@ VectorCopies::add_whole(uint32_t id, const void *vector)
 {
 	if (char *copy = room_for(id))
 	{
-		std::memcpy(copy, vector, layout_.bytes());
+		std::memcpy(copy, vector, bytes_);
 		slots_[id] = ++used_;
 	}
 }

@@ -531,7 +531,8 @@ class SnapshotCache
  * with every vector but the ones they wrote.  One thread (the first to
  * open them) uses them, at most MAX_BYTES of copies; others bypass them.
  * Not in an index without vectors (its pieces are decoded codes), nor for
- * vectors in pieces (see Store::vector_copies).
+ * vectors in pieces (see Store::vector_copies).  A second set holds codes,
+ * which change under the same rule (Store::code_copies).
  */
 class VectorCopies
 {
@@ -543,6 +544,8 @@ class VectorCopies
 	 * use them.
 	 */
 	bool open(const VectorLayout &layout, uint64_t frees, uint64_t next_id);
+	/* The same for copies of codes of 'bytes' bytes (add_whole only). */
+	bool open_codes(size_t bytes, uint64_t frees, uint64_t next_id);
 	/* The copy of the vector of 'id', nullptr when there is none. */
 	const char *
 	find(uint32_t id) const
@@ -551,7 +554,7 @@ class VectorCopies
 	}
 	/* Keeps a copy of the vector of 'id' given by its pieces, if there is room. */
 	void add(uint32_t id, const void *const *pieces);
-	/* The same for a vector given whole ('vector': layout.bytes() bytes). */
+	/* The same for a vector given whole ('vector': the bytes open() was given). */
 	void add_whole(uint32_t id, const void *vector);
 	/* Bytes the copies take now, slots included. */
 	size_t bytes() const;
@@ -569,12 +572,15 @@ class VectorCopies
 		return blocks_[slot / per_block_].get() + size_t(slot % per_block_) * stride_;
 	}
 	void clear();
+	/* open() for records of 'bytes' bytes given as 'layout' */
+	bool open_sized(const VectorLayout &layout, size_t bytes, uint64_t frees, uint64_t next_id);
 	/* Room for the copy of 'id', nullptr when it has one or there is no room. */
 	char *room_for(uint32_t id);
 
 	std::atomic<int>                     owner_state_{0}; /* 0: unclaimed, 1: claiming, 2: owned */
 	pthread_t                            owner_{};
 	VectorLayout                         layout_;
+	size_t                               bytes_ = 0;     /* bytes of a copy */
 	size_t                               stride_ = 0;    /* bytes from one copy to the next */
 	uint32_t                             per_block_ = 0; /* copies per block */
 	uint32_t                             used_ = 0;      /* copies kept */
@@ -922,6 +928,12 @@ class Store
 	 * cut into pieces.
 	 */
 	VectorCopies *vector_copies(MDB_txn *txn, const GraphState &state) const;
+	/*
+	 * The same for codes: copies of the codes read in a read transaction
+	 * 'txn' whose state is 'state' (an insert's walk on codes); nullptr
+	 * when the sidecar has no codes or the calling thread may not use them.
+	 */
+	VectorCopies *code_copies(MDB_txn *txn, const GraphState &state) const;
 	/* How many ids VACUUM has freed in this sidecar, ever (0 when none was). */
 	uint64_t read_frees(MDB_txn *txn) const;
 	/* Counts 'n' more freed ids, in the caller's write transaction. */
@@ -1007,7 +1019,8 @@ class Store
 	HannoyMeta            meta_{};
 	VectorLayout          layout_;
 	mutable SnapshotCache cache_;
-	mutable VectorCopies  copies_; /* see vector_copies */
+	mutable VectorCopies  copies_;      /* see vector_copies */
+	mutable VectorCopies  code_copies_; /* see code_copies */
 	/* the codes' quantizer (format 5), read with the meta record or found later */
 	mutable std::shared_ptr<const Quantizer> quantizer_;
 	bool                                     codes_db_found_ = false;
@@ -1281,12 +1294,30 @@ class CodedGraph
 	    : store_(store), txn_(txn), q_(q), form_(form)
 	{
 	}
+	/*
+	 * Takes codes from 'copies' (Store::code_copies, made to serve this
+	 * read transaction) and keeps there the ones it reads from the B-tree.
+	 */
+	void
+	use_copies(VectorCopies *copies)
+	{
+		copies_ = copies;
+	}
 	double
 	distance(const void *query, uint32_t id) const
 	{
 		const uint8_t *code;
+		if (copies_ != nullptr)
+		{
+			if (const char *copy = copies_->find(id))
+				return q_.distance(reinterpret_cast<const uint8_t *>(copy), form_);
+		}
 		if (store_.code_of(txn_, id, &code))
+		{
+			if (copies_ != nullptr)
+				copies_->add_whole(id, code);
 			return q_.distance(code, form_);
+		}
 		return store_.distance_to(txn_, id, query);
 	}
 	void
@@ -1300,6 +1331,7 @@ class CodedGraph
 	MDB_txn         *txn_;
 	const Quantizer &q_;
 	const QueryForm &form_;
+	VectorCopies    *copies_ = nullptr; /* see use_copies */
 };
 
 /* The level of a new node: -ln(U) / ln(m) with U drawn from (seed, salt). */

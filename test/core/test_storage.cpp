@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "edit.hpp"
+#include "graph.hpp"
+#include "quantizer.hpp"
 #include "hannoy/hannoy.h"
 #include "storage.hpp"
 #include "test_util.hpp"
@@ -548,6 +550,87 @@ TEST(VectorCopies, HoldUntilAnIdIsFreed)
 		read.abort();
 		hannoy_env_close(env);
 	}
+}
+
+TEST(VectorCopies, CodesHoldUntilAnIdIsFreed)
+{
+	/*
+	 * The codes an insert's walk reads (256 dimensions and more: every
+	 * insert walks on codes) are kept across its transactions, dropped when
+	 * VACUUM frees an id, and always equal the stored code.
+	 */
+	const uint32_t dims = 300;
+	TempEnvDir     dir;
+	HannoyMeta     meta = test_meta(HANNOY_METRIC_L2, dims);
+	auto           v = uniform(600, dims, 31);
+	HannoyEnv *env = build_all(dir.path(), meta, v, 1, 0, 20, nullptr, HANNOY_QUANTIZER_SCALAR8);
+	hannoy::Store                           &s = *reinterpret_cast<hannoy::Store *>(env);
+	std::shared_ptr<const hannoy::Quantizer> quant = s.quantizer();
+	ASSERT_TRUE(quant);
+	const size_t          code_bytes = quant->code_bytes();
+	hannoy::VectorCopies *copies;
+	{
+		hannoy::Txn read(s.env(), true);
+		copies = s.code_copies(read.get(), s.read_state(read.get()));
+		ASSERT_NE(copies, nullptr);
+		EXPECT_NE(copies, s.vector_copies(read.get(), s.read_state(read.get())));
+		EXPECT_EQ(copies->find(3), nullptr);
+		hannoy::QueryForm form;
+		quant->prepare(&v[0], form);
+		hannoy::CodedGraph g(s, read.get(), *quant, form);
+		g.use_copies(copies);
+		double         d = g.distance(&v[0], 3);
+		const uint8_t *code;
+		ASSERT_TRUE(s.code_of(read.get(), 3, &code));
+		ASSERT_NE(copies->find(3), nullptr);
+		EXPECT_EQ(std::memcmp(copies->find(3), code, code_bytes), 0);
+		EXPECT_EQ(g.distance(&v[0], 3), d) << "from the copy";
+		bool        other_thread = true;
+		std::thread t(
+		    [&] { other_thread = s.code_copies(read.get(), s.read_state(read.get())) != nullptr; });
+		t.join();
+		EXPECT_FALSE(other_thread) << "one thread uses them";
+	}
+	HannoyError err;
+	auto        more = uniform(200, dims, 32);
+	for (size_t i = 0; i < 100; i++)
+		ASSERT_EQ(hannoy_insert(env, 5000 + i, &more[i * dims], 0, &err), HANNOY_OK) << err.message;
+	size_t kept_before = 0;
+	{
+		hannoy::Txn read(s.env(), true);
+		ASSERT_EQ(s.code_copies(read.get(), s.read_state(read.get())), copies);
+		for (uint32_t id = 0; id < 600; id++)
+			kept_before += copies->find(id) != nullptr;
+	}
+	EXPECT_GT(kept_before, 100u) << "the inserts' walks kept codes";
+	size_t removed = vacuum(env, [](HannoyTid tid) { return tid % 5 == 0; });
+	ASSERT_GT(removed, 50u);
+	{
+		hannoy::Txn read(s.env(), true);
+		ASSERT_EQ(s.code_copies(read.get(), s.read_state(read.get())), copies);
+		for (uint32_t id = 0; id < 600; id++)
+			ASSERT_EQ(copies->find(id), nullptr) << "ids were freed: every copy goes";
+	}
+	for (size_t i = 100; i < 200; i++)
+		ASSERT_EQ(hannoy_insert(env, 5000 + i, &more[i * dims], 0, &err), HANNOY_OK) << err.message;
+	EXPECT_TRUE(verify(env).empty());
+	hannoy::Txn        read(s.env(), true);
+	hannoy::GraphState state = s.read_state(read.get());
+	ASSERT_EQ(s.code_copies(read.get(), state), copies);
+	size_t kept = 0;
+	for (uint32_t id = 0; id < state.next_id; id++)
+	{
+		const char *copy = copies->find(id);
+		if (copy == nullptr)
+			continue;
+		kept++;
+		const uint8_t *code;
+		ASSERT_TRUE(s.code_of(read.get(), id, &code)) << "a copy of a freed id";
+		EXPECT_EQ(std::memcmp(copy, code, code_bytes), 0) << "id " << id;
+	}
+	EXPECT_GT(kept, 100u) << "the inserts after VACUUM kept copies";
+	read.abort();
+	hannoy_env_close(env);
 }
 
 } // namespace
