@@ -724,7 +724,6 @@ run_inserts() {
 		>"$OUT/inserts.csv"
 	for clients in 1 8; do
 		half=$((INSERT_ROWS / clients / 2))
-		((half >= 1)) || half=1
 		rows=() seconds=()
 		for part in hannoy pgvector pgvector hannoy; do
 			system=$part
@@ -737,12 +736,15 @@ run_inserts() {
 			before=$(cluster_value "SELECT count(*) FROM $table")
 			"$PG_BIN/pgbench" -n -h "$CLUSTER_DIR" -p "$PORT" -U postgres -f "$script" \
 				-c "$clients" -j "$((clients < NPROC ? clients : NPROC))" \
-				-t "$half" postgres >>"$log" 2>&1 || {
-				cat "$log" >&2
+				-t "$half" postgres >"$log.part" 2>&1 || {
+				cat "$log.part" >&2
 				die "pgbench failed"
 			}
+			cat "$log.part" >>"$log"
 			after=$(cluster_value "SELECT count(*) FROM $table")
-			tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$log" | tail -n 1)
+			tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$log.part")
+			rm -f "$log.part"
+			[[ -n $tps ]] || die "pgbench printed no rate into $log"
 			((after - before == half * clients)) ||
 				die "pgbench inserted $((after - before)) rows into $table, expected $((half * clients))"
 			rows[$system]=$((${rows[$system]:-0} + after - before))

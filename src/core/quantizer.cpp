@@ -482,6 +482,33 @@ Quantizer::encode(const void *v, uint8_t *out) const
 	}
 }
 
+double
+Quantizer::code_error(const void *v) const
+{
+	if (kind_ != QUANTIZER_SCALAR8)
+		return 1.0;
+	const unsigned char *p = static_cast<const unsigned char *>(v);
+	const double         unit = unit_length_ ? unit_factor(p, dims_) : 1.0;
+	std::vector<uint8_t> code(dims_);
+	encode(v, code.data());
+	double err = 0, spread = 0;
+	for (uint32_t i = 0; i < dims_; i++)
+	{
+		float x;
+		std::memcpy(&x, p + i * sizeof(float), sizeof(x));
+		double y = double(x) * unit;
+		if (!std::isfinite(y))
+			return 1.0;
+		double back = double(offset_[i]) + double(scale_[i]) * code[i];
+		double mid = double(offset_[i]) + double(scale_[i]) * (CODE_MAX / 2.0);
+		err += (y - back) * (y - back);
+		spread += (y - mid) * (y - mid);
+	}
+	if (spread == 0)
+		return err == 0 ? 0.0 : 1.0;
+	return std::min(1.0, err / spread);
+}
+
 void
 Quantizer::prepare(const void *query, QueryForm &form) const
 {

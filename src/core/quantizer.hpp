@@ -116,6 +116,15 @@ class Quantizer
 	/* The code of float vector 'v' (code_bytes() bytes into 'out'). */
 	void encode(const void *v, uint8_t *out) const;
 	/*
+	 * 8-bit codes: how far the code of float vector 'v' is from it, as the
+	 * squared error of its decoded code over the squared distance from 'v'
+	 * to the middle of the code range (both on 'v' scaled to length 1 where
+	 * the codes are of unit vectors): about 1e-5 for rows inside the range
+	 * the build saw, 1 for a quantizer that saw no spread.  1 when 'v' has a
+	 * NaN or an infinity, and for 1-bit codes.
+	 */
+	double code_error(const void *v) const;
+	/*
 	 * The float vector a code stands for, into 'out' (dims floats): 8-bit,
 	 * offset + scale x code; 1-bit, the mean plus the signs rotated back,
 	 * scaled to the stored length |x - mean| (a reconstruction the

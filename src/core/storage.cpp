@@ -855,8 +855,9 @@ Store::vector_copies(MDB_txn *txn, const GraphState &state) const
 VectorCopies *
 Store::code_copies(MDB_txn *txn, const GraphState &state) const
 {
+	/* heap-reranked indexes walk on codes too, but were not measured with copies */
 	size_t bytes = code_bytes_.load(std::memory_order_acquire);
-	if (!has_codes_db() || bytes == 0)
+	if (!has_codes_db() || bytes == 0 || heap_rerank())
 		return nullptr;
 	return code_copies_.open_codes(bytes, read_frees(txn), state.next_id) ? &code_copies_ : nullptr;
 }

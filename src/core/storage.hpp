@@ -532,7 +532,8 @@ class SnapshotCache
  * open them) uses them, at most MAX_BYTES of copies; others bypass them.
  * Not in an index without vectors (its pieces are decoded codes), nor for
  * vectors in pieces (see Store::vector_copies).  A second set holds codes,
- * which change under the same rule (Store::code_copies).
+ * which change under the same rule, in indexes with vectors
+ * (Store::code_copies).
  */
 class VectorCopies
 {
@@ -931,7 +932,8 @@ class Store
 	/*
 	 * The same for codes: copies of the codes read in a read transaction
 	 * 'txn' whose state is 'state' (an insert's walk on codes); nullptr
-	 * when the sidecar has no codes or the calling thread may not use them.
+	 * when the sidecar has no codes or no vectors (heap re-ranking), or the
+	 * calling thread may not use them.
 	 */
 	VectorCopies *code_copies(MDB_txn *txn, const GraphState &state) const;
 	/* How many ids VACUUM has freed in this sidecar, ever (0 when none was). */

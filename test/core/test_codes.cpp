@@ -99,6 +99,28 @@ TEST(Quantizer, RangesMapToTheEndsOfTheCode)
 	EXPECT_TRUE(code[1] == 127 || code[1] == 128) << int(code[1]);
 }
 
+TEST(Quantizer, CodeErrorTellsHowCloselyCodesDescribeARow)
+{
+	/* rows inside the fitted range: rounding only, a tiny error; none for exact codes */
+	std::vector<float> v = {0.0f, -1.0f, 5.0f, 10.5f, 1.25f, 6.0f, 3.0f, 0.5f, 5.5f};
+	hannoy::Quantizer  q = fitted(HANNOY_METRIC_L2, v, 3);
+	EXPECT_EQ(q.code_error(&v[0]), 0.0) << "the ends of the range are exact";
+	const float inside[3] = {5.1f, 0.3f, 5.2f};
+	EXPECT_GT(q.code_error(inside), 0.0);
+	EXPECT_LT(q.code_error(inside), 1e-3);
+	/* far outside the range: clamped, about as far from its code as from the range */
+	const float far[3] = {500.0f, -300.0f, 400.0f};
+	EXPECT_GT(q.code_error(far), 0.9);
+	const float nan[3] = {1.0f, std::numeric_limits<float>::quiet_NaN(), 5.0f};
+	EXPECT_EQ(q.code_error(nan), 1.0);
+	/* a quantizer that saw one row has no spread: every other row is its whole error */
+	std::vector<float> one = {1.0f, 2.0f, 3.0f};
+	hannoy::Quantizer  flat = fitted(HANNOY_METRIC_L2, one, 3);
+	EXPECT_EQ(flat.code_error(one.data()), 0.0);
+	const float other[3] = {1.5f, 2.0f, 3.0f};
+	EXPECT_EQ(flat.code_error(other), 1.0);
+}
+
 TEST(Quantizer, IntegerPixelsAreExact)
 {
 	/*

@@ -179,8 +179,9 @@ TEST(InsertRecall, ManyDimensionsSearchOnCodes)
 {
 	/*
 	 * Rows with fractions and 256 dimensions (CODES_MIN_DIMS): no code holds
-	 * them, yet each insert's search walks on the codes and measures what it
-	 * found against the vectors (DESIGN.md "Insert").  Inserted rows find
+	 * them, yet each insert's search walks on the codes, which describe them
+	 * closely, and measures what it found against the vectors (DESIGN.md
+	 * "Insert"); rows the codes clamp far walk on the vectors.  Inserted rows find
 	 * themselves (a walk on the vectors: 1,999 of 2,000, recall 0.958; on
 	 * codes 1,997 and 0.963) and the queries' neighbours are found as in a
 	 * built index.
@@ -225,6 +226,23 @@ TEST(InsertRecall, ManyDimensionsSearchOnCodes)
 	            built, added, found, r40);
 	EXPECT_GE(found, added - added / 200);
 	EXPECT_GE(r40, 0.95);
+	/* rows the codes clamp far (ten times the build's values) walk on the vectors */
+	hooks.insert_walk = [](void *arg, bool on_codes) { static_cast<size_t *>(arg)[on_codes]++; };
+	hooks.insert_walk_arg = walks;
+	hannoy_test_set_hooks(&hooks);
+	const size_t far = 20;
+	for (size_t i = 0; i < far; i++)
+	{
+		std::vector<float> v(base.begin() + i * dims, base.begin() + (i + 1) * dims);
+		for (float &x : v)
+			x *= 10.0f;
+		ASSERT_EQ(hannoy_insert(env, built + added + i + 1, v.data(), 0, &err), HANNOY_OK)
+		    << err.message;
+	}
+	hooks = HannoyTestHooks{};
+	hannoy_test_set_hooks(&hooks);
+	EXPECT_EQ(walks[0], far);
+	EXPECT_EQ(walks[1], added);
 	hannoy_env_close(env);
 }
 

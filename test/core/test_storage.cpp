@@ -573,7 +573,6 @@ TEST(VectorCopies, CodesHoldUntilAnIdIsFreed)
 		hannoy::Txn read(s.env(), true);
 		copies = s.code_copies(read.get(), s.read_state(read.get()));
 		ASSERT_NE(copies, nullptr);
-		EXPECT_NE(copies, s.vector_copies(read.get(), s.read_state(read.get())));
 		EXPECT_EQ(copies->find(3), nullptr);
 		hannoy::QueryForm form;
 		quant->prepare(&v[0], form);
