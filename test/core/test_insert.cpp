@@ -26,6 +26,79 @@ namespace
 using hannoy_test::Row;
 using hannoy_test::TempEnvDir;
 
+/*
+ * Makes the insert hook count the searches that walk on the vectors
+ * (walks[0]) and on codes (walks[1]).
+ */
+void
+count_walks(size_t *walks)
+{
+	HannoyTestHooks hooks = {};
+	hooks.insert_walk = [](void *arg, bool on_codes) { static_cast<size_t *>(arg)[on_codes]++; };
+	hooks.insert_walk_arg = walks;
+	hannoy_test_set_hooks(&hooks);
+}
+
+/* Removes every test hook. */
+void
+clear_hooks()
+{
+	HannoyTestHooks none = {};
+	hannoy_test_set_hooks(&none);
+}
+
+/*
+ * Builds an index with 8-bit codes (by name: 'auto' gives them from 256
+ * dimensions on) over the first 'built' rows of 'base', then inserts the
+ * next 'added' (TID: the row + 1) with count_walks(walks) armed; nullptr
+ * after a failed insert.
+ */
+HannoyEnv *
+build_then_insert(const char *path, const HannoyMeta &meta, const std::vector<float> &base,
+                  size_t built, size_t added, size_t *walks)
+{
+	const uint32_t dims = meta.dims;
+	HannoyEnv     *env = hannoy_test::build_all(
+	        path, meta, std::vector<float>(base.begin(), base.begin() + built * dims), 1, 0, 20,
+	        nullptr, HANNOY_QUANTIZER_SCALAR8);
+	count_walks(walks);
+	HannoyError err;
+	for (size_t i = built; i < built + added; i++)
+		if (hannoy_insert(env, i + 1, &base[i * dims], 0, &err) != HANNOY_OK)
+		{
+			ADD_FAILURE() << err.message;
+			hannoy_env_close(env);
+			return nullptr;
+		}
+	return env;
+}
+
+/*
+ * How many of rows first .. last - 1 of 'base' (TID: the row + 1) find
+ * themselves at distance 0 among their 10 nearest at ef_search 40.
+ */
+size_t
+rows_finding_themselves(HannoyEnv *env, const std::vector<float> &base, uint32_t dims, size_t first,
+                        size_t last)
+{
+	HannoyError err;
+	HannoyScan *scan = nullptr;
+	EXPECT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
+	if (scan == nullptr)
+		return 0;
+	size_t found = 0;
+	for (size_t i = first; i < last; i++)
+	{
+		EXPECT_EQ(hannoy_scan_start(scan, &base[i * dims], dims, 40, 0, &err), HANNOY_OK);
+		bool self = false;
+		for (const Row &r : hannoy_test::scan_rows(scan, 10))
+			self = self || (r.tid == i + 1 && r.distance == 0.0);
+		found += self;
+	}
+	hannoy_scan_free(scan);
+	return found;
+}
+
 TEST(SelfLookup, InsertsWhileEveryUpperLayerNodeIsATombstone)
 {
 	/*
@@ -127,32 +200,13 @@ TEST(InsertRecall, RowsWithExactCodesSearchOnThem)
 	std::vector<float> queries(rows.begin() + (built + added) * dims, rows.end());
 	HannoyMeta         meta = hannoy_test::test_meta(HANNOY_METRIC_L2, dims, 16, 64);
 	TempEnvDir         dir;
-	/* 8-bit codes by name: 'auto' gives them from 256 dimensions on */
-	HannoyEnv *env = hannoy_test::build_all(
-	    dir.path(), meta, std::vector<float>(base.begin(), base.begin() + built * dims), 1, 0, 20,
-	    nullptr, HANNOY_QUANTIZER_SCALAR8);
-	size_t          walks[2] = {0, 0}; /* on the vectors, on codes */
-	HannoyTestHooks hooks = {};
-	hooks.insert_walk = [](void *arg, bool on_codes) { static_cast<size_t *>(arg)[on_codes]++; };
-	hooks.insert_walk_arg = walks;
-	hannoy_test_set_hooks(&hooks);
+	size_t             walks[2] = {0, 0}; /* on the vectors, on codes */
+	HannoyEnv         *env = build_then_insert(dir.path(), meta, base, built, added, walks);
+	ASSERT_NE(env, nullptr);
 	HannoyError err;
-	for (size_t i = built; i < built + added; i++)
-		ASSERT_EQ(hannoy_insert(env, i + 1, &base[i * dims], 0, &err), HANNOY_OK) << err.message;
 	EXPECT_EQ(walks[1], added);
 	EXPECT_EQ(walks[0], 0u);
-	HannoyScan *scan = nullptr;
-	ASSERT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
-	size_t found = 0;
-	for (size_t i = built; i < built + added; i++)
-	{
-		ASSERT_EQ(hannoy_scan_start(scan, &base[i * dims], dims, 40, 0, &err), HANNOY_OK);
-		bool self = false;
-		for (const Row &r : hannoy_test::scan_rows(scan, 10))
-			self = self || (r.tid == i + 1 && r.distance == 0.0);
-		found += self;
-	}
-	hannoy_scan_free(scan);
+	size_t found = rows_finding_themselves(env, base, dims, built, built + added);
 	double r40 = hannoy_test::recall_at(env, HANNOY_METRIC_L2, dims, base, queries, 40);
 	std::printf("pixel rows, %zu built and %zu inserted: %zu inserted rows find themselves, "
 	            "recall@10 at ef 40 %.4f\n",
@@ -170,8 +224,7 @@ TEST(InsertRecall, RowsWithExactCodesSearchOnThem)
 	}
 	EXPECT_EQ(walks[0], fractional);
 	EXPECT_EQ(walks[1], added);
-	hooks = HannoyTestHooks{};
-	hannoy_test_set_hooks(&hooks);
+	clear_hooks();
 	hannoy_env_close(env);
 }
 
@@ -193,33 +246,14 @@ TEST(InsertRecall, ManyDimensionsSearchOnCodes)
 	std::vector<float> queries(rows.begin() + (built + added) * dims, rows.end());
 	HannoyMeta         meta = hannoy_test::test_meta(HANNOY_METRIC_L2, dims, 16, 64);
 	TempEnvDir         dir;
-	HannoyEnv         *env = hannoy_test::build_all(
-	            dir.path(), meta, std::vector<float>(base.begin(), base.begin() + built * dims), 1, 0, 20,
-	            nullptr, HANNOY_QUANTIZER_SCALAR8);
-	size_t          walks[2] = {0, 0}; /* on the vectors, on codes */
-	HannoyTestHooks hooks = {};
-	hooks.insert_walk = [](void *arg, bool on_codes) { static_cast<size_t *>(arg)[on_codes]++; };
-	hooks.insert_walk_arg = walks;
-	hannoy_test_set_hooks(&hooks);
+	size_t             walks[2] = {0, 0}; /* on the vectors, on codes */
+	HannoyEnv         *env = build_then_insert(dir.path(), meta, base, built, added, walks);
+	ASSERT_NE(env, nullptr);
+	clear_hooks();
 	HannoyError err;
-	for (size_t i = built; i < built + added; i++)
-		ASSERT_EQ(hannoy_insert(env, i + 1, &base[i * dims], 0, &err), HANNOY_OK) << err.message;
-	hooks = HannoyTestHooks{};
-	hannoy_test_set_hooks(&hooks);
 	EXPECT_EQ(walks[1], added);
 	EXPECT_EQ(walks[0], 0u);
-	HannoyScan *scan = nullptr;
-	ASSERT_EQ(hannoy_scan_create(env, &scan, &err), HANNOY_OK);
-	size_t found = 0;
-	for (size_t i = built; i < built + added; i++)
-	{
-		ASSERT_EQ(hannoy_scan_start(scan, &base[i * dims], dims, 40, 0, &err), HANNOY_OK);
-		bool self = false;
-		for (const Row &r : hannoy_test::scan_rows(scan, 10))
-			self = self || (r.tid == i + 1 && r.distance == 0.0);
-		found += self;
-	}
-	hannoy_scan_free(scan);
+	size_t found = rows_finding_themselves(env, base, dims, built, built + added);
 	double r40 = hannoy_test::recall_at(env, HANNOY_METRIC_L2, dims, base, queries, 40);
 	std::printf("256 dimensions, %zu built and %zu inserted: %zu inserted rows find themselves, "
 	            "recall@10 at ef 40 %.4f\n",
@@ -227,9 +261,7 @@ TEST(InsertRecall, ManyDimensionsSearchOnCodes)
 	EXPECT_GE(found, added - added / 200);
 	EXPECT_GE(r40, 0.95);
 	/* rows the codes clamp far (ten times the build's values) walk on the vectors */
-	hooks.insert_walk = [](void *arg, bool on_codes) { static_cast<size_t *>(arg)[on_codes]++; };
-	hooks.insert_walk_arg = walks;
-	hannoy_test_set_hooks(&hooks);
+	count_walks(walks);
 	const size_t far = 20;
 	for (size_t i = 0; i < far; i++)
 	{
@@ -239,8 +271,7 @@ TEST(InsertRecall, ManyDimensionsSearchOnCodes)
 		ASSERT_EQ(hannoy_insert(env, built + added + i + 1, v.data(), 0, &err), HANNOY_OK)
 		    << err.message;
 	}
-	hooks = HannoyTestHooks{};
-	hannoy_test_set_hooks(&hooks);
+	clear_hooks();
 	EXPECT_EQ(walks[0], far);
 	EXPECT_EQ(walks[1], added);
 	hannoy_env_close(env);

@@ -396,6 +396,30 @@ TEST(SeenVectors, HoldOnlyInTheNextWriteTransaction)
  * Vectors cut into pieces get no copies (a gathered copy costs about the
  * read it saves), nor do stores with very many ids.
  */
+/*
+ * Checks every copy 'copies' keeps below 'next_id' against the stored
+ * record 'stored(id)' gives ('bytes' bytes; nullptr: the id has none, so a
+ * copy of it is stale); returns how many copies there are.
+ */
+template <typename Stored>
+size_t
+check_copies(const hannoy::VectorCopies &copies, uint32_t next_id, size_t bytes, Stored stored)
+{
+	size_t kept = 0;
+	for (uint32_t id = 0; id < next_id; id++)
+	{
+		const char *copy = copies.find(id);
+		if (copy == nullptr)
+			continue;
+		kept++;
+		const void *record = stored(id);
+		EXPECT_NE(record, nullptr) << "a copy of freed id " << id;
+		if (record != nullptr)
+			EXPECT_EQ(std::memcmp(copy, record, bytes), 0) << "id " << id;
+	}
+	return kept;
+}
+
 TEST(VectorCopies, NoneForVectorsInPiecesOrTooManyIds)
 {
 	TempEnvDir     dir;
@@ -536,16 +560,10 @@ TEST(VectorCopies, HoldUntilAnIdIsFreed)
 		hannoy::Txn        read(s.env(), true);
 		hannoy::GraphState state = s.read_state(read.get());
 		ASSERT_EQ(s.vector_copies(read.get(), state), copies);
-		size_t kept = 0;
-		for (uint32_t id = 0; id < state.next_id; id++)
-		{
-			const char *copy = copies->find(id);
-			if (copy == nullptr)
-				continue;
-			kept++;
-			ASSERT_TRUE(s.copy_vector(read.get(), id, stored.data())) << "a copy of a freed id";
-			EXPECT_EQ(std::memcmp(copy, stored.data(), stored.size()), 0) << "id " << id;
-		}
+		size_t kept = check_copies(
+		    *copies, state.next_id, stored.size(),
+		    [&](uint32_t id) -> const void *
+		    { return s.copy_vector(read.get(), id, stored.data()) ? stored.data() : nullptr; });
 		EXPECT_GT(kept, 100u) << "the inserts after VACUUM kept copies";
 		read.abort();
 		hannoy_env_close(env);
@@ -616,17 +634,12 @@ TEST(VectorCopies, CodesHoldUntilAnIdIsFreed)
 	hannoy::Txn        read(s.env(), true);
 	hannoy::GraphState state = s.read_state(read.get());
 	ASSERT_EQ(s.code_copies(read.get(), state), copies);
-	size_t kept = 0;
-	for (uint32_t id = 0; id < state.next_id; id++)
-	{
-		const char *copy = copies->find(id);
-		if (copy == nullptr)
-			continue;
-		kept++;
-		const uint8_t *code;
-		ASSERT_TRUE(s.code_of(read.get(), id, &code)) << "a copy of a freed id";
-		EXPECT_EQ(std::memcmp(copy, code, code_bytes), 0) << "id " << id;
-	}
+	size_t kept = check_copies(*copies, state.next_id, code_bytes,
+	                           [&](uint32_t id) -> const void *
+	                           {
+		                           const uint8_t *code;
+		                           return s.code_of(read.get(), id, &code) ? code : nullptr;
+	                           });
 	EXPECT_GT(kept, 100u) << "the inserts after VACUUM kept copies";
 	read.abort();
 	hannoy_env_close(env);
