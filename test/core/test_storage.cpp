@@ -415,7 +415,9 @@ check_copies(const hannoy::VectorCopies &copies, uint32_t next_id, size_t bytes,
 		const void *record = stored(id);
 		EXPECT_NE(record, nullptr) << "a copy of freed id " << id;
 		if (record != nullptr)
+		{
 			EXPECT_EQ(std::memcmp(copy, record, bytes), 0) << "id " << id;
+		}
 	}
 	return kept;
 }
