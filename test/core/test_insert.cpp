@@ -99,6 +99,24 @@ rows_finding_themselves(HannoyEnv *env, const std::vector<float> &base, uint32_t
 	return found;
 }
 
+/*
+ * After build_then_insert: how many inserted rows find themselves (into
+ * *found) and recall@10 at ef_search 40 of 'queries' over every row
+ * (returned), both printed under 'label'.
+ */
+double
+measure_inserted(HannoyEnv *env, const std::vector<float> &base, const std::vector<float> &queries,
+                 size_t built, size_t added, const char *label, size_t *found)
+{
+	const uint32_t dims = static_cast<uint32_t>(base.size() / (built + added));
+	*found = rows_finding_themselves(env, base, dims, built, built + added);
+	double r40 = hannoy_test::recall_at(env, HANNOY_METRIC_L2, dims, base, queries, 40);
+	std::printf("%s, %zu built and %zu inserted: %zu inserted rows find themselves, "
+	            "recall@10 at ef 40 %.4f\n",
+	            label, built, added, *found, r40);
+	return r40;
+}
+
 TEST(SelfLookup, InsertsWhileEveryUpperLayerNodeIsATombstone)
 {
 	/*
@@ -206,11 +224,8 @@ TEST(InsertRecall, RowsWithExactCodesSearchOnThem)
 	HannoyError err;
 	EXPECT_EQ(walks[1], added);
 	EXPECT_EQ(walks[0], 0u);
-	size_t found = rows_finding_themselves(env, base, dims, built, built + added);
-	double r40 = hannoy_test::recall_at(env, HANNOY_METRIC_L2, dims, base, queries, 40);
-	std::printf("pixel rows, %zu built and %zu inserted: %zu inserted rows find themselves, "
-	            "recall@10 at ef 40 %.4f\n",
-	            built, added, found, r40);
+	size_t found;
+	double r40 = measure_inserted(env, base, queries, built, added, "pixel rows", &found);
 	EXPECT_EQ(found, added);
 	EXPECT_GE(r40, 0.95);
 	/* a half in every element: no code holds it */
@@ -253,11 +268,8 @@ TEST(InsertRecall, ManyDimensionsSearchOnCodes)
 	HannoyError err;
 	EXPECT_EQ(walks[1], added);
 	EXPECT_EQ(walks[0], 0u);
-	size_t found = rows_finding_themselves(env, base, dims, built, built + added);
-	double r40 = hannoy_test::recall_at(env, HANNOY_METRIC_L2, dims, base, queries, 40);
-	std::printf("256 dimensions, %zu built and %zu inserted: %zu inserted rows find themselves, "
-	            "recall@10 at ef 40 %.4f\n",
-	            built, added, found, r40);
+	size_t found;
+	double r40 = measure_inserted(env, base, queries, built, added, "256 dimensions", &found);
 	EXPECT_GE(found, added - added / 200);
 	EXPECT_GE(r40, 0.95);
 	/* rows the codes clamp far (ten times the build's values) walk on the vectors */
