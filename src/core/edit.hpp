@@ -10,6 +10,7 @@
 #include "core_guard.hpp"
 
 #include <cmath>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -43,6 +44,8 @@ class StoredEditor
 	double
 	distance_between(uint32_t a, uint32_t b) const
 	{
+		if (decoded_)
+			return decoded_->distance_between(a, b);
 		if (!cache_vectors_)
 			return graph_.distance_between(a, b);
 		const std::string *va = cached_vector(a), *vb = cached_vector(b);
@@ -66,6 +69,18 @@ class StoredEditor
 	{
 		cache_vectors_ = yes;
 		vectors_.clear();
+	}
+	/*
+	 * Measures distance_between on the rows' decoded 8-bit codes of 'q'
+	 * (DecodedCodes) instead of their vectors: an insert's linking, when its
+	 * neighbours were chosen so (insert.cpp, choose_on_codes).  Only for
+	 * edits that change no code but the new node's, written before.
+	 */
+	void
+	measure_codes(std::shared_ptr<const Quantizer> q)
+	{
+		quantizer_ = std::move(q);
+		decoded_ = quantizer_ ? std::make_unique<DecodedCodes>(store_, txn_, *quantizer_) : nullptr;
 	}
 	/*
 	 * With cache_vectors: takes a vector from 'seen' (what an insert's
@@ -248,6 +263,8 @@ class StoredEditor
 	VectorCopies                                     *copies_ = nullptr;  /* see use_copies */
 	uint32_t                                          written_ = NO_NODE; /* see trust_seen */
 	mutable std::unordered_map<uint32_t, std::string> vectors_;           /* see cache_vectors */
+	std::shared_ptr<const Quantizer>                  quantizer_;         /* see measure_codes */
+	std::unique_ptr<DecodedCodes>                     decoded_;
 };
 
 } // namespace hannoy

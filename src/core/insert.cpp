@@ -29,6 +29,8 @@ struct Plan
 	int                                level = 0;
 	std::vector<std::vector<uint32_t>> neighbors;                 /* [layer] */
 	bool                               searched_nonempty = false; /* the graph had an entry point */
+	/* the neighbours were chosen on decoded codes: the linking prunes on them too */
+	bool                choose_on_codes = false;
 	hannoy::SeenVectors seen; /* the vectors the search read (StoredGraph::remember_in) */
 };
 
@@ -68,6 +70,20 @@ walk_on_codes(const hannoy::Quantizer &quant, const void *v)
 	if (codes_hold_exactly(quant, v))
 		return true;
 	return quant.dims() >= hannoy::CODES_MIN_DIMS && quant.code_error(v) <= WALK_CODE_ERROR;
+}
+
+/*
+ * Whether an insert that walks on the 8-bit codes of 'quant' in an index
+ * with vectors also ranks, chooses and prunes on them: from
+ * CODES_MIN_DIMS dimensions on, where rounding errors average out, and
+ * for float vectors (DecodedCodes).
+ */
+bool
+choose_on_codes(const hannoy::Store &s, const hannoy::Quantizer &quant)
+{
+	return !s.heap_rerank() && quant.kind() == hannoy::QUANTIZER_SCALAR8 &&
+	       quant.dims() >= hannoy::CODES_MIN_DIMS &&
+	       s.vector_bytes() == size_t(quant.dims()) * sizeof(float);
 }
 
 /*
@@ -114,12 +130,25 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 	hannoy::QueryForm form;
 	if (quant)
 		quant->prepare(q, form);
-	std::unique_ptr<hannoy::CodedGraph> coded;
+	std::unique_ptr<hannoy::CodedGraph>   coded;
+	std::unique_ptr<hannoy::DecodedCodes> decoded;
 	if (quant)
 	{
+		hannoy::VectorCopies *code_copies = copies ? s.code_copies(txn, state) : nullptr;
 		coded = std::make_unique<hannoy::CodedGraph>(s, txn, *quant, form);
-		if (copies)
-			coded->use_copies(s.code_copies(txn, state));
+		coded->use_copies(code_copies);
+		/*
+		 * From CODES_MIN_DIMS dimensions on, what the walk found is ranked
+		 * and chosen on the codes too, and the linking prunes on them
+		 * (DESIGN.md "Insert"): measuring it again on the vectors read
+		 * four B-tree records of four bytes a dimension per candidate.
+		 */
+		if (choose_on_codes(s, *quant))
+		{
+			plan.choose_on_codes = true;
+			decoded = std::make_unique<hannoy::DecodedCodes>(s, txn, *quant);
+			decoded->use_copies(code_copies);
+		}
 	}
 	std::vector<uint32_t> scratch;
 	hannoy::Candidate     ep{coded ? coded->distance(q, state.entry_point)
@@ -138,15 +167,18 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 			hannoy::search_layer(*coded, q, entries, s.meta().options.ef_construction, layer,
 			                     visited, found, scratch);
 			/* the next layer's search goes on from the code-ranked candidates */
-			measured = found;
-			for (hannoy::Candidate &c : measured)
-				c.dist = g.distance(q, c.id);
-			std::sort(measured.begin(), measured.end());
+			if (!decoded)
+			{
+				measured = found;
+				for (hannoy::Candidate &c : measured)
+					c.dist = g.distance(q, c.id);
+				std::sort(measured.begin(), measured.end());
+			}
 		}
 		else
 			hannoy::search_layer(g, q, entries, s.meta().options.ef_construction, layer, visited,
 			                     found, scratch);
-		const std::vector<hannoy::Candidate> &ranked = coded ? measured : found;
+		const std::vector<hannoy::Candidate> &ranked = coded && !decoded ? measured : found;
 		/*
 		 * Never link to a tombstone (VACUUM is about to free its id), but
 		 * walk on from it: tombstones still navigate, and a search of the
@@ -169,8 +201,12 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 		 * 8 of 32 at layer 0 on bench/make_synthetic.py's angular set), and later
 		 * inserts then search a graph too sparse to find their neighbours.
 		 */
-		hannoy::select_neighbors(g, *choice, s.max_links(layer), plan.neighbors[layer],
-		                         s.fill_links(layer));
+		if (decoded)
+			hannoy::select_neighbors(*decoded, *choice, s.max_links(layer), plan.neighbors[layer],
+			                         s.fill_links(layer));
+		else
+			hannoy::select_neighbors(g, *choice, s.max_links(layer), plan.neighbors[layer],
+			                         s.fill_links(layer));
 		entries.swap(found);
 	}
 }
@@ -358,6 +394,8 @@ link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid ti
 	hannoy::StoredEditor g(s, txn);
 	g.may_have_tombstones(state.deleted > 0);
 	g.cache_vectors(true); /* linking writes lists only */
+	if (plan.choose_on_codes)
+		g.measure_codes(s.quantizer());
 	if (own_txn)
 	{
 		g.trust_seen(&plan.seen, id); /* the one vector the transaction wrote */

@@ -1336,6 +1336,75 @@ class CodedGraph
 	VectorCopies    *copies_ = nullptr; /* see use_copies */
 };
 
+/*
+ * Distances between stored rows measured on their decoded 8-bit codes, for
+ * an insert's neighbour choice and prunes in an index of CODES_MIN_DIMS
+ * dimensions or more whose new row walks on codes (DESIGN.md "Insert"): a
+ * code is one B-tree read of a byte per dimension where a vector is
+ * several reads of four bytes per dimension.  Each code is decoded once for
+ * this object's life: only while no code changes under it (an insert's
+ * search, or its linking, which writes only the new node's code before it
+ * measures).  Float vectors only (vector_bytes is dims floats).
+ */
+class DecodedCodes
+{
+  public:
+	DecodedCodes(const Store &store, MDB_txn *txn, const Quantizer &q)
+	    : store_(store), txn_(txn), q_(q)
+	{
+	}
+	/* Takes codes from 'copies' (Store::code_copies serving a read transaction), never adds. */
+	void
+	use_copies(const VectorCopies *copies)
+	{
+		copies_ = copies;
+	}
+	/* The decoded code of 'id', nullptr when it has none. */
+	const float *
+	decoded(uint32_t id)
+	{
+		auto it = decoded_.find(id);
+		if (it == decoded_.end())
+		{
+			std::vector<float> out;
+			const uint8_t     *code = nullptr;
+			if (const char *copy = copies_ != nullptr ? copies_->find(id) : nullptr)
+				code = reinterpret_cast<const uint8_t *>(copy);
+			else if (!store_.code_of(txn_, id, &code))
+				code = nullptr;
+			if (code != nullptr)
+			{
+				out.resize(q_.dims());
+				q_.decode(code, out.data());
+			}
+			it = decoded_.emplace(id, std::move(out)).first;
+		}
+		return it->second.empty() ? nullptr : it->second.data();
+	}
+	double
+	distance_between(uint32_t a, uint32_t b)
+	{
+		const float *va = decoded(a), *vb = decoded(b);
+		if (va == nullptr || vb == nullptr)
+			return HUGE_VAL;
+		const VectorLayout &layout = store_.layout();
+		const void         *pa[VectorLayout::MAX_PIECES], *pb[VectorLayout::MAX_PIECES];
+		for (uint32_t i = 0; i < layout.pieces(); i++)
+		{
+			pa[i] = reinterpret_cast<const char *>(va) + layout.piece_offset(i);
+			pb[i] = reinterpret_cast<const char *>(vb) + layout.piece_offset(i);
+		}
+		return layout.distance(pa, pb);
+	}
+
+  private:
+	const Store                                     &store_;
+	MDB_txn                                         *txn_;
+	const Quantizer                                 &q_;
+	const VectorCopies                              *copies_ = nullptr;
+	std::unordered_map<uint32_t, std::vector<float>> decoded_;
+};
+
 /* The level of a new node: -ln(U) / ln(m) with U drawn from (seed, salt). */
 int draw_level(uint64_t seed, uint64_t salt, uint32_t m);
 

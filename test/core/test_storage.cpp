@@ -463,10 +463,11 @@ TEST(VectorCopies, HoldUntilAnIdIsFreed)
 {
 	for (uint32_t dims : {8u, 500u}) /* the largest vectors kept whole: about 500 floats */
 	{
-		TempEnvDir            dir;
-		HannoyMeta            meta = test_meta(HANNOY_METRIC_L2, dims);
-		auto                  v = uniform(300, dims, 21);
-		HannoyEnv            *env = build_all(dir.path(), meta, v, 1);
+		TempEnvDir dir;
+		HannoyMeta meta = test_meta(HANNOY_METRIC_L2, dims);
+		auto       v = uniform(300, dims, 21);
+		/* no codes: inserts into 500-d rows with codes measure only codes */
+		HannoyEnv *env = build_all(dir.path(), meta, v, 1, 0, 20, nullptr, HANNOY_QUANTIZER_NONE);
 		hannoy::Store        &s = *reinterpret_cast<hannoy::Store *>(env);
 		std::vector<char>     stored(s.vector_bytes());
 		hannoy::VectorCopies *copies;
