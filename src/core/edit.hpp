@@ -237,7 +237,7 @@ class StoredEditor
 		{
 			if (holds(relied_, adopt_[i]))
 				continue;
-			double d = sort_key(graph_.distance_between(into, adopt_[i]));
+			double d = sort_key(distance_between(into, adopt_[i])); /* as the prunes measure */
 			if (d > worst)
 			{
 				worst = d;

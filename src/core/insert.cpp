@@ -30,7 +30,9 @@ struct Plan
 	std::vector<std::vector<uint32_t>> neighbors;                 /* [layer] */
 	bool                               searched_nonempty = false; /* the graph had an entry point */
 	/* the neighbours were chosen on decoded codes: the linking prunes on them too */
-	bool                choose_on_codes = false;
+	bool choose_on_codes = false;
+	/* the new row's codes do not describe it, where a choice could be made on codes */
+	bool                far_code = false;
 	hannoy::SeenVectors seen; /* the vectors the search read (StoredGraph::remember_in) */
 };
 
@@ -100,6 +102,11 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 	plan.level = level;
 	plan.neighbors.assign(level + 1, {});
 	plan.searched_nonempty = state.max_level >= 0;
+	plan.choose_on_codes = false;
+	std::shared_ptr<const hannoy::Quantizer> quant = s.quantizer();
+	bool described = quant && !s.heap_rerank() && walk_on_codes(*quant, q);
+	/* counted by the linking (Store::add_far_code): its code misleads a choice on codes */
+	plan.far_code = quant && choose_on_codes(s, *quant) && !described;
 	hannoy::test_pause_insert_search();
 	if (state.max_level < 0)
 		return;
@@ -120,11 +127,10 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 	 * and the codes describe the row closely (rounding errors average out
 	 * over so many; DESIGN.md "Insert"): a code is one B-tree read where a
 	 * vector is several.  Other rows' codes
-	 * may be inexact (clamped inserts), so what each layer found is measured
-	 * against the vectors before choosing.
+	 * may be inexact (clamped inserts), so below CODES_MIN_DIMS what each
+	 * layer found is measured against the vectors before choosing.
 	 */
-	std::shared_ptr<const hannoy::Quantizer> quant = s.quantizer();
-	if (quant && !s.heap_rerank() && !walk_on_codes(*quant, q))
+	if (quant && !s.heap_rerank() && !described)
 		quant = nullptr;
 	hannoy::test_insert_walk(quant != nullptr);
 	hannoy::QueryForm form;
@@ -140,10 +146,12 @@ plan_links(const hannoy::Store &s, MDB_txn *txn, const void *q, int level, Plan 
 		/*
 		 * From CODES_MIN_DIMS dimensions on, what the walk found is ranked
 		 * and chosen on the codes too, and the linking prunes on them
-		 * (DESIGN.md "Insert"): measuring it again on the vectors read
-		 * four B-tree records of four bytes a dimension per candidate.
+		 * (DESIGN.md "Insert"): measuring it again read each candidate's
+		 * vector (four B-tree records of 784 floats' pieces on
+		 * Fashion-MNIST).  Not once a row its codes do not describe came
+		 * in: its clamped code would mislead the choice.
 		 */
-		if (choose_on_codes(s, *quant))
+		if (choose_on_codes(s, *quant) && s.read_far_codes(txn) == 0)
 		{
 			plan.choose_on_codes = true;
 			decoded = std::make_unique<hannoy::DecodedCodes>(s, txn, *quant);
@@ -344,6 +352,8 @@ link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid ti
 	int level = plan.level;
 	/* made to serve this transaction before it takes an id */
 	hannoy::VectorCopies *copies = own_txn ? s.vector_copies(txn, state) : nullptr;
+	hannoy::VectorCopies *code_copies =
+	    own_txn && plan.choose_on_codes ? s.code_copies(txn, state) : nullptr;
 	forget_tid(s, txn, tid, state);
 	/* reuse an id VACUUM freed, else take a new one */
 	uint32_t id;
@@ -379,6 +389,8 @@ link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid ti
 	}
 	hannoy::put(txn, s.dbi_tids, key.val(), tkey.val(), append);
 	hannoy::put(txn, s.dbi_items, tkey.val(), key.val());
+	if (plan.far_code)
+		s.add_far_code(txn);
 
 	bool     entry_removed = state.max_level >= 0 && s.is_deleted(txn, state.entry_point);
 	uint32_t old_entry = hannoy::NO_NODE;
@@ -410,8 +422,15 @@ link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid ti
 		 */
 		auto gone = [&](uint32_t n)
 		{
-			/* a kept copy says the vector is there: removing one counts a freed id */
-			bool has = (copies != nullptr && copies->find(n) != nullptr) || s.has_vector(txn, n);
+			/*
+			 * A kept copy says the vector is there: removing one counts a
+			 * freed id.  VACUUM removes a row's code with its vector, and a
+			 * code is one record where a vector may be several.
+			 */
+			const uint8_t *code;
+			bool           has = (copies != nullptr && copies->find(n) != nullptr) ||
+			           (code_copies != nullptr && code_copies->find(n) != nullptr) ||
+			           (plan.choose_on_codes && s.code_of(txn, n, &code)) || s.has_vector(txn, n);
 			return n == id || s.is_deleted(txn, n) || !has;
 		};
 		mine.erase(std::remove_if(mine.begin(), mine.end(), gone), mine.end());

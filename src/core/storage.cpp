@@ -39,6 +39,7 @@ const char SEEDING_KEY[] = "seeding";
 const char QUANTIZER_KEY[] = "quantizer";
 /* key of the count of ids VACUUM freed, ever (VectorCopies); absent: none */
 const char FREES_KEY[] = "frees";
+const char FAR_CODES_KEY[] = "far_codes";
 
 /* Stores a u32 big-endian. */
 void
@@ -807,24 +808,49 @@ Store::write_applied(MDB_txn *txn, uint64_t lsn) const
 }
 
 uint64_t
-Store::read_frees(MDB_txn *txn) const
+Store::read_count(MDB_txn *txn, const char *name, const char *what) const
 {
-	MDB_val  key{sizeof(FREES_KEY) - 1, const_cast<char *>(FREES_KEY)}, data;
+	MDB_val  key{std::strlen(name), const_cast<char *>(name)}, data;
 	uint64_t n = 0;
 	if (!hannoy::get(txn, dbi_meta, key, data))
 		return 0;
 	if (data.mv_size != sizeof(n) + trailer() || (checksummed() && !checksum_holds(key, data)))
-		throw Error(HANNOY_ERR_CORRUPT, "the freed-ids record is malformed or fails its checksum");
+		throw Error(HANNOY_ERR_CORRUPT,
+		            std::string("the ") + what + " record is malformed or fails its checksum");
 	std::memcpy(&n, data.mv_data, sizeof(n));
 	return n;
 }
 
 void
+Store::add_count(MDB_txn *txn, const char *name, const char *what, uint64_t n) const
+{
+	uint64_t total = read_count(txn, name, what) + n;
+	put_meta_record(txn, MDB_val{std::strlen(name), const_cast<char *>(name)}, &total,
+	                sizeof(total));
+}
+
+uint64_t
+Store::read_frees(MDB_txn *txn) const
+{
+	return read_count(txn, FREES_KEY, "freed-ids");
+}
+
+void
 Store::add_frees(MDB_txn *txn, uint64_t n) const
 {
-	uint64_t total = read_frees(txn) + n;
-	put_meta_record(txn, MDB_val{sizeof(FREES_KEY) - 1, const_cast<char *>(FREES_KEY)}, &total,
-	                sizeof(total));
+	add_count(txn, FREES_KEY, "freed-ids", n);
+}
+
+uint64_t
+Store::read_far_codes(MDB_txn *txn) const
+{
+	return read_count(txn, FAR_CODES_KEY, "far-codes");
+}
+
+void
+Store::add_far_code(MDB_txn *txn) const
+{
+	add_count(txn, FAR_CODES_KEY, "far-codes", 1);
 }
 
 void

@@ -940,6 +940,14 @@ class Store
 	uint64_t read_frees(MDB_txn *txn) const;
 	/* Counts 'n' more freed ids, in the caller's write transaction. */
 	void add_frees(MDB_txn *txn, uint64_t n) const;
+	/*
+	 * How many rows were inserted whose 8-bit codes do not describe them
+	 * (insert.cpp, choose_on_codes: they walk on their vectors, and their
+	 * codes, clamped, would mislead a choice made on codes), ever; counts
+	 * one more in the caller's write transaction.
+	 */
+	uint64_t read_far_codes(MDB_txn *txn) const;
+	void     add_far_code(MDB_txn *txn) const;
 
 	MDB_dbi dbi_meta, dbi_vectors, dbi_links, dbi_tids, dbi_items, dbi_unindexed, dbi_deleted,
 	    dbi_free;
@@ -996,6 +1004,10 @@ class Store
 	/* Writes record 'key' of the meta database: 'value', then its checksum when records have one.
 	 */
 	void put_meta_record(MDB_txn *txn, MDB_val key, const void *value, size_t size) const;
+	/* The count in meta record 'name' (0 when absent; 'what' names it in errors), and adding to it.
+	 */
+	uint64_t read_count(MDB_txn *txn, const char *name, const char *what) const;
+	void     add_count(MDB_txn *txn, const char *name, const char *what, uint64_t n) const;
 	/* Bytes of data the environment holds (its last page), as last committed. */
 	uint64_t used_bytes() const;
 	/* The room the map keeps beyond 'used' bytes of data. */
@@ -1285,8 +1297,10 @@ class StoredGraph
 /*
  * The stored graph as searches walk it when the sidecar has codes: the
  * distance to a node is the query's distance to its code (to its vector
- * when a node lacks one).  Never for choosing neighbours, which needs
- * exact distances.
+ * when a node lacks one).  Its distances choose an insert's neighbours
+ * only from CODES_MIN_DIMS dimensions on, where rounding errors average
+ * out, and only while no row's code is far from its vector (insert.cpp,
+ * choose_on_codes; DESIGN.md "Insert").
  */
 class CodedGraph
 {
@@ -1372,11 +1386,12 @@ class DecodedCodes
 				code = reinterpret_cast<const uint8_t *>(copy);
 			else if (!store_.code_of(txn_, id, &code))
 				code = nullptr;
+			out.resize(q_.dims());
+			/* a row without a code (CodedGraph::distance allows one) is measured on its vector */
 			if (code != nullptr)
-			{
-				out.resize(q_.dims());
 				q_.decode(code, out.data());
-			}
+			else if (!store_.copy_vector(txn_, id, out.data()))
+				out.clear();
 			it = decoded_.emplace(id, std::move(out)).first;
 		}
 		return it->second.empty() ? nullptr : it->second.data();

@@ -305,6 +305,29 @@ TEST(InsertRecall, ManyDimensionsSearchOnCodes)
 	clear_hooks();
 	EXPECT_EQ(walks[0], far);
 	EXPECT_EQ(walks[1], added);
+	/*
+	 * Their codes, clamped, would mislead a choice on codes: the sidecar
+	 * counts them, and later inserts walk on codes but measure what they
+	 * found on the vectors (which the vector copies then keep).
+	 */
+	hannoy::Store &s = *reinterpret_cast<hannoy::Store *>(env);
+	auto           vector_copies = [&]
+	{
+		hannoy::Txn           read(s.env(), true);
+		hannoy::GraphState    state = s.read_state(read.get());
+		hannoy::VectorCopies *vectors = s.vector_copies(read.get(), state);
+		size_t                n = 0;
+		for (uint32_t id = 0; vectors != nullptr && id < state.next_id; id++)
+			n += vectors->find(id) != nullptr;
+		EXPECT_EQ(s.read_far_codes(read.get()), far);
+		return n;
+	};
+	size_t before = vector_copies(); /* what the far rows' walks on the vectors kept */
+	for (size_t i = 0; i < far; i++)
+		ASSERT_EQ(hannoy_insert(env, built + added + far + i + 1, &queries[i * dims], 0, &err),
+		          HANNOY_OK)
+		    << err.message;
+	EXPECT_GT(vector_copies(), before) << "rows after a far one measure their finds on vectors";
 	hannoy_env_close(env);
 }
 
