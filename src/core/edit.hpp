@@ -51,11 +51,9 @@ class StoredEditor
 		const std::string *va = cached_vector(a), *vb = cached_vector(b);
 		if (va == nullptr || vb == nullptr)
 			return HUGE_VAL;
-		const VectorLayout &layout = store_.layout();
-		const void         *pieces[VectorLayout::MAX_PIECES];
-		for (uint32_t i = 0; i < layout.pieces(); i++)
-			pieces[i] = va->data() + layout.piece_offset(i);
-		return layout.distance(pieces, vb->data());
+		const void *pieces[VectorLayout::MAX_PIECES];
+		store_.layout().split(va->data(), pieces);
+		return store_.layout().distance(pieces, vb->data());
 	}
 	/*
 	 * Keeps a copy of each vector distance_between reads for the rest of

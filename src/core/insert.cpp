@@ -423,14 +423,12 @@ link_row(hannoy::Store &s, MDB_txn *txn, hannoy::GraphState &state, HannoyTid ti
 		auto gone = [&](uint32_t n)
 		{
 			/*
-			 * A kept copy says the vector is there: removing one counts a
-			 * freed id.  VACUUM removes a row's code with its vector, and a
-			 * code is one record where a vector may be several.
+			 * A kept copy of its vector or code says the row is there:
+			 * removing one counts a freed id.
 			 */
-			const uint8_t *code;
-			bool           has = (copies != nullptr && copies->find(n) != nullptr) ||
+			bool has = (copies != nullptr && copies->find(n) != nullptr) ||
 			           (code_copies != nullptr && code_copies->find(n) != nullptr) ||
-			           (plan.choose_on_codes && s.code_of(txn, n, &code)) || s.has_vector(txn, n);
+			           s.has_vector(txn, n);
 			return n == id || s.is_deleted(txn, n) || !has;
 		};
 		mine.erase(std::remove_if(mine.begin(), mine.end(), gone), mine.end());

@@ -1669,9 +1669,7 @@ Store::vector_pieces(MDB_txn *txn, uint32_t id, const void **out) const
 		next_slot = (next_slot + 1) % DECODED_SLOTS;
 		buf.resize(q->dims());
 		q->decode(code, buf.data());
-		const char *base = reinterpret_cast<const char *>(buf.data());
-		for (uint32_t i = 0; i < layout_.pieces(); i++)
-			out[i] = base + layout_.piece_offset(i);
+		layout_.split(buf.data(), out);
 		return true;
 	}
 	SnapshotCache::Entry *e = cache_.serves(txn) ? cache_.entry(id) : nullptr;

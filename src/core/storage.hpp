@@ -354,6 +354,13 @@ class VectorLayout
 	{
 		return trailer_;
 	}
+	/* The pieces of a whole vector at 'whole', as pointers into it, into 'out'. */
+	void
+	split(const void *whole, const void **out) const
+	{
+		for (uint32_t i = 0; i < pieces_; i++)
+			out[i] = static_cast<const char *>(whole) + piece_offset(i);
+	}
 	/* Distance from a vector in pieces to a whole one ('query'). */
 	double distance(const void *const *a, const void *query) const;
 	/* Distance between two vectors in pieces. */
@@ -717,13 +724,16 @@ class Store
 	 */
 	bool vector_pieces(MDB_txn *txn, uint32_t id, const void **out) const;
 	/*
-	 * Whether 'id' has a vector; in an index without vectors (format 7,
-	 * DESIGN.md "Heap re-ranking"), whether it has a code.
+	 * Whether 'id' has a vector.  Asked of its code where the sidecar has
+	 * codes: an index without vectors (format 7, DESIGN.md "Heap
+	 * re-ranking") keeps only those, and in one with both, the build and
+	 * inserts write a row's code with its vector and VACUUM removes them
+	 * together; a code is one record where a vector may be several.
 	 */
 	bool
 	has_vector(MDB_txn *txn, uint32_t id) const
 	{
-		if (heap_rerank())
+		if (heap_rerank() || code_bytes_.load(std::memory_order_acquire) != 0)
 		{
 			const uint8_t *code;
 			return code_of(txn, id, &code);
@@ -931,7 +941,8 @@ class Store
 	VectorCopies *vector_copies(MDB_txn *txn, const GraphState &state) const;
 	/*
 	 * The same for codes: copies of the codes read in a read transaction
-	 * 'txn' whose state is 'state' (an insert's walk on codes); nullptr
+	 * 'txn' whose state is 'state' (an insert's walk on codes; its linking's
+	 * write transaction only looks them up, before it takes an id); nullptr
 	 * when the sidecar has no codes or no vectors (heap re-ranking), or the
 	 * calling thread may not use them.
 	 */
@@ -1242,8 +1253,7 @@ class StoredGraph
 		{
 			if (const char *copy = copies_->find(id))
 			{
-				for (uint32_t i = 0; i < store_.layout().pieces(); i++)
-					out[i] = copy + store_.layout().piece_offset(i);
+				store_.layout().split(copy, out);
 				return true;
 			}
 		}
@@ -1281,8 +1291,7 @@ class StoredGraph
 		}
 		if (it->second.empty())
 			return false;
-		for (uint32_t i = 0; i < store_.layout().pieces(); i++)
-			out[i] = it->second.data() + store_.layout().piece_offset(i);
+		store_.layout().split(it->second.data(), out);
 		return true;
 	}
 
@@ -1402,14 +1411,9 @@ class DecodedCodes
 		const float *va = decoded(a), *vb = decoded(b);
 		if (va == nullptr || vb == nullptr)
 			return HUGE_VAL;
-		const VectorLayout &layout = store_.layout();
-		const void         *pa[VectorLayout::MAX_PIECES], *pb[VectorLayout::MAX_PIECES];
-		for (uint32_t i = 0; i < layout.pieces(); i++)
-		{
-			pa[i] = reinterpret_cast<const char *>(va) + layout.piece_offset(i);
-			pb[i] = reinterpret_cast<const char *>(vb) + layout.piece_offset(i);
-		}
-		return layout.distance(pa, pb);
+		const void *pa[VectorLayout::MAX_PIECES];
+		store_.layout().split(va, pa);
+		return store_.layout().distance(pa, vb);
 	}
 
   private:
